@@ -1,0 +1,1 @@
+//! Wire protocol messages and their MessagePack codec (placeholder until the codec lands).

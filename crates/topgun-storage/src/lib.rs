@@ -1,0 +1,40 @@
+//! Storage for TopGun: the [`Store`] trait every backend implements, the
+//! records it keeps, and the backends — [`MemoryStore`] (always built) and
+//! `RedbStore` (feature `redb`, native only).
+//!
+//! A store holds three things, as in TopGun's client:
+//! - **records** (`key_value_store`): the current [`StoreRecord`] of every
+//!   `(map, key)`, tombstones included, with a `dirty` flag while a local
+//!   write is not yet acknowledged by a server;
+//! - the **operation log** (`operation_log`): every local write as an
+//!   [`OpLogEntry`] with an auto-increment id, until it is synced;
+//! - **meta** (`meta_store`): small key → value settings such as sync
+//!   checkpoints, the node id and the schema version.
+//!
+//! Values are opaque bytes here (the client encodes them with MessagePack);
+//! the store never interprets them. This crate depends only on
+//! `topgun-core`; it must not depend on sync, client or server crates.
+#![warn(missing_docs)]
+
+mod error;
+
+mod model;
+mod store;
+
+pub use error::StorageError;
+
+pub use model::{AppliedChange, ClearOutcome, LocalWrite, OpId, OpLogEntry, OpType, StoreRecord, StoreStats};
+pub use store::Store;
+
+/// `Send + Sync` on native targets; nothing on wasm, where IndexedDB
+/// handles are neither.
+#[cfg(not(target_family = "wasm"))]
+pub trait SendSync: Send + Sync {}
+#[cfg(not(target_family = "wasm"))]
+impl<T: Send + Sync + ?Sized> SendSync for T {}
+/// `Send + Sync` on native targets; nothing on wasm, where IndexedDB
+/// handles are neither.
+#[cfg(target_family = "wasm")]
+pub trait SendSync {}
+#[cfg(target_family = "wasm")]
+impl<T: ?Sized> SendSync for T {}

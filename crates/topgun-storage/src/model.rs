@@ -1,0 +1,122 @@
+//! The records a store keeps.
+
+use serde::{Deserialize, Serialize};
+use topgun_core::Timestamp;
+
+/// Identifier of an operation-log entry: auto-increment, starting at 1,
+/// never reused by a store.
+pub type OpId = u64;
+
+/// The kind of a local write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum OpType {
+    /// A value was written.
+    Put,
+    /// The key was removed (a tombstone was written).
+    Remove,
+    /// The whole map was cleared.
+    Clear,
+}
+
+/// The current state of one `(map, key)` (`key_value_store`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreRecord {
+    /// The map the record belongs to.
+    pub map_name: String,
+    /// The record's key within the map.
+    pub key: String,
+    /// The encoded value; `None` is a tombstone (`isDeleted`).
+    pub value: Option<Vec<u8>>,
+    /// Timestamp of the write that produced this state.
+    pub timestamp: Timestamp,
+    /// Time to live in ms after `timestamp.millis`, if any.
+    pub ttl_ms: Option<u64>,
+    /// `true` while a local write to this record awaits a server ack.
+    pub dirty: bool,
+}
+
+impl StoreRecord {
+    /// Whether this record is a tombstone.
+    pub fn is_deleted(&self) -> bool {
+        self.value.is_none()
+    }
+
+    /// Approximate bytes this record occupies, for quota accounting.
+    pub fn approx_size(&self) -> u64 {
+        (self.map_name.len()
+            + self.key.len()
+            + self.value.as_ref().map_or(0, Vec::len)
+            + self.timestamp.node_id.len()
+            + 32) as u64
+    }
+}
+
+/// A local write, as handed to [`Store::write_local`](crate::Store::write_local).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalWrite {
+    /// Target map.
+    pub map_name: String,
+    /// Target key.
+    pub key: String,
+    /// [`OpType::Put`] or [`OpType::Remove`] (clear has its own call).
+    pub op_type: OpType,
+    /// Encoded value for a put; `None` for a remove.
+    pub value: Option<Vec<u8>>,
+    /// The write's HLC timestamp.
+    pub timestamp: Timestamp,
+    /// Time to live, for a put.
+    pub ttl_ms: Option<u64>,
+}
+
+/// One entry of the operation log (`operation_log`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpLogEntry {
+    /// Auto-increment id.
+    pub id: OpId,
+    /// The map written.
+    pub map_name: String,
+    /// What kind of write.
+    pub op_type: OpType,
+    /// The key written (empty for [`OpType::Clear`]).
+    pub key: String,
+    /// Encoded value for a put.
+    pub value: Option<Vec<u8>>,
+    /// The write's timestamp.
+    pub timestamp: Timestamp,
+    /// Time to live, for a put.
+    pub ttl_ms: Option<u64>,
+    /// Whether a server acknowledged it.
+    pub synced: bool,
+}
+
+/// A record that changed in [`Store::apply_remote`](crate::Store::apply_remote).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedChange {
+    /// The record before (`None` if the key was unknown).
+    pub previous: Option<StoreRecord>,
+    /// The record now stored.
+    pub current: StoreRecord,
+}
+
+/// The result of [`Store::clear_map`](crate::Store::clear_map).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClearOutcome {
+    /// Id of the CLEAR op appended to the log.
+    pub op_id: OpId,
+    /// Keys that were live and are now tombstones, in key order.
+    pub removed_keys: Vec<String>,
+}
+
+/// Counts and sizes, for quota decisions and status output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StoreStats {
+    /// Records stored (tombstones included).
+    pub records: u64,
+    /// Records with `dirty` set.
+    pub dirty_records: u64,
+    /// Ops in the log not yet synced.
+    pub pending_ops: u64,
+    /// Approximate bytes of records and ops.
+    pub bytes: u64,
+}

@@ -1,0 +1,2 @@
+//! Project automation (placeholder until ci lands).
+fn main() {}
