@@ -1,2 +1,128 @@
-//! Project automation (placeholder until ci lands).
-fn main() {}
+//! Project automation, run as `cargo xtask <command>`.
+//!
+//! - `cargo xtask ci` runs everything CI runs, in order, stopping at the
+//!   first failure: format check, clippy with warnings denied, every test
+//!   (unit, integration, doc), and the docs with warnings denied.
+//! - `cargo xtask bench` runs the benchmarks in release mode; each prints a
+//!   table and writes its figures under `target/bench/`.
+//!
+//! This crate has no dependencies so that it builds in a second.
+
+use std::env;
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+/// Feature flags that the native CI build turns on, so that every backend
+/// is compiled, linted and tested.
+const NATIVE_FEATURES: &str = "topgun-storage/redb";
+
+/// Benchmarks: (package, bench target, features).
+const BENCHES: &[(&str, &str, &str)] = &[("topgun-storage", "storage", "redb")];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("ci") => ci(&args[1..]),
+        Some("bench") => bench(&args[1..]),
+        Some("help" | "-h" | "--help") | None => {
+            eprintln!("{}", HELP);
+            Ok(())
+        }
+        Some(other) => Err(format!("unknown command {other:?}\n\n{HELP}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+const HELP: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  ci [STEP…]    run the CI steps (all by default): fmt, clippy, test, doc
+  bench [NAME…] run the benchmarks (all by default): storage";
+
+fn root() -> PathBuf {
+    // xtask/ sits directly under the workspace root.
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(PathBuf::from).unwrap_or(manifest)
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(root());
+    cmd
+}
+
+fn run(step: &str, mut cmd: Command) -> Result<(), String> {
+    eprintln!("==> {step}: {cmd:?}");
+    let start = Instant::now();
+    let status = cmd.status().map_err(|e| format!("{step}: could not start {cmd:?}: {e}"))?;
+    eprintln!("<== {step}: {status} in {:.1}s", start.elapsed().as_secs_f64());
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("step {step} failed ({status})"))
+    }
+}
+
+fn ci(steps: &[String]) -> Result<(), String> {
+    const ALL: &[&str] = &["fmt", "clippy", "test", "doc"];
+    let chosen: Vec<&str> =
+        if steps.is_empty() { ALL.to_vec() } else { steps.iter().map(String::as_str).collect() };
+    if let Some(bad) = chosen.iter().find(|s| !ALL.contains(s)) {
+        return Err(format!("unknown ci step {bad:?}; steps are {ALL:?}"));
+    }
+    let start = Instant::now();
+    for step in chosen {
+        let mut cmd = cargo();
+        match step {
+            "fmt" => {
+                cmd.args(["fmt", "--all", "--", "--check"]);
+            }
+            "clippy" => {
+                cmd.args(["clippy", "--locked", "--workspace", "--all-targets", "--features"]);
+                cmd.args([NATIVE_FEATURES, "--", "-D", "warnings"]);
+            }
+            "test" => {
+                cmd.args(["test", "--locked", "--workspace", "--all-targets", "--features", NATIVE_FEATURES]);
+                run("test", cmd)?;
+                // `--all-targets` skips doctests; run them on their own.
+                cmd = cargo();
+                cmd.args(["test", "--locked", "--workspace", "--doc", "--features", NATIVE_FEATURES]);
+                run("doctest", cmd)?;
+                continue;
+            }
+            "doc" => {
+                cmd.args(["doc", "--locked", "--workspace", "--no-deps", "--features", NATIVE_FEATURES]);
+                cmd.env("RUSTDOCFLAGS", "-D warnings");
+            }
+            _ => unreachable!("validated above"),
+        }
+        run(step, cmd)?;
+    }
+    eprintln!("ci passed in {:.1}s", start.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn bench(names: &[String]) -> Result<(), String> {
+    let known: Vec<&str> = BENCHES.iter().map(|b| b.1).collect();
+    if let Some(bad) = names.iter().find(|n| !known.contains(&n.as_str())) {
+        return Err(format!("unknown bench {bad:?}; benches are {known:?}"));
+    }
+    for (package, target, features) in BENCHES {
+        if !names.is_empty() && !names.iter().any(|n| n == target) {
+            continue;
+        }
+        let mut cmd = cargo();
+        cmd.args(["bench", "--locked", "-p", package, "--bench", target, "--features", features]);
+        run(&format!("bench {target}"), cmd)?;
+    }
+    eprintln!("figures written under {}", root().join("target/bench").display());
+    Ok(())
+}

@@ -50,7 +50,11 @@ impl Timestamp {
     /// Builds a timestamp from its parts. The node id is not validated here;
     /// [`Timestamp::from_str`] and [`Hlc::new`] do validate it.
     pub fn new(millis: u64, counter: u32, node_id: impl Into<String>) -> Self {
-        Self { millis, counter, node_id: node_id.into() }
+        Self {
+            millis,
+            counter,
+            node_id: node_id.into(),
+        }
     }
 }
 
@@ -69,7 +73,10 @@ impl FromStr for Timestamp {
     /// [`HlcError::MalformedTimestamp`] when a part is missing, a number does
     /// not parse, or the node id is empty or contains `:`.
     fn from_str(s: &str) -> Result<Self, HlcError> {
-        let bad = |why: &'static str| HlcError::MalformedTimestamp { input: s.to_owned(), why };
+        let bad = |why: &'static str| HlcError::MalformedTimestamp {
+            input: s.to_owned(),
+            why,
+        };
         let mut parts = s.splitn(3, ':');
         let millis = parts.next().ok_or_else(|| bad("missing millis"))?;
         let counter = parts.next().ok_or_else(|| bad("missing counter"))?;
@@ -83,7 +90,9 @@ impl FromStr for Timestamp {
 
 fn validate_node_id(node_id: &str) -> Result<(), HlcError> {
     if node_id.is_empty() || node_id.contains(':') {
-        return Err(HlcError::InvalidNodeId { node_id: node_id.to_owned() });
+        return Err(HlcError::InvalidNodeId {
+            node_id: node_id.to_owned(),
+        });
     }
     Ok(())
 }
@@ -383,7 +392,16 @@ mod tests {
         let (_clock, hlc) = manual(1_000);
         let far = Timestamp::new(1_000 + DEFAULT_MAX_DRIFT_MS + 1, 0, "x");
         let err = hlc.update(&far).unwrap_err();
-        assert!(matches!(err, HlcError::ClockDrift { drift_ms: 60_001, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                HlcError::ClockDrift {
+                    drift_ms: 60_001,
+                    ..
+                }
+            ),
+            "{err}"
+        );
         assert!(err.to_string().contains("60001 ms ahead"), "{err}");
         assert_eq!(hlc.now(), Timestamp::new(1_000, 0, "me"));
         // Exactly at the bound is fine.
@@ -394,7 +412,9 @@ mod tests {
     #[test]
     fn lenient_drift_accepts_and_reports() {
         let clock = Arc::new(ManualClock::new(0));
-        let hlc = Hlc::with_clock("me", clock).unwrap().with_drift(10, DriftPolicy::Lenient);
+        let hlc = Hlc::with_clock("me", clock)
+            .unwrap()
+            .with_drift(10, DriftPolicy::Lenient);
         let out = hlc.update(&Timestamp::new(100, 3, "x")).unwrap();
         assert_eq!(out.drift_ms, Some(100));
         assert_eq!(hlc.now(), Timestamp::new(100, 5, "me"));
@@ -412,9 +432,22 @@ mod tests {
         let t = Timestamp::new(1_700_000_000_000, 3, "node-1");
         assert_eq!(t.to_string(), "1700000000000:3:node-1");
         assert_eq!("1700000000000:3:node-1".parse::<Timestamp>().unwrap(), t);
-        for bad in ["", "1", "1:2", "1:2:", "x:2:n", "1:y:n", "1:2:a:b", "-1:2:n", "1:4294967296:n"] {
+        for bad in [
+            "",
+            "1",
+            "1:2",
+            "1:2:",
+            "x:2:n",
+            "1:y:n",
+            "1:2:a:b",
+            "-1:2:n",
+            "1:4294967296:n",
+        ] {
             let err = bad.parse::<Timestamp>().unwrap_err();
-            assert!(matches!(err, HlcError::MalformedTimestamp { .. }), "{bad:?} gave {err:?}");
+            assert!(
+                matches!(err, HlcError::MalformedTimestamp { .. }),
+                "{bad:?} gave {err:?}"
+            );
         }
         assert!(Hlc::new("a:b").is_err());
         assert!(Hlc::new("").is_err());

@@ -17,4 +17,4 @@ pub mod wire;
 
 pub use hlc::{Clock, Hlc, HlcError, SystemClock, Timestamp};
 pub use lww::LwwRecord;
-
+pub use merkle::MerkleTree;

@@ -40,12 +40,20 @@ fn none<V>() -> Option<V> {
 impl<V> LwwRecord<V> {
     /// A live record.
     pub fn new(value: V, timestamp: Timestamp) -> Self {
-        Self { value: Some(value), timestamp, ttl_ms: None }
+        Self {
+            value: Some(value),
+            timestamp,
+            ttl_ms: None,
+        }
     }
 
     /// A tombstone: the key was removed at `timestamp`.
     pub fn tombstone(timestamp: Timestamp) -> Self {
-        Self { value: None, timestamp, ttl_ms: None }
+        Self {
+            value: None,
+            timestamp,
+            ttl_ms: None,
+        }
     }
 
     /// Sets a time to live.
@@ -138,12 +146,21 @@ mod tests {
     #[test]
     fn wire_shape() {
         let live = LwwRecord::new("x".to_owned(), ts(5, 1, "n"));
-        let v: rmpv::Value = rmp_serde::from_slice(&rmp_serde::to_vec_named(&live).unwrap()).unwrap();
-        assert_eq!(v.as_map().unwrap().len(), 2, "ttlMs omitted when absent: {v}");
+        let v: rmpv::Value =
+            rmp_serde::from_slice(&rmp_serde::to_vec_named(&live).unwrap()).unwrap();
+        assert_eq!(
+            v.as_map().unwrap().len(),
+            2,
+            "ttlMs omitted when absent: {v}"
+        );
         let dead: LwwRecord<String> = LwwRecord::tombstone(ts(5, 1, "n")).with_ttl(7);
         let bytes = rmp_serde::to_vec_named(&dead).unwrap();
         let v: rmpv::Value = rmp_serde::from_slice(&bytes).unwrap();
-        assert_eq!(v["value"], rmpv::Value::Nil, "a tombstone carries value: null");
+        assert_eq!(
+            v["value"],
+            rmpv::Value::Nil,
+            "a tombstone carries value: null"
+        );
         assert_eq!(v["ttlMs"], rmpv::Value::from(7));
         let back: LwwRecord<String> = rmp_serde::from_slice(&bytes).unwrap();
         assert_eq!(back, dead);
@@ -151,15 +168,23 @@ mod tests {
 
     /// A record per (timestamp): one write has one value, as in reality.
     fn arb_record() -> impl Strategy<Value = (u8, LwwRecord<u32>)> {
-        (0u8..6, 0u64..20, 0u32..3, prop::sample::select(vec!["a", "b", "c"])).prop_map(
-            |(key, millis, counter, node)| {
+        (
+            0u8..6,
+            0u64..20,
+            0u32..3,
+            prop::sample::select(vec!["a", "b", "c"]),
+        )
+            .prop_map(|(key, millis, counter, node)| {
                 let tomb = (millis + u64::from(counter)) % 4 == 0;
                 let t = ts(millis, counter, node);
                 let value = (millis as u32) * 100 + counter * 10 + u32::from(node.as_bytes()[0]);
-                let rec = if tomb { LwwRecord::tombstone(t) } else { LwwRecord::new(value, t) };
+                let rec = if tomb {
+                    LwwRecord::tombstone(t)
+                } else {
+                    LwwRecord::new(value, t)
+                };
                 (key, rec)
-            },
-        )
+            })
     }
 
     fn apply_all(writes: &[(u8, LwwRecord<u32>)]) -> BTreeMap<u8, LwwRecord<u32>> {

@@ -1,1 +1,353 @@
-//! Merkle tree (placeholder).
+//! The Merkle tree TopGun uses to find which keys differ between a client
+//! and a server without sending them all.
+//!
+//! A map's keys sit in a hex prefix trie of depth [`DEPTH`] (3): a key's
+//! path is the first three hex digits of `fnv1a(key)`. Each key contributes
+//! an item hash `fnv1a("<key>:<millis>:<counter>:<nodeId>")` of its current
+//! timestamp. A leaf's hash is [`combine`] of its items, an inner node's is
+//! [`combine`] of its children; because `combine` is a sum of mixed hashes,
+//! hashes do not depend on insertion order and every update is O(depth):
+//! the old contribution is subtracted and the new one added on the way up.
+//!
+//! ```
+//! use topgun_core::{merkle::MerkleTree, Timestamp};
+//! let mut a = MerkleTree::new();
+//! let mut b = MerkleTree::new();
+//! a.update("k1", &Timestamp::new(1, 0, "n"));
+//! a.update("k2", &Timestamp::new(2, 0, "n"));
+//! b.update("k2", &Timestamp::new(2, 0, "n"));
+//! b.update("k1", &Timestamp::new(1, 0, "n"));
+//! assert_eq!(a.root_hash(), b.root_hash());
+//! // Walk down to the one leaf that differs.
+//! b.update("k1", &Timestamp::new(3, 0, "n"));
+//! let path = MerkleTree::path_of("k1");
+//! assert_ne!(a.hash_at(&path), b.hash_at(&path));
+//! ```
+
+use crate::hlc::Timestamp;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+/// Depth of the tree: paths have this many hex digits at the leaves.
+pub const DEPTH: usize = 3;
+
+const FNV_OFFSET: u32 = 0x811c_9dc5;
+const FNV_PRIME: u32 = 0x0100_0193;
+const LEAVES: usize = 1 << (4 * DEPTH);
+
+/// 32-bit FNV-1a over the string's UTF-16 code units (as JavaScript's
+/// `charCodeAt` sees them), TopGun's string hash.
+pub fn fnv1a(s: &str) -> u32 {
+    s.encode_utf16().fold(FNV_OFFSET, |h, unit| (h ^ u32::from(unit)).wrapping_mul(FNV_PRIME))
+}
+
+/// MurmurHash3's 32-bit finaliser (`fmix32`), applied to each hash before
+/// summing so that sums of similar hashes do not cancel out.
+pub fn mix(mut h: u32) -> u32 {
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^= h >> 16;
+    h
+}
+
+/// Order-independent combination of hashes: the wrapping sum of [`mix`]ed
+/// hashes. The empty combination is 0.
+pub fn combine(hashes: impl IntoIterator<Item = u32>) -> u32 {
+    hashes.into_iter().fold(0u32, |acc, h| acc.wrapping_add(mix(h)))
+}
+
+/// The hash a record contributes: `fnv1a("<key>:<millis>:<counter>:<nodeId>")`.
+pub fn item_hash(key: &str, timestamp: &Timestamp) -> u32 {
+    let mut s = String::with_capacity(key.len() + timestamp.node_id.len() + 24);
+    // Writing to a String cannot fail.
+    let _ = write!(s, "{key}:{timestamp}");
+    fnv1a(&s)
+}
+
+/// Index of the leaf a key routes to: the first [`DEPTH`] hex digits of
+/// `fnv1a(key)`, read as a number.
+fn leaf_index(key: &str) -> usize {
+    (fnv1a(key) >> (32 - 4 * DEPTH)) as usize
+}
+
+/// Parses a path of up to [`DEPTH`] lower-case hex digits into
+/// `(level, index within level)`. `None` for anything else.
+fn parse_path(path: &str) -> Option<(usize, usize)> {
+    if path.len() > DEPTH {
+        return None;
+    }
+    let mut index = 0usize;
+    for c in path.chars() {
+        let d = match c {
+            '0'..='9' | 'a'..='f' => c.to_digit(16)?,
+            _ => return None,
+        };
+        index = index * 16 + d as usize;
+    }
+    Some((path.len(), index))
+}
+
+fn hex(d: usize) -> char {
+    char::from_digit(d as u32, 16).unwrap_or('0')
+}
+
+/// A Merkle tree over one map's keys and their timestamps, kept up to date
+/// incrementally.
+#[derive(Debug, Clone)]
+pub struct MerkleTree {
+    /// `levels[l][i]`: hash of the node at depth `l` with index `i`
+    /// (`levels[0]` is the root, `levels[DEPTH]` the leaves).
+    levels: Vec<Vec<u32>>,
+    /// Per leaf: key → item hash.
+    leaves: Vec<BTreeMap<String, u32>>,
+    len: usize,
+}
+
+impl Default for MerkleTree {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MerkleTree {
+    /// An empty tree (root hash 0).
+    pub fn new() -> Self {
+        let levels = (0..=DEPTH).map(|l| vec![0u32; 1 << (4 * l)]).collect();
+        Self { levels, leaves: vec![BTreeMap::new(); LEAVES], len: 0 }
+    }
+
+    /// The leaf path of a key: the first [`DEPTH`] lower-case hex digits of
+    /// `fnv1a(key)`.
+    pub fn path_of(key: &str) -> String {
+        let mut s = format!("{:08x}", fnv1a(key));
+        s.truncate(DEPTH);
+        s
+    }
+
+    /// Number of keys in the tree.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the tree has no keys.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The root hash; 0 for an empty tree.
+    pub fn root_hash(&self) -> u32 {
+        self.levels[0][0]
+    }
+
+    /// Sets `key`'s timestamp (inserting the key if new). A tombstone is a
+    /// key like any other: pass its deletion timestamp.
+    pub fn update(&mut self, key: &str, timestamp: &Timestamp) {
+        let leaf = leaf_index(key);
+        let new = item_hash(key, timestamp);
+        let old = match self.leaves[leaf].get_mut(key) {
+            Some(h) => Some(std::mem::replace(h, new)),
+            None => {
+                self.leaves[leaf].insert(key.to_owned(), new);
+                self.len += 1;
+                None
+            }
+        };
+        self.propagate(leaf, old, Some(new));
+    }
+
+    /// Removes `key`; returns whether it was present. The hashes return to
+    /// what they were before the key was inserted.
+    pub fn remove(&mut self, key: &str) -> bool {
+        let leaf = leaf_index(key);
+        match self.leaves[leaf].remove(key) {
+            Some(old) => {
+                self.len -= 1;
+                self.propagate(leaf, Some(old), None);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Replaces item hash `old` by `new` in leaf `leaf` and walks the change
+    /// up to the root: at each level the child's old mixed hash is
+    /// subtracted from its parent and the new one added.
+    fn propagate(&mut self, leaf: usize, old: Option<u32>, new: Option<u32>) {
+        let mut index = leaf;
+        let mut delta_old = old.map_or(0, mix);
+        let mut delta_new = new.map_or(0, mix);
+        for level in (0..=DEPTH).rev() {
+            let slot = &mut self.levels[level][index];
+            let before = *slot;
+            *slot = slot.wrapping_sub(delta_old).wrapping_add(delta_new);
+            delta_old = mix(before);
+            delta_new = mix(*slot);
+            index >>= 4;
+        }
+    }
+
+    /// The hash of the node at `path` (0 to [`DEPTH`] hex digits; `""` is
+    /// the root). An empty node hashes to 0; `None` for an invalid path.
+    pub fn hash_at(&self, path: &str) -> Option<u32> {
+        let (level, index) = parse_path(path)?;
+        Some(self.levels[level][index])
+    }
+
+    /// The non-empty children of the inner node at `path` (fewer than
+    /// [`DEPTH`] digits), as (hex digit, hash). Empty for a leaf path, an
+    /// invalid path or an empty node.
+    pub fn buckets(&self, path: &str) -> BTreeMap<char, u32> {
+        match parse_path(path) {
+            Some((level, index)) if level < DEPTH => {
+                let children = &self.levels[level + 1][index * 16..index * 16 + 16];
+                children.iter().enumerate().filter(|(_, h)| **h != 0).map(|(d, h)| (hex(d), *h)).collect()
+            }
+            _ => BTreeMap::new(),
+        }
+    }
+
+    /// The keys in the leaf at `path` ([`DEPTH`] digits), in key order.
+    /// Empty for any other path.
+    pub fn keys_at(&self, path: &str) -> impl Iterator<Item = &str> + '_ {
+        let leaf = match parse_path(path) {
+            Some((DEPTH, index)) => Some(&self.leaves[index]),
+            _ => None,
+        };
+        leaf.into_iter().flat_map(|l| l.keys().map(String::as_str))
+    }
+
+    /// Whether `key` is in the tree.
+    pub fn contains(&self, key: &str) -> bool {
+        self.leaves[leaf_index(key)].contains_key(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn ts(millis: u64, counter: u32, node: &str) -> Timestamp {
+        Timestamp::new(millis, counter, node)
+    }
+
+    #[test]
+    fn known_values_from_the_reference() {
+        assert_eq!(fnv1a(""), 2_166_136_261);
+        assert_eq!(fnv1a("hello"), 1_335_831_723);
+        assert_eq!(fnv1a("key1"), 927_623_783);
+        assert_eq!(fnv1a("key1:100:0:test"), 3_988_528_110);
+        assert_eq!(item_hash("key1", &ts(100, 0, "test")), 3_988_528_110);
+        assert_eq!(combine([0x64, 0xc8]), 0xbc1d_ab1c);
+        assert_eq!(combine([]), 0);
+        assert_eq!(mix(0), 0);
+    }
+
+    #[test]
+    fn fnv_hashes_utf16_units_not_bytes() {
+        // 'é' is one UTF-16 unit (0xE9) but two UTF-8 bytes.
+        let by_unit = (FNV_OFFSET ^ 0xE9).wrapping_mul(FNV_PRIME);
+        assert_eq!(fnv1a("é"), by_unit);
+        // An astral character is two surrogate units.
+        let s = "😀";
+        let expected = [0xD83Du32, 0xDE00].iter().fold(FNV_OFFSET, |h, u| (h ^ u).wrapping_mul(FNV_PRIME));
+        assert_eq!(fnv1a(s), expected);
+    }
+
+    #[test]
+    fn path_is_the_first_three_hex_digits() {
+        // fnv1a("key1") = 927623783 = 0x374a_a067
+        assert_eq!(MerkleTree::path_of("key1"), "374");
+        let mut t = MerkleTree::new();
+        t.update("key1", &ts(100, 0, "test"));
+        let leaf = 3_988_528_110u32;
+        assert_eq!(t.hash_at("374"), Some(mix(leaf)));
+        assert_eq!(t.hash_at("37"), Some(mix(mix(leaf))));
+        assert_eq!(t.hash_at("3"), Some(mix(mix(mix(leaf)))));
+        assert_eq!(t.root_hash(), mix(mix(mix(mix(leaf)))));
+        assert_eq!(t.buckets(""), BTreeMap::from([('3', t.hash_at("3").unwrap())]));
+        assert_eq!(t.buckets("37"), BTreeMap::from([('4', t.hash_at("374").unwrap())]));
+        assert!(t.buckets("374").is_empty(), "a leaf has no buckets");
+        assert_eq!(t.keys_at("374").collect::<Vec<_>>(), vec!["key1"]);
+        assert_eq!(t.hash_at("xyz"), None);
+        assert_eq!(t.hash_at("3741"), None);
+        assert_eq!(t.hash_at("37A"), None, "paths are lower-case");
+    }
+
+    #[test]
+    fn hashes_match_a_from_scratch_computation() {
+        let mut t = MerkleTree::new();
+        let keys: Vec<String> = (0..500).map(|i| format!("user-{i}")).collect();
+        for (i, k) in keys.iter().enumerate() {
+            t.update(k, &ts(i as u64, 0, "n"));
+        }
+        for k in keys.iter().step_by(3) {
+            t.update(k, &ts(9_999, 1, "m"));
+        }
+        // Recompute every level from the leaves with `combine`.
+        let leaf_hash = |i: usize| combine(t.leaves[i].values().copied());
+        let mut level: Vec<u32> = (0..LEAVES).map(leaf_hash).collect();
+        assert_eq!(level, t.levels[DEPTH]);
+        for depth in (0..DEPTH).rev() {
+            level = level.chunks(16).map(|c| combine(c.iter().copied())).collect();
+            assert_eq!(level, t.levels[depth], "level {depth}");
+        }
+    }
+
+    #[test]
+    fn remove_restores_the_previous_hashes() {
+        let mut t = MerkleTree::new();
+        for i in 0..100 {
+            t.update(&format!("k{i}"), &ts(i, 0, "n"));
+        }
+        let before = t.clone();
+        t.update("extra", &ts(5, 5, "x"));
+        assert_ne!(t.root_hash(), before.root_hash());
+        assert!(t.remove("extra"));
+        assert!(!t.remove("extra"));
+        assert_eq!(t.root_hash(), before.root_hash());
+        assert_eq!(t.levels, before.levels);
+        assert_eq!(t.len(), 100);
+        for i in 0..100 {
+            t.remove(&format!("k{i}"));
+        }
+        assert_eq!(t.root_hash(), 0);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn builds_100k_keys_quickly() {
+        let start = std::time::Instant::now();
+        let mut t = MerkleTree::new();
+        let stamp = ts(1_700_000_000_000, 0, "node");
+        for i in 0..100_000 {
+            t.update(&format!("key-{i}"), &stamp);
+        }
+        let took = start.elapsed();
+        assert_eq!(t.len(), 100_000);
+        // The benchmark measures this precisely; here we only guard against
+        // an accidental quadratic (this is an unoptimised test build).
+        assert!(took.as_secs_f64() < 5.0, "100k keys took {took:?}");
+    }
+
+    proptest! {
+        #[test]
+        fn hashes_do_not_depend_on_insertion_order(
+            (entries, shuffled) in prop::collection::btree_map("[a-z0-9é😀]{0,8}", (0u64..1000, 0u32..4), 0..60)
+                .prop_map(|m| m.into_iter().collect::<Vec<_>>())
+                .prop_flat_map(|v| (Just(v.clone()), Just(v).prop_shuffle()))
+        ) {
+            let mut a = MerkleTree::new();
+            let mut b = MerkleTree::new();
+            for (k, (m, c)) in &entries { a.update(k, &ts(*m, *c, "n")); }
+            for (k, (m, c)) in &shuffled { b.update(k, &ts(*m, *c, "n")); }
+            prop_assert_eq!(a.root_hash(), b.root_hash());
+            prop_assert_eq!(&a.levels, &b.levels);
+            // Overwriting with an older version then the final one converges too.
+            for (k, (m, c)) in &shuffled { b.update(k, &ts(m + 1, *c, "n")); b.update(k, &ts(*m, *c, "n")); }
+            prop_assert_eq!(a.root_hash(), b.root_hash());
+        }
+    }
+}

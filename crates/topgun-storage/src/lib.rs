@@ -23,7 +23,9 @@ mod store;
 
 pub use error::StorageError;
 
-pub use model::{AppliedChange, ClearOutcome, LocalWrite, OpId, OpLogEntry, OpType, StoreRecord, StoreStats};
+pub use model::{
+    AppliedChange, ClearOutcome, LocalWrite, OpId, OpLogEntry, OpType, StoreRecord, StoreStats,
+};
 pub use store::Store;
 
 /// `Send + Sync` on native targets; nothing on wasm, where IndexedDB

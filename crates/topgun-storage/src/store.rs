@@ -1,7 +1,9 @@
 //! The [`Store`] trait: what every storage backend offers.
 
 use crate::error::StorageError;
-use crate::model::{AppliedChange, ClearOutcome, LocalWrite, OpId, OpLogEntry, StoreRecord, StoreStats};
+use crate::model::{
+    AppliedChange, ClearOutcome, LocalWrite, OpId, OpLogEntry, StoreRecord, StoreStats,
+};
 use topgun_core::Timestamp;
 
 /// A storage backend: records, operation log and meta, with the atomic
@@ -54,7 +56,11 @@ pub trait Store: std::fmt::Debug + crate::SendSync {
 
     /// Up to `limit` unsynced ops in id order with id greater than `after`
     /// (`None`: from the first).
-    async fn pending_ops(&self, after: Option<OpId>, limit: usize) -> Result<Vec<OpLogEntry>, StorageError>;
+    async fn pending_ops(
+        &self,
+        after: Option<OpId>,
+        limit: usize,
+    ) -> Result<Vec<OpLogEntry>, StorageError>;
 
     /// Marks the given ops synced, in one transaction. For each, the record
     /// it wrote loses its `dirty` flag if the record still carries that op's
@@ -70,17 +76,28 @@ pub trait Store: std::fmt::Debug + crate::SendSync {
     /// strictly greater (or the key is unknown). Applied records are stored
     /// clean (`dirty = false`, whatever the input says). Returns the changes
     /// in input order, one per record that replaced something.
-    async fn apply_remote(&self, records: Vec<StoreRecord>) -> Result<Vec<AppliedChange>, StorageError>;
+    async fn apply_remote(
+        &self,
+        records: Vec<StoreRecord>,
+    ) -> Result<Vec<AppliedChange>, StorageError>;
 
     /// Clears a map locally in one transaction: every live record becomes a
     /// dirty tombstone at `timestamp`, and one `Clear` op is appended.
-    async fn clear_map(&self, map_name: &str, timestamp: Timestamp) -> Result<ClearOutcome, StorageError>;
+    async fn clear_map(
+        &self,
+        map_name: &str,
+        timestamp: Timestamp,
+    ) -> Result<ClearOutcome, StorageError>;
 
     /// Removes the given records of a map if they are clean (not dirty) and
     /// no pending op refers to them; others are left alone. Returns the
     /// keys removed. Used to shed synced data under a storage quota, and to
     /// drop a map's synced copy on a server's reset request.
-    async fn prune_clean(&self, map_name: &str, keys: &[String]) -> Result<Vec<String>, StorageError>;
+    async fn prune_clean(
+        &self,
+        map_name: &str,
+        keys: &[String],
+    ) -> Result<Vec<String>, StorageError>;
 
     /// Names of the maps that have at least one record, in order.
     async fn map_names(&self) -> Result<Vec<String>, StorageError>;
