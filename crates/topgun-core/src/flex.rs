@@ -26,19 +26,25 @@ impl Visitor<'_> for U64Visitor {
     }
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<u64, E> {
-        // 2^64 as f64; every whole float below it converts exactly.
-        const LIMIT: f64 = 18_446_744_073_709_551_616.0;
-        if v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v < LIMIT {
-            // Whole, in range: the cast is exact.
-            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-            Ok(v as u64)
-        } else {
-            Err(E::invalid_value(de::Unexpected::Float(v), &self))
-        }
+        whole_u64(v).ok_or_else(|| E::invalid_value(de::Unexpected::Float(v), &self))
     }
 
     fn visit_f32<E: de::Error>(self, v: f32) -> Result<u64, E> {
         self.visit_f64(f64::from(v))
+    }
+}
+
+/// The `u64` a float stands for, if it is whole, non-negative and below
+/// 2^64; `None` for a fraction, a negative, an infinity or NaN.
+pub(crate) fn whole_u64(v: f64) -> Option<u64> {
+    // 2^64 as f64; every whole float below it converts exactly.
+    const LIMIT: f64 = 18_446_744_073_709_551_616.0;
+    if v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v < LIMIT {
+        // Whole, in range: the cast is exact.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        Some(v as u64)
+    } else {
+        None
     }
 }
 

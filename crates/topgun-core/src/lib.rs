@@ -18,3 +18,4 @@ pub mod wire;
 pub use hlc::{Clock, Hlc, HlcError, SystemClock, Timestamp};
 pub use lww::LwwRecord;
 pub use merkle::MerkleTree;
+pub use wire::{decode, encode, DecodeError, EncodeError, Message};

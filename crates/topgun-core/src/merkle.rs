@@ -38,7 +38,9 @@ const LEAVES: usize = 1 << (4 * DEPTH);
 /// 32-bit FNV-1a over the string's UTF-16 code units (as JavaScript's
 /// `charCodeAt` sees them), TopGun's string hash.
 pub fn fnv1a(s: &str) -> u32 {
-    s.encode_utf16().fold(FNV_OFFSET, |h, unit| (h ^ u32::from(unit)).wrapping_mul(FNV_PRIME))
+    s.encode_utf16().fold(FNV_OFFSET, |h, unit| {
+        (h ^ u32::from(unit)).wrapping_mul(FNV_PRIME)
+    })
 }
 
 /// MurmurHash3's 32-bit finaliser (`fmix32`), applied to each hash before
@@ -55,7 +57,9 @@ pub fn mix(mut h: u32) -> u32 {
 /// Order-independent combination of hashes: the wrapping sum of [`mix`]ed
 /// hashes. The empty combination is 0.
 pub fn combine(hashes: impl IntoIterator<Item = u32>) -> u32 {
-    hashes.into_iter().fold(0u32, |acc, h| acc.wrapping_add(mix(h)))
+    hashes
+        .into_iter()
+        .fold(0u32, |acc, h| acc.wrapping_add(mix(h)))
 }
 
 /// The hash a record contributes: `fnv1a("<key>:<millis>:<counter>:<nodeId>")`.
@@ -115,7 +119,11 @@ impl MerkleTree {
     /// An empty tree (root hash 0).
     pub fn new() -> Self {
         let levels = (0..=DEPTH).map(|l| vec![0u32; 1 << (4 * l)]).collect();
-        Self { levels, leaves: vec![BTreeMap::new(); LEAVES], len: 0 }
+        Self {
+            levels,
+            leaves: vec![BTreeMap::new(); LEAVES],
+            len: 0,
+        }
     }
 
     /// The leaf path of a key: the first [`DEPTH`] lower-case hex digits of
@@ -202,7 +210,12 @@ impl MerkleTree {
         match parse_path(path) {
             Some((level, index)) if level < DEPTH => {
                 let children = &self.levels[level + 1][index * 16..index * 16 + 16];
-                children.iter().enumerate().filter(|(_, h)| **h != 0).map(|(d, h)| (hex(d), *h)).collect()
+                children
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, h)| **h != 0)
+                    .map(|(d, h)| (hex(d), *h))
+                    .collect()
             }
             _ => BTreeMap::new(),
         }
@@ -252,7 +265,9 @@ mod tests {
         assert_eq!(fnv1a("é"), by_unit);
         // An astral character is two surrogate units.
         let s = "😀";
-        let expected = [0xD83Du32, 0xDE00].iter().fold(FNV_OFFSET, |h, u| (h ^ u).wrapping_mul(FNV_PRIME));
+        let expected = [0xD83Du32, 0xDE00]
+            .iter()
+            .fold(FNV_OFFSET, |h, u| (h ^ u).wrapping_mul(FNV_PRIME));
         assert_eq!(fnv1a(s), expected);
     }
 
@@ -267,8 +282,14 @@ mod tests {
         assert_eq!(t.hash_at("37"), Some(mix(mix(leaf))));
         assert_eq!(t.hash_at("3"), Some(mix(mix(mix(leaf)))));
         assert_eq!(t.root_hash(), mix(mix(mix(mix(leaf)))));
-        assert_eq!(t.buckets(""), BTreeMap::from([('3', t.hash_at("3").unwrap())]));
-        assert_eq!(t.buckets("37"), BTreeMap::from([('4', t.hash_at("374").unwrap())]));
+        assert_eq!(
+            t.buckets(""),
+            BTreeMap::from([('3', t.hash_at("3").unwrap())])
+        );
+        assert_eq!(
+            t.buckets("37"),
+            BTreeMap::from([('4', t.hash_at("374").unwrap())])
+        );
         assert!(t.buckets("374").is_empty(), "a leaf has no buckets");
         assert_eq!(t.keys_at("374").collect::<Vec<_>>(), vec!["key1"]);
         assert_eq!(t.hash_at("xyz"), None);
@@ -291,7 +312,10 @@ mod tests {
         let mut level: Vec<u32> = (0..LEAVES).map(leaf_hash).collect();
         assert_eq!(level, t.levels[DEPTH]);
         for depth in (0..DEPTH).rev() {
-            level = level.chunks(16).map(|c| combine(c.iter().copied())).collect();
+            level = level
+                .chunks(16)
+                .map(|c| combine(c.iter().copied()))
+                .collect();
             assert_eq!(level, t.levels[depth], "level {depth}");
         }
     }
