@@ -1,0 +1,143 @@
+//! [`TopGunClientBuilder`]: how a client is configured and opened.
+
+use crate::client::{ClientInner, TopGunClient};
+use crate::error::ClientError;
+use crate::working_set::WorkingSetLimits;
+use std::sync::Arc;
+use topgun_core::{Clock, Hlc, SystemClock};
+use topgun_storage::{MemoryStore, Store};
+
+/// Meta key under which the client keeps its node id.
+pub(crate) const NODE_ID_KEY: &str = "client.node_id";
+
+/// Configures a [`TopGunClient`]. Obtain one with [`TopGunClient::builder`].
+#[derive(Debug)]
+pub struct TopGunClientBuilder {
+    node_id: Option<String>,
+    store: Option<Arc<dyn Store>>,
+    #[cfg(all(feature = "redb", not(target_family = "wasm")))]
+    redb_path: Option<std::path::PathBuf>,
+    limits: WorkingSetLimits,
+    quota_bytes: Option<u64>,
+    warm_up: usize,
+    clock: Arc<dyn Clock>,
+}
+
+impl Default for TopGunClientBuilder {
+    fn default() -> Self {
+        Self {
+            node_id: None,
+            store: None,
+            #[cfg(all(feature = "redb", not(target_family = "wasm")))]
+            redb_path: None,
+            limits: WorkingSetLimits::default(),
+            quota_bytes: None,
+            warm_up: 0,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl TopGunClientBuilder {
+    /// Sets the node id (it stamps every write). By default the client uses
+    /// the id stored in the store's meta, or creates a random UUID and
+    /// stores it, so the id survives restarts. An explicit id is stored too.
+    #[must_use]
+    pub fn node_id(mut self, node_id: impl Into<String>) -> Self {
+        self.node_id = Some(node_id.into());
+        self
+    }
+
+    /// Uses the given store (e.g. a [`MemoryStore`] shared with a test, or
+    /// a `RedbStore` opened with custom options). Default: a new
+    /// [`MemoryStore`].
+    #[must_use]
+    pub fn store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Keeps data in a durable redb file at `path` (created if missing).
+    #[cfg(all(feature = "redb", not(target_family = "wasm")))]
+    #[must_use]
+    pub fn redb_path(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.redb_path = Some(path.into());
+        self
+    }
+
+    /// Bounds the in-RAM working set. Default: 10,000 entries, 64 MiB.
+    #[must_use]
+    pub fn working_set(mut self, limits: WorkingSetLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Sets a budget for the store's size in bytes. Over it, the client
+    /// prunes synced, clean records (least recently used first); when
+    /// nothing can be pruned, writes fail with
+    /// [`ClientError::QuotaExceeded`]. Default: no budget.
+    #[must_use]
+    pub fn quota_bytes(mut self, budget: u64) -> Self {
+        self.quota_bytes = Some(budget);
+        self
+    }
+
+    /// Loads up to `records` records into the working set at start (in map
+    /// and key order), so first reads hit RAM. Default: 0.
+    #[must_use]
+    pub fn warm_up(mut self, records: usize) -> Self {
+        self.warm_up = records;
+        self
+    }
+
+    /// Reads wall-clock time from `clock` (tests, simulations). Default:
+    /// the system clock.
+    #[must_use]
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Opens the store, settles the node id, warms up the working set and
+    /// returns the client in state `OFFLINE`.
+    ///
+    /// # Errors
+    /// Storage errors opening or reading the store (e.g. a file written by
+    /// a newer version); [`ClientError::Clock`] for a node id that is empty
+    /// or contains `:`.
+    pub async fn build(self) -> Result<TopGunClient, ClientError> {
+        let store = self.open_store()?;
+        let node_id = match self.node_id {
+            Some(id) => {
+                topgun_core::Hlc::with_clock(id.clone(), self.clock.clone())?;
+                store.meta_put(NODE_ID_KEY, id.clone().into_bytes()).await?;
+                id
+            }
+            None => match store.meta_get(NODE_ID_KEY).await? {
+                Some(bytes) if !bytes.is_empty() => String::from_utf8_lossy(&bytes).into_owned(),
+                _ => {
+                    let id = uuid::Uuid::new_v4().to_string();
+                    store.meta_put(NODE_ID_KEY, id.clone().into_bytes()).await?;
+                    id
+                }
+            },
+        };
+        let hlc = Hlc::with_clock(node_id, self.clock)?;
+        let inner = ClientInner::new(store, hlc, self.limits, self.quota_bytes);
+        let client = TopGunClient::from_inner(Arc::new(inner));
+        client.warm_up(self.warm_up).await?;
+        client.set_state(crate::ConnectionState::Offline);
+        Ok(client)
+    }
+
+    fn open_store(&self) -> Result<Arc<dyn Store>, ClientError> {
+        if let Some(store) = &self.store {
+            return Ok(store.clone());
+        }
+        #[cfg(all(feature = "redb", not(target_family = "wasm")))]
+        if let Some(path) = &self.redb_path {
+            return Ok(Arc::new(topgun_storage::RedbStore::open(path)?));
+        }
+        Ok(Arc::new(MemoryStore::new()))
+    }
+}

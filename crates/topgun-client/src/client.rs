@@ -1,0 +1,390 @@
+//! [`TopGunClient`] and the untyped write/read path every [`IMap`] uses.
+
+use crate::builder::TopGunClientBuilder;
+use crate::error::{check_name, ClientError};
+use crate::events::{Origin, RawEvent, EVENT_BUFFER};
+use crate::keylock::KeyLocks;
+use crate::map::IMap;
+use crate::working_set::{CachedRecord, WorkingSet, WorkingSetLimits, WorkingSetStats};
+use crate::ConnectionState;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use tokio::sync::{broadcast, watch};
+use topgun_core::{Hlc, Timestamp};
+use topgun_storage::{LocalWrite, OpId, OpType, Store, StoreRecord, StoreStats};
+
+/// Told about every local write, so a sync manager can push it. The client
+/// calls it after the write is durable; it must return quickly.
+pub trait SyncSignal: Send + Sync + std::fmt::Debug {
+    /// A local write (or clear) was stored in `map`.
+    fn local_write(&self, map: &str);
+}
+
+/// Client-wide events (not tied to one key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClientEvent {
+    /// The store went over its byte budget and synced records were pruned.
+    QuotaPruned {
+        /// Records removed from the store.
+        records: u64,
+        /// Store bytes before pruning.
+        bytes_before: u64,
+        /// Store bytes after pruning.
+        bytes_after: u64,
+    },
+    /// The store is over budget and nothing could be pruned; writes fail
+    /// until data is synced or deleted.
+    QuotaExhausted {
+        /// Store bytes in use.
+        used: u64,
+        /// The budget.
+        budget: u64,
+    },
+}
+
+/// Per-map shared state: the name, its event channel, its live queries.
+#[derive(Debug)]
+pub(crate) struct MapShared {
+    pub(crate) name: Arc<str>,
+    pub(crate) events: broadcast::Sender<RawEvent>,
+    pub(crate) live: crate::live::LiveQueries,
+}
+
+#[derive(Debug)]
+pub(crate) struct ClientInner {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) hlc: Hlc,
+    pub(crate) working_set: Mutex<WorkingSet>,
+    locks: KeyLocks,
+    state: watch::Sender<ConnectionState>,
+    maps: Mutex<HashMap<String, Arc<MapShared>>>,
+    sync: Mutex<Option<Arc<dyn SyncSignal>>>,
+    pub(crate) quota_bytes: Option<u64>,
+    pub(crate) client_events: broadcast::Sender<ClientEvent>,
+    closed: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section leaves its data consistent before anything
+    // that can panic, so a poisoned lock is still usable.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl ClientInner {
+    pub(crate) fn new(
+        store: Arc<dyn Store>,
+        hlc: Hlc,
+        limits: WorkingSetLimits,
+        quota_bytes: Option<u64>,
+    ) -> Self {
+        Self {
+            store,
+            hlc,
+            working_set: Mutex::new(WorkingSet::new(limits)),
+            locks: KeyLocks::default(),
+            state: watch::Sender::new(ConnectionState::Initial),
+            maps: Mutex::new(HashMap::new()),
+            sync: Mutex::new(None),
+            quota_bytes,
+            client_events: broadcast::Sender::new(64),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn now_millis(&self) -> u64 {
+        self.hlc.clock().now_millis()
+    }
+
+    pub(crate) fn check_open(&self) -> Result<(), ClientError> {
+        if self.closed.load(Ordering::Acquire) {
+            Err(ClientError::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    pub(crate) fn map(&self, name: &str) -> Arc<MapShared> {
+        let mut maps = lock(&self.maps);
+        maps.entry(name.to_owned())
+            .or_insert_with(|| {
+                Arc::new(MapShared {
+                    name: Arc::from(name),
+                    events: broadcast::Sender::new(EVENT_BUFFER),
+                    live: crate::live::LiveQueries::default(),
+                })
+            })
+            .clone()
+    }
+
+    pub(crate) fn ws(&self) -> MutexGuard<'_, WorkingSet> {
+        lock(&self.working_set)
+    }
+
+    /// The current record of a key: working set first, then the store
+    /// (re-caching what the store returns).
+    pub(crate) async fn current(
+        &self,
+        map: &MapShared,
+        key: &str,
+    ) -> Result<Option<CachedRecord>, ClientError> {
+        if let Some(hit) = self.ws().get(&map.name, key) {
+            return Ok(Some(hit.clone()));
+        }
+        let Some(record) = self.store.get(&map.name, key).await? else {
+            return Ok(None);
+        };
+        let cached = CachedRecord::from_store(&record);
+        self.ws().insert(&map.name, key, cached.clone());
+        Ok(Some(cached))
+    }
+
+    /// The one local write path: lock the key, stamp, store record + op in
+    /// one transaction, cache, publish, signal sync.
+    pub(crate) async fn write(
+        &self,
+        map: &MapShared,
+        key: &str,
+        value: Option<Vec<u8>>,
+        ttl_ms: Option<u64>,
+    ) -> Result<OpId, ClientError> {
+        self.check_open()?;
+        check_name("key", key)?;
+        let _guard = self.locks.lock(&map.name, key).await;
+        let previous = self.current(map, key).await?;
+        let timestamp = self.stamp_after(previous.as_ref().map(|p| &p.timestamp));
+        crate::quota::ensure_room(self).await?;
+        let op_type = if value.is_some() {
+            OpType::Put
+        } else {
+            OpType::Remove
+        };
+        let value: Option<Arc<[u8]>> = value.map(Arc::from);
+        let op_id = self
+            .store
+            .write_local(LocalWrite {
+                map_name: map.name.to_string(),
+                key: key.to_owned(),
+                op_type,
+                value: value.as_deref().map(<[u8]>::to_vec),
+                timestamp: timestamp.clone(),
+                ttl_ms,
+            })
+            .await?;
+        let now = self.now_millis();
+        let cached = CachedRecord {
+            value: value.clone(),
+            timestamp: timestamp.clone(),
+            ttl_ms,
+        };
+        let new_live = cached.live_value(now).cloned();
+        self.ws().insert(&map.name, key, cached);
+        let old = previous.and_then(|p| p.live_value(now).cloned());
+        self.publish(map, key, old, new_live, Origin::Local, timestamp);
+        self.signal_sync(&map.name);
+        Ok(op_id)
+    }
+
+    /// A fresh timestamp, strictly after `after` (the stored record's) so a
+    /// local write always supersedes what this replica holds, even if the
+    /// wall clock went back across a restart.
+    pub(crate) fn stamp_after(&self, after: Option<&Timestamp>) -> Timestamp {
+        let ts = self.hlc.now();
+        match after {
+            Some(prev) if *prev >= ts => {
+                // Beyond the drift bound the clock refuses to jump; the write
+                // then keeps its own (older) stamp and loses to `prev` on sync.
+                if self.hlc.update(prev).is_ok() {
+                    self.hlc.now()
+                } else {
+                    ts
+                }
+            }
+            _ => ts,
+        }
+    }
+
+    pub(crate) fn publish(
+        &self,
+        map: &MapShared,
+        key: &str,
+        old: Option<Arc<[u8]>>,
+        new: Option<Arc<[u8]>>,
+        origin: Origin,
+        timestamp: Timestamp,
+    ) {
+        map.live.on_change(key, new.as_deref());
+        if map.events.receiver_count() > 0 {
+            // No subscriber is not an error.
+            let _ = map.events.send(RawEvent {
+                key: Arc::from(key),
+                old,
+                new,
+                origin,
+                timestamp,
+            });
+        }
+    }
+
+    pub(crate) fn signal_sync(&self, map: &str) {
+        let sync = lock(&self.sync).clone();
+        if let Some(s) = sync {
+            s.local_write(map);
+        }
+    }
+}
+
+/// A local-first client: reads and writes answer from local storage at
+/// once; every write is stamped, stored with its op in one transaction and
+/// (once sync is attached) pushed to the server.
+///
+/// Cheap to clone; clones share one store, working set and clock.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// use topgun_client::TopGunClient;
+/// let client = TopGunClient::builder().node_id("laptop").build().await?;
+/// let users = client.get_map::<String>("users")?;
+/// users.put("alice", "Alice".to_owned()).await?;
+/// assert_eq!(users.get("alice").await?, Some("Alice".to_owned()));
+/// assert_eq!(client.pending_ops().await?, 1);
+/// # Ok::<(), topgun_client::ClientError>(())
+/// # }).unwrap();
+/// ```
+#[derive(Debug, Clone)]
+pub struct TopGunClient {
+    pub(crate) inner: Arc<ClientInner>,
+}
+
+impl TopGunClient {
+    /// Starts configuring a client.
+    pub fn builder() -> TopGunClientBuilder {
+        TopGunClientBuilder::default()
+    }
+
+    pub(crate) fn from_inner(inner: Arc<ClientInner>) -> Self {
+        Self { inner }
+    }
+
+    /// A typed view of the map `name`. Values are stored as MessagePack.
+    ///
+    /// # Errors
+    /// [`ClientError::InvalidName`] for an empty or overlong name.
+    pub fn get_map<V: Serialize + DeserializeOwned>(
+        &self,
+        name: &str,
+    ) -> Result<IMap<V>, ClientError> {
+        check_name("map name", name)?;
+        Ok(IMap::new(self.inner.clone(), self.inner.map(name)))
+    }
+
+    /// An untyped view of the map `name`, with JSON values.
+    ///
+    /// # Errors
+    /// [`ClientError::InvalidName`] for an empty or overlong name.
+    pub fn get_json_map(&self, name: &str) -> Result<IMap<serde_json::Value>, ClientError> {
+        self.get_map(name)
+    }
+
+    /// This client's node id (stamped into every write).
+    pub fn node_id(&self) -> &str {
+        self.inner.hlc.node_id()
+    }
+
+    /// The hybrid logical clock stamping this client's writes.
+    pub fn hlc(&self) -> &Hlc {
+        &self.inner.hlc
+    }
+
+    /// The store under this client.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// The current connectivity state.
+    pub fn state(&self) -> ConnectionState {
+        *self.inner.state.borrow()
+    }
+
+    /// A receiver that observes every state change
+    /// (`INITIAL → OFFLINE → CONNECTING → SYNCING → ONLINE`).
+    pub fn watch_state(&self) -> watch::Receiver<ConnectionState> {
+        self.inner.state.subscribe()
+    }
+
+    /// Sets the state; used by the sync manager.
+    pub fn set_state(&self, state: ConnectionState) {
+        self.inner.state.send_replace(state);
+    }
+
+    /// Client-wide events (quota pruning, …).
+    pub fn events(&self) -> broadcast::Receiver<ClientEvent> {
+        self.inner.client_events.subscribe()
+    }
+
+    /// Attaches the sync manager to be told about local writes.
+    pub fn set_sync_signal(&self, signal: Arc<dyn SyncSignal>) {
+        *lock(&self.inner.sync) = Some(signal);
+    }
+
+    /// Number of local ops not yet acknowledged by a server.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub async fn pending_ops(&self) -> Result<u64, ClientError> {
+        Ok(self.inner.store.stats().await?.pending_ops)
+    }
+
+    /// Counts and sizes of the store.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub async fn store_stats(&self) -> Result<StoreStats, ClientError> {
+        Ok(self.inner.store.stats().await?)
+    }
+
+    /// Hits, misses, evictions and size of the working set.
+    pub fn working_set_stats(&self) -> WorkingSetStats {
+        self.inner.ws().stats()
+    }
+
+    /// Names of the maps with at least one record in the store.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub async fn map_names(&self) -> Result<Vec<String>, ClientError> {
+        Ok(self.inner.store.map_names().await?)
+    }
+
+    pub(crate) async fn warm_up(&self, limit: usize) -> Result<(), ClientError> {
+        let mut left = limit;
+        if left == 0 {
+            return Ok(());
+        }
+        for map in self.inner.store.map_names().await? {
+            let shared = self.inner.map(&map);
+            let records: Vec<StoreRecord> = self.inner.store.scan(&map, None, left).await?;
+            left -= records.len();
+            let mut ws = self.inner.ws();
+            for r in &records {
+                ws.insert(&shared.name, &r.key, CachedRecord::from_store(r));
+            }
+            if left == 0 {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes the client: later calls on it and on its maps fail with
+    /// [`ClientError::Closed`], and the store is released once the last
+    /// clone is dropped. Every acknowledged write is already durable.
+    pub fn close(&self) {
+        self.inner.closed.store(true, Ordering::Release);
+        lock(&self.inner.maps).clear();
+        self.inner.ws().invalidate_all();
+    }
+}

@@ -1,0 +1,38 @@
+//! TopGun for Rust: the local-first client.
+//!
+//! [`TopGunClient`] is the facade applications use. [`IMap`]s answer
+//! `put`, `get`, `remove`, `clear`, `entries` and queries from local storage
+//! at once, online or not. Every mutation is stamped with a hybrid logical
+//! clock and stored together with its operation-log entry in one atomic
+//! write; a bounded LRU working set keeps hot records in RAM in front of the
+//! store. Storage backends are chosen by cargo feature (`redb` for a durable
+//! file; an in-memory store always).
+//!
+//! This crate depends on `topgun-core` and `topgun-storage`; it must not
+//! depend on the server.
+#![warn(missing_docs)]
+
+mod builder;
+mod client;
+mod error;
+pub mod events;
+mod keylock;
+mod live;
+mod live_query;
+mod map;
+pub mod query;
+mod quota;
+mod state;
+mod working_set;
+
+pub use builder::TopGunClientBuilder;
+pub use client::{ClientEvent, SyncSignal, TopGunClient};
+pub use error::ClientError;
+pub use events::{MapEvent, Origin, Subscription};
+pub use live_query::{LiveChange, LiveQueryError, LiveQueryHandle, QueryPage};
+pub use map::{EntryStream, IMap, SyncState};
+pub use state::ConnectionState;
+pub use working_set::{WorkingSetLimits, WorkingSetStats};
+
+/// Longest accepted map name or key, in bytes.
+pub const MAX_NAME_LEN: usize = 1024;

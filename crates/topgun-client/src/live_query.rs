@@ -1,0 +1,283 @@
+//! Typed query results and live query subscriptions on an [`IMap`].
+
+use crate::error::ClientError;
+use crate::events::RecvError;
+use crate::map::IMap;
+use crate::query::{ChangeType, LiveQuery, Query, QueryChange, QueryResult};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use tokio::sync::broadcast;
+
+/// Rows kept beyond a live query's limit so that most removals from the
+/// window are refilled without reading the store.
+const LIVE_OVERFLOW: usize = 32;
+/// Changes buffered per live query before a slow reader lags.
+const LIVE_BUFFER: usize = 1024;
+
+/// One page of query results, decoded as the map's value type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryPage<V> {
+    /// `(key, value)` rows in the query's order.
+    pub results: Vec<(String, V)>,
+    /// Whether more rows follow (pass `next_cursor` to get them).
+    pub has_more: bool,
+    /// Cursor for the next page, when `has_more`.
+    pub next_cursor: Option<String>,
+    /// Stored values skipped because they could not be decoded.
+    pub undecodable: u64,
+}
+
+/// A change to a live query's result (TopGun's `QUERY_UPDATE`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveChange<V> {
+    /// The key that entered, changed within, or left the result.
+    pub key: String,
+    /// Its value now (`None` when it left).
+    pub value: Option<V>,
+    /// `Enter`, `Update` or `Leave`.
+    pub change_type: ChangeType,
+}
+
+fn to_typed<V: DeserializeOwned>(
+    map: &str,
+    key: &str,
+    v: serde_json::Value,
+) -> Result<V, ClientError> {
+    // Values reached JSON form from MessagePack; re-encoding is lossless for
+    // what a `V` can hold.
+    let bytes = rmp_serde::to_vec_named(&v).map_err(|source| ClientError::Encode {
+        map: map.to_owned(),
+        key: key.to_owned(),
+        source,
+    })?;
+    rmp_serde::from_slice(&bytes).map_err(|source| ClientError::Decode {
+        map: map.to_owned(),
+        key: key.to_owned(),
+        source,
+    })
+}
+
+pub(crate) fn typed_page<V: DeserializeOwned>(
+    map: &str,
+    r: QueryResult,
+) -> Result<QueryPage<V>, ClientError> {
+    let results = r
+        .results
+        .into_iter()
+        .map(|(k, v)| to_typed(map, &k, v).map(|v| (k, v)))
+        .collect::<Result<_, _>>()?;
+    Ok(QueryPage {
+        results,
+        has_more: r.has_more,
+        next_cursor: r.next_cursor,
+        undecodable: r.undecodable,
+    })
+}
+
+struct Shared {
+    live: Mutex<LiveQuery>,
+    tx: broadcast::Sender<QueryChange>,
+    refill: AtomicBool,
+    /// Bumped on every applied write, to detect writes racing a refill.
+    generation: AtomicU64,
+}
+
+/// A live query: its current result, and the changes to it as writes
+/// happen. Obtain one with [`IMap::live_query`]. Dropping it unsubscribes.
+///
+/// Changes are computed incrementally on each write (a write costs
+/// O(log(limit)) per live query of its map, never a rescan). When a
+/// sorted, limited window loses rows it cannot refill from its buffer, the
+/// next [`next`](Self::next) re-reads the store once.
+///
+/// A reader more than 1,024 changes behind gets [`RecvError::Lagged`];
+/// [`results`](Self::results) then gives the current result to resync from.
+pub struct LiveQueryHandle<V: Serialize + DeserializeOwned> {
+    map: IMap<V>,
+    shared: Arc<Shared>,
+    rx: broadcast::Receiver<QueryChange>,
+    pending: VecDeque<QueryChange>,
+    listener: u64,
+}
+
+impl<V: Serialize + DeserializeOwned> std::fmt::Debug for LiveQueryHandle<V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveQueryHandle")
+            .field("map", &self.map.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<V: Serialize + DeserializeOwned> LiveQueryHandle<V> {
+    pub(crate) async fn start(map: IMap<V>, query: Query) -> Result<Self, ClientError> {
+        let compiled = query.compile()?;
+        let inner = map.inner().clone();
+        let initial = crate::query::run_query_with_overflow(
+            inner.store.as_ref(),
+            map.name(),
+            &compiled,
+            inner.now_millis(),
+            LIVE_OVERFLOW,
+        )
+        .await?;
+        let (tx, rx) = broadcast::channel(LIVE_BUFFER);
+        let shared = Arc::new(Shared {
+            live: Mutex::new(LiveQuery::new(compiled, initial)),
+            tx,
+            refill: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
+        });
+        let s = shared.clone();
+        let listener = map.shared().live.add(Box::new(move |key, new| {
+            let value = new.and_then(|b| rmp_serde::from_slice::<serde_json::Value>(b).ok());
+            let update = s
+                .live
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .apply(key, value.as_ref());
+            s.generation.fetch_add(1, Ordering::AcqRel);
+            for change in update.changes {
+                // No receiver means the handle is being dropped.
+                let _ = s.tx.send(change);
+            }
+            if update.needs_refill {
+                s.refill.store(true, Ordering::Release);
+            }
+        }));
+        Ok(Self {
+            map,
+            shared,
+            rx,
+            pending: VecDeque::new(),
+            listener,
+        })
+    }
+
+    /// The current result rows, in the query's order.
+    ///
+    /// # Errors
+    /// [`ClientError::Decode`] if a row is not a `V`.
+    pub fn results(&self) -> Result<Vec<(String, V)>, ClientError> {
+        let rows = self
+            .shared
+            .live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .to_results();
+        rows.into_iter()
+            .map(|(k, v)| to_typed(self.map.name(), &k, v).map(|v| (k, v)))
+            .collect()
+    }
+
+    /// Re-reads the store for a window that ran out of buffered rows, until
+    /// no write raced the read.
+    async fn refill(&mut self) -> Result<(), ClientError> {
+        while self.shared.refill.swap(false, Ordering::AcqRel) {
+            let inner = self.map.inner().clone();
+            let before = self.shared.generation.load(Ordering::Acquire);
+            let query = self
+                .shared
+                .live
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .query()
+                .clone();
+            let fresh = crate::query::run_query_with_overflow(
+                inner.store.as_ref(),
+                self.map.name(),
+                &query,
+                inner.now_millis(),
+                LIVE_OVERFLOW,
+            )
+            .await?;
+            let mut live = self
+                .shared
+                .live
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if self.shared.generation.load(Ordering::Acquire) != before {
+                // A write landed while we read; read again.
+                self.shared.refill.store(true, Ordering::Release);
+                continue;
+            }
+            self.pending.extend(live.reset(fresh));
+        }
+        Ok(())
+    }
+
+    /// Waits for the next change to the result.
+    ///
+    /// # Errors
+    /// [`ClientError::Decode`] if the value is not a `V`; storage errors
+    /// while refilling a window; a lag or close is reported as
+    /// [`LiveQueryError::Recv`].
+    pub async fn next(&mut self) -> Result<LiveChange<V>, LiveQueryError> {
+        loop {
+            if let Some(c) = self.pending.pop_front() {
+                return self.typed(c);
+            }
+            match self.rx.try_recv() {
+                Ok(c) => return self.typed(c),
+                Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                    return Err(LiveQueryError::Recv(RecvError::Lagged(n)))
+                }
+                Err(broadcast::error::TryRecvError::Closed) => {
+                    return Err(LiveQueryError::Recv(RecvError::Closed))
+                }
+                Err(broadcast::error::TryRecvError::Empty) => {}
+            }
+            if self.shared.refill.load(Ordering::Acquire) {
+                self.refill().await?;
+                continue;
+            }
+            match self.rx.recv().await {
+                Ok(c) => {
+                    // Changes queued before a refill come first.
+                    self.pending.push_back(c);
+                    if self.shared.refill.load(Ordering::Acquire) {
+                        self.refill().await?;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    return Err(LiveQueryError::Recv(RecvError::Lagged(n)))
+                }
+                Err(broadcast::error::RecvError::Closed) => {
+                    return Err(LiveQueryError::Recv(RecvError::Closed))
+                }
+            }
+        }
+    }
+
+    fn typed(&self, c: QueryChange) -> Result<LiveChange<V>, LiveQueryError> {
+        let value = match c.value {
+            Some(v) => Some(to_typed(self.map.name(), &c.key, v)?),
+            None => None,
+        };
+        Ok(LiveChange {
+            key: c.key,
+            value,
+            change_type: c.change_type,
+        })
+    }
+}
+
+impl<V: Serialize + DeserializeOwned> Drop for LiveQueryHandle<V> {
+    fn drop(&mut self) {
+        self.map.shared().live.remove(self.listener);
+    }
+}
+
+/// Why [`LiveQueryHandle::next`] returned no change.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LiveQueryError {
+    /// Decoding a value or re-reading the store failed.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The reader lagged (call `results()` to resync) or the client closed.
+    #[error(transparent)]
+    Recv(RecvError),
+}

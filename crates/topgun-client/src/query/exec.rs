@@ -1,0 +1,235 @@
+//! Running a query over a store.
+
+use super::compile::CompiledQuery;
+use super::error::QueryError;
+use super::order::RowKey;
+use serde_json::Value;
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+use topgun_storage::{Store, StoreRecord};
+
+/// Records read from the store per `scan` call.
+pub(crate) const PAGE_SIZE: usize = 512;
+
+/// The result of a query run.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct QueryResult {
+    /// `(key, value)` rows in the query's order (key order without `sort`),
+    /// at most `limit` of them.
+    pub results: Vec<(String, Value)>,
+    /// Whether more matching rows follow `results`.
+    pub has_more: bool,
+    /// When `has_more` (and `results` is not empty): a cursor naming the
+    /// last row; pass it as the query's `cursor` to get the next page.
+    pub next_cursor: Option<String>,
+    /// Live records whose value could not be decoded as MessagePack into a
+    /// JSON-like value (e.g. binary data, maps with non-string keys).
+    /// They were skipped, not treated as errors: one bad record must not
+    /// hide a whole map from queries.
+    pub undecodable: u64,
+    /// Rows right after `results` (at most the `overflow` asked of
+    /// [`run_query_with_overflow`]; empty for [`run_query`]). A
+    /// [`LiveQuery`](super::LiveQuery) keeps them to refill its window.
+    pub overflow: Vec<(String, Value)>,
+    /// Whether `results` and `overflow` hold every matching row.
+    pub(crate) exhaustive: bool,
+    /// The `overflow` asked for.
+    pub(crate) overflow_cap: usize,
+}
+
+/// Runs `query` over map `map` of `store`, reading only the store (so the
+/// result is right whatever the in-memory working set holds).
+///
+/// Records that are tombstones or expired at `now_millis` (`timestamp.millis
+/// + ttl_ms < now_millis`) are absent. Values are decoded from MessagePack
+/// as JSON; records that fail to decode are skipped and counted in
+/// [`QueryResult::undecodable`].
+///
+/// The map is read in pages of 512 records. Memory is O(limit) with a
+/// limit (a bounded heap keeps the best `limit + 1` rows), O(matches)
+/// without. Without `sort`, a limited query stops reading once it has
+/// `limit + 1` rows, and a cursor makes it start at the cursor's key.
+///
+/// # Errors
+/// [`QueryError::Storage`] if the store fails; nothing else (compilation
+/// already validated the query).
+pub async fn run_query(
+    store: &dyn Store,
+    map: &str,
+    query: &CompiledQuery,
+    now_millis: u64,
+) -> Result<QueryResult, QueryError> {
+    run_query_with_overflow(store, map, query, now_millis, 0).await
+}
+
+/// [`run_query`], also returning up to `overflow` rows after the page in
+/// [`QueryResult::overflow`] (used to start a [`LiveQuery`](super::LiveQuery)).
+/// Memory is O(limit + overflow).
+///
+/// # Errors
+/// [`QueryError::Storage`] if the store fails.
+pub async fn run_query_with_overflow(
+    store: &dyn Store,
+    map: &str,
+    query: &CompiledQuery,
+    now_millis: u64,
+    overflow: usize,
+) -> Result<QueryResult, QueryError> {
+    let mut collector = Collector::new(query, overflow);
+    let mut after = collector.scan_start();
+    'pages: loop {
+        let page = store.scan(map, after.as_deref(), PAGE_SIZE).await?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.key.clone());
+        for record in &page {
+            collector.push_record(record, now_millis);
+            if collector.is_done() {
+                break 'pages;
+            }
+        }
+    }
+    Ok(collector.finish())
+}
+
+/// Whether a stored record is visible to readers at `now_millis`.
+pub(crate) fn is_live(record: &StoreRecord, now_millis: u64) -> bool {
+    record.value.is_some()
+        && record
+            .ttl_ms
+            .is_none_or(|ttl| record.timestamp.millis.saturating_add(ttl) >= now_millis)
+}
+
+/// A candidate row, ordered by its position in the query's order.
+#[derive(Debug)]
+struct Entry {
+    row: RowKey,
+    value: Value,
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        self.row == other.row
+    }
+}
+impl Eq for Entry {}
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Entry {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.row.cmp(&other.row)
+    }
+}
+
+/// Accumulates matching rows fed in key order, keeping only what the
+/// result needs. Sans-I/O: [`run_query_with_overflow`] feeds it from a
+/// store, tests feed it directly.
+#[derive(Debug)]
+pub(crate) struct Collector<'q> {
+    query: &'q CompiledQuery,
+    limit: usize,
+    overflow: usize,
+    /// Rows kept: `limit + overflow + 1` at most when limited.
+    capacity: usize,
+    /// Max-heap: the worst kept row is on top, ready to be evicted.
+    heap: BinaryHeap<Entry>,
+    matched: usize,
+    undecodable: u64,
+}
+
+impl<'q> Collector<'q> {
+    pub(crate) fn new(query: &'q CompiledQuery, overflow: usize) -> Self {
+        let limit = query.limit().unwrap_or(usize::MAX);
+        let capacity = limit.saturating_add(overflow).saturating_add(1);
+        Self {
+            query,
+            limit,
+            overflow,
+            capacity,
+            heap: BinaryHeap::new(),
+            matched: 0,
+            undecodable: 0,
+        }
+    }
+
+    /// Where to start scanning: after the cursor's key for key-order queries.
+    pub(crate) fn scan_start(&self) -> Option<String> {
+        match &self.query.cursor {
+            Some(cursor) if !self.query.is_sorted() => Some(cursor.key.clone()),
+            _ => None,
+        }
+    }
+
+    /// Whether later records (in key order) cannot change the result.
+    pub(crate) fn is_done(&self) -> bool {
+        !self.query.is_sorted() && self.heap.len() >= self.capacity
+    }
+
+    pub(crate) fn push_record(&mut self, record: &StoreRecord, now_millis: u64) {
+        if !is_live(record, now_millis) {
+            return;
+        }
+        let Some(bytes) = &record.value else { return };
+        match rmp_serde::from_slice::<Value>(bytes) {
+            Ok(value) => self.push(&record.key, value),
+            Err(error) => {
+                self.undecodable += 1;
+                tracing::debug!(key = %record.key, %error, "query skipped an undecodable value");
+            }
+        }
+    }
+
+    pub(crate) fn push(&mut self, key: &str, value: Value) {
+        if !self.query.matches(key, &value) {
+            return;
+        }
+        let row = self.query.row_key(key, &value);
+        if !self.query.after_cursor(&row) {
+            return;
+        }
+        self.matched += 1;
+        if self.heap.len() >= self.capacity {
+            // Full: the candidate replaces the worst kept row if it is better.
+            match self.heap.peek() {
+                Some(worst) if row < worst.row => {
+                    self.heap.pop();
+                }
+                _ => return,
+            }
+        }
+        self.heap.push(Entry { row, value });
+    }
+
+    pub(crate) fn finish(self) -> QueryResult {
+        let mut rows = self.heap.into_sorted_vec().into_iter();
+        let results: Vec<(RowKey, Value)> = rows
+            .by_ref()
+            .take(self.limit)
+            .map(|e| (e.row, e.value))
+            .collect();
+        let overflow: Vec<(String, Value)> = rows
+            .take(self.overflow)
+            .map(|e| (e.row.key, e.value))
+            .collect();
+        let has_more = self.matched > results.len();
+        let next_cursor = match results.last() {
+            Some((row, _)) if has_more => Some(self.query.sort.encode_cursor(row)),
+            _ => None,
+        };
+        QueryResult {
+            results: results
+                .into_iter()
+                .map(|(row, value)| (row.key, value))
+                .collect(),
+            has_more,
+            next_cursor,
+            undecodable: self.undecodable,
+            exhaustive: self.matched <= self.limit.saturating_add(self.overflow),
+            overflow,
+            overflow_cap: self.overflow,
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! The local query engine: filter, sort and page a map's records straight
+//! from the store, and keep live query results up to date write by write.
+//!
+//! - [`Query`] is what users write and what travels in `QUERY_SUB`
+//!   (`{where?, predicate?, sort?, limit?, cursor?}`, camelCase);
+//!   [`Query::compile`] validates it into a [`CompiledQuery`].
+//! - [`run_query`] scans a map of a [`Store`](topgun_storage::Store) in pages
+//!   and returns a [`QueryResult`]; memory stays O(limit) for limited
+//!   queries.
+//! - [`LiveQuery`] is pure state that turns each write into
+//!   [`QueryChange`]s (ENTER / UPDATE / LEAVE).
+//!
+//! # Semantics
+//! - **Attributes** are dotted paths into the value (`address.city`; a
+//!   numeric segment indexes an array: `tags.0`). The attribute `_key` is
+//!   the record key (a value field named `_key` cannot be addressed).
+//!   A path that does not resolve is *missing*.
+//! - **Equality** (`eq`, `neq`, `in`, `$nin`, `contains`): JSON equality,
+//!   numbers by value (`1 == 1.0`). A missing attribute equals `null`, so
+//!   `neq`/`$ne`/`$nin` match records without the attribute.
+//! - **Range ops** (`gt`, `gte`, `lt`, `lte`, `between`): numbers
+//!   numerically (integers and floats mixed, compared exactly), strings
+//!   byte-wise (UTF-8 order, case-sensitive), booleans `false < true`.
+//!   Values of different types, nulls, arrays and objects never match.
+//!   `between [lo, hi]` is inclusive at both ends.
+//! - **Sort** uses a total order across types: null/missing, then booleans,
+//!   numbers, strings, arrays (lexicographic), objects (by sorted entries).
+//!   Ascending puts null/missing first; descending reverses the value order
+//!   (nulls last). The record key, ascending, breaks every tie, so results
+//!   are deterministic. Without `sort`, results are in key order.
+//! - **Cursors** are opaque strings naming the last row of a page (its sort
+//!   values and key, bound to the query's sort); a query with that cursor
+//!   returns the rows strictly after it. Pages concatenate to the full
+//!   result as long as the data does not change in between.
+//! - **Absent records:** tombstones and records whose TTL has passed
+//!   (`timestamp.millis + ttl_ms < now`) are not seen by queries. Values
+//!   that do not decode are skipped and counted
+//!   ([`QueryResult::undecodable`]).
+//!
+//! ```
+//! use serde_json::json;
+//! use topgun_client::query::Query;
+//!
+//! let query: Query = serde_json::from_value(json!({
+//!     "where": {"age": {"$gt": 18}},
+//!     "predicate": {"op": "like", "attribute": "name", "value": "a%"},
+//!     "sort": [{"field": "createdAt", "direction": "desc"}],
+//!     "limit": 50
+//! }))
+//! .expect("TopGun query shape");
+//! let compiled = query.compile().expect("valid");
+//! assert!(compiled.matches("u1", &json!({"age": 30, "name": "Alice"})));
+//! assert!(!compiled.matches("u2", &json!({"age": 30, "name": "Bob"})));
+//! ```
+
+mod compile;
+mod error;
+mod exec;
+mod live;
+mod model;
+mod order;
+mod value;
+
+#[cfg(test)]
+mod tests_exec;
+#[cfg(test)]
+mod tests_live;
+#[cfg(test)]
+mod tests_ops;
+
+pub use compile::CompiledQuery;
+pub use error::QueryError;
+pub(crate) use exec::is_live;
+pub use exec::{run_query, run_query_with_overflow, QueryResult};
+pub use live::{diff_results, ChangeType, LiveQuery, LiveUpdate, QueryChange};
+pub use model::{Predicate, PredicateOp, Query, SortDirection, SortField};

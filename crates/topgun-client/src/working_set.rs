@@ -1,0 +1,311 @@
+//! The working set: an LRU cache of records in RAM in front of the store,
+//! bounded by entry count and by bytes.
+//!
+//! Eviction only drops the RAM copy (the store already has every write); a
+//! miss reads the store and re-caches. The cache holds encoded values, so
+//! one cache serves maps of every value type.
+
+use lru::LruCache;
+use std::borrow::Borrow;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use topgun_core::Timestamp;
+use topgun_storage::StoreRecord;
+
+/// Limits of the working set. Both apply; whichever is hit first evicts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkingSetLimits {
+    /// Most records held in RAM.
+    pub max_entries: usize,
+    /// Most bytes of keys and values held in RAM (approximate).
+    pub max_bytes: usize,
+}
+
+impl Default for WorkingSetLimits {
+    /// 10,000 entries and 64 MiB.
+    fn default() -> Self {
+        Self {
+            max_entries: 10_000,
+            max_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Counters of the working set since the client started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WorkingSetStats {
+    /// Lookups answered from RAM.
+    pub hits: u64,
+    /// Lookups that had to read the store.
+    pub misses: u64,
+    /// Entries dropped to respect the limits.
+    pub evictions: u64,
+    /// Entries held now.
+    pub entries: usize,
+    /// Approximate bytes held now.
+    pub bytes: usize,
+}
+
+/// A cached record: what `get` needs without touching the store.
+#[derive(Debug, Clone)]
+pub(crate) struct CachedRecord {
+    /// Encoded value; `None` for a tombstone.
+    pub(crate) value: Option<Arc<[u8]>>,
+    pub(crate) timestamp: Timestamp,
+    pub(crate) ttl_ms: Option<u64>,
+}
+
+impl CachedRecord {
+    pub(crate) fn from_store(r: &StoreRecord) -> Self {
+        Self {
+            value: r.value.as_deref().map(Arc::from),
+            timestamp: r.timestamp.clone(),
+            ttl_ms: r.ttl_ms,
+        }
+    }
+
+    /// The value a reader sees at `now_millis` (absent if a tombstone or
+    /// expired).
+    pub(crate) fn live_value(&self, now_millis: u64) -> Option<&Arc<[u8]>> {
+        let expired = self
+            .ttl_ms
+            .is_some_and(|ttl| self.timestamp.millis.saturating_add(ttl) < now_millis);
+        if expired {
+            None
+        } else {
+            self.value.as_ref()
+        }
+    }
+
+    fn size(&self, key: &CacheKey) -> usize {
+        key.map.len() + key.key.len() + self.value.as_ref().map_or(0, |v| v.len()) + 64
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct CacheKey {
+    map: Arc<str>,
+    key: String,
+}
+
+/// Borrowed form of a cache key, so lookups need no allocation.
+trait KeyLike {
+    fn parts(&self) -> (&str, &str);
+}
+
+impl KeyLike for CacheKey {
+    fn parts(&self) -> (&str, &str) {
+        (&self.map, &self.key)
+    }
+}
+
+impl KeyLike for (&str, &str) {
+    fn parts(&self) -> (&str, &str) {
+        (self.0, self.1)
+    }
+}
+
+impl Hash for dyn KeyLike + '_ {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let (m, k) = self.parts();
+        m.hash(state);
+        k.hash(state);
+    }
+}
+
+impl PartialEq for dyn KeyLike + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn KeyLike + '_ {}
+
+impl<'a> Borrow<dyn KeyLike + 'a> for CacheKey {
+    fn borrow(&self) -> &(dyn KeyLike + 'a) {
+        self
+    }
+}
+
+/// The LRU itself. Not synchronised; the client wraps it in a mutex.
+#[derive(Debug)]
+pub(crate) struct WorkingSet {
+    cache: LruCache<CacheKey, CachedRecord>,
+    limits: WorkingSetLimits,
+    stats: WorkingSetStats,
+}
+
+impl WorkingSet {
+    pub(crate) fn new(limits: WorkingSetLimits) -> Self {
+        Self {
+            cache: LruCache::unbounded(),
+            limits,
+            stats: WorkingSetStats::default(),
+        }
+    }
+
+    /// Looks up a record, counting a hit or a miss.
+    pub(crate) fn get(&mut self, map: &str, key: &str) -> Option<&CachedRecord> {
+        let probe: &dyn KeyLike = &(map, key);
+        match self.cache.get(probe) {
+            Some(r) => {
+                self.stats.hits += 1;
+                Some(r)
+            }
+            None => {
+                self.stats.misses += 1;
+                None
+            }
+        }
+    }
+
+    /// Caches a record (replacing any older copy), then evicts least
+    /// recently used entries until both limits hold.
+    pub(crate) fn insert(&mut self, map: &Arc<str>, key: &str, record: CachedRecord) {
+        let k = CacheKey {
+            map: map.clone(),
+            key: key.to_owned(),
+        };
+        let size = record.size(&k);
+        if let Some(old) = self.cache.put(k.clone(), record) {
+            self.stats.bytes -= old.size(&k);
+        }
+        self.stats.bytes += size;
+        self.enforce();
+    }
+
+    /// Drops a key's RAM copy (e.g. after the store pruned it).
+    pub(crate) fn invalidate(&mut self, map: &str, key: &str) {
+        let probe: &dyn KeyLike = &(map, key);
+        if let Some(old) = self.cache.pop(probe) {
+            let k = CacheKey {
+                map: Arc::from(map),
+                key: key.to_owned(),
+            };
+            self.stats.bytes -= old.size(&k);
+        }
+    }
+
+    /// Drops every cached key of a map.
+    pub(crate) fn invalidate_map(&mut self, map: &str) {
+        let keys: Vec<CacheKey> = self
+            .cache
+            .iter()
+            .filter(|(k, _)| &*k.map == map)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in keys {
+            self.invalidate(&k.map, &k.key);
+        }
+    }
+
+    fn enforce(&mut self) {
+        while self.cache.len() > self.limits.max_entries
+            || (self.stats.bytes > self.limits.max_bytes && !self.cache.is_empty())
+        {
+            if let Some((k, v)) = self.cache.pop_lru() {
+                self.stats.bytes -= v.size(&k);
+                self.stats.evictions += 1;
+            }
+        }
+    }
+
+    /// Drops every cached entry.
+    pub(crate) fn invalidate_all(&mut self) {
+        self.cache.clear();
+        self.stats.bytes = 0;
+    }
+
+    /// Least recently used `(map, key)`s, oldest first, at most `limit`.
+    /// Does not touch recency (the quota uses it to choose what to prune).
+    pub(crate) fn lru_keys(&self, limit: usize) -> Vec<(String, String)> {
+        self.cache
+            .iter()
+            .rev()
+            .take(limit)
+            .map(|(k, _)| (k.map.to_string(), k.key.clone()))
+            .collect()
+    }
+
+    /// Whether `(map, key)` is cached, without touching recency or stats.
+    pub(crate) fn contains(&self, map: &str, key: &str) -> bool {
+        let probe: &dyn KeyLike = &(map, key);
+        self.cache.contains(probe)
+    }
+
+    pub(crate) fn stats(&self) -> WorkingSetStats {
+        WorkingSetStats {
+            entries: self.cache.len(),
+            ..self.stats
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(v: &[u8]) -> CachedRecord {
+        CachedRecord {
+            value: Some(Arc::from(v)),
+            timestamp: Timestamp::new(1, 0, "n"),
+            ttl_ms: None,
+        }
+    }
+
+    #[test]
+    fn evicts_by_entries_and_bytes_lru_first() {
+        let map: Arc<str> = Arc::from("m");
+        let mut ws = WorkingSet::new(WorkingSetLimits {
+            max_entries: 3,
+            max_bytes: 10_000,
+        });
+        for k in ["a", "b", "c"] {
+            ws.insert(&map, k, rec(b"x"));
+        }
+        assert!(ws.get("m", "a").is_some()); // a is now most recent
+        ws.insert(&map, "d", rec(b"x"));
+        assert!(ws.get("m", "b").is_none(), "b was least recently used");
+        assert_eq!(ws.stats().entries, 3);
+        assert_eq!(ws.stats().evictions, 1);
+
+        let mut ws = WorkingSet::new(WorkingSetLimits {
+            max_entries: 100,
+            max_bytes: 300,
+        });
+        for i in 0..10 {
+            ws.insert(&map, &format!("k{i}"), rec(&[0u8; 100]));
+            assert!(ws.stats().bytes <= 300);
+        }
+        assert!(ws.stats().entries < 10);
+        assert!(ws.get("m", "k9").is_some());
+    }
+
+    #[test]
+    fn replacing_and_invalidating_keep_byte_count_exact() {
+        let map: Arc<str> = Arc::from("m");
+        let mut ws = WorkingSet::new(WorkingSetLimits::default());
+        ws.insert(&map, "a", rec(&[0; 10]));
+        let one = ws.stats().bytes;
+        ws.insert(&map, "a", rec(&[0; 20]));
+        assert_eq!(ws.stats().bytes, one + 10);
+        ws.invalidate("m", "a");
+        assert_eq!(ws.stats().bytes, 0);
+        ws.insert(&map, "a", rec(b"1"));
+        ws.insert(&Arc::from("other"), "a", rec(b"1"));
+        ws.invalidate_map("m");
+        assert_eq!(ws.stats().entries, 1);
+        assert!(ws.get("other", "a").is_some());
+    }
+
+    #[test]
+    fn ttl_expired_reads_as_absent() {
+        let r = CachedRecord {
+            value: Some(Arc::from(&b"v"[..])),
+            timestamp: Timestamp::new(100, 0, "n"),
+            ttl_ms: Some(10),
+        };
+        assert!(r.live_value(110).is_some());
+        assert!(r.live_value(111).is_none());
+    }
+}

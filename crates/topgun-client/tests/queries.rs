@@ -1,0 +1,146 @@
+//! Queries and live queries through the client facade.
+// Test helpers unwrap: a panic with the error is the failure report.
+#![allow(clippy::unwrap_used)]
+
+use serde_json::json;
+use topgun_client::query::{ChangeType, Predicate, Query, SortDirection};
+use topgun_client::{ClientError, TopGunClient, WorkingSetLimits};
+
+async fn client() -> TopGunClient {
+    TopGunClient::builder()
+        .working_set(WorkingSetLimits {
+            max_entries: 10,
+            max_bytes: usize::MAX,
+        })
+        .build()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn query_filters_sorts_and_pages_over_evicted_records() {
+    let c = client().await;
+    let m = c.get_json_map("people").unwrap();
+    for i in 0..200 {
+        m.put(
+            &format!("p{i:03}"),
+            json!({"age": i % 50, "city": if i % 2 == 0 { "Oslo" } else { "Rome" }}),
+        )
+        .await
+        .unwrap();
+    }
+    assert!(
+        c.working_set_stats().entries <= 10,
+        "most records are evicted from RAM"
+    );
+    let q = Query::new()
+        .where_eq("city", json!("Oslo"))
+        .filter(Predicate::gte("age", json!(40)))
+        .sort_by("age", SortDirection::Desc)
+        .limit(5);
+    let page = m.query(&q).await.unwrap();
+    assert_eq!(page.results.len(), 5);
+    assert!(page.has_more);
+    let ages: Vec<i64> = page
+        .results
+        .iter()
+        .map(|(_, v)| v["age"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ages, vec![48, 48, 48, 48, 46]);
+    // The next page continues after the cursor.
+    let next = m
+        .query(&q.clone().after(page.next_cursor.unwrap()))
+        .await
+        .unwrap();
+    assert!(next
+        .results
+        .iter()
+        .all(|(k, _)| !page.results.iter().any(|(k2, _)| k2 == k)));
+    assert!(next
+        .results
+        .iter()
+        .all(|(_, v)| v["age"].as_i64().unwrap() <= 46));
+}
+
+#[tokio::test]
+async fn invalid_queries_are_clear_errors() {
+    let c = client().await;
+    let m = c.get_json_map("m").unwrap();
+    let bad_regex = Query::new().filter(Predicate::regex("name", "(unclosed"));
+    let err = m.query(&bad_regex).await.unwrap_err();
+    assert!(matches!(err, ClientError::Query(_)), "{err}");
+    let unknown: Query =
+        serde_json::from_value(json!({"predicate": {"op": "near", "attribute": "x", "value": 1}}))
+            .unwrap();
+    let err = m.query(&unknown).await.unwrap_err();
+    assert!(err.to_string().contains("near"), "{err}");
+}
+
+#[tokio::test]
+async fn live_query_tracks_a_sorted_limited_window() {
+    let c = client().await;
+    let m = c.get_map::<serde_json::Value>("scores").unwrap();
+    for i in 0..5 {
+        m.put(&format!("s{i}"), json!({"score": i * 10}))
+            .await
+            .unwrap();
+    }
+    let q = Query::new().sort_by("score", SortDirection::Desc).limit(3);
+    let mut live = m.live_query(q.clone()).await.unwrap();
+    let keys = |rows: Vec<(String, serde_json::Value)>| {
+        rows.into_iter().map(|(k, _)| k).collect::<Vec<_>>()
+    };
+    assert_eq!(keys(live.results().unwrap()), vec!["s4", "s3", "s2"]);
+
+    // A new top score enters; the last of the window leaves.
+    m.put("new", json!({"score": 100})).await.unwrap();
+    let mut changes = [live.next().await.unwrap(), live.next().await.unwrap()];
+    changes.sort_by_key(|c| c.key.clone());
+    assert_eq!(
+        (changes[0].key.as_str(), changes[0].change_type),
+        ("new", ChangeType::Enter)
+    );
+    assert_eq!(
+        (changes[1].key.as_str(), changes[1].change_type),
+        ("s2", ChangeType::Leave)
+    );
+
+    // Removing window members refills from the store, even past the buffer.
+    for k in ["new", "s4", "s3"] {
+        m.remove(k).await.unwrap();
+    }
+    for i in 0..3 {
+        m.remove(&format!("s{i}")).await.unwrap();
+    }
+    m.put("late", json!({"score": 5})).await.unwrap();
+    // Drain what is buffered; the result must equal a fresh query.
+    while let Ok(Ok(_)) =
+        tokio::time::timeout(std::time::Duration::from_millis(50), live.next()).await
+    {}
+    let fresh = m.query(&q).await.unwrap();
+    assert_eq!(live.results().unwrap(), fresh.results);
+    assert_eq!(keys(fresh.results), vec!["late"]);
+}
+
+#[tokio::test]
+async fn live_change_is_ready_when_put_returns() {
+    let c = client().await;
+    let m = c.get_json_map("m").unwrap();
+    let mut live = m
+        .live_query(Query::new().filter(Predicate::eq("kind", json!("a"))))
+        .await
+        .unwrap();
+    m.put("x", json!({"kind": "a"})).await.unwrap();
+    // No waiting: the change was computed inside `put`.
+    let change = tokio::time::timeout(std::time::Duration::from_millis(1), live.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(change.change_type, ChangeType::Enter);
+    m.put("x", json!({"kind": "b"})).await.unwrap();
+    assert_eq!(live.next().await.unwrap().change_type, ChangeType::Leave);
+    m.put("y", json!({"kind": "b"})).await.unwrap();
+    m.put("y", json!({"kind": "a", "n": 1})).await.unwrap();
+    let c2 = live.next().await.unwrap();
+    assert_eq!((c2.key.as_str(), c2.change_type), ("y", ChangeType::Enter));
+}
