@@ -14,14 +14,36 @@
 //! Values are opaque bytes here (the client encodes them with MessagePack);
 //! the store never interprets them. This crate depends only on
 //! `topgun-core`; it must not depend on sync, client or server crates.
+//!
+//! Features:
+//! - `redb`: `RedbStore`, a durable single-file store with group commit
+//!   (native targets only; enabling it on wasm is a compile error);
+//! - `testing`: `conformance`, the test suite every [`Store`] must pass,
+//!   with a macro that instantiates it for a backend.
 #![warn(missing_docs)]
 
-mod error;
+#[cfg(all(feature = "redb", target_family = "wasm"))]
+compile_error!(
+    "feature `redb` needs a native target (threads and files); \
+     on wasm use the IndexedDB store or MemoryStore"
+);
 
+mod error;
+mod memory;
 mod model;
 mod store;
+mod validate;
+
+#[cfg(all(feature = "redb", not(target_family = "wasm")))]
+mod redb;
+
+#[cfg(feature = "testing")]
+pub mod conformance;
 
 pub use error::StorageError;
+pub use memory::MemoryStore;
+#[cfg(all(feature = "redb", not(target_family = "wasm")))]
+pub use redb::{Durability, RedbStore, RedbStoreBuilder, SUPPORTED_SCHEMA_VERSION};
 
 pub use model::{
     AppliedChange, ClearOutcome, LocalWrite, OpId, OpLogEntry, OpType, StoreRecord, StoreStats,

@@ -44,12 +44,36 @@ impl StoreRecord {
 
     /// Approximate bytes this record occupies, for quota accounting.
     pub fn approx_size(&self) -> u64 {
-        (self.map_name.len()
-            + self.key.len()
-            + self.value.as_ref().map_or(0, Vec::len)
-            + self.timestamp.node_id.len()
-            + 32) as u64
+        approx_record_size(
+            &self.map_name,
+            &self.key,
+            self.value.as_deref(),
+            &self.timestamp,
+        )
     }
+}
+
+/// [`StoreRecord::approx_size`] from the parts, so backends can account
+/// for a record without building a `StoreRecord`.
+pub(crate) fn approx_record_size(
+    map_name: &str,
+    key: &str,
+    value: Option<&[u8]>,
+    timestamp: &Timestamp,
+) -> u64 {
+    (map_name.len() + key.len() + value.map_or(0, <[u8]>::len) + timestamp.node_id.len() + 32)
+        as u64
+}
+
+/// [`OpLogEntry::approx_size`] from the parts.
+pub(crate) fn approx_op_size(
+    map_name: &str,
+    key: &str,
+    value: Option<&[u8]>,
+    timestamp: &Timestamp,
+) -> u64 {
+    (map_name.len() + key.len() + value.map_or(0, <[u8]>::len) + timestamp.node_id.len() + 40)
+        as u64
 }
 
 /// A local write, as handed to [`Store::write_local`](crate::Store::write_local).
@@ -90,6 +114,18 @@ pub struct OpLogEntry {
     pub synced: bool,
 }
 
+impl OpLogEntry {
+    /// Approximate bytes this entry occupies, for quota accounting.
+    pub fn approx_size(&self) -> u64 {
+        approx_op_size(
+            &self.map_name,
+            &self.key,
+            self.value.as_deref(),
+            &self.timestamp,
+        )
+    }
+}
+
 /// A record that changed in [`Store::apply_remote`](crate::Store::apply_remote).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppliedChange {
@@ -117,6 +153,8 @@ pub struct StoreStats {
     pub dirty_records: u64,
     /// Ops in the log not yet synced.
     pub pending_ops: u64,
-    /// Approximate bytes of records and ops.
+    /// Approximate bytes of records and ops (synced ops included until
+    /// dropped): the sum of [`StoreRecord::approx_size`] and
+    /// [`OpLogEntry::approx_size`].
     pub bytes: u64,
 }

@@ -13,8 +13,17 @@ use topgun_core::Timestamp;
 /// handles are not `Send`). All methods take `&self`; implementations are
 /// internally synchronised and safe to share behind an `Arc`.
 ///
-/// Map names and keys are arbitrary non-empty UTF-8 strings; backends must
-/// not reserve separators in them.
+/// Map names and keys are arbitrary non-empty UTF-8 strings (`:`, `/`,
+/// `\0`, any Unicode); backends must not reserve separators in them, and
+/// map `"a"` never sees the keys of map `"ab"`. Writing methods reject an
+/// empty map name or key with [`StorageError::InvalidInput`]; reading
+/// methods treat them as matching nothing.
+///
+/// Every writing method is all-or-nothing: on an error, nothing it was
+/// asked to do was stored. Every write is durable (as far as the backend
+/// promises) when its future resolves. The conformance suite
+/// (`topgun_storage::conformance`, feature `testing`) pins these rules
+/// down for every backend.
 #[cfg_attr(not(target_family = "wasm"), async_trait::async_trait)]
 #[cfg_attr(target_family = "wasm", async_trait::async_trait(?Send))]
 pub trait Store: std::fmt::Debug + crate::SendSync {
@@ -24,21 +33,26 @@ pub trait Store: std::fmt::Debug + crate::SendSync {
     /// write is as durable as the backend promises.
     ///
     /// The record is replaced unconditionally (the caller's HLC makes local
-    /// writes newer than anything stored).
+    /// writes newer than anything stored). Op ids strictly increase and are
+    /// never reused, even after [`Store::drop_synced_ops`]; a rejected
+    /// write consumes no id.
     ///
     /// # Errors
-    /// [`StorageError::InvalidInput`] for an empty map name or key, or a
-    /// `Clear` op type (use [`Store::clear_map`]); backend errors otherwise,
-    /// in which case nothing was written.
+    /// [`StorageError::InvalidInput`] for an empty map name or key, a `Put`
+    /// without a value, a `Remove` with one, or a `Clear` op type (use
+    /// [`Store::clear_map`]); backend errors otherwise. In every error case
+    /// nothing was written.
     async fn write_local(&self, write: LocalWrite) -> Result<OpId, StorageError>;
 
     /// The record of `(map, key)`, tombstones included; `None` if the key
     /// was never stored (or was pruned).
     async fn get(&self, map_name: &str, key: &str) -> Result<Option<StoreRecord>, StorageError>;
 
-    /// Up to `limit` records of a map (tombstones included) in key order,
-    /// starting after key `after` (exclusive; `None` starts at the first
-    /// key). Page through a map by passing the last key of each page.
+    /// Up to `limit` records of a map (tombstones included) in key order
+    /// (byte-wise, as `str` orders), starting after key `after` (exclusive;
+    /// `None` starts at the first key; `after` need not exist). Page through
+    /// a map by passing the last key of each page. `limit == 0` returns an
+    /// empty page.
     async fn scan(
         &self,
         map_name: &str,
@@ -46,7 +60,8 @@ pub trait Store: std::fmt::Debug + crate::SendSync {
         limit: usize,
     ) -> Result<Vec<StoreRecord>, StorageError>;
 
-    /// Up to `limit` dirty records of a map in key order, after key `after`.
+    /// Up to `limit` dirty records of a map in key order, after key `after`
+    /// (same paging rules as [`Store::scan`]).
     async fn dirty_records(
         &self,
         map_name: &str,
@@ -55,7 +70,8 @@ pub trait Store: std::fmt::Debug + crate::SendSync {
     ) -> Result<Vec<StoreRecord>, StorageError>;
 
     /// Up to `limit` unsynced ops in id order with id greater than `after`
-    /// (`None`: from the first).
+    /// (`None`: from the first). Synced ops are never returned, even before
+    /// [`Store::drop_synced_ops`] deletes them.
     async fn pending_ops(
         &self,
         after: Option<OpId>,
@@ -64,25 +80,41 @@ pub trait Store: std::fmt::Debug + crate::SendSync {
 
     /// Marks the given ops synced, in one transaction. For each, the record
     /// it wrote loses its `dirty` flag if the record still carries that op's
-    /// timestamp (a newer local write keeps it dirty). Unknown or already
-    /// synced ids are ignored. Returns how many ops changed state.
+    /// timestamp (a newer local write keeps it dirty; a newer remote record
+    /// is already clean). For a `Clear` op, that is every dirty record of
+    /// the map with the clear's timestamp. Unknown, already synced or
+    /// repeated ids are ignored. Returns how many ops changed state.
     async fn mark_synced(&self, ids: &[OpId]) -> Result<u64, StorageError>;
 
-    /// Deletes every synced op from the log. Returns how many were dropped.
+    /// Deletes every synced op from the log; pending ops stay. Returns how
+    /// many were dropped. Dropped ids are never reused.
     async fn drop_synced_ops(&self) -> Result<u64, StorageError>;
 
     /// Merges records from a server by the LWW rule, in one transaction:
     /// each record replaces the stored one only if its timestamp is
-    /// strictly greater (or the key is unknown). Applied records are stored
-    /// clean (`dirty = false`, whatever the input says). Returns the changes
-    /// in input order, one per record that replaced something.
+    /// strictly greater (or the key is unknown); an equal timestamp keeps
+    /// the stored record. Applied records are stored clean (`dirty =
+    /// false`, whatever the input says); replacing a dirty local record
+    /// leaves its pending op in the log. Records are applied in input
+    /// order, so a later duplicate of a key competes with an earlier one.
+    /// Returns the changes in input order, one per record that replaced
+    /// something.
+    ///
+    /// # Errors
+    /// [`StorageError::InvalidInput`] if any record has an empty map name
+    /// or key; then none is applied.
     async fn apply_remote(
         &self,
         records: Vec<StoreRecord>,
     ) -> Result<Vec<AppliedChange>, StorageError>;
 
     /// Clears a map locally in one transaction: every live record becomes a
-    /// dirty tombstone at `timestamp`, and one `Clear` op is appended.
+    /// dirty tombstone at `timestamp` (without TTL), and one `Clear` op
+    /// (key `""`) is appended — even if the map holds nothing. Existing
+    /// tombstones are left as they are. Other maps are untouched.
+    ///
+    /// # Errors
+    /// [`StorageError::InvalidInput`] for an empty map name.
     async fn clear_map(
         &self,
         map_name: &str,
@@ -90,24 +122,33 @@ pub trait Store: std::fmt::Debug + crate::SendSync {
     ) -> Result<ClearOutcome, StorageError>;
 
     /// Removes the given records of a map if they are clean (not dirty) and
-    /// no pending op refers to them; others are left alone. Returns the
-    /// keys removed. Used to shed synced data under a storage quota, and to
-    /// drop a map's synced copy on a server's reset request.
+    /// no pending op refers to them — neither a `Put`/`Remove` of that key
+    /// nor a `Clear` of the map; others (and unknown keys) are left alone.
+    /// Returns the keys removed, in input order. Used to shed synced data
+    /// under a storage quota, and to drop a map's synced copy on a server's
+    /// reset request.
+    ///
+    /// # Errors
+    /// [`StorageError::InvalidInput`] for an empty map name.
     async fn prune_clean(
         &self,
         map_name: &str,
         keys: &[String],
     ) -> Result<Vec<String>, StorageError>;
 
-    /// Names of the maps that have at least one record, in order.
+    /// Names of the maps that have at least one record (a tombstone counts),
+    /// in order.
     async fn map_names(&self) -> Result<Vec<String>, StorageError>;
 
-    /// A meta value.
+    /// A meta value; `None` if never set.
     async fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError>;
 
-    /// Sets a meta value (durably).
+    /// Sets a meta value (durably), replacing any previous one. Meta keys
+    /// are a namespace of their own: any string, the empty one included.
     async fn meta_put(&self, key: &str, value: Vec<u8>) -> Result<(), StorageError>;
 
-    /// Counts and approximate sizes of the whole store.
+    /// Counts and approximate sizes of the whole store. Durable backends
+    /// keep these as counters updated in each write transaction rather than
+    /// scanning the data on each call.
     async fn stats(&self) -> Result<StoreStats, StorageError>;
 }

@@ -1,0 +1,155 @@
+//! Schema versions of the redb file and the migrations between them.
+//!
+//! The version lives in `store_info` under
+//! [`SCHEMA_VERSION_KEY`](super::tables::SCHEMA_VERSION_KEY). On open:
+//! - a newer version than [`SCHEMA_VERSION`] fails with
+//!   [`StorageError::SchemaTooNew`] before anything is written;
+//! - an older or absent version is migrated step by step, in one write
+//!   transaction, by [`migrate`];
+//! - the current version opens as is.
+//!
+//! Version history:
+//! - 0: no version recorded (a new file, or one from before versioning);
+//! - 1: the tables of [`tables`](super::tables), counters in `store_info`.
+
+use super::tables::{
+    backend, decode_op, decode_record, Counters, DIRTY, META, PENDING_OPS, RECORDS,
+    SCHEMA_VERSION_KEY, STORE_INFO, SYNCED_OPS,
+};
+use crate::error::StorageError;
+use redb::{Database, ReadableDatabase, ReadableTable, TableError, WriteTransaction};
+use std::path::Path;
+
+/// The schema version this build writes and reads.
+pub(super) const SCHEMA_VERSION: u32 = 1;
+
+/// The version recorded in the file; 0 if there is none.
+fn stored_version(db: &impl ReadableDatabase) -> Result<u32, StorageError> {
+    let txn = db
+        .begin_read()
+        .map_err(backend("reading the schema version"))?;
+    let info = match txn.open_table(STORE_INFO) {
+        Ok(info) => info,
+        Err(TableError::TableDoesNotExist(_)) => return Ok(0),
+        Err(error) => return Err(backend("reading the schema version")(error)),
+    };
+    let version = info
+        .get(SCHEMA_VERSION_KEY)
+        .map_err(backend("reading the schema version"))?
+        .map_or(0, |v| v.value());
+    // A version beyond u32 is certainly newer than ours.
+    Ok(u32::try_from(version).unwrap_or(u32::MAX))
+}
+
+/// Fails with [`StorageError::SchemaTooNew`] if the existing file at
+/// `path` has a newer schema, reading it through a read-only handle:
+/// opening a redb file for writing updates its header, and a file from a
+/// newer TopGun must be left exactly as it is.
+///
+/// A file that cannot be opened read-only (missing, empty, being
+/// recovered after a crash, broken) passes; the writable open then
+/// creates, recovers or rejects it, and [`open`] checks again.
+pub(super) fn refuse_newer(path: &Path) -> Result<(), StorageError> {
+    if std::fs::metadata(path).map_or(true, |m| m.len() == 0) {
+        return Ok(());
+    }
+    let Ok(db) = redb::Builder::new().open_read_only(path) else {
+        return Ok(());
+    };
+    check_version(stored_version(&db)?).map(drop)
+}
+
+fn check_version(found: u32) -> Result<u32, StorageError> {
+    if found > SCHEMA_VERSION {
+        return Err(StorageError::SchemaTooNew {
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    Ok(found)
+}
+
+/// Brings the file to [`SCHEMA_VERSION`] and returns its counters.
+///
+/// # Errors
+/// [`StorageError::SchemaTooNew`] if the file is newer (nothing written);
+/// backend or corruption errors otherwise (the migration is rolled back).
+pub(super) fn open(db: &Database) -> Result<Counters, StorageError> {
+    let found = check_version(stored_version(db)?)?;
+    if found < SCHEMA_VERSION {
+        let txn = db
+            .begin_write()
+            .map_err(backend("starting the schema migration"))?;
+        migrate(&txn, found)?;
+        txn.commit()
+            .map_err(backend("committing the schema migration"))?;
+    }
+    let txn = db.begin_read().map_err(backend("reading counters"))?;
+    let info = txn
+        .open_table(STORE_INFO)
+        .map_err(backend("reading counters"))?;
+    Counters::load(&info)
+}
+
+/// Runs every migration step from version `from` to [`SCHEMA_VERSION`].
+fn migrate(txn: &WriteTransaction, from: u32) -> Result<(), StorageError> {
+    let mut version = from;
+    while version < SCHEMA_VERSION {
+        match version {
+            0 => v0_to_v1(txn)?,
+            // Unreachable while SCHEMA_VERSION is 1; each new version adds
+            // its step above.
+            _ => break,
+        }
+        version += 1;
+        tracing::info!(version, "migrated the redb store schema");
+    }
+    let mut info = txn
+        .open_table(STORE_INFO)
+        .map_err(backend("writing the schema version"))?;
+    info.insert(SCHEMA_VERSION_KEY, u64::from(SCHEMA_VERSION))
+        .map_err(backend("writing the schema version"))?;
+    Ok(())
+}
+
+/// Version 1: creates every table and computes the counters from the
+/// data (none in a new file).
+fn v0_to_v1(txn: &WriteTransaction) -> Result<(), StorageError> {
+    const DURING: &str = "migrating to schema version 1";
+    txn.open_table(META).map_err(backend(DURING))?;
+    let mut counters = Counters::default();
+    {
+        // Rebuilds the dirty index too, so it matches the records.
+        let mut dirty = txn.open_table(DIRTY).map_err(backend(DURING))?;
+        dirty.retain(|_, ()| false).map_err(backend(DURING))?;
+        let records = txn.open_table(RECORDS).map_err(backend(DURING))?;
+        for row in records.iter().map_err(backend(DURING))? {
+            let (key, value) = row.map_err(backend(DURING))?;
+            let (map_name, key) = key.value();
+            let record = decode_record(value.value())?;
+            counters.records += 1;
+            counters.bytes += record.approx_size(map_name, key);
+            if record.dirty {
+                counters.dirty += 1;
+                dirty.insert((map_name, key), ()).map_err(backend(DURING))?;
+            }
+        }
+    }
+    for (table, synced) in [(PENDING_OPS, false), (SYNCED_OPS, true)] {
+        let ops = txn.open_table(table).map_err(backend(DURING))?;
+        for row in ops.iter().map_err(backend(DURING))? {
+            let (id, value) = row.map_err(backend(DURING))?;
+            let size = decode_op(value.value())?.approx_size();
+            counters.next_op_id = counters.next_op_id.max(id.value() + 1);
+            counters.bytes += size;
+            if synced {
+                counters.synced_bytes += size;
+            } else {
+                counters.pending += 1;
+            }
+        }
+    }
+    counters.next_op_id = counters.next_op_id.max(1);
+    let mut info = txn.open_table(STORE_INFO).map_err(backend(DURING))?;
+    counters.store(None, &mut info).map_err(backend(DURING))
+}

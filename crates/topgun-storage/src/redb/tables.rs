@@ -1,0 +1,296 @@
+//! The redb tables of a [`RedbStore`](super::RedbStore), the encoding of
+//! their values, and the counters kept beside them.
+//!
+//! | table          | key              | value                          |
+//! |----------------|------------------|--------------------------------|
+//! | `records`      | `(map, key)`     | [`RecordValue`] (MessagePack)  |
+//! | `dirty`        | `(map, key)`     | `()` — one row per dirty record |
+//! | `pending_ops`  | op id            | [`OpValue`] of an unsynced op  |
+//! | `synced_ops`   | op id            | [`OpValue`] of a synced op     |
+//! | `meta`         | user key         | user bytes                     |
+//! | `store_info`   | name             | `u64`: schema version, counters |
+//!
+//! Keys are redb tuples of `&str`, compared element by element, so no
+//! separator is reserved and map `"a"` never sees the keys of map `"ab"`.
+//! The store's own bookkeeping lives in `store_info`, apart from `meta`, so
+//! no user meta key can clobber it.
+
+use crate::error::StorageError;
+use crate::model::{approx_op_size, approx_record_size, OpId, OpLogEntry, OpType, StoreRecord};
+use redb::{ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use topgun_core::Timestamp;
+
+/// Current record of every `(map, key)`.
+pub(super) const RECORDS: TableDefinition<'_, (&str, &str), &[u8]> =
+    TableDefinition::new("records");
+/// Index of dirty records.
+pub(super) const DIRTY: TableDefinition<'_, (&str, &str), ()> = TableDefinition::new("dirty");
+/// Unsynced ops by id.
+pub(super) const PENDING_OPS: TableDefinition<'_, OpId, &[u8]> =
+    TableDefinition::new("pending_ops");
+/// Synced ops by id, until `drop_synced_ops`.
+pub(super) const SYNCED_OPS: TableDefinition<'_, OpId, &[u8]> = TableDefinition::new("synced_ops");
+/// User meta values.
+pub(super) const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
+/// Schema version and counters.
+pub(super) const STORE_INFO: TableDefinition<'_, &str, u64> = TableDefinition::new("store_info");
+
+/// `store_info` key of the schema version.
+pub(super) const SCHEMA_VERSION_KEY: &str = "__schema_version";
+
+/// Name of this backend in errors.
+const BACKEND: &str = "redb";
+
+/// A redb error as a [`StorageError::Backend`].
+pub(super) fn backend<E: Into<redb::Error>>(
+    during: &'static str,
+) -> impl FnOnce(E) -> StorageError {
+    move |error| StorageError::Backend {
+        backend: BACKEND,
+        during,
+        source: Box::new(error.into()),
+    }
+}
+
+/// One redb error, shared by every caller of a failed batch.
+#[derive(Debug, Clone)]
+pub(super) struct SharedError(pub(super) Arc<redb::Error>);
+
+impl std::fmt::Display for SharedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for SharedError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl SharedError {
+    /// This error as a [`StorageError::Backend`].
+    pub(super) fn to_storage_error(&self, during: &'static str) -> StorageError {
+        StorageError::Backend {
+            backend: BACKEND,
+            during,
+            source: Box::new(self.clone()),
+        }
+    }
+}
+
+/// The stored form of a record, for encoding; map and key are the table
+/// key. Encodes exactly as [`RecordValue`] decodes.
+#[derive(Debug, Serialize)]
+pub(super) struct RecordRef<'a> {
+    #[serde(with = "serde_bytes")]
+    pub(super) value: Option<&'a [u8]>,
+    pub(super) timestamp: &'a Timestamp,
+    pub(super) ttl_ms: Option<u64>,
+    pub(super) dirty: bool,
+}
+
+/// The stored form of a record, decoded.
+#[derive(Debug, Deserialize)]
+pub(super) struct RecordValue {
+    #[serde(with = "serde_bytes")]
+    pub(super) value: Option<Vec<u8>>,
+    pub(super) timestamp: Timestamp,
+    pub(super) ttl_ms: Option<u64>,
+    pub(super) dirty: bool,
+}
+
+impl RecordValue {
+    /// The full record at `(map_name, key)`.
+    pub(super) fn into_record(self, map_name: &str, key: &str) -> StoreRecord {
+        StoreRecord {
+            map_name: map_name.to_owned(),
+            key: key.to_owned(),
+            value: self.value,
+            timestamp: self.timestamp,
+            ttl_ms: self.ttl_ms,
+            dirty: self.dirty,
+        }
+    }
+
+    /// [`StoreRecord::approx_size`] of this record at `(map_name, key)`.
+    pub(super) fn approx_size(&self, map_name: &str, key: &str) -> u64 {
+        approx_record_size(map_name, key, self.value.as_deref(), &self.timestamp)
+    }
+
+    /// This record, for re-encoding.
+    pub(super) fn as_ref(&self) -> RecordRef<'_> {
+        RecordRef {
+            value: self.value.as_deref(),
+            timestamp: &self.timestamp,
+            ttl_ms: self.ttl_ms,
+            dirty: self.dirty,
+        }
+    }
+}
+
+/// The stored form of an op, for encoding; id and synced state come from
+/// the table. Encodes exactly as [`OpValue`] decodes.
+#[derive(Debug, Serialize)]
+pub(super) struct OpRef<'a> {
+    pub(super) map_name: &'a str,
+    pub(super) op_type: OpType,
+    pub(super) key: &'a str,
+    #[serde(with = "serde_bytes")]
+    pub(super) value: Option<&'a [u8]>,
+    pub(super) timestamp: &'a Timestamp,
+    pub(super) ttl_ms: Option<u64>,
+}
+
+impl OpRef<'_> {
+    /// [`OpLogEntry::approx_size`] of this op.
+    pub(super) fn approx_size(&self) -> u64 {
+        approx_op_size(self.map_name, self.key, self.value, self.timestamp)
+    }
+}
+
+/// The stored form of an op, decoded.
+#[derive(Debug, Deserialize)]
+pub(super) struct OpValue {
+    pub(super) map_name: String,
+    pub(super) op_type: OpType,
+    pub(super) key: String,
+    #[serde(with = "serde_bytes")]
+    pub(super) value: Option<Vec<u8>>,
+    pub(super) timestamp: Timestamp,
+    pub(super) ttl_ms: Option<u64>,
+}
+
+impl OpValue {
+    /// The log entry with this id.
+    pub(super) fn into_entry(self, id: OpId, synced: bool) -> OpLogEntry {
+        OpLogEntry {
+            id,
+            map_name: self.map_name,
+            op_type: self.op_type,
+            key: self.key,
+            value: self.value,
+            timestamp: self.timestamp,
+            ttl_ms: self.ttl_ms,
+            synced,
+        }
+    }
+
+    /// [`OpLogEntry::approx_size`] of this op.
+    pub(super) fn approx_size(&self) -> u64 {
+        approx_op_size(
+            &self.map_name,
+            &self.key,
+            self.value.as_deref(),
+            &self.timestamp,
+        )
+    }
+}
+
+/// Encodes `value` into `buf` (cleared first).
+pub(super) fn encode_into<T: Serialize>(
+    buf: &mut Vec<u8>,
+    what: &'static str,
+    value: &T,
+) -> Result<(), StorageError> {
+    buf.clear();
+    rmp_serde::encode::write(buf, value).map_err(|source| StorageError::Encode { what, source })
+}
+
+/// Decodes a stored value.
+pub(super) fn decode<'a, T: Deserialize<'a>>(
+    what: &'static str,
+    bytes: &'a [u8],
+) -> Result<T, StorageError> {
+    rmp_serde::from_slice(bytes).map_err(|source| StorageError::Corrupt {
+        what,
+        source: Box::new(source),
+    })
+}
+
+/// Decodes a stored record.
+pub(super) fn decode_record(bytes: &[u8]) -> Result<RecordValue, StorageError> {
+    decode("records", bytes)
+}
+
+/// Decodes a stored op.
+pub(super) fn decode_op(bytes: &[u8]) -> Result<OpValue, StorageError> {
+    decode("op log", bytes)
+}
+
+/// Counters kept in `store_info`, updated in the same transaction as the
+/// data they count, so `stats()` is a few point reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(super) struct Counters {
+    /// Id the next op gets; never decreases.
+    pub(super) next_op_id: OpId,
+    /// Rows of `records`.
+    pub(super) records: u64,
+    /// Rows of `dirty`.
+    pub(super) dirty: u64,
+    /// Rows of `pending_ops`.
+    pub(super) pending: u64,
+    /// Approximate bytes of records and of ops in both op tables.
+    pub(super) bytes: u64,
+    /// The part of `bytes` in `synced_ops`.
+    pub(super) synced_bytes: u64,
+}
+
+impl Counters {
+    const KEYS: [&'static str; 6] = [
+        "next_op_id",
+        "records",
+        "dirty_records",
+        "pending_ops",
+        "bytes",
+        "synced_bytes",
+    ];
+
+    fn as_array(&self) -> [u64; 6] {
+        [
+            self.next_op_id,
+            self.records,
+            self.dirty,
+            self.pending,
+            self.bytes,
+            self.synced_bytes,
+        ]
+    }
+
+    /// Reads the counters; absent ones are 0 (`next_op_id`: 1).
+    pub(super) fn load(info: &impl ReadableTable<&'static str, u64>) -> Result<Self, StorageError> {
+        let mut values = [0_u64; 6];
+        for (slot, key) in values.iter_mut().zip(Self::KEYS) {
+            if let Some(value) = info.get(key).map_err(backend("reading counters"))? {
+                *slot = value.value();
+            }
+        }
+        let [next_op_id, records, dirty, pending, bytes, synced_bytes] = values;
+        Ok(Self {
+            next_op_id: next_op_id.max(1),
+            records,
+            dirty,
+            pending,
+            bytes,
+            synced_bytes,
+        })
+    }
+
+    /// Writes the counters that differ from `old` (all of them without
+    /// `old`).
+    pub(super) fn store(
+        &self,
+        old: Option<&Self>,
+        info: &mut redb::Table<'_, &'static str, u64>,
+    ) -> Result<(), redb::StorageError> {
+        let old = old.map(Self::as_array);
+        for (i, (key, new)) in Self::KEYS.iter().zip(self.as_array()).enumerate() {
+            if old.is_none_or(|old| old[i] != new) {
+                info.insert(*key, new)?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,659 @@
+//! The single writer of a [`RedbStore`](super::RedbStore): a dedicated
+//! thread that applies queued writes in group commits.
+//!
+//! redb admits one write transaction at a time and a durable commit costs
+//! an fsync, so every write request goes through one channel to this
+//! thread. Each round it blocks for one request, drains everything else
+//! queued (up to [`MAX_BATCH`]), applies them all in **one** write
+//! transaction, commits once, and only then answers each caller. Under
+//! load the fsync is shared by every write that queued while the previous
+//! one ran.
+//!
+//! Requests are validated by the caller before they are queued. If one
+//! still fails while being applied (corrupt stored data), the transaction
+//! is aborted and the batch re-applied without it, so one bad request
+//! never fails the others. If the transaction cannot start or the commit
+//! fails, every caller in the batch gets that error and nothing of the
+//! batch is stored.
+
+use super::tables::{
+    backend, decode_op, decode_record, encode_into, Counters, OpRef, RecordRef, SharedError, DIRTY,
+    META, PENDING_OPS, RECORDS, STORE_INFO, SYNCED_OPS,
+};
+use crate::error::StorageError;
+use crate::model::{
+    approx_record_size, AppliedChange, ClearOutcome, LocalWrite, OpId, OpType, StoreRecord,
+};
+use redb::{Database, ReadableTable, ReadableTableMetadata, Table, WriteTransaction};
+use std::collections::BTreeSet;
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use tokio::sync::oneshot;
+use topgun_core::Timestamp;
+
+/// Most requests applied in one transaction; bounds a batch's latency.
+const MAX_BATCH: usize = 4096;
+
+/// One queued request, its arguments and where its answer goes.
+#[derive(Debug)]
+pub(super) struct Job<A, T> {
+    args: A,
+    reply: oneshot::Sender<Result<T, StorageError>>,
+    /// `Some(Err)`: failed, skipped by later attempts of the batch.
+    result: Option<Result<T, StorageError>>,
+}
+
+impl<A, T> Job<A, T> {
+    /// A job and the receiver of its answer.
+    pub(super) fn new(args: A) -> (Self, oneshot::Receiver<Result<T, StorageError>>) {
+        let (reply, answer) = oneshot::channel();
+        let job = Self {
+            args,
+            reply,
+            result: None,
+        };
+        (job, answer)
+    }
+
+    fn failed(&self) -> bool {
+        matches!(self.result, Some(Err(_)))
+    }
+
+    /// Applies the job; `false` if it failed (and the transaction must be
+    /// rolled back).
+    fn run(&mut self, apply: impl FnOnce(&A) -> Result<T, StorageError>) -> bool {
+        if self.failed() {
+            return true;
+        }
+        let result = apply(&self.args);
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    /// Forgets a result computed in a transaction that was rolled back.
+    fn reset(&mut self) {
+        if !self.failed() {
+            self.result = None;
+        }
+    }
+
+    /// Fails a job that had not failed on its own.
+    fn fail_with(&mut self, error: &SharedError, during: &'static str) {
+        if !self.failed() {
+            self.result = Some(Err(error.to_storage_error(during)));
+        }
+    }
+
+    fn respond(self) {
+        // Every job of a finished batch has a result; a dropped reply
+        // would read as `Closed`. A caller that stopped waiting is fine.
+        if let Some(result) = self.result {
+            let _ = self.reply.send(result);
+        }
+    }
+}
+
+/// A request to the writer thread.
+#[derive(Debug)]
+pub(super) enum Request {
+    /// [`Store::write_local`](crate::Store::write_local).
+    WriteLocal(Job<LocalWrite, OpId>),
+    /// [`Store::mark_synced`](crate::Store::mark_synced).
+    MarkSynced(Job<Vec<OpId>, u64>),
+    /// [`Store::drop_synced_ops`](crate::Store::drop_synced_ops).
+    DropSynced(Job<(), u64>),
+    /// [`Store::apply_remote`](crate::Store::apply_remote).
+    ApplyRemote(Job<Vec<StoreRecord>, Vec<AppliedChange>>),
+    /// [`Store::clear_map`](crate::Store::clear_map).
+    ClearMap(Job<(String, Timestamp), ClearOutcome>),
+    /// [`Store::prune_clean`](crate::Store::prune_clean).
+    PruneClean(Job<(String, Vec<String>), Vec<String>>),
+    /// [`Store::meta_put`](crate::Store::meta_put).
+    MetaPut(Job<(String, Vec<u8>), ()>),
+    /// Stop after this batch; close the database if `db` is its last
+    /// handle. Requests queued behind it are dropped (callers see
+    /// [`StorageError::Closed`]).
+    Close {
+        /// The store's handle, handed over so the writer closes the file.
+        db: Option<Arc<Database>>,
+        /// Result of closing the database.
+        reply: oneshot::Sender<Result<(), StorageError>>,
+    },
+}
+
+impl Request {
+    fn apply(&mut self, tables: &mut Tables<'_>) -> bool {
+        match self {
+            Self::WriteLocal(job) => job.run(|write| tables.write_local(write)),
+            Self::MarkSynced(job) => job.run(|ids| tables.mark_synced(ids)),
+            Self::DropSynced(job) => job.run(|()| tables.drop_synced()),
+            Self::ApplyRemote(job) => job.run(|records| tables.apply_remote(records)),
+            Self::ClearMap(job) => job.run(|(map, ts)| tables.clear_map(map, ts)),
+            Self::PruneClean(job) => job.run(|(map, keys)| tables.prune_clean(map, keys)),
+            Self::MetaPut(job) => job.run(|(key, value)| tables.meta_put(key, value)),
+            Self::Close { .. } => true,
+        }
+    }
+
+    fn each_job(&mut self, f: impl FnOnce(&mut dyn JobState)) {
+        match self {
+            Self::WriteLocal(job) => f(job),
+            Self::MarkSynced(job) => f(job),
+            Self::DropSynced(job) => f(job),
+            Self::ApplyRemote(job) => f(job),
+            Self::ClearMap(job) => f(job),
+            Self::PruneClean(job) => f(job),
+            Self::MetaPut(job) => f(job),
+            Self::Close { .. } => {}
+        }
+    }
+
+    fn respond(self) {
+        match self {
+            Self::WriteLocal(job) => job.respond(),
+            Self::MarkSynced(job) => job.respond(),
+            Self::DropSynced(job) => job.respond(),
+            Self::ApplyRemote(job) => job.respond(),
+            Self::ClearMap(job) => job.respond(),
+            Self::PruneClean(job) => job.respond(),
+            Self::MetaPut(job) => job.respond(),
+            Self::Close { .. } => {}
+        }
+    }
+}
+
+/// The type-independent part of a [`Job`].
+trait JobState {
+    fn reset(&mut self);
+    fn fail_with(&mut self, error: &SharedError, during: &'static str);
+}
+
+impl<A, T> JobState for Job<A, T> {
+    fn reset(&mut self) {
+        Job::reset(self);
+    }
+    fn fail_with(&mut self, error: &SharedError, during: &'static str) {
+        Job::fail_with(self, error, during);
+    }
+}
+
+/// Starts the writer thread.
+pub(super) fn spawn(
+    db: Arc<Database>,
+    durability: redb::Durability,
+    counters: Counters,
+) -> std::io::Result<(Sender<Request>, JoinHandle<()>)> {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let writer = Writer {
+        db,
+        durability,
+        counters,
+        scratch: Scratch::default(),
+    };
+    let handle = std::thread::Builder::new()
+        .name("topgun-redb-writer".into())
+        .spawn(move || writer.run(receiver))?;
+    Ok((sender, handle))
+}
+
+/// Encoding buffers reused across writes.
+#[derive(Debug, Default)]
+struct Scratch {
+    record: Vec<u8>,
+    op: Vec<u8>,
+}
+
+struct Writer {
+    db: Arc<Database>,
+    durability: redb::Durability,
+    /// Counters as of the last commit.
+    counters: Counters,
+    scratch: Scratch,
+}
+
+/// How one attempt at a batch ended.
+enum Attempt {
+    Committed,
+    /// A request failed and was marked; the transaction was rolled back.
+    Retry,
+    /// The transaction could not start or commit.
+    Failed(SharedError, &'static str),
+}
+
+impl Writer {
+    fn run(mut self, requests: Receiver<Request>) {
+        let mut batch = Vec::with_capacity(64);
+        let mut close = None;
+        while close.is_none() {
+            let Ok(first) = requests.recv() else {
+                break; // every sender is gone
+            };
+            let mut next = Some(first);
+            while let Some(request) = next {
+                match request {
+                    Request::Close { db, reply } => {
+                        close = Some((db, reply));
+                        break;
+                    }
+                    request => batch.push(request),
+                }
+                next = if batch.len() < MAX_BATCH {
+                    requests.try_recv().ok()
+                } else {
+                    None
+                };
+            }
+            if !batch.is_empty() {
+                self.process(&mut batch);
+            }
+        }
+        // Requests still queued are dropped with the receiver.
+        drop(requests);
+        let Self { db, .. } = self;
+        drop(db);
+        if let Some((store_db, reply)) = close {
+            let result = match store_db.map(Arc::try_unwrap) {
+                Some(Ok(db)) => db.close().map_err(backend("closing the database")),
+                // Another handle keeps the file open; it closes when that
+                // handle is dropped.
+                Some(Err(_)) | None => Ok(()),
+            };
+            let _ = reply.send(result);
+        }
+    }
+
+    /// Applies, commits and answers one batch.
+    fn process(&mut self, batch: &mut Vec<Request>) {
+        loop {
+            match self.attempt(batch) {
+                Attempt::Committed => break,
+                Attempt::Retry => batch
+                    .iter_mut()
+                    .for_each(|request| request.each_job(|job| job.reset())),
+                Attempt::Failed(error, during) => {
+                    tracing::error!(%error, during, "redb store batch failed");
+                    batch.iter_mut().for_each(|request| {
+                        request.each_job(|job| job.fail_with(&error, during));
+                    });
+                    break;
+                }
+            }
+        }
+        batch.drain(..).for_each(Request::respond);
+    }
+
+    fn attempt(&mut self, batch: &mut [Request]) -> Attempt {
+        let mut txn = match self.db.begin_write() {
+            Ok(txn) => txn,
+            Err(error) => return failed(error, "starting a write transaction"),
+        };
+        if let Err(error) = txn.set_durability(self.durability) {
+            return failed(error, "setting the commit durability");
+        }
+        let counters = {
+            let mut tables = match Tables::open(&txn, self.counters, &mut self.scratch) {
+                Ok(tables) => tables,
+                Err(error) => return failed(error, "opening tables"),
+            };
+            if !batch.iter_mut().all(|request| request.apply(&mut tables)) {
+                drop(tables);
+                if let Err(error) = txn.abort() {
+                    tracing::warn!(%error, "aborting a redb write transaction failed");
+                }
+                return Attempt::Retry;
+            }
+            let counters = tables.counters;
+            if let Err(error) = counters.store(Some(&self.counters), &mut tables.info) {
+                drop(tables);
+                let _ = txn.abort();
+                return failed(error, "writing counters");
+            }
+            counters
+        };
+        match txn.commit() {
+            Ok(()) => {
+                self.counters = counters;
+                Attempt::Committed
+            }
+            Err(error) => failed(error, "committing a write transaction"),
+        }
+    }
+}
+
+fn failed(error: impl Into<redb::Error>, during: &'static str) -> Attempt {
+    Attempt::Failed(SharedError(Arc::new(error.into())), during)
+}
+
+type Records<'t> = Table<'t, (&'static str, &'static str), &'static [u8]>;
+type Ops<'t> = Table<'t, OpId, &'static [u8]>;
+
+/// The tables of one write transaction, and the counters as this
+/// transaction has changed them.
+struct Tables<'t> {
+    records: Records<'t>,
+    dirty: Table<'t, (&'static str, &'static str), ()>,
+    pending: Ops<'t>,
+    synced: Ops<'t>,
+    meta: Table<'t, &'static str, &'static [u8]>,
+    info: Table<'t, &'static str, u64>,
+    counters: Counters,
+    scratch: &'t mut Scratch,
+}
+
+const WRITING: &str = "writing";
+
+impl<'t> Tables<'t> {
+    fn open(
+        txn: &'t WriteTransaction,
+        counters: Counters,
+        scratch: &'t mut Scratch,
+    ) -> Result<Self, redb::TableError> {
+        Ok(Self {
+            records: txn.open_table(RECORDS)?,
+            dirty: txn.open_table(DIRTY)?,
+            pending: txn.open_table(PENDING_OPS)?,
+            synced: txn.open_table(SYNCED_OPS)?,
+            meta: txn.open_table(META)?,
+            info: txn.open_table(STORE_INFO)?,
+            counters,
+            scratch,
+        })
+    }
+
+    /// Stores a record; returns the approximate size of the one it
+    /// replaced and whether that one was dirty.
+    fn put_record(
+        &mut self,
+        map_name: &str,
+        key: &str,
+        record: &RecordRef<'_>,
+    ) -> Result<(), StorageError> {
+        encode_into(&mut self.scratch.record, "record", record)?;
+        let old = self
+            .records
+            .insert((map_name, key), self.scratch.record.as_slice())
+            .map_err(backend(WRITING))?
+            .map(|old| decode_record(old.value()))
+            .transpose()?;
+        let c = &mut self.counters;
+        c.bytes += approx_record_size(map_name, key, record.value, record.timestamp);
+        let was_dirty = match &old {
+            Some(old) => {
+                c.bytes = c.bytes.saturating_sub(old.approx_size(map_name, key));
+                old.dirty
+            }
+            None => {
+                c.records += 1;
+                false
+            }
+        };
+        match (was_dirty, record.dirty) {
+            (false, true) => {
+                self.dirty
+                    .insert((map_name, key), ())
+                    .map_err(backend(WRITING))?;
+                self.counters.dirty += 1;
+            }
+            (true, false) => {
+                self.dirty
+                    .remove((map_name, key))
+                    .map_err(backend(WRITING))?;
+                self.counters.dirty = self.counters.dirty.saturating_sub(1);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn append_op(&mut self, op: &OpRef<'_>) -> Result<OpId, StorageError> {
+        let id = self.counters.next_op_id;
+        encode_into(&mut self.scratch.op, "op", op)?;
+        self.pending
+            .insert(id, self.scratch.op.as_slice())
+            .map_err(backend(WRITING))?;
+        let c = &mut self.counters;
+        c.next_op_id += 1;
+        c.pending += 1;
+        c.bytes += op.approx_size();
+        Ok(id)
+    }
+
+    fn write_local(&mut self, write: &LocalWrite) -> Result<OpId, StorageError> {
+        let record = RecordRef {
+            value: write.value.as_deref(),
+            timestamp: &write.timestamp,
+            ttl_ms: write.ttl_ms,
+            dirty: true,
+        };
+        self.put_record(&write.map_name, &write.key, &record)?;
+        self.append_op(&OpRef {
+            map_name: &write.map_name,
+            op_type: write.op_type,
+            key: &write.key,
+            value: write.value.as_deref(),
+            timestamp: &write.timestamp,
+            ttl_ms: write.ttl_ms,
+        })
+    }
+
+    /// Clears the dirty flag of `(map, key)` if the record carries
+    /// `timestamp`.
+    fn clean_if_at(
+        &mut self,
+        map_name: &str,
+        key: &str,
+        timestamp: &Timestamp,
+    ) -> Result<(), StorageError> {
+        let Some(record) = self
+            .records
+            .get((map_name, key))
+            .map_err(backend(WRITING))?
+            .map(|bytes| decode_record(bytes.value()))
+            .transpose()?
+        else {
+            return Ok(());
+        };
+        if record.dirty && record.timestamp == *timestamp {
+            let clean = RecordRef {
+                dirty: false,
+                ..record.as_ref()
+            };
+            self.put_record(map_name, key, &clean)?;
+        }
+        Ok(())
+    }
+
+    fn mark_synced(&mut self, ids: &[OpId]) -> Result<u64, StorageError> {
+        let mut changed = 0;
+        for &id in ids {
+            let Some(removed) = self.pending.remove(id).map_err(backend(WRITING))? else {
+                continue; // unknown, already synced, or repeated
+            };
+            let bytes = removed.value().to_vec();
+            drop(removed);
+            let op = decode_op(&bytes)?;
+            self.synced
+                .insert(id, bytes.as_slice())
+                .map_err(backend(WRITING))?;
+            let size = op.approx_size();
+            let c = &mut self.counters;
+            c.pending = c.pending.saturating_sub(1);
+            c.synced_bytes += size;
+            changed += 1;
+            if op.op_type == OpType::Clear {
+                let mut keys = Vec::new();
+                for row in self
+                    .dirty
+                    .range((op.map_name.as_str(), "")..)
+                    .map_err(backend(WRITING))?
+                {
+                    let (slot, _) = row.map_err(backend(WRITING))?;
+                    let (map_name, key) = slot.value();
+                    if map_name != op.map_name {
+                        break;
+                    }
+                    keys.push(key.to_owned());
+                }
+                for key in keys {
+                    self.clean_if_at(&op.map_name, &key, &op.timestamp)?;
+                }
+            } else {
+                self.clean_if_at(&op.map_name, &op.key, &op.timestamp)?;
+            }
+        }
+        Ok(changed)
+    }
+
+    fn drop_synced(&mut self) -> Result<u64, StorageError> {
+        let dropped = self.synced.len().map_err(backend(WRITING))?;
+        self.synced.retain(|_, _| false).map_err(backend(WRITING))?;
+        let c = &mut self.counters;
+        c.bytes = c.bytes.saturating_sub(c.synced_bytes);
+        c.synced_bytes = 0;
+        Ok(dropped)
+    }
+
+    fn apply_remote(
+        &mut self,
+        records: &[StoreRecord],
+    ) -> Result<Vec<AppliedChange>, StorageError> {
+        let mut changes = Vec::new();
+        for record in records {
+            let (map_name, key) = (record.map_name.as_str(), record.key.as_str());
+            let previous = self
+                .records
+                .get((map_name, key))
+                .map_err(backend(WRITING))?
+                .map(|bytes| decode_record(bytes.value()))
+                .transpose()?;
+            if previous
+                .as_ref()
+                .is_some_and(|old| record.timestamp <= old.timestamp)
+            {
+                continue;
+            }
+            self.put_record(
+                map_name,
+                key,
+                &RecordRef {
+                    value: record.value.as_deref(),
+                    timestamp: &record.timestamp,
+                    ttl_ms: record.ttl_ms,
+                    dirty: false,
+                },
+            )?;
+            changes.push(AppliedChange {
+                previous: previous.map(|old| old.into_record(map_name, key)),
+                current: StoreRecord {
+                    dirty: false,
+                    ..record.clone()
+                },
+            });
+        }
+        Ok(changes)
+    }
+
+    fn clear_map(
+        &mut self,
+        map_name: &str,
+        timestamp: &Timestamp,
+    ) -> Result<ClearOutcome, StorageError> {
+        let mut removed_keys = Vec::new();
+        for row in self
+            .records
+            .range((map_name, "")..)
+            .map_err(backend(WRITING))?
+        {
+            let (slot, bytes) = row.map_err(backend(WRITING))?;
+            let (map, key) = slot.value();
+            if map != map_name {
+                break;
+            }
+            if decode_record(bytes.value())?.value.is_some() {
+                removed_keys.push(key.to_owned());
+            }
+        }
+        let tombstone = RecordRef {
+            value: None,
+            timestamp,
+            ttl_ms: None,
+            dirty: true,
+        };
+        for key in &removed_keys {
+            self.put_record(map_name, key, &tombstone)?;
+        }
+        let op_id = self.append_op(&OpRef {
+            map_name,
+            op_type: OpType::Clear,
+            key: "",
+            value: None,
+            timestamp,
+            ttl_ms: None,
+        })?;
+        Ok(ClearOutcome {
+            op_id,
+            removed_keys,
+        })
+    }
+
+    fn prune_clean(
+        &mut self,
+        map_name: &str,
+        keys: &[String],
+    ) -> Result<Vec<String>, StorageError> {
+        let mut candidates = Vec::new();
+        for key in keys {
+            if let Some(bytes) = self
+                .records
+                .get((map_name, key.as_str()))
+                .map_err(backend(WRITING))?
+            {
+                if !decode_record(bytes.value())?.dirty {
+                    candidates.push(key);
+                }
+            }
+        }
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Pending ops are few (they are what is not yet synced); one pass
+        // finds those that refer to this map.
+        let mut blocked = BTreeSet::new();
+        for row in self.pending.iter().map_err(backend(WRITING))? {
+            let (_, bytes) = row.map_err(backend(WRITING))?;
+            let op = decode_op(bytes.value())?;
+            if op.map_name == map_name {
+                if op.op_type == OpType::Clear {
+                    return Ok(Vec::new());
+                }
+                blocked.insert(op.key);
+            }
+        }
+        let mut removed = Vec::new();
+        for key in candidates {
+            if blocked.contains(key) {
+                continue;
+            }
+            // `None` when the key was listed twice and is already gone.
+            if let Some(bytes) = self
+                .records
+                .remove((map_name, key.as_str()))
+                .map_err(backend(WRITING))?
+            {
+                let size = decode_record(bytes.value())?.approx_size(map_name, key);
+                let c = &mut self.counters;
+                c.records = c.records.saturating_sub(1);
+                c.bytes = c.bytes.saturating_sub(size);
+                removed.push(key.clone());
+            }
+        }
+        Ok(removed)
+    }
+
+    fn meta_put(&mut self, key: &str, value: &[u8]) -> Result<(), StorageError> {
+        self.meta.insert(key, value).map_err(backend(WRITING))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,264 @@
+//! `RedbStore`-specific behaviour: persistence across reopen, schema
+//! versions, broken files, closing, and concurrent writers.
+// Test helpers outside #[test] fns fail loudly too.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![cfg(feature = "redb")]
+
+use redb::{ReadableDatabase, TableDefinition};
+use std::path::Path;
+use std::sync::Arc;
+use topgun_storage::conformance::{put, remote, ts};
+use topgun_storage::{Durability, RedbStore, StorageError, Store, SUPPORTED_SCHEMA_VERSION};
+
+const STORE_INFO: TableDefinition<'_, &str, u64> = TableDefinition::new("store_info");
+
+fn temp() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.redb");
+    (dir, path)
+}
+
+async fn fill(store: &RedbStore) {
+    for i in 0..5 {
+        store
+            .write_local(put("m", &format!("k{i}"), b"v", ts(i + 1)))
+            .await
+            .unwrap();
+    }
+    store
+        .apply_remote(vec![remote("n", "r", Some(b"r"), ts(1))])
+        .await
+        .unwrap();
+    store.mark_synced(&[1, 2]).await.unwrap();
+    store.drop_synced_ops().await.unwrap();
+    store.meta_put("node", b"a".to_vec()).await.unwrap();
+}
+
+#[tokio::test]
+async fn reopen_keeps_data_counters_and_op_ids() {
+    let (_dir, path) = temp();
+    let store = RedbStore::open(&path).unwrap();
+    fill(&store).await;
+    let stats = store.stats().await.unwrap();
+    let records = store.scan("m", None, 100).await.unwrap();
+    let pending = store.pending_ops(None, 100).await.unwrap();
+    store.close().await.unwrap();
+
+    let store = RedbStore::open(&path).unwrap();
+    assert_eq!(store.stats().await.unwrap(), stats);
+    assert_eq!(store.scan("m", None, 100).await.unwrap(), records);
+    assert_eq!(store.pending_ops(None, 100).await.unwrap(), pending);
+    assert_eq!(store.meta_get("node").await.unwrap().unwrap(), b"a");
+    assert_eq!(store.map_names().await.unwrap(), ["m", "n"]);
+    let id = store.write_local(put("m", "x", b"v", ts(9))).await.unwrap();
+    assert_eq!(id, 6, "ids continue after the last one, dropped or not");
+    drop(store);
+
+    // Dropping closes the file too: it opens again at once.
+    let store = RedbStore::open(&path).unwrap();
+    assert_eq!(store.stats().await.unwrap().pending_ops, 4);
+}
+
+#[tokio::test]
+async fn op_ids_are_not_reused_after_dropping_every_op() {
+    let (_dir, path) = temp();
+    let store = RedbStore::open(&path).unwrap();
+    let id = store.write_local(put("m", "k", b"v", ts(1))).await.unwrap();
+    store.mark_synced(&[id]).await.unwrap();
+    assert_eq!(store.drop_synced_ops().await.unwrap(), 1);
+    store.close().await.unwrap();
+    let store = RedbStore::open(&path).unwrap();
+    let next = store.write_local(put("m", "k", b"v", ts(2))).await.unwrap();
+    assert!(next > id);
+}
+
+#[tokio::test]
+async fn closed_store_refuses_calls() {
+    let (_dir, path) = temp();
+    let store = RedbStore::open(&path).unwrap();
+    store.write_local(put("m", "k", b"v", ts(1))).await.unwrap();
+    store.close().await.unwrap();
+    store.close().await.unwrap();
+    assert!(matches!(
+        store.write_local(put("m", "k", b"v", ts(2))).await,
+        Err(StorageError::Closed)
+    ));
+    assert!(matches!(
+        store.get("m", "k").await,
+        Err(StorageError::Closed)
+    ));
+    assert!(matches!(store.stats().await, Err(StorageError::Closed)));
+    // The file is released.
+    let reopened = RedbStore::open(&path).unwrap();
+    assert!(reopened.get("m", "k").await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn a_file_open_elsewhere_is_an_error() {
+    let (_dir, path) = temp();
+    let _store = RedbStore::open(&path).unwrap();
+    let second = RedbStore::open(&path);
+    assert!(
+        matches!(second, Err(StorageError::Backend { .. })),
+        "{second:?}"
+    );
+}
+
+fn set_schema_version(path: &Path, version: Option<u64>) {
+    let db = redb::Database::create(path).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let mut info = txn.open_table(STORE_INFO).unwrap();
+        match version {
+            Some(v) => {
+                info.insert("__schema_version", v).unwrap();
+            }
+            None => {
+                // An unversioned file: no version, no counters.
+                info.retain(|_, _| false).unwrap();
+            }
+        }
+    }
+    txn.commit().unwrap();
+}
+
+#[tokio::test]
+async fn a_newer_schema_is_refused_and_left_untouched() {
+    let (_dir, path) = temp();
+    let store = RedbStore::open(&path).unwrap();
+    store.write_local(put("m", "k", b"v", ts(1))).await.unwrap();
+    store.close().await.unwrap();
+    set_schema_version(&path, Some(u64::from(SUPPORTED_SCHEMA_VERSION) + 1));
+    let before = std::fs::read(&path).unwrap();
+
+    let error = RedbStore::open(&path).unwrap_err();
+    assert!(
+        matches!(error, StorageError::SchemaTooNew { found, supported }
+            if found == SUPPORTED_SCHEMA_VERSION + 1 && supported == SUPPORTED_SCHEMA_VERSION),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("newer"));
+    assert!(std::fs::read(&path).unwrap() == before, "file was modified");
+}
+
+#[tokio::test]
+async fn an_unversioned_file_is_migrated_and_its_counters_rebuilt() {
+    let (_dir, path) = temp();
+    let store = RedbStore::open(&path).unwrap();
+    fill(&store).await;
+    let stats = store.stats().await.unwrap();
+    store.close().await.unwrap();
+    set_schema_version(&path, None);
+
+    let store = RedbStore::open(&path).unwrap();
+    assert_eq!(store.stats().await.unwrap(), stats);
+    let id = store.write_local(put("m", "x", b"v", ts(9))).await.unwrap();
+    assert_eq!(id, 6);
+    store.close().await.unwrap();
+    let db = redb::Database::open(&path).unwrap();
+    let txn = db.begin_read().unwrap();
+    let info = txn.open_table(STORE_INFO).unwrap();
+    let version = info.get("__schema_version").unwrap().unwrap().value();
+    assert_eq!(version, u64::from(SUPPORTED_SCHEMA_VERSION));
+}
+
+#[tokio::test]
+async fn a_foreign_redb_file_gets_the_store_tables() {
+    let (_dir, path) = temp();
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        let other: TableDefinition<'_, u64, u64> = TableDefinition::new("something_else");
+        txn.open_table(other).unwrap().insert(1, 2).unwrap();
+        txn.commit().unwrap();
+    }
+    let store = RedbStore::open(&path).unwrap();
+    store.write_local(put("m", "k", b"v", ts(1))).await.unwrap();
+    assert_eq!(store.stats().await.unwrap().records, 1);
+}
+
+#[test]
+fn garbage_and_truncated_files_are_errors_not_panics() {
+    let (_dir, path) = temp();
+    std::fs::write(
+        &path,
+        b"this is not a redb file, just some bytes".repeat(200),
+    )
+    .unwrap();
+    let error = RedbStore::open(&path).unwrap_err();
+    assert!(matches!(error, StorageError::Backend { .. }), "{error:?}");
+
+    // A real store, truncated at several lengths.
+    let (_dir2, good) = temp();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let store = RedbStore::open(&good).unwrap();
+        for i in 0..200 {
+            let value = vec![7_u8; 300];
+            store
+                .write_local(put("m", &format!("key-{i}"), &value, ts(i + 1)))
+                .await
+                .unwrap();
+        }
+        store.close().await.unwrap();
+    });
+    let bytes = std::fs::read(&good).unwrap();
+    for len in [1, 100, 600, 4096, bytes.len() / 2] {
+        std::fs::write(&path, &bytes[..len]).unwrap();
+        let result = RedbStore::open(&path);
+        assert!(result.is_err(), "truncated to {len} bytes: opened");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_share_commits() {
+    let (_dir, path) = temp();
+    let store = Arc::new(RedbStore::open(&path).unwrap());
+    let mut tasks = Vec::new();
+    for task in 0..64_u64 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for i in 0..30 {
+                let w = put(
+                    &format!("m{}", task % 4),
+                    &format!("{task}-{i}"),
+                    b"v",
+                    ts(i + 1),
+                );
+                ids.push(store.write_local(w).await.unwrap());
+            }
+            ids
+        }));
+    }
+    let mut ids = Vec::new();
+    for task in tasks {
+        let mine = task.await.unwrap();
+        assert!(mine.windows(2).all(|w| w[0] < w[1]));
+        ids.extend(mine);
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 64 * 30);
+    let stats = store.stats().await.unwrap();
+    assert_eq!(
+        (stats.records, stats.dirty_records, stats.pending_ops),
+        (1920, 1920, 1920)
+    );
+}
+
+#[tokio::test]
+async fn eventual_durability_persists_on_clean_close() {
+    let (_dir, path) = temp();
+    let store = RedbStore::builder()
+        .durability(Durability::Eventual)
+        .cache_size(16 << 20)
+        .open(&path)
+        .unwrap();
+    store.write_local(put("m", "k", b"v", ts(1))).await.unwrap();
+    store.close().await.unwrap();
+    let store = RedbStore::open(&path).unwrap();
+    assert!(store.get("m", "k").await.unwrap().is_some());
+}
