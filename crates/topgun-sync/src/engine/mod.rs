@@ -1,0 +1,596 @@
+//! The sync engine: a state machine with no I/O.
+//!
+//! The driver (the client's sync manager) feeds it [`Input`]s — connected,
+//! a frame arrived, the connection closed, a timer fired, a local write
+//! happened, pending ops were loaded — and carries out the [`Output`]s it
+//! returns: send a frame, load pending ops, apply records to storage, mark
+//! ops synced, set a timer, report a state or an event. Time comes in as an
+//! argument, randomness from a seed, so tests drive it step by step.
+//!
+//! ```
+//! use topgun_sync::{ConnectionState, Input, Output, SyncConfig, SyncEngine};
+//! let mut engine = SyncEngine::new(SyncConfig::default());
+//! engine.open_map("todos");
+//! let out = engine.handle(0, Input::Start);
+//! assert!(out.contains(&Output::Connect));
+//! assert!(out.contains(&Output::State(ConnectionState::Connecting)));
+//! ```
+
+mod handlers;
+mod pull;
+mod push;
+
+pub use handlers::SERVER_NODE_ID;
+pub use push::PendingOp;
+
+use crate::backoff::Backoff;
+use crate::state::ConnectionState;
+use pull::PullPhase;
+use push::Push;
+use std::collections::BTreeMap;
+use topgun_core::merkle::MerkleTree;
+use topgun_core::wire::{Message, WireRecord};
+use topgun_core::Timestamp;
+
+/// Tunables of the engine. `Default` gives the documented values.
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    /// Largest `OP_BATCH` payload in bytes (approximate). Default 1 MiB.
+    pub max_batch_bytes: usize,
+    /// Batches sent and not yet acknowledged, at most. Default 4.
+    pub max_batches_in_flight: usize,
+    /// Ops read from the log per load. Default 2,000.
+    pub ops_per_load: usize,
+    /// First reconnect delay. Default 1 s.
+    pub backoff_initial_ms: u64,
+    /// Longest reconnect delay. Default 30 s.
+    pub backoff_max_ms: u64,
+    /// Keep-alive interval. Default 5 s.
+    pub ping_interval_ms: u64,
+    /// No `PONG` for this long means the connection is dead. Default 15 s.
+    pub pong_timeout_ms: u64,
+    /// Without a token: how long to wait for `AUTH_REQUIRED` before
+    /// assuming the server needs no auth; with one: for `AUTH_ACK` before
+    /// going on. Default 300 ms.
+    pub auth_grace_ms: u64,
+    /// How long a local write waits for others to share its batch.
+    /// Default 2 ms.
+    pub push_delay_ms: u64,
+    /// A pull that gets no answer for this long is abandoned (TopGun's
+    /// server ignores requests for paths it lacks). Default 30 s.
+    pub pull_timeout_ms: u64,
+    /// Seed of the reconnect jitter.
+    pub jitter_seed: u64,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        Self {
+            max_batch_bytes: 1 << 20,
+            max_batches_in_flight: 4,
+            ops_per_load: 2_000,
+            backoff_initial_ms: 1_000,
+            backoff_max_ms: 30_000,
+            ping_interval_ms: 5_000,
+            pong_timeout_ms: 15_000,
+            auth_grace_ms: 300,
+            push_delay_ms: 2,
+            pull_timeout_ms: 30_000,
+            jitter_seed: 0x9e37_79b9_7f4a_7c15,
+        }
+    }
+}
+
+/// Timers the engine asks the driver to run. Setting a timer that is
+/// already set moves its deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TimerKind {
+    /// Time to try connecting again.
+    Reconnect,
+    /// Time to send a `PING` (and check the last `PONG`).
+    Ping,
+    /// The wait for an auth answer is over.
+    AuthGrace,
+    /// Local writes waited long enough to share a batch.
+    PushDelay,
+    /// A Merkle pull got no answer for too long.
+    PullTimeout,
+    /// Time to resend unacknowledged batches after a server error.
+    Resend,
+}
+
+/// What happened, as told to the engine.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Input {
+    /// The application wants to sync: connect.
+    Start,
+    /// The transport connected.
+    Connected,
+    /// A frame arrived and decoded (see [`Input::frame`]).
+    Frame(Box<Message>),
+    /// A frame arrived that did not decode (garbage, truncated, …).
+    BadFrame(String),
+    /// The transport closed or failed to connect.
+    Closed(String),
+    /// A timer fired.
+    Timer(TimerKind),
+    /// A local write was stored; pending ops should go up soon.
+    LocalChange,
+    /// Answer to [`Output::LoadPending`]: the next pending ops in id order;
+    /// `exhausted` when the log has no more after them.
+    PendingLoaded {
+        /// The ops.
+        ops: Vec<PendingOp>,
+        /// Whether the log ended.
+        exhausted: bool,
+    },
+    /// Answer to [`Output::ResetMap`]: the map's synced data is dropped and
+    /// its tree rebuilt; pull again.
+    MapResetDone(String),
+    /// The device lost its network: disconnect, do not retry until online.
+    NetworkOffline,
+    /// The device has a network again: reconnect now.
+    NetworkOnline,
+    /// Stop syncing: disconnect and stay offline.
+    Stop,
+}
+
+impl Input {
+    /// [`Input::Frame`] of a message.
+    pub fn frame(msg: Message) -> Self {
+        Input::Frame(Box::new(msg))
+    }
+}
+
+/// What the driver must do.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Output {
+    /// Open a connection; answer with [`Input::Connected`] or [`Input::Closed`].
+    Connect,
+    /// Close the connection (no [`Input::Closed`] needed afterwards).
+    Disconnect(String),
+    /// Send a frame.
+    Send(Message),
+    /// Read up to `limit` unsynced ops with id greater than `after`;
+    /// answer with [`Input::PendingLoaded`].
+    LoadPending {
+        /// Cursor: the last id already loaded.
+        after: Option<u64>,
+        /// Most ops to read.
+        limit: usize,
+    },
+    /// Merge records from the server by LWW (never dirty), update the
+    /// HLC from their timestamps, emit remote change events, and report
+    /// each record that changed with [`SyncEngine::record_changed`].
+    ApplyRemote {
+        /// The map.
+        map: String,
+        /// `(key, record)` pairs; tombstones have `value: nil`.
+        records: Vec<(String, WireRecord)>,
+    },
+    /// These ops are acknowledged: mark them synced.
+    MarkSynced(Vec<u64>),
+    /// Drop the map's synced records (keep dirty ones and pending ops),
+    /// rebuild its tree, then send [`Input::MapResetDone`].
+    ResetMap(String),
+    /// Fold a server timestamp into the HLC.
+    ObserveTimestamp(Timestamp),
+    /// Run `timer` in `after_ms` milliseconds.
+    SetTimer {
+        /// Which timer.
+        timer: TimerKind,
+        /// Delay.
+        after_ms: u64,
+    },
+    /// Cancel a timer.
+    CancelTimer(TimerKind),
+    /// The connectivity state changed.
+    State(ConnectionState),
+    /// Something the application should hear about.
+    Event(SyncEvent),
+}
+
+/// Events for the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SyncEvent {
+    /// The server refused the token (or required one and none was given).
+    /// The client retries only at the longest backoff.
+    AuthFailed(String),
+    /// The server rejected one op; it will not be sent again.
+    OpRejected {
+        /// The op-log id.
+        op_id: u64,
+        /// The server's reason.
+        reason: String,
+        /// The server's code (403 forbidden, …).
+        code: Option<u32>,
+    },
+    /// The server sent an `ERROR` frame.
+    ServerError {
+        /// HTTP-like code (400, 413, 429, 500, …).
+        code: u32,
+        /// Its message.
+        message: String,
+    },
+    /// The server sent something this client cannot use (a frame that does
+    /// not decode, an answer to a question never asked, …).
+    ProtocolError(String),
+    /// A map's Merkle pull finished on this connection.
+    PullComplete(String),
+    /// Estimated server clock minus local clock, from `PONG`, in ms.
+    ClockSkew(i64),
+    /// The connection closed.
+    Disconnected(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Auth {
+    /// Waiting for the server's verdict or the grace period.
+    Pending,
+    /// The connection may sync.
+    Done,
+}
+
+/// The sync engine for one client. See the module docs.
+#[derive(Debug)]
+pub struct SyncEngine {
+    config: SyncConfig,
+    state: ConnectionState,
+    token: Option<String>,
+    backoff: Backoff,
+    trees: BTreeMap<String, MerkleTree>,
+    pulls: BTreeMap<String, PullPhase>,
+    push: Push,
+    auth: Option<Auth>,
+    stopped: bool,
+    network_down: bool,
+    last_pong_ms: u64,
+    skew_ms: i64,
+    push_timer_set: bool,
+}
+
+impl SyncEngine {
+    /// A stopped engine in state `Offline`; feed it [`Input::Start`].
+    pub fn new(config: SyncConfig) -> Self {
+        let backoff = Backoff::new(
+            config.backoff_initial_ms,
+            config.backoff_max_ms,
+            config.jitter_seed,
+        );
+        Self {
+            config,
+            state: ConnectionState::Offline,
+            token: None,
+            backoff,
+            trees: BTreeMap::new(),
+            pulls: BTreeMap::new(),
+            push: Push::default(),
+            auth: None,
+            stopped: true,
+            network_down: false,
+            last_pong_ms: 0,
+            skew_ms: 0,
+            push_timer_set: false,
+        }
+    }
+
+    /// The current state.
+    pub fn state(&self) -> ConnectionState {
+        self.state
+    }
+
+    /// Sets the token sent in `AUTH` on the next (re)connection.
+    pub fn set_token(&mut self, token: Option<String>) {
+        self.token = token;
+    }
+
+    /// The last clock-skew estimate (server minus local, ms).
+    pub fn skew_ms(&self) -> i64 {
+        self.skew_ms
+    }
+
+    /// Adds a map to sync. Returns the frames to send now if connected
+    /// (its pull and subscription); nothing if offline.
+    pub fn open_map(&mut self, map: &str) -> Vec<Output> {
+        if self.trees.contains_key(map) {
+            return Vec::new();
+        }
+        self.trees.insert(map.to_owned(), MerkleTree::new());
+        self.pulls.insert(map.to_owned(), PullPhase::Idle);
+        let mut out = Vec::new();
+        if self.auth == Some(Auth::Done) {
+            self.start_pull(map, &mut out);
+            self.update_online(&mut out);
+        }
+        out
+    }
+
+    /// Names of the maps being synced.
+    pub fn maps(&self) -> impl Iterator<Item = &str> {
+        self.trees.keys().map(String::as_str)
+    }
+
+    /// The Merkle tree of a synced map.
+    pub fn tree(&self, map: &str) -> Option<&MerkleTree> {
+        self.trees.get(map)
+    }
+
+    /// Records that `key` of `map` now has `timestamp` locally (a local
+    /// write, a merged remote record, or the initial load from the store),
+    /// keeping the map's Merkle tree current.
+    pub fn record_changed(&mut self, map: &str, key: &str, timestamp: &Timestamp) {
+        if let Some(tree) = self.trees.get_mut(map) {
+            tree.update(key, timestamp);
+        }
+    }
+
+    /// Forgets a key of `map` (pruned from the store).
+    pub fn record_removed(&mut self, map: &str, key: &str) {
+        if let Some(tree) = self.trees.get_mut(map) {
+            tree.remove(key);
+        }
+    }
+
+    /// Clears a map's tree (before rebuilding it from the store).
+    pub fn reset_tree(&mut self, map: &str) {
+        if let Some(tree) = self.trees.get_mut(map) {
+            *tree = MerkleTree::new();
+        }
+    }
+
+    /// Feeds one input at wall time `now_ms`; returns what to do, in order.
+    pub fn handle(&mut self, now_ms: u64, input: Input) -> Vec<Output> {
+        let mut out = Vec::new();
+        match input {
+            Input::Start => {
+                self.stopped = false;
+                if matches!(
+                    self.state,
+                    ConnectionState::Offline | ConnectionState::Initial
+                ) {
+                    self.connect(&mut out);
+                }
+            }
+            Input::Stop => {
+                self.stopped = true;
+                self.drop_connection("stopped by the application", false, &mut out);
+            }
+            Input::NetworkOffline => {
+                self.network_down = true;
+                self.drop_connection("the network is offline", false, &mut out);
+            }
+            Input::NetworkOnline => {
+                self.network_down = false;
+                if !self.stopped && self.state == ConnectionState::Offline {
+                    out.push(Output::CancelTimer(TimerKind::Reconnect));
+                    self.connect(&mut out);
+                }
+            }
+            Input::Connected => self.on_connected(now_ms, &mut out),
+            Input::Closed(reason) => {
+                if self.state != ConnectionState::Offline || self.auth.is_some() {
+                    out.push(Output::Event(SyncEvent::Disconnected(reason.clone())));
+                }
+                self.connection_lost(&reason, &mut out);
+            }
+            Input::BadFrame(why) => {
+                out.push(Output::Event(SyncEvent::ProtocolError(format!(
+                    "undecodable frame: {why}"
+                ))));
+                let reason = format!("the server sent an undecodable frame ({why})");
+                out.push(Output::Disconnect(reason.clone()));
+                self.connection_lost(&reason, &mut out);
+            }
+            Input::Frame(msg) => self.on_frame(now_ms, *msg, &mut out),
+            Input::Timer(t) => self.on_timer(now_ms, t, &mut out),
+            Input::LocalChange => {
+                if self.auth == Some(Auth::Done) {
+                    self.push.exhausted = false;
+                    if !self.push_timer_set {
+                        self.push_timer_set = true;
+                        out.push(Output::SetTimer {
+                            timer: TimerKind::PushDelay,
+                            after_ms: self.config.push_delay_ms,
+                        });
+                    }
+                    self.set_state(ConnectionState::Syncing, &mut out);
+                }
+            }
+            Input::PendingLoaded { ops, exhausted } => {
+                self.push.loading = false;
+                if self.auth == Some(Auth::Done) {
+                    if let Some(last) = ops.last() {
+                        self.push.cursor = Some(last.id);
+                    }
+                    self.push.exhausted = exhausted;
+                    self.push.queued.extend(ops);
+                    self.pump(&mut out);
+                }
+            }
+            Input::MapResetDone(map) => {
+                if self.auth == Some(Auth::Done) && self.trees.contains_key(&map) {
+                    self.start_pull(&map, &mut out);
+                }
+            }
+        }
+        out
+    }
+
+    fn set_state(&mut self, state: ConnectionState, out: &mut Vec<Output>) {
+        if self.state != state {
+            self.state = state;
+            out.push(Output::State(state));
+        }
+    }
+
+    fn connect(&mut self, out: &mut Vec<Output>) {
+        if self.stopped || self.network_down {
+            return;
+        }
+        self.set_state(ConnectionState::Connecting, out);
+        out.push(Output::Connect);
+    }
+
+    /// Tears the connection state down and schedules a reconnect (unless
+    /// stopped or offline).
+    fn connection_lost(&mut self, _reason: &str, out: &mut Vec<Output>) {
+        self.reset_connection(out);
+        self.set_state(ConnectionState::Offline, out);
+        if !self.stopped && !self.network_down {
+            let delay = self.backoff.next_delay();
+            out.push(Output::SetTimer {
+                timer: TimerKind::Reconnect,
+                after_ms: delay,
+            });
+        }
+    }
+
+    fn drop_connection(&mut self, reason: &str, reconnect: bool, out: &mut Vec<Output>) {
+        if self.state != ConnectionState::Offline {
+            out.push(Output::Disconnect(reason.to_owned()));
+        }
+        out.push(Output::CancelTimer(TimerKind::Reconnect));
+        if reconnect {
+            self.connection_lost(reason, out);
+        } else {
+            self.reset_connection(out);
+            self.set_state(ConnectionState::Offline, out);
+        }
+    }
+
+    /// Forgets everything tied to the connection: unacknowledged batches
+    /// are resent after the next connect (the server treats a resent op
+    /// as a no-op).
+    fn reset_connection(&mut self, out: &mut Vec<Output>) {
+        self.auth = None;
+        self.push = Push::default();
+        self.push_timer_set = false;
+        for phase in self.pulls.values_mut() {
+            *phase = PullPhase::Idle;
+        }
+        for t in [
+            TimerKind::Ping,
+            TimerKind::AuthGrace,
+            TimerKind::PushDelay,
+            TimerKind::PullTimeout,
+            TimerKind::Resend,
+        ] {
+            out.push(Output::CancelTimer(t));
+        }
+    }
+
+    fn on_connected(&mut self, now_ms: u64, out: &mut Vec<Output>) {
+        if self.stopped || self.network_down {
+            out.push(Output::Disconnect("not syncing".into()));
+            return;
+        }
+        self.set_state(ConnectionState::Syncing, out);
+        self.auth = Some(Auth::Pending);
+        self.last_pong_ms = now_ms;
+        if let Some(token) = &self.token {
+            out.push(Output::Send(Message::Auth(topgun_core::wire::Auth {
+                token: token.clone(),
+                protocol_version: None,
+                device_token: None,
+            })));
+        }
+        out.push(Output::SetTimer {
+            timer: TimerKind::AuthGrace,
+            after_ms: self.config.auth_grace_ms,
+        });
+        out.push(Output::SetTimer {
+            timer: TimerKind::Ping,
+            after_ms: self.config.ping_interval_ms,
+        });
+    }
+
+    /// Auth is settled: push, pull, subscribe.
+    fn authenticated(&mut self, out: &mut Vec<Output>) {
+        if self.auth == Some(Auth::Done) {
+            return;
+        }
+        self.auth = Some(Auth::Done);
+        self.backoff.reset();
+        out.push(Output::CancelTimer(TimerKind::AuthGrace));
+        self.push = Push::default();
+        self.pump(out);
+        let maps: Vec<String> = self.trees.keys().cloned().collect();
+        for map in &maps {
+            self.start_pull(map, out);
+        }
+        self.update_online(out);
+    }
+
+    /// Keeps the push pipeline full: sends queued batches while the window
+    /// allows, and loads more from the log when the queue runs low.
+    fn pump(&mut self, out: &mut Vec<Output>) {
+        while self.push.in_flight.len() < self.config.max_batches_in_flight {
+            let Some(batch) = self.push.next_batch(self.config.max_batch_bytes) else {
+                break;
+            };
+            out.push(Output::Send(batch.frame.clone()));
+            self.push.in_flight.push_back(batch);
+        }
+        if !self.push.loading && !self.push.exhausted && self.push.queued.is_empty() {
+            self.push.loading = true;
+            out.push(Output::LoadPending {
+                after: self.push.cursor,
+                limit: self.config.ops_per_load,
+            });
+        }
+        self.update_online(out);
+    }
+
+    fn start_pull(&mut self, map: &str, out: &mut Vec<Output>) {
+        self.pulls.insert(map.to_owned(), PullPhase::AwaitRoot);
+        out.push(Output::Send(Message::SyncInit(
+            topgun_core::wire::SyncInit {
+                map_name: map.to_owned(),
+                root_hash: None,
+                bucket_hashes: None,
+                last_sync_timestamp: None,
+            },
+        )));
+        out.push(Output::Send(Message::QuerySub(
+            topgun_core::wire::QuerySub {
+                query_id: subscription_id(map),
+                map_name: map.to_owned(),
+                query: topgun_core::wire::Query::default(),
+                fields: None,
+            },
+        )));
+        out.push(Output::SetTimer {
+            timer: TimerKind::PullTimeout,
+            after_ms: self.config.pull_timeout_ms,
+        });
+    }
+
+    /// `Online` once authenticated, every sent op is acknowledged, the log
+    /// has nothing more, and every map's pull is complete.
+    fn update_online(&mut self, out: &mut Vec<Output>) {
+        if self.auth != Some(Auth::Done) {
+            return;
+        }
+        let pulled = self.pulls.values().all(PullPhase::is_done);
+        if pulled {
+            out.push(Output::CancelTimer(TimerKind::PullTimeout));
+        }
+        let next = if pulled && self.push.is_idle() {
+            ConnectionState::Online
+        } else {
+            ConnectionState::Syncing
+        };
+        self.set_state(next, out);
+    }
+}
+
+/// The `queryId` of the subscription that carries a map's realtime events.
+pub fn subscription_id(map: &str) -> String {
+    format!("map:{map}")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,556 @@
+use super::*;
+use topgun_core::wire::{
+    AuthFail, AuthRequired, ClientOp, LeafRecord, OpAck, OpBatch, OpId, OpRejected, OpType, Pong,
+    ServerEvent, SyncRespBuckets, SyncRespLeaf, SyncRespRoot,
+};
+
+fn ts(m: u64) -> Timestamp {
+    Timestamp::new(m, 0, "n")
+}
+
+fn op(id: u64, key: &str, size: usize) -> PendingOp {
+    PendingOp {
+        id,
+        ops: vec![ClientOp {
+            id: Some(OpId::Text(id.to_string())),
+            map_name: "m".into(),
+            key: key.into(),
+            op_type: None,
+            record: Some(WireRecord::new(rmpv::Value::from(id), ts(id))),
+            write_concern: None,
+            timeout: None,
+        }],
+        size,
+    }
+}
+
+fn states(out: &[Output]) -> Vec<ConnectionState> {
+    out.iter()
+        .filter_map(|o| {
+            if let Output::State(s) = o {
+                Some(*s)
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+fn sent(out: &[Output]) -> Vec<&Message> {
+    out.iter()
+        .filter_map(|o| {
+            if let Output::Send(m) = o {
+                Some(m)
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+/// An engine with map "m", connected and past auth, nothing pending.
+fn online() -> SyncEngine {
+    let mut e = SyncEngine::new(SyncConfig::default());
+    e.open_map("m");
+    e.handle(0, Input::Start);
+    e.handle(0, Input::Connected);
+    e.handle(300, Input::Timer(TimerKind::AuthGrace));
+    e.handle(
+        300,
+        Input::PendingLoaded {
+            ops: vec![],
+            exhausted: true,
+        },
+    );
+    e.handle(
+        300,
+        Input::frame(Message::SyncRespRoot(SyncRespRoot {
+            map_name: "m".into(),
+            root_hash: 0,
+            timestamp: ts(1),
+        })),
+    );
+    assert_eq!(e.state(), ConnectionState::Online);
+    e
+}
+
+#[test]
+fn passes_through_the_states_in_order() {
+    let mut e = SyncEngine::new(SyncConfig::default());
+    e.open_map("m");
+    let mut seen = vec![e.state()];
+    let mut step = |e: &mut SyncEngine, now, input| {
+        let out = e.handle(now, input);
+        seen.extend(states(&out));
+        out
+    };
+    let out = step(&mut e, 0, Input::Start);
+    assert!(out.contains(&Output::Connect));
+    step(&mut e, 0, Input::Connected);
+    let out = step(&mut e, 300, Input::Timer(TimerKind::AuthGrace));
+    let frames = sent(&out);
+    assert!(matches!(frames[0], Message::SyncInit(s) if s.map_name == "m"));
+    assert!(matches!(frames[1], Message::QuerySub(q) if q.query_id == "map:m"));
+    assert!(out.contains(&Output::LoadPending {
+        after: None,
+        limit: 2_000
+    }));
+    step(
+        &mut e,
+        300,
+        Input::PendingLoaded {
+            ops: vec![],
+            exhausted: true,
+        },
+    );
+    assert_eq!(
+        e.state(),
+        ConnectionState::Syncing,
+        "not online before the pull completes"
+    );
+    let out = step(
+        &mut e,
+        301,
+        Input::frame(Message::SyncRespRoot(SyncRespRoot {
+            map_name: "m".into(),
+            root_hash: 0,
+            timestamp: ts(1),
+        })),
+    );
+    assert!(out.contains(&Output::Event(SyncEvent::PullComplete("m".into()))));
+    assert!(sent(&out).is_empty(), "equal roots: no walk");
+    assert_eq!(
+        seen,
+        vec![
+            ConnectionState::Offline,
+            ConnectionState::Connecting,
+            ConnectionState::Syncing,
+            ConnectionState::Online
+        ]
+    );
+}
+
+#[test]
+fn pushes_in_batches_and_acks_only_known_ids() {
+    let mut e = online();
+    let out = e.handle(400, Input::LocalChange);
+    assert_eq!(states(&out), vec![ConnectionState::Syncing]);
+    assert!(out.contains(&Output::SetTimer {
+        timer: TimerKind::PushDelay,
+        after_ms: 2
+    }));
+    // A second write within the delay does not set another timer.
+    assert!(e.handle(400, Input::LocalChange).is_empty());
+    let out = e.handle(402, Input::Timer(TimerKind::PushDelay));
+    assert!(out.contains(&Output::LoadPending {
+        after: None,
+        limit: 2_000
+    }));
+    let out = e.handle(
+        402,
+        Input::PendingLoaded {
+            ops: vec![op(1, "a", 10), op(2, "b", 10), op(3, "c", 10)],
+            exhausted: true,
+        },
+    );
+    let frames = sent(&out);
+    assert_eq!(frames.len(), 1);
+    let Message::OpBatch(OpBatch { ops, .. }) = frames[0] else {
+        panic!("{frames:?}")
+    };
+    assert_eq!(ops.len(), 3);
+    // An ack naming no batch of ours (TopGun's generic acks) acks nothing.
+    let out = e.handle(
+        403,
+        Input::frame(Message::OpAck(OpAck {
+            last_id: OpId::Text("7".into()),
+            achieved_level: None,
+            results: None,
+        })),
+    );
+    assert!(!out.iter().any(|o| matches!(o, Output::MarkSynced(_))));
+    assert_eq!(e.state(), ConnectionState::Syncing);
+    // A numeric lastId matches the string id we sent.
+    let out = e.handle(
+        404,
+        Input::frame(Message::OpAck(OpAck {
+            last_id: OpId::Number(3),
+            achieved_level: None,
+            results: None,
+        })),
+    );
+    assert!(out.contains(&Output::MarkSynced(vec![1, 2, 3])));
+    assert_eq!(e.state(), ConnectionState::Online);
+}
+
+#[test]
+fn batches_respect_the_size_cap_and_the_in_flight_window() {
+    let mut e = online();
+    e.handle(0, Input::LocalChange);
+    e.handle(2, Input::Timer(TimerKind::PushDelay));
+    let ops: Vec<PendingOp> = (1..=10).map(|i| op(i, &format!("k{i}"), 400_000)).collect();
+    let out = e.handle(
+        2,
+        Input::PendingLoaded {
+            ops,
+            exhausted: true,
+        },
+    );
+    let frames = sent(&out);
+    assert_eq!(frames.len(), 4, "at most 4 batches in flight");
+    for f in &frames {
+        let Message::OpBatch(b) = f else { panic!() };
+        assert!(
+            b.ops.len() <= 2,
+            "2 ops of 400 KB fit under 1 MiB, 3 do not"
+        );
+    }
+    let out = e.handle(
+        3,
+        Input::frame(Message::OpAck(OpAck {
+            last_id: OpId::Text("2".into()),
+            achieved_level: None,
+            results: None,
+        })),
+    );
+    assert!(out.contains(&Output::MarkSynced(vec![1, 2])));
+    assert_eq!(sent(&out).len(), 1, "the window refills");
+}
+
+#[test]
+fn unacked_batches_are_resent_after_a_reconnect() {
+    let mut e = online();
+    e.handle(0, Input::LocalChange);
+    e.handle(2, Input::Timer(TimerKind::PushDelay));
+    e.handle(
+        2,
+        Input::PendingLoaded {
+            ops: vec![op(1, "a", 10)],
+            exhausted: true,
+        },
+    );
+    let out = e.handle(5, Input::Closed("reset".into()));
+    assert_eq!(states(&out), vec![ConnectionState::Offline]);
+    let delay = out.iter().find_map(|o| match o {
+        Output::SetTimer {
+            timer: TimerKind::Reconnect,
+            after_ms,
+        } => Some(*after_ms),
+        _ => None,
+    });
+    assert!(
+        delay.is_some_and(|d| (500..=1_000).contains(&d)),
+        "{delay:?}"
+    );
+    let out = e.handle(1_005, Input::Timer(TimerKind::Reconnect));
+    assert_eq!(states(&out), vec![ConnectionState::Connecting]);
+    e.handle(1_006, Input::Connected);
+    let out = e.handle(1_306, Input::Timer(TimerKind::AuthGrace));
+    assert!(
+        out.contains(&Output::LoadPending {
+            after: None,
+            limit: 2_000
+        }),
+        "the log is read again from the start"
+    );
+}
+
+#[test]
+fn backoff_grows_while_the_server_stays_down() {
+    let mut e = SyncEngine::new(SyncConfig::default());
+    e.handle(0, Input::Start);
+    let mut delays = Vec::new();
+    for _ in 0..6 {
+        let out = e.handle(0, Input::Closed("refused".into()));
+        assert_eq!(e.state(), ConnectionState::Offline);
+        delays.extend(out.iter().filter_map(|o| match o {
+            Output::SetTimer {
+                timer: TimerKind::Reconnect,
+                after_ms,
+            } => Some(*after_ms),
+            _ => None,
+        }));
+        let out = e.handle(0, Input::Timer(TimerKind::Reconnect));
+        assert!(out.contains(&Output::Connect));
+    }
+    assert_eq!(delays.len(), 6);
+    assert!(delays[5] > delays[0] * 8, "{delays:?}");
+    assert!(delays.iter().all(|d| *d <= 30_000));
+}
+
+#[test]
+fn merkle_walk_requests_only_differing_buckets() {
+    let mut e = SyncEngine::new(SyncConfig::default());
+    e.open_map("m");
+    let mut server = MerkleTree::new();
+    for i in 0..200 {
+        let k = format!("k{i}");
+        e.record_changed("m", &k, &ts(i));
+        server.update(&k, &ts(i));
+    }
+    server.update("k7", &ts(999)); // the one change the client missed
+    e.handle(0, Input::Start);
+    e.handle(0, Input::Connected);
+    e.handle(300, Input::Timer(TimerKind::AuthGrace));
+    e.handle(
+        300,
+        Input::PendingLoaded {
+            ops: vec![],
+            exhausted: true,
+        },
+    );
+    let mut out = e.handle(
+        300,
+        Input::frame(Message::SyncRespRoot(SyncRespRoot {
+            map_name: "m".into(),
+            root_hash: server.root_hash(),
+            timestamp: ts(1),
+        })),
+    );
+    let mut requests = 0;
+    loop {
+        let asks: Vec<String> = sent(&out)
+            .into_iter()
+            .filter_map(|m| {
+                if let Message::MerkleReqBucket(r) = m {
+                    Some(r.path.clone())
+                } else {
+                    None
+                }
+            })
+            .collect();
+        let Some(path) = asks.first().cloned() else {
+            break;
+        };
+        assert_eq!(asks.len(), 1, "one differing bucket per level: {asks:?}");
+        requests += 1;
+        out = if path.len() < 3 {
+            let buckets = server
+                .buckets(&path)
+                .into_iter()
+                .map(|(c, h)| (c.to_string(), h))
+                .collect();
+            e.handle(
+                301,
+                Input::frame(Message::SyncRespBuckets(SyncRespBuckets {
+                    map_name: "m".into(),
+                    path,
+                    buckets,
+                })),
+            )
+        } else {
+            let record = WireRecord::new(rmpv::Value::from(1), ts(999));
+            e.handle(
+                301,
+                Input::frame(Message::SyncRespLeaf(SyncRespLeaf {
+                    map_name: "m".into(),
+                    path,
+                    records: vec![LeafRecord {
+                        key: "k7".into(),
+                        record,
+                    }],
+                })),
+            )
+        };
+        if let Some(Output::ApplyRemote { records, .. }) =
+            out.iter().find(|o| matches!(o, Output::ApplyRemote { .. }))
+        {
+            assert_eq!(records.len(), 1);
+            assert_eq!(records[0].0, "k7");
+        }
+    }
+    assert_eq!(requests, 4, "root, two inner levels, one leaf");
+    assert_eq!(e.state(), ConnectionState::Online);
+}
+
+#[test]
+fn auth_with_token_failure_and_missing_token() {
+    let mut e = SyncEngine::new(SyncConfig::default());
+    e.set_token(Some("secret".into()));
+    e.handle(0, Input::Start);
+    let out = e.handle(0, Input::Connected);
+    assert!(matches!(sent(&out)[0], Message::Auth(a) if a.token == "secret"));
+    let out = e.handle(
+        1,
+        Input::frame(Message::AuthFail(AuthFail {
+            error: Some("bad token".into()),
+            code: Some(401),
+        })),
+    );
+    assert!(out.contains(&Output::Event(SyncEvent::AuthFailed("bad token".into()))));
+    assert!(
+        out.contains(&Output::SetTimer {
+            timer: TimerKind::Reconnect,
+            after_ms: 30_000
+        }),
+        "slow retry: {out:?}"
+    );
+    assert_eq!(e.state(), ConnectionState::Offline);
+
+    let mut e = SyncEngine::new(SyncConfig::default());
+    e.handle(0, Input::Start);
+    e.handle(0, Input::Connected);
+    let out = e.handle(
+        1,
+        Input::frame(Message::AuthRequired(AuthRequired { reason: None })),
+    );
+    assert!(out.iter().any(
+        |o| matches!(o, Output::Event(SyncEvent::AuthFailed(r)) if r.contains("none is configured"))
+    ));
+    assert_eq!(e.state(), ConnectionState::Offline);
+}
+
+#[test]
+fn dead_connection_is_detected_by_missing_pongs() {
+    let mut e = online();
+    let out = e.handle(5_000, Input::Timer(TimerKind::Ping));
+    assert!(matches!(sent(&out)[0], Message::Ping(p) if p.timestamp == 5_000));
+    let out = e.handle(
+        5_010,
+        Input::frame(Message::Pong(Pong {
+            timestamp: 5_000,
+            server_time: 6_000,
+        })),
+    );
+    assert!(out.contains(&Output::Event(SyncEvent::ClockSkew(995))));
+    e.handle(10_000, Input::Timer(TimerKind::Ping));
+    let out = e.handle(25_011, Input::Timer(TimerKind::Ping));
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::Disconnect(r) if r.contains("PONG"))));
+    assert_eq!(e.state(), ConnectionState::Offline);
+}
+
+#[test]
+fn realtime_events_apply_and_a_bare_remove_is_a_server_dated_tombstone() {
+    let mut e = online();
+    let rec = WireRecord::new(rmpv::Value::from("v"), ts(50));
+    let out = e.handle(
+        1_000,
+        Input::frame(Message::ServerEvent(ServerEvent {
+            map_name: "m".into(),
+            event_type: OpType::Put,
+            key: "a".into(),
+            record: Some(rec.clone()),
+        })),
+    );
+    assert_eq!(
+        out,
+        vec![Output::ApplyRemote {
+            map: "m".into(),
+            records: vec![("a".into(), rec)]
+        }]
+    );
+    let out = e.handle(
+        1_000,
+        Input::frame(Message::ServerEvent(ServerEvent {
+            map_name: "m".into(),
+            event_type: OpType::Remove,
+            key: "a".into(),
+            record: None,
+        })),
+    );
+    let Output::ApplyRemote { records, .. } = &out[0] else {
+        panic!("{out:?}")
+    };
+    assert!(records[0].1.is_tombstone());
+    assert_eq!(records[0].1.timestamp.millis, 1_000);
+    // Events of maps we do not sync are ignored.
+    let out = e.handle(
+        1_000,
+        Input::frame(Message::ServerEvent(ServerEvent {
+            map_name: "other".into(),
+            event_type: OpType::Put,
+            key: "a".into(),
+            record: None,
+        })),
+    );
+    assert!(out.is_empty());
+}
+
+#[test]
+fn rejected_ops_are_dropped_and_reported() {
+    let mut e = online();
+    e.handle(0, Input::LocalChange);
+    e.handle(2, Input::Timer(TimerKind::PushDelay));
+    e.handle(
+        2,
+        Input::PendingLoaded {
+            ops: vec![op(1, "a", 10)],
+            exhausted: true,
+        },
+    );
+    let out = e.handle(
+        3,
+        Input::frame(Message::OpRejected(OpRejected {
+            op_id: OpId::Text("1".into()),
+            reason: "forbidden".into(),
+            code: Some(403),
+        })),
+    );
+    assert!(out.contains(&Output::MarkSynced(vec![1])));
+    assert!(out.contains(&Output::Event(SyncEvent::OpRejected {
+        op_id: 1,
+        reason: "forbidden".into(),
+        code: Some(403)
+    })));
+}
+
+#[test]
+fn garbage_reconnects_and_a_server_error_resends() {
+    let mut e = online();
+    e.handle(0, Input::LocalChange);
+    e.handle(2, Input::Timer(TimerKind::PushDelay));
+    let out = e.handle(
+        2,
+        Input::PendingLoaded {
+            ops: vec![op(1, "a", 10)],
+            exhausted: true,
+        },
+    );
+    let batch = sent(&out)[0].clone();
+    let out = e.handle(
+        3,
+        Input::frame(Message::Error(topgun_core::wire::ServerError {
+            code: 429,
+            message: "rate limit exceeded".into(),
+            details: None,
+        })),
+    );
+    assert!(out.iter().any(|o| matches!(
+        o,
+        Output::SetTimer {
+            timer: TimerKind::Resend,
+            ..
+        }
+    )));
+    let out = e.handle(1_000, Input::Timer(TimerKind::Resend));
+    assert_eq!(sent(&out), vec![&batch], "the same batch, same op ids");
+
+    let out = e.handle(1_001, Input::BadFrame("truncated".into()));
+    assert!(out.iter().any(|o| matches!(o, Output::Disconnect(_))));
+    assert!(out.iter().any(|o| matches!(
+        o,
+        Output::SetTimer {
+            timer: TimerKind::Reconnect,
+            ..
+        }
+    )));
+    assert_eq!(e.state(), ConnectionState::Offline);
+}
+
+#[test]
+fn network_offline_stops_retrying_until_online() {
+    let mut e = online();
+    let out = e.handle(0, Input::NetworkOffline);
+    assert_eq!(e.state(), ConnectionState::Offline);
+    assert!(!out.iter().any(|o| matches!(
+        o,
+        Output::SetTimer {
+            timer: TimerKind::Reconnect,
+            ..
+        }
+    )));
+    let out = e.handle(0, Input::NetworkOnline);
+    assert!(out.contains(&Output::Connect));
+}
