@@ -21,6 +21,10 @@ pub struct TopGunClientBuilder {
     quota_bytes: Option<u64>,
     warm_up: usize,
     clock: Arc<dyn Clock>,
+    server_url: Option<String>,
+    token: Option<String>,
+    sync_config: topgun_sync::SyncConfig,
+    sync_maps: Vec<String>,
 }
 
 impl Default for TopGunClientBuilder {
@@ -34,6 +38,10 @@ impl Default for TopGunClientBuilder {
             quota_bytes: None,
             warm_up: 0,
             clock: Arc::new(SystemClock),
+            server_url: None,
+            token: None,
+            sync_config: topgun_sync::SyncConfig::default(),
+            sync_maps: Vec::new(),
         }
     }
 }
@@ -98,6 +106,38 @@ impl TopGunClientBuilder {
         self
     }
 
+    /// Syncs with the TopGun server at `url` (e.g. `ws://127.0.0.1:8080/ws`).
+    /// The client connects in the background and keeps reconnecting; watch
+    /// [`TopGunClient::watch_state`]. Requires a tokio runtime.
+    #[cfg(not(target_family = "wasm"))]
+    #[must_use]
+    pub fn server_url(mut self, url: impl Into<String>) -> Self {
+        self.server_url = Some(url.into());
+        self
+    }
+
+    /// The token sent in `AUTH` (a JWT for TopGun servers).
+    #[must_use]
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// Tunes sync: batch sizes, backoff, keep-alive (see [`topgun_sync::SyncConfig`]).
+    #[must_use]
+    pub fn sync_config(mut self, config: topgun_sync::SyncConfig) -> Self {
+        self.sync_config = config;
+        self
+    }
+
+    /// Maps to sync from the start, besides those already in the store and
+    /// those the application opens with `get_map`.
+    #[must_use]
+    pub fn sync_maps<I: IntoIterator<Item = S>, S: Into<String>>(mut self, maps: I) -> Self {
+        self.sync_maps.extend(maps.into_iter().map(Into::into));
+        self
+    }
+
     /// Opens the store, settles the node id, warms up the working set and
     /// returns the client in state `OFFLINE`.
     ///
@@ -126,7 +166,22 @@ impl TopGunClientBuilder {
         let inner = ClientInner::new(store, hlc, self.limits, self.quota_bytes);
         let client = TopGunClient::from_inner(Arc::new(inner));
         client.warm_up(self.warm_up).await?;
-        client.set_state(crate::ConnectionState::Offline);
+        client.set_state(topgun_sync::ConnectionState::Offline);
+        #[cfg(not(target_family = "wasm"))]
+        if let Some(url) = self.server_url {
+            let settings = crate::sync_manager::SyncSettings {
+                url,
+                token: self.token,
+                config: self.sync_config,
+                maps: self.sync_maps,
+            };
+            let signal = crate::sync_manager::SyncManager::spawn(
+                client.inner.clone(),
+                settings,
+                client.inner.sync_events.clone(),
+            );
+            client.set_sync_signal(Arc::new(signal));
+        }
         Ok(client)
     }
 

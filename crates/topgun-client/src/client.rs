@@ -6,7 +6,6 @@ use crate::events::{Origin, RawEvent, EVENT_BUFFER};
 use crate::keylock::KeyLocks;
 use crate::map::IMap;
 use crate::working_set::{CachedRecord, WorkingSet, WorkingSetLimits, WorkingSetStats};
-use crate::ConnectionState;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -15,12 +14,19 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tokio::sync::{broadcast, watch};
 use topgun_core::{Hlc, Timestamp};
 use topgun_storage::{LocalWrite, OpId, OpType, Store, StoreRecord, StoreStats};
+use topgun_sync::ConnectionState;
 
-/// Told about every local write, so a sync manager can push it. The client
-/// calls it after the write is durable; it must return quickly.
+/// Told about every local change, so a sync manager can push it and keep
+/// its Merkle trees current. The client calls it after the change is
+/// durable; it must return quickly and never block.
 pub trait SyncSignal: Send + Sync + std::fmt::Debug {
-    /// A local write (or clear) was stored in `map`.
-    fn local_write(&self, map: &str);
+    /// `key` of `map` was written (or removed, or cleared) locally at
+    /// `timestamp`.
+    fn local_change(&self, map: &str, key: &str, timestamp: &Timestamp);
+    /// The application opened `map`: sync it too.
+    fn map_opened(&self, map: &str);
+    /// The client is closing: stop syncing.
+    fn stop(&self) {}
 }
 
 /// Client-wide events (not tied to one key).
@@ -65,6 +71,7 @@ pub(crate) struct ClientInner {
     sync: Mutex<Option<Arc<dyn SyncSignal>>>,
     pub(crate) quota_bytes: Option<u64>,
     pub(crate) client_events: broadcast::Sender<ClientEvent>,
+    pub(crate) sync_events: broadcast::Sender<topgun_sync::SyncEvent>,
     closed: AtomicBool,
 }
 
@@ -91,8 +98,13 @@ impl ClientInner {
             sync: Mutex::new(None),
             quota_bytes,
             client_events: broadcast::Sender::new(64),
+            sync_events: broadcast::Sender::new(256),
             closed: AtomicBool::new(false),
         }
+    }
+
+    pub(crate) fn set_connection_state(&self, state: ConnectionState) {
+        self.state.send_replace(state);
     }
 
     pub(crate) fn now_millis(&self) -> u64 {
@@ -183,8 +195,8 @@ impl ClientInner {
         let new_live = cached.live_value(now).cloned();
         self.ws().insert(&map.name, key, cached);
         let old = previous.and_then(|p| p.live_value(now).cloned());
+        self.signal_sync(&map.name, key, &timestamp);
         self.publish(map, key, old, new_live, Origin::Local, timestamp);
-        self.signal_sync(&map.name);
         Ok(op_id)
     }
 
@@ -229,11 +241,19 @@ impl ClientInner {
         }
     }
 
-    pub(crate) fn signal_sync(&self, map: &str) {
+    pub(crate) fn signal_sync(&self, map: &str, key: &str, timestamp: &Timestamp) {
         let sync = lock(&self.sync).clone();
         if let Some(s) = sync {
-            s.local_write(map);
+            s.local_change(map, key, timestamp);
         }
+    }
+
+    pub(crate) fn sync_signal(&self) -> Option<Arc<dyn SyncSignal>> {
+        lock(&self.sync).clone()
+    }
+
+    pub(crate) async fn lock_key(&self, map: &str, key: &str) -> crate::keylock::KeyGuard {
+        self.locks.lock(map, key).await
     }
 }
 
@@ -278,6 +298,9 @@ impl TopGunClient {
         name: &str,
     ) -> Result<IMap<V>, ClientError> {
         check_name("map name", name)?;
+        if let Some(sync) = self.inner.sync_signal() {
+            sync.map_opened(name);
+        }
         Ok(IMap::new(self.inner.clone(), self.inner.map(name)))
     }
 
@@ -315,9 +338,9 @@ impl TopGunClient {
         self.inner.state.subscribe()
     }
 
-    /// Sets the state; used by the sync manager.
-    pub fn set_state(&self, state: ConnectionState) {
-        self.inner.state.send_replace(state);
+    /// Sets the state.
+    pub(crate) fn set_state(&self, state: ConnectionState) {
+        self.inner.set_connection_state(state);
     }
 
     /// Client-wide events (quota pruning, …).
@@ -328,6 +351,39 @@ impl TopGunClient {
     /// Attaches the sync manager to be told about local writes.
     pub fn set_sync_signal(&self, signal: Arc<dyn SyncSignal>) {
         *lock(&self.inner.sync) = Some(signal);
+    }
+
+    /// Sync events: auth failures, rejected ops, server errors, completed
+    /// pulls, clock skew, disconnections.
+    pub fn sync_events(&self) -> broadcast::Receiver<topgun_sync::SyncEvent> {
+        self.inner.sync_events.subscribe()
+    }
+
+    /// Waits until the client is `ONLINE` with no pending op, or `timeout`
+    /// passes. Returns whether it got there.
+    ///
+    /// # Errors
+    /// Storage errors reading the op log.
+    #[cfg(not(target_family = "wasm"))]
+    pub async fn wait_until_synced(
+        &self,
+        timeout: std::time::Duration,
+    ) -> Result<bool, ClientError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut states = self.watch_state();
+        loop {
+            if *states.borrow_and_update() == ConnectionState::Online
+                && self.pending_ops().await? == 0
+            {
+                return Ok(true);
+            }
+            let wait = tokio::time::timeout_at(deadline, states.changed());
+            match wait.await {
+                Err(_) => return Ok(false),
+                Ok(Err(_)) => return Ok(false),
+                Ok(Ok(())) => {}
+            }
+        }
     }
 
     /// Number of local ops not yet acknowledged by a server.
@@ -383,6 +439,9 @@ impl TopGunClient {
     /// [`ClientError::Closed`], and the store is released once the last
     /// clone is dropped. Every acknowledged write is already durable.
     pub fn close(&self) {
+        if let Some(sync) = self.inner.sync_signal() {
+            sync.stop();
+        }
         self.inner.closed.store(true, Ordering::Release);
         lock(&self.inner.maps).clear();
         self.inner.ws().invalidate_all();

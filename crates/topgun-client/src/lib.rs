@@ -22,7 +22,9 @@ mod live_query;
 mod map;
 pub mod query;
 mod quota;
-mod state;
+mod remote;
+#[cfg(not(target_family = "wasm"))]
+mod sync_manager;
 mod working_set;
 
 pub use builder::TopGunClientBuilder;
@@ -31,7 +33,7 @@ pub use error::ClientError;
 pub use events::{MapEvent, Origin, Subscription};
 pub use live_query::{LiveChange, LiveQueryError, LiveQueryHandle, QueryPage};
 pub use map::{EntryStream, IMap, SyncState};
-pub use state::ConnectionState;
+pub use topgun_sync::{ConnectionState, SyncConfig, SyncEvent};
 pub use working_set::{WorkingSetLimits, WorkingSetStats};
 
 /// Longest accepted map name or key, in bytes.

@@ -157,6 +157,7 @@ impl<V: Serialize + DeserializeOwned> IMap<V> {
             .await?;
         self.inner.ws().invalidate_map(&self.shared.name);
         for key in &outcome.removed_keys {
+            self.inner.signal_sync(&self.shared.name, key, &timestamp);
             self.inner.publish(
                 &self.shared,
                 key,
@@ -166,7 +167,6 @@ impl<V: Serialize + DeserializeOwned> IMap<V> {
                 timestamp.clone(),
             );
         }
-        self.inner.signal_sync(&self.shared.name);
         Ok(outcome.op_id)
     }
 

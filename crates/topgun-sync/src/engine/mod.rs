@@ -224,6 +224,9 @@ pub enum SyncEvent {
     ClockSkew(i64),
     /// The connection closed.
     Disconnected(String),
+    /// Local storage failed during sync; the exchange is retried after a
+    /// backoff.
+    LocalError(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
