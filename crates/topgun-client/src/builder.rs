@@ -179,6 +179,7 @@ impl TopGunClientBuilder {
                 client.inner.clone(),
                 settings,
                 client.inner.sync_events.clone(),
+                client.inner.traffic.clone(),
             );
             client.set_sync_signal(Arc::new(signal));
         }

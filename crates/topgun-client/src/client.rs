@@ -52,6 +52,19 @@ pub enum ClientEvent {
     },
 }
 
+/// Sync traffic counters (see [`TopGunClient::traffic`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TrafficSnapshot {
+    /// Frames sent to servers.
+    pub frames_sent: u64,
+    /// Frames received from servers.
+    pub frames_received: u64,
+    /// Bytes sent.
+    pub bytes_sent: u64,
+    /// Bytes received.
+    pub bytes_received: u64,
+}
+
 /// Per-map shared state: the name, its event channel, its live queries.
 #[derive(Debug)]
 pub(crate) struct MapShared {
@@ -67,11 +80,14 @@ pub(crate) struct ClientInner {
     pub(crate) working_set: Mutex<WorkingSet>,
     locks: KeyLocks,
     state: watch::Sender<ConnectionState>,
+    state_changes: broadcast::Sender<ConnectionState>,
     maps: Mutex<HashMap<String, Arc<MapShared>>>,
     sync: Mutex<Option<Arc<dyn SyncSignal>>>,
     pub(crate) quota_bytes: Option<u64>,
     pub(crate) client_events: broadcast::Sender<ClientEvent>,
     pub(crate) sync_events: broadcast::Sender<topgun_sync::SyncEvent>,
+    #[cfg(not(target_family = "wasm"))]
+    pub(crate) traffic: Arc<topgun_sync::transport::TrafficStats>,
     closed: AtomicBool,
 }
 
@@ -94,17 +110,24 @@ impl ClientInner {
             working_set: Mutex::new(WorkingSet::new(limits)),
             locks: KeyLocks::default(),
             state: watch::Sender::new(ConnectionState::Initial),
+            state_changes: broadcast::Sender::new(256),
             maps: Mutex::new(HashMap::new()),
             sync: Mutex::new(None),
             quota_bytes,
             client_events: broadcast::Sender::new(64),
             sync_events: broadcast::Sender::new(256),
+            #[cfg(not(target_family = "wasm"))]
+            traffic: Arc::default(),
             closed: AtomicBool::new(false),
         }
     }
 
     pub(crate) fn set_connection_state(&self, state: ConnectionState) {
-        self.state.send_replace(state);
+        let previous = self.state.send_replace(state);
+        if previous != state {
+            // Nobody listening is fine.
+            let _ = self.state_changes.send(state);
+        }
     }
 
     pub(crate) fn now_millis(&self) -> u64 {
@@ -338,6 +361,12 @@ impl TopGunClient {
         self.inner.state.subscribe()
     }
 
+    /// Every state transition from now on, in order (a watch channel only
+    /// keeps the latest; this keeps all, up to 256 unread).
+    pub fn state_changes(&self) -> broadcast::Receiver<ConnectionState> {
+        self.inner.state_changes.subscribe()
+    }
+
     /// Sets the state.
     pub(crate) fn set_state(&self, state: ConnectionState) {
         self.inner.set_connection_state(state);
@@ -383,6 +412,19 @@ impl TopGunClient {
                 Ok(Err(_)) => return Ok(false),
                 Ok(Ok(())) => {}
             }
+        }
+    }
+
+    /// Frames and bytes this client's sync exchanged with servers so far.
+    #[cfg(not(target_family = "wasm"))]
+    pub fn traffic(&self) -> TrafficSnapshot {
+        use std::sync::atomic::Ordering::Relaxed;
+        let t = &self.inner.traffic;
+        TrafficSnapshot {
+            frames_sent: t.frames_sent.load(Relaxed),
+            frames_received: t.frames_received.load(Relaxed),
+            bytes_sent: t.bytes_sent.load(Relaxed),
+            bytes_received: t.bytes_received.load(Relaxed),
         }
     }
 

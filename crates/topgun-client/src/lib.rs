@@ -28,7 +28,7 @@ mod sync_manager;
 mod working_set;
 
 pub use builder::TopGunClientBuilder;
-pub use client::{ClientEvent, SyncSignal, TopGunClient};
+pub use client::{ClientEvent, SyncSignal, TopGunClient, TrafficSnapshot};
 pub use error::ClientError;
 pub use events::{MapEvent, Origin, Subscription};
 pub use live_query::{LiveChange, LiveQueryError, LiveQueryHandle, QueryPage};

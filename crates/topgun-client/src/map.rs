@@ -112,10 +112,12 @@ impl<V: Serialize + DeserializeOwned> IMap<V> {
     /// then cached). `None` when absent, deleted, or expired by TTL.
     ///
     /// # Errors
+    /// [`ClientError::InvalidName`] for an empty or overlong key;
     /// [`ClientError::Decode`] if the stored value is not a `V`; storage
     /// errors.
     pub async fn get(&self, key: &str) -> Result<Option<V>, ClientError> {
         self.inner.check_open()?;
+        check_name("key", key)?;
         let Some(record) = self.inner.current(&self.shared, key).await? else {
             return Ok(None);
         };

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use topgun_core::wire::{ClientOp, Codec, OpId, OpType as WireOpType, WireRecord};
 use topgun_core::Timestamp;
 use topgun_storage::{OpLogEntry, OpType};
-use topgun_sync::transport::{Incoming, WsConnection};
+use topgun_sync::transport::{Incoming, TrafficStats, WsConnection};
 use topgun_sync::{Input, Output, PendingOp, SyncConfig, SyncEngine, SyncEvent, TimerKind};
 
 /// How long one connection attempt may take.
@@ -77,6 +77,7 @@ pub(crate) struct SyncManager {
     codec: Codec,
     epoch: Instant,
     epoch_millis: u64,
+    traffic: Arc<TrafficStats>,
 }
 
 impl SyncManager {
@@ -85,6 +86,7 @@ impl SyncManager {
         client: Arc<ClientInner>,
         settings: SyncSettings,
         events: broadcast::Sender<SyncEvent>,
+        traffic: Arc<TrafficStats>,
     ) -> ChannelSignal {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut engine = SyncEngine::new(settings.config);
@@ -101,6 +103,7 @@ impl SyncManager {
             codec: Codec::default(),
             epoch: Instant::now(),
             epoch_millis,
+            traffic,
         };
         tokio::spawn(manager.run(settings.maps));
         ChannelSignal(tx)
@@ -257,7 +260,14 @@ impl SyncManager {
     async fn execute_one(&mut self, output: Output) -> Option<Input> {
         match output {
             Output::Connect => {
-                match WsConnection::connect(&self.url, CONNECT_TIMEOUT, self.codec).await {
+                match WsConnection::connect(
+                    &self.url,
+                    CONNECT_TIMEOUT,
+                    self.codec,
+                    self.traffic.clone(),
+                )
+                .await
+                {
                     Ok(conn) => {
                         self.conn = Some(conn);
                         Some(Input::Connected)

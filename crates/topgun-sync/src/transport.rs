@@ -3,6 +3,8 @@
 //! binary frame.
 
 use futures_util::{SinkExt, StreamExt};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::{
@@ -53,11 +55,31 @@ pub enum Incoming {
     Closed(String),
 }
 
+/// Traffic counters, shared by every connection of one client.
+#[derive(Debug, Default)]
+pub struct TrafficStats {
+    /// Frames sent.
+    pub frames_sent: AtomicU64,
+    /// Frames received (binary, text and close).
+    pub frames_received: AtomicU64,
+    /// Payload bytes sent.
+    pub bytes_sent: AtomicU64,
+    /// Payload bytes received.
+    pub bytes_received: AtomicU64,
+}
+
+impl TrafficStats {
+    fn count(counter: &AtomicU64, n: usize) {
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
 /// One open WebSocket connection to a TopGun server.
 #[derive(Debug)]
 pub struct WsConnection {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
     codec: Codec,
+    stats: Arc<TrafficStats>,
 }
 
 impl WsConnection {
@@ -69,6 +91,7 @@ impl WsConnection {
         url: &str,
         timeout: Duration,
         codec: Codec,
+        stats: Arc<TrafficStats>,
     ) -> Result<Self, TransportError> {
         let mut config = WebSocketConfig::default();
         config.max_message_size = Some(codec.max_frame_len());
@@ -83,7 +106,7 @@ impl WsConnection {
                 url: url.to_owned(),
                 source: Box::new(e),
             }),
-            Ok(Ok((ws, _response))) => Ok(Self { ws, codec }),
+            Ok(Ok((ws, _response))) => Ok(Self { ws, codec, stats }),
         }
     }
 
@@ -95,6 +118,8 @@ impl WsConnection {
     /// failed.
     pub async fn send(&mut self, msg: &Message) -> Result<(), TransportError> {
         let bytes = self.codec.encode(msg)?;
+        TrafficStats::count(&self.stats.frames_sent, 1);
+        TrafficStats::count(&self.stats.bytes_sent, bytes.len());
         self.ws
             .send(WsMessage::Binary(bytes.into()))
             .await
@@ -115,10 +140,12 @@ impl WsConnection {
             };
             match next.map_err(|e| TransportError::Io(Box::new(e)))? {
                 WsMessage::Binary(bytes) => {
+                    TrafficStats::count(&self.stats.frames_received, 1);
+                    TrafficStats::count(&self.stats.bytes_received, bytes.len());
                     return Ok(match self.codec.decode(&bytes) {
                         Ok(msg) => Incoming::Frame(Box::new(msg)),
                         Err(e) => Incoming::Bad(e.to_string()),
-                    })
+                    });
                 }
                 WsMessage::Text(t) => {
                     return Ok(Incoming::Bad(format!(

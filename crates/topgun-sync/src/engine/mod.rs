@@ -384,6 +384,7 @@ impl SyncEngine {
                     "undecodable frame: {why}"
                 ))));
                 let reason = format!("the server sent an undecodable frame ({why})");
+                out.push(Output::Event(SyncEvent::Disconnected(reason.clone())));
                 out.push(Output::Disconnect(reason.clone()));
                 self.connection_lost(&reason, &mut out);
             }

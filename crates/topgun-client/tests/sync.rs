@@ -1,0 +1,493 @@
+//! Sync between real clients and a real server on 127.0.0.1 (in-process,
+//! port 0), over real WebSockets.
+
+// Test helpers unwrap: a panic with the error is the failure report.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use topgun_client::{ConnectionState, SyncConfig, SyncEvent, TopGunClient};
+use topgun_server::{AccessRules, AuthMode, ServerConfig, StoreConfig};
+use topgun_storage::{MemoryStore, Store};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+struct Server {
+    url: String,
+    port: u16,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+    store: Arc<dyn Store>,
+}
+
+impl Server {
+    async fn start_with(
+        store: Arc<dyn Store>,
+        port: u16,
+        configure: impl FnOnce(&mut ServerConfig),
+    ) -> Self {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut config = ServerConfig::new(StoreConfig::Store(store.clone()));
+        config.limits.ops_per_second = 1_000_000;
+        config.limits.ops_burst = 2_000_000;
+        configure(&mut config);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let _ = topgun_server::run(listener, config, async move {
+                let _ = stopped.await;
+            })
+            .await;
+        });
+        Self {
+            url: format!("ws://127.0.0.1:{port}/ws"),
+            port,
+            stop: Some(stop),
+            task,
+            store,
+        }
+    }
+
+    async fn start() -> Self {
+        Self::start_with(Arc::new(MemoryStore::new()), 0, |_| {}).await
+    }
+
+    async fn stop(mut self) -> (Arc<dyn Store>, u16) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = tokio::time::timeout(WAIT, self.task).await;
+        (self.store, self.port)
+    }
+}
+
+fn fast_sync() -> SyncConfig {
+    SyncConfig {
+        backoff_initial_ms: 50,
+        backoff_max_ms: 500,
+        auth_grace_ms: 50,
+        ..SyncConfig::default()
+    }
+}
+
+async fn client(url: &str, maps: &[&str]) -> TopGunClient {
+    TopGunClient::builder()
+        .server_url(url)
+        .sync_config(fast_sync())
+        .sync_maps(maps.iter().copied())
+        .build()
+        .await
+        .unwrap()
+}
+
+async fn synced(c: &TopGunClient) {
+    assert!(
+        c.wait_until_synced(WAIT).await.unwrap(),
+        "client did not reach ONLINE with nothing pending: {:?}",
+        c.state()
+    );
+}
+
+/// Every record (tombstones included) of a map in a store, by key.
+async fn dump(
+    store: &dyn Store,
+    map: &str,
+) -> BTreeMap<String, (Option<serde_json::Value>, String)> {
+    let mut out = BTreeMap::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = store.scan(map, after.as_deref(), 500).await.unwrap();
+        for r in &page {
+            let v = r
+                .value
+                .as_ref()
+                .map(|b| rmp_serde::from_slice::<serde_json::Value>(b).unwrap());
+            out.insert(r.key.clone(), (v, r.timestamp.to_string()));
+        }
+        if page.len() < 500 {
+            return out;
+        }
+        after = page.last().map(|r| r.key.clone());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_writes_reach_the_server_and_a_fresh_client() {
+    // The server is not up yet: the client works offline.
+    let probe = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = probe.local_addr().unwrap().port();
+    drop(probe);
+    let url = format!("ws://127.0.0.1:{port}/ws");
+    let a = client(&url, &["todos"]).await;
+    let todos = a.get_json_map("todos").unwrap();
+    for i in 0..1_000 {
+        todos
+            .put(&format!("t{i:04}"), serde_json::json!({"n": i}))
+            .await
+            .unwrap();
+    }
+    for i in (0..1_000).step_by(10) {
+        todos.remove(&format!("t{i:04}")).await.unwrap();
+    }
+    assert_eq!(a.pending_ops().await.unwrap(), 1_100);
+    assert_ne!(a.state(), ConnectionState::Online);
+
+    let server = Server::start_with(Arc::new(MemoryStore::new()), port, |_| {}).await;
+    synced(&a).await;
+    assert_eq!(a.pending_ops().await.unwrap(), 0);
+    assert_eq!(
+        todos.sync_state("t0001").await.unwrap(),
+        Some(topgun_client::SyncState::Synced)
+    );
+
+    let b = client(&server.url, &["todos"]).await;
+    synced(&b).await;
+    let from_a = dump(a.store().as_ref(), "todos").await;
+    let from_b = dump(b.store().as_ref(), "todos").await;
+    let on_server = dump(server.store.as_ref(), "todos").await;
+    assert_eq!(from_a.len(), 1_000);
+    assert_eq!(
+        from_b, from_a,
+        "the fresh client pulled exactly the same records, tombstones included"
+    );
+    assert_eq!(on_server, from_a);
+    let bt = b.get_json_map("todos").unwrap();
+    assert_eq!(
+        bt.get("t0001").await.unwrap(),
+        Some(serde_json::json!({"n": 1}))
+    );
+    assert_eq!(bt.get("t0010").await.unwrap(), None);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clients_converge_to_the_lww_model() {
+    let server = Server::start().await;
+    let a = client(&server.url, &["m"]).await;
+    let b = client(&server.url, &["m"]).await;
+    synced(&a).await;
+    synced(&b).await;
+    let (ma, mb) = (
+        a.get_map::<i64>("m").unwrap(),
+        b.get_map::<i64>("m").unwrap(),
+    );
+    // b goes offline (its sync stops); both write overlapping keys.
+    let b_offline = TopGunClient::builder()
+        .store(b.store().clone())
+        .node_id(b.node_id())
+        .build()
+        .await
+        .unwrap();
+    b.close();
+    let mb_off = b_offline.get_map::<i64>("m").unwrap();
+    for i in 0..50 {
+        ma.put(&format!("k{}", i % 20), i).await.unwrap();
+        mb_off
+            .put(&format!("k{}", (i * 7) % 20), 1_000 + i)
+            .await
+            .unwrap();
+        if i % 9 == 0 {
+            ma.remove(&format!("k{}", (i * 3) % 20)).await.unwrap();
+        }
+    }
+    // The model: for every key, the record with the greatest timestamp.
+    let mut model = dump(a.store().as_ref(), "m").await;
+    for (k, v) in dump(b_offline.store().as_ref(), "m").await {
+        match model.get(&k) {
+            Some(cur) if parse_ts(&cur.1) >= parse_ts(&v.1) => {}
+            _ => {
+                model.insert(k, v);
+            }
+        }
+    }
+    // b comes back online on the same store.
+    let b2 = TopGunClient::builder()
+        .store(b_offline.store().clone())
+        .server_url(&server.url)
+        .sync_config(fast_sync())
+        .build()
+        .await
+        .unwrap();
+    synced(&b2).await;
+    synced(&a).await;
+    // a may need a moment for b2's realtime events.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (da, db) = (
+            dump(a.store().as_ref(), "m").await,
+            dump(b2.store().as_ref(), "m").await,
+        );
+        if da == model && db == model {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no convergence:\n a={da:?}\n b={db:?}\n model={model:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(dump(server.store.as_ref(), "m").await, model);
+    drop((mb, ma));
+    server.stop().await;
+}
+
+fn parse_ts(s: &str) -> topgun_core::Timestamp {
+    s.parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn realtime_changes_reach_the_other_client_as_remote_events() {
+    let server = Server::start().await;
+    let a = client(&server.url, &["chat"]).await;
+    let b = client(&server.url, &["chat"]).await;
+    synced(&a).await;
+    synced(&b).await;
+    let mut events = b.get_map::<String>("chat").unwrap().subscribe();
+    a.get_map::<String>("chat")
+        .unwrap()
+        .put("m1", "hello".into())
+        .await
+        .unwrap();
+    let e = tokio::time::timeout(WAIT, events.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (e.key.as_str(), e.new_value.as_deref(), e.origin),
+        ("m1", Some("hello"), topgun_client::Origin::Remote)
+    );
+    a.get_map::<String>("chat")
+        .unwrap()
+        .remove("m1")
+        .await
+        .unwrap();
+    let e = tokio::time::timeout(WAIT, events.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((e.old_value.as_deref(), e.new_value), (Some("hello"), None));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catch_up_walks_only_the_differing_leaves() {
+    let server = Server::start().await;
+    let seed = client(&server.url, &["big"]).await;
+    let m = seed.get_json_map("big").unwrap();
+    for i in 0..10_000 {
+        m.put(&format!("key-{i}"), serde_json::json!(i))
+            .await
+            .unwrap();
+    }
+    synced(&seed).await;
+    // A second client pulls everything, then goes away.
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let b = TopGunClient::builder()
+        .store(store.clone())
+        .server_url(&server.url)
+        .sync_config(fast_sync())
+        .sync_maps(["big"])
+        .build()
+        .await
+        .unwrap();
+    synced(&b).await;
+    b.close();
+    drop(b);
+    // It misses 10 changes.
+    for i in 0..10 {
+        m.put(&format!("key-{}", i * 997), serde_json::json!("changed"))
+            .await
+            .unwrap();
+    }
+    synced(&seed).await;
+    // Back online: the Merkle walk fetches only the changed leaves.
+    let b = TopGunClient::builder()
+        .store(store.clone())
+        .server_url(&server.url)
+        .sync_config(fast_sync())
+        .sync_maps(["big"])
+        .build()
+        .await
+        .unwrap();
+    synced(&b).await;
+    let bm = b.get_json_map("big").unwrap();
+    for i in 0..10 {
+        assert_eq!(
+            bm.get(&format!("key-{}", i * 997)).await.unwrap(),
+            Some(serde_json::json!("changed"))
+        );
+    }
+    let t = b.traffic();
+    // SYNC_RESP_ROOT + at most 10 paths of (root buckets, 2 inner levels, 1
+    // leaf) + QUERY_RESP + AUTH/PONG noise; a full pull would be 4096+ leaves.
+    assert!(t.frames_received <= 1 + 1 + 10 * 3 + 1 + 5, "{t:?}");
+    assert!(t.bytes_received < 64 * 1024, "{t:?}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn states_in_order_and_backoff_while_the_server_is_down() {
+    let probe = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = probe.local_addr().unwrap().port();
+    drop(probe);
+    let url = format!("ws://127.0.0.1:{port}/ws");
+    let c = TopGunClient::builder()
+        .server_url(&url)
+        .sync_config(fast_sync())
+        .build()
+        .await
+        .unwrap();
+    let mut changes = c.state_changes();
+    // Down: OFFLINE → CONNECTING → OFFLINE → CONNECTING … with growing waits.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let mut seen = vec![];
+    while let Ok(s) = changes.try_recv() {
+        seen.push(s);
+    }
+    assert!(
+        seen.starts_with(&[
+            ConnectionState::Connecting,
+            ConnectionState::Offline,
+            ConnectionState::Connecting
+        ]),
+        "{seen:?}"
+    );
+    let attempts = seen
+        .iter()
+        .filter(|s| **s == ConnectionState::Connecting)
+        .count();
+    // Waits of ~50, 100, 200, 400 ms (each jittered down to half at most):
+    // 3 to 6 attempts in 600 ms, not hundreds.
+    assert!(
+        (3..=8).contains(&attempts),
+        "backoff spaces the attempts: {seen:?}"
+    );
+    assert!(!seen.contains(&ConnectionState::Syncing));
+    // Up: it gets through CONNECTING → SYNCING → ONLINE.
+    let server = Server::start_with(Arc::new(MemoryStore::new()), port, |_| {}).await;
+    let mut tail = Vec::new();
+    while tail.last() != Some(&ConnectionState::Online) {
+        tail.push(
+            tokio::time::timeout(WAIT, changes.recv())
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    let n = tail.len();
+    assert_eq!(
+        &tail[n - 3..],
+        &[
+            ConnectionState::Connecting,
+            ConnectionState::Syncing,
+            ConnectionState::Online
+        ],
+        "{tail:?}"
+    );
+    server.stop().await;
+}
+
+fn token(secret: &str, sub: &str) -> String {
+    #[derive(serde::Serialize)]
+    struct Claims<'a> {
+        sub: &'a str,
+        exp: u64,
+    }
+    let claims = Claims {
+        sub,
+        exp: 4_000_000_000,
+    };
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_missing_bad_and_forbidden() {
+    let rules: AccessRules = toml_rules();
+    let server = Server::start_with(Arc::new(MemoryStore::new()), 0, |c| {
+        c.auth = AuthMode::Jwt {
+            secret: b"s3cret".to_vec(),
+        };
+        c.rules = rules;
+    })
+    .await;
+    // No token.
+    let c = client(&server.url, &["public"]).await;
+    let mut ev = c.sync_events();
+    let e = wait_event(&mut ev, |e| matches!(e, SyncEvent::AuthFailed(_))).await;
+    assert!(matches!(e, SyncEvent::AuthFailed(r) if r.contains("token")));
+    assert_ne!(c.state(), ConnectionState::Online);
+    c.close();
+    // A bad token.
+    let c = TopGunClient::builder()
+        .server_url(&server.url)
+        .token(token("wrong", "alice"))
+        .sync_config(fast_sync())
+        .build()
+        .await
+        .unwrap();
+    let mut ev = c.sync_events();
+    wait_event(&mut ev, |e| matches!(e, SyncEvent::AuthFailed(_))).await;
+    c.close();
+    // A good token, but a map the rules forbid writing.
+    let c = TopGunClient::builder()
+        .server_url(&server.url)
+        .token(token("s3cret", "bob"))
+        .sync_config(fast_sync())
+        .sync_maps(["public"])
+        .build()
+        .await
+        .unwrap();
+    let mut ev = c.sync_events();
+    synced(&c).await;
+    c.get_json_map("public")
+        .unwrap()
+        .put("x", serde_json::json!(1))
+        .await
+        .unwrap();
+    let e = wait_event(&mut ev, |e| matches!(e, SyncEvent::OpRejected { .. })).await;
+    assert!(
+        matches!(
+            e,
+            SyncEvent::OpRejected {
+                code: Some(403),
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert_eq!(
+        c.pending_ops().await.unwrap(),
+        0,
+        "a rejected op is not retried"
+    );
+    assert!(dump(server.store.as_ref(), "public").await.is_empty());
+    server.stop().await;
+}
+
+fn toml_rules() -> AccessRules {
+    AccessRules::from_toml("[[rule]]\nmap = \"public\"\nread = [\"*\"]\nwrite = [\"user:alice\"]\n")
+        .unwrap()
+}
+
+async fn wait_event(
+    ev: &mut tokio::sync::broadcast::Receiver<SyncEvent>,
+    want: impl Fn(&SyncEvent) -> bool,
+) -> SyncEvent {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(left, ev.recv()).await {
+            Ok(Ok(e)) if want(&e) => return e,
+            Ok(Ok(_)) | Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {}
+            other => panic!("no such event: {other:?}"),
+        }
+    }
+}
