@@ -97,20 +97,14 @@ impl SyncEngine {
             }
             Message::SyncRespBuckets(b) => self.on_buckets(&b.map_name, &b.path, &b.buckets, out),
             Message::SyncRespLeaf(leaf) => {
-                let walking = matches!(self.pulls.get(&leaf.map_name), Some(PullPhase::Walking(_)));
-                if !walking {
+                if !self.trees.contains_key(&leaf.map_name) {
                     return;
                 }
+                // Merge whatever arrives for a synced map: a big leaf may come
+                // in several frames, and LWW makes a late one harmless.
                 if !leaf.records.is_empty() {
-                    let records = leaf
-                        .records
-                        .into_iter()
-                        .map(|r| (r.key, r.record))
-                        .collect();
-                    out.push(Output::ApplyRemote {
-                        map: leaf.map_name.clone(),
-                        records,
-                    });
+                    let records = leaf.records.into_iter().map(|r| (r.key, r.record)).collect();
+                    out.push(Output::ApplyRemote { map: leaf.map_name.clone(), records });
                 }
                 self.answered(&leaf.map_name, &leaf.path, out);
             }

@@ -1,0 +1,170 @@
+//! Server configuration: where data lives, who may connect, who may read
+//! and write which map, and the limits that keep one client from hurting
+//! the others.
+
+use crate::error::ServerError;
+use crate::rules::AccessRules;
+use std::fmt;
+#[cfg(feature = "redb")]
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use topgun_storage::Store;
+
+/// The environment variable [`AuthMode::jwt_from_env`] reads the JWT
+/// secret from.
+pub const JWT_SECRET_ENV: &str = "TOPGUN_JWT_SECRET";
+
+/// Everything [`crate::run`] needs besides the listener and the shutdown
+/// signal. Build it with [`ServerConfig::new`] and set the public fields.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// Where records are stored.
+    pub store: StoreConfig,
+    /// Whether clients must authenticate, and how.
+    pub auth: AuthMode,
+    /// Per-map read and write rules (ignored when auth is disabled).
+    pub rules: AccessRules,
+    /// Frame, rate, queue and time limits.
+    pub limits: Limits,
+    /// The node id of the server's hybrid logical clock (it stamps
+    /// `SYNC_RESP_ROOT.timestamp`; client writes keep their own
+    /// timestamps). Must be non-empty and must not contain `:`.
+    pub node_id: String,
+    /// How far ahead of the server's wall clock a client timestamp may lie,
+    /// in ms; ops beyond it get `OP_REJECTED` and are not applied.
+    pub max_drift_ms: u64,
+}
+
+impl ServerConfig {
+    /// A configuration with the given store, auth disabled, no access
+    /// rules, default [`Limits`], node id `topgun-server` and 60 s max
+    /// drift.
+    pub fn new(store: StoreConfig) -> Self {
+        Self {
+            store,
+            auth: AuthMode::Disabled,
+            rules: AccessRules::allow_all(),
+            limits: Limits::default(),
+            node_id: "topgun-server".to_owned(),
+            max_drift_ms: topgun_core::hlc::DEFAULT_MAX_DRIFT_MS,
+        }
+    }
+}
+
+/// Where the server keeps its records.
+#[non_exhaustive]
+pub enum StoreConfig {
+    /// A redb file, `topgun.redb`, in this directory (created if missing).
+    /// The file is opened when the server starts and closed when it stops.
+    #[cfg(feature = "redb")]
+    DataDir(PathBuf),
+    /// A store the caller opened (e.g. a `MemoryStore` in tests). The
+    /// caller closes it after [`crate::run`] returns.
+    Store(Arc<dyn Store>),
+}
+
+impl fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            #[cfg(feature = "redb")]
+            StoreConfig::DataDir(dir) => f.debug_tuple("DataDir").field(dir).finish(),
+            StoreConfig::Store(store) => f.debug_tuple("Store").field(store).finish(),
+        }
+    }
+}
+
+/// The name of the redb file inside a [`StoreConfig::DataDir`].
+pub const DATA_FILE_NAME: &str = "topgun.redb";
+
+/// Whether clients must authenticate.
+#[derive(Clone)]
+#[non_exhaustive]
+pub enum AuthMode {
+    /// Development mode (`--no-auth`): no `AUTH_REQUIRED`, every client may
+    /// read and write every map, access rules are ignored.
+    Disabled,
+    /// Clients must send `AUTH {token}` with a JWT signed with HS256 by this
+    /// secret; `sub` is the user id and an optional `roles` claim (a list
+    /// of strings) the user's roles. `exp` is checked when present.
+    Jwt {
+        /// The HMAC secret.
+        secret: Vec<u8>,
+    },
+}
+
+impl AuthMode {
+    /// JWT auth with the secret from the `TOPGUN_JWT_SECRET` environment
+    /// variable.
+    ///
+    /// # Errors
+    /// [`ServerError::MissingJwtSecret`] if the variable is unset or empty.
+    pub fn jwt_from_env() -> Result<Self, ServerError> {
+        match std::env::var(JWT_SECRET_ENV) {
+            Ok(secret) if !secret.is_empty() => Ok(AuthMode::Jwt {
+                secret: secret.into_bytes(),
+            }),
+            _ => Err(ServerError::MissingJwtSecret),
+        }
+    }
+}
+
+impl fmt::Debug for AuthMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AuthMode::Disabled => f.write_str("Disabled"),
+            AuthMode::Jwt { .. } => f.write_str("Jwt { secret: <redacted> }"),
+        }
+    }
+}
+
+/// Limits per connection. Each has a clear answer on the wire when it is
+/// hit; none of them stalls other clients.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Longest frame decoded, in bytes (default 2 MiB, as TopGun). A longer
+    /// frame (up to `max_message_len`) is answered with `ERROR 413` and
+    /// dropped; the connection stays open.
+    pub max_frame_len: usize,
+    /// Longest WebSocket message read at all (default 16 MiB). A longer one
+    /// closes the connection (close code 1009) at the WebSocket layer,
+    /// before it is buffered.
+    pub max_message_len: usize,
+    /// Sustained ops per second per connection (default 20 000, as TopGun).
+    /// Each op of an `OP_BATCH`/`CLIENT_OP` costs one token, every other
+    /// frame one; a frame that finds too few tokens is answered with
+    /// `ERROR 429` and dropped.
+    pub ops_per_second: u32,
+    /// Token bucket size: the burst allowed above the rate (default 40 000).
+    pub ops_burst: u32,
+    /// A connection without any incoming frame for this long is closed
+    /// (default 60 s; TopGun's client pings every 5 s).
+    pub idle_timeout: Duration,
+    /// Frames waiting to be written to one client (default 1024). A client
+    /// whose queue is full is disconnected (close code 1008, "slow
+    /// consumer") instead of slowing down the server.
+    pub outbox_capacity: usize,
+    /// Most entries in one `QUERY_RESP` (default 1000); `hasMore` tells the
+    /// client there were more.
+    pub max_query_results: usize,
+    /// How long a graceful shutdown waits for connections to finish their
+    /// in-flight batches and close (default 10 s).
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_frame_len: topgun_core::wire::DEFAULT_MAX_FRAME_LEN,
+            max_message_len: 16 * 1024 * 1024,
+            ops_per_second: 20_000,
+            ops_burst: 40_000,
+            idle_timeout: Duration::from_secs(60),
+            outbox_capacity: 1024,
+            max_query_results: 1000,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! Merkle delta pull: `SYNC_INIT` and `MERKLE_REQ_BUCKET`.
+
+use super::Session;
+use crate::fanout::Outgoing;
+use crate::records;
+use topgun_core::merkle::DEPTH;
+use topgun_core::wire::{
+    LeafRecord, MerkleReqBucket, Message, SyncRespBuckets, SyncRespLeaf, SyncRespRoot,
+};
+
+impl Session {
+    /// `SYNC_INIT`: the map's root hash (0 for an unknown map) and the
+    /// server's clock.
+    pub(crate) fn on_sync_init(&self, map: &str) {
+        if !self.check_read(map) {
+            return;
+        }
+        self.outbox.send(Message::SyncRespRoot(SyncRespRoot {
+            map_name: map.to_owned(),
+            root_hash: self.shared.merkle.root_hash(map),
+            timestamp: self.shared.hlc.now(),
+        }));
+    }
+
+    /// `MERKLE_REQ_BUCKET`: the children of an inner node, or at depth 3
+    /// the leaf's records (tombstones included) read from the store.
+    /// Always answered — empty for an unknown map or path — because
+    /// TopGun's client pipelines these and never times them out.
+    pub(crate) async fn on_bucket_request(&self, req: MerkleReqBucket) {
+        if !self.check_read(&req.map_name) {
+            return;
+        }
+        if req.path.chars().count() < DEPTH {
+            let buckets = self.shared.merkle.buckets(&req.map_name, &req.path);
+            return self.outbox.send(Message::SyncRespBuckets(SyncRespBuckets {
+                map_name: req.map_name,
+                path: req.path,
+                buckets,
+            }));
+        }
+        let mut records = Vec::new();
+        for key in self.shared.merkle.leaf_keys(&req.map_name, &req.path) {
+            let stored = match self.shared.store.get(&req.map_name, &key).await {
+                Ok(Some(stored)) => stored,
+                Ok(None) => continue,
+                Err(error) => {
+                    tracing::error!(%error, map = %req.map_name, "reading a Merkle leaf failed");
+                    return self.error(500, "reading the leaf's records failed".to_owned());
+                }
+            };
+            match records::to_wire(&stored) {
+                Ok(record) => records.push(LeafRecord { key, record }),
+                Err(error) => tracing::error!(%error, "skipping an undecodable record"),
+            }
+        }
+        self.send_leaf(&req.map_name, &req.path, records);
+    }
+
+    /// Sends a leaf's records, split over several `SYNC_RESP_LEAF` frames
+    /// for the same path when one frame would be too large (the client
+    /// merges each).
+    fn send_leaf(&self, map: &str, path: &str, mut records: Vec<LeafRecord>) {
+        let msg = |records: Vec<LeafRecord>| {
+            Message::SyncRespLeaf(SyncRespLeaf {
+                map_name: map.to_owned(),
+                path: path.to_owned(),
+                records,
+            })
+        };
+        // Records may be large; try the whole leaf first.
+        match self.shared.codec.encode(&msg(records.clone())) {
+            Ok(bytes) => self.outbox.push(Outgoing::Bytes(bytes)),
+            Err(_) if records.len() > 1 => {
+                let second = records.split_off(records.len() / 2);
+                self.send_leaf(map, path, records);
+                self.send_leaf(map, path, second);
+            }
+            Err(error) => {
+                // An oversized single record is skipped; the (possibly extra)
+                // empty answer keeps every request answered.
+                tracing::error!(%error, map, path, "a leaf record does not fit in a frame; skipped");
+                self.outbox.send(msg(Vec::new()));
+            }
+        }
+    }
+}

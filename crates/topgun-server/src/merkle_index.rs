@@ -1,0 +1,95 @@
+//! One Merkle tree per map, in memory, kept equal to the store.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use topgun_core::{MerkleTree, Timestamp};
+use topgun_storage::{StorageError, Store};
+
+/// Records read per page when building the trees at startup.
+const LOAD_PAGE: usize = 1024;
+
+/// The Merkle trees of all maps. Only the commit task changes them (in
+/// commit order), right after each durable write; readers take a short
+/// lock. A map without records has no tree and answers like an empty one.
+///
+/// Memory: a tree costs about 120 KiB of fixed arrays plus, per key, the
+/// key and a 4-byte hash.
+#[derive(Debug, Default)]
+pub(crate) struct MerkleIndex {
+    maps: Mutex<HashMap<String, MerkleTree>>,
+}
+
+impl MerkleIndex {
+    /// Builds the trees of every map in the store (tombstones included),
+    /// reading it page by page.
+    pub(crate) async fn load(store: &dyn Store) -> Result<Self, StorageError> {
+        let mut maps = HashMap::new();
+        for map in store.map_names().await? {
+            let mut tree = MerkleTree::new();
+            let mut after: Option<String> = None;
+            loop {
+                let page = store.scan(&map, after.as_deref(), LOAD_PAGE).await?;
+                for record in &page {
+                    tree.update(&record.key, &record.timestamp);
+                }
+                match page.last() {
+                    Some(last) if page.len() == LOAD_PAGE => after = Some(last.key.clone()),
+                    _ => break,
+                }
+            }
+            tracing::debug!(map = %map, keys = tree.len(), root = tree.root_hash(), "merkle tree built");
+            maps.insert(map, tree);
+        }
+        Ok(Self {
+            maps: Mutex::new(maps),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, MerkleTree>> {
+        // Every update is one `MerkleTree::update`, which cannot panic
+        // half-way; a poisoned lock still holds consistent trees.
+        self.maps.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records that `map`/`key` now holds a record stamped `timestamp`.
+    pub(crate) fn update(&self, map: &str, key: &str, timestamp: &Timestamp) {
+        let mut maps = self.lock();
+        match maps.get_mut(map) {
+            Some(tree) => tree.update(key, timestamp),
+            None => {
+                let mut tree = MerkleTree::new();
+                tree.update(key, timestamp);
+                maps.insert(map.to_owned(), tree);
+            }
+        }
+    }
+
+    /// The map's root hash (0 for an unknown map).
+    pub(crate) fn root_hash(&self, map: &str) -> u32 {
+        self.lock().get(map).map_or(0, MerkleTree::root_hash)
+    }
+
+    /// The non-empty children of the inner node at `path`, hex digit →
+    /// hash; empty for an unknown map, path or node.
+    pub(crate) fn buckets(&self, map: &str, path: &str) -> BTreeMap<String, u32> {
+        self.lock().get(map).map_or_else(BTreeMap::new, |tree| {
+            tree.buckets(path)
+                .into_iter()
+                .map(|(digit, hash)| (digit.to_string(), hash))
+                .collect()
+        })
+    }
+
+    /// The keys of the leaf at `path`; empty for an unknown map or path.
+    pub(crate) fn leaf_keys(&self, map: &str, path: &str) -> Vec<String> {
+        self.lock()
+            .get(map)
+            .map(|tree| tree.keys_at(path).map(str::to_owned).collect())
+            .unwrap_or_default()
+    }
+
+    /// Number of maps that have a tree.
+    pub(crate) fn map_count(&self) -> usize {
+        self.lock().len()
+    }
+}

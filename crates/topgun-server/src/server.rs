@@ -1,0 +1,251 @@
+//! Starting and stopping the server: the store, the Merkle trees, the
+//! commit task, the HTTP routes (`/ws`, `/health`) and graceful shutdown.
+
+use crate::auth::JwtVerifier;
+use crate::commit::Committer;
+use crate::config::{AuthMode, ServerConfig, StoreConfig};
+use crate::connection;
+use crate::error::ServerError;
+use crate::fanout::Hub;
+use crate::merkle_index::MerkleIndex;
+use crate::shared::Shared;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use topgun_core::hlc::DriftPolicy;
+use topgun_core::Hlc;
+use topgun_storage::Store;
+
+/// What the HTTP handlers need.
+#[derive(Clone, Debug)]
+struct App {
+    shared: Arc<Shared>,
+    stop: watch::Receiver<bool>,
+    /// Each connection holds a clone; all dropped = all connections done.
+    done: mpsc::Sender<()>,
+}
+
+/// Runs a server on `listener` until `shutdown` resolves, then shuts down
+/// gracefully: stops accepting connections, lets every connection finish
+/// the batches it has received (applied and acknowledged), closes each
+/// with a close frame (1001, "server shutting down"), waits for them (at
+/// most [`crate::Limits::shutdown_grace`]) and closes the store it opened.
+///
+/// Serves the WebSocket protocol at `/ws` (one MessagePack message per
+/// binary frame) and `GET /health` (200, `{"status":"ok", …}`). Bind the
+/// listener to port 0 in tests and read its address before passing it.
+/// Opening a [`StoreConfig::DataDir`] store blocks on file I/O.
+///
+/// # Errors
+/// A [`ServerError`] if the store cannot be opened or read, the
+/// configuration is invalid (JWT secret, node id), or the listener fails.
+/// Errors of single connections are answered on the wire and logged, never
+/// returned.
+pub async fn run<F>(
+    listener: TcpListener,
+    config: ServerConfig,
+    shutdown: F,
+) -> Result<(), ServerError>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let local_addr = listener
+        .local_addr()
+        .map_err(|source| ServerError::Listener { source })?;
+    let jwt = match &config.auth {
+        AuthMode::Disabled => None,
+        AuthMode::Jwt { secret } if secret.is_empty() => return Err(ServerError::MissingJwtSecret),
+        AuthMode::Jwt { secret } => Some(JwtVerifier::new(secret)),
+    };
+    let hlc = Hlc::new(config.node_id.clone())
+        .map_err(|source| ServerError::NodeId { source })?
+        .with_drift(config.max_drift_ms, DriftPolicy::Strict);
+    let opened = OpenedStore::open(config.store)?;
+    let result = serve(
+        listener,
+        opened.store.clone(),
+        hlc,
+        jwt,
+        config.rules,
+        config.limits,
+        shutdown,
+    )
+    .await;
+    let closed = opened.close().await;
+    tracing::info!(%local_addr, "topgun server stopped");
+    result.and(closed)
+}
+
+async fn serve<F>(
+    listener: TcpListener,
+    store: Arc<dyn Store>,
+    hlc: Hlc,
+    jwt: Option<JwtVerifier>,
+    rules: crate::AccessRules,
+    limits: crate::Limits,
+    shutdown: F,
+) -> Result<(), ServerError>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let started = std::time::Instant::now();
+    let merkle = Arc::new(
+        MerkleIndex::load(&*store)
+            .await
+            .map_err(|source| ServerError::LoadStore { source })?,
+    );
+    tracing::info!(
+        maps = merkle.map_count(),
+        ms = started.elapsed().as_millis(),
+        "merkle trees built"
+    );
+    let hub = Arc::new(Hub::default());
+    let (committer, commit_task) = Committer::spawn(store.clone(), merkle.clone(), hub.clone());
+    let grace = limits.shutdown_grace;
+    let shared = Arc::new(Shared::new(
+        store, merkle, hub, committer, hlc, jwt, rules, limits,
+    ));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+    let app = Router::new()
+        .route("/health", get(health))
+        .route("/ws", get(upgrade))
+        .with_state(App {
+            shared: shared.clone(),
+            stop: stop_rx,
+            done: done_tx,
+        });
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "topgun server listening");
+    }
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down");
+            let _ = stop_tx.send(true);
+        })
+        .await;
+    // The listener is closed; wait for the WebSocket connections, which
+    // finish their batches and close themselves.
+    if tokio::time::timeout(grace + Duration::from_secs(1), done_rx.recv())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = shared.open_connections(),
+            "connections still open after the shutdown grace period"
+        );
+    }
+    drop(shared);
+    // The commit task ends once the last connection dropped its handle.
+    if tokio::time::timeout(grace, commit_task).await.is_err() {
+        tracing::warn!("the commit task did not stop in time");
+    }
+    served.map_err(|source| ServerError::Listener { source })
+}
+
+async fn health(State(app): State<App>) -> Response {
+    let body = serde_json::json!({
+        "status": "ok",
+        "connections": app.shared.open_connections(),
+        "maps": app.shared.merkle.map_count(),
+    });
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+async fn upgrade(State(app): State<App>, ws: WebSocketUpgrade) -> Response {
+    if *app.stop.borrow() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "server shutting down").into_response();
+    }
+    let max = app.shared.limits.max_message_len;
+    ws.max_message_size(max)
+        .max_frame_size(max)
+        .on_failed_upgrade(|error| tracing::debug!(%error, "websocket upgrade failed"))
+        .on_upgrade(move |socket| connection::serve(socket, app.shared, app.stop, app.done))
+}
+
+/// The store the server uses, and the one it opened itself (to close).
+struct OpenedStore {
+    store: Arc<dyn Store>,
+    #[cfg(feature = "redb")]
+    owned: Option<Arc<topgun_storage::RedbStore>>,
+}
+
+impl OpenedStore {
+    fn open(config: StoreConfig) -> Result<Self, ServerError> {
+        match config {
+            #[cfg(feature = "redb")]
+            StoreConfig::DataDir(dir) => {
+                std::fs::create_dir_all(&dir).map_err(|source| ServerError::DataDir {
+                    path: dir.clone(),
+                    source,
+                })?;
+                let path = dir.join(crate::config::DATA_FILE_NAME);
+                let store = topgun_storage::RedbStore::open(&path)
+                    .map_err(|source| ServerError::OpenStore { path, source })?;
+                let store = Arc::new(store);
+                Ok(Self {
+                    store: store.clone(),
+                    owned: Some(store),
+                })
+            }
+            StoreConfig::Store(store) => Ok(Self {
+                store,
+                #[cfg(feature = "redb")]
+                owned: None,
+            }),
+        }
+    }
+
+    async fn close(self) -> Result<(), ServerError> {
+        #[cfg(feature = "redb")]
+        if let Some(store) = self.owned {
+            store
+                .close()
+                .await
+                .map_err(|source| ServerError::CloseStore { source })?;
+        }
+        Ok(())
+    }
+}
+
+/// Resolves on Ctrl-C (SIGINT) or, on Unix, SIGTERM: the usual `shutdown`
+/// argument of [`run`] for a command-line server.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
