@@ -54,11 +54,18 @@ fn raw_one_commit_per_write(dir: &Path, writes: usize) -> f64 {
                 for i in 0..per_task(writes) {
                     let k = key(t, i);
                     let mut tx = db.begin_write().expect("begin");
-                    tx.set_durability(Durability::Immediate).expect("durability");
+                    tx.set_durability(Durability::Immediate)
+                        .expect("durability");
                     {
                         let id = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        tx.open_table(RECORDS).expect("t").insert(("bench", k.as_str()), v.as_slice()).expect("i");
-                        tx.open_table(OPS).expect("t").insert(id, v.as_slice()).expect("i");
+                        tx.open_table(RECORDS)
+                            .expect("t")
+                            .insert(("bench", k.as_str()), v.as_slice())
+                            .expect("i");
+                        tx.open_table(OPS)
+                            .expect("t")
+                            .insert(id, v.as_slice())
+                            .expect("i");
                     }
                     tx.commit().expect("commit");
                 }
@@ -90,12 +97,15 @@ async fn raw_group_commit(dir: &Path, writes: usize) -> f64 {
             let mut batch = vec![first];
             batch.extend(rx.try_iter());
             let mut wtx = writer_db.begin_write().expect("begin");
-            wtx.set_durability(Durability::Immediate).expect("durability");
+            wtx.set_durability(Durability::Immediate)
+                .expect("durability");
             {
                 let mut records = wtx.open_table(RECORDS).expect("t");
                 let mut ops = wtx.open_table(OPS).expect("t");
                 for r in &batch {
-                    records.insert(("bench", r.key.as_str()), r.value.as_slice()).expect("i");
+                    records
+                        .insert(("bench", r.key.as_str()), r.value.as_slice())
+                        .expect("i");
                     ops.insert(next_id, r.value.as_slice()).expect("i");
                     next_id += 1;
                 }
@@ -113,7 +123,12 @@ async fn raw_group_commit(dir: &Path, writes: usize) -> f64 {
             tokio::spawn(async move {
                 for i in 0..per_task(writes) {
                     let (done, wait) = tokio::sync::oneshot::channel();
-                    tx.send(Req { key: key(t, i), value: value(), done }).expect("writer alive");
+                    tx.send(Req {
+                        key: key(t, i),
+                        value: value(),
+                        done,
+                    })
+                    .expect("writer alive");
                     wait.await.expect("acked");
                 }
             })
@@ -150,7 +165,11 @@ async fn redb_store(dir: &Path, writes: usize) -> f64 {
                         key: key(t, i),
                         op_type: OpType::Put,
                         value: Some(value()),
-                        timestamp: Timestamp::new(1_700_000_000_000 + i as u64, t as u32, "bench-node"),
+                        timestamp: Timestamp::new(
+                            1_700_000_000_000 + i as u64,
+                            t as u32,
+                            "bench-node",
+                        ),
                         ttl_ms: None,
                     };
                     store.write_local(write).await.expect("write");
@@ -163,7 +182,11 @@ async fn redb_store(dir: &Path, writes: usize) -> f64 {
     }
     let elapsed = start.elapsed().as_secs_f64();
     let stats = store.stats().await.expect("stats");
-    assert_eq!(stats.pending_ops as usize, TASKS * per_task(writes), "every write is in the op log");
+    assert_eq!(
+        stats.pending_ops as usize,
+        TASKS * per_task(writes),
+        "every write is in the op log"
+    );
     (TASKS * per_task(writes)) as f64 / elapsed
 }
 
@@ -177,8 +200,14 @@ fn out_dir() -> PathBuf {
 
 fn main() {
     // `cargo bench` passes `--bench`; any other argument filters nothing here.
-    let writes: usize = std::env::var("TOPGUN_BENCH_WRITES").ok().and_then(|v| v.parse().ok()).unwrap_or(WRITES);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let writes: usize = std::env::var("TOPGUN_BENCH_WRITES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(WRITES);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let dir = tempfile::tempdir().expect("tempdir");
 
     // The one-commit-per-write baseline pays an fsync per write; it runs the

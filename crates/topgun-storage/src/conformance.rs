@@ -49,6 +49,7 @@ macro_rules! store_conformance_tests {
                 get_returns_none_for_unknown_keys,
                 scan_pages_in_key_order,
                 dirty_records_lists_dirty_records_in_key_order,
+                dirty_records_follow_clears_and_repeated_writes,
                 pending_ops_pages_by_cursor,
                 mark_synced_cleans_only_records_at_the_op_timestamp,
                 mark_synced_clear_op_cleans_its_tombstones,
@@ -341,6 +342,52 @@ pub trait StoreConformance: Store {
             ["a"]
         );
         assert!(self.dirty_records("", None, 9).await.unwrap().is_empty());
+    }
+
+    /// `dirty_records` lists each dirty record once however many ops wrote
+    /// it, skips records a remote write cleaned, and lists the tombstones
+    /// of a pending `Clear` until it is synced.
+    async fn dirty_records_follow_clears_and_repeated_writes(&self) {
+        self.write_local(put("m", "b", b"1", ts(1))).await.unwrap();
+        self.write_local(put("m", "b", b"2", ts(2))).await.unwrap();
+        let a = self.write_local(put("m", "a", b"1", ts(3))).await.unwrap();
+        self.write_local(put("m", "r", b"1", ts(4))).await.unwrap();
+        self.apply_remote(vec![remote("m", "r", Some(b"s"), ts(5))])
+            .await
+            .unwrap();
+        assert_eq!(
+            keys(&self.dirty_records("m", None, 9).await.unwrap()),
+            ["a", "b"]
+        );
+        assert_eq!(
+            keys(&self.dirty_records("m", Some("a"), 9).await.unwrap()),
+            ["b"]
+        );
+
+        self.apply_remote(vec![remote("m", "c", Some(b"1"), ts(6))])
+            .await
+            .unwrap();
+        self.mark_synced(&[a]).await.unwrap();
+        let clear = self.clear_map("m", ts(7)).await.unwrap();
+        assert_eq!(clear.removed_keys, ["a", "b", "c", "r"]);
+        self.write_local(put("m", "d", b"1", ts(8))).await.unwrap();
+        let mut paged = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.dirty_records("m", after.as_deref(), 2).await.unwrap();
+            let Some(last) = page.last() else { break };
+            after = Some(last.key.clone());
+            paged.extend(page);
+        }
+        assert_eq!(keys(&paged), ["a", "b", "c", "d", "r"]);
+        assert!(paged.iter().all(|r| r.dirty));
+
+        self.mark_synced(&[clear.op_id]).await.unwrap();
+        assert_eq!(
+            keys(&self.dirty_records("m", None, 9).await.unwrap()),
+            ["d"]
+        );
+        assert_eq!(self.stats().await.unwrap().dirty_records, 1);
     }
 
     /// `pending_ops` pages by id cursor and skips synced ops.
@@ -1013,6 +1060,18 @@ impl Model {
             let dirty: Vec<&StoreRecord> = expected.iter().copied().filter(|r| r.dirty).collect();
             let got = store.dirty_records(map, None, usize::MAX).await.unwrap();
             assert_eq!(got.iter().collect::<Vec<_>>(), dirty, "dirty {map:?}");
+            let mut paged = Vec::new();
+            let mut after: Option<String> = None;
+            loop {
+                let rows = store
+                    .dirty_records(map, after.as_deref(), page)
+                    .await
+                    .unwrap();
+                let Some(last) = rows.last() else { break };
+                after = Some(last.key.clone());
+                paged.extend(rows);
+            }
+            assert_eq!(paged, got, "dirty pages {map:?}");
             for key in KEYS {
                 let want = self.records.get(&(map.to_owned(), key.to_owned()));
                 assert_eq!(store.get(map, key).await.unwrap().as_ref(), want);

@@ -61,8 +61,18 @@ pub(crate) fn approx_record_size(
     value: Option<&[u8]>,
     timestamp: &Timestamp,
 ) -> u64 {
-    (map_name.len() + key.len() + value.map_or(0, <[u8]>::len) + timestamp.node_id.len() + 32)
-        as u64
+    approx_record_size_by_node(map_name, key, value, &timestamp.node_id)
+}
+
+/// [`approx_record_size`] given only the timestamp's node id, the one part
+/// of it the size depends on.
+pub(crate) fn approx_record_size_by_node(
+    map_name: &str,
+    key: &str,
+    value: Option<&[u8]>,
+    node_id: &str,
+) -> u64 {
+    (map_name.len() + key.len() + value.map_or(0, <[u8]>::len) + node_id.len() + 32) as u64
 }
 
 /// [`OpLogEntry::approx_size`] from the parts.

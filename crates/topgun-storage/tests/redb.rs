@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 #![cfg(feature = "redb")]
 
-use redb::{ReadableDatabase, TableDefinition};
+use redb::{ReadableDatabase, TableDefinition, TableHandle};
 use std::path::Path;
 use std::sync::Arc;
 use topgun_storage::conformance::{put, remote, ts};
@@ -160,6 +160,36 @@ async fn an_unversioned_file_is_migrated_and_its_counters_rebuilt() {
     let info = txn.open_table(STORE_INFO).unwrap();
     let version = info.get("__schema_version").unwrap().unwrap().value();
     assert_eq!(version, u64::from(SUPPORTED_SCHEMA_VERSION));
+}
+
+/// Builds before "RedbStore: no dirty index" kept a `dirty` table in
+/// schema version 1; opening such a file deletes it and keeps the data.
+#[tokio::test]
+async fn a_legacy_dirty_index_is_deleted_on_open() {
+    let dirty: TableDefinition<'_, (&str, &str), ()> = TableDefinition::new("dirty");
+    let (_dir, path) = temp();
+    let store = RedbStore::open(&path).unwrap();
+    fill(&store).await;
+    let stats = store.stats().await.unwrap();
+    store.close().await.unwrap();
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(dirty)
+            .unwrap()
+            .insert(("m", "k2"), ())
+            .unwrap();
+        txn.commit().unwrap();
+    }
+
+    let store = RedbStore::open(&path).unwrap();
+    assert_eq!(store.stats().await.unwrap(), stats);
+    let listed = store.dirty_records("m", None, 9).await.unwrap();
+    assert_eq!(listed.len() as u64, stats.dirty_records);
+    store.close().await.unwrap();
+    let db = redb::Database::open(&path).unwrap();
+    let txn = db.begin_read().unwrap();
+    assert!(txn.list_tables().unwrap().all(|t| t.name() != "dirty"));
 }
 
 #[tokio::test]

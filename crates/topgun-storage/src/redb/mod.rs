@@ -26,16 +26,17 @@ mod tables;
 mod writer;
 
 use self::tables::{
-    backend, decode_op, decode_record, Counters, DIRTY, META, PENDING_OPS, RECORDS, STORE_INFO,
+    backend, decode_op, decode_record, Counters, META, PENDING_OPS, RECORDS, STORE_INFO,
 };
 use self::writer::{Job, Request};
 use crate::error::StorageError;
 use crate::model::{
-    AppliedChange, ClearOutcome, LocalWrite, OpId, OpLogEntry, StoreRecord, StoreStats,
+    AppliedChange, ClearOutcome, LocalWrite, OpId, OpLogEntry, OpType, StoreRecord, StoreStats,
 };
 use crate::store::Store;
 use crate::validate;
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable};
+use std::collections::BTreeSet;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::Sender;
@@ -343,23 +344,68 @@ impl Store for RedbStore {
         })
     }
 
+    /// Up to `limit` dirty records of a map in key order after `after`, as
+    /// [`Store::dirty_records`] specifies.
+    ///
+    /// There is no index of dirty records (keeping one cost a scattered
+    /// B-tree page write per local write); they are found through the
+    /// pending ops, by the invariant the writer keeps (see `writer.rs`):
+    /// every dirty record has a pending op of its `(map, key)`, or a pending
+    /// `Clear` of its map. This call reads and decodes **every pending op**
+    /// (O(pending ops), whatever `limit` is), collects the distinct keys of
+    /// this map's ops greater than `after`, and reads those records in key
+    /// order, keeping the dirty ones. While a `Clear` of the map is pending
+    /// it scans the map's records in key order instead (O(records of the
+    /// map)). Sync uses it for CLEAR expansion and status, never on the
+    /// write path; a caller paging through many dirty records pays the
+    /// pending-op pass once per page.
     async fn dirty_records(
         &self,
         map_name: &str,
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<StoreRecord>, StorageError> {
+        if limit == 0 || map_name.is_empty() {
+            return Ok(Vec::new());
+        }
         self.read(|txn| {
-            let dirty = txn.open_table(DIRTY).map_err(backend(READING))?;
+            let pending = txn.open_table(PENDING_OPS).map_err(backend(READING))?;
             let records = txn.open_table(RECORDS).map_err(backend(READING))?;
-            map_rows(&dirty, map_name, after, limit, |map, key, ()| {
-                // The index and the records change in the same transactions;
-                // a missing record would be corruption, and is skipped.
-                let Some(bytes) = records.get((map, key)).map_err(backend(READING))? else {
-                    return Ok(None);
+            let mut keys = BTreeSet::new();
+            for row in pending.iter().map_err(backend(READING))? {
+                let (_, bytes) = row.map_err(backend(READING))?;
+                let op = decode_op(bytes.value())?;
+                if op.map_name != map_name {
+                    continue;
+                }
+                if op.op_type == OpType::Clear {
+                    // One op stands for many dirty tombstones.
+                    return map_rows(&records, map_name, after, limit, |map, key, bytes| {
+                        let record = decode_record(bytes)?;
+                        Ok(record.dirty.then(|| record.into_record(map, key)))
+                    });
+                }
+                if after.is_none_or(|after| op.key.as_str() > after) {
+                    keys.insert(op.key);
+                }
+            }
+            let mut out = Vec::new();
+            for key in keys {
+                let Some(bytes) = records
+                    .get((map_name, key.as_str()))
+                    .map_err(backend(READING))?
+                else {
+                    continue; // cannot happen: pending ops keep their record
                 };
-                Ok(Some(decode_record(bytes.value())?.into_record(map, key)))
-            })
+                let record = decode_record(bytes.value())?;
+                if record.dirty {
+                    out.push(record.into_record(map_name, &key));
+                    if out.len() == limit {
+                        break;
+                    }
+                }
+            }
+            Ok(out)
         })
     }
 

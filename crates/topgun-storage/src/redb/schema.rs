@@ -11,17 +11,29 @@
 //! Version history:
 //! - 0: no version recorded (a new file, or one from before versioning);
 //! - 1: the tables of [`tables`](super::tables), counters in `store_info`.
+//!   Builds before "RedbStore: no dirty index" (`docs/decisions.md`) also
+//!   kept a `dirty` index table; the formats of the other tables did not
+//!   change, so dropping it did not bump the version. Opening a file that
+//!   still has it deletes it (see [`LEGACY_TABLES`]).
 
 use super::tables::{
-    backend, decode_op, decode_record, Counters, DIRTY, META, PENDING_OPS, RECORDS,
-    SCHEMA_VERSION_KEY, STORE_INFO, SYNCED_OPS,
+    backend, decode_op, decode_record, Counters, META, PENDING_OPS, RECORDS, SCHEMA_VERSION_KEY,
+    STORE_INFO, SYNCED_OPS,
 };
 use crate::error::StorageError;
-use redb::{Database, ReadableDatabase, ReadableTable, TableError, WriteTransaction};
+use redb::{
+    Database, ReadableDatabase, ReadableTable, TableError, TableHandle, UntypedTableHandle,
+    WriteTransaction,
+};
 use std::path::Path;
 
 /// The schema version this build writes and reads.
 pub(super) const SCHEMA_VERSION: u32 = 1;
+
+/// Tables that earlier builds kept and this one neither reads nor
+/// maintains; [`open`] deletes them. `dirty` was an index of dirty
+/// records, `(map, key) -> ()`: left in place it would go stale.
+const LEGACY_TABLES: [&str; 1] = ["dirty"];
 
 /// The version recorded in the file; 0 if there is none.
 fn stored_version(db: &impl ReadableDatabase) -> Result<u32, StorageError> {
@@ -69,18 +81,29 @@ fn check_version(found: u32) -> Result<u32, StorageError> {
     Ok(found)
 }
 
-/// Brings the file to [`SCHEMA_VERSION`] and returns its counters.
+/// Brings the file to [`SCHEMA_VERSION`], deletes [`LEGACY_TABLES`], and
+/// returns its counters. Writes nothing to a current file without legacy
+/// tables.
 ///
 /// # Errors
 /// [`StorageError::SchemaTooNew`] if the file is newer (nothing written);
 /// backend or corruption errors otherwise (the migration is rolled back).
 pub(super) fn open(db: &Database) -> Result<Counters, StorageError> {
     let found = check_version(stored_version(db)?)?;
-    if found < SCHEMA_VERSION {
+    let legacy = legacy_tables(db)?;
+    if found < SCHEMA_VERSION || !legacy.is_empty() {
         let txn = db
             .begin_write()
             .map_err(backend("starting the schema migration"))?;
-        migrate(&txn, found)?;
+        if found < SCHEMA_VERSION {
+            migrate(&txn, found)?;
+        }
+        for table in legacy {
+            let name = table.name().to_owned();
+            txn.delete_table(table)
+                .map_err(backend("deleting a legacy table"))?;
+            tracing::info!(table = name, "deleted a legacy redb store table");
+        }
         txn.commit()
             .map_err(backend("committing the schema migration"))?;
     }
@@ -89,6 +112,18 @@ pub(super) fn open(db: &Database) -> Result<Counters, StorageError> {
         .open_table(STORE_INFO)
         .map_err(backend("reading counters"))?;
     Counters::load(&info)
+}
+
+/// The [`LEGACY_TABLES`] present in the file.
+fn legacy_tables(db: &Database) -> Result<Vec<UntypedTableHandle>, StorageError> {
+    const DURING: &str = "listing tables";
+    let txn = db.begin_read().map_err(backend(DURING))?;
+    let tables = txn
+        .list_tables()
+        .map_err(backend(DURING))?
+        .filter(|table| LEGACY_TABLES.contains(&table.name()))
+        .collect();
+    Ok(tables)
 }
 
 /// Runs every migration step from version `from` to [`SCHEMA_VERSION`].
@@ -119,9 +154,6 @@ fn v0_to_v1(txn: &WriteTransaction) -> Result<(), StorageError> {
     txn.open_table(META).map_err(backend(DURING))?;
     let mut counters = Counters::default();
     {
-        // Rebuilds the dirty index too, so it matches the records.
-        let mut dirty = txn.open_table(DIRTY).map_err(backend(DURING))?;
-        dirty.retain(|_, ()| false).map_err(backend(DURING))?;
         let records = txn.open_table(RECORDS).map_err(backend(DURING))?;
         for row in records.iter().map_err(backend(DURING))? {
             let (key, value) = row.map_err(backend(DURING))?;
@@ -131,7 +163,6 @@ fn v0_to_v1(txn: &WriteTransaction) -> Result<(), StorageError> {
             counters.bytes += record.approx_size(map_name, key);
             if record.dirty {
                 counters.dirty += 1;
-                dirty.insert((map_name, key), ()).map_err(backend(DURING))?;
             }
         }
     }

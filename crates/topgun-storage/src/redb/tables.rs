@@ -4,11 +4,16 @@
 //! | table          | key              | value                          |
 //! |----------------|------------------|--------------------------------|
 //! | `records`      | `(map, key)`     | [`RecordValue`] (MessagePack)  |
-//! | `dirty`        | `(map, key)`     | `()` — one row per dirty record |
 //! | `pending_ops`  | op id            | [`OpValue`] of an unsynced op  |
 //! | `synced_ops`   | op id            | [`OpValue`] of a synced op     |
 //! | `meta`         | user key         | user bytes                     |
 //! | `store_info`   | name             | `u64`: schema version, counters |
+//!
+//! There is no index of dirty records: the `dirty` flag lives in the
+//! record, and the dirty records of a map are found through its pending
+//! ops (see [`RedbStore::dirty_records`](super::RedbStore)). Keeping an
+//! index cost a scattered B-tree page write per local write (see
+//! `docs/decisions.md`, "RedbStore: no dirty index").
 //!
 //! Keys are redb tuples of `&str`, compared element by element, so no
 //! separator is reserved and map `"a"` never sees the keys of map `"ab"`.
@@ -16,8 +21,12 @@
 //! no user meta key can clobber it.
 
 use crate::error::StorageError;
-use crate::model::{approx_op_size, approx_record_size, OpId, OpLogEntry, OpType, StoreRecord};
+use crate::model::{
+    approx_op_size, approx_record_size, approx_record_size_by_node, OpId, OpLogEntry, OpType,
+    StoreRecord,
+};
 use redb::{ReadableTable, TableDefinition};
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use topgun_core::Timestamp;
@@ -25,8 +34,6 @@ use topgun_core::Timestamp;
 /// Current record of every `(map, key)`.
 pub(super) const RECORDS: TableDefinition<'_, (&str, &str), &[u8]> =
     TableDefinition::new("records");
-/// Index of dirty records.
-pub(super) const DIRTY: TableDefinition<'_, (&str, &str), ()> = TableDefinition::new("dirty");
 /// Unsynced ops by id.
 pub(super) const PENDING_OPS: TableDefinition<'_, OpId, &[u8]> =
     TableDefinition::new("pending_ops");
@@ -131,6 +138,39 @@ impl RecordValue {
     }
 }
 
+/// The part of a stored record that replacing it needs (its size and
+/// `dirty` flag), decoded in place: no copy of the value or node id.
+/// Fields mirror [`RecordValue`] (and `Timestamp`), so it decodes the same
+/// bytes.
+#[derive(Debug, Deserialize)]
+pub(super) struct RecordHead<'a> {
+    #[serde(with = "serde_bytes", borrow)]
+    value: Option<&'a [u8]>,
+    #[serde(borrow)]
+    timestamp: TimestampHead<'a>,
+    #[serde(rename = "ttl_ms")]
+    _ttl_ms: IgnoredAny,
+    pub(super) dirty: bool,
+}
+
+/// The node id of a stored `Timestamp`, the only part sizes depend on.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TimestampHead<'a> {
+    #[serde(rename = "millis")]
+    _millis: IgnoredAny,
+    #[serde(rename = "counter")]
+    _counter: IgnoredAny,
+    node_id: &'a str,
+}
+
+impl RecordHead<'_> {
+    /// [`RecordValue::approx_size`], from the head.
+    pub(super) fn approx_size(&self, map_name: &str, key: &str) -> u64 {
+        approx_record_size_by_node(map_name, key, self.value, self.timestamp.node_id)
+    }
+}
+
 /// The stored form of an op, for encoding; id and synced state come from
 /// the table. Encodes exactly as [`OpValue`] decodes.
 #[derive(Debug, Serialize)]
@@ -215,6 +255,11 @@ pub(super) fn decode_record(bytes: &[u8]) -> Result<RecordValue, StorageError> {
     decode("records", bytes)
 }
 
+/// Decodes what replacing a stored record needs of it.
+pub(super) fn decode_record_head(bytes: &[u8]) -> Result<RecordHead<'_>, StorageError> {
+    decode("records", bytes)
+}
+
 /// Decodes a stored op.
 pub(super) fn decode_op(bytes: &[u8]) -> Result<OpValue, StorageError> {
     decode("op log", bytes)
@@ -228,7 +273,7 @@ pub(super) struct Counters {
     pub(super) next_op_id: OpId,
     /// Rows of `records`.
     pub(super) records: u64,
-    /// Rows of `dirty`.
+    /// Rows of `records` with `dirty` set.
     pub(super) dirty: u64,
     /// Rows of `pending_ops`.
     pub(super) pending: u64,
@@ -292,5 +337,31 @@ impl Counters {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A [`RecordHead`] reads the same bytes as a [`RecordValue`].
+    #[test]
+    fn record_head_decodes_stored_records() {
+        let timestamp = Timestamp::new(1_700_000_000_000, 7, "node-1");
+        let mut buf = Vec::new();
+        for (value, ttl_ms, dirty) in [(Some(&b"value"[..]), Some(5), true), (None, None, false)] {
+            let record = RecordRef {
+                value,
+                timestamp: &timestamp,
+                ttl_ms,
+                dirty,
+            };
+            encode_into(&mut buf, "record", &record).unwrap();
+            let full = decode_record(&buf).unwrap();
+            let head = decode_record_head(&buf).unwrap();
+            assert_eq!(head.dirty, full.dirty);
+            assert_eq!(head.approx_size("m", "k"), full.approx_size("m", "k"));
+        }
     }
 }

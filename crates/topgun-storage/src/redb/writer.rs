@@ -15,10 +15,34 @@
 //! never fails the others. If the transaction cannot start or the commit
 //! fails, every caller in the batch gets that error and nothing of the
 //! batch is stored.
+//!
+//! # Invariant: every dirty record has a pending op
+//!
+//! A record with `dirty` set has, in `pending_ops`, the op of the write
+//! that last set it: a `Put`/`Remove` of its `(map, key)` with the
+//! record's timestamp, or a `Clear` of its map with that timestamp.
+//! [`RedbStore::dirty_records`](super::RedbStore) relies on it, as there
+//! is no index of dirty records. Each request keeps it:
+//! - `write_local` stores the record dirty and appends its op, together;
+//! - `clear_map` stores dirty tombstones at its timestamp and appends one
+//!   `Clear` of the map (tombstones it leaves alone keep their own state);
+//! - `mark_synced` moves an op out of `pending_ops` and cleans every
+//!   record that op made dirty (the record of its key, or for a `Clear`
+//!   every dirty record of the map, if it still carries the op's
+//!   timestamp); a record it leaves dirty carries the timestamp of a
+//!   later write, whose op is still pending (had it been synced, it would
+//!   have cleaned the record);
+//! - `apply_remote` only stores records clean;
+//! - `prune_clean` only deletes clean records; `drop_synced` and
+//!   `meta_put` touch neither records nor pending ops.
+//!
+//! The converse does not hold: a pending op's record may be clean (a
+//! newer remote record replaced it, or another op of the key with the
+//! same timestamp was synced).
 
 use super::tables::{
-    backend, decode_op, decode_record, encode_into, Counters, OpRef, RecordRef, SharedError, DIRTY,
-    META, PENDING_OPS, RECORDS, STORE_INFO, SYNCED_OPS,
+    backend, decode_op, decode_record, decode_record_head, encode_into, Counters, OpRef, RecordRef,
+    SharedError, META, PENDING_OPS, RECORDS, STORE_INFO, SYNCED_OPS,
 };
 use crate::error::StorageError;
 use crate::model::{
@@ -333,7 +357,6 @@ type Ops<'t> = Table<'t, OpId, &'static [u8]>;
 /// transaction has changed them.
 struct Tables<'t> {
     records: Records<'t>,
-    dirty: Table<'t, (&'static str, &'static str), ()>,
     pending: Ops<'t>,
     synced: Ops<'t>,
     meta: Table<'t, &'static str, &'static [u8]>,
@@ -352,7 +375,6 @@ impl<'t> Tables<'t> {
     ) -> Result<Self, redb::TableError> {
         Ok(Self {
             records: txn.open_table(RECORDS)?,
-            dirty: txn.open_table(DIRTY)?,
             pending: txn.open_table(PENDING_OPS)?,
             synced: txn.open_table(SYNCED_OPS)?,
             meta: txn.open_table(META)?,
@@ -362,8 +384,7 @@ impl<'t> Tables<'t> {
         })
     }
 
-    /// Stores a record; returns the approximate size of the one it
-    /// replaced and whether that one was dirty.
+    /// Stores a record and updates the counters by the one it replaced.
     fn put_record(
         &mut self,
         map_name: &str,
@@ -374,15 +395,21 @@ impl<'t> Tables<'t> {
         let old = self
             .records
             .insert((map_name, key), self.scratch.record.as_slice())
-            .map_err(backend(WRITING))?
-            .map(|old| decode_record(old.value()))
-            .transpose()?;
+            .map_err(backend(WRITING))?;
+        // The replaced record's size and flag, read in place.
+        let old = match &old {
+            Some(bytes) => {
+                let head = decode_record_head(bytes.value())?;
+                Some((head.approx_size(map_name, key), head.dirty))
+            }
+            None => None,
+        };
         let c = &mut self.counters;
         c.bytes += approx_record_size(map_name, key, record.value, record.timestamp);
-        let was_dirty = match &old {
-            Some(old) => {
-                c.bytes = c.bytes.saturating_sub(old.approx_size(map_name, key));
-                old.dirty
+        let was_dirty = match old {
+            Some((size, dirty)) => {
+                c.bytes = c.bytes.saturating_sub(size);
+                dirty
             }
             None => {
                 c.records += 1;
@@ -390,18 +417,8 @@ impl<'t> Tables<'t> {
             }
         };
         match (was_dirty, record.dirty) {
-            (false, true) => {
-                self.dirty
-                    .insert((map_name, key), ())
-                    .map_err(backend(WRITING))?;
-                self.counters.dirty += 1;
-            }
-            (true, false) => {
-                self.dirty
-                    .remove((map_name, key))
-                    .map_err(backend(WRITING))?;
-                self.counters.dirty = self.counters.dirty.saturating_sub(1);
-            }
+            (false, true) => c.dirty += 1,
+            (true, false) => c.dirty = c.dirty.saturating_sub(1),
             _ => {}
         }
         Ok(())
@@ -465,6 +482,36 @@ impl<'t> Tables<'t> {
         Ok(())
     }
 
+    /// Clears the dirty flag of every record of `map_name` that carries
+    /// `timestamp`: what syncing a `Clear` op does. Scans the map's
+    /// records (there is no dirty index), as `clear_map` does.
+    fn clean_map_at(&mut self, map_name: &str, timestamp: &Timestamp) -> Result<(), StorageError> {
+        let mut cleaned = Vec::new();
+        for row in self
+            .records
+            .range((map_name, "")..)
+            .map_err(backend(WRITING))?
+        {
+            let (slot, bytes) = row.map_err(backend(WRITING))?;
+            let (map, key) = slot.value();
+            if map != map_name {
+                break;
+            }
+            let record = decode_record(bytes.value())?;
+            if record.dirty && record.timestamp == *timestamp {
+                cleaned.push((key.to_owned(), record));
+            }
+        }
+        for (key, record) in &cleaned {
+            let clean = RecordRef {
+                dirty: false,
+                ..record.as_ref()
+            };
+            self.put_record(map_name, key, &clean)?;
+        }
+        Ok(())
+    }
+
     fn mark_synced(&mut self, ids: &[OpId]) -> Result<u64, StorageError> {
         let mut changed = 0;
         for &id in ids {
@@ -483,22 +530,7 @@ impl<'t> Tables<'t> {
             c.synced_bytes += size;
             changed += 1;
             if op.op_type == OpType::Clear {
-                let mut keys = Vec::new();
-                for row in self
-                    .dirty
-                    .range((op.map_name.as_str(), "")..)
-                    .map_err(backend(WRITING))?
-                {
-                    let (slot, _) = row.map_err(backend(WRITING))?;
-                    let (map_name, key) = slot.value();
-                    if map_name != op.map_name {
-                        break;
-                    }
-                    keys.push(key.to_owned());
-                }
-                for key in keys {
-                    self.clean_if_at(&op.map_name, &key, &op.timestamp)?;
-                }
+                self.clean_map_at(&op.map_name, &op.timestamp)?;
             } else {
                 self.clean_if_at(&op.map_name, &op.key, &op.timestamp)?;
             }
