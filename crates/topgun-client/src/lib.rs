@@ -38,3 +38,8 @@ pub use working_set::{WorkingSetLimits, WorkingSetStats};
 
 /// Longest accepted map name or key, in bytes.
 pub const MAX_NAME_LEN: usize = 1024;
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
