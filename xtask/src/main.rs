@@ -18,7 +18,11 @@ use std::time::Instant;
 const NATIVE_FEATURES: &str = "topgun-storage/redb,topgun-client/redb";
 
 /// Benchmarks: (package, bench target, features).
-const BENCHES: &[(&str, &str, &str)] = &[("topgun-storage", "storage", "redb")];
+const BENCHES: &[(&str, &str, &str)] = &[
+    ("topgun-storage", "storage", "redb"),
+    ("topgun-client", "client", "redb"),
+    ("topgun-client", "sync", "redb"),
+];
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
@@ -45,7 +49,7 @@ usage: cargo xtask <command>
 
 commands:
   ci [STEP…]    run the CI steps (all by default): fmt, clippy, test, doc
-  bench [NAME…] run the benchmarks (all by default): storage";
+  bench [NAME…] run the benchmarks (all by default): storage, client, sync";
 
 fn root() -> PathBuf {
     // xtask/ sits directly under the workspace root.

@@ -7,6 +7,10 @@ use std::sync::Arc;
 use topgun_core::{Clock, Hlc, SystemClock};
 use topgun_storage::{MemoryStore, Store};
 
+/// Default size of redb's page cache under a client.
+#[cfg(all(feature = "redb", not(target_family = "wasm")))]
+const DEFAULT_REDB_CACHE_BYTES: usize = 16 << 20;
+
 /// Meta key under which the client keeps its node id.
 pub(crate) const NODE_ID_KEY: &str = "client.node_id";
 
@@ -17,6 +21,8 @@ pub struct TopGunClientBuilder {
     store: Option<Arc<dyn Store>>,
     #[cfg(all(feature = "redb", not(target_family = "wasm")))]
     redb_path: Option<std::path::PathBuf>,
+    #[cfg(all(feature = "redb", not(target_family = "wasm")))]
+    redb_cache_bytes: usize,
     limits: WorkingSetLimits,
     quota_bytes: Option<u64>,
     warm_up: usize,
@@ -34,6 +40,8 @@ impl Default for TopGunClientBuilder {
             store: None,
             #[cfg(all(feature = "redb", not(target_family = "wasm")))]
             redb_path: None,
+            #[cfg(all(feature = "redb", not(target_family = "wasm")))]
+            redb_cache_bytes: DEFAULT_REDB_CACHE_BYTES,
             limits: WorkingSetLimits::default(),
             quota_bytes: None,
             warm_up: 0,
@@ -70,6 +78,16 @@ impl TopGunClientBuilder {
     #[must_use]
     pub fn redb_path(mut self, path: impl Into<std::path::PathBuf>) -> Self {
         self.redb_path = Some(path.into());
+        self
+    }
+
+    /// Bounds redb's own page cache for [`redb_path`](Self::redb_path)
+    /// (redb's default is 1 GiB). Default: 16 MiB, so that the client's
+    /// memory stays bounded by the working set plus this.
+    #[cfg(all(feature = "redb", not(target_family = "wasm")))]
+    #[must_use]
+    pub fn redb_cache_bytes(mut self, bytes: usize) -> Self {
+        self.redb_cache_bytes = bytes;
         self
     }
 
@@ -192,7 +210,10 @@ impl TopGunClientBuilder {
         }
         #[cfg(all(feature = "redb", not(target_family = "wasm")))]
         if let Some(path) = &self.redb_path {
-            return Ok(Arc::new(topgun_storage::RedbStore::open(path)?));
+            let store = topgun_storage::RedbStore::builder()
+                .cache_size(self.redb_cache_bytes)
+                .open(path)?;
+            return Ok(Arc::new(store));
         }
         Ok(Arc::new(MemoryStore::new()))
     }

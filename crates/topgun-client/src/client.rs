@@ -169,6 +169,15 @@ impl ClientInner {
         if let Some(hit) = self.ws().get(&map.name, key) {
             return Ok(Some(hit.clone()));
         }
+        self.load(map, key).await
+    }
+
+    /// Reads a record from the store (a working-set miss) and caches it.
+    pub(crate) async fn load(
+        &self,
+        map: &MapShared,
+        key: &str,
+    ) -> Result<Option<CachedRecord>, ClientError> {
         let Some(record) = self.store.get(&map.name, key).await? else {
             return Ok(None);
         };

@@ -118,13 +118,21 @@ impl<V: Serialize + DeserializeOwned> IMap<V> {
     pub async fn get(&self, key: &str) -> Result<Option<V>, ClientError> {
         self.inner.check_open()?;
         check_name("key", key)?;
-        let Some(record) = self.inner.current(&self.shared, key).await? else {
-            return Ok(None);
+        let now = self.inner.now_millis();
+        // Hot path: a working-set hit copies out only the value's `Arc`.
+        let hit = self
+            .inner
+            .ws()
+            .get(&self.shared.name, key)
+            .map(|r| r.live_value(now).cloned());
+        let value = match hit {
+            Some(value) => value,
+            None => match self.inner.load(&self.shared, key).await? {
+                Some(record) => record.live_value(now).cloned(),
+                None => None,
+            },
         };
-        match record.live_value(self.inner.now_millis()) {
-            Some(bytes) => self.decode(key, bytes).map(Some),
-            None => Ok(None),
-        }
+        value.map(|bytes| self.decode(key, &bytes)).transpose()
     }
 
     /// Removes `key`: stores a tombstone (pending) and a REMOVE op in one

@@ -24,19 +24,29 @@ async fn garbage_unknown_types_and_cut_frames_are_survived() {
         // 1: a garbage binary frame.
         let (tcp, _) = listener.accept().await.unwrap();
         let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
-        ws.send(Ws::Binary(vec![0xc1, 0xff, 0x00, 0x13].into())).await.unwrap();
+        ws.send(Ws::Binary(vec![0xc1, 0xff, 0x00, 0x13].into()))
+            .await
+            .unwrap();
         let _ = tokio::time::timeout(Duration::from_secs(2), ws.next()).await;
         seen_tx.send("garbage").unwrap();
         // 2: an unknown message type, then a PONG: the connection goes on.
         let (tcp, _) = listener.accept().await.unwrap();
         let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
-        let unknown = rmp_serde::to_vec_named(&serde_json::json!({"type": "FROM_THE_FUTURE", "x": 1})).unwrap();
+        let unknown =
+            rmp_serde::to_vec_named(&serde_json::json!({"type": "FROM_THE_FUTURE", "x": 1}))
+                .unwrap();
         ws.send(Ws::Binary(unknown.into())).await.unwrap();
-        let pong = wire::encode(&Message::Pong(Pong { timestamp: 1, server_time: 2 })).unwrap();
+        let pong = wire::encode(&Message::Pong(Pong {
+            timestamp: 1,
+            server_time: 2,
+        }))
+        .unwrap();
         ws.send(Ws::Binary(pong.into())).await.unwrap();
         // The client keeps talking on this connection (its OP_BATCH arrives).
         let mut got_batch = false;
-        while let Ok(Some(Ok(frame))) = tokio::time::timeout(Duration::from_secs(3), ws.next()).await {
+        while let Ok(Some(Ok(frame))) =
+            tokio::time::timeout(Duration::from_secs(3), ws.next()).await
+        {
             if let Ws::Binary(b) = frame {
                 if matches!(wire::decode(&b), Ok(Message::OpBatch(_))) {
                     got_batch = true;
@@ -44,7 +54,10 @@ async fn garbage_unknown_types_and_cut_frames_are_survived() {
                 }
             }
         }
-        assert!(got_batch, "the client kept using the connection after an unknown type");
+        assert!(
+            got_batch,
+            "the client kept using the connection after an unknown type"
+        );
         seen_tx.send("unknown").unwrap();
         // 3: cut the TCP stream in the middle of a frame header + payload.
         let mut tcp = ws.into_inner();
@@ -58,15 +71,29 @@ async fn garbage_unknown_types_and_cut_frames_are_survived() {
         tokio::time::sleep(Duration::from_secs(1)).await;
     });
 
-    let config = SyncConfig { backoff_initial_ms: 20, backoff_max_ms: 100, auth_grace_ms: 20, ..SyncConfig::default() };
-    let client = TopGunClient::builder().server_url(&url).sync_config(config).sync_maps(["m"]).build().await.unwrap();
+    let config = SyncConfig {
+        backoff_initial_ms: 20,
+        backoff_max_ms: 100,
+        auth_grace_ms: 20,
+        ..SyncConfig::default()
+    };
+    let client = TopGunClient::builder()
+        .server_url(&url)
+        .sync_config(config)
+        .sync_maps(["m"])
+        .build()
+        .await
+        .unwrap();
     let mut events = client.sync_events();
     let m = client.get_json_map("m").unwrap();
     for i in 0..5 {
         m.put(&format!("k{i}"), serde_json::json!(i)).await.unwrap();
     }
     for step in ["garbage", "unknown", "cut", "reconnected"] {
-        let got = tokio::time::timeout(WAIT, seen_rx.recv()).await.unwrap().unwrap();
+        let got = tokio::time::timeout(WAIT, seen_rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(got, step);
     }
     let mut reports = Vec::new();
@@ -74,14 +101,25 @@ async fn garbage_unknown_types_and_cut_frames_are_survived() {
         reports.push(e);
     }
     assert!(
-        reports.iter().any(|e| matches!(e, SyncEvent::ProtocolError(m) if m.contains("undecodable"))),
+        reports
+            .iter()
+            .any(|e| matches!(e, SyncEvent::ProtocolError(m) if m.contains("undecodable"))),
         "garbage reported: {reports:?}"
     );
     assert!(
-        reports.iter().any(|e| matches!(e, SyncEvent::ProtocolError(m) if m.contains("FROM_THE_FUTURE"))),
+        reports
+            .iter()
+            .any(|e| matches!(e, SyncEvent::ProtocolError(m) if m.contains("FROM_THE_FUTURE"))),
         "unknown type reported: {reports:?}"
     );
-    assert!(reports.iter().filter(|e| matches!(e, SyncEvent::Disconnected(_))).count() >= 2, "{reports:?}");
+    assert!(
+        reports
+            .iter()
+            .filter(|e| matches!(e, SyncEvent::Disconnected(_)))
+            .count()
+            >= 2,
+        "{reports:?}"
+    );
     // Nothing was acknowledged, so nothing is lost: every op is still pending.
     assert_eq!(client.pending_ops().await.unwrap(), 5);
     assert_eq!(m.get("k3").await.unwrap(), Some(serde_json::json!(3)));

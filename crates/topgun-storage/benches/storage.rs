@@ -13,143 +13,14 @@
 //! the raw group-commit baseline. Prints a table and writes
 //! `target/bench/storage.json`.
 
-use redb::{Database, Durability, ReadableDatabase, TableDefinition};
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Instant;
+use support::{key, per_task, raw_group_commit, raw_one_commit_per_write, value, TASKS, WRITES};
 use topgun_core::Timestamp;
 use topgun_storage::{LocalWrite, OpType, RedbStore, Store};
-
-const TASKS: usize = 64;
-const WRITES: usize = 20_000;
-const VALUE_LEN: usize = 100;
-
-const RECORDS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("bench_records");
-const OPS: TableDefinition<u64, &[u8]> = TableDefinition::new("bench_ops");
-
-fn value() -> Vec<u8> {
-    vec![0xA5; VALUE_LEN]
-}
-
-fn key(task: usize, i: usize) -> String {
-    format!("key-{task:02}-{i:06}")
-}
-
-fn per_task(writes: usize) -> usize {
-    writes.div_ceil(TASKS)
-}
-
-/// Raw redb, one durable commit per write, 64 writers contending.
-fn raw_one_commit_per_write(dir: &Path, writes: usize) -> f64 {
-    let db = Arc::new(Database::create(dir.join("raw-single.redb")).expect("create db"));
-    let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let start = Instant::now();
-    let threads: Vec<_> = (0..TASKS)
-        .map(|t| {
-            let db = db.clone();
-            let counter = counter.clone();
-            std::thread::spawn(move || {
-                let v = value();
-                for i in 0..per_task(writes) {
-                    let k = key(t, i);
-                    let mut tx = db.begin_write().expect("begin");
-                    tx.set_durability(Durability::Immediate)
-                        .expect("durability");
-                    {
-                        let id = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        tx.open_table(RECORDS)
-                            .expect("t")
-                            .insert(("bench", k.as_str()), v.as_slice())
-                            .expect("i");
-                        tx.open_table(OPS)
-                            .expect("t")
-                            .insert(id, v.as_slice())
-                            .expect("i");
-                    }
-                    tx.commit().expect("commit");
-                }
-            })
-        })
-        .collect();
-    for t in threads {
-        t.join().expect("writer thread");
-    }
-    let elapsed = start.elapsed().as_secs_f64();
-    check_count(&db, TASKS * per_task(writes));
-    (TASKS * per_task(writes)) as f64 / elapsed
-}
-
-struct Req {
-    key: String,
-    value: Vec<u8>,
-    done: tokio::sync::oneshot::Sender<()>,
-}
-
-/// Raw redb with a minimal group-commit writer: the ceiling for RedbStore.
-async fn raw_group_commit(dir: &Path, writes: usize) -> f64 {
-    let db = Arc::new(Database::create(dir.join("raw-group.redb")).expect("create db"));
-    let (tx, rx) = mpsc::channel::<Req>();
-    let writer_db = db.clone();
-    let writer = std::thread::spawn(move || {
-        let mut next_id = 0u64;
-        while let Ok(first) = rx.recv() {
-            let mut batch = vec![first];
-            batch.extend(rx.try_iter());
-            let mut wtx = writer_db.begin_write().expect("begin");
-            wtx.set_durability(Durability::Immediate)
-                .expect("durability");
-            {
-                let mut records = wtx.open_table(RECORDS).expect("t");
-                let mut ops = wtx.open_table(OPS).expect("t");
-                for r in &batch {
-                    records
-                        .insert(("bench", r.key.as_str()), r.value.as_slice())
-                        .expect("i");
-                    ops.insert(next_id, r.value.as_slice()).expect("i");
-                    next_id += 1;
-                }
-            }
-            wtx.commit().expect("commit");
-            for r in batch {
-                let _ = r.done.send(());
-            }
-        }
-    });
-    let start = Instant::now();
-    let tasks: Vec<_> = (0..TASKS)
-        .map(|t| {
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                for i in 0..per_task(writes) {
-                    let (done, wait) = tokio::sync::oneshot::channel();
-                    tx.send(Req {
-                        key: key(t, i),
-                        value: value(),
-                        done,
-                    })
-                    .expect("writer alive");
-                    wait.await.expect("acked");
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.expect("task");
-    }
-    let elapsed = start.elapsed().as_secs_f64();
-    drop(tx);
-    writer.join().expect("writer");
-    check_count(&db, TASKS * per_task(writes));
-    (TASKS * per_task(writes)) as f64 / elapsed
-}
-
-fn check_count(db: &Database, expected: usize) {
-    use redb::ReadableTableMetadata;
-    let rtx = db.begin_read().expect("read");
-    let n = rtx.open_table(OPS).expect("t").len().expect("len");
-    assert_eq!(n as usize, expected, "baseline wrote every op");
-}
 
 /// The real thing: `RedbStore::write_local` from 64 tasks.
 async fn redb_store(dir: &Path, writes: usize) -> f64 {

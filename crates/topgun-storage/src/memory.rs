@@ -313,6 +313,14 @@ impl Store for MemoryStore {
         Ok(self.lock().apply_remote(records))
     }
 
+    /// As [`Store::apply_remote`]: nothing here is durable to relax.
+    async fn apply_remote_relaxed(
+        &self,
+        records: Vec<StoreRecord>,
+    ) -> Result<Vec<AppliedChange>, StorageError> {
+        self.apply_remote(records).await
+    }
+
     async fn clear_map(
         &self,
         map_name: &str,

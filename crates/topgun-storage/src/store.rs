@@ -21,7 +21,8 @@ use topgun_core::Timestamp;
 ///
 /// Every writing method is all-or-nothing: on an error, nothing it was
 /// asked to do was stored. Every write is durable (as far as the backend
-/// promises) when its future resolves. The conformance suite
+/// promises) when its future resolves, except
+/// [`Store::apply_remote_relaxed`]. The conformance suite
 /// (`topgun_storage::conformance`, feature `testing`) pins these rules
 /// down for every backend.
 #[cfg_attr(not(target_family = "wasm"), async_trait::async_trait)]
@@ -107,6 +108,29 @@ pub trait Store: std::fmt::Debug + crate::SendSync {
         &self,
         records: Vec<StoreRecord>,
     ) -> Result<Vec<AppliedChange>, StorageError>;
+
+    /// [`Store::apply_remote`] for records that can be fetched again from
+    /// their server (a client's Merkle pull or a server's change event):
+    /// the same merge, result and errors, but the transaction may resolve
+    /// before it is durable. A crash may lose such a transaction and every
+    /// relaxed one after it — the store then reopens at an earlier
+    /// consistent state, and a client re-pulls what its rebuilt Merkle
+    /// tree lacks — but never a write that resolved as durable: a durable
+    /// transaction also makes every earlier relaxed one durable. Never use
+    /// it for records the caller acknowledges to anyone (a server's commit
+    /// path uses [`Store::apply_remote`]).
+    ///
+    /// The default applies the records durably, with
+    /// [`Store::apply_remote`].
+    ///
+    /// # Errors
+    /// As [`Store::apply_remote`].
+    async fn apply_remote_relaxed(
+        &self,
+        records: Vec<StoreRecord>,
+    ) -> Result<Vec<AppliedChange>, StorageError> {
+        self.apply_remote(records).await
+    }
 
     /// Clears a map locally in one transaction: every live record becomes a
     /// dirty tombstone at `timestamp` (without TTL), and one `Clear` op
