@@ -59,6 +59,14 @@ pub(crate) fn sort_field(s: &str) -> Result<SortField, String> {
     })
 }
 
+/// A duration in seconds (`10`, `0.5`): finite and not negative.
+pub(crate) fn seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && (0.0..=1e9).contains(&secs) => Ok(secs),
+        _ => Err("expected a number of seconds such as 10 or 0.5".to_owned()),
+    }
+}
+
 fn type_name(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",

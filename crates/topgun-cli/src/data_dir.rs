@@ -7,21 +7,39 @@ use topgun_client::TopGunClient;
 /// Name of the redb file inside the data directory.
 pub(crate) const DATA_FILE: &str = "topgun.redb";
 
+/// Where and what to sync (`--server`).
+#[derive(Debug, Clone)]
+pub(crate) struct SyncTarget {
+    /// The server's WebSocket URL.
+    pub(crate) url: String,
+    /// The token sent in `AUTH`.
+    pub(crate) token: Option<String>,
+    /// Maps to sync besides those already in the store.
+    pub(crate) maps: Vec<String>,
+}
+
 /// Creates `dir` if missing and opens the client on `dir/topgun.redb`
-/// (created if missing).
+/// (created if missing). With `sync`, the client starts connecting to the
+/// server in the background (it needs the tokio runtime).
 ///
 /// # Errors
 /// [`CliError::CreateDataDir`] if the directory cannot be created;
 /// [`CliError::OpenData`] if the file cannot be opened (e.g. another
 /// process has it open, or it is not a TopGun file).
-pub(crate) async fn open(dir: &Path) -> Result<TopGunClient, CliError> {
+pub(crate) async fn open(dir: &Path, sync: Option<SyncTarget>) -> Result<TopGunClient, CliError> {
     std::fs::create_dir_all(dir).map_err(|source| CliError::CreateDataDir {
         path: dir.to_owned(),
         source,
     })?;
     let path = dir.join(DATA_FILE);
-    TopGunClient::builder()
-        .redb_path(&path)
+    let mut builder = TopGunClient::builder().redb_path(&path);
+    if let Some(target) = sync {
+        builder = builder.server_url(target.url).sync_maps(target.maps);
+        if let Some(token) = target.token {
+            builder = builder.token(token);
+        }
+    }
+    builder
         .build()
         .await
         .map_err(|source| CliError::OpenData { path, source })

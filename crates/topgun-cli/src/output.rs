@@ -46,6 +46,11 @@ impl Output {
         self.json_line(&Row { key, value })
     }
 
+    /// Flushes what is buffered, keeping the handle (for streams).
+    pub(crate) fn flush(&mut self) -> Result<(), CliError> {
+        self.out.flush().map_err(CliError::Stdout)
+    }
+
     /// Flushes what is buffered.
     pub(crate) fn finish(mut self) -> Result<(), CliError> {
         self.out.flush().map_err(CliError::Stdout)

@@ -345,6 +345,17 @@ fn help_teaches_every_command() {
         "TOPGUN_DATA",
         "./topgun-data",
         "Exit codes",
+        "serve",
+        "sync",
+        "watch",
+        "--server",
+        "--token",
+        "--timeout",
+        "TOPGUN_SERVER",
+        "4  not synced",
+        "topgun serve --no-auth --data ./server-data",
+        "topgun --data ./alice --server ws://127.0.0.1:8080/ws put todos t1 '{\"title\":\"milk\"}'",
+        "topgun --data ./bob --server ws://127.0.0.1:8080/ws get todos t1",
     ] {
         assert!(help.contains(word), "--help lacks {word:?}:\n{help}");
     }
@@ -356,6 +367,11 @@ fn help_teaches_every_command() {
         ("list", "topgun --data ./db list users"),
         ("query", "--sort age:desc"),
         ("status", "topgun --data ./db status"),
+        ("serve", "topgun serve --no-auth --data ./server-data"),
+        ("serve", "--jwt-secret"),
+        ("sync", "--server ws://127.0.0.1:8080/ws sync"),
+        ("watch", "\"origin\""),
+        ("watch", "--server"),
     ] {
         let out = topgun_cmd().args([command, "--help"]).output().unwrap();
         let help = String::from_utf8(out.stdout).unwrap();

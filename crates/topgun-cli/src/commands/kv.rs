@@ -10,20 +10,25 @@ use topgun_client::ClientError;
 pub(crate) const PUT_EXAMPLES: &str = "\
 Prints nothing on success; with -v, the op id of the write on stderr.
 A map name or key that starts with `-` goes after `--`.
+With --server it exits once the server acknowledged the write (exit code 4
+after --timeout: the write is saved locally and goes up on the next sync).
 
 Examples:
   topgun --data ./db put users alice '{\"name\":\"Alice\",\"age\":30}'
   topgun --data ./db put counters visits 42
-  topgun --data ./db put sessions s1 '{\"user\":\"alice\"}' --ttl-ms 60000";
+  topgun --data ./db put sessions s1 '{\"user\":\"alice\"}' --ttl-ms 60000
+  topgun --data ./db --server ws://127.0.0.1:8080/ws put users alice '{\"age\":31}'";
 
 pub(crate) const GET_EXAMPLES: &str = "\
 Prints the value as compact JSON on one line (strings keep their quotes; pipe
 through `jq -r` for raw text). An absent, removed or expired key prints a
-message on stderr and exits with code 1.
+message on stderr and exits with code 1. With --server it first pulls the map
+from the server (at most --timeout seconds).
 
 Examples:
   topgun --data ./db get users alice
-  topgun --data ./db get users alice | jq .age";
+  topgun --data ./db get users alice | jq .age
+  topgun --data ./db --server ws://127.0.0.1:8080/ws get users alice";
 
 pub(crate) const REMOVE_EXAMPLES: &str = "\
 Examples:
@@ -45,7 +50,7 @@ Examples:
 #[derive(Debug, clap::Args)]
 pub(crate) struct PutArgs {
     /// Map name.
-    map: String,
+    pub(crate) map: String,
     /// Key.
     key: String,
     /// The value: any JSON (object, array, string in quotes, number, true,
@@ -62,7 +67,7 @@ pub(crate) struct PutArgs {
 #[derive(Debug, clap::Args)]
 pub(crate) struct KeyArgs {
     /// Map name.
-    map: String,
+    pub(crate) map: String,
     /// Key.
     key: String,
 }
@@ -71,7 +76,7 @@ pub(crate) struct KeyArgs {
 #[derive(Debug, clap::Args)]
 pub(crate) struct MapArgs {
     /// Map name.
-    map: String,
+    pub(crate) map: String,
 }
 
 /// `put MAP KEY JSON [--ttl-ms N]`.
@@ -82,7 +87,7 @@ pub(crate) async fn put(ctx: &Context, args: PutArgs) -> Result<(), CliError> {
         None => map.put(&args.key, args.value).await?,
     };
     ctx.note(format_args!("op {op}"));
-    Ok(())
+    ctx.synced().await
 }
 
 /// `get MAP KEY`.
@@ -95,6 +100,7 @@ pub(crate) async fn get(ctx: &Context, args: KeyArgs) -> Result<(), CliError> {
             key: args.key.chars().take(64).collect(),
         });
     }
+    ctx.synced().await?;
     let Some(value) = map.get(&args.key).await? else {
         return Err(CliError::NotFound {
             map: args.map,
@@ -110,19 +116,23 @@ pub(crate) async fn get(ctx: &Context, args: KeyArgs) -> Result<(), CliError> {
 pub(crate) async fn remove(ctx: &Context, args: KeyArgs) -> Result<(), CliError> {
     let op = ctx.map(&args.map)?.remove(&args.key).await?;
     ctx.note(format_args!("op {op}"));
-    Ok(())
+    ctx.synced().await
 }
 
-/// `clear MAP`.
+/// `clear MAP`. With `--server` it syncs first, so the keys the server
+/// has are cleared too, and again after, so the removals reach it.
 pub(crate) async fn clear(ctx: &Context, args: MapArgs) -> Result<(), CliError> {
-    let op = ctx.map(&args.map)?.clear().await?;
+    let map = ctx.map(&args.map)?;
+    ctx.synced().await?;
+    let op = map.clear().await?;
     ctx.note(format_args!("op {op}"));
-    Ok(())
+    ctx.synced().await
 }
 
 /// `list MAP`: streams the entries in key order.
 pub(crate) async fn list(ctx: &Context, args: MapArgs) -> Result<(), CliError> {
     let map = ctx.map(&args.map)?;
+    ctx.synced().await?;
     let mut entries = map.entries();
     let mut out = Output::stdout();
     while let Some(entry) = entries.next().await {

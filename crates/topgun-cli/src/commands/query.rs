@@ -30,7 +30,7 @@ Examples:
 #[derive(Debug, clap::Args)]
 pub(crate) struct QueryArgs {
     /// Map name.
-    map: String,
+    pub(crate) map: String,
     /// Filter: a JSON object of field → value (equality) or field →
     /// operator object, e.g. {"age":{"$gt":18}}.
     #[arg(long = "where", value_name = "JSON", value_parser = args::json_object)]
@@ -62,6 +62,7 @@ impl QueryArgs {
 /// `query MAP [--where JSON] [--predicate JSON] [--sort FIELD[:desc]]… [--limit N]`.
 pub(crate) async fn query(ctx: &Context, args: QueryArgs) -> Result<(), CliError> {
     let map = ctx.map(&args.map)?;
+    ctx.synced().await?;
     let page = match map.query(&args.to_query()).await {
         Ok(page) => page,
         Err(ClientError::Query(e)) if !matches!(e, QueryError::Storage(_)) => {

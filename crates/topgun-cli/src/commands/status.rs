@@ -7,7 +7,8 @@ use serde::Serialize;
 
 pub(crate) const STATUS_EXAMPLES: &str = "\
 Prints one JSON object:
-  state         connection state (OFFLINE: this command does not connect)
+  state         connection state: OFFLINE without --server; with it, ONLINE
+                (status waits until synced, up to --timeout)
   nodeId        this data directory's node id (stamps every write)
   pendingOps    local writes not yet acknowledged by a server
   records       stored records, removal markers (tombstones) included
@@ -34,6 +35,7 @@ struct Status<'a> {
 
 /// `status`.
 pub(crate) async fn status(ctx: &Context) -> Result<(), CliError> {
+    ctx.synced().await?;
     let client = &ctx.client;
     let stats = client.store_stats().await?;
     let status = Status {

@@ -1,0 +1,127 @@
+//! `serve`: runs the TopGun sync server (crate `topgun-server`) until
+//! Ctrl-C or SIGTERM.
+
+use crate::error::CliError;
+use std::path::{Path, PathBuf};
+use topgun_server::{AccessRules, AuthMode, ServerConfig, StoreConfig};
+
+pub(crate) const SERVE_EXAMPLES: &str = "\
+Serves the WebSocket sync protocol at ws://ADDR/ws (and GET /health) on the
+data directory given by the global --data (the server's records live in
+DIR/topgun.redb; a client and a server cannot share one data dir).
+
+When it listens it prints one line on stderr, e.g.
+  topgun server listening on ws://127.0.0.1:8080/ws (data: ./server-data, auth: off)
+with the actual port when --addr ends in :0. Logs follow on stderr (RUST_LOG
+filters them, default `info`). Ctrl-C or SIGTERM shuts it down gracefully:
+in-flight batches are applied and acknowledged, the store is closed, exit 0.
+
+Auth: --jwt-secret SECRET (or TOPGUN_JWT_SECRET) requires clients to send a
+JWT signed with HS256 by SECRET (`sub` = user id, optional `roles`); --no-auth
+lets anyone read and write everything (development). One of them is required.
+
+--rules FILE: per-map access rules (TOML, first matching rule decides, no
+match = denied); ignored with --no-auth:
+  [[rule]]
+  map = \"public_*\"
+  read = [\"*\"]
+  write = [\"role:admin\", \"user:alice\"]
+
+Examples:
+  topgun serve --no-auth --data ./server-data
+  TOPGUN_JWT_SECRET=s3cret topgun serve --addr 0.0.0.0:8080 --rules rules.toml
+  RUST_LOG=debug topgun serve --no-auth --addr 127.0.0.1:0";
+
+/// Arguments of `serve`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port (printed when
+    /// listening).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    addr: String,
+    /// Require clients to authenticate with a JWT signed (HS256) with this
+    /// secret. Default: the TOPGUN_JWT_SECRET environment variable.
+    #[arg(long, value_name = "SECRET", conflicts_with = "no_auth")]
+    jwt_secret: Option<String>,
+    /// Let every client read and write every map without a token
+    /// (development only).
+    #[arg(long)]
+    no_auth: bool,
+    /// Per-map read and write rules (TOML); ignored with --no-auth.
+    #[arg(long, value_name = "FILE")]
+    rules: Option<PathBuf>,
+}
+
+impl ServeArgs {
+    /// `--jwt-secret`, else `--no-auth`, else `TOPGUN_JWT_SECRET`.
+    fn auth(&self) -> Result<AuthMode, CliError> {
+        if let Some(secret) = &self.jwt_secret {
+            if secret.is_empty() {
+                return Err(CliError::NoAuthChoice);
+            }
+            return Ok(AuthMode::Jwt {
+                secret: secret.clone().into_bytes(),
+            });
+        }
+        if self.no_auth {
+            return Ok(AuthMode::Disabled);
+        }
+        AuthMode::jwt_from_env().map_err(|_| CliError::NoAuthChoice)
+    }
+}
+
+/// `serve [--addr ADDR] [--jwt-secret S | --no-auth] [--rules FILE]` on
+/// the data directory `data`.
+pub(crate) async fn serve(data: &Path, args: ServeArgs) -> Result<(), CliError> {
+    let auth = args.auth()?;
+    let rules = match &args.rules {
+        Some(path) => {
+            let rules = AccessRules::load(path)?;
+            if matches!(auth, AuthMode::Disabled) {
+                eprintln!(
+                    "warning: --rules {} is ignored with --no-auth",
+                    path.display()
+                );
+            }
+            rules
+        }
+        None => AccessRules::allow_all(),
+    };
+    let auth_name = match auth {
+        AuthMode::Disabled => "off",
+        _ => "jwt",
+    };
+    let listener = tokio::net::TcpListener::bind(&args.addr)
+        .await
+        .map_err(|source| CliError::Bind {
+            addr: args.addr.clone(),
+            source,
+        })?;
+    let local = listener.local_addr().map_err(|source| CliError::Bind {
+        addr: args.addr.clone(),
+        source,
+    })?;
+    let mut config = ServerConfig::new(StoreConfig::DataDir(data.to_owned()));
+    config.auth = auth;
+    config.rules = rules;
+    // Scripts and tests parse this line: keep its format.
+    eprintln!(
+        "topgun server listening on ws://{local}/ws (data: {}, auth: {auth_name})",
+        data.display()
+    );
+    topgun_server::run(listener, config, topgun_server::shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Logs to stderr: `RUST_LOG` filters them (default `info`).
+pub(crate) fn init_logging() {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // A second initialisation (none happens) would be harmless: ignore it.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}

@@ -1,0 +1,555 @@
+//! `topgun serve`, `sync`, `watch` and `--server` end to end: real
+//! processes of the built binary, real sockets on 127.0.0.1 (port 0, the
+//! port read from the server's listening line), temporary data dirs.
+// Test helpers unwrap: a panic with the error is the failure report.
+#![allow(clippy::unwrap_used)]
+
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::hash::{BuildHasher, Hasher};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+use topgun_client::TopGunClient;
+use topgun_storage::{RedbStore, Store, StoreRecord};
+
+/// The binary, with none of its environment variables inherited.
+fn topgun_cmd() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_topgun"));
+    for var in [
+        "TOPGUN_DATA",
+        "TOPGUN_SERVER",
+        "TOPGUN_TOKEN",
+        "TOPGUN_JWT_SECRET",
+        "RUST_LOG",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+/// `topgun --data DIR [--server URL] ARGS…`, run to completion.
+fn topgun(dir: &Path, server: Option<&str>, args: &[&str]) -> Output {
+    let mut cmd = topgun_cmd();
+    cmd.arg("--data").arg(dir);
+    if let Some(url) = server {
+        cmd.args(["--server", url]);
+    }
+    cmd.args(args).output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Asserts the exit code; returns stdout.
+fn expect(out: &Output, code: i32, what: &str) -> String {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{what}: stdout {:?}, stderr {:?}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// A `topgun serve` process, killed when dropped.
+struct Server {
+    child: Child,
+    addr: String,
+    url: String,
+    /// The server's stderr, after the listening line.
+    log: mpsc::Receiver<String>,
+}
+
+impl Server {
+    /// Starts `topgun serve --data DIR --addr ADDR ARGS…` and waits for its
+    /// listening line.
+    fn start(data: &Path, addr: &str, args: &[&str]) -> Server {
+        let mut child = topgun_cmd()
+            .arg("serve")
+            .arg("--data")
+            .arg(data)
+            .args(["--addr", addr])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, log) = mpsc::channel();
+        // Keeps draining stderr so the server never blocks on logging.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    // Nobody reads any more; keep draining.
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let (addr, url) = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = log.recv_timeout(left).expect("no listening line");
+            if let Some(url) = parse_listening(&line) {
+                let addr = url
+                    .trim_start_matches("ws://")
+                    .trim_end_matches("/ws")
+                    .to_owned();
+                break (addr, url);
+            }
+        };
+        Server {
+            child,
+            addr,
+            url,
+            log,
+        }
+    }
+
+    /// SIGKILL, like a crash or a power cut.
+    fn crash(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, then waits for a graceful exit (code 0).
+    fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+        let status = self.child.wait().unwrap();
+        let log: Vec<String> = self.log.try_iter().collect();
+        assert!(status.success(), "server exit {status}; log: {log:#?}");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // Already gone after `crash`/`stop`; an error is fine then.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `ws://ADDR/ws` from `topgun server listening on ws://ADDR/ws (data: …, auth: …)`.
+fn parse_listening(line: &str) -> Option<String> {
+    let rest = line.strip_prefix("topgun server listening on ")?;
+    let (url, tail) = rest.split_once(' ')?;
+    assert!(tail.starts_with("(data: ") && tail.contains(", auth: "));
+    Some(url.to_owned())
+}
+
+#[test]
+fn two_clients_sync_through_a_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("server"), "127.0.0.1:0", &["--no-auth"]);
+    let url = server.url.as_str();
+    let alice = tmp.path().join("alice");
+    let bob = tmp.path().join("bob");
+
+    // Alice writes offline; `status` shows it pending.
+    let milk = json!({"title": "milk"});
+    let out = topgun(&alice, None, &["put", "todos", "t1", &milk.to_string()]);
+    expect(&out, 0, "offline put");
+    let status: Value =
+        serde_json::from_str(&expect(&topgun(&alice, None, &["status"]), 0, "status")).unwrap();
+    assert_eq!(status["pendingOps"], 1);
+
+    // `sync` pushes it.
+    expect(&topgun(&alice, Some(url), &["sync"]), 0, "alice sync");
+    let status: Value = serde_json::from_str(&expect(
+        &topgun(&alice, Some(url), &["status"]),
+        0,
+        "status online",
+    ))
+    .unwrap();
+    assert_eq!(status["pendingOps"], 0, "{status}");
+    assert_eq!(status["state"], "ONLINE");
+
+    // Bob, on a fresh data dir, reads it through the server.
+    let got = expect(
+        &topgun(&bob, Some(url), &["get", "todos", "t1"]),
+        0,
+        "bob get",
+    );
+    assert_eq!(serde_json::from_str::<Value>(&got).unwrap(), milk);
+
+    // Bob removes it; the removal reached the server when `remove` exits.
+    expect(
+        &topgun(&bob, Some(url), &["remove", "todos", "t1"]),
+        0,
+        "bob remove",
+    );
+    expect(&topgun(&alice, Some(url), &["sync"]), 0, "alice sync again");
+    let out = topgun(&alice, None, &["get", "todos", "t1"]);
+    expect(&out, 1, "alice get after bob's remove");
+
+    server.stop();
+}
+
+/// Reads stdout lines of a child on a thread.
+fn line_reader(stdout: ChildStdout) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+#[test]
+fn watch_prints_remote_changes_as_json_lines() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("server"), "127.0.0.1:0", &["--no-auth"]);
+    let mut watch = topgun_cmd()
+        .arg("--data")
+        .arg(tmp.path().join("watcher"))
+        .args(["--server", &server.url, "watch", "todos"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = line_reader(watch.stdout.take().unwrap());
+
+    let writer = tmp.path().join("writer");
+    let value = json!({"title": "bread", "n": 2});
+    let out = topgun(
+        &writer,
+        Some(&server.url),
+        &["put", "todos", "t9", &value.to_string()],
+    );
+    expect(&out, 0, "put");
+    let line = lines
+        .recv_timeout(Duration::from_secs(8))
+        .expect("watch printed nothing");
+    let change: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(change["key"], "t9", "{line}");
+    assert_eq!(change["value"], value);
+    assert_eq!(change["oldValue"], Value::Null);
+    assert_eq!(change["origin"], "remote");
+    // millis:counter:nodeId, the writer's node id.
+    let status: Value =
+        serde_json::from_str(&expect(&topgun(&writer, None, &["status"]), 0, "status")).unwrap();
+    let timestamp = change["timestamp"].as_str().unwrap();
+    let parts: Vec<&str> = timestamp.splitn(3, ':').collect();
+    assert!(parts[0].parse::<u64>().is_ok() && parts[1].parse::<u32>().is_ok());
+    assert_eq!(parts[2], status["nodeId"].as_str().unwrap());
+
+    watch.kill().unwrap();
+    watch.wait().unwrap();
+    server.stop();
+}
+
+#[test]
+fn jwt_servers_refuse_clients_without_a_token_and_serve_needs_an_auth_choice() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &tmp.path().join("server"),
+        "127.0.0.1:0",
+        &["--jwt-secret", "s3cret"],
+    );
+    let client = tmp.path().join("client");
+    let started = Instant::now();
+    let out = topgun(&client, Some(&server.url), &["put", "m", "k", "1"]);
+    expect(&out, 4, "put without a token");
+    let err = text(&out.stderr);
+    assert!(err.contains("authentication"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "an auth failure ends the wait at once"
+    );
+    // The write is kept locally, pending.
+    let status: Value =
+        serde_json::from_str(&expect(&topgun(&client, None, &["status"]), 0, "status")).unwrap();
+    assert_eq!(status["pendingOps"], 1);
+    server.stop();
+
+    // Neither --jwt-secret nor --no-auth (nor TOPGUN_JWT_SECRET).
+    let out = topgun_cmd()
+        .args(["serve", "--addr", "127.0.0.1:0", "--data"])
+        .arg(tmp.path().join("other"))
+        .output()
+        .unwrap();
+    expect(&out, 2, "serve without auth choice");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("--jwt-secret") && err.contains("--no-auth"),
+        "{err}"
+    );
+    // Both is a usage error too.
+    let out = topgun_cmd()
+        .args(["serve", "--no-auth", "--jwt-secret", "x"])
+        .output()
+        .unwrap();
+    expect(&out, 2, "serve with both");
+    // `sync` without a server.
+    let out = topgun(&client, None, &["sync"]);
+    expect(&out, 2, "sync without --server");
+    assert!(text(&out.stderr).contains("--server"));
+}
+
+#[test]
+fn an_unreachable_server_times_out_with_exit_4_and_keeps_the_write() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A port nobody listens on: bind, read it, close.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("ws://127.0.0.1:{port}/ws");
+    let dir = tmp.path();
+    let out = topgun(dir, Some(&url), &["--timeout", "0.5", "put", "m", "k", "7"]);
+    expect(&out, 4, "put to nowhere");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("not synced") && err.contains("1 pending"),
+        "{err}"
+    );
+    assert_eq!(
+        expect(&topgun(dir, None, &["get", "m", "k"]), 0, "get"),
+        "7\n"
+    );
+}
+
+// ---------------------------------------------------------------------
+// The crash test.
+
+const CRASH_MAP: &str = "crash";
+const CRASH_OPS: usize = 5_000;
+
+/// The client's records after `CRASH_OPS` local puts, by key.
+type Records = BTreeMap<String, StoreRecord>;
+
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(future)
+}
+
+/// Every record of `map` in the redb store at `path` (opened and closed).
+fn read_store(path: &Path, map: &str) -> (Records, topgun_storage::StoreStats) {
+    block_on(async {
+        let store = RedbStore::open(path).unwrap();
+        let mut records = Records::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = store.scan(map, after.as_deref(), 1_000).await.unwrap();
+            let done = page.len() < 1_000;
+            after = page.last().map(|r| r.key.clone());
+            records.extend(page.into_iter().map(|r| (r.key.clone(), r)));
+            if done {
+                break;
+            }
+        }
+        let stats = store.stats().await.unwrap();
+        store.close().await.unwrap();
+        (records, stats)
+    })
+}
+
+/// A client data dir with `CRASH_OPS` pending puts, written in-process
+/// (one CLI process per op would take minutes).
+fn write_pending_puts(dir: &Path) -> Records {
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join("topgun.redb");
+    block_on(async {
+        let store = std::sync::Arc::new(RedbStore::open(&path).unwrap());
+        let client = TopGunClient::builder()
+            .store(store.clone())
+            .build()
+            .await
+            .unwrap();
+        let map = client.get_json_map(CRASH_MAP).unwrap();
+        // Concurrent writes share the store's commits.
+        let mut tasks = tokio::task::JoinSet::new();
+        for chunk in 0..50 {
+            let map = map.clone();
+            tasks.spawn(put_chunk(chunk, map));
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.unwrap();
+        }
+        assert_eq!(client.pending_ops().await.unwrap(), CRASH_OPS as u64);
+        client.close();
+        drop(map);
+        drop(client);
+        store.close().await.unwrap();
+    });
+    let (records, _) = read_store(&path, CRASH_MAP);
+    assert_eq!(records.len(), CRASH_OPS);
+    records
+}
+
+/// Puts chunk `chunk` of 50 of the `CRASH_OPS` keys.
+async fn put_chunk(chunk: usize, map: topgun_client::IMap<Value>) {
+    let per_chunk = CRASH_OPS / 50;
+    for i in chunk * per_chunk..(chunk + 1) * per_chunk {
+        let value = json!({"n": i, "pad": "x".repeat(100)});
+        map.put(&format!("k{i:05}"), value).await.unwrap();
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    std::fs::copy(from.join("topgun.redb"), to.join("topgun.redb")).unwrap();
+}
+
+fn random_below(n: u64) -> u64 {
+    std::hash::RandomState::new().build_hasher().finish() % n
+}
+
+/// Each server record equals the client's: same value bytes and the same
+/// timestamp (an op applied twice, or re-stamped, would differ).
+fn assert_same_records(server: &Records, client: &Records, what: &str) {
+    for (key, record) in server {
+        let mine = client
+            .get(key)
+            .unwrap_or_else(|| panic!("{what}: unknown key {key}"));
+        assert_eq!(
+            record.timestamp, mine.timestamp,
+            "{what}: timestamp of {key}"
+        );
+        assert_eq!(record.value, mine.value, "{what}: value of {key}");
+        assert_eq!(record.ttl_ms, mine.ttl_ms, "{what}: ttl of {key}");
+    }
+}
+
+/// Times a full `topgun sync` of the template's ops, and one with nothing
+/// left to push (connecting, waiting for the server's auth answer, the
+/// pull): between the two the ops are pushed. Machines differ, so the
+/// crash test aims its kills with this.
+fn push_window(dir: &Path, template: &Path) -> std::ops::Range<u64> {
+    let client = dir.join("client");
+    copy_dir(template, &client);
+    let server = Server::start(&dir.join("server"), "127.0.0.1:0", &["--no-auth"]);
+    let timed_sync = || {
+        let started = Instant::now();
+        let out = topgun(&client, Some(&server.url), &["sync"]);
+        expect(&out, 0, "calibration sync");
+        u64::try_from(started.elapsed().as_millis()).unwrap()
+    };
+    let full = timed_sync();
+    let idle = timed_sync();
+    server.stop();
+    idle..full.max(idle + 50)
+}
+
+/// Runs `topgun sync` until it exits 0 (at most `tries` times).
+fn sync_until_done(client: &Path, url: &str, tries: usize) {
+    for attempt in 1..=tries {
+        let out = topgun(client, Some(url), &["--timeout", "20", "sync"]);
+        if out.status.success() {
+            return;
+        }
+        assert!(
+            attempt < tries,
+            "sync never converged: {}",
+            text(&out.stderr)
+        );
+    }
+}
+
+/// "The server is killed (SIGKILL) mid-push and restarted: no acked op is
+/// lost, no op applied twice, the client converges."
+#[test]
+fn a_server_killed_mid_push_loses_no_acked_op_and_the_client_converges() {
+    let tmp = tempfile::tempdir().unwrap();
+    let template = tmp.path().join("template");
+    let written = write_pending_puts(&template);
+    let push = push_window(&tmp.path().join("calibration"), &template);
+    eprintln!("a full sync pushes between {push:?} ms after it starts");
+
+    for round in 0..3 {
+        let round_dir = tmp.path().join(format!("round{round}"));
+        let client_dir = round_dir.join("client");
+        let server_dir = round_dir.join("server");
+        copy_dir(&template, &client_dir);
+
+        let server = Server::start(&server_dir, "127.0.0.1:0", &["--no-auth"]);
+        let addr = server.addr.clone();
+        let mut sync = topgun_cmd()
+            .arg("--data")
+            .arg(&client_dir)
+            .args(["--server", &server.url, "--timeout", "30", "sync"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Early, middle and late in the push (batches commit late in it).
+        let percent = 35 + 20 * round + random_below(20);
+        let delay = push.start + (push.end - push.start) * percent / 100;
+        std::thread::sleep(Duration::from_millis(delay));
+        server.crash();
+
+        // What the killed server made durable is exactly what the client
+        // wrote, nothing else.
+        let (durable, _) = read_store(&server_dir.join("topgun.redb"), CRASH_MAP);
+        assert_same_records(&durable, &written, "after the crash");
+        eprintln!(
+            "round {round}: server killed {delay} ms after the sync started, \
+             {} of {CRASH_OPS} ops durable",
+            durable.len()
+        );
+
+        let restarted = if round == 1 {
+            // The client crashes too; then every op it holds as acked
+            // (clean record) must be durable on the server.
+            sync.kill().unwrap();
+            sync.wait().unwrap();
+            let (client_now, stats) = read_store(&client_dir.join("topgun.redb"), CRASH_MAP);
+            let acked: Vec<&String> = client_now
+                .values()
+                .filter(|r| !r.dirty)
+                .map(|r| &r.key)
+                .collect();
+            assert_eq!(
+                stats.pending_ops as usize,
+                client_now.values().filter(|r| r.dirty).count()
+            );
+            for key in &acked {
+                assert!(durable.contains_key(*key), "acked op {key} was lost");
+            }
+            eprintln!("round {round}: {} ops acked before the crash", acked.len());
+            // A new server process on the same data dir, any port.
+            let restarted = Server::start(&server_dir, "127.0.0.1:0", &["--no-auth"]);
+            sync_until_done(&client_dir, &restarted.url, 3);
+            restarted
+        } else {
+            // Same data dir, same port: the running `sync` reconnects.
+            let restarted = Server::start(&server_dir, &addr, &["--no-auth"]);
+            let out = sync.wait_with_output().unwrap();
+            if !out.status.success() {
+                eprintln!(
+                    "round {round}: the interrupted sync gave up: {}",
+                    text(&out.stderr)
+                );
+                sync_until_done(&client_dir, &restarted.url, 3);
+            }
+            restarted
+        };
+        restarted.stop();
+
+        // Converged: the server has every op exactly as written.
+        let (server_final, _) = read_store(&server_dir.join("topgun.redb"), CRASH_MAP);
+        assert_eq!(server_final.len(), CRASH_OPS, "round {round}");
+        assert_same_records(&server_final, &written, "after convergence");
+        let (client_final, stats) = read_store(&client_dir.join("topgun.redb"), CRASH_MAP);
+        assert_eq!(stats.pending_ops, 0, "round {round}: client still pending");
+        assert_eq!(stats.dirty_records, 0);
+        assert_same_records(&client_final, &written, "client after convergence");
+    }
+}
