@@ -103,8 +103,15 @@ impl SyncEngine {
                 // Merge whatever arrives for a synced map: a big leaf may come
                 // in several frames, and LWW makes a late one harmless.
                 if !leaf.records.is_empty() {
-                    let records = leaf.records.into_iter().map(|r| (r.key, r.record)).collect();
-                    out.push(Output::ApplyRemote { map: leaf.map_name.clone(), records });
+                    let records = leaf
+                        .records
+                        .into_iter()
+                        .map(|r| (r.key, r.record))
+                        .collect();
+                    out.push(Output::ApplyRemote {
+                        map: leaf.map_name.clone(),
+                        records,
+                    });
                 }
                 self.answered(&leaf.map_name, &leaf.path, out);
             }

@@ -500,6 +500,13 @@ impl SyncEngine {
                 protocol_version: None,
                 device_token: None,
             })));
+        } else {
+            // Without a token, say hello as TopGun's own client does: a server
+            // without auth answers at once (`DEVICE_ACK`, or any frame), so the
+            // grace period is only the fallback for servers that stay silent.
+            out.push(Output::Send(Message::DeviceHello(
+                topgun_core::wire::DeviceHello { device_token: None },
+            )));
         }
         out.push(Output::SetTimer {
             timer: TimerKind::AuthGrace,

@@ -554,3 +554,28 @@ fn network_offline_stops_retrying_until_online() {
     let out = e.handle(0, Input::NetworkOnline);
     assert!(out.contains(&Output::Connect));
 }
+
+#[test]
+fn without_a_token_a_device_ack_ends_the_auth_wait_at_once() {
+    let mut e = SyncEngine::new(SyncConfig::default());
+    e.open_map("m");
+    e.handle(0, Input::Start);
+    let out = e.handle(0, Input::Connected);
+    assert!(
+        matches!(sent(&out)[..], [Message::DeviceHello(_)]),
+        "{out:?}"
+    );
+    let out = e.handle(
+        1,
+        Input::frame(Message::DeviceAck(topgun_core::wire::DeviceAck {
+            device_id: None,
+            device_token: None,
+        })),
+    );
+    assert!(out.contains(&Output::CancelTimer(TimerKind::AuthGrace)));
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Send(Message::SyncInit(_)))),
+        "sync starts without waiting: {out:?}"
+    );
+}
