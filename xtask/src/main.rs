@@ -48,7 +48,7 @@ const HELP: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  ci [STEP…]    run the CI steps (all by default): fmt, clippy, test, doc
+  ci [STEP…]    run the CI steps (all by default): fmt, clippy, test, doc, wasm
   bench [NAME…] run the benchmarks (all by default): storage, client, sync";
 
 fn root() -> PathBuf {
@@ -66,8 +66,13 @@ fn cargo() -> Command {
 fn run(step: &str, mut cmd: Command) -> Result<(), String> {
     eprintln!("==> {step}: {cmd:?}");
     let start = Instant::now();
-    let status = cmd.status().map_err(|e| format!("{step}: could not start {cmd:?}: {e}"))?;
-    eprintln!("<== {step}: {status} in {:.1}s", start.elapsed().as_secs_f64());
+    let status = cmd
+        .status()
+        .map_err(|e| format!("{step}: could not start {cmd:?}: {e}"))?;
+    eprintln!(
+        "<== {step}: {status} in {:.1}s",
+        start.elapsed().as_secs_f64()
+    );
     if status.success() {
         Ok(())
     } else {
@@ -76,9 +81,12 @@ fn run(step: &str, mut cmd: Command) -> Result<(), String> {
 }
 
 fn ci(steps: &[String]) -> Result<(), String> {
-    const ALL: &[&str] = &["fmt", "clippy", "test", "doc"];
-    let chosen: Vec<&str> =
-        if steps.is_empty() { ALL.to_vec() } else { steps.iter().map(String::as_str).collect() };
+    const ALL: &[&str] = &["fmt", "clippy", "test", "doc", "wasm"];
+    let chosen: Vec<&str> = if steps.is_empty() {
+        ALL.to_vec()
+    } else {
+        steps.iter().map(String::as_str).collect()
+    };
     if let Some(bad) = chosen.iter().find(|s| !ALL.contains(s)) {
         return Err(format!("unknown ci step {bad:?}; steps are {ALL:?}"));
     }
@@ -90,20 +98,51 @@ fn ci(steps: &[String]) -> Result<(), String> {
                 cmd.args(["fmt", "--all", "--", "--check"]);
             }
             "clippy" => {
-                cmd.args(["clippy", "--locked", "--workspace", "--all-targets", "--features"]);
+                cmd.args([
+                    "clippy",
+                    "--locked",
+                    "--workspace",
+                    "--all-targets",
+                    "--features",
+                ]);
                 cmd.args([NATIVE_FEATURES, "--", "-D", "warnings"]);
             }
             "test" => {
-                cmd.args(["test", "--locked", "--workspace", "--all-targets", "--features", NATIVE_FEATURES]);
+                cmd.args([
+                    "test",
+                    "--locked",
+                    "--workspace",
+                    "--all-targets",
+                    "--features",
+                    NATIVE_FEATURES,
+                ]);
                 run("test", cmd)?;
                 // `--all-targets` skips doctests; run them on their own.
                 cmd = cargo();
-                cmd.args(["test", "--locked", "--workspace", "--doc", "--features", NATIVE_FEATURES]);
+                cmd.args([
+                    "test",
+                    "--locked",
+                    "--workspace",
+                    "--doc",
+                    "--features",
+                    NATIVE_FEATURES,
+                ]);
                 run("doctest", cmd)?;
                 continue;
             }
+            "wasm" => {
+                wasm_check()?;
+                continue;
+            }
             "doc" => {
-                cmd.args(["doc", "--locked", "--workspace", "--no-deps", "--features", NATIVE_FEATURES]);
+                cmd.args([
+                    "doc",
+                    "--locked",
+                    "--workspace",
+                    "--no-deps",
+                    "--features",
+                    NATIVE_FEATURES,
+                ]);
                 cmd.env("RUSTDOCFLAGS", "-D warnings");
             }
             _ => unreachable!("validated above"),
@@ -112,6 +151,49 @@ fn ci(steps: &[String]) -> Result<(), String> {
     }
     eprintln!("ci passed in {:.1}s", start.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// Crates that must build for `wasm32-unknown-unknown` (the browser build
+/// stands on them), with the features that exist there.
+const WASM_CRATES: &[&str] = &["topgun-core", "topgun-storage", "topgun-sync"];
+
+/// Type-checks the wasm-ready crates for `wasm32-unknown-unknown` with
+/// Debian's `rustc-web` toolchain and `-Zbuild-std` (rustup cannot add
+/// targets on these machines; `../shared/notes/wasm-toolchain.md` in the
+/// steering repository describes the setup). `.ci/run` installs the
+/// toolchain; without it this step fails and says how to get it.
+fn wasm_check() -> Result<(), String> {
+    let rustc = PathBuf::from("/usr/bin/rustc");
+    let cargo_web = PathBuf::from("/usr/bin/cargo");
+    if !rustc.exists() || !cargo_web.exists() {
+        return Err(
+            "step wasm needs Debian's wasm toolchain: apt-get install -y --no-install-recommends \
+             rustc-web cargo-web rust-web-src lld-22 (.ci/run does this)"
+                .into(),
+        );
+    }
+    let mut cmd = Command::new(cargo_web);
+    cmd.current_dir(root());
+    cmd.args([
+        "check",
+        "-Zbuild-std=std,panic_abort",
+        "--target",
+        "wasm32-unknown-unknown",
+        "--no-default-features",
+    ]);
+    for krate in WASM_CRATES {
+        cmd.args(["-p", krate]);
+    }
+    cmd.env("RUSTC_BOOTSTRAP", "1")
+        .env("RUSTC", rustc)
+        .env("RUSTDOC", "/usr/bin/rustdoc")
+        .env("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER", "wasm-ld-22")
+        // A separate target dir: the two toolchains' artefacts do not mix.
+        .env("CARGO_TARGET_DIR", root().join("target/wasm"))
+        // rustup's environment would point Debian's cargo at rustup's rustc.
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .env_remove("CARGO");
+    run("wasm", cmd)
 }
 
 fn bench(names: &[String]) -> Result<(), String> {
@@ -124,9 +206,21 @@ fn bench(names: &[String]) -> Result<(), String> {
             continue;
         }
         let mut cmd = cargo();
-        cmd.args(["bench", "--locked", "-p", package, "--bench", target, "--features", features]);
+        cmd.args([
+            "bench",
+            "--locked",
+            "-p",
+            package,
+            "--bench",
+            target,
+            "--features",
+            features,
+        ]);
         run(&format!("bench {target}"), cmd)?;
     }
-    eprintln!("figures written under {}", root().join("target/bench").display());
+    eprintln!(
+        "figures written under {}",
+        root().join("target/bench").display()
+    );
     Ok(())
 }
