@@ -108,16 +108,20 @@ fn ci(steps: &[String]) -> Result<(), String> {
                 cmd.args([NATIVE_FEATURES, "--", "-D", "warnings"]);
             }
             "test" => {
+                // Not `--all-targets`: that would run the benchmarks (they are
+                // `harness = false` programs) unoptimised.
                 cmd.args([
                     "test",
                     "--locked",
                     "--workspace",
-                    "--all-targets",
-                    "--features",
-                    NATIVE_FEATURES,
+                    "--lib",
+                    "--bins",
+                    "--tests",
+                    "--examples",
                 ]);
+                cmd.args(["--features", NATIVE_FEATURES]);
                 run("test", cmd)?;
-                // `--all-targets` skips doctests; run them on their own.
+                // Doctests are a target of their own.
                 cmd = cargo();
                 cmd.args([
                     "test",
