@@ -86,6 +86,8 @@ pub(crate) struct ClientInner {
     pub(crate) quota_bytes: Option<u64>,
     pub(crate) client_events: broadcast::Sender<ClientEvent>,
     pub(crate) sync_events: broadcast::Sender<topgun_sync::SyncEvent>,
+    /// Last estimate of server clock minus local clock, from `PONG`.
+    pub(crate) skew_ms: std::sync::atomic::AtomicI64,
     #[cfg(not(target_family = "wasm"))]
     pub(crate) traffic: Arc<topgun_sync::transport::TrafficStats>,
     closed: AtomicBool,
@@ -116,6 +118,7 @@ impl ClientInner {
             quota_bytes,
             client_events: broadcast::Sender::new(64),
             sync_events: broadcast::Sender::new(256),
+            skew_ms: std::sync::atomic::AtomicI64::new(0),
             #[cfg(not(target_family = "wasm"))]
             traffic: Arc::default(),
             closed: AtomicBool::new(false),
@@ -435,6 +438,14 @@ impl TopGunClient {
             bytes_sent: t.bytes_sent.load(Relaxed),
             bytes_received: t.bytes_received.load(Relaxed),
         }
+    }
+
+    /// The last estimate of the server's clock minus this machine's, in ms
+    /// (from `PONG.serverTime` and the round trip); 0 before the first
+    /// `PONG`. Remote timestamps further ahead than the clock's drift bound
+    /// are refused, so a large skew explains refused records.
+    pub fn clock_skew_ms(&self) -> i64 {
+        self.inner.skew_ms.load(Ordering::Relaxed)
     }
 
     /// Number of local ops not yet acknowledged by a server.

@@ -363,6 +363,11 @@ impl SyncManager {
                 None
             }
             Output::Event(event) => {
+                if let SyncEvent::ClockSkew(ms) = event {
+                    self.client
+                        .skew_ms
+                        .store(ms, std::sync::atomic::Ordering::Relaxed);
+                }
                 self.emit(event);
                 None
             }

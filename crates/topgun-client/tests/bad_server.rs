@@ -125,3 +125,118 @@ async fn garbage_unknown_types_and_cut_frames_are_survived() {
     assert_eq!(m.get("k3").await.unwrap(), Some(serde_json::json!(3)));
     server.await.unwrap();
 }
+
+/// A scripted server that answers the pull with one record, then demands a
+/// reset: the client drops its synced copy (keeping its unsynced write) and
+/// pulls again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_reset_required_drops_synced_records_and_pulls_again() {
+    use topgun_core::wire::{
+        LeafRecord, MerkleReqBucket, SyncResetRequired, SyncRespLeaf, SyncRespRoot, WireRecord,
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/ws", listener.local_addr().unwrap());
+    let (inits_tx, mut inits_rx) = tokio::sync::mpsc::unbounded_channel::<u32>();
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        let send = |m: Message| Ws::Binary(wire::encode(&m).unwrap().into());
+        let ts = topgun_core::Timestamp::new(1_000, 0, "server-node");
+        let mut inits = 0;
+        while let Ok(Some(Ok(Ws::Binary(b)))) =
+            tokio::time::timeout(Duration::from_secs(5), ws.next()).await
+        {
+            match wire::decode(&b).unwrap() {
+                Message::SyncInit(_) => {
+                    inits += 1;
+                    inits_tx.send(inits).unwrap();
+                    // A root that differs from anything the client has.
+                    ws.send(send(Message::SyncRespRoot(SyncRespRoot {
+                        map_name: "m".into(),
+                        root_hash: 7,
+                        timestamp: ts.clone(),
+                    })))
+                    .await
+                    .unwrap();
+                }
+                Message::MerkleReqBucket(MerkleReqBucket { path, .. }) if inits == 1 => {
+                    // Answer the root request directly with a leaf holding one record.
+                    let record = WireRecord::new(rmpv::Value::from("from-server"), ts.clone());
+                    let leaf = SyncRespLeaf {
+                        map_name: "m".into(),
+                        path,
+                        records: vec![LeafRecord {
+                            key: "s".into(),
+                            record,
+                        }],
+                    };
+                    ws.send(send(Message::SyncRespLeaf(leaf))).await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    let reset = SyncResetRequired {
+                        map_name: "m".into(),
+                        reason: "restored from backup".into(),
+                    };
+                    ws.send(send(Message::SyncResetRequired(reset)))
+                        .await
+                        .unwrap();
+                }
+                Message::MerkleReqBucket(MerkleReqBucket { path, .. }) => {
+                    // Second pull: the server now has nothing.
+                    let leaf = SyncRespLeaf {
+                        map_name: "m".into(),
+                        path,
+                        records: vec![],
+                    };
+                    ws.send(send(Message::SyncRespLeaf(leaf))).await.unwrap();
+                }
+                _ => {}
+            }
+        }
+    });
+    let config = SyncConfig {
+        backoff_initial_ms: 20,
+        backoff_max_ms: 100,
+        auth_grace_ms: 20,
+        ..SyncConfig::default()
+    };
+    let client = TopGunClient::builder()
+        .server_url(&url)
+        .sync_config(config)
+        .sync_maps(["m"])
+        .build()
+        .await
+        .unwrap();
+    let m = client.get_json_map("m").unwrap();
+    m.put("local", serde_json::json!("unsynced")).await.unwrap();
+    assert_eq!(
+        tokio::time::timeout(WAIT, inits_rx.recv()).await.unwrap(),
+        Some(1)
+    );
+    // The pulled record arrives…
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while m.get("s").await.unwrap().is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the pulled record never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // …then the reset: a second SYNC_INIT after the synced copy is dropped.
+    assert_eq!(
+        tokio::time::timeout(WAIT, inits_rx.recv()).await.unwrap(),
+        Some(2)
+    );
+    assert_eq!(
+        m.get("s").await.unwrap(),
+        None,
+        "the synced record was dropped"
+    );
+    assert_eq!(
+        m.get("local").await.unwrap(),
+        Some(serde_json::json!("unsynced")),
+        "the dirty record was kept"
+    );
+    assert_eq!(client.pending_ops().await.unwrap(), 1, "its op too");
+    client.close();
+    server.abort();
+}

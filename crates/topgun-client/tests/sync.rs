@@ -491,3 +491,27 @@ async fn wait_event(
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pongs_give_a_clock_skew_estimate() {
+    let server = Server::start().await;
+    let config = SyncConfig {
+        ping_interval_ms: 50,
+        ..fast_sync()
+    };
+    let c = TopGunClient::builder()
+        .server_url(&server.url)
+        .sync_config(config)
+        .build()
+        .await
+        .unwrap();
+    let mut ev = c.sync_events();
+    let e = wait_event(&mut ev, |e| matches!(e, SyncEvent::ClockSkew(_))).await;
+    let SyncEvent::ClockSkew(skew) = e else {
+        unreachable!()
+    };
+    // Same machine, same clock: the estimate is within the round trip.
+    assert!(skew.abs() < 1_000, "{skew}");
+    assert_eq!(c.clock_skew_ms(), skew);
+    server.stop().await;
+}

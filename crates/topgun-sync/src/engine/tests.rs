@@ -579,3 +579,36 @@ fn without_a_token_a_device_ack_ends_the_auth_wait_at_once() {
         "sync starts without waiting: {out:?}"
     );
 }
+
+#[test]
+fn sync_reset_required_drops_the_copy_and_pulls_again() {
+    let mut e = online();
+    let out = e.handle(
+        10,
+        Input::frame(Message::SyncResetRequired(
+            topgun_core::wire::SyncResetRequired {
+                map_name: "m".into(),
+                reason: "server restored from backup".into(),
+            },
+        )),
+    );
+    assert!(out.contains(&Output::ResetMap("m".into())));
+    assert_eq!(
+        e.state(),
+        ConnectionState::Syncing,
+        "not online while the map is re-pulled"
+    );
+    let out = e.handle(11, Input::MapResetDone("m".into()));
+    assert!(matches!(sent(&out)[0], Message::SyncInit(s) if s.map_name == "m"));
+    // Resets for maps we do not sync are ignored.
+    let out = e.handle(
+        12,
+        Input::frame(Message::SyncResetRequired(
+            topgun_core::wire::SyncResetRequired {
+                map_name: "other".into(),
+                reason: String::new(),
+            },
+        )),
+    );
+    assert!(out.is_empty());
+}
