@@ -393,6 +393,7 @@ impl SyncEngine {
             Input::LocalChange => {
                 if self.auth == Some(Auth::Done) {
                     self.push.exhausted = false;
+                    self.push.changed_while_loading = self.push.loading;
                     if !self.push_timer_set {
                         self.push_timer_set = true;
                         out.push(Output::SetTimer {
@@ -409,7 +410,8 @@ impl SyncEngine {
                     if let Some(last) = ops.last() {
                         self.push.cursor = Some(last.id);
                     }
-                    self.push.exhausted = exhausted;
+                    self.push.exhausted = exhausted && !self.push.changed_while_loading;
+                    self.push.changed_while_loading = false;
                     self.push.queued.extend(ops);
                     self.pump(&mut out);
                 }

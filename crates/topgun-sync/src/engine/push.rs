@@ -34,6 +34,9 @@ pub(crate) struct Push {
     pub(crate) loading: bool,
     /// The last load reached the end of the log.
     pub(crate) exhausted: bool,
+    /// A local change arrived while a load was outstanding: that load may
+    /// have missed it.
+    pub(crate) changed_while_loading: bool,
     /// Loaded, not yet sent.
     pub(crate) queued: VecDeque<PendingOp>,
     /// Sent, not yet acknowledged, in send order.

@@ -612,3 +612,40 @@ fn sync_reset_required_drops_the_copy_and_pulls_again() {
     );
     assert!(out.is_empty());
 }
+
+#[test]
+fn a_write_during_a_load_is_not_lost() {
+    let mut e = online();
+    e.handle(0, Input::LocalChange);
+    let out = e.handle(2, Input::Timer(TimerKind::PushDelay));
+    assert!(out.iter().any(|o| matches!(o, Output::LoadPending { .. })));
+    // A second write lands while the load is outstanding; the load (read
+    // before it) says the log is exhausted…
+    e.handle(3, Input::LocalChange);
+    let out = e.handle(
+        4,
+        Input::PendingLoaded {
+            ops: vec![op(1, "a", 10)],
+            exhausted: true,
+        },
+    );
+    // …so the engine reads on from the cursor instead of trusting it.
+    assert!(
+        out.contains(&Output::LoadPending {
+            after: Some(1),
+            limit: 2_000
+        }),
+        "{out:?}"
+    );
+    let ack = OpAck {
+        last_id: OpId::Text("1".into()),
+        achieved_level: None,
+        results: None,
+    };
+    e.handle(5, Input::frame(Message::OpAck(ack)));
+    assert_ne!(
+        e.state(),
+        ConnectionState::Online,
+        "the second write is still to be loaded"
+    );
+}
