@@ -45,7 +45,7 @@ const WRITERS: usize = 64;
 /// Records per `apply_remote` when filling the server's store.
 const FILL_BATCH: usize = 50_000;
 /// Longest wait for any scenario.
-const WAIT: Duration = Duration::from_secs(600);
+const WAIT: Duration = Duration::from_secs(300);
 /// The token every client sends (see the module docs).
 const TOKEN: &str = "bench";
 
@@ -301,6 +301,7 @@ async fn latency(dir: &Path, url: &str) -> Vec<f64> {
             samples.push(start.elapsed().as_secs_f64() * 1e3);
         }
     }
+    drop((ma, events));
     close(a).await;
     close(b).await;
     samples.sort_by(f64::total_cmp);

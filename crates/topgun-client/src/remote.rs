@@ -19,7 +19,9 @@ pub(crate) struct RemoteApplied {
 }
 
 impl ClientInner {
-    /// Merges server records into `map` by LWW in one storage transaction:
+    /// Merges server records into `map` by LWW in one storage transaction
+    /// (relaxed: it need not be durable, see
+    /// [`Store::apply_remote_relaxed`](topgun_storage::Store::apply_remote_relaxed)):
     /// a record replaces the local one only if its timestamp is strictly
     /// greater; merged records are clean (never dirty). The HLC absorbs
     /// every accepted timestamp; one beyond the drift bound is refused.
@@ -77,7 +79,14 @@ impl ClientInner {
         if batch.is_empty() {
             return Ok(result);
         }
-        let changes = self.store.apply_remote(batch).await?;
+        // In key order (a stable sort keeps a key's duplicates in order, so
+        // LWW picks the same winner): a pull's keys arrive in hash order,
+        // and sorted inserts touch each B-tree page once per merge.
+        batch.sort_by(|a, b| a.key.cmp(&b.key));
+        // Relaxed: a merged record can always be fetched again. If a crash
+        // loses it, the Merkle tree rebuilt from the store at start lacks
+        // it and the next pull brings it back; local writes stay durable.
+        let changes = self.store.apply_remote_relaxed(batch).await?;
         let now = self.now_millis();
         for change in changes {
             let current = CachedRecord::from_store(&change.current);

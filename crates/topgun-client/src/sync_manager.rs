@@ -22,6 +22,9 @@ use topgun_sync::{Input, Output, PendingOp, SyncConfig, SyncEngine, SyncEvent, T
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Records read per page when building a map's Merkle tree.
 const PAGE: usize = 1_000;
+/// Frames handled together when several have already arrived (so that
+/// their merges share one storage transaction, see [`coalesce`]).
+const DRAIN_FRAMES: usize = 64;
 
 #[derive(Debug)]
 pub(crate) enum Command {
@@ -148,19 +151,15 @@ impl SyncManager {
                     }
                 },
                 incoming = recv(&mut self.conn) => {
-                    let input = match incoming {
-                        Ok(Incoming::Frame(msg)) => Input::Frame(msg),
-                        Ok(Incoming::Bad(why)) => Input::BadFrame(why),
-                        Ok(Incoming::Closed(reason)) => {
-                            self.conn = None;
-                            Input::Closed(reason)
-                        }
-                        Err(e) => {
-                            self.conn = None;
-                            Input::Closed(e.to_string())
-                        }
-                    };
-                    self.feed(input).await;
+                    // Frames that already arrived too (a pull's leaves pile
+                    // up while one is merged) are handled in one go.
+                    let mut outputs = self.receive(incoming);
+                    for _ in 1..DRAIN_FRAMES {
+                        let Some(conn) = self.conn.as_mut() else { break };
+                        let Some(incoming) = now_or_never(conn.recv()) else { break };
+                        outputs.extend(self.receive(incoming));
+                    }
+                    self.execute(coalesce(outputs)).await;
                 },
                 () = sleep_until(deadline) => {
                     let now = Instant::now();
@@ -236,6 +235,28 @@ impl SyncManager {
     fn emit(&self, event: SyncEvent) {
         tracing::debug!(?event, "sync event");
         let _ = self.events.send(event);
+    }
+
+    /// Feeds what the connection brought to the engine; returns the
+    /// outputs, not yet carried out.
+    fn receive(
+        &mut self,
+        incoming: Result<Incoming, topgun_sync::transport::TransportError>,
+    ) -> Vec<Output> {
+        let input = match incoming {
+            Ok(Incoming::Frame(msg)) => Input::Frame(msg),
+            Ok(Incoming::Bad(why)) => Input::BadFrame(why),
+            Ok(Incoming::Closed(reason)) => {
+                self.conn = None;
+                Input::Closed(reason)
+            }
+            Err(e) => {
+                self.conn = None;
+                Input::Closed(e.to_string())
+            }
+        };
+        let now = self.now_ms();
+        self.engine.handle(now, input)
     }
 
     async fn feed(&mut self, input: Input) {
@@ -522,6 +543,54 @@ fn to_pending(entry: &OpLogEntry) -> PendingOp {
             record,
         )],
         size,
+    }
+}
+
+/// Merges each run of [`Output::ApplyRemote`]s of one map, separated only
+/// by frames to send and timer changes, into one apply placed where the
+/// run ends: the requests go out first, and the merge costs one storage
+/// transaction instead of one per frame. Any other output ends a run, so
+/// everything that must follow a merge (a completed pull, a state, an
+/// ack's bookkeeping) still does. Reordering a merge after sends is sound:
+/// LWW merges commute, and nothing sent depends on them.
+fn coalesce(outputs: Vec<Output>) -> Vec<Output> {
+    let mut out = Vec::with_capacity(outputs.len());
+    let mut run: Option<(String, Vec<(String, topgun_core::wire::WireRecord)>)> = None;
+    for output in outputs {
+        match output {
+            Output::ApplyRemote { map, records } => match &mut run {
+                Some((run_map, run_records)) if *run_map == map => run_records.extend(records),
+                _ => {
+                    if let Some((map, records)) = run.take() {
+                        out.push(Output::ApplyRemote { map, records });
+                    }
+                    run = Some((map, records));
+                }
+            },
+            output @ (Output::Send(_) | Output::SetTimer { .. } | Output::CancelTimer(_)) => {
+                out.push(output);
+            }
+            output => {
+                if let Some((map, records)) = run.take() {
+                    out.push(Output::ApplyRemote { map, records });
+                }
+                out.push(output);
+            }
+        }
+    }
+    if let Some((map, records)) = run {
+        out.push(Output::ApplyRemote { map, records });
+    }
+    out
+}
+
+/// The value of `future` if it is ready at its first poll.
+fn now_or_never<F: std::future::Future>(future: F) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(value) => Some(value),
+        std::task::Poll::Pending => None,
     }
 }
 

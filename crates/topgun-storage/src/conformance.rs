@@ -55,6 +55,7 @@ macro_rules! store_conformance_tests {
                 mark_synced_clear_op_cleans_its_tombstones,
                 drop_synced_ops_keeps_pending_and_never_reuses_ids,
                 apply_remote_is_last_writer_wins,
+                apply_remote_relaxed_merges_like_apply_remote,
                 clear_map_tombstones_live_records,
                 prune_clean_removes_only_clean_unreferenced_records,
                 map_names_lists_maps_in_order,
@@ -569,6 +570,62 @@ pub trait StoreConformance: Store {
             self.apply_remote(vec![remote("", "k", None, ts(30))]).await,
             "empty map",
         );
+        assert!(self.get("m", "new").await.unwrap().is_none());
+        assert_eq!(self.stats().await.unwrap(), stats);
+    }
+
+    /// `apply_remote_relaxed` merges exactly as `apply_remote` does (only
+    /// its durability differs, which a running store cannot show), and a
+    /// durable write after it leaves both in place.
+    async fn apply_remote_relaxed_merges_like_apply_remote(&self) {
+        assert!(self
+            .apply_remote_relaxed(Vec::new())
+            .await
+            .unwrap()
+            .is_empty());
+        let op = self
+            .write_local(put("m", "l", b"local", ts(10)))
+            .await
+            .unwrap();
+        let changes = self
+            .apply_remote_relaxed(vec![
+                remote("m", "k", Some(b"1"), ts(5)),
+                remote("m", "k", Some(b"older"), ts(4)),
+                remote("m", "l", None, ts(11)),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(changes.len(), 2, "the older duplicate loses");
+        assert!(changes[0].previous.is_none());
+        assert!(changes[1].previous.as_ref().unwrap().dirty);
+        assert_eq!(record(self, "m", "l").await, remote("m", "l", None, ts(11)));
+        assert_eq!(self.stats().await.unwrap().dirty_records, 0);
+        assert_eq!(
+            all_pending(self).await[0].id,
+            op,
+            "the local op stays pending"
+        );
+        // An equal timestamp keeps the stored record.
+        let same = remote("m", "k", Some(b"same-ts"), ts(5));
+        assert!(self
+            .apply_remote_relaxed(vec![same])
+            .await
+            .unwrap()
+            .is_empty());
+        // A durable write afterwards commits on top of the relaxed ones.
+        self.write_local(put("m", "n", b"v", ts(12))).await.unwrap();
+        assert_eq!(keys(&all_records(self, "m").await), ["k", "l", "n"]);
+        assert_eq!(
+            record(self, "m", "k").await.value.as_deref(),
+            Some(&b"1"[..])
+        );
+        // Invalid input applies nothing.
+        let stats = self.stats().await.unwrap();
+        let bad = vec![
+            remote("m", "new", Some(b"x"), ts(30)),
+            remote("m", "", None, ts(30)),
+        ];
+        assert_invalid(self.apply_remote_relaxed(bad).await, "empty key");
         assert!(self.get("m", "new").await.unwrap().is_none());
         assert_eq!(self.stats().await.unwrap(), stats);
     }

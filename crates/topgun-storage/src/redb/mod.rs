@@ -451,6 +451,21 @@ impl Store for RedbStore {
         self.write(records, Request::ApplyRemote).await
     }
 
+    /// As [`Store::apply_remote`], committed without an fsync when no
+    /// durable write shares the commit ([`redb::Durability::None`]): redb
+    /// persists it with the next durable commit, and a crash before that
+    /// reopens the file at the last durable commit.
+    async fn apply_remote_relaxed(
+        &self,
+        records: Vec<StoreRecord>,
+    ) -> Result<Vec<AppliedChange>, StorageError> {
+        validate::remote_records(&records)?;
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.write(records, Request::ApplyRemoteRelaxed).await
+    }
+
     async fn clear_map(
         &self,
         map_name: &str,

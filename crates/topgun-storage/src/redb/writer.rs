@@ -9,6 +9,11 @@
 //! load the fsync is shared by every write that queued while the previous
 //! one ran.
 //!
+//! A batch made only of relaxed requests (`apply_remote_relaxed`) commits
+//! without an fsync ([`redb::Durability::None`]); redb makes such commits
+//! durable with the next durable one, and a crash reverts to the last
+//! durable commit, so the file stays consistent.
+//!
 //! Requests are validated by the caller before they are queued. If one
 //! still fails while being applied (corrupt stored data), the transaction
 //! is aborted and the batch re-applied without it, so one bad request
@@ -130,6 +135,8 @@ pub(super) enum Request {
     DropSynced(Job<(), u64>),
     /// [`Store::apply_remote`](crate::Store::apply_remote).
     ApplyRemote(Job<Vec<StoreRecord>, Vec<AppliedChange>>),
+    /// [`Store::apply_remote_relaxed`](crate::Store::apply_remote_relaxed).
+    ApplyRemoteRelaxed(Job<Vec<StoreRecord>, Vec<AppliedChange>>),
     /// [`Store::clear_map`](crate::Store::clear_map).
     ClearMap(Job<(String, Timestamp), ClearOutcome>),
     /// [`Store::prune_clean`](crate::Store::prune_clean).
@@ -153,7 +160,9 @@ impl Request {
             Self::WriteLocal(job) => job.run(|write| tables.write_local(write)),
             Self::MarkSynced(job) => job.run(|ids| tables.mark_synced(ids)),
             Self::DropSynced(job) => job.run(|()| tables.drop_synced()),
-            Self::ApplyRemote(job) => job.run(|records| tables.apply_remote(records)),
+            Self::ApplyRemote(job) | Self::ApplyRemoteRelaxed(job) => {
+                job.run(|records| tables.apply_remote(records))
+            }
             Self::ClearMap(job) => job.run(|(map, ts)| tables.clear_map(map, ts)),
             Self::PruneClean(job) => job.run(|(map, keys)| tables.prune_clean(map, keys)),
             Self::MetaPut(job) => job.run(|(key, value)| tables.meta_put(key, value)),
@@ -166,7 +175,7 @@ impl Request {
             Self::WriteLocal(job) => f(job),
             Self::MarkSynced(job) => f(job),
             Self::DropSynced(job) => f(job),
-            Self::ApplyRemote(job) => f(job),
+            Self::ApplyRemote(job) | Self::ApplyRemoteRelaxed(job) => f(job),
             Self::ClearMap(job) => f(job),
             Self::PruneClean(job) => f(job),
             Self::MetaPut(job) => f(job),
@@ -174,12 +183,17 @@ impl Request {
         }
     }
 
+    /// Whether the request may resolve before its commit is durable.
+    fn relaxed(&self) -> bool {
+        matches!(self, Self::ApplyRemoteRelaxed(_))
+    }
+
     fn respond(self) {
         match self {
             Self::WriteLocal(job) => job.respond(),
             Self::MarkSynced(job) => job.respond(),
             Self::DropSynced(job) => job.respond(),
-            Self::ApplyRemote(job) => job.respond(),
+            Self::ApplyRemote(job) | Self::ApplyRemoteRelaxed(job) => job.respond(),
             Self::ClearMap(job) => job.respond(),
             Self::PruneClean(job) => job.respond(),
             Self::MetaPut(job) => job.respond(),
@@ -313,7 +327,15 @@ impl Writer {
             Ok(txn) => txn,
             Err(error) => return failed(error, "starting a write transaction"),
         };
-        if let Err(error) = txn.set_durability(self.durability) {
+        // Only a batch of nothing but relaxed requests skips the fsync; any
+        // other request makes the commit durable, and with it every relaxed
+        // commit before it.
+        let durability = if batch.iter().all(Request::relaxed) {
+            redb::Durability::None
+        } else {
+            self.durability
+        };
+        if let Err(error) = txn.set_durability(durability) {
             return failed(error, "setting the commit durability");
         }
         let counters = {

@@ -1,6 +1,6 @@
 //! How the engine answers frames and timers.
 
-use super::pull::{is_bucket_name, PullPhase};
+use super::pull::{is_bucket_name, PullPhase, Walk};
 use super::{Auth, Output, SyncEngine, SyncEvent, TimerKind};
 use crate::state::ConnectionState;
 use topgun_core::merkle::DEPTH;
@@ -171,14 +171,12 @@ impl SyncEngine {
         if local == root_hash {
             self.pull_done(map, out);
         } else {
-            self.pulls
-                .insert(map.to_owned(), PullPhase::Walking([String::new()].into()));
-            out.push(Output::Send(Message::MerkleReqBucket(
-                wire::MerkleReqBucket {
-                    map_name: map.to_owned(),
-                    path: String::new(),
-                },
-            )));
+            let walk = Walk {
+                waiting: [String::new()].into(),
+                queued: [String::new()].into(),
+            };
+            self.pulls.insert(map.to_owned(), PullPhase::Walking(walk));
+            self.send_requests(map, out);
         }
     }
 
@@ -189,10 +187,10 @@ impl SyncEngine {
         buckets: &std::collections::BTreeMap<String, u32>,
         out: &mut Vec<Output>,
     ) {
-        let Some(PullPhase::Walking(waiting)) = self.pulls.get_mut(map) else {
+        let Some(PullPhase::Walking(walk)) = self.pulls.get_mut(map) else {
             return;
         };
-        if !waiting.contains(path) {
+        if !walk.waiting.contains(path) {
             return;
         }
         let tree = self.trees.get(map);
@@ -202,25 +200,46 @@ impl SyncEngine {
             }
             let child = format!("{path}{c}");
             let local = tree.and_then(|t| t.hash_at(&child)).unwrap_or(0);
-            if local != *hash && waiting.insert(child.clone()) {
-                out.push(Output::Send(Message::MerkleReqBucket(
-                    wire::MerkleReqBucket {
-                        map_name: map.to_owned(),
-                        path: child,
-                    },
-                )));
+            if local != *hash && walk.waiting.insert(child.clone()) {
+                walk.queued.push_back(child);
             }
         }
         self.answered(map, path, out);
     }
 
-    /// One outstanding request of a map's walk was answered.
+    /// One outstanding request of a map's walk was answered: send queued
+    /// ones while the window allows, or finish the pull.
     fn answered(&mut self, map: &str, path: &str, out: &mut Vec<Output>) {
-        if let Some(PullPhase::Walking(waiting)) = self.pulls.get_mut(map) {
-            waiting.remove(path);
-            if waiting.is_empty() {
+        if let Some(PullPhase::Walking(walk)) = self.pulls.get_mut(map) {
+            walk.waiting.remove(path);
+            if walk.waiting.is_empty() {
                 self.pull_done(map, out);
+            } else {
+                self.send_requests(map, out);
             }
+        }
+    }
+
+    /// Sends queued bucket requests of a map's walk while fewer than
+    /// `pull_requests_in_flight` are unanswered.
+    fn send_requests(&mut self, map: &str, out: &mut Vec<Output>) {
+        let window = self.config.pull_requests_in_flight.max(1);
+        let Some(PullPhase::Walking(walk)) = self.pulls.get_mut(map) else {
+            return;
+        };
+        while walk.in_flight() < window {
+            let Some(path) = walk.queued.pop_front() else {
+                break;
+            };
+            if !walk.waiting.contains(&path) {
+                continue; // answered already
+            }
+            out.push(Output::Send(Message::MerkleReqBucket(
+                wire::MerkleReqBucket {
+                    map_name: map.to_owned(),
+                    path,
+                },
+            )));
         }
     }
 

@@ -59,6 +59,10 @@ pub struct SyncConfig {
     /// A pull that gets no answer for this long is abandoned (TopGun's
     /// server ignores requests for paths it lacks). Default 30 s.
     pub pull_timeout_ms: u64,
+    /// Merkle bucket requests of one map sent and not yet answered, at
+    /// most; bounds what the server buffers for this client during a pull
+    /// (a server drops a client whose outgoing queue overflows). Default 64.
+    pub pull_requests_in_flight: usize,
     /// Seed of the reconnect jitter.
     pub jitter_seed: u64,
 }
@@ -76,6 +80,7 @@ impl Default for SyncConfig {
             auth_grace_ms: 300,
             push_delay_ms: 2,
             pull_timeout_ms: 30_000,
+            pull_requests_in_flight: 64,
             jitter_seed: 0x9e37_79b9_7f4a_7c15,
         }
     }
@@ -571,7 +576,15 @@ impl SyncEngine {
             topgun_core::wire::QuerySub {
                 query_id: subscription_id(map),
                 map_name: map.to_owned(),
-                query: topgun_core::wire::Query::default(),
+                // The subscription is only for realtime events: the pull
+                // brings the data. One result (rather than none: `limit: 0`
+                // reads as "no limit" to TopGun's own server) keeps the
+                // QUERY_RESP from resending up to a page of the map on
+                // every reconnect.
+                query: topgun_core::wire::Query {
+                    limit: Some(1),
+                    ..topgun_core::wire::Query::default()
+                },
                 fields: None,
             },
         )));

@@ -1,6 +1,6 @@
 //! Pull: the Merkle walk that brings a map's server state down.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 
 /// Where one map's pull is.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -10,10 +10,32 @@ pub(crate) enum PullPhase {
     Idle,
     /// `SYNC_INIT` sent, waiting for `SYNC_RESP_ROOT`.
     AwaitRoot,
-    /// Walking: the bucket paths asked for and not yet answered.
-    Walking(BTreeSet<String>),
+    /// Walking the tree down to the differing leaves.
+    Walking(Walk),
     /// The map matches the server (or every differing leaf was merged).
     Done,
+}
+
+/// The bucket requests of one map's walk. At most
+/// [`SyncConfig::pull_requests_in_flight`](super::SyncConfig) are sent and
+/// unanswered at a time; the others wait in `queued`, so a server never
+/// has more answers to buffer for us than that (TopGun-style servers drop
+/// a connection whose outgoing queue overflows).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct Walk {
+    /// Paths to walk and not yet answered: sent, or queued.
+    pub(crate) waiting: BTreeSet<String>,
+    /// Paths of `waiting` not yet sent, in the order found.
+    pub(crate) queued: VecDeque<String>,
+}
+
+impl Walk {
+    /// Requests sent and not yet answered. (A queued path answered
+    /// early — a stray answer — left `waiting` already; it is skipped when
+    /// its turn comes, and meanwhile makes this undercount, never panic.)
+    pub(crate) fn in_flight(&self) -> usize {
+        self.waiting.len().saturating_sub(self.queued.len())
+    }
 }
 
 impl PullPhase {

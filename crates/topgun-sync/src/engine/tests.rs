@@ -649,3 +649,65 @@ fn a_write_during_a_load_is_not_lost() {
         "the second write is still to be loaded"
     );
 }
+
+/// Paths asked for in `out`.
+fn bucket_requests(out: &[Output]) -> Vec<String> {
+    sent(out)
+        .into_iter()
+        .filter_map(|m| match m {
+            Message::MerkleReqBucket(r) => Some(r.path.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn pull_keeps_at_most_the_window_of_requests_in_flight() {
+    let mut e = SyncEngine::new(SyncConfig {
+        pull_requests_in_flight: 2,
+        ..SyncConfig::default()
+    });
+    e.open_map("m");
+    e.handle(0, Input::Start);
+    e.handle(0, Input::Connected);
+    e.handle(300, Input::Timer(TimerKind::AuthGrace));
+    let root = |e: &mut SyncEngine| {
+        e.handle(
+            300,
+            Input::frame(Message::SyncRespRoot(SyncRespRoot {
+                map_name: "m".into(),
+                root_hash: 7,
+                timestamp: ts(1),
+            })),
+        )
+    };
+    assert_eq!(bucket_requests(&root(&mut e)), [""]);
+    // Five differing children: two go out, three wait.
+    let buckets = ["0", "1", "2", "3", "4"]
+        .into_iter()
+        .map(|c| (c.to_owned(), 1))
+        .collect();
+    let out = e.handle(
+        301,
+        Input::frame(Message::SyncRespBuckets(SyncRespBuckets {
+            map_name: "m".into(),
+            path: String::new(),
+            buckets,
+        })),
+    );
+    assert_eq!(bucket_requests(&out), ["0", "1"]);
+    let empty = |path: &str| {
+        Input::frame(Message::SyncRespBuckets(SyncRespBuckets {
+            map_name: "m".into(),
+            path: path.into(),
+            buckets: Default::default(),
+        }))
+    };
+    // Each answer lets one more out, in the order found.
+    assert_eq!(bucket_requests(&e.handle(302, empty("1"))), ["2"]);
+    assert_eq!(bucket_requests(&e.handle(302, empty("0"))), ["3"]);
+    assert_eq!(bucket_requests(&e.handle(302, empty("2"))), ["4"]);
+    assert!(bucket_requests(&e.handle(302, empty("3"))).is_empty());
+    let out = e.handle(302, empty("4"));
+    assert!(out.contains(&Output::Event(SyncEvent::PullComplete("m".into()))));
+}
