@@ -346,13 +346,9 @@ impl SyncManager {
                 }
             }
             Output::MarkSynced(ids) => {
-                let store = &self.client.store;
-                let result = async {
-                    store.mark_synced(&ids).await?;
-                    store.drop_synced_ops().await
-                }
-                .await;
-                match result {
+                // Relaxed: a crash that undoes it only makes the ops pending
+                // again, and the server treats resent ops as no-ops.
+                match self.client.store.acknowledge(&ids).await {
                     Ok(_) => None,
                     Err(e) => self.local_failure(format!("marking ops synced: {e}")).await,
                 }

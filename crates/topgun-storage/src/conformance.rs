@@ -53,6 +53,7 @@ macro_rules! store_conformance_tests {
                 pending_ops_pages_by_cursor,
                 mark_synced_cleans_only_records_at_the_op_timestamp,
                 mark_synced_clear_op_cleans_its_tombstones,
+                acknowledge_cleans_and_deletes_the_ops,
                 drop_synced_ops_keeps_pending_and_never_reuses_ids,
                 apply_remote_is_last_writer_wins,
                 apply_remote_relaxed_merges_like_apply_remote,
@@ -475,6 +476,36 @@ pub trait StoreConformance: Store {
         assert!(record(self, "m", "b").await.dirty);
         assert!(record(self, "mm", "a").await.dirty, "other maps untouched");
         assert!(all_pending(self).await.iter().any(|op| op.id == other));
+    }
+
+    /// `acknowledge` = `mark_synced` + deleting those ops, in one step.
+    async fn acknowledge_cleans_and_deletes_the_ops(&self) {
+        let op1 = self.write_local(put("m", "k", b"1", ts(1))).await.unwrap();
+        let op2 = self.write_local(put("m", "k", b"2", ts(2))).await.unwrap();
+        let op3 = self.write_local(put("m", "j", b"3", ts(3))).await.unwrap();
+        let before = self.stats().await.unwrap();
+        assert_eq!(self.acknowledge(&[op1, 9_999]).await.unwrap(), 1);
+        assert!(
+            record(self, "m", "k").await.dirty,
+            "a newer write keeps it dirty"
+        );
+        let after = self.stats().await.unwrap();
+        assert_eq!(after.pending_ops, 2);
+        assert!(
+            after.bytes < before.bytes,
+            "the op is gone, not kept as synced"
+        );
+        assert_eq!(
+            self.drop_synced_ops().await.unwrap(),
+            0,
+            "nothing left to drop"
+        );
+        assert_eq!(self.acknowledge(&[op2, op3, op2]).await.unwrap(), 2);
+        assert!(!record(self, "m", "k").await.dirty);
+        assert!(!record(self, "m", "j").await.dirty);
+        assert!(all_pending(self).await.is_empty());
+        assert_eq!(self.stats().await.unwrap().dirty_records, 0);
+        assert_eq!(self.acknowledge(&[op1]).await.unwrap(), 0);
     }
 
     /// `drop_synced_ops` deletes synced ops only; ids are never reused.

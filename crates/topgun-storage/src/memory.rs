@@ -305,6 +305,15 @@ impl Store for MemoryStore {
         Ok(dropped.len() as u64)
     }
 
+    async fn acknowledge(&self, ids: &[OpId]) -> Result<u64, StorageError> {
+        let mut inner = self.lock();
+        let changed = inner.mark_synced(ids);
+        for id in ids {
+            inner.synced.remove(id);
+        }
+        Ok(changed)
+    }
+
     async fn apply_remote(
         &self,
         records: Vec<StoreRecord>,

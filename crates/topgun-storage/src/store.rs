@@ -87,6 +87,22 @@ pub trait Store: std::fmt::Debug + crate::SendSync {
     /// repeated ids are ignored. Returns how many ops changed state.
     async fn mark_synced(&self, ids: &[OpId]) -> Result<u64, StorageError>;
 
+    /// Ops a server acknowledged, in one transaction: marks them synced as
+    /// [`Store::mark_synced`] does (records carrying an op's timestamp lose
+    /// `dirty`) and deletes them from the log at once. Returns how many ops
+    /// changed state; unknown ids are ignored.
+    ///
+    /// The commit may be relaxed (not fsynced): a crash can undo it, which
+    /// only makes those ops pending again — they are resent, and a server
+    /// treats a resent op as a no-op — and their records dirty again, in the
+    /// same transaction, so the two always agree. The default calls
+    /// `mark_synced` then `drop_synced_ops`.
+    async fn acknowledge(&self, ids: &[OpId]) -> Result<u64, StorageError> {
+        let changed = self.mark_synced(ids).await?;
+        self.drop_synced_ops().await?;
+        Ok(changed)
+    }
+
     /// Deletes every synced op from the log; pending ops stay. Returns how
     /// many were dropped. Dropped ids are never reused.
     async fn drop_synced_ops(&self) -> Result<u64, StorageError>;

@@ -436,6 +436,13 @@ impl Store for RedbStore {
         self.write(ids.to_vec(), Request::MarkSynced).await
     }
 
+    async fn acknowledge(&self, ids: &[OpId]) -> Result<u64, StorageError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        self.write(ids.to_vec(), Request::Acknowledge).await
+    }
+
     async fn drop_synced_ops(&self) -> Result<u64, StorageError> {
         self.write((), Request::DropSynced).await
     }

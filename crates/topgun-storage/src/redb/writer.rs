@@ -133,6 +133,8 @@ pub(super) enum Request {
     MarkSynced(Job<Vec<OpId>, u64>),
     /// [`Store::drop_synced_ops`](crate::Store::drop_synced_ops).
     DropSynced(Job<(), u64>),
+    /// [`Store::acknowledge`](crate::Store::acknowledge) (relaxed).
+    Acknowledge(Job<Vec<OpId>, u64>),
     /// [`Store::apply_remote`](crate::Store::apply_remote).
     ApplyRemote(Job<Vec<StoreRecord>, Vec<AppliedChange>>),
     /// [`Store::apply_remote_relaxed`](crate::Store::apply_remote_relaxed).
@@ -160,6 +162,7 @@ impl Request {
             Self::WriteLocal(job) => job.run(|write| tables.write_local(write)),
             Self::MarkSynced(job) => job.run(|ids| tables.mark_synced(ids)),
             Self::DropSynced(job) => job.run(|()| tables.drop_synced()),
+            Self::Acknowledge(job) => job.run(|ids| tables.acknowledge(ids)),
             Self::ApplyRemote(job) | Self::ApplyRemoteRelaxed(job) => {
                 job.run(|records| tables.apply_remote(records))
             }
@@ -175,6 +178,7 @@ impl Request {
             Self::WriteLocal(job) => f(job),
             Self::MarkSynced(job) => f(job),
             Self::DropSynced(job) => f(job),
+            Self::Acknowledge(job) => f(job),
             Self::ApplyRemote(job) | Self::ApplyRemoteRelaxed(job) => f(job),
             Self::ClearMap(job) => f(job),
             Self::PruneClean(job) => f(job),
@@ -185,7 +189,7 @@ impl Request {
 
     /// Whether the request may resolve before its commit is durable.
     fn relaxed(&self) -> bool {
-        matches!(self, Self::ApplyRemoteRelaxed(_))
+        matches!(self, Self::ApplyRemoteRelaxed(_) | Self::Acknowledge(_))
     }
 
     fn respond(self) {
@@ -193,6 +197,7 @@ impl Request {
             Self::WriteLocal(job) => job.respond(),
             Self::MarkSynced(job) => job.respond(),
             Self::DropSynced(job) => job.respond(),
+            Self::Acknowledge(job) => job.respond(),
             Self::ApplyRemote(job) | Self::ApplyRemoteRelaxed(job) => job.respond(),
             Self::ClearMap(job) => job.respond(),
             Self::PruneClean(job) => job.respond(),
@@ -535,6 +540,17 @@ impl<'t> Tables<'t> {
     }
 
     fn mark_synced(&mut self, ids: &[OpId]) -> Result<u64, StorageError> {
+        self.settle(ids, true)
+    }
+
+    /// `mark_synced` that deletes the ops instead of keeping them synced.
+    fn acknowledge(&mut self, ids: &[OpId]) -> Result<u64, StorageError> {
+        self.settle(ids, false)
+    }
+
+    /// Takes ops out of the pending table (into the synced table if
+    /// `keep`) and cleans the records they wrote.
+    fn settle(&mut self, ids: &[OpId], keep: bool) -> Result<u64, StorageError> {
         let mut changed = 0;
         for &id in ids {
             let Some(removed) = self.pending.remove(id).map_err(backend(WRITING))? else {
@@ -543,13 +559,19 @@ impl<'t> Tables<'t> {
             let bytes = removed.value().to_vec();
             drop(removed);
             let op = decode_op(&bytes)?;
-            self.synced
-                .insert(id, bytes.as_slice())
-                .map_err(backend(WRITING))?;
             let size = op.approx_size();
+            if keep {
+                self.synced
+                    .insert(id, bytes.as_slice())
+                    .map_err(backend(WRITING))?;
+            }
             let c = &mut self.counters;
             c.pending = c.pending.saturating_sub(1);
-            c.synced_bytes += size;
+            if keep {
+                c.synced_bytes += size;
+            } else {
+                c.bytes = c.bytes.saturating_sub(size);
+            }
             changed += 1;
             if op.op_type == OpType::Clear {
                 self.clean_map_at(&op.map_name, &op.timestamp)?;

@@ -50,7 +50,11 @@ fn sent(out: &[Output]) -> Vec<&Message> {
 
 /// An engine with map "m", connected and past auth, nothing pending.
 fn online() -> SyncEngine {
-    let mut e = SyncEngine::new(SyncConfig::default());
+    online_with(SyncConfig::default())
+}
+
+fn online_with(config: SyncConfig) -> SyncEngine {
+    let mut e = SyncEngine::new(config);
     e.open_map("m");
     e.handle(0, Input::Start);
     e.handle(0, Input::Connected);
@@ -93,7 +97,7 @@ fn passes_through_the_states_in_order() {
     assert!(matches!(frames[1], Message::QuerySub(q) if q.query_id == "map:m"));
     assert!(out.contains(&Output::LoadPending {
         after: None,
-        limit: 2_000
+        limit: 5_000
     }));
     step(
         &mut e,
@@ -144,7 +148,7 @@ fn pushes_in_batches_and_acks_only_known_ids() {
     let out = e.handle(402, Input::Timer(TimerKind::PushDelay));
     assert!(out.contains(&Output::LoadPending {
         after: None,
-        limit: 2_000
+        limit: 5_000
     }));
     let out = e.handle(
         402,
@@ -185,7 +189,10 @@ fn pushes_in_batches_and_acks_only_known_ids() {
 
 #[test]
 fn batches_respect_the_size_cap_and_the_in_flight_window() {
-    let mut e = online();
+    let mut e = online_with(SyncConfig {
+        max_batches_in_flight: 4,
+        ..SyncConfig::default()
+    });
     e.handle(0, Input::LocalChange);
     e.handle(2, Input::Timer(TimerKind::PushDelay));
     let ops: Vec<PendingOp> = (1..=10).map(|i| op(i, &format!("k{i}"), 400_000)).collect();
@@ -249,7 +256,7 @@ fn unacked_batches_are_resent_after_a_reconnect() {
     assert!(
         out.contains(&Output::LoadPending {
             after: None,
-            limit: 2_000
+            limit: 5_000
         }),
         "the log is read again from the start"
     );
@@ -633,7 +640,7 @@ fn a_write_during_a_load_is_not_lost() {
     assert!(
         out.contains(&Output::LoadPending {
             after: Some(1),
-            limit: 2_000
+            limit: 5_000
         }),
         "{out:?}"
     );
