@@ -158,3 +158,23 @@ fn fixture_fields_land_where_expected() {
     assert_eq!(lock.type_name(), "LOCK_REQUEST");
     assert_eq!(lock.raw()["payload"]["ttl"], rmpv::Value::from(30000));
 }
+
+/// The codec's fast path (typed decoding straight from the bytes) and its
+/// thorough path (a value tree first) agree on every fixture, and on the
+/// re-encoded fixtures (our encoder's fixmaps instead of JS's map16s).
+#[test]
+fn fast_and_thorough_decoding_agree() {
+    let codec = wire::Codec::default();
+    let mut seen = 0;
+    for f in fixtures() {
+        let ours = wire::encode(&wire::decode(&f.msgpack).unwrap()).unwrap();
+        for bytes in [&f.msgpack, &ours] {
+            let fast = codec.decode(bytes).unwrap();
+            let tree = rmpv::decode::read_value(&mut &bytes[..]).unwrap();
+            let thorough = codec.decode_value(tree).unwrap();
+            assert_eq!(fast, thorough, "{}", f.name);
+        }
+        seen += 1;
+    }
+    assert_eq!(seen, FIXTURE_PAIRS);
+}

@@ -232,6 +232,15 @@ impl Codec {
                 max: self.max_frame_len,
             });
         }
+        // Fast path: a well-formed frame of a known type decodes straight
+        // into its variant. Anything else (and any failure) takes the
+        // thorough path below, which builds a value tree and names the
+        // problem precisely.
+        if let Some(type_name) = super::prescan::frame_type(bytes, self.max_depth) {
+            if let Some(Ok(msg)) = Message::dispatch_bytes(type_name, bytes) {
+                return Ok(msg);
+            }
+        }
         let mut rest = bytes;
         // rmpv spends up to two units of its depth budget per nesting level
         // and three on a leaf string; 2·max + 3 admits every frame within

@@ -92,6 +92,23 @@ macro_rules! messages {
                 matches!(type_name, $( $fname )|+ | $( $nname )|+)
             }
 
+            /// Decodes the raw frame `bytes`, whose `type` is `type_name`,
+            /// straight into its variant, without building a value tree
+            /// first. `None` for a type this version does not know.
+            pub(super) fn dispatch_bytes(
+                type_name: &str,
+                bytes: &[u8],
+            ) -> Option<Result<Message, rmp_serde::decode::Error>> {
+                Some(match type_name {
+                    $( $fname => rmp_serde::from_slice::<$fty>(bytes).map(Message::$fvar), )+
+                    $(
+                        $nname => rmp_serde::from_slice::<PayloadOf<$nty>>(bytes)
+                            .map(|p| Message::$nvar(p.payload)),
+                    )+
+                    _ => return None,
+                })
+            }
+
             /// Decodes the frame `value`, whose `type` is `type_name`, into
             /// its variant.
             pub(super) fn dispatch(type_name: &str, value: Value) -> Dispatch {

@@ -39,6 +39,7 @@ mod lenient;
 mod message;
 mod op_id;
 mod ops;
+mod prescan;
 mod pubsub;
 mod query;
 mod session;
