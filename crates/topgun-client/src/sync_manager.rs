@@ -94,6 +94,7 @@ impl SyncManager {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut engine = SyncEngine::new(settings.config);
         engine.set_token(settings.token);
+        engine.set_client_id(client.hlc.node_id());
         let epoch_millis = client.now_millis();
         let manager = SyncManager {
             client,

@@ -168,7 +168,11 @@ impl SyncEngine {
             .trees
             .get(map)
             .map_or(0, topgun_core::MerkleTree::root_hash);
-        if local == root_hash {
+        // A zero root is an empty map on the server: nothing to pull, and
+        // TopGun's server would leave a `MERKLE_REQ_BUCKET` for it unanswered
+        // (a client holding only local writes or tombstones would wait out the
+        // pull timeout on every sync).
+        if local == root_hash || root_hash == 0 {
             self.pull_done(map, out);
         } else {
             let walk = Walk {
@@ -324,8 +328,15 @@ impl SyncEngine {
             }
             TimerKind::Resend => {
                 if self.auth == Some(Auth::Done) {
-                    for batch in &self.push.in_flight {
-                        out.push(Output::Send(batch.frame.clone()));
+                    // Unacked ops go again, read afresh from the log (same op
+                    // ids; the server treats a resent op as a no-op).
+                    if self.push.rewind() {
+                        self.pump(out);
+                    } else {
+                        out.push(Output::SetTimer {
+                            timer: TimerKind::Resend,
+                            after_ms: 10,
+                        });
                     }
                 }
             }

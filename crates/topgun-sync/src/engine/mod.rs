@@ -260,6 +260,7 @@ pub struct SyncEngine {
     last_pong_ms: u64,
     skew_ms: i64,
     push_timer_set: bool,
+    client_id: String,
 }
 
 impl SyncEngine {
@@ -284,6 +285,7 @@ impl SyncEngine {
             last_pong_ms: 0,
             skew_ms: 0,
             push_timer_set: false,
+            client_id: String::new(),
         }
     }
 
@@ -295,6 +297,12 @@ impl SyncEngine {
     /// Sets the token sent in `AUTH` on the next (re)connection.
     pub fn set_token(&mut self, token: Option<String>) {
         self.token = token;
+    }
+
+    /// Sets the id (the client's node id) that makes this client's map
+    /// subscriptions distinct from other clients' (see [`subscription_id`]).
+    pub fn set_client_id(&mut self, id: &str) {
+        self.client_id = id.to_owned();
     }
 
     /// The last clock-skew estimate (server minus local, ms).
@@ -548,10 +556,10 @@ impl SyncEngine {
     /// allows, and loads more from the log when the queue runs low.
     fn pump(&mut self, out: &mut Vec<Output>) {
         while self.push.in_flight.len() < self.config.max_batches_in_flight {
-            let Some(batch) = self.push.next_batch(self.config.max_batch_bytes) else {
+            let Some((frame, batch)) = self.push.next_batch(self.config.max_batch_bytes) else {
                 break;
             };
-            out.push(Output::Send(batch.frame.clone()));
+            out.push(Output::Send(frame));
             self.push.in_flight.push_back(batch);
         }
         if !self.push.loading && !self.push.exhausted && self.push.queued.is_empty() {
@@ -576,7 +584,7 @@ impl SyncEngine {
         )));
         out.push(Output::Send(Message::QuerySub(
             topgun_core::wire::QuerySub {
-                query_id: subscription_id(map),
+                query_id: subscription_id(map, &self.client_id),
                 map_name: map.to_owned(),
                 // The subscription is only for realtime events: the pull
                 // brings the data. One result (rather than none: `limit: 0`
@@ -615,9 +623,13 @@ impl SyncEngine {
     }
 }
 
-/// The `queryId` of the subscription that carries a map's realtime events.
-pub fn subscription_id(map: &str) -> String {
-    format!("map:{map}")
+/// The `queryId` of the subscription that carries a map's realtime events
+/// to client `client`. It must differ between clients: TopGun's server keys
+/// subscriptions by `queryId` alone, server-wide, so a second client using
+/// the same id replaces the first one's subscription (and the first stops
+/// getting `SERVER_EVENT`s).
+pub fn subscription_id(map: &str, client: &str) -> String {
+    format!("map:{map}:{client}")
 }
 
 #[cfg(test)]

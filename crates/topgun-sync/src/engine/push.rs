@@ -21,8 +21,6 @@ pub(crate) struct InFlight {
     pub(crate) last_id: String,
     /// Op-log ids in the batch.
     pub(crate) op_ids: Vec<u64>,
-    /// The frame, kept for a resend after a server error.
-    pub(crate) frame: Message,
 }
 
 /// Push state of one connection.
@@ -51,7 +49,8 @@ impl Push {
 
     /// Builds the next batch from the queue: ops in id order while the
     /// batch stays under `max_bytes` (at least one op, however large).
-    pub(crate) fn next_batch(&mut self, max_bytes: usize) -> Option<InFlight> {
+    /// Returns the frame to send and what to remember of it.
+    pub(crate) fn next_batch(&mut self, max_bytes: usize) -> Option<(Message, InFlight)> {
         let mut size = 0;
         let mut op_ids = Vec::new();
         let mut ops = Vec::new();
@@ -76,11 +75,7 @@ impl Push {
             write_concern: None,
             timeout: None,
         });
-        Some(InFlight {
-            last_id,
-            op_ids,
-            frame,
-        })
+        Some((frame, InFlight { last_id, op_ids }))
     }
 
     /// Removes and returns the in-flight batch `OP_ACK.lastId` names.
@@ -90,6 +85,23 @@ impl Push {
         let wanted = last_id.to_string();
         let pos = self.in_flight.iter().position(|b| b.last_id == wanted)?;
         self.in_flight.remove(pos)
+    }
+
+    /// Forgets the unacknowledged batches so that their ops are read from
+    /// the log and sent again (after a server error): the cursor moves back
+    /// to just before the first of them. No-op while a load is outstanding
+    /// (its answer would move the cursor again); returns whether it reset.
+    pub(crate) fn rewind(&mut self) -> bool {
+        if self.loading {
+            return false;
+        }
+        if let Some(first) = self.in_flight.front().and_then(|b| b.op_ids.first()) {
+            self.cursor = first.checked_sub(1).filter(|c| *c > 0);
+            self.in_flight.clear();
+            self.queued.clear();
+            self.exhausted = false;
+        }
+        true
     }
 
     /// Whether op `id` is in a batch this connection sent.

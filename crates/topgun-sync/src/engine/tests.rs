@@ -94,7 +94,7 @@ fn passes_through_the_states_in_order() {
     let out = step(&mut e, 300, Input::Timer(TimerKind::AuthGrace));
     let frames = sent(&out);
     assert!(matches!(frames[0], Message::SyncInit(s) if s.map_name == "m"));
-    assert!(matches!(frames[1], Message::QuerySub(q) if q.query_id == "map:m"));
+    assert!(matches!(frames[1], Message::QuerySub(q) if q.query_id == "map:m:"));
     assert!(out.contains(&Output::LoadPending {
         after: None,
         limit: 5_000
@@ -532,6 +532,21 @@ fn garbage_reconnects_and_a_server_error_resends() {
         }
     )));
     let out = e.handle(1_000, Input::Timer(TimerKind::Resend));
+    // The unacked ops are read from the log again and resent, same ids.
+    assert!(
+        out.contains(&Output::LoadPending {
+            after: None,
+            limit: 5_000
+        }),
+        "{out:?}"
+    );
+    let out = e.handle(
+        1_000,
+        Input::PendingLoaded {
+            ops: vec![op(1, "a", 10)],
+            exhausted: true,
+        },
+    );
     assert_eq!(sent(&out), vec![&batch], "the same batch, same op ids");
 
     let out = e.handle(1_001, Input::BadFrame("truncated".into()));
@@ -717,4 +732,60 @@ fn pull_keeps_at_most_the_window_of_requests_in_flight() {
     assert!(bucket_requests(&e.handle(302, empty("3"))).is_empty());
     let out = e.handle(302, empty("4"));
     assert!(out.contains(&Output::Event(SyncEvent::PullComplete("m".into()))));
+}
+
+#[test]
+fn an_empty_server_map_ends_the_pull_without_a_bucket_request() {
+    // TopGun's server answers SYNC_INIT for a map it holds nothing of (never
+    // written, or every key removed: it deletes physically) with root 0, and
+    // sends nothing back for MERKLE_REQ_BUCKET "" then. A client holding local
+    // writes or tombstones of that map must not wait for an answer.
+    let mut e = SyncEngine::new(SyncConfig::default());
+    e.open_map("m");
+    e.record_changed("m", "k", &ts(5)); // a local tombstone, say
+    e.handle(0, Input::Start);
+    e.handle(0, Input::Connected);
+    e.handle(300, Input::Timer(TimerKind::AuthGrace));
+    e.handle(
+        300,
+        Input::PendingLoaded {
+            ops: vec![],
+            exhausted: true,
+        },
+    );
+    let out = e.handle(
+        301,
+        Input::frame(Message::SyncRespRoot(SyncRespRoot {
+            map_name: "m".into(),
+            root_hash: 0,
+            timestamp: ts(1),
+        })),
+    );
+    assert!(bucket_requests(&out).is_empty());
+    assert!(out.contains(&Output::Event(SyncEvent::PullComplete("m".into()))));
+    assert_eq!(e.state(), ConnectionState::Online);
+}
+
+#[test]
+fn map_subscriptions_of_two_clients_have_distinct_query_ids() {
+    // TopGun's server keeps one subscription per `queryId`, server-wide: a
+    // second client subscribing under the same id replaces the first one's,
+    // and the first gets no more SERVER_EVENTs.
+    let query_id = |client: &str| {
+        let mut e = SyncEngine::new(SyncConfig::default());
+        e.set_client_id(client);
+        e.open_map("m");
+        e.handle(0, Input::Start);
+        e.handle(0, Input::Connected);
+        let out = e.handle(300, Input::Timer(TimerKind::AuthGrace));
+        sent(&out)
+            .into_iter()
+            .find_map(|m| match m {
+                Message::QuerySub(q) => Some(q.query_id.clone()),
+                _ => None,
+            })
+            .expect("a map subscription")
+    };
+    assert_eq!(query_id("alice"), subscription_id("m", "alice"));
+    assert_ne!(query_id("alice"), query_id("bob"));
 }
