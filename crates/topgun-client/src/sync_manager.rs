@@ -92,7 +92,11 @@ impl SyncManager {
         traffic: Arc<TrafficStats>,
     ) -> ChannelSignal {
         let (tx, rx) = mpsc::unbounded_channel();
-        let mut engine = SyncEngine::new(settings.config);
+        let mut config = settings.config;
+        // Each client jitters its reconnects differently, so many clients
+        // that lost one server do not come back in lockstep.
+        config.jitter_seed ^= u64::from(topgun_core::merkle::fnv1a(client.hlc.node_id())) << 17;
+        let mut engine = SyncEngine::new(config);
         engine.set_token(settings.token);
         engine.set_client_id(client.hlc.node_id());
         let epoch_millis = client.now_millis();
