@@ -222,30 +222,38 @@ impl OpenedStore {
 }
 
 /// Resolves on Ctrl-C (SIGINT) or, on Unix, SIGTERM: the usual `shutdown`
-/// argument of [`run`] for a command-line server.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
+/// argument of [`run`] for a command-line server. The handlers are
+/// installed when this is called (inside a tokio runtime), so call it
+/// before announcing that the server is up.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    // Register the handlers now, not when the future is first polled: a
+    // signal that arrives in between would otherwise kill the process with
+    // the default action instead of shutting down gracefully.
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let interrupt = signal(SignalKind::interrupt());
+        let terminate = signal(SignalKind::terminate());
+        async move {
+            match (interrupt, terminate) {
+                (Ok(mut interrupt), Ok(mut terminate)) => {
+                    tokio::select! {
+                        _ = interrupt.recv() => {}
+                        _ = terminate.recv() => {}
+                    }
+                }
+                (Err(error), _) | (_, Err(error)) => {
+                    tracing::error!(%error, "cannot listen for SIGINT/SIGTERM");
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    async {
         if let Err(error) = tokio::signal::ctrl_c().await {
             tracing::error!(%error, "cannot listen for Ctrl-C");
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
     }
 }

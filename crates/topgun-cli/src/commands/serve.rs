@@ -91,6 +91,9 @@ pub(crate) async fn serve(data: &Path, args: ServeArgs) -> Result<(), CliError> 
         AuthMode::Disabled => "off",
         _ => "jwt",
     };
+    // Before anything can announce us: from here on SIGINT/SIGTERM shut
+    // down gracefully.
+    let shutdown = topgun_server::shutdown_signal();
     let listener = tokio::net::TcpListener::bind(&args.addr)
         .await
         .map_err(|source| CliError::Bind {
@@ -109,7 +112,7 @@ pub(crate) async fn serve(data: &Path, args: ServeArgs) -> Result<(), CliError> 
         "topgun server listening on ws://{local}/ws (data: {}, auth: {auth_name})",
         data.display()
     );
-    topgun_server::run(listener, config, topgun_server::shutdown_signal()).await?;
+    topgun_server::run(listener, config, shutdown).await?;
     Ok(())
 }
 
