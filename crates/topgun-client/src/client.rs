@@ -185,7 +185,7 @@ impl ClientInner {
             return Ok(None);
         };
         let cached = CachedRecord::from_store(&record);
-        self.ws().insert(&map.name, key, cached.clone());
+        self.ws().insert_if_newer(&map.name, key, cached.clone());
         Ok(Some(cached))
     }
 

@@ -42,6 +42,20 @@ pub enum ClientError {
         #[source]
         source: rmp_serde::decode::Error,
     },
+    /// The encoded value is larger than [`MAX_VALUE_LEN`](crate::MAX_VALUE_LEN)
+    /// bytes: it could not travel to a server in one frame. Nothing was
+    /// written.
+    #[error("the value for {map}/{key} is {len} bytes encoded; the limit is {max}")]
+    ValueTooLarge {
+        /// Map written.
+        map: String,
+        /// Key written.
+        key: String,
+        /// Encoded size.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
     /// The storage backend failed; the operation did not take effect.
     #[error(transparent)]
     Storage(#[from] StorageError),

@@ -8,8 +8,8 @@
 //! store. Storage backends are chosen by cargo feature (`redb` for a durable
 //! file; an in-memory store always).
 //!
-//! This crate depends on `topgun-core` and `topgun-storage`; it must not
-//! depend on the server.
+//! This crate depends on `topgun-core`, `topgun-storage` and `topgun-sync`;
+//! it must not depend on the server (its tests use one).
 #![warn(missing_docs)]
 
 mod builder;
@@ -35,6 +35,10 @@ pub use live_query::{LiveChange, LiveQueryError, LiveQueryHandle, QueryPage};
 pub use map::{EntryStream, IMap, SyncState};
 pub use topgun_sync::{ConnectionState, SyncConfig, SyncEvent};
 pub use working_set::{WorkingSetLimits, WorkingSetStats};
+
+/// Largest accepted value, encoded, in bytes (1 MiB): every write must fit
+/// one sync frame (TopGun servers cap frames at 2 MiB).
+pub const MAX_VALUE_LEN: usize = 1 << 20;
 
 /// Longest accepted map name or key, in bytes.
 pub const MAX_NAME_LEN: usize = 1024;

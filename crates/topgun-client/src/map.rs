@@ -60,11 +60,20 @@ impl<V: Serialize + DeserializeOwned> IMap<V> {
     }
 
     fn encode(&self, key: &str, value: &V) -> Result<Vec<u8>, ClientError> {
-        rmp_serde::to_vec_named(value).map_err(|source| ClientError::Encode {
+        let bytes = rmp_serde::to_vec_named(value).map_err(|source| ClientError::Encode {
             map: self.shared.name.to_string(),
             key: key.to_owned(),
             source,
-        })
+        })?;
+        if bytes.len() > crate::MAX_VALUE_LEN {
+            return Err(ClientError::ValueTooLarge {
+                map: self.shared.name.to_string(),
+                key: key.to_owned(),
+                len: bytes.len(),
+                max: crate::MAX_VALUE_LEN,
+            });
+        }
+        Ok(bytes)
     }
 
     fn decode(&self, key: &str, bytes: &[u8]) -> Result<V, ClientError> {

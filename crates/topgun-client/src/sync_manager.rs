@@ -20,6 +20,9 @@ use topgun_sync::{Input, Output, PendingOp, SyncConfig, SyncEngine, SyncEvent, T
 
 /// How long one connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest part of a CLEAR's expansion, in approximate bytes (about 4,000
+/// REMOVEs): well under a frame and under a server's per-frame op budget.
+const CLEAR_PART_BYTES: usize = 256 * 1024;
 /// Records read per page when building a map's Merkle tree.
 const PAGE: usize = 1_000;
 /// Frames handled together when several have already arrived (so that
@@ -192,7 +195,15 @@ impl SyncManager {
                 if self.engine.tree(&map).is_none() {
                     self.open_map(&map).await;
                 } else {
-                    self.engine.record_changed(&map, &key, &timestamp);
+                    // The tree follows the store, not the message: a remote
+                    // merge may have superseded this write since it was queued.
+                    match self.client.store.get(&map, &key).await {
+                        Ok(Some(current)) => {
+                            self.engine.record_changed(&map, &key, &current.timestamp)
+                        }
+                        Ok(None) => self.engine.record_removed(&map, &key),
+                        Err(_) => self.engine.record_changed(&map, &key, &timestamp),
+                    }
                 }
                 true
             }
@@ -423,15 +434,14 @@ impl SyncManager {
         let mut ops = Vec::with_capacity(entries.len());
         let mut empty_clears = Vec::new();
         for entry in entries {
-            let pending = if entry.op_type == OpType::Clear {
-                self.expand_clear(&entry).await?
+            if entry.op_type == OpType::Clear {
+                let parts = self.expand_clear(&entry).await?;
+                if parts.is_empty() {
+                    empty_clears.push(entry.id);
+                }
+                ops.extend(parts);
             } else {
-                to_pending(&entry)
-            };
-            if pending.ops.is_empty() {
-                empty_clears.push(entry.id);
-            } else {
-                ops.push(pending);
+                ops.push(to_pending(&entry));
             }
         }
         if !empty_clears.is_empty() {
@@ -440,9 +450,17 @@ impl SyncManager {
         Ok((ops, exhausted))
     }
 
-    async fn expand_clear(&self, entry: &OpLogEntry) -> Result<PendingOp, crate::ClientError> {
-        let mut ops = Vec::new();
-        let mut size = 0;
+    /// The REMOVEs a CLEAR stands for, in parts of at most
+    /// [`CLEAR_PART_BYTES`] so that each fits a frame (and a server's
+    /// per-frame rate budget); all but the last part are `partial`.
+    async fn expand_clear(&self, entry: &OpLogEntry) -> Result<Vec<PendingOp>, crate::ClientError> {
+        let mut parts: Vec<PendingOp> = Vec::new();
+        let mut part = PendingOp {
+            id: entry.id,
+            ops: Vec::new(),
+            size: 0,
+            partial: true,
+        };
         let mut after: Option<String> = None;
         loop {
             let page = self
@@ -452,8 +470,17 @@ impl SyncManager {
                 .await?;
             for r in &page {
                 if r.timestamp == entry.timestamp && r.value.is_none() {
-                    size += r.key.len() + 64;
-                    ops.push(client_op(
+                    if part.size >= CLEAR_PART_BYTES {
+                        let next = PendingOp {
+                            id: entry.id,
+                            ops: Vec::new(),
+                            size: 0,
+                            partial: true,
+                        };
+                        parts.push(std::mem::replace(&mut part, next));
+                    }
+                    part.size += r.key.len() + 64;
+                    part.ops.push(client_op(
                         entry.id,
                         &entry.map_name,
                         &r.key,
@@ -467,11 +494,11 @@ impl SyncManager {
             }
             after = page.last().map(|r| r.key.clone());
         }
-        Ok(PendingOp {
-            id: entry.id,
-            ops,
-            size,
-        })
+        if !part.ops.is_empty() {
+            part.partial = false;
+            parts.push(part);
+        }
+        Ok(parts)
     }
 
     /// Drops the map's clean records, keeps dirty ones, rebuilds its tree.
@@ -544,6 +571,7 @@ fn to_pending(entry: &OpLogEntry) -> PendingOp {
             record,
         )],
         size,
+        partial: false,
     }
 }
 

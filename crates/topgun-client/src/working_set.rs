@@ -174,6 +174,21 @@ impl WorkingSet {
         self.enforce();
     }
 
+    /// Caches a record read from the store, unless the cache already holds
+    /// a copy at least as new (a write or merge that landed while the read
+    /// was in flight).
+    pub(crate) fn insert_if_newer(&mut self, map: &Arc<str>, key: &str, record: CachedRecord) {
+        let probe: &dyn KeyLike = &(&**map, key);
+        if self
+            .cache
+            .peek(probe)
+            .is_some_and(|cur| cur.timestamp >= record.timestamp)
+        {
+            return;
+        }
+        self.insert(map, key, record);
+    }
+
     /// Drops a key's RAM copy (e.g. after the store pruned it).
     pub(crate) fn invalidate(&mut self, map: &str, key: &str) {
         let probe: &dyn KeyLike = &(map, key);
@@ -296,6 +311,24 @@ mod tests {
         ws.invalidate_map("m");
         assert_eq!(ws.stats().entries, 1);
         assert!(ws.get("other", "a").is_some());
+    }
+
+    #[test]
+    fn a_late_store_read_does_not_replace_a_newer_copy() {
+        let map: Arc<str> = Arc::from("m");
+        let mut ws = WorkingSet::new(WorkingSetLimits::default());
+        let at = |millis| CachedRecord {
+            value: Some(Arc::from(&b"v"[..])),
+            timestamp: Timestamp::new(millis, 0, "n"),
+            ttl_ms: None,
+        };
+        ws.insert(&map, "k", at(5));
+        ws.insert_if_newer(&map, "k", at(3));
+        assert_eq!(ws.get("m", "k").unwrap().timestamp.millis, 5);
+        ws.insert_if_newer(&map, "k", at(7));
+        assert_eq!(ws.get("m", "k").unwrap().timestamp.millis, 7);
+        ws.insert_if_newer(&map, "absent", at(1));
+        assert!(ws.get("m", "absent").is_some());
     }
 
     #[test]

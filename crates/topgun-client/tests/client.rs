@@ -157,6 +157,9 @@ async fn bad_input_is_a_clear_error_and_writes_nothing() {
     let err = bad.put("k", Unserializable).await.unwrap_err();
     assert!(matches!(err, ClientError::Encode { .. }), "{err}");
     assert!(err.to_string().contains("refuses"), "{err}");
+    let huge = "x".repeat(topgun_client::MAX_VALUE_LEN + 1);
+    let err = m.put("big", serde_json::json!(huge)).await.unwrap_err();
+    assert!(matches!(err, ClientError::ValueTooLarge { .. }), "{err}");
     assert_eq!(
         client.pending_ops().await.unwrap(),
         0,

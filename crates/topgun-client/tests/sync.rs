@@ -515,3 +515,31 @@ async fn pongs_give_a_clock_skew_estimate() {
     assert_eq!(c.clock_skew_ms(), skew);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_clear_travels_in_parts_and_reaches_the_server() {
+    let server = Server::start().await;
+    let c = client(&server.url, &["big"]).await;
+    let m = c.get_json_map("big").unwrap();
+    // 25,000 keys of ~45 bytes: their REMOVEs (~2.7 MB) exceed one 2 MiB
+    // frame, so the clear must travel in parts.
+    for i in 0..25_000 {
+        m.put(
+            &format!("a-rather-long-key-name-to-fill-frames-{i:05}"),
+            serde_json::json!(i),
+        )
+        .await
+        .unwrap();
+    }
+    synced(&c).await;
+    m.clear().await.unwrap();
+    synced(&c).await;
+    let on_server = dump(server.store.as_ref(), "big").await;
+    assert_eq!(on_server.len(), 25_000);
+    assert!(
+        on_server.values().all(|(v, _)| v.is_none()),
+        "every key is a tombstone on the server"
+    );
+    assert_eq!(c.pending_ops().await.unwrap(), 0);
+    server.stop().await;
+}

@@ -58,6 +58,7 @@ macro_rules! store_conformance_tests {
                 apply_remote_is_last_writer_wins,
                 apply_remote_relaxed_merges_like_apply_remote,
                 clear_map_tombstones_live_records,
+                clear_map_keeps_records_newer_than_the_clear,
                 prune_clean_removes_only_clean_unreferenced_records,
                 map_names_lists_maps_in_order,
                 meta_round_trips,
@@ -659,6 +660,24 @@ pub trait StoreConformance: Store {
         assert_invalid(self.apply_remote_relaxed(bad).await, "empty key");
         assert!(self.get("m", "new").await.unwrap().is_none());
         assert_eq!(self.stats().await.unwrap(), stats);
+    }
+
+    /// A record newer than the clear (a write that raced it) survives it.
+    async fn clear_map_keeps_records_newer_than_the_clear(&self) {
+        self.write_local(put("m", "old", b"1", ts(1)))
+            .await
+            .unwrap();
+        self.write_local(put("m", "new", b"2", ts(5)))
+            .await
+            .unwrap();
+        let outcome = self.clear_map("m", ts(3)).await.unwrap();
+        assert_eq!(outcome.removed_keys, ["old"]);
+        assert!(record(self, "m", "old").await.is_deleted());
+        let kept = record(self, "m", "new").await;
+        assert_eq!(
+            (kept.value.as_deref(), kept.timestamp),
+            (Some(&b"2"[..]), ts(5))
+        );
     }
 
     /// `clear_map` turns live records into dirty tombstones and appends

@@ -170,7 +170,8 @@ impl Inner {
             .range_mut(start..)
             .take_while(|((map, _), _)| map == map_name)
         {
-            if record.value.is_some() {
+            // Only records older than the clear (a newer write wins).
+            if record.value.is_some() && record.timestamp < timestamp {
                 record.value = None;
                 record.ttl_ms = None;
                 record.timestamp = timestamp.clone();

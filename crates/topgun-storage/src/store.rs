@@ -148,8 +148,10 @@ pub trait Store: std::fmt::Debug + crate::SendSync {
         self.apply_remote(records).await
     }
 
-    /// Clears a map locally in one transaction: every live record becomes a
-    /// dirty tombstone at `timestamp` (without TTL), and one `Clear` op
+    /// Clears a map locally in one transaction: every live record older
+    /// than `timestamp` becomes a dirty tombstone at `timestamp` (without
+    /// TTL; a record with a newer timestamp — a write that raced the clear
+    /// — stays, as LWW says), and one `Clear` op
     /// (key `""`) is appended — even if the map holds nothing. Existing
     /// tombstones are left as they are. Other maps are untouched.
     ///

@@ -647,7 +647,10 @@ impl<'t> Tables<'t> {
             if map != map_name {
                 break;
             }
-            if decode_record(bytes.value())?.value.is_some() {
+            // Only records older than the clear: a write or merge that
+            // committed in between with a newer timestamp wins, as LWW says.
+            let record = decode_record(bytes.value())?;
+            if record.value.is_some() && record.timestamp < *timestamp {
                 removed_keys.push(key.to_owned());
             }
         }

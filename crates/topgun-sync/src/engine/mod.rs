@@ -574,14 +574,8 @@ impl SyncEngine {
 
     fn start_pull(&mut self, map: &str, out: &mut Vec<Output>) {
         self.pulls.insert(map.to_owned(), PullPhase::AwaitRoot);
-        out.push(Output::Send(Message::SyncInit(
-            topgun_core::wire::SyncInit {
-                map_name: map.to_owned(),
-                root_hash: None,
-                bucket_hashes: None,
-                last_sync_timestamp: None,
-            },
-        )));
+        // Subscribe first, then read the root: a change committed between
+        // the two is then either in the pull or in an event, never in neither.
         out.push(Output::Send(Message::QuerySub(
             topgun_core::wire::QuerySub {
                 query_id: subscription_id(map, &self.client_id),
@@ -596,6 +590,14 @@ impl SyncEngine {
                     ..topgun_core::wire::Query::default()
                 },
                 fields: None,
+            },
+        )));
+        out.push(Output::Send(Message::SyncInit(
+            topgun_core::wire::SyncInit {
+                map_name: map.to_owned(),
+                root_hash: None,
+                bucket_hashes: None,
+                last_sync_timestamp: None,
             },
         )));
         out.push(Output::SetTimer {

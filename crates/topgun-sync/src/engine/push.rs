@@ -3,8 +3,9 @@
 use std::collections::VecDeque;
 use topgun_core::wire::{ClientOp, Message, OpBatch, OpId};
 
-/// One op-log entry ready to send: usually one [`ClientOp`]; a CLEAR
-/// expands to one REMOVE per key it cleared, all under the CLEAR's id.
+/// One op-log entry ready to send, or a part of one: usually one
+/// [`ClientOp`]; a CLEAR expands to one REMOVE per key it cleared, all
+/// under the CLEAR's id, split into parts that each fit a batch.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PendingOp {
     /// The op-log id.
@@ -13,6 +14,9 @@ pub struct PendingOp {
     pub ops: Vec<ClientOp>,
     /// Approximate encoded size in bytes, for batching.
     pub size: usize,
+    /// More parts of this op follow: the op counts as acknowledged only
+    /// with the ack of the batch that carries its last part.
+    pub partial: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -54,18 +58,22 @@ impl Push {
         let mut size = 0;
         let mut op_ids = Vec::new();
         let mut ops = Vec::new();
+        let mut last = None;
         while let Some(next) = self.queued.front() {
-            if !op_ids.is_empty() && size + next.size > max_bytes {
+            if last.is_some() && size + next.size > max_bytes {
                 break;
             }
             let Some(p) = self.queued.pop_front() else {
                 break;
             };
             size += p.size;
-            op_ids.push(p.id);
+            last = Some(p.id);
+            if !p.partial {
+                op_ids.push(p.id);
+            }
             ops.extend(p.ops);
         }
-        let last = *op_ids.last()?;
+        let last = last?;
         let last_id = ops
             .last()
             .and_then(|o| o.id.as_ref())

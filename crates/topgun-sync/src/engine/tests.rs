@@ -21,6 +21,7 @@ fn op(id: u64, key: &str, size: usize) -> PendingOp {
             timeout: None,
         }],
         size,
+        partial: false,
     }
 }
 
@@ -93,8 +94,11 @@ fn passes_through_the_states_in_order() {
     step(&mut e, 0, Input::Connected);
     let out = step(&mut e, 300, Input::Timer(TimerKind::AuthGrace));
     let frames = sent(&out);
-    assert!(matches!(frames[0], Message::SyncInit(s) if s.map_name == "m"));
-    assert!(matches!(frames[1], Message::QuerySub(q) if q.query_id == "map:m:"));
+    assert!(matches!(frames[0], Message::QuerySub(q) if q.query_id == "map:m:"));
+    assert!(
+        matches!(frames[1], Message::SyncInit(s) if s.map_name == "m"),
+        "subscribe, then pull"
+    );
     assert!(out.contains(&Output::LoadPending {
         after: None,
         limit: 5_000
@@ -621,7 +625,9 @@ fn sync_reset_required_drops_the_copy_and_pulls_again() {
         "not online while the map is re-pulled"
     );
     let out = e.handle(11, Input::MapResetDone("m".into()));
-    assert!(matches!(sent(&out)[0], Message::SyncInit(s) if s.map_name == "m"));
+    assert!(sent(&out)
+        .iter()
+        .any(|m| matches!(m, Message::SyncInit(s) if s.map_name == "m")));
     // Resets for maps we do not sync are ignored.
     let out = e.handle(
         12,
@@ -788,4 +794,44 @@ fn map_subscriptions_of_two_clients_have_distinct_query_ids() {
     };
     assert_eq!(query_id("alice"), subscription_id("m", "alice"));
     assert_ne!(query_id("alice"), query_id("bob"));
+}
+
+#[test]
+fn a_clear_split_over_batches_is_acknowledged_with_its_last_part() {
+    let mut e = online_with(SyncConfig {
+        max_batch_bytes: 100,
+        ..SyncConfig::default()
+    });
+    e.handle(0, Input::LocalChange);
+    e.handle(2, Input::Timer(TimerKind::PushDelay));
+    let part = |partial| PendingOp {
+        partial,
+        ..op(7, "k", 80)
+    };
+    let out = e.handle(
+        2,
+        Input::PendingLoaded {
+            ops: vec![part(true), part(true), part(false)],
+            exhausted: true,
+        },
+    );
+    assert_eq!(sent(&out).len(), 3, "one part per batch");
+    let ack = || {
+        Input::frame(Message::OpAck(OpAck {
+            last_id: OpId::Text("7".into()),
+            achieved_level: None,
+            results: None,
+        }))
+    };
+    let first = e.handle(3, ack());
+    assert!(
+        !first
+            .iter()
+            .any(|o| matches!(o, Output::MarkSynced(ids) if !ids.is_empty())),
+        "{first:?}"
+    );
+    e.handle(4, ack());
+    let last = e.handle(5, ack());
+    assert!(last.contains(&Output::MarkSynced(vec![7])), "{last:?}");
+    assert_eq!(e.state(), ConnectionState::Online);
 }
