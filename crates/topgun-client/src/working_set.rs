@@ -77,8 +77,10 @@ impl CachedRecord {
         }
     }
 
-    fn size(&self, key: &CacheKey) -> usize {
-        key.map.len() + key.key.len() + self.value.as_ref().map_or(0, |v| v.len()) + 64
+    /// Approximate bytes held for this record under a key of `key_len`
+    /// bytes (map name and key together).
+    fn size(&self, key_len: usize) -> usize {
+        key_len + self.value.as_ref().map_or(0, |v| v.len()) + 64
     }
 }
 
@@ -162,15 +164,15 @@ impl WorkingSet {
     /// Caches a record (replacing any older copy), then evicts least
     /// recently used entries until both limits hold.
     pub(crate) fn insert(&mut self, map: &Arc<str>, key: &str, record: CachedRecord) {
+        let key_len = map.len() + key.len();
+        self.stats.bytes += record.size(key_len);
         let k = CacheKey {
             map: map.clone(),
             key: key.to_owned(),
         };
-        let size = record.size(&k);
-        if let Some(old) = self.cache.put(k.clone(), record) {
-            self.stats.bytes -= old.size(&k);
+        if let Some(old) = self.cache.put(k, record) {
+            self.stats.bytes -= old.size(key_len);
         }
-        self.stats.bytes += size;
         self.enforce();
     }
 
@@ -193,11 +195,7 @@ impl WorkingSet {
     pub(crate) fn invalidate(&mut self, map: &str, key: &str) {
         let probe: &dyn KeyLike = &(map, key);
         if let Some(old) = self.cache.pop(probe) {
-            let k = CacheKey {
-                map: Arc::from(map),
-                key: key.to_owned(),
-            };
-            self.stats.bytes -= old.size(&k);
+            self.stats.bytes -= old.size(map.len() + key.len());
         }
     }
 
@@ -219,7 +217,7 @@ impl WorkingSet {
             || (self.stats.bytes > self.limits.max_bytes && !self.cache.is_empty())
         {
             if let Some((k, v)) = self.cache.pop_lru() {
-                self.stats.bytes -= v.size(&k);
+                self.stats.bytes -= v.size(k.map.len() + k.key.len());
                 self.stats.evictions += 1;
             }
         }
