@@ -20,10 +20,14 @@ async fn garbage_unknown_types_and_cut_frames_are_survived() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("ws://{}/ws", listener.local_addr().unwrap());
     let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<&'static str>();
+    // The server waits until the test listens to sync events, so that no
+    // report is sent before anyone can hear it.
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         // 1: a garbage binary frame.
         let (tcp, _) = listener.accept().await.unwrap();
         let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        go_rx.await.unwrap();
         ws.send(Ws::Binary(vec![0xc1, 0xff, 0x00, 0x13].into()))
             .await
             .unwrap();
@@ -85,6 +89,7 @@ async fn garbage_unknown_types_and_cut_frames_are_survived() {
         .await
         .unwrap();
     let mut events = client.sync_events();
+    go_tx.send(()).unwrap();
     let m = client.get_json_map("m").unwrap();
     for i in 0..5 {
         m.put(&format!("k{i}"), serde_json::json!(i)).await.unwrap();
