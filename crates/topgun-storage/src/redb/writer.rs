@@ -47,7 +47,7 @@
 
 use super::tables::{
     backend, decode_op, decode_record, decode_record_head, encode_into, Counters, OpRef, RecordRef,
-    SharedError, META, PENDING_OPS, RECORDS, STORE_INFO, SYNCED_OPS,
+    RecordValue, SharedError, META, PENDING_OPS, RECORDS, STORE_INFO, SYNCED_OPS,
 };
 use crate::error::StorageError;
 use crate::model::{
@@ -513,7 +513,25 @@ impl<'t> Tables<'t> {
     /// `timestamp`: what syncing a `Clear` op does. Scans the map's
     /// records (there is no dirty index), as `clear_map` does.
     fn clean_map_at(&mut self, map_name: &str, timestamp: &Timestamp) -> Result<(), StorageError> {
-        let mut cleaned = Vec::new();
+        let cleaned =
+            self.records_of_map_where(map_name, |r| r.dirty && r.timestamp == *timestamp)?;
+        for (key, record) in &cleaned {
+            let clean = RecordRef {
+                dirty: false,
+                ..record.as_ref()
+            };
+            self.put_record(map_name, key, &clean)?;
+        }
+        Ok(())
+    }
+
+    /// The records of `map_name`, in key order, that satisfy `keep`.
+    fn records_of_map_where(
+        &self,
+        map_name: &str,
+        keep: impl Fn(&RecordValue) -> bool,
+    ) -> Result<Vec<(String, RecordValue)>, StorageError> {
+        let mut found = Vec::new();
         for row in self
             .records
             .range((map_name, "")..)
@@ -525,18 +543,11 @@ impl<'t> Tables<'t> {
                 break;
             }
             let record = decode_record(bytes.value())?;
-            if record.dirty && record.timestamp == *timestamp {
-                cleaned.push((key.to_owned(), record));
+            if keep(&record) {
+                found.push((key.to_owned(), record));
             }
         }
-        for (key, record) in &cleaned {
-            let clean = RecordRef {
-                dirty: false,
-                ..record.as_ref()
-            };
-            self.put_record(map_name, key, &clean)?;
-        }
-        Ok(())
+        Ok(found)
     }
 
     fn mark_synced(&mut self, ids: &[OpId]) -> Result<u64, StorageError> {
@@ -636,24 +647,13 @@ impl<'t> Tables<'t> {
         map_name: &str,
         timestamp: &Timestamp,
     ) -> Result<ClearOutcome, StorageError> {
-        let mut removed_keys = Vec::new();
-        for row in self
-            .records
-            .range((map_name, "")..)
-            .map_err(backend(WRITING))?
-        {
-            let (slot, bytes) = row.map_err(backend(WRITING))?;
-            let (map, key) = slot.value();
-            if map != map_name {
-                break;
-            }
-            // Only records older than the clear: a write or merge that
-            // committed in between with a newer timestamp wins, as LWW says.
-            let record = decode_record(bytes.value())?;
-            if record.value.is_some() && record.timestamp < *timestamp {
-                removed_keys.push(key.to_owned());
-            }
-        }
+        // Only records older than the clear: a write or merge that
+        // committed in between with a newer timestamp wins, as LWW says.
+        let removed_keys: Vec<String> = self
+            .records_of_map_where(map_name, |r| r.value.is_some() && r.timestamp < *timestamp)?
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect();
         let tombstone = RecordRef {
             value: None,
             timestamp,
