@@ -15,11 +15,14 @@
 // Test helpers unwrap: a panic with the error is the failure report.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::{text, topgun_cmd, Server};
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{mpsc, Mutex};
+use std::process::{Command, Output, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// How long the Node script may run (it takes about half a second).
@@ -71,72 +74,6 @@ fn node_ready() -> bool {
         );
     }
     true
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// The binary, with none of its environment variables inherited.
-fn topgun_cmd() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_topgun"));
-    for var in [
-        "TOPGUN_DATA",
-        "TOPGUN_SERVER",
-        "TOPGUN_TOKEN",
-        "TOPGUN_JWT_SECRET",
-        "RUST_LOG",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd
-}
-
-/// A `topgun serve` process on 127.0.0.1:0, killed when dropped.
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Server {
-    fn start(data: &Path, auth: &[&str]) -> Server {
-        let mut child = topgun_cmd()
-            .arg("serve")
-            .arg("--data")
-            .arg(data)
-            .args(["--addr", "127.0.0.1:0"])
-            .args(auth)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        // Keeps draining stderr so the server never blocks on logging.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { return };
-                // Nobody reads after the listening line; keep draining.
-                let _ = tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let url = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = lines.recv_timeout(left).expect("no listening line");
-            if let Some(rest) = line.strip_prefix("topgun server listening on ") {
-                break rest.split_once(' ').unwrap().0.to_owned();
-            }
-        };
-        Server { child, url }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Runs `node ts-client.mjs URL TOPGUN_BIN [JWT_SECRET]`, killed after
@@ -270,7 +207,7 @@ fn typescript_client_syncs_with_our_server_without_auth() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let server = Server::start(&tmp.path().join("server"), &["--no-auth"]);
+    let server = Server::start(&tmp.path().join("server"), "127.0.0.1:0", &["--no-auth"]);
     let report = run_ts_client(&server.url, None);
     check_report(&report);
     assert_eq!(report["wire"]["out"]["DEVICE_HELLO"], 1, "{report}");
@@ -302,7 +239,11 @@ fn typescript_client_authenticates_with_a_jwt() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let server = Server::start(&tmp.path().join("server"), &["--jwt-secret", "interop"]);
+    let server = Server::start(
+        &tmp.path().join("server"),
+        "127.0.0.1:0",
+        &["--jwt-secret", "interop"],
+    );
     // The script mints an HS256 token (sub "ts-interop") for both clients.
     let report = run_ts_client(&server.url, Some("interop"));
     check_report(&report);
