@@ -260,6 +260,19 @@ impl RedbStore {
             .map_err(|_| StorageError::Closed)?;
         answer.await.map_err(|_| StorageError::Closed)?
     }
+
+    /// `apply_remote` in either durability: validates, then queues.
+    async fn merge_remote(
+        &self,
+        records: Vec<StoreRecord>,
+        request: fn(Job<Vec<StoreRecord>, Vec<AppliedChange>>) -> Request,
+    ) -> Result<Vec<AppliedChange>, StorageError> {
+        validate::remote_records(&records)?;
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.write(records, request).await
+    }
 }
 
 impl Drop for RedbStore {
@@ -451,11 +464,7 @@ impl Store for RedbStore {
         &self,
         records: Vec<StoreRecord>,
     ) -> Result<Vec<AppliedChange>, StorageError> {
-        validate::remote_records(&records)?;
-        if records.is_empty() {
-            return Ok(Vec::new());
-        }
-        self.write(records, Request::ApplyRemote).await
+        self.merge_remote(records, Request::ApplyRemote).await
     }
 
     /// As [`Store::apply_remote`], committed without an fsync when no
@@ -466,11 +475,8 @@ impl Store for RedbStore {
         &self,
         records: Vec<StoreRecord>,
     ) -> Result<Vec<AppliedChange>, StorageError> {
-        validate::remote_records(&records)?;
-        if records.is_empty() {
-            return Ok(Vec::new());
-        }
-        self.write(records, Request::ApplyRemoteRelaxed).await
+        self.merge_remote(records, Request::ApplyRemoteRelaxed)
+            .await
     }
 
     async fn clear_map(
