@@ -299,7 +299,7 @@ impl<V: Serialize + DeserializeOwned> EntryStream<V> {
     async fn next_record(&mut self) -> Result<Option<StoreRecord>, ClientError> {
         loop {
             if let Some(r) = self.page.pop_front() {
-                if crate::query::is_live(&r, self.map.inner.now_millis()) {
+                if r.is_live(self.map.inner.now_millis()) {
                     return Ok(Some(r));
                 }
                 continue;

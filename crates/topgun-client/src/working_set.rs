@@ -67,10 +67,7 @@ impl CachedRecord {
     /// The value a reader sees at `now_millis` (absent if a tombstone or
     /// expired).
     pub(crate) fn live_value(&self, now_millis: u64) -> Option<&Arc<[u8]>> {
-        let expired = self
-            .ttl_ms
-            .is_some_and(|ttl| self.timestamp.millis.saturating_add(ttl) < now_millis);
-        if expired {
+        if topgun_core::lww::expired(&self.timestamp, self.ttl_ms, now_millis) {
             None
         } else {
             self.value.as_ref()

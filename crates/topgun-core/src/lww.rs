@@ -71,8 +71,7 @@ impl<V> LwwRecord<V> {
     /// Whether the record's TTL has run out at wall time `now_millis`:
     /// `millis + ttl < now`. A record without TTL never expires.
     pub fn is_expired(&self, now_millis: u64) -> bool {
-        self.ttl_ms
-            .is_some_and(|ttl| self.timestamp.millis.saturating_add(ttl) < now_millis)
+        expired(&self.timestamp, self.ttl_ms, now_millis)
     }
 
     /// The value as a reader sees it at `now_millis`: `None` for a
@@ -101,6 +100,13 @@ impl<V> LwwRecord<V> {
             false
         }
     }
+}
+
+/// TopGun's TTL rule, for any record shape: written at `timestamp` with
+/// `ttl_ms`, it reads as absent once `millis + ttl < now`. Without a TTL it
+/// never expires.
+pub fn expired(timestamp: &Timestamp, ttl_ms: Option<u64>, now_millis: u64) -> bool {
+    ttl_ms.is_some_and(|ttl| timestamp.millis.saturating_add(ttl) < now_millis)
 }
 
 /// The LWW merge of two optional records (`None`: the key was never

@@ -102,13 +102,9 @@ pub(crate) async fn initial_results(
     loop {
         let page = store.scan(map, after.as_deref(), SCAN_PAGE).await?;
         for record in &page {
-            let Some(bytes) = &record.value else { continue };
-            if record
-                .ttl_ms
-                .is_some_and(|ttl| record.timestamp.millis.saturating_add(ttl) < now_millis)
-            {
+            let Some(bytes) = record.value.as_ref().filter(|_| record.is_live(now_millis)) else {
                 continue;
-            }
+            };
             let value = match records::decode_value(bytes) {
                 Ok(value) => value,
                 Err(error) => {

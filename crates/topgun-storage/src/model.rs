@@ -42,6 +42,12 @@ impl StoreRecord {
         self.value.is_none()
     }
 
+    /// Whether readers see this record at wall time `now_millis`: not a
+    /// tombstone and not expired by its TTL.
+    pub fn is_live(&self, now_millis: u64) -> bool {
+        self.value.is_some() && !topgun_core::lww::expired(&self.timestamp, self.ttl_ms, now_millis)
+    }
+
     /// Approximate bytes this record occupies, for quota accounting.
     pub fn approx_size(&self) -> u64 {
         approx_record_size(

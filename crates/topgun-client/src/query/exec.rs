@@ -92,14 +92,6 @@ pub async fn run_query_with_overflow(
     Ok(collector.finish())
 }
 
-/// Whether a stored record is visible to readers at `now_millis`.
-pub(crate) fn is_live(record: &StoreRecord, now_millis: u64) -> bool {
-    record.value.is_some()
-        && record
-            .ttl_ms
-            .is_none_or(|ttl| record.timestamp.millis.saturating_add(ttl) >= now_millis)
-}
-
 /// A candidate row, ordered by its position in the query's order.
 #[derive(Debug)]
 struct Entry {
@@ -169,7 +161,7 @@ impl<'q> Collector<'q> {
     }
 
     pub(crate) fn push_record(&mut self, record: &StoreRecord, now_millis: u64) {
-        if !is_live(record, now_millis) {
+        if !record.is_live(now_millis) {
             return;
         }
         let Some(bytes) = &record.value else { return };

@@ -70,7 +70,6 @@ mod tests_ops;
 
 pub use compile::CompiledQuery;
 pub use error::QueryError;
-pub(crate) use exec::is_live;
 pub use exec::{run_query, run_query_with_overflow, QueryResult};
 pub use live::{diff_results, ChangeType, LiveQuery, LiveUpdate, QueryChange};
 pub use model::{Predicate, PredicateOp, Query, SortDirection, SortField};
