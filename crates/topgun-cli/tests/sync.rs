@@ -257,7 +257,7 @@ fn write_pending_puts(dir: &Path) -> Records {
             done.unwrap();
         }
         assert_eq!(client.pending_ops().await.unwrap(), CRASH_OPS as u64);
-        client.close();
+        client.close().await;
         drop(map);
         drop(client);
         store.close().await.unwrap();

@@ -27,7 +27,6 @@
 //! 1/3 and 2.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -102,7 +101,7 @@ impl Server {
             probe.wait_until_synced(WAIT).await.expect("probe"),
             "the server did not come up"
         );
-        probe.close();
+        probe.close().await;
         server
     }
 
@@ -147,17 +146,11 @@ async fn synced(client: &TopGunClient, what: &str) {
     );
 }
 
-/// Closes a client and waits until its store file is released (the sync
-/// task drops its handle asynchronously).
+/// Closes a client: sync stops (releasing its hold on the store) before
+/// `close` returns, and dropping the last handle releases the store file.
 async fn close(client: TopGunClient) {
-    let store = Arc::downgrade(client.store());
-    client.close();
+    client.close().await;
     drop(client);
-    let deadline = Instant::now() + WAIT;
-    while store.strong_count() > 0 {
-        assert!(Instant::now() < deadline, "client store not released");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 /// Scenario 1. Returns (ops/s, seconds).

@@ -1,11 +1,13 @@
 //! [`TopGunClientBuilder`]: how a client is configured and opened.
 
-use crate::client::{ClientInner, TopGunClient};
+use crate::client::TopGunClient;
 use crate::error::ClientError;
+use crate::local::LocalData;
 use crate::working_set::WorkingSetLimits;
 use std::sync::Arc;
 use topgun_core::{Clock, Hlc, SystemClock};
 use topgun_storage::{MemoryStore, Store};
+use topgun_sync::{ConnectionState, SyncStatus};
 
 /// Default size of redb's page cache under a client.
 #[cfg(all(feature = "redb", not(target_family = "wasm")))]
@@ -13,6 +15,13 @@ const DEFAULT_REDB_CACHE_BYTES: usize = 16 << 20;
 
 /// Meta key under which the client keeps its node id.
 pub(crate) const NODE_ID_KEY: &str = "client.node_id";
+
+impl TopGunClient {
+    /// Starts configuring a client.
+    pub fn builder() -> TopGunClientBuilder {
+        TopGunClientBuilder::default()
+    }
+}
 
 /// Configures a [`TopGunClient`]. Obtain one with [`TopGunClient::builder`].
 #[derive(Debug)]
@@ -181,27 +190,34 @@ impl TopGunClientBuilder {
             },
         };
         let hlc = Hlc::with_clock(node_id, self.clock)?;
-        let inner = ClientInner::new(store, hlc, self.limits, self.quota_bytes);
-        let client = TopGunClient::from_inner(Arc::new(inner));
-        client.warm_up(self.warm_up).await?;
-        client.set_state(topgun_sync::ConnectionState::Offline);
+        let local = Arc::new(LocalData::new(
+            store,
+            hlc,
+            self.limits,
+            self.quota_bytes,
+        ));
+        local.warm_up(self.warm_up).await?;
+        let status = Arc::new(SyncStatus::new());
+        status.set_state(ConnectionState::Offline);
         #[cfg(not(target_family = "wasm"))]
         if let Some(url) = self.server_url {
-            let settings = crate::sync_manager::SyncSettings {
+            let runtime =
+                topgun_sync::TokioRuntime::current().map_err(|_| ClientError::NoRuntime)?;
+            let mut maps = local.store().map_names().await?;
+            maps.extend(self.sync_maps);
+            let settings = topgun_sync::DriverSettings {
                 url,
                 token: self.token,
                 config: self.sync_config,
-                maps: self.sync_maps,
+                maps,
             };
-            let signal = crate::sync_manager::SyncManager::spawn(
-                client.inner.clone(),
-                settings,
-                client.inner.sync_events.clone(),
-                client.inner.traffic.clone(),
-            );
-            client.set_sync_signal(Arc::new(signal));
+            let replica: Arc<dyn topgun_sync::Replica> = local.clone();
+            let handle =
+                topgun_sync::SyncDriver::spawn(Arc::new(runtime), replica, status.clone(), settings);
+            local.attach_sync(handle.notifier());
+            return Ok(TopGunClient::new(local, status, Some(handle)));
         }
-        Ok(client)
+        Ok(TopGunClient::new(local, status, None))
     }
 
     fn open_store(&self) -> Result<Arc<dyn Store>, ClientError> {

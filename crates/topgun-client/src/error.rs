@@ -77,6 +77,10 @@ pub enum ClientError {
     /// The client was closed.
     #[error("the client is closed")]
     Closed,
+    /// Sync with a server needs a tokio runtime, and `build` was not
+    /// called on one.
+    #[error("syncing with a server needs a tokio runtime; build the client inside one")]
+    NoRuntime,
 }
 
 pub(crate) fn check_name(what: &'static str, value: &str) -> Result<(), ClientError> {

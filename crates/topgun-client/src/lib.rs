@@ -16,19 +16,20 @@ mod builder;
 mod client;
 mod error;
 pub mod events;
+mod hub;
 mod keylock;
 mod live;
 mod live_query;
+mod local;
 mod map;
 pub mod query;
 mod quota;
-mod remote;
-#[cfg(not(target_family = "wasm"))]
-mod sync_manager;
 mod working_set;
 
 pub use builder::TopGunClientBuilder;
-pub use client::{ClientEvent, SyncSignal, TopGunClient, TrafficSnapshot};
+pub use client::{StoreReader, TopGunClient};
+pub use quota::ClientEvent;
+pub use topgun_sync::TrafficSnapshot;
 pub use error::ClientError;
 pub use events::{MapEvent, Origin, Subscription};
 pub use live_query::{LiveChange, LiveQueryError, LiveQueryHandle, QueryPage};

@@ -30,6 +30,14 @@ impl LiveQueries {
         }
     }
 
+    /// Whether no live query is registered.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.listeners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
+    }
+
     /// Registers a listener; returns its id for [`LiveQueries::remove`].
     pub(crate) fn add(&self, listener: Listener) -> u64 {
         let id = self

@@ -2,11 +2,13 @@
 
 use crate::error::ClientError;
 use crate::events::RecvError;
-use crate::map::IMap;
-use crate::query::{ChangeType, LiveQuery, Query, QueryChange, QueryResult};
+use crate::hub::MapShared;
+use crate::local::LocalData;
+use crate::query::{ChangeType, CompiledQuery, LiveQuery, Query, QueryChange, QueryResult};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::VecDeque;
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::broadcast;
@@ -77,8 +79,15 @@ pub(crate) fn typed_page<V: DeserializeOwned>(
     })
 }
 
+/// A live query's state: while its initial result is read, the changes
+/// that arrive are kept, to be applied on top of it.
+enum LiveState {
+    Starting(Vec<(String, Option<serde_json::Value>)>),
+    Running(LiveQuery),
+}
+
 struct Shared {
-    live: Mutex<LiveQuery>,
+    live: Mutex<LiveState>,
     tx: broadcast::Sender<QueryChange>,
     refill: AtomicBool,
     /// Bumped on every applied write, to detect writes racing a refill.
@@ -86,7 +95,8 @@ struct Shared {
 }
 
 /// A live query: its current result, and the changes to it as writes
-/// happen. Obtain one with [`IMap::live_query`]. Dropping it unsubscribes.
+/// happen. Obtain one with [`IMap::live_query`](crate::IMap::live_query).
+/// Dropping it unsubscribes.
 ///
 /// Changes are computed incrementally on each write (a write costs
 /// O(log(limit)) per live query of its map, never a rescan). When a
@@ -96,64 +106,111 @@ struct Shared {
 /// A reader more than 1,024 changes behind gets [`RecvError::Lagged`];
 /// [`results`](Self::results) then gives the current result to resync from.
 pub struct LiveQueryHandle<V: Serialize + DeserializeOwned> {
-    map: IMap<V>,
+    local: Arc<LocalData>,
+    map: Arc<MapShared>,
     shared: Arc<Shared>,
     rx: broadcast::Receiver<QueryChange>,
     pending: VecDeque<QueryChange>,
     listener: u64,
+    _v: PhantomData<fn() -> V>,
+}
+
+impl Shared {
+    /// Applies one write to the running query and sends its changes.
+    fn apply(&self, live: &mut LiveQuery, key: &str, value: Option<&serde_json::Value>) {
+        let update = live.apply(key, value);
+        for change in update.changes {
+            // No receiver means the handle is being dropped.
+            let _ = self.tx.send(change);
+        }
+        if update.needs_refill {
+            self.refill.store(true, Ordering::Release);
+        }
+    }
+
+    fn running<T>(&self, f: impl FnOnce(&mut LiveQuery) -> T) -> Option<T> {
+        match &mut *self.live.lock().unwrap_or_else(PoisonError::into_inner) {
+            LiveState::Running(live) => Some(f(live)),
+            LiveState::Starting(_) => None,
+        }
+    }
 }
 
 impl<V: Serialize + DeserializeOwned> std::fmt::Debug for LiveQueryHandle<V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LiveQueryHandle")
-            .field("map", &self.map.name())
+            .field("map", self.map.name())
             .finish_non_exhaustive()
     }
 }
 
 impl<V: Serialize + DeserializeOwned> LiveQueryHandle<V> {
-    pub(crate) async fn start(map: IMap<V>, query: Query) -> Result<Self, ClientError> {
+    /// Registers the live query first, then reads its initial result and
+    /// applies what was written meanwhile on top, so that no write falls
+    /// between the result and the stream.
+    pub(crate) async fn start(
+        local: Arc<LocalData>,
+        map: Arc<MapShared>,
+        query: Query,
+    ) -> Result<Self, ClientError> {
         let compiled = query.compile()?;
-        let inner = map.inner().clone();
-        let initial = crate::query::run_query_with_overflow(
-            inner.store.as_ref(),
-            map.name(),
-            &compiled,
-            inner.now_millis(),
-            LIVE_OVERFLOW,
-        )
-        .await?;
         let (tx, rx) = broadcast::channel(LIVE_BUFFER);
         let shared = Arc::new(Shared {
-            live: Mutex::new(LiveQuery::new(compiled, initial)),
+            live: Mutex::new(LiveState::Starting(Vec::new())),
             tx,
             refill: AtomicBool::new(false),
             generation: AtomicU64::new(0),
         });
         let s = shared.clone();
-        let listener = map.shared().live.add(Box::new(move |key, new| {
+        let listener = map.live().add(Box::new(move |key, new| {
             let value = new.and_then(|b| rmp_serde::from_slice::<serde_json::Value>(b).ok());
-            let update = s
-                .live
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .apply(key, value.as_ref());
+            let mut state = s.live.lock().unwrap_or_else(PoisonError::into_inner);
             s.generation.fetch_add(1, Ordering::AcqRel);
-            for change in update.changes {
-                // No receiver means the handle is being dropped.
-                let _ = s.tx.send(change);
-            }
-            if update.needs_refill {
-                s.refill.store(true, Ordering::Release);
+            match &mut *state {
+                LiveState::Starting(queued) => queued.push((key.to_owned(), value)),
+                LiveState::Running(live) => s.apply(live, key, value.as_ref()),
             }
         }));
-        Ok(Self {
+        let handle = Self {
+            local,
             map,
             shared,
             rx,
             pending: VecDeque::new(),
             listener,
-        })
+            _v: PhantomData,
+        };
+        let initial = handle.read(&compiled).await?;
+        let mut state = handle
+            .shared
+            .live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let queued = match std::mem::replace(
+            &mut *state,
+            LiveState::Running(LiveQuery::new(compiled, initial)),
+        ) {
+            LiveState::Starting(queued) => queued,
+            LiveState::Running(_) => Vec::new(),
+        };
+        if let LiveState::Running(live) = &mut *state {
+            for (key, value) in queued {
+                handle.shared.apply(live, &key, value.as_ref());
+            }
+        }
+        drop(state);
+        Ok(handle)
+    }
+
+    async fn read(&self, query: &CompiledQuery) -> Result<QueryResult, ClientError> {
+        Ok(crate::query::run_query_with_overflow(
+            self.local.store().as_ref(),
+            self.map.name(),
+            query,
+            self.local.now_millis(),
+            LIVE_OVERFLOW,
+        )
+        .await?)
     }
 
     /// The current result rows, in the query's order.
@@ -163,10 +220,8 @@ impl<V: Serialize + DeserializeOwned> LiveQueryHandle<V> {
     pub fn results(&self) -> Result<Vec<(String, V)>, ClientError> {
         let rows = self
             .shared
-            .live
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .to_results();
+            .running(|live| live.to_results())
+            .unwrap_or_default();
         rows.into_iter()
             .map(|(k, v)| to_typed(self.map.name(), &k, v).map(|v| (k, v)))
             .collect()
@@ -176,24 +231,12 @@ impl<V: Serialize + DeserializeOwned> LiveQueryHandle<V> {
     /// no write raced the read.
     async fn refill(&mut self) -> Result<(), ClientError> {
         while self.shared.refill.swap(false, Ordering::AcqRel) {
-            let inner = self.map.inner().clone();
             let before = self.shared.generation.load(Ordering::Acquire);
-            let query = self
-                .shared
-                .live
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .query()
-                .clone();
-            let fresh = crate::query::run_query_with_overflow(
-                inner.store.as_ref(),
-                self.map.name(),
-                &query,
-                inner.now_millis(),
-                LIVE_OVERFLOW,
-            )
-            .await?;
-            let mut live = self
+            let Some(query) = self.shared.running(|live| live.query().clone()) else {
+                continue;
+            };
+            let fresh = self.read(&query).await?;
+            let mut state = self
                 .shared
                 .live
                 .lock()
@@ -203,7 +246,9 @@ impl<V: Serialize + DeserializeOwned> LiveQueryHandle<V> {
                 self.shared.refill.store(true, Ordering::Release);
                 continue;
             }
-            self.pending.extend(live.reset(fresh));
+            if let LiveState::Running(live) = &mut *state {
+                self.pending.extend(live.reset(fresh));
+            }
         }
         Ok(())
     }
@@ -266,7 +311,7 @@ impl<V: Serialize + DeserializeOwned> LiveQueryHandle<V> {
 
 impl<V: Serialize + DeserializeOwned> Drop for LiveQueryHandle<V> {
     fn drop(&mut self) {
-        self.map.shared().live.remove(self.listener);
+        self.map.live().remove(self.listener);
     }
 }
 

@@ -1,14 +1,17 @@
 //! [`IMap`]: a typed view of one map.
 
-use crate::client::{ClientInner, MapShared};
 use crate::error::{check_name, ClientError};
 use crate::events::Subscription;
+use crate::hub::MapShared;
+use crate::live_query::{typed_page, LiveQueryHandle, QueryPage};
+use crate::local::LocalData;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use topgun_storage::{OpId, StoreRecord};
+use topgun_sync::SyncHandle;
 
 /// Records read per store page by [`EntryStream`].
 const PAGE: usize = 256;
@@ -30,44 +33,52 @@ pub enum SyncState {
 /// ([`ClientError::Decode`]).
 #[derive(Debug)]
 pub struct IMap<V> {
-    inner: Arc<ClientInner>,
+    local: Arc<LocalData>,
     shared: Arc<MapShared>,
+    /// Keeps sync running while the map is in use.
+    _sync: Option<SyncHandle>,
     _v: PhantomData<fn() -> V>,
 }
 
 impl<V> Clone for IMap<V> {
     fn clone(&self) -> Self {
         Self {
-            inner: self.inner.clone(),
+            local: self.local.clone(),
             shared: self.shared.clone(),
+            _sync: self._sync.clone(),
             _v: PhantomData,
         }
     }
 }
 
 impl<V: Serialize + DeserializeOwned> IMap<V> {
-    pub(crate) fn new(inner: Arc<ClientInner>, shared: Arc<MapShared>) -> Self {
+    pub(crate) fn new(
+        local: Arc<LocalData>,
+        shared: Arc<MapShared>,
+        sync: Option<SyncHandle>,
+    ) -> Self {
         Self {
-            inner,
+            local,
             shared,
+            _sync: sync,
             _v: PhantomData,
         }
     }
 
     /// The map's name.
     pub fn name(&self) -> &str {
-        &self.shared.name
+        self.shared.name()
     }
 
     fn encode(&self, key: &str, value: &V) -> Result<Vec<u8>, ClientError> {
         let bytes = rmp_serde::to_vec_named(value).map_err(|source| ClientError::Encode {
-            map: self.shared.name.to_string(),
+            map: self.shared.name().to_string(),
             key: key.to_owned(),
             source,
         })?;
         if bytes.len() > crate::MAX_VALUE_LEN {
             return Err(ClientError::ValueTooLarge {
-                map: self.shared.name.to_string(),
+                map: self.shared.name().to_string(),
                 key: key.to_owned(),
                 len: bytes.len(),
                 max: crate::MAX_VALUE_LEN,
@@ -78,7 +89,7 @@ impl<V: Serialize + DeserializeOwned> IMap<V> {
 
     fn decode(&self, key: &str, bytes: &[u8]) -> Result<V, ClientError> {
         rmp_serde::from_slice(bytes).map_err(|source| ClientError::Decode {
-            map: self.shared.name.to_string(),
+            map: self.shared.name().to_string(),
             key: key.to_owned(),
             source,
         })
@@ -97,7 +108,7 @@ impl<V: Serialize + DeserializeOwned> IMap<V> {
     /// was written.
     pub async fn put(&self, key: &str, value: V) -> Result<OpId, ClientError> {
         let bytes = self.encode(key, &value)?;
-        self.inner.write(&self.shared, key, Some(bytes), None).await
+        self.local.write(&self.shared, key, Some(bytes), None).await
     }
 
     /// Like [`put`](Self::put), with a time to live: the value reads as
@@ -112,7 +123,7 @@ impl<V: Serialize + DeserializeOwned> IMap<V> {
         ttl_ms: u64,
     ) -> Result<OpId, ClientError> {
         let bytes = self.encode(key, &value)?;
-        self.inner
+        self.local
             .write(&self.shared, key, Some(bytes), Some(ttl_ms))
             .await
     }
@@ -125,22 +136,9 @@ impl<V: Serialize + DeserializeOwned> IMap<V> {
     /// [`ClientError::Decode`] if the stored value is not a `V`; storage
     /// errors.
     pub async fn get(&self, key: &str) -> Result<Option<V>, ClientError> {
-        self.inner.check_open()?;
         check_name("key", key)?;
-        let now = self.inner.now_millis();
         // Hot path: a working-set hit copies out only the value's `Arc`.
-        let hit = self
-            .inner
-            .ws()
-            .get(&self.shared.name, key)
-            .map(|r| r.live_value(now).cloned());
-        let value = match hit {
-            Some(value) => value,
-            None => match self.inner.load(&self.shared, key).await? {
-                Some(record) => record.live_value(now).cloned(),
-                None => None,
-            },
-        };
+        let value = self.local.read(&self.shared, key).await?;
         value.map(|bytes| self.decode(key, &bytes)).transpose()
     }
 
@@ -151,12 +149,15 @@ impl<V: Serialize + DeserializeOwned> IMap<V> {
     /// # Errors
     /// As for [`put`](Self::put).
     pub async fn remove(&self, key: &str) -> Result<OpId, ClientError> {
-        self.inner.write(&self.shared, key, None, None).await
+        self.local.write(&self.shared, key, None, None).await
     }
 
     /// Clears the map: one CLEAR op and a tombstone, at one timestamp, for
-    /// every key that is live here now, in one transaction. Subscribers get
-    /// a removal event per key.
+    /// every key that is live here now, in one transaction. It goes through
+    /// the same write path as [`put`](Self::put): it waits for writes to the
+    /// map in progress (and holds new ones back), makes room under the
+    /// quota, and subscribers get a removal event per key with its old
+    /// value.
     ///
     /// Once synced, a clear converges like removes of those keys: the sync
     /// engine sends a REMOVE for each tombstone the clear wrote (the wire
@@ -165,28 +166,10 @@ impl<V: Serialize + DeserializeOwned> IMap<V> {
     /// cleared.
     ///
     /// # Errors
-    /// Storage errors; then nothing was cleared.
+    /// [`ClientError::QuotaExceeded`], storage errors; then nothing was
+    /// cleared.
     pub async fn clear(&self) -> Result<OpId, ClientError> {
-        self.inner.check_open()?;
-        let timestamp = self.inner.hlc.now();
-        let outcome = self
-            .inner
-            .store
-            .clear_map(&self.shared.name, timestamp.clone())
-            .await?;
-        self.inner.ws().invalidate_map(&self.shared.name);
-        for key in &outcome.removed_keys {
-            self.inner.signal_sync(&self.shared.name, key, &timestamp);
-            self.inner.publish(
-                &self.shared,
-                key,
-                None,
-                None,
-                crate::Origin::Local,
-                timestamp.clone(),
-            );
-        }
-        Ok(outcome.op_id)
+        self.local.clear(&self.shared).await
     }
 
     /// Every live entry in key order, read from the store page by page (so
@@ -220,7 +203,7 @@ impl<V: Serialize + DeserializeOwned> IMap<V> {
     /// Storage errors.
     pub async fn sync_state(&self, key: &str) -> Result<Option<crate::SyncState>, ClientError> {
         check_name("key", key)?;
-        let record = self.inner.store.get(&self.shared.name, key).await?;
+        let record = self.local.store().get(self.shared.name(), key).await?;
         Ok(record.map(|r| {
             if r.dirty {
                 SyncState::Pending
@@ -234,7 +217,7 @@ impl<V: Serialize + DeserializeOwned> IMap<V> {
     /// merges once sync runs). See [`crate::events`] for the overflow
     /// policy.
     pub fn subscribe(&self) -> Subscription<V> {
-        Subscription::new(self.shared.events.subscribe())
+        Subscription::new(self.shared.subscribe())
     }
 
     /// Runs a query over the map's records in the store (so results are
@@ -249,17 +232,17 @@ impl<V: Serialize + DeserializeOwned> IMap<V> {
     pub async fn query(
         &self,
         query: &crate::query::Query,
-    ) -> Result<crate::QueryPage<V>, ClientError> {
-        self.inner.check_open()?;
+    ) -> Result<QueryPage<V>, ClientError> {
+        self.local.check_open()?;
         let compiled = query.compile()?;
         let result = crate::query::run_query(
-            self.inner.store.as_ref(),
-            &self.shared.name,
+            self.local.store().as_ref(),
+            self.shared.name(),
             &compiled,
-            self.inner.now_millis(),
+            self.local.now_millis(),
         )
         .await?;
-        crate::live_query::typed_page(&self.shared.name, result)
+        typed_page(self.shared.name(), result)
     }
 
     /// Starts a live query: its initial result, then every change to it as
@@ -270,17 +253,9 @@ impl<V: Serialize + DeserializeOwned> IMap<V> {
     pub async fn live_query(
         &self,
         query: crate::query::Query,
-    ) -> Result<crate::LiveQueryHandle<V>, ClientError> {
-        self.inner.check_open()?;
-        crate::LiveQueryHandle::start(self.clone(), query).await
-    }
-
-    pub(crate) fn shared(&self) -> &Arc<MapShared> {
-        &self.shared
-    }
-
-    pub(crate) fn inner(&self) -> &Arc<ClientInner> {
-        &self.inner
+    ) -> Result<LiveQueryHandle<V>, ClientError> {
+        self.local.check_open()?;
+        LiveQueryHandle::start(self.local.clone(), self.shared.clone(), query).await
     }
 }
 
@@ -299,7 +274,7 @@ impl<V: Serialize + DeserializeOwned> EntryStream<V> {
     async fn next_record(&mut self) -> Result<Option<StoreRecord>, ClientError> {
         loop {
             if let Some(r) = self.page.pop_front() {
-                if r.is_live(self.map.inner.now_millis()) {
+                if r.is_live(self.map.local.now_millis()) {
                     return Ok(Some(r));
                 }
                 continue;
@@ -307,12 +282,12 @@ impl<V: Serialize + DeserializeOwned> EntryStream<V> {
             if self.done {
                 return Ok(None);
             }
-            self.map.inner.check_open()?;
+            self.map.local.check_open()?;
             let page = self
                 .map
-                .inner
-                .store
-                .scan(&self.map.shared.name, self.after.as_deref(), PAGE)
+                .local
+                .store()
+                .scan(self.map.shared.name(), self.after.as_deref(), PAGE)
                 .await?;
             self.done = page.len() < PAGE;
             self.after = page.last().map(|r| r.key.clone());

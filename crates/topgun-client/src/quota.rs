@@ -2,49 +2,164 @@
 //! are pruned, least recently used first (they can be fetched from the
 //! server again). Dirty records and pending ops are never touched.
 
-use crate::client::{ClientEvent, ClientInner};
 use crate::error::ClientError;
+use crate::working_set::WorkingSet;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use tokio::sync::broadcast;
+use topgun_storage::Store;
 
 /// Records examined per store page while looking for prunable ones.
 const PAGE: usize = 512;
 
-/// Makes room for a write when a budget is set and the store is over it.
-/// Prunes down to 90% of the budget so that pruning does not run on every
-/// write at the edge.
+/// Events buffered for a slow reader of [`Quota::events`].
+const EVENT_BUFFER: usize = 64;
+
+/// Client-wide events (not tied to one key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClientEvent {
+    /// The store reached 80% of its byte budget (sent once per crossing):
+    /// time to sync or delete before pruning starts.
+    QuotaWarning {
+        /// Store bytes in use.
+        used: u64,
+        /// The budget.
+        budget: u64,
+    },
+    /// The store went over its byte budget and synced records were pruned.
+    QuotaPruned {
+        /// Records removed from the store.
+        records: u64,
+        /// Store bytes before pruning.
+        bytes_before: u64,
+        /// Store bytes after pruning.
+        bytes_after: u64,
+    },
+    /// The store is over budget and nothing could be pruned; writes fail
+    /// until data is synced or deleted.
+    QuotaExhausted {
+        /// Store bytes in use.
+        used: u64,
+        /// The budget.
+        budget: u64,
+    },
+}
+
+/// The storage budget and its events.
+#[derive(Debug)]
+pub(crate) struct Quota {
+    budget: Option<u64>,
+    events: broadcast::Sender<ClientEvent>,
+    warned: AtomicBool,
+}
+
+fn lock(ws: &Mutex<WorkingSet>) -> MutexGuard<'_, WorkingSet> {
+    ws.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Quota {
+    pub(crate) fn new(budget: Option<u64>) -> Self {
+        Self {
+            budget,
+            events: broadcast::Sender::new(EVENT_BUFFER),
+            warned: AtomicBool::new(false),
+        }
+    }
+
+    /// Quota events from now on.
+    pub(crate) fn events(&self) -> broadcast::Receiver<ClientEvent> {
+        self.events.subscribe()
+    }
+
+    fn emit(&self, event: ClientEvent) {
+        // Nobody listening is fine.
+        let _ = self.events.send(event);
+    }
+
+    /// Makes room for a local write: prunes when the store is over budget.
+    ///
+    /// # Errors
+    /// [`ClientError::QuotaExceeded`] when nothing is left to prune;
+    /// storage errors.
+    pub(crate) async fn ensure_room(
+        &self,
+        store: &dyn Store,
+        ws: &Mutex<WorkingSet>,
+    ) -> Result<(), ClientError> {
+        let Some(budget) = self.budget else {
+            return Ok(());
+        };
+        let used = prune(self, store, ws, budget).await?;
+        if used >= budget {
+            return Err(ClientError::QuotaExceeded { used, budget });
+        }
+        Ok(())
+    }
+
+    /// After records from the server were merged: prunes when the store is
+    /// over budget (the merge itself is never refused; the server holds
+    /// those records).
+    pub(crate) async fn after_merge(
+        &self,
+        store: &dyn Store,
+        ws: &Mutex<WorkingSet>,
+    ) -> Result<(), ClientError> {
+        if let Some(budget) = self.budget {
+            prune(self, store, ws, budget).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Prunes when the store is at or over `budget`, down to 90% of it so that
+/// pruning does not run on every write at the edge; returns the bytes in
+/// use afterwards. Sends the warning, pruned and exhausted events.
 ///
 /// Order: first clean records that are not in the working set (nothing
 /// used them recently), then the working set's clean records, least
 /// recently used first.
-pub(crate) async fn ensure_room(inner: &ClientInner) -> Result<(), ClientError> {
-    let Some(budget) = inner.quota_bytes else {
-        return Ok(());
-    };
-    let before = inner.store.stats().await?.bytes;
+async fn prune(
+    quota: &Quota,
+    store: &dyn Store,
+    ws: &Mutex<WorkingSet>,
+    budget: u64,
+) -> Result<u64, ClientError> {
+    let before = store.stats().await?.bytes;
+    let warn_at = budget - budget / 5;
+    if before < warn_at {
+        quota.warned.store(false, Ordering::Relaxed);
+    } else if !quota.warned.swap(true, Ordering::Relaxed) {
+        quota.emit(ClientEvent::QuotaWarning {
+            used: before,
+            budget,
+        });
+    }
     if before < budget {
-        return Ok(());
+        return Ok(before);
     }
     let target = budget - budget / 10;
     let mut pruned = 0u64;
     let mut used = before;
 
     // Phase 1: records not in the working set.
-    'maps: for map in inner.store.map_names().await? {
+    'maps: for map in store.map_names().await? {
         let mut after: Option<String> = None;
         loop {
-            let page = inner.store.scan(&map, after.as_deref(), PAGE).await?;
+            let page = store.scan(&map, after.as_deref(), PAGE).await?;
             let full = page.len() == PAGE;
             after = page.last().map(|r| r.key.clone());
             let candidates: Vec<String> = {
-                let ws = inner.ws();
+                let ws = lock(ws);
                 page.into_iter()
                     .filter(|r| !r.dirty && !ws.contains(&map, &r.key))
                     .map(|r| r.key)
                     .collect()
             };
             if !candidates.is_empty() {
-                pruned += inner.store.prune_clean(&map, &candidates).await?.len() as u64;
-                used = inner.store.stats().await?.bytes;
+                pruned += store.prune_clean(&map, &candidates).await?.len() as u64;
+                used = store.stats().await?.bytes;
                 if used <= target {
                     break 'maps;
                 }
@@ -57,7 +172,7 @@ pub(crate) async fn ensure_room(inner: &ClientInner) -> Result<(), ClientError> 
 
     // Phase 2: the working set, least recently used first.
     while used > target {
-        let lru = inner.ws().lru_keys(PAGE);
+        let lru = lock(ws).lru_keys(PAGE);
         if lru.is_empty() {
             break;
         }
@@ -67,34 +182,31 @@ pub(crate) async fn ensure_room(inner: &ClientInner) -> Result<(), ClientError> 
         }
         let mut removed_any = false;
         for (map, keys) in by_map {
-            let removed = inner.store.prune_clean(&map, &keys).await?;
+            let removed = store.prune_clean(&map, &keys).await?;
             pruned += removed.len() as u64;
             removed_any |= !removed.is_empty();
-            let mut ws = inner.ws();
+            let mut ws = lock(ws);
             // Dropping the RAM copy of kept (dirty) keys too lets the walk
             // move on to older entries; they are re-read on demand.
             for key in &keys {
                 ws.invalidate(&map, key);
             }
         }
-        used = inner.store.stats().await?.bytes;
-        if !removed_any && inner.ws().stats().entries == 0 {
+        used = store.stats().await?.bytes;
+        if !removed_any && lock(ws).stats().entries == 0 {
             break;
         }
     }
 
     if pruned > 0 {
-        let _ = inner.client_events.send(ClientEvent::QuotaPruned {
+        quota.emit(ClientEvent::QuotaPruned {
             records: pruned,
             bytes_before: before,
             bytes_after: used,
         });
     }
     if used >= budget {
-        let _ = inner
-            .client_events
-            .send(ClientEvent::QuotaExhausted { used, budget });
-        return Err(ClientError::QuotaExceeded { used, budget });
+        quota.emit(ClientEvent::QuotaExhausted { used, budget });
     }
-    Ok(())
+    Ok(used)
 }

@@ -23,6 +23,8 @@ async fn garbage_unknown_types_and_cut_frames_are_survived() {
     // The server waits until the test listens to sync events, so that no
     // report is sent before anyone can hear it.
     let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+    // The last connection stays open until the test has checked everything.
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         // 1: a garbage binary frame.
         let (tcp, _) = listener.accept().await.unwrap();
@@ -72,7 +74,7 @@ async fn garbage_unknown_types_and_cut_frames_are_survived() {
         let (tcp, _) = listener.accept().await.unwrap();
         let _ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
         seen_tx.send("reconnected").unwrap();
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        let _ = done_rx.await;
     });
 
     let config = SyncConfig {
@@ -128,6 +130,7 @@ async fn garbage_unknown_types_and_cut_frames_are_survived() {
     // Nothing was acknowledged, so nothing is lost: every op is still pending.
     assert_eq!(client.pending_ops().await.unwrap(), 5);
     assert_eq!(m.get("k3").await.unwrap(), Some(serde_json::json!(3)));
+    done_tx.send(()).unwrap();
     server.await.unwrap();
 }
 
@@ -142,6 +145,9 @@ async fn sync_reset_required_drops_synced_records_and_pulls_again() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("ws://{}/ws", listener.local_addr().unwrap());
     let (inits_tx, mut inits_rx) = tokio::sync::mpsc::unbounded_channel::<u32>();
+    // The server demands the reset once the client has merged the record.
+    let (merged_tx, merged_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut merged_rx = Some(merged_rx);
     let server = tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.unwrap();
         let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
@@ -176,7 +182,9 @@ async fn sync_reset_required_drops_synced_records_and_pulls_again() {
                         }],
                     };
                     ws.send(send(Message::SyncRespLeaf(leaf))).await.unwrap();
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    if let Some(merged) = merged_rx.take() {
+                        merged.await.unwrap();
+                    }
                     let reset = SyncResetRequired {
                         map_name: "m".into(),
                         reason: "restored from backup".into(),
@@ -212,20 +220,28 @@ async fn sync_reset_required_drops_synced_records_and_pulls_again() {
         .await
         .unwrap();
     let m = client.get_json_map("m").unwrap();
+    let mut events = m.subscribe();
     m.put("local", serde_json::json!("unsynced")).await.unwrap();
     assert_eq!(
         tokio::time::timeout(WAIT, inits_rx.recv()).await.unwrap(),
         Some(1)
     );
     // The pulled record arrives…
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while m.get("s").await.unwrap().is_none() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the pulled record never arrived"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    loop {
+        let e = tokio::time::timeout(WAIT, events.recv())
+            .await
+            .expect("the pulled record never arrived")
+            .unwrap();
+        if e.key == "s" {
+            assert_eq!(e.origin, topgun_client::Origin::Remote);
+            break;
+        }
     }
+    assert_eq!(
+        m.get("s").await.unwrap(),
+        Some(serde_json::json!("from-server"))
+    );
+    merged_tx.send(()).unwrap();
     // …then the reset: a second SYNC_INIT after the synced copy is dropped.
     assert_eq!(
         tokio::time::timeout(WAIT, inits_rx.recv()).await.unwrap(),
@@ -242,6 +258,6 @@ async fn sync_reset_required_drops_synced_records_and_pulls_again() {
         "the dirty record was kept"
     );
     assert_eq!(client.pending_ops().await.unwrap(), 1, "its op too");
-    client.close();
+    client.close().await;
     server.abort();
 }

@@ -334,7 +334,7 @@ async fn close_makes_later_calls_fail_clearly() {
     let client = memory_client().await;
     let m = client.get_map::<u32>("m").unwrap();
     m.put("a", 1).await.unwrap();
-    client.close();
+    client.close().await;
     assert!(matches!(m.put("a", 2).await, Err(ClientError::Closed)));
     assert!(matches!(m.get("a").await, Err(ClientError::Closed)));
 }
@@ -372,6 +372,14 @@ async fn quota_prunes_synced_records_and_never_dirty_ones() {
     }
     let stats = client.store_stats().await.unwrap();
     assert!(stats.bytes < 60_000, "{stats:?}");
+    // First the early warning (at 80% of the budget), then the pruning.
+    match quota_events.try_recv() {
+        Ok(ClientEvent::QuotaWarning { used, budget }) => {
+            assert_eq!(budget, 60_000);
+            assert!(used >= 48_000, "{used}");
+        }
+        other => panic!("expected a quota warning, got {other:?}"),
+    }
     match quota_events.try_recv() {
         Ok(ClientEvent::QuotaPruned { records, .. }) => assert!(records > 0),
         other => panic!("expected a quota event, got {other:?}"),
@@ -425,7 +433,7 @@ async fn data_and_node_id_survive_a_restart_on_redb() {
         m.put("alice", user("Alice", 30)).await.unwrap();
         m.put("bob", user("Bob", 40)).await.unwrap();
         m.remove("bob").await.unwrap();
-        client.close();
+        client.close().await;
     }
     let client = TopGunClient::builder()
         .redb_path(&path)

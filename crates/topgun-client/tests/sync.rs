@@ -91,15 +91,31 @@ async fn synced(c: &TopGunClient) {
     );
 }
 
+type Dump = BTreeMap<String, (Option<serde_json::Value>, String)>;
+
 /// Every record (tombstones included) of a map in a store, by key.
-async fn dump(
-    store: &dyn Store,
-    map: &str,
-) -> BTreeMap<String, (Option<serde_json::Value>, String)> {
+async fn dump(store: &dyn Store, map: &str) -> Dump {
+    dump_pages(map, |after| async move { store.scan(map, after.as_deref(), 500).await }).await
+}
+
+/// Every record (tombstones included) of a map in a client's store.
+async fn dump_client(client: &TopGunClient, map: &str) -> Dump {
+    let store = client.store();
+    let store = &store;
+    dump_pages(map, |after| async move { store.scan(map, after.as_deref(), 500).await }).await
+}
+
+async fn dump_pages<F, Fut>(_map: &str, scan: F) -> Dump
+where
+    F: Fn(Option<String>) -> Fut,
+    Fut: std::future::Future<
+        Output = Result<Vec<topgun_storage::StoreRecord>, topgun_storage::StorageError>,
+    >,
+{
     let mut out = BTreeMap::new();
     let mut after: Option<String> = None;
     loop {
-        let page = store.scan(map, after.as_deref(), 500).await.unwrap();
+        let page = scan(after.clone()).await.unwrap();
         for r in &page {
             let v = r
                 .value
@@ -145,8 +161,8 @@ async fn offline_writes_reach_the_server_and_a_fresh_client() {
 
     let b = client(&server.url, &["todos"]).await;
     synced(&b).await;
-    let from_a = dump(a.store().as_ref(), "todos").await;
-    let from_b = dump(b.store().as_ref(), "todos").await;
+    let from_a = dump_client(&a, "todos").await;
+    let from_b = dump_client(&b, "todos").await;
     let on_server = dump(server.store.as_ref(), "todos").await;
     assert_eq!(from_a.len(), 1_000);
     assert_eq!(
@@ -167,21 +183,27 @@ async fn offline_writes_reach_the_server_and_a_fresh_client() {
 async fn two_clients_converge_to_the_lww_model() {
     let server = Server::start().await;
     let a = client(&server.url, &["m"]).await;
-    let b = client(&server.url, &["m"]).await;
+    let b_store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let b = TopGunClient::builder()
+        .store(b_store.clone())
+        .server_url(&server.url)
+        .sync_config(fast_sync())
+        .sync_maps(["m"])
+        .build()
+        .await
+        .unwrap();
     synced(&a).await;
     synced(&b).await;
-    let (ma, mb) = (
-        a.get_map::<i64>("m").unwrap(),
-        b.get_map::<i64>("m").unwrap(),
-    );
+    let ma = a.get_map::<i64>("m").unwrap();
+    let mut a_events = ma.subscribe();
     // b goes offline (its sync stops); both write overlapping keys.
+    b.close().await;
     let b_offline = TopGunClient::builder()
-        .store(b.store().clone())
+        .store(b_store.clone())
         .node_id(b.node_id())
         .build()
         .await
         .unwrap();
-    b.close();
     let mb_off = b_offline.get_map::<i64>("m").unwrap();
     for i in 0..50 {
         ma.put(&format!("k{}", i % 20), i).await.unwrap();
@@ -194,8 +216,8 @@ async fn two_clients_converge_to_the_lww_model() {
         }
     }
     // The model: for every key, the record with the greatest timestamp.
-    let mut model = dump(a.store().as_ref(), "m").await;
-    for (k, v) in dump(b_offline.store().as_ref(), "m").await {
+    let mut model = dump_client(&a, "m").await;
+    for (k, v) in dump_client(&b_offline, "m").await {
         match model.get(&k) {
             Some(cur) if parse_ts(&cur.1) >= parse_ts(&v.1) => {}
             _ => {
@@ -205,32 +227,36 @@ async fn two_clients_converge_to_the_lww_model() {
     }
     // b comes back online on the same store.
     let b2 = TopGunClient::builder()
-        .store(b_offline.store().clone())
+        .store(b_store.clone())
         .server_url(&server.url)
         .sync_config(fast_sync())
         .build()
         .await
         .unwrap();
+    let mut b_events = b2.get_map::<i64>("m").unwrap().subscribe();
     synced(&b2).await;
     synced(&a).await;
-    // a may need a moment for b2's realtime events.
-    let deadline = tokio::time::Instant::now() + WAIT;
+    // Whatever each pulled, the rest reaches it as realtime events: wait
+    // on those, not on time.
     loop {
-        let (da, db) = (
-            dump(a.store().as_ref(), "m").await,
-            dump(b2.store().as_ref(), "m").await,
-        );
+        let (da, db) = (dump_client(&a, "m").await, dump_client(&b2, "m").await);
         if da == model && db == model {
             break;
         }
+        let event = tokio::time::timeout(WAIT, async {
+            tokio::select! {
+                e = a_events.recv() => e.is_ok(),
+                e = b_events.recv() => e.is_ok(),
+            }
+        })
+        .await;
         assert!(
-            tokio::time::Instant::now() < deadline,
+            matches!(event, Ok(true)),
             "no convergence:\n a={da:?}\n b={db:?}\n model={model:?}"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(dump(server.store.as_ref(), "m").await, model);
-    drop((mb, ma));
+    drop(ma);
     server.stop().await;
 }
 
@@ -294,7 +320,7 @@ async fn catch_up_walks_only_the_differing_leaves() {
         .await
         .unwrap();
     synced(&b).await;
-    b.close();
+    b.close().await;
     drop(b);
     // It misses 10 changes.
     for i in 0..10 {
@@ -341,14 +367,21 @@ async fn states_in_order_and_backoff_while_the_server_is_down() {
         .await
         .unwrap();
     let mut changes = c.state_changes();
-    // Down: OFFLINE → CONNECTING → OFFLINE → CONNECTING … with growing waits.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Down: OFFLINE → CONNECTING → OFFLINE → CONNECTING … with growing
+    // waits. Watch four more attempts (the very first transition may
+    // predate the subscription: the sync task starts inside `build`).
     let mut seen = vec![];
-    while let Ok(s) = changes.try_recv() {
+    let mut attempts = Vec::new();
+    while attempts.len() < 4 {
+        let s = tokio::time::timeout(WAIT, changes.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        if s == ConnectionState::Connecting {
+            attempts.push(std::time::Instant::now());
+        }
         seen.push(s);
     }
-    // (The very first transition may predate the subscription: the sync
-    // task starts inside `build`.) Attempts alternate with OFFLINE.
     assert!(
         seen.windows(3).any(|w| w
             == [
@@ -356,20 +389,18 @@ async fn states_in_order_and_backoff_while_the_server_is_down() {
                 ConnectionState::Offline,
                 ConnectionState::Connecting
             ]),
-        "{seen:?}"
+        "attempts alternate with OFFLINE: {seen:?}"
     );
     assert!(seen.windows(2).all(|w| w[0] != w[1]), "{seen:?}");
-    let attempts = seen
-        .iter()
-        .filter(|s| **s == ConnectionState::Connecting)
-        .count();
-    // Waits of ~50, 100, 200, 400 ms (each jittered down to half at most):
-    // 3 to 6 attempts in 600 ms, not hundreds.
-    assert!(
-        (3..=8).contains(&attempts),
-        "backoff spaces the attempts: {seen:?}"
-    );
     assert!(!seen.contains(&ConnectionState::Syncing));
+    // The backoff doubles from 50 ms (jitter takes at most half off), so
+    // three waits after the first attempt last at least 25 + 50 + 100 ms;
+    // without a backoff they would take about nothing.
+    let waited = attempts[3] - attempts[0];
+    assert!(
+        waited >= Duration::from_millis(175),
+        "backoff spaces the attempts: {waited:?} {seen:?}"
+    );
     // Up: it gets through CONNECTING → SYNCING → ONLINE.
     let server = Server::start_with(Arc::new(MemoryStore::new()), port, |_| {}).await;
     let mut tail = Vec::new();
@@ -428,7 +459,7 @@ async fn auth_missing_bad_and_forbidden() {
     let e = wait_event(&mut ev, |e| matches!(e, SyncEvent::AuthFailed(_))).await;
     assert!(matches!(e, SyncEvent::AuthFailed(r) if r.contains("token")));
     assert_ne!(c.state(), ConnectionState::Online);
-    c.close();
+    c.close().await;
     // A bad token.
     let c = TopGunClient::builder()
         .server_url(&server.url)
@@ -439,7 +470,7 @@ async fn auth_missing_bad_and_forbidden() {
         .unwrap();
     let mut ev = c.sync_events();
     wait_event(&mut ev, |e| matches!(e, SyncEvent::AuthFailed(_))).await;
-    c.close();
+    c.close().await;
     // A good token, but a map the rules forbid writing.
     let c = TopGunClient::builder()
         .server_url(&server.url)

@@ -1,10 +1,9 @@
 //! The native WebSocket transport (tokio-tungstenite): `ws://` and
-//! `wss://` (rustls with the web PKI roots). One MessagePack message per
-//! binary frame.
+//! `wss://` (rustls with the web PKI roots), one binary frame per
+//! message, and [`TokioRuntime`], the native [`Runtime`].
 
+use crate::runtime::{BoxFuture, Connection, Frame, Runtime};
 use futures_util::{SinkExt, StreamExt};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::{
@@ -12,7 +11,9 @@ use tokio_tungstenite::tungstenite::protocol::{
 };
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-use topgun_core::wire::{Codec, Message};
+
+/// How long one connection attempt may take by default.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Errors of the transport.
 #[derive(Debug, thiserror::Error)]
@@ -36,66 +37,31 @@ pub enum TransportError {
         /// The timeout.
         after: Duration,
     },
-    /// A message could not be encoded (too large, too deep).
-    #[error(transparent)]
-    Encode(#[from] topgun_core::wire::EncodeError),
     /// The connection failed while sending or receiving.
     #[error("connection failed: {0}")]
     Io(#[source] Box<tokio_tungstenite::tungstenite::Error>),
-}
-
-/// What arrived on a connection.
-#[derive(Debug)]
-pub enum Incoming {
-    /// A decoded message.
-    Frame(Box<Message>),
-    /// A frame that did not decode, with the reason.
-    Bad(String),
-    /// The peer closed the connection, with its reason if it gave one.
-    Closed(String),
-}
-
-/// Traffic counters, shared by every connection of one client.
-#[derive(Debug, Default)]
-pub struct TrafficStats {
-    /// Frames sent.
-    pub frames_sent: AtomicU64,
-    /// Frames received (binary, text and close).
-    pub frames_received: AtomicU64,
-    /// Payload bytes sent.
-    pub bytes_sent: AtomicU64,
-    /// Payload bytes received.
-    pub bytes_received: AtomicU64,
-}
-
-impl TrafficStats {
-    fn count(counter: &AtomicU64, n: usize) {
-        counter.fetch_add(n as u64, Ordering::Relaxed);
-    }
 }
 
 /// One open WebSocket connection to a TopGun server.
 #[derive(Debug)]
 pub struct WsConnection {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
-    codec: Codec,
-    stats: Arc<TrafficStats>,
 }
 
 impl WsConnection {
-    /// Connects to `url` (e.g. `ws://127.0.0.1:8080/ws`) within `timeout`.
+    /// Connects to `url` (e.g. `ws://127.0.0.1:8080/ws`) within `timeout`;
+    /// frames over `max_frame_len` bytes end the connection.
     ///
     /// # Errors
     /// [`TransportError::Connect`] or [`TransportError::ConnectTimeout`].
     pub async fn connect(
         url: &str,
         timeout: Duration,
-        codec: Codec,
-        stats: Arc<TrafficStats>,
+        max_frame_len: usize,
     ) -> Result<Self, TransportError> {
         let mut config = WebSocketConfig::default();
-        config.max_message_size = Some(codec.max_frame_len());
-        config.max_frame_size = Some(codec.max_frame_len());
+        config.max_message_size = Some(max_frame_len);
+        config.max_frame_size = Some(max_frame_len);
         let attempt = tokio_tungstenite::connect_async_with_config(url, Some(config), true);
         match tokio::time::timeout(timeout, attempt).await {
             Err(_) => Err(TransportError::ConnectTimeout {
@@ -106,61 +72,41 @@ impl WsConnection {
                 url: url.to_owned(),
                 source: Box::new(e),
             }),
-            Ok(Ok((ws, _response))) => Ok(Self { ws, codec, stats }),
+            Ok(Ok((ws, _response))) => Ok(Self { ws }),
         }
     }
 
-    /// Sends one message as a binary frame.
+    /// Sends one binary frame.
     ///
     /// # Errors
-    /// [`TransportError::Encode`] for a message the codec refuses (the
-    /// connection stays usable); [`TransportError::Io`] if the connection
-    /// failed.
-    pub async fn send(&mut self, msg: &Message) -> Result<(), TransportError> {
-        let bytes = self.codec.encode(msg)?;
-        TrafficStats::count(&self.stats.frames_sent, 1);
-        TrafficStats::count(&self.stats.bytes_sent, bytes.len());
+    /// [`TransportError::Io`] if the connection failed.
+    pub async fn send_frame(&mut self, frame: Vec<u8>) -> Result<(), TransportError> {
         self.ws
-            .send(WsMessage::Binary(bytes.into()))
+            .send(WsMessage::Binary(frame.into()))
             .await
             .map_err(|e| TransportError::Io(Box::new(e)))
     }
 
-    /// Waits for the next message. Cancel-safe (usable in `select!`).
-    /// Text frames and undecodable binary frames come back as
-    /// [`Incoming::Bad`]; WebSocket pings are answered by the library.
-    ///
-    /// # Errors
-    /// [`TransportError::Io`] when the connection breaks (reset, a frame
-    /// larger than the codec's limit, a protocol violation).
-    pub async fn recv(&mut self) -> Result<Incoming, TransportError> {
+    /// Waits for the next frame. Cancel-safe (usable in `select!`).
+    /// WebSocket pings are answered by the library; a broken connection
+    /// (reset, a frame over the size limit, a protocol violation) is
+    /// [`Frame::Closed`] with the reason.
+    pub async fn recv_frame(&mut self) -> Frame {
         loop {
             let Some(next) = self.ws.next().await else {
-                return Ok(Incoming::Closed("the connection ended".into()));
+                return Frame::Closed("the connection ended".into());
             };
-            match next.map_err(|e| TransportError::Io(Box::new(e)))? {
-                WsMessage::Binary(bytes) => {
-                    TrafficStats::count(&self.stats.frames_received, 1);
-                    TrafficStats::count(&self.stats.bytes_received, bytes.len());
-                    return Ok(match self.codec.decode(&bytes) {
-                        Ok(msg) => Incoming::Frame(Box::new(msg)),
-                        Err(e) => Incoming::Bad(e.to_string()),
-                    });
-                }
-                WsMessage::Text(t) => {
-                    return Ok(Incoming::Bad(format!(
-                        "unexpected text frame of {} bytes",
-                        t.len()
-                    )));
-                }
-                WsMessage::Close(frame) => {
-                    let reason = frame.map_or_else(
+            match next {
+                Err(e) => return Frame::Closed(TransportError::Io(Box::new(e)).to_string()),
+                Ok(WsMessage::Binary(bytes)) => return Frame::Binary(bytes.into()),
+                Ok(WsMessage::Text(t)) => return Frame::Text(t.len()),
+                Ok(WsMessage::Close(frame)) => {
+                    return Frame::Closed(frame.map_or_else(
                         || "closed by the server".to_owned(),
                         |f| format!("closed by the server ({}): {}", u16::from(f.code), f.reason),
-                    );
-                    return Ok(Incoming::Closed(reason));
+                    ));
                 }
-                WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_) => {}
+                Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_)) => {}
             }
         }
     }
@@ -173,5 +119,79 @@ impl WsConnection {
         };
         // The peer may already be gone; closing is best effort.
         let _ = tokio::time::timeout(Duration::from_secs(1), self.ws.close(Some(frame))).await;
+    }
+}
+
+impl Connection for WsConnection {
+    fn send(&mut self, frame: Vec<u8>) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move { self.send_frame(frame).await.map_err(|e| e.to_string()) })
+    }
+
+    fn recv(&mut self) -> BoxFuture<'_, Frame> {
+        Box::pin(self.recv_frame())
+    }
+
+    fn close(self: Box<Self>, reason: String) -> BoxFuture<'static, ()> {
+        Box::pin(async move { (*self).close(&reason).await })
+    }
+}
+
+/// The native [`Runtime`]: tokio's clock, timers and tasks (so tests can
+/// pause time), tokio-tungstenite connections.
+#[derive(Debug, Clone)]
+pub struct TokioRuntime {
+    handle: tokio::runtime::Handle,
+    origin: tokio::time::Instant,
+    connect_timeout: Duration,
+}
+
+impl TokioRuntime {
+    /// The runtime the caller runs on.
+    ///
+    /// # Errors
+    /// Called outside a tokio runtime.
+    pub fn current() -> Result<Self, tokio::runtime::TryCurrentError> {
+        Ok(Self {
+            handle: tokio::runtime::Handle::try_current()?,
+            origin: tokio::time::Instant::now(),
+            connect_timeout: CONNECT_TIMEOUT,
+        })
+    }
+
+    /// Gives up a connection attempt after `timeout` (default 10 s).
+    #[must_use]
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+}
+
+impl Runtime for TokioRuntime {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn sleep(&self, ms: u64) -> BoxFuture<'static, ()> {
+        Box::pin(tokio::time::sleep(Duration::from_millis(ms)))
+    }
+
+    fn connect(
+        &self,
+        url: &str,
+        max_frame_len: usize,
+    ) -> BoxFuture<'static, Result<Box<dyn Connection>, String>> {
+        let url = url.to_owned();
+        let timeout = self.connect_timeout;
+        Box::pin(async move {
+            WsConnection::connect(&url, timeout, max_frame_len)
+                .await
+                .map(|c| Box::new(c) as Box<dyn Connection>)
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn spawn(&self, task: BoxFuture<'static, ()>) {
+        // The driver signals its own end (see `SyncHandle::close`).
+        drop(self.handle.spawn(task));
     }
 }

@@ -1,0 +1,415 @@
+//! [`LocalData`]: the client's data on this device — the store, the HLC,
+//! the working set, the write locks and the quota — and the one write path
+//! every change goes through (local writes, clears, merges from the
+//! server, pruning).
+
+use crate::error::{check_name, ClientError};
+use crate::events::Origin;
+use crate::hub::{MapHub, MapShared};
+use crate::keylock::KeyLocks;
+use crate::quota::{ClientEvent, Quota};
+use crate::working_set::{CachedRecord, WorkingSet, WorkingSetLimits, WorkingSetStats};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use tokio::sync::broadcast;
+use topgun_core::wire::WireRecord;
+use topgun_core::{Hlc, HlcError, Timestamp};
+use topgun_storage::{LocalWrite, OpId, OpType, Store, StoreRecord};
+use topgun_sync::{Applied, Replica, ReplicaError, SyncNotifier};
+
+/// Records read per store page by whole-map operations.
+const PAGE: usize = 512;
+
+/// The client's local data and its write path.
+#[derive(Debug)]
+pub(crate) struct LocalData {
+    store: Arc<dyn Store>,
+    hlc: Hlc,
+    working_set: Mutex<WorkingSet>,
+    locks: KeyLocks,
+    quota: Quota,
+    hub: MapHub,
+    /// Set once when sync starts; told about every durable local change.
+    sync: OnceLock<SyncNotifier>,
+    closed: AtomicBool,
+}
+
+impl LocalData {
+    pub(crate) fn new(
+        store: Arc<dyn Store>,
+        hlc: Hlc,
+        limits: WorkingSetLimits,
+        quota_bytes: Option<u64>,
+    ) -> Self {
+        Self {
+            store,
+            hlc,
+            working_set: Mutex::new(WorkingSet::new(limits)),
+            locks: KeyLocks::default(),
+            quota: Quota::new(quota_bytes),
+            hub: MapHub::default(),
+            sync: OnceLock::new(),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// Tells `notifier` about every local change from now on. Only the
+    /// first call has an effect.
+    pub(crate) fn attach_sync(&self, notifier: SyncNotifier) {
+        let _ = self.sync.set(notifier);
+    }
+
+    fn ws(&self) -> MutexGuard<'_, WorkingSet> {
+        // Every critical section leaves its data consistent before anything
+        // that can panic, so a poisoned lock is still usable.
+        self.working_set
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn hlc(&self) -> &Hlc {
+        &self.hlc
+    }
+
+    pub(crate) fn now_millis(&self) -> u64 {
+        self.hlc.clock().now_millis()
+    }
+
+    /// The store, for reads.
+    pub(crate) fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The map `name`, opened on first use.
+    pub(crate) fn map(&self, name: &str) -> Arc<MapShared> {
+        self.hub.map(name)
+    }
+
+    pub(crate) fn events(&self) -> broadcast::Receiver<ClientEvent> {
+        self.quota.events()
+    }
+
+    pub(crate) fn working_set_stats(&self) -> WorkingSetStats {
+        self.ws().stats()
+    }
+
+    pub(crate) fn check_open(&self) -> Result<(), ClientError> {
+        if self.closed.load(Ordering::Acquire) {
+            Err(ClientError::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Refuses later calls, forgets the maps and empties the RAM copy.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.hub.close();
+        self.ws().invalidate_all();
+    }
+
+    /// The live value of `key` as cached (`Some(None)`: cached as absent or
+    /// expired); `None` on a working-set miss.
+    pub(crate) fn cached_value(&self, map: &str, key: &str) -> Option<Option<Arc<[u8]>>> {
+        let now = self.now_millis();
+        self.ws().get(map, key).map(|r| r.live_value(now).cloned())
+    }
+
+    /// The live value of `key`: working set first, then the store.
+    pub(crate) async fn read(
+        &self,
+        map: &MapShared,
+        key: &str,
+    ) -> Result<Option<Arc<[u8]>>, ClientError> {
+        self.check_open()?;
+        if let Some(hit) = self.cached_value(map.name(), key) {
+            return Ok(hit);
+        }
+        let now = self.now_millis();
+        Ok(self
+            .load(map, key)
+            .await?
+            .and_then(|r| r.live_value(now).cloned()))
+    }
+
+    /// The current record of a key: working set first, then the store.
+    async fn current(
+        &self,
+        map: &MapShared,
+        key: &str,
+    ) -> Result<Option<CachedRecord>, ClientError> {
+        if let Some(hit) = self.ws().get(map.name(), key) {
+            return Ok(Some(hit.clone()));
+        }
+        self.load(map, key).await
+    }
+
+    /// Reads a record from the store (a working-set miss) and caches it.
+    async fn load(&self, map: &MapShared, key: &str) -> Result<Option<CachedRecord>, ClientError> {
+        let Some(record) = self.store.get(map.name(), key).await? else {
+            return Ok(None);
+        };
+        let cached = CachedRecord::from_store(&record);
+        self.ws().insert_if_newer(map.name(), key, cached.clone());
+        Ok(Some(cached))
+    }
+
+    /// Loads up to `limit` records into the working set, in map and key
+    /// order.
+    pub(crate) async fn warm_up(&self, limit: usize) -> Result<(), ClientError> {
+        let mut left = limit;
+        if left == 0 {
+            return Ok(());
+        }
+        for map in self.store.map_names().await? {
+            let records: Vec<StoreRecord> = self.store.scan(&map, None, left).await?;
+            left -= records.len();
+            let name = self.map(&map).name().clone();
+            let mut ws = self.ws();
+            for r in &records {
+                ws.insert(&name, &r.key, CachedRecord::from_store(r));
+            }
+            if left == 0 {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The one local write path for a key: lock the key, stamp, make room,
+    /// store record + op in one transaction, cache, publish, signal sync.
+    pub(crate) async fn write(
+        &self,
+        map: &MapShared,
+        key: &str,
+        value: Option<Vec<u8>>,
+        ttl_ms: Option<u64>,
+    ) -> Result<OpId, ClientError> {
+        self.check_open()?;
+        check_name("key", key)?;
+        let _guard = self.locks.lock(map.name(), key).await;
+        let previous = self.current(map, key).await?;
+        let timestamp = self.stamp_after(previous.as_ref().map(|p| &p.timestamp));
+        self.quota.ensure_room(self.store.as_ref(), &self.working_set).await?;
+        let op_type = if value.is_some() {
+            OpType::Put
+        } else {
+            OpType::Remove
+        };
+        let value: Option<Arc<[u8]>> = value.map(Arc::from);
+        let op_id = self
+            .store
+            .write_local(LocalWrite {
+                map_name: map.name().to_string(),
+                key: key.to_owned(),
+                op_type,
+                value: value.as_deref().map(<[u8]>::to_vec),
+                timestamp: timestamp.clone(),
+                ttl_ms,
+            })
+            .await?;
+        let now = self.now_millis();
+        let cached = CachedRecord {
+            value,
+            timestamp: timestamp.clone(),
+            ttl_ms,
+        };
+        let new_live = cached.live_value(now).cloned();
+        self.ws().insert(map.name(), key, cached);
+        let old = previous.and_then(|p| p.live_value(now).cloned());
+        self.signal_sync(map.name(), key, &timestamp);
+        map.publish(key, old, new_live, Origin::Local, timestamp);
+        Ok(op_id)
+    }
+
+    /// The write path for a whole map: excludes every write to the map,
+    /// makes room, gathers the live values (when someone listens), stores
+    /// one CLEAR op and a tombstone per live key in one transaction, then
+    /// publishes each removal with its old value and signals sync.
+    pub(crate) async fn clear(&self, map: &MapShared) -> Result<OpId, ClientError> {
+        self.check_open()?;
+        let _guard = self.locks.lock_map(map.name()).await;
+        self.quota.ensure_room(self.store.as_ref(), &self.working_set).await?;
+        let now = self.now_millis();
+        let mut old_values = std::collections::HashMap::new();
+        if map.has_listeners() {
+            let mut after: Option<String> = None;
+            loop {
+                let page = self.store.scan(map.name(), after.as_deref(), PAGE).await?;
+                let full = page.len() == PAGE;
+                after = page.last().map(|r| r.key.clone());
+                for r in page {
+                    if r.is_live(now) {
+                        old_values.insert(r.key, r.value.map(Arc::<[u8]>::from));
+                    }
+                }
+                if !full {
+                    break;
+                }
+            }
+        }
+        let timestamp = self.hlc.now();
+        let outcome = self.store.clear_map(map.name(), timestamp.clone()).await?;
+        self.ws().invalidate_map(map.name());
+        for key in &outcome.removed_keys {
+            self.signal_sync(map.name(), key, &timestamp);
+            let old = old_values.remove(key).flatten();
+            map.publish(key, old, None, Origin::Local, timestamp.clone());
+        }
+        Ok(outcome.op_id)
+    }
+
+    /// A fresh timestamp, strictly after `after` (the stored record's) so a
+    /// local write always supersedes what this replica holds, even if the
+    /// wall clock went back across a restart.
+    fn stamp_after(&self, after: Option<&Timestamp>) -> Timestamp {
+        let ts = self.hlc.now();
+        match after {
+            Some(prev) if *prev >= ts => {
+                // Beyond the drift bound the clock refuses to jump; the write
+                // then keeps its own (older) stamp and loses to `prev` on sync.
+                if self.hlc.update(prev).is_ok() {
+                    self.hlc.now()
+                } else {
+                    ts
+                }
+            }
+            _ => ts,
+        }
+    }
+
+    fn signal_sync(&self, map: &str, key: &str, timestamp: &Timestamp) {
+        if let Some(sync) = self.sync.get() {
+            sync.local_change(map, key, timestamp);
+        }
+    }
+
+    /// Merges server records into `map` by LWW in one storage transaction
+    /// (relaxed: it need not be durable, see
+    /// [`Store::apply_remote_relaxed`]): a record replaces the local one
+    /// only if its timestamp is strictly greater; merged records are clean.
+    /// The HLC absorbs every accepted timestamp; one beyond the drift bound
+    /// is refused. Subscribers and live queries see each change with origin
+    /// `Remote`. Afterwards the quota prunes if the store is over budget.
+    ///
+    /// The keys are locked for the duration, so a concurrent local write to
+    /// the same key is ordered before or after the merge, never across it.
+    pub(crate) async fn apply_remote(
+        &self,
+        map: &str,
+        records: Vec<(String, WireRecord)>,
+    ) -> Result<Applied, ClientError> {
+        self.check_open()?;
+        let shared = self.map(map);
+        let keys: Vec<&str> = records
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .filter(|k| !k.is_empty())
+            .collect();
+        let guard = self.locks.lock_keys(map, &keys).await;
+        let mut result = Applied::default();
+        let mut batch = Vec::with_capacity(records.len());
+        for (key, record) in &records {
+            if key.is_empty() {
+                result.refused.push((key.clone(), "empty key".into()));
+                continue;
+            }
+            if let Err(e) = self.hlc.update(&record.timestamp) {
+                result.refused.push((key.clone(), e.to_string()));
+                continue;
+            }
+            let value = record.value.as_ref().map(|v| {
+                let mut buf = Vec::new();
+                // Writing to a Vec cannot fail.
+                let _ = rmpv::encode::write_value(&mut buf, v);
+                buf
+            });
+            batch.push(StoreRecord {
+                map_name: map.to_owned(),
+                key: key.clone(),
+                value,
+                timestamp: record.timestamp.clone(),
+                ttl_ms: record.ttl_ms,
+                dirty: false,
+            });
+        }
+        if batch.is_empty() {
+            return Ok(result);
+        }
+        // In key order (a stable sort keeps a key's duplicates in order, so
+        // LWW picks the same winner): a pull's keys arrive in hash order,
+        // and sorted inserts touch each B-tree page once per merge.
+        batch.sort_by(|a, b| a.key.cmp(&b.key));
+        // Relaxed: a merged record can always be fetched again. If a crash
+        // loses it, the Merkle tree rebuilt from the store at start lacks
+        // it and the next pull brings it back; local writes stay durable.
+        let changes = self.store.apply_remote_relaxed(batch).await?;
+        let now = self.now_millis();
+        for change in changes {
+            let current = CachedRecord::from_store(&change.current);
+            let new = current.live_value(now).cloned();
+            let old = change
+                .previous
+                .as_ref()
+                .and_then(|p| CachedRecord::from_store(p).live_value(now).cloned());
+            let key = change.current.key;
+            self.ws().insert(shared.name(), &key, current);
+            shared.publish(
+                &key,
+                old,
+                new,
+                Origin::Remote,
+                change.current.timestamp.clone(),
+            );
+            result.changed.push((key, change.current.timestamp));
+        }
+        drop(guard);
+        self.quota
+            .after_merge(self.store.as_ref(), &self.working_set)
+            .await?;
+        Ok(result)
+    }
+
+    /// Drops the clean records among `keys` of `map` from the store and
+    /// from RAM; dirty ones stay.
+    pub(crate) async fn prune_clean(&self, map: &str, keys: &[String]) -> Result<(), ClientError> {
+        let removed = self.store.prune_clean(map, keys).await?;
+        let mut ws = self.ws();
+        for key in &removed {
+            ws.invalidate(map, key);
+        }
+        Ok(())
+    }
+}
+
+#[cfg_attr(not(target_family = "wasm"), async_trait::async_trait)]
+#[cfg_attr(target_family = "wasm", async_trait::async_trait(?Send))]
+impl Replica for LocalData {
+    fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+
+    fn node_id(&self) -> &str {
+        self.hlc.node_id()
+    }
+
+    fn wall_ms(&self) -> u64 {
+        self.now_millis()
+    }
+
+    async fn apply_remote(
+        &self,
+        map: &str,
+        records: Vec<(String, WireRecord)>,
+    ) -> Result<Applied, ReplicaError> {
+        Ok(LocalData::apply_remote(self, map, records).await?)
+    }
+
+    async fn prune_clean(&self, map: &str, keys: &[String]) -> Result<(), ReplicaError> {
+        Ok(LocalData::prune_clean(self, map, keys).await?)
+    }
+
+    fn observe_timestamp(&self, timestamp: &Timestamp) -> Result<(), HlcError> {
+        self.hlc.update(timestamp).map(|_| ())
+    }
+}

@@ -1,0 +1,596 @@
+//! [`SyncDriver`]: the one loop that drives the [`SyncEngine`] with a
+//! platform's [`Runtime`], the client's [`Replica`] and a [`SyncStatus`].
+//!
+//! One task per client. Commands (local writes, maps opened, network
+//! changes, stop) arrive over a channel from the [`SyncHandle`]; frames
+//! from the connection; timers from the runtime. Connecting is a state of
+//! the loop, never an inline wait, so commands, timers and `close` are
+//! served while a connection attempt is in progress. Every output of the
+//! engine is carried out here, in order.
+
+use crate::coalesce::coalesce;
+use crate::handle::{Command, SyncHandle};
+use crate::ops::{pending_op, ClearExpansion};
+use crate::replica::Replica;
+use crate::runtime::{BoxFuture, Connection, Frame, Runtime};
+use crate::status::SyncStatus;
+use crate::{Input, Output, PendingOp, SyncConfig, SyncEngine, SyncEvent, TimerKind};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::future::Future;
+use std::sync::Arc;
+use std::task::Poll;
+use tokio::sync::{mpsc, watch};
+use topgun_core::wire::{Codec, Message};
+use topgun_storage::{OpType, StorageError};
+
+/// Records read per page when building a map's Merkle tree, resetting a
+/// map or expanding a CLEAR.
+const PAGE: usize = 1_000;
+/// Frames handled together when several have already arrived (so that
+/// their merges share one storage transaction, see [`coalesce`]).
+const DRAIN_FRAMES: usize = 64;
+
+/// What a driver syncs with, and how.
+#[derive(Debug, Clone)]
+pub struct DriverSettings {
+    /// The server's WebSocket URL.
+    pub url: String,
+    /// The token sent in `AUTH`.
+    pub token: Option<String>,
+    /// Engine tunables.
+    pub config: SyncConfig,
+    /// Maps to sync from the start (the caller lists the store's, so that
+    /// an error doing so reaches it); more are added with
+    /// [`SyncHandle::open_map`] and by local writes.
+    pub maps: Vec<String>,
+}
+
+type Connecting = BoxFuture<'static, Result<Box<dyn Connection>, String>>;
+
+/// The I/O side of the loop: what it waits on.
+struct Io {
+    commands: mpsc::UnboundedReceiver<Command>,
+    conn: Option<Box<dyn Connection>>,
+    connecting: Option<Connecting>,
+    /// Deadlines on the runtime's monotonic clock.
+    timers: BTreeMap<TimerKind, u64>,
+    /// Alternates which source is polled first, so a steady stream of
+    /// commands cannot starve incoming frames (or the reverse).
+    frames_first: bool,
+}
+
+/// What woke the loop.
+enum Wake {
+    Command(Option<Command>),
+    Connected(Result<Box<dyn Connection>, String>),
+    Frame(Frame),
+    Timer,
+}
+
+/// The sync driver of one client. Start it with [`SyncDriver::spawn`].
+pub struct SyncDriver<R: Runtime> {
+    engine: SyncEngine,
+    runtime: Arc<R>,
+    replica: Arc<dyn Replica>,
+    status: Arc<SyncStatus>,
+    url: String,
+    codec: Codec,
+    /// Wall-clock ms at start, and the runtime's monotonic ms then: the
+    /// engine's time is monotonic but anchored to the wall clock, so that
+    /// skew estimates compare with the server's clock.
+    epoch_wall: u64,
+    epoch_mono: u64,
+    /// Ops whose value cannot be sent, already reported.
+    unsendable: BTreeSet<u64>,
+}
+
+impl<R: Runtime> std::fmt::Debug for SyncDriver<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncDriver")
+            .field("url", &self.url)
+            .field("state", &self.engine.state())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Runtime> SyncDriver<R> {
+    /// Starts a driver on `runtime`: it builds the Merkle trees of
+    /// `settings.maps` from the store and connects. Returns its handle; the driver
+    /// runs until [`SyncHandle::close`] or until every handle is dropped.
+    pub fn spawn(
+        runtime: Arc<R>,
+        replica: Arc<dyn Replica>,
+        status: Arc<SyncStatus>,
+        settings: DriverSettings,
+    ) -> SyncHandle {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (stopped_tx, stopped_rx) = watch::channel(());
+        let mut config = settings.config;
+        // Each client jitters its reconnects differently, so many clients
+        // that lost one server do not come back in lockstep.
+        config.jitter_seed ^= u64::from(topgun_core::merkle::fnv1a(replica.node_id())) << 17;
+        let mut engine = SyncEngine::new(config);
+        engine.set_token(settings.token);
+        engine.set_client_id(replica.node_id());
+        let driver = SyncDriver {
+            engine,
+            epoch_wall: replica.wall_ms(),
+            epoch_mono: runtime.now_ms(),
+            runtime: runtime.clone(),
+            replica,
+            status,
+            url: settings.url,
+            codec: Codec::default(),
+            unsendable: BTreeSet::new(),
+        };
+        let io = Io {
+            commands: rx,
+            conn: None,
+            connecting: None,
+            timers: BTreeMap::new(),
+            frames_first: false,
+        };
+        runtime.spawn(Box::pin(async move {
+            driver.run(io, settings.maps).await;
+            // Dropped last: `SyncHandle::close` returns once this is gone.
+            drop(stopped_tx);
+        }));
+        SyncHandle::new(tx, stopped_rx)
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch_wall + self.runtime.now_ms().saturating_sub(self.epoch_mono)
+    }
+
+    fn emit(&self, event: SyncEvent) {
+        self.status.emit(event);
+    }
+
+    async fn run(mut self, mut io: Io, mut maps: Vec<String>) {
+        maps.sort();
+        maps.dedup();
+        for map in maps {
+            self.open_map(&mut io, &map).await;
+        }
+        self.feed(&mut io, Input::Start).await;
+        loop {
+            match self.wait(&mut io).await {
+                Wake::Command(None | Some(Command::Stop)) => break,
+                Wake::Command(Some(command)) => {
+                    let mut changed = self.command(&mut io, command).await;
+                    // What queued meanwhile too: one LocalChange for many writes.
+                    loop {
+                        match io.commands.try_recv() {
+                            Ok(Command::Stop) | Err(mpsc::error::TryRecvError::Disconnected) => {
+                                return self.stop(io).await;
+                            }
+                            Ok(command) => changed |= self.command(&mut io, command).await,
+                            Err(mpsc::error::TryRecvError::Empty) => break,
+                        }
+                    }
+                    if changed {
+                        self.feed(&mut io, Input::LocalChange).await;
+                    }
+                }
+                Wake::Connected(result) => {
+                    io.connecting = None;
+                    let input = match result {
+                        Ok(conn) => {
+                            io.conn = Some(conn);
+                            Input::Connected
+                        }
+                        Err(why) => Input::Closed(why),
+                    };
+                    self.feed(&mut io, input).await;
+                }
+                Wake::Frame(frame) => {
+                    // Frames that already arrived too (a pull's leaves pile
+                    // up while one is merged) are handled in one go.
+                    let mut outputs = self.receive(&mut io, frame);
+                    for _ in 1..DRAIN_FRAMES {
+                        let Some(conn) = io.conn.as_mut() else { break };
+                        let Some(frame) = now_or_never(conn.recv()) else {
+                            break;
+                        };
+                        outputs.extend(self.receive(&mut io, frame));
+                    }
+                    self.execute(&mut io, coalesce(outputs)).await;
+                }
+                Wake::Timer => {
+                    let now = self.runtime.now_ms();
+                    let due: Vec<TimerKind> = io
+                        .timers
+                        .iter()
+                        .filter(|(_, at)| **at <= now)
+                        .map(|(timer, _)| *timer)
+                        .collect();
+                    for timer in due {
+                        io.timers.remove(&timer);
+                        self.feed(&mut io, Input::Timer(timer)).await;
+                    }
+                }
+            }
+        }
+        self.stop(io).await;
+    }
+
+    async fn stop(&mut self, mut io: Io) {
+        self.feed(&mut io, Input::Stop).await;
+        io.connecting = None;
+        if let Some(conn) = io.conn.take() {
+            conn.close("client stopped".into()).await;
+        }
+    }
+
+    /// Waits for the next command, connection result, frame or due timer.
+    async fn wait(&self, io: &mut Io) -> Wake {
+        let now = self.runtime.now_ms();
+        let mut sleep = io
+            .timers
+            .values()
+            .min()
+            .map(|at| self.runtime.sleep(at.saturating_sub(now)));
+        io.frames_first = !io.frames_first;
+        let frames_first = io.frames_first;
+        let Io {
+            commands,
+            conn,
+            connecting,
+            ..
+        } = io;
+        let mut recv = conn.as_mut().map(|c| c.recv());
+        std::future::poll_fn(|cx| {
+            let mut poll_frame = |cx: &mut std::task::Context<'_>| match recv.as_mut() {
+                Some(f) => f.as_mut().poll(cx).map(Wake::Frame),
+                None => Poll::Pending,
+            };
+            if frames_first {
+                if let Poll::Ready(wake) = poll_frame(cx) {
+                    return Poll::Ready(wake);
+                }
+            }
+            if let Poll::Ready(command) = commands.poll_recv(cx) {
+                return Poll::Ready(Wake::Command(command));
+            }
+            if !frames_first {
+                if let Poll::Ready(wake) = poll_frame(cx) {
+                    return Poll::Ready(wake);
+                }
+            }
+            if let Some(f) = connecting.as_mut() {
+                if let Poll::Ready(result) = f.as_mut().poll(cx) {
+                    return Poll::Ready(Wake::Connected(result));
+                }
+            }
+            if let Some(f) = sleep.as_mut() {
+                if f.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Wake::Timer);
+                }
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Handles a command; returns whether it was a local change.
+    async fn command(&mut self, io: &mut Io, command: Command) -> bool {
+        match command {
+            Command::LocalChange {
+                map,
+                key,
+                timestamp,
+            } => {
+                if self.engine.tree(&map).is_none() {
+                    self.open_map(io, &map).await;
+                } else {
+                    // The tree follows the store, not the message: a remote
+                    // merge may have superseded this write since it was queued.
+                    match self.replica.store().get(&map, &key).await {
+                        Ok(Some(current)) => {
+                            self.engine.record_changed(&map, &key, &current.timestamp);
+                        }
+                        Ok(None) => self.engine.record_removed(&map, &key),
+                        Err(_) => self.engine.record_changed(&map, &key, &timestamp),
+                    }
+                }
+                true
+            }
+            Command::OpenMap(map) => {
+                self.open_map(io, &map).await;
+                false
+            }
+            Command::Network(online) => {
+                let input = if online {
+                    Input::NetworkOnline
+                } else {
+                    Input::NetworkOffline
+                };
+                self.feed(io, input).await;
+                false
+            }
+            // Handled by the loop.
+            Command::Stop => false,
+        }
+    }
+
+    /// Starts syncing a map: its tree is built from the store first.
+    async fn open_map(&mut self, io: &mut Io, map: &str) {
+        if self.engine.tree(map).is_some() {
+            return;
+        }
+        let outputs = self.engine.open_map(map);
+        self.load_tree(map).await;
+        self.execute(io, outputs).await;
+    }
+
+    async fn load_tree(&mut self, map: &str) {
+        self.engine.reset_tree(map);
+        let mut after: Option<String> = None;
+        loop {
+            let page = match self.replica.store().scan(map, after.as_deref(), PAGE).await {
+                Ok(page) => page,
+                Err(e) => {
+                    self.emit(SyncEvent::LocalError(format!(
+                        "reading map {map} to build its Merkle tree: {e}"
+                    )));
+                    return;
+                }
+            };
+            for r in &page {
+                self.engine.record_changed(map, &r.key, &r.timestamp);
+            }
+            if page.len() < PAGE {
+                return;
+            }
+            after = page.last().map(|r| r.key.clone());
+        }
+    }
+
+    /// Turns what the connection delivered into an input and feeds it;
+    /// returns the outputs, not yet carried out.
+    fn receive(&mut self, io: &mut Io, frame: Frame) -> Vec<Output> {
+        let input = match frame {
+            Frame::Binary(bytes) => {
+                self.status.count_received(bytes.len());
+                match self.codec.decode(&bytes) {
+                    Ok(msg) => Input::frame(msg),
+                    Err(e) => Input::BadFrame(e.to_string()),
+                }
+            }
+            Frame::Text(len) => {
+                self.status.count_received(len);
+                Input::BadFrame(format!("unexpected text frame of {len} bytes"))
+            }
+            Frame::Closed(reason) => {
+                io.conn = None;
+                Input::Closed(reason)
+            }
+        };
+        let now = self.now_ms();
+        self.engine.handle(now, input)
+    }
+
+    async fn feed(&mut self, io: &mut Io, input: Input) {
+        let now = self.now_ms();
+        let outputs = self.engine.handle(now, input);
+        self.execute(io, outputs).await;
+    }
+
+    /// Carries out outputs in order; an output answered by an input feeds
+    /// it back, and its outputs run next.
+    async fn execute(&mut self, io: &mut Io, outputs: Vec<Output>) {
+        let mut queue: VecDeque<Output> = outputs.into();
+        while let Some(output) = queue.pop_front() {
+            if let Some(input) = self.execute_one(io, output).await {
+                let now = self.now_ms();
+                queue.extend(self.engine.handle(now, input));
+            }
+        }
+    }
+
+    async fn execute_one(&mut self, io: &mut Io, output: Output) -> Option<Input> {
+        match output {
+            Output::Connect => {
+                io.connecting = Some(self.runtime.connect(&self.url, self.codec.max_frame_len()));
+                None
+            }
+            Output::Disconnect(reason) => {
+                io.connecting = None;
+                if let Some(conn) = io.conn.take() {
+                    conn.close(reason).await;
+                }
+                None
+            }
+            Output::Send(msg) => self.send(io, &msg).await,
+            Output::LoadPending { after, limit } => match self.load_pending(after, limit).await {
+                Ok((ops, exhausted)) => Some(Input::PendingLoaded { ops, exhausted }),
+                Err(e) => {
+                    self.local_failure(io, format!("reading pending ops: {e}"))
+                        .await
+                }
+            },
+            Output::ApplyRemote { map, records } => {
+                match self.replica.apply_remote(&map, records).await {
+                    Ok(applied) => {
+                        for (key, ts) in &applied.changed {
+                            self.engine.record_changed(&map, key, ts);
+                        }
+                        for (key, why) in applied.refused {
+                            self.emit(SyncEvent::ProtocolError(format!(
+                                "refused record {map}/{key}: {why}"
+                            )));
+                        }
+                        None
+                    }
+                    Err(e) => {
+                        self.local_failure(io, format!("merging records of map {map}: {e}"))
+                            .await
+                    }
+                }
+            }
+            Output::MarkSynced(ids) => {
+                // Relaxed: a crash that undoes it only makes the ops pending
+                // again, and the server treats resent ops as no-ops.
+                match self.replica.store().acknowledge(&ids).await {
+                    Ok(_) => None,
+                    Err(e) => {
+                        self.local_failure(io, format!("marking ops synced: {e}"))
+                            .await
+                    }
+                }
+            }
+            Output::ResetMap(map) => match self.reset_map(&map).await {
+                Ok(()) => Some(Input::MapResetDone(map)),
+                Err(e) => {
+                    self.local_failure(io, format!("resetting map {map}: {e}"))
+                        .await
+                }
+            },
+            Output::ObserveTimestamp(ts) => {
+                if let Err(e) = self.replica.observe_timestamp(&ts) {
+                    self.emit(SyncEvent::ProtocolError(e.to_string()));
+                }
+                None
+            }
+            Output::SetTimer { timer, after_ms } => {
+                io.timers
+                    .insert(timer, self.runtime.now_ms().saturating_add(after_ms));
+                None
+            }
+            Output::CancelTimer(timer) => {
+                io.timers.remove(&timer);
+                None
+            }
+            Output::State(state) => {
+                self.status.set_state(state);
+                None
+            }
+            Output::Event(event) => {
+                self.emit(event);
+                None
+            }
+        }
+    }
+
+    async fn send(&mut self, io: &mut Io, msg: &Message) -> Option<Input> {
+        let conn = io.conn.as_mut()?;
+        let bytes = match self.codec.encode(msg) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                self.emit(SyncEvent::LocalError(format!(
+                    "could not encode a {} frame: {e}",
+                    msg.type_name()
+                )));
+                return None;
+            }
+        };
+        self.status.count_sent(bytes.len());
+        match conn.send(bytes).await {
+            Ok(()) => None,
+            Err(why) => {
+                io.conn = None;
+                Some(Input::Closed(why))
+            }
+        }
+    }
+
+    /// A local storage failure: report it and drop the connection, so the
+    /// whole exchange is retried after a backoff.
+    async fn local_failure(&mut self, io: &mut Io, what: String) -> Option<Input> {
+        self.emit(SyncEvent::LocalError(what.clone()));
+        if let Some(conn) = io.conn.take() {
+            conn.close("local storage failed".into()).await;
+        }
+        Some(Input::Closed(format!("local storage failed: {what}")))
+    }
+
+    /// Reads pending ops and turns them into wire ops (see
+    /// [`crate::ops`]). A CLEAR with nothing left to send is marked synced
+    /// at once; an op that cannot be sent is reported once
+    /// ([`SyncEvent::LocalError`]) and stays in the log. Reads on until it
+    /// has an op to send or the log ends, so the engine's cursor always
+    /// moves.
+    async fn load_pending(
+        &mut self,
+        mut after: Option<u64>,
+        limit: usize,
+    ) -> Result<(Vec<PendingOp>, bool), StorageError> {
+        let replica = self.replica.clone();
+        let store = replica.store();
+        loop {
+            let entries = store.pending_ops(after, limit).await?;
+            let exhausted = entries.len() < limit;
+            after = entries.last().map(|e| e.id).or(after);
+            let mut ops = Vec::with_capacity(entries.len());
+            let mut empty_clears = Vec::new();
+            for entry in entries {
+                if entry.op_type == OpType::Clear {
+                    let mut expansion = ClearExpansion::new(&entry);
+                    let mut from: Option<String> = None;
+                    loop {
+                        let page = store
+                            .dirty_records(&entry.map_name, from.as_deref(), PAGE)
+                            .await?;
+                        for r in &page {
+                            expansion.push(r);
+                        }
+                        if page.len() < PAGE {
+                            break;
+                        }
+                        from = page.last().map(|r| r.key.clone());
+                    }
+                    let parts = expansion.finish();
+                    if parts.is_empty() {
+                        empty_clears.push(entry.id);
+                    }
+                    ops.extend(parts);
+                    continue;
+                }
+                match pending_op(&entry) {
+                    Ok(op) => ops.push(op),
+                    Err(e) => {
+                        if self.unsendable.insert(e.op_id()) {
+                            self.status.emit(SyncEvent::LocalError(format!(
+                                "not sending an op: {e}"
+                            )));
+                        }
+                    }
+                }
+            }
+            if !empty_clears.is_empty() {
+                store.mark_synced(&empty_clears).await?;
+            }
+            if !ops.is_empty() || exhausted {
+                return Ok((ops, exhausted));
+            }
+        }
+    }
+
+    /// Drops the map's clean records, keeps dirty ones, rebuilds its tree.
+    async fn reset_map(&mut self, map: &str) -> Result<(), crate::replica::ReplicaError> {
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.replica.store().scan(map, after.as_deref(), PAGE).await?;
+            let full = page.len() == PAGE;
+            after = page.last().map(|r| r.key.clone());
+            let clean: Vec<String> = page
+                .into_iter()
+                .filter(|r| !r.dirty)
+                .map(|r| r.key)
+                .collect();
+            if !clean.is_empty() {
+                self.replica.prune_clean(map, &clean).await?;
+            }
+            if !full {
+                break;
+            }
+        }
+        self.load_tree(map).await;
+        Ok(())
+    }
+}
+
+/// The value of `future` if it is ready at its first poll.
+fn now_or_never<F: Future>(future: F) -> Option<F::Output> {
+    futures_util::FutureExt::now_or_never(future)
+}
