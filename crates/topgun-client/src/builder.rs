@@ -190,12 +190,7 @@ impl TopGunClientBuilder {
             },
         };
         let hlc = Hlc::with_clock(node_id, self.clock)?;
-        let local = Arc::new(LocalData::new(
-            store,
-            hlc,
-            self.limits,
-            self.quota_bytes,
-        ));
+        let local = Arc::new(LocalData::new(store, hlc, self.limits, self.quota_bytes));
         local.warm_up(self.warm_up).await?;
         let status = Arc::new(SyncStatus::new());
         status.set_state(ConnectionState::Offline);
@@ -212,8 +207,12 @@ impl TopGunClientBuilder {
                 maps,
             };
             let replica: Arc<dyn topgun_sync::Replica> = local.clone();
-            let handle =
-                topgun_sync::SyncDriver::spawn(Arc::new(runtime), replica, status.clone(), settings);
+            let handle = topgun_sync::SyncDriver::spawn(
+                Arc::new(runtime),
+                replica,
+                status.clone(),
+                settings,
+            );
             local.attach_sync(handle.notifier());
             return Ok(TopGunClient::new(local, status, Some(handle)));
         }

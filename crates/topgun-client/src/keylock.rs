@@ -126,7 +126,10 @@ mod tests {
         let locks = KeyLocks::default();
         let key = locks.lock("m", "k").await;
         let mut map = Box::pin(locks.lock_map("m"));
-        assert!((&mut map).now_or_never().is_none(), "waits for the key writer");
+        assert!(
+            (&mut map).now_or_never().is_none(),
+            "waits for the key writer"
+        );
         drop(key);
         let map = map.now_or_never().expect("key writer gone");
         assert!(locks.lock("m", "k2").now_or_never().is_none());

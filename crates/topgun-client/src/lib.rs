@@ -28,12 +28,12 @@ mod working_set;
 
 pub use builder::TopGunClientBuilder;
 pub use client::{StoreReader, TopGunClient};
-pub use quota::ClientEvent;
-pub use topgun_sync::TrafficSnapshot;
 pub use error::ClientError;
 pub use events::{MapEvent, Origin, Subscription};
 pub use live_query::{LiveChange, LiveQueryError, LiveQueryHandle, QueryPage};
 pub use map::{EntryStream, IMap, SyncState};
+pub use quota::ClientEvent;
+pub use topgun_sync::TrafficSnapshot;
 pub use topgun_sync::{ConnectionState, SyncConfig, SyncEvent};
 pub use working_set::{WorkingSetLimits, WorkingSetStats};
 

@@ -190,7 +190,9 @@ impl LocalData {
         let _guard = self.locks.lock(map.name(), key).await;
         let previous = self.current(map, key).await?;
         let timestamp = self.stamp_after(previous.as_ref().map(|p| &p.timestamp));
-        self.quota.ensure_room(self.store.as_ref(), &self.working_set).await?;
+        self.quota
+            .ensure_room(self.store.as_ref(), &self.working_set)
+            .await?;
         let op_type = if value.is_some() {
             OpType::Put
         } else {
@@ -229,7 +231,9 @@ impl LocalData {
     pub(crate) async fn clear(&self, map: &MapShared) -> Result<OpId, ClientError> {
         self.check_open()?;
         let _guard = self.locks.lock_map(map.name()).await;
-        self.quota.ensure_room(self.store.as_ref(), &self.working_set).await?;
+        self.quota
+            .ensure_room(self.store.as_ref(), &self.working_set)
+            .await?;
         let now = self.now_millis();
         let mut old_values = std::collections::HashMap::new();
         if map.has_listeners() {

@@ -229,10 +229,7 @@ impl<V: Serialize + DeserializeOwned> IMap<V> {
     /// does not compile, a value of the wrong type for its op, a bad
     /// cursor); [`ClientError::Decode`] if a row is not a `V`; storage
     /// errors.
-    pub async fn query(
-        &self,
-        query: &crate::query::Query,
-    ) -> Result<QueryPage<V>, ClientError> {
+    pub async fn query(&self, query: &crate::query::Query) -> Result<QueryPage<V>, ClientError> {
         self.local.check_open()?;
         let compiled = query.compile()?;
         let result = crate::query::run_query(

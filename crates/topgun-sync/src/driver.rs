@@ -550,9 +550,8 @@ impl<R: Runtime> SyncDriver<R> {
                     Ok(op) => ops.push(op),
                     Err(e) => {
                         if self.unsendable.insert(e.op_id()) {
-                            self.status.emit(SyncEvent::LocalError(format!(
-                                "not sending an op: {e}"
-                            )));
+                            self.status
+                                .emit(SyncEvent::LocalError(format!("not sending an op: {e}")));
                         }
                     }
                 }
@@ -570,7 +569,11 @@ impl<R: Runtime> SyncDriver<R> {
     async fn reset_map(&mut self, map: &str) -> Result<(), crate::replica::ReplicaError> {
         let mut after: Option<String> = None;
         loop {
-            let page = self.replica.store().scan(map, after.as_deref(), PAGE).await?;
+            let page = self
+                .replica
+                .store()
+                .scan(map, after.as_deref(), PAGE)
+                .await?;
             let full = page.len() == PAGE;
             after = page.last().map(|r| r.key.clone());
             let clean: Vec<String> = page
@@ -594,3 +597,7 @@ impl<R: Runtime> SyncDriver<R> {
 fn now_or_never<F: Future>(future: F) -> Option<F::Output> {
     futures_util::FutureExt::now_or_never(future)
 }
+
+#[cfg(test)]
+#[path = "driver_tests.rs"]
+mod tests;

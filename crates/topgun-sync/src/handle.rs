@@ -32,7 +32,10 @@ pub struct SyncHandle {
 }
 
 impl SyncHandle {
-    pub(crate) fn new(commands: mpsc::UnboundedSender<Command>, stopped: watch::Receiver<()>) -> Self {
+    pub(crate) fn new(
+        commands: mpsc::UnboundedSender<Command>,
+        stopped: watch::Receiver<()>,
+    ) -> Self {
         Self { commands, stopped }
     }
 

@@ -311,7 +311,10 @@ mod tests {
         // 0x01 0x02 has a byte after the value.
         for bad in [vec![0xc1], vec![0x92, 0x01], vec![0x01, 0x02]] {
             let err = pending_op(&entry(9, OpType::Put, "k", Some(bad))).unwrap_err();
-            assert!(matches!(err, OpMappingError::UndecodableValue { op_id: 9, .. }));
+            assert!(matches!(
+                err,
+                OpMappingError::UndecodableValue { op_id: 9, .. }
+            ));
             assert_eq!(err.op_id(), 9);
         }
         let nil = pending_op(&entry(9, OpType::Put, "k", Some(vec![0xc0]))).unwrap();
@@ -338,7 +341,10 @@ mod tests {
         assert!(!parts[0].partial);
         let keys: Vec<&str> = parts[0].ops.iter().map(|o| o.key.as_str()).collect();
         assert_eq!(keys, ["a"]);
-        assert!(parts[0].ops.iter().all(|o| o.id == Some(OpId::Text("5".into()))));
+        assert!(parts[0]
+            .ops
+            .iter()
+            .all(|o| o.id == Some(OpId::Text("5".into()))));
     }
 
     #[test]

@@ -113,7 +113,8 @@ impl SyncStatus {
     /// Counts one frame of `bytes` received.
     pub fn count_received(&self, bytes: usize) {
         self.frames_received.fetch_add(1, Ordering::Relaxed);
-        self.bytes_received.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.bytes_received
+            .fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
     /// Frames and bytes exchanged with servers so far.

@@ -1,0 +1,363 @@
+//! The driver loop, step by step: a scripted runtime (connections are
+//! channels the test answers), a `MemoryStore` replica, tokio's paused
+//! clock. No sockets, no wall-clock waits.
+
+use super::*;
+use crate::runtime::{BoxFuture, Connection, Frame, Runtime};
+use crate::{Applied, ConnectionState, ReplicaError};
+use tokio::sync::{mpsc, oneshot};
+use topgun_core::wire::{Message, WireRecord};
+use topgun_core::{Hlc, HlcError, Timestamp};
+use topgun_storage::{LocalWrite, MemoryStore, OpType, Store, StoreRecord};
+
+type ConnectReply = oneshot::Sender<Result<Box<dyn Connection>, String>>;
+
+/// Connection attempts go to the test, which answers them.
+struct ScriptedRuntime {
+    attempts: mpsc::UnboundedSender<ConnectReply>,
+    origin: tokio::time::Instant,
+}
+
+impl Runtime for ScriptedRuntime {
+    fn now_ms(&self) -> u64 {
+        self.origin.elapsed().as_millis() as u64
+    }
+
+    fn sleep(&self, ms: u64) -> BoxFuture<'static, ()> {
+        Box::pin(tokio::time::sleep(std::time::Duration::from_millis(ms)))
+    }
+
+    fn connect(
+        &self,
+        _url: &str,
+        _max_frame_len: usize,
+    ) -> BoxFuture<'static, Result<Box<dyn Connection>, String>> {
+        let (tx, rx) = oneshot::channel();
+        let _ = self.attempts.send(tx);
+        Box::pin(async move { rx.await.unwrap_or_else(|_| Err("attempt dropped".into())) })
+    }
+
+    fn spawn(&self, task: BoxFuture<'static, ()>) {
+        drop(tokio::spawn(task));
+    }
+}
+
+/// The test's end of a connection.
+struct Peer {
+    sent: mpsc::UnboundedReceiver<Vec<u8>>,
+    frames: mpsc::UnboundedSender<Frame>,
+    closed: oneshot::Receiver<String>,
+}
+
+struct ChannelConnection {
+    sent: mpsc::UnboundedSender<Vec<u8>>,
+    frames: mpsc::UnboundedReceiver<Frame>,
+    closed: oneshot::Sender<String>,
+}
+
+fn connection() -> (Box<dyn Connection>, Peer) {
+    let (sent_tx, sent_rx) = mpsc::unbounded_channel();
+    let (frames_tx, frames_rx) = mpsc::unbounded_channel();
+    let (closed_tx, closed_rx) = oneshot::channel();
+    (
+        Box::new(ChannelConnection {
+            sent: sent_tx,
+            frames: frames_rx,
+            closed: closed_tx,
+        }),
+        Peer {
+            sent: sent_rx,
+            frames: frames_tx,
+            closed: closed_rx,
+        },
+    )
+}
+
+impl Connection for ChannelConnection {
+    fn send(&mut self, frame: Vec<u8>) -> BoxFuture<'_, Result<(), String>> {
+        let result = self.sent.send(frame).map_err(|_| "peer gone".to_owned());
+        Box::pin(async move { result })
+    }
+
+    fn recv(&mut self) -> BoxFuture<'_, Frame> {
+        Box::pin(async move {
+            self.frames
+                .recv()
+                .await
+                .unwrap_or_else(|| Frame::Closed("peer gone".into()))
+        })
+    }
+
+    fn close(self: Box<Self>, reason: String) -> BoxFuture<'static, ()> {
+        let _ = self.closed.send(reason);
+        Box::pin(async {})
+    }
+}
+
+impl Peer {
+    async fn next_message(&mut self) -> Message {
+        let bytes = self.sent.recv().await.expect("a frame");
+        Codec::default().decode(&bytes).expect("decodes")
+    }
+
+    /// Skips frames until one matches.
+    async fn expect(&mut self, want: impl Fn(&Message) -> bool) -> Message {
+        loop {
+            let msg = self.next_message().await;
+            if want(&msg) {
+                return msg;
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct MemoryReplica {
+    store: MemoryStore,
+    hlc: Hlc,
+}
+
+#[async_trait::async_trait]
+impl Replica for MemoryReplica {
+    fn store(&self) -> &dyn Store {
+        &self.store
+    }
+
+    fn node_id(&self) -> &str {
+        self.hlc.node_id()
+    }
+
+    fn wall_ms(&self) -> u64 {
+        0
+    }
+
+    async fn apply_remote(
+        &self,
+        map: &str,
+        records: Vec<(String, WireRecord)>,
+    ) -> Result<Applied, ReplicaError> {
+        let batch = records
+            .into_iter()
+            .map(|(key, r)| StoreRecord {
+                map_name: map.to_owned(),
+                key,
+                value: r.value.map(|v| {
+                    let mut buf = Vec::new();
+                    rmpv::encode::write_value(&mut buf, &v).expect("to a Vec");
+                    buf
+                }),
+                timestamp: r.timestamp,
+                ttl_ms: r.ttl_ms,
+                dirty: false,
+            })
+            .collect();
+        let changes = self.store.apply_remote(batch).await?;
+        Ok(Applied {
+            changed: changes
+                .into_iter()
+                .map(|c| (c.current.key, c.current.timestamp))
+                .collect(),
+            refused: Vec::new(),
+        })
+    }
+
+    async fn prune_clean(&self, map: &str, keys: &[String]) -> Result<(), ReplicaError> {
+        self.store.prune_clean(map, keys).await?;
+        Ok(())
+    }
+
+    fn observe_timestamp(&self, timestamp: &Timestamp) -> Result<(), HlcError> {
+        self.hlc.update(timestamp).map(|_| ())
+    }
+}
+
+struct Harness {
+    handle: SyncHandle,
+    attempts: mpsc::UnboundedReceiver<ConnectReply>,
+    status: Arc<SyncStatus>,
+    replica: Arc<MemoryReplica>,
+}
+
+fn start(store: MemoryStore) -> Harness {
+    let (tx, attempts) = mpsc::unbounded_channel();
+    let runtime = Arc::new(ScriptedRuntime {
+        attempts: tx,
+        origin: tokio::time::Instant::now(),
+    });
+    let replica = Arc::new(MemoryReplica {
+        store,
+        hlc: Hlc::new("client-1").expect("node id"),
+    });
+    let status = Arc::new(SyncStatus::new());
+    let settings = DriverSettings {
+        url: "ws://scripted".into(),
+        token: None,
+        config: SyncConfig {
+            auth_grace_ms: 50,
+            ..SyncConfig::default()
+        },
+        maps: vec!["m".into()],
+    };
+    let handle = SyncDriver::spawn(runtime, replica.clone(), status.clone(), settings);
+    Harness {
+        handle,
+        attempts,
+        status,
+        replica,
+    }
+}
+
+impl Harness {
+    /// Answers the next connection attempt with a connection.
+    async fn accept(&mut self) -> Peer {
+        let reply = self.attempts.recv().await.expect("an attempt");
+        let (conn, peer) = connection();
+        assert!(reply.send(Ok(conn)).is_ok(), "the driver waits for it");
+        peer
+    }
+
+    /// Accepts the next attempt and waits until the driver uses the
+    /// connection (its first frame).
+    async fn connected(&mut self) -> Peer {
+        let mut peer = self.accept().await;
+        peer.next_message().await;
+        peer
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn close_is_served_while_a_connection_attempt_hangs() {
+    let mut h = start(MemoryStore::new());
+    let hanging = h.attempts.recv().await.expect("an attempt");
+    assert_eq!(h.status.state(), ConnectionState::Connecting);
+    // Commands are served meanwhile: the map is opened at once.
+    h.handle.open_map("other");
+    // Close returns without the attempt ever being answered, and the
+    // attempt is abandoned.
+    h.handle.close().await;
+    assert!(h.handle.is_stopped());
+    assert!(hanging.is_closed());
+    assert_eq!(h.status.state(), ConnectionState::Offline);
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_every_handle_stops_the_driver() {
+    let mut h = start(MemoryStore::new());
+    let mut peer = h.connected().await;
+    let watcher = h.handle.clone();
+    let notifier = h.handle.notifier();
+    drop(h.handle);
+    assert!(!watcher.is_stopped(), "one handle is left");
+    drop(watcher);
+    // A notifier alone does not keep it running: the connection closes.
+    let reason = (&mut peer.closed).await.expect("closed by the driver");
+    assert!(reason.contains("stopped"), "{reason}");
+    notifier.local_change("m", "k", &Timestamp::new(1, 0, "n"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn network_offline_disconnects_and_online_reconnects_at_once() {
+    let mut h = start(MemoryStore::new());
+    let peer = h.connected().await;
+    h.handle.set_network(false);
+    let reason = peer.closed.await.expect("closed");
+    assert!(reason.contains("offline"), "{reason}");
+    // No attempt while offline, however long it stays so.
+    tokio::time::sleep(std::time::Duration::from_secs(120)).await;
+    assert!(h.attempts.try_recv().is_err());
+    h.handle.set_network(true);
+    let started = tokio::time::Instant::now();
+    let _peer = h.accept().await;
+    assert_eq!(started.elapsed(), std::time::Duration::ZERO, "no backoff");
+    h.handle.close().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unsendable_op_is_reported_and_the_others_still_go() {
+    let store = MemoryStore::new();
+    let write = |key: &str, value: Vec<u8>, millis: u64| LocalWrite {
+        map_name: "m".into(),
+        key: key.into(),
+        op_type: OpType::Put,
+        value: Some(value),
+        timestamp: Timestamp::new(millis, 0, "client-1"),
+        ttl_ms: None,
+    };
+    // 0xc1 is not MessagePack: sending it as nil would erase the key
+    // everywhere.
+    let bad = store
+        .write_local(write("bad", vec![0xc1], 1))
+        .await
+        .unwrap();
+    store
+        .write_local(write("good", vec![0x2a], 2))
+        .await
+        .unwrap();
+    let mut h = start(store);
+    let mut events = h.status.events();
+    let mut peer = h.accept().await;
+    let batch = peer.expect(|m| matches!(m, Message::OpBatch(_))).await;
+    let Message::OpBatch(batch) = batch else {
+        unreachable!()
+    };
+    let keys: Vec<&str> = batch.ops.iter().map(|o| o.key.as_str()).collect();
+    assert_eq!(keys, ["good"]);
+    loop {
+        match events.recv().await.expect("events") {
+            SyncEvent::LocalError(why) => {
+                assert!(why.contains(&format!("op {bad}")), "{why}");
+                break;
+            }
+            _ => continue,
+        }
+    }
+    // It stays in the log, unsent.
+    let pending = h.replica.store.pending_ops(None, 10).await.unwrap();
+    assert!(pending.iter().any(|o| o.id == bad));
+    drop(peer.frames);
+    h.handle.close().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_local_change_is_pushed_and_its_ack_marks_it_synced() {
+    let store = MemoryStore::new();
+    let mut h = start(store);
+    let mut peer = h.accept().await;
+    // Synced once the pull of "m" (empty on both sides) completes.
+    let root = peer.expect(|m| matches!(m, Message::SyncInit(_))).await;
+    assert!(matches!(root, Message::SyncInit(_)));
+    let ts = Timestamp::new(5, 0, "client-1");
+    let id = h
+        .replica
+        .store
+        .write_local(LocalWrite {
+            map_name: "m".into(),
+            key: "k".into(),
+            op_type: OpType::Remove,
+            value: None,
+            timestamp: ts.clone(),
+            ttl_ms: None,
+        })
+        .await
+        .unwrap();
+    h.handle.notifier().local_change("m", "k", &ts);
+    let Message::OpBatch(batch) = peer.expect(|m| matches!(m, Message::OpBatch(_))).await else {
+        unreachable!()
+    };
+    assert_eq!(batch.ops.len(), 1);
+    let ack = topgun_core::wire::OpAck {
+        last_id: topgun_core::wire::OpId::Text(id.to_string()),
+        achieved_level: None,
+        results: None,
+    };
+    peer.frames
+        .send(Frame::Binary(
+            Codec::default().encode(&Message::OpAck(ack)).unwrap(),
+        ))
+        .unwrap();
+    // On the paused clock: each step lets the driver run to idle.
+    while h.replica.store.stats().await.unwrap().pending_ops > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    h.handle.close().await;
+}
