@@ -83,7 +83,7 @@ pub(crate) fn typed_page<V: DeserializeOwned>(
 /// that arrive are kept, to be applied on top of it.
 enum LiveState {
     Starting(Vec<(String, Option<serde_json::Value>)>),
-    Running(LiveQuery),
+    Running(Box<LiveQuery>),
 }
 
 struct Shared {
@@ -188,7 +188,7 @@ impl<V: Serialize + DeserializeOwned> LiveQueryHandle<V> {
             .unwrap_or_else(PoisonError::into_inner);
         let queued = match std::mem::replace(
             &mut *state,
-            LiveState::Running(LiveQuery::new(compiled, initial)),
+            LiveState::Running(Box::new(LiveQuery::new(compiled, initial))),
         ) {
             LiveState::Starting(queued) => queued,
             LiveState::Running(_) => Vec::new(),
