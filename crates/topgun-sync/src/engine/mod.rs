@@ -1,6 +1,6 @@
 //! The sync engine: a state machine with no I/O.
 //!
-//! The driver (the client's sync manager) feeds it [`Input`]s — connected,
+//! The driver ([`SyncDriver`](crate::SyncDriver)) feeds it [`Input`]s — connected,
 //! a frame arrived, the connection closed, a timer fired, a local write
 //! happened, pending ops were loaded — and carries out the [`Output`]s it
 //! returns: send a frame, load pending ops, apply records to storage, mark
