@@ -20,7 +20,7 @@ mod keylock;
 mod live;
 mod live_query;
 mod map;
-pub mod query;
+pub use topgun_query as query;
 mod quota;
 mod remote;
 #[cfg(not(target_family = "wasm"))]

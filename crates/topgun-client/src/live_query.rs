@@ -3,7 +3,7 @@
 use crate::error::ClientError;
 use crate::events::RecvError;
 use crate::map::IMap;
-use crate::query::{ChangeType, LiveQuery, Query, QueryChange, QueryResult};
+use crate::query::{ChangeType, LiveQuery, Query, QueryChange, QueryExt, QueryResult};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::VecDeque;

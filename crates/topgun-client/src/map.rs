@@ -251,7 +251,7 @@ impl<V: Serialize + DeserializeOwned> IMap<V> {
         query: &crate::query::Query,
     ) -> Result<crate::QueryPage<V>, ClientError> {
         self.inner.check_open()?;
-        let compiled = query.compile()?;
+        let compiled = crate::query::QueryExt::compile(query)?;
         let result = crate::query::run_query(
             self.inner.store.as_ref(),
             &self.shared.name,
