@@ -69,7 +69,7 @@ struct Subscribe {
 #[derive(Debug)]
 enum Task {
     Commit(Job),
-    Subscribe(Subscribe),
+    Subscribe(Box<Subscribe>),
 }
 
 /// What the commit task needs besides the store and the hub.
@@ -124,11 +124,11 @@ impl Committer {
     ) -> Result<(), CommitError> {
         let (done, answer) = oneshot::channel();
         self.jobs
-            .send(Task::Subscribe(Subscribe {
+            .send(Task::Subscribe(Box::new(Subscribe {
                 outbox,
                 query,
                 done,
-            }))
+            })))
             .await
             .map_err(|_| CommitError::Stopped)?;
         answer.await.map_err(|_| CommitError::Stopped)
@@ -185,7 +185,7 @@ async fn run(
             },
         };
         match task {
-            Task::Subscribe(job) => subscribe(job, &*store, &hub, &context).await,
+            Task::Subscribe(job) => subscribe(*job, &*store, &hub, &context).await,
             Task::Commit(first) => {
                 let mut group = vec![first];
                 let mut records = group[0].ops.len();

@@ -166,24 +166,30 @@ pub(crate) struct Hub {
 
 /// What one call queues for one connection: events first (so its writer
 /// can coalesce them), then query updates.
+#[derive(Debug)]
+struct ToSend {
+    outbox: Outbox,
+    events: Vec<Arc<ServerEvent>>,
+    updates: Vec<QueryUpdate>,
+}
+
+/// What one call queues, per connection, and the live queries to re-run.
 #[derive(Debug, Default)]
 struct Outgo {
-    sends: HashMap<ConnId, (Outbox, Vec<Arc<ServerEvent>>, Vec<QueryUpdate>)>,
+    sends: HashMap<ConnId, ToSend>,
     refills: Vec<Refill>,
 }
 
 impl Outgo {
-    fn entry(
-        &mut self,
-        conn: ConnId,
-        outbox: &Outbox,
-    ) -> &mut (Outbox, Vec<Arc<ServerEvent>>, Vec<QueryUpdate>) {
-        self.sends
-            .entry(conn)
-            .or_insert_with(|| (outbox.clone(), Vec::new(), Vec::new()))
+    fn entry(&mut self, conn: ConnId, outbox: &Outbox) -> &mut ToSend {
+        self.sends.entry(conn).or_insert_with(|| ToSend {
+            outbox: outbox.clone(),
+            events: Vec::new(),
+            updates: Vec::new(),
+        })
     }
 
-    /// Queries `(updates, needs_refill)` of one live query.
+    /// Queues `(updates, needs_refill)` of one live query.
     fn query(
         &mut self,
         conn: ConnId,
@@ -193,7 +199,7 @@ impl Outgo {
         (updates, needs_refill): (Vec<QueryUpdate>, bool),
     ) {
         if !updates.is_empty() {
-            self.entry(conn, outbox).2.extend(updates);
+            self.entry(conn, outbox).updates.extend(updates);
         }
         if needs_refill {
             self.refills.push(Refill {
@@ -207,12 +213,12 @@ impl Outgo {
 
     /// Queues everything; returns the live queries to run again.
     fn flush(self) -> Vec<Refill> {
-        for (outbox, events, updates) in self.sends.into_values() {
-            for event in events {
-                outbox.push(Outgoing::Event(event));
+        for to_send in self.sends.into_values() {
+            for event in to_send.events {
+                to_send.outbox.push(Outgoing::Event(event));
             }
-            for update in updates {
-                outbox.send(Message::QueryUpdate(update));
+            for update in to_send.updates {
+                to_send.outbox.send(Message::QueryUpdate(update));
             }
         }
         self.refills
@@ -284,7 +290,7 @@ impl Hub {
             let write = Write::of(&change.record);
             for (&conn, sub) in subs.iter_mut() {
                 if conn != origin {
-                    out.entry(conn, &sub.outbox).1.push(event.clone());
+                    out.entry(conn, &sub.outbox).events.push(event.clone());
                 }
                 for (query_id, query) in &mut sub.queries {
                     let result = query.apply(&change.key, &write);

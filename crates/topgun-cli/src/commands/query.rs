@@ -55,7 +55,7 @@ impl QueryArgs {
             .filter
             .as_ref()
             .map(|filter| rmpv::ext::to_value(filter).unwrap_or(rmpv::Value::Nil));
-        query.predicate.clone_from(&self.predicate);
+        query.predicate = self.predicate.clone().map(Box::new);
         query.sort = (!self.sort.is_empty()).then(|| Sort::List(self.sort.clone()));
         query.limit = self.limit;
         query

@@ -33,7 +33,7 @@ struct PayloadOf<T> {
 /// The outcome of looking a frame's `type` up in the table.
 pub(super) enum Dispatch {
     /// A known type, decoded (or not) into its variant.
-    Known(Result<Message, rmpv::ext::Error>),
+    Known(Result<Box<Message>, rmpv::ext::Error>),
     /// A type this version does not know; the frame is handed back.
     Unknown(Value),
 }
@@ -119,7 +119,7 @@ macro_rules! messages {
                             .map(|p| Message::$nvar(p.payload)),
                     )+
                     _ => return Dispatch::Unknown(value),
-                })
+                }.map(Box::new))
             }
         }
     };

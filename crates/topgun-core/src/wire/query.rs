@@ -54,9 +54,12 @@ pub struct Query {
     /// $nin $like $regex $exists`.
     #[serde(rename = "where", default, skip_serializing_if = "Option::is_none")]
     pub where_: Option<rmpv::Value>,
-    /// A predicate tree (see [`Predicate`]).
+    /// A predicate tree (see [`Predicate`]); boxed to keep [`Message`]
+    /// small.
+    ///
+    /// [`Message`]: super::Message
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub predicate: Option<Predicate>,
+    pub predicate: Option<Box<Predicate>>,
     /// Sort order, most significant key first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sort: Option<Sort>,
@@ -264,7 +267,7 @@ impl Query {
 
     /// ANDs `predicate` with the query's predicate (if any).
     pub fn filter(mut self, predicate: Predicate) -> Self {
-        self.predicate = Some(match self.predicate.take() {
+        self.predicate = Some(Box::new(match self.predicate.take().map(|p| *p) {
             None => predicate,
             Some(Predicate {
                 op: PredicateOp::And,
@@ -277,7 +280,7 @@ impl Query {
                 Predicate::and(children)
             }
             Some(existing) => Predicate::and(vec![existing, predicate]),
-        });
+        }));
         self
     }
 
