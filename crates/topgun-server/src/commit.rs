@@ -233,7 +233,11 @@ async fn subscribe(job: Subscribe, store: &dyn Store, hub: &Hub, context: &Conte
 
 /// Runs the live queries of `refills` again and sends what changed.
 async fn refill(refills: Vec<Refill>, store: &dyn Store, hub: &Hub, context: &Context) {
+    let mut done = std::collections::HashSet::new();
     for r in refills {
+        if !done.insert((r.conn, r.map.clone(), r.query_id.clone())) {
+            continue;
+        }
         let now = context.clock.now_millis();
         match query::scan(store, &r.map, &r.query, now).await {
             Ok(fresh) => hub.refill(&r, fresh),

@@ -11,13 +11,14 @@
 //! `aggregations` (one row per group, keyed by its `__key`). A query the
 //! engine cannot compile is answered with `ERROR 400`; a cursor that does
 //! not belong to the query is ignored (`cursorStatus: "invalid"`) and the
-//! results start from the first page.
+//! results start from the first page. A `QUERY_RESP` carries at most
+//! [`crate::Limits::max_query_results`] rows (then `hasMore: true` and no
+//! `nextCursor`, as TopGun clamps it); the live query itself keeps the
+//! query's own limit, so updates are not clamped.
 
 use rmpv::Value;
 use std::collections::HashMap;
-use topgun_core::wire::{
-    ChangeType, CursorStatus, Query, QueryResp, QueryResult, QuerySub, QueryUpdate,
-};
+use topgun_core::wire::{ChangeType, CursorStatus, QueryResp, QueryResult, QuerySub, QueryUpdate};
 use topgun_query::{
     expires_at, CompiledQuery, LiveQuery, LiveUpdate, QueryChange, QueryError, QueryResult as Rows,
 };
@@ -34,8 +35,10 @@ pub(crate) struct Prepared {
     pub(crate) query_id: String,
     /// The map queried.
     pub(crate) map_name: String,
-    /// The compiled query (limit capped).
+    /// The compiled query.
     pub(crate) compiled: CompiledQuery,
+    /// Most rows in the `QUERY_RESP`.
+    cap: usize,
     /// What became of the cursor the query was sent with.
     pub(crate) cursor_status: CursorStatus,
     /// Fields to project, if the client asked for some.
@@ -43,31 +46,27 @@ pub(crate) struct Prepared {
 }
 
 impl Prepared {
-    /// Compiles `sub`, capping its limit at `cap`.
+    /// Compiles `sub`; its `QUERY_RESP` will carry at most `cap` rows.
     ///
     /// # Errors
     /// The engine's [`QueryError`] for a query it cannot run (an unknown
     /// operator, an operand of the wrong type, a bad regex, an invalid
     /// `groupBy`); a bad cursor is not an error (see the module docs).
     pub(crate) fn new(sub: &QuerySub, cap: usize) -> Result<Self, QueryError> {
-        let cap = u64::try_from(cap).unwrap_or(u64::MAX);
-        let query = Query {
-            limit: Some(sub.query.limit.map_or(cap, |l| l.min(cap))),
-            ..sub.query.clone()
-        };
-        let (compiled, cursor_status) = match CompiledQuery::new(&query) {
+        let query = &sub.query;
+        let (compiled, cursor_status) = match CompiledQuery::new(query) {
             Ok(compiled) if query.cursor.is_some() => (compiled, CursorStatus::Valid),
             Ok(compiled) => (compiled, CursorStatus::NoCursor),
-            Err(QueryError::InvalidCursor { .. }) => (
-                CompiledQuery::without_cursor(&query)?,
-                CursorStatus::Invalid,
-            ),
+            Err(QueryError::InvalidCursor { .. }) => {
+                (CompiledQuery::without_cursor(query)?, CursorStatus::Invalid)
+            }
             Err(error) => return Err(error),
         };
         Ok(Self {
             query_id: sub.query_id.clone(),
             map_name: sub.map_name.clone(),
             compiled,
+            cap,
             cursor_status,
             fields: sub.fields.clone(),
         })
@@ -84,18 +83,20 @@ impl Prepared {
         now_millis: u64,
     ) -> Result<(QueryResp, Subscription), QueryError> {
         let rows = scan(store, &self.map_name, &self.compiled, now_millis).await?;
+        let clamped = rows.results.len() > self.cap;
         let resp = QueryResp {
             query_id: self.query_id.clone(),
             results: rows
                 .results
                 .iter()
+                .take(self.cap)
                 .map(|(key, value)| QueryResult {
                     key: key.clone(),
                     value: project(self.fields.as_deref(), to_wire(value)),
                 })
                 .collect(),
-            next_cursor: rows.next_cursor.clone(),
-            has_more: Some(rows.has_more),
+            next_cursor: rows.next_cursor.clone().filter(|_| !clamped),
+            has_more: Some(rows.has_more || clamped),
             cursor_status: Some(self.cursor_status),
         };
         let sub = Subscription {
@@ -230,7 +231,7 @@ pub(crate) type Subscriptions = HashMap<String, Subscription>;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use topgun_core::wire::Predicate;
+    use topgun_core::wire::{Predicate, Query};
 
     fn sub(query: Query) -> QuerySub {
         QuerySub {
@@ -242,12 +243,10 @@ mod tests {
     }
 
     #[test]
-    fn limits_are_capped_and_cursors_classified() {
+    fn cursors_are_classified_and_bad_queries_refused() {
         let p = Prepared::new(&sub(Query::new()), 10).unwrap();
-        assert_eq!(p.compiled.limit(), Some(10));
+        assert_eq!(p.compiled.limit(), None);
         assert_eq!(p.cursor_status, CursorStatus::NoCursor);
-        let p = Prepared::new(&sub(Query::new().limit(3)), 10).unwrap();
-        assert_eq!(p.compiled.limit(), Some(3));
         let p = Prepared::new(&sub(Query::new().after("garbage")), 10).unwrap();
         assert_eq!(p.cursor_status, CursorStatus::Invalid);
         let bad = Query::new().filter(Predicate::regex("name", "(unclosed"));
