@@ -364,3 +364,51 @@ fn group_by_live_updates_report_group_rows() {
     let up = live.apply("o3", Some(&json!({"kind": "other"})));
     assert_eq!(up.changes, vec![change("S1:b", None, ChangeType::Leave)]);
 }
+
+#[test]
+fn group_rows_are_sorted_limited_and_paged_like_rows() {
+    let query = compile(json!({
+        "groupBy": ["c"],
+        "sort": [{"field": "__count", "direction": "desc"}],
+        "limit": 1
+    }));
+    let rows = BTreeMap::from([
+        ("k1".to_owned(), json!({"c": "a"})),
+        ("k2".to_owned(), json!({"c": "b"})),
+        ("k3".to_owned(), json!({"c": "b"})),
+    ]);
+    let first = fresh(&rows, &query, 0);
+    assert_eq!(first.results.len(), 1);
+    assert_eq!(first.results[0].0, "S1:b");
+    assert!(first.has_more);
+    let cursor = first.next_cursor.clone().expect("a next page");
+    let next = compile(json!({
+        "groupBy": ["c"],
+        "sort": [{"field": "__count", "direction": "desc"}],
+        "limit": 1,
+        "cursor": cursor
+    }));
+    let second = fresh(&rows, &next, 0);
+    assert_eq!(second.results[0].0, "S1:a");
+    assert!(!second.has_more);
+
+    // Live: "a" ties "b" on count and wins on key; the one-row window
+    // swaps groups, then "a" only updates.
+    let mut live = LiveQuery::new(query, first);
+    let kinds = |up: LiveUpdate| -> Vec<(String, ChangeType)> {
+        up.changes
+            .into_iter()
+            .map(|c| (c.key, c.change_type))
+            .collect()
+    };
+    let up = live.apply("k4", Some(&json!({"c": "a"})));
+    assert_eq!(
+        kinds(up),
+        [
+            ("S1:b".to_owned(), ChangeType::Leave),
+            ("S1:a".to_owned(), ChangeType::Enter)
+        ]
+    );
+    let up = live.apply("k5", Some(&json!({"c": "a"})));
+    assert_eq!(kinds(up), [("S1:a".to_owned(), ChangeType::Update)]);
+}

@@ -376,3 +376,44 @@ async fn a_ttl_that_runs_out_without_a_write_is_a_leave() {
     assert!(now_millis() > now + 1_000, "not before the TTL ran out");
     server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn query_resp_is_clamped_but_live_updates_are_not() {
+    let store = std::sync::Arc::new(topgun_storage::MemoryStore::new());
+    let mut config = topgun_server::ServerConfig::new(topgun_server::StoreConfig::Store(
+        store as std::sync::Arc<dyn topgun_storage::Store>,
+    ));
+    config.limits.max_query_results = 2;
+    let server = TestServer::start(config).await;
+    let mut writer = server.connect().await;
+    let ops = (0..4u64)
+        .map(|i| {
+            put(
+                i.to_string(),
+                "users",
+                &format!("k{i}"),
+                doc(json!({"i": i})),
+                ts(i, "w"),
+            )
+        })
+        .collect();
+    writer.write(ops).await;
+    let mut c = server.connect().await;
+    let resp = c.query("all", Query::new(), None).await;
+    assert_eq!(keys(&resp), ["k0", "k1"]);
+    assert_eq!(resp.has_more, Some(true));
+    assert_eq!(resp.next_cursor, None);
+    // A change to a row beyond the clamp still reaches the client.
+    writer
+        .write(vec![put(
+            "9",
+            "users",
+            "k3",
+            doc(json!({"i": 33})),
+            ts(9, "w"),
+        )])
+        .await;
+    let u = c.update("all").await;
+    assert_eq!((u.key.as_str(), u.change_type), ("k3", ChangeType::Update));
+    server.stop().await.unwrap();
+}

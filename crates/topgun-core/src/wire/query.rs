@@ -470,6 +470,67 @@ mod tests {
     use rmpv::Value;
 
     #[test]
+    fn group_by_and_aggregations_have_topguns_shape() {
+        let wire = Value::Map(vec![
+            ("groupBy".into(), Value::Array(vec!["category".into()])),
+            (
+                "aggregations".into(),
+                Value::Array(vec![
+                    Value::Map(vec![("func".into(), "count".into())]),
+                    Value::Map(vec![
+                        ("func".into(), "sum".into()),
+                        ("field".into(), "price".into()),
+                    ]),
+                ]),
+            ),
+        ]);
+        let query: Query = rmpv::ext::from_value(wire.clone()).unwrap();
+        assert_eq!(
+            query,
+            Query::new()
+                .group_by(["category"])
+                .aggregate(Aggregation {
+                    func: AggFunc::Count,
+                    field: None
+                })
+                .aggregate(Aggregation::new(AggFunc::Sum, "price"))
+        );
+        let named: Value =
+            rmp_serde::from_slice(&rmp_serde::to_vec_named(&query).unwrap()).unwrap();
+        assert_eq!(named, wire);
+    }
+
+    #[test]
+    fn predicates_decode_unknown_ops_and_build_nested_trees() {
+        let wire = Value::Map(vec![
+            ("op".into(), "and".into()),
+            (
+                "children".into(),
+                Value::Array(vec![
+                    Value::Map(vec![
+                        ("op".into(), "startsWith".into()),
+                        ("attribute".into(), "name".into()),
+                        ("value".into(), "A".into()),
+                    ]),
+                    Value::Map(vec![("op".into(), "near".into())]),
+                ]),
+            ),
+        ]);
+        let p: Predicate = rmpv::ext::from_value(wire).unwrap();
+        let children = p.children.as_deref().unwrap();
+        assert_eq!(children[0], Predicate::starts_with("name", "A"));
+        assert_eq!(children[1].op, PredicateOp::Other("near".into()));
+        assert_eq!(p.depth(), 2);
+        let q = Query::new()
+            .filter(Predicate::eq("a", 1))
+            .filter(Predicate::eq("b", 2))
+            .filter(Predicate::eq("c", 3));
+        let top = q.predicate.unwrap();
+        assert_eq!(top.op, PredicateOp::And);
+        assert_eq!(top.children.map(|c| c.len()), Some(3), "filters AND flat");
+    }
+
+    #[test]
     fn sort_decodes_both_shapes_and_keeps_them() {
         let list = Value::Array(vec![Value::Map(vec![
             ("field".into(), "createdAt".into()),
