@@ -159,7 +159,12 @@ fn ci(steps: &[String]) -> Result<(), String> {
 
 /// Crates that must build for `wasm32-unknown-unknown` (the browser build
 /// stands on them), with the features that exist there.
-const WASM_CRATES: &[&str] = &["topgun-core", "topgun-storage", "topgun-sync"];
+const WASM_CRATES: &[&str] = &[
+    "topgun-core",
+    "topgun-storage",
+    "topgun-query",
+    "topgun-sync",
+];
 
 /// Type-checks the wasm-ready crates for `wasm32-unknown-unknown` with
 /// Debian's `rustc-web` toolchain and `-Zbuild-std` (rustup cannot add

@@ -5,7 +5,7 @@
 //! `invalid value '{a' for '<JSON>': not valid JSON: key must be a string at line 1 column 2`.
 
 use serde_json::{Map, Value};
-use topgun_client::query::{Predicate, SortDirection, SortField};
+use topgun_client::query::{Predicate, SortDirection, SortKey};
 
 /// Any JSON value.
 pub(crate) fn json_value(s: &str) -> Result<Value, String> {
@@ -39,7 +39,7 @@ pub(crate) fn predicate(s: &str) -> Result<Predicate, String> {
 
 /// `FIELD`, `FIELD:asc` or `FIELD:desc`. Only a final `:asc` / `:desc` is
 /// a direction, so `a:b:desc` sorts on the field `a:b`.
-pub(crate) fn sort_field(s: &str) -> Result<SortField, String> {
+pub(crate) fn sort_field(s: &str) -> Result<SortKey, String> {
     let (field, direction) = match s.rsplit_once(':') {
         Some((field, "asc")) => (field, SortDirection::Asc),
         Some((field, "desc")) => (field, SortDirection::Desc),
@@ -53,7 +53,7 @@ pub(crate) fn sort_field(s: &str) -> Result<SortField, String> {
     if field.is_empty() {
         return Err("the sort field is empty (use FIELD, FIELD:asc or FIELD:desc)".to_owned());
     }
-    Ok(SortField {
+    Ok(SortKey {
         field: field.to_owned(),
         direction,
     })

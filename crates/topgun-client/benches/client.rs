@@ -165,7 +165,7 @@ async fn query_and_live(path: &Path) -> (f64, f64, usize) {
     let q = Query::new()
         .filter(Predicate::and(vec![
             Predicate::gte("age", 30),
-            Predicate::eq("city", json!("Oslo")),
+            Predicate::eq("city", "Oslo"),
         ]))
         .sort_by("score", SortDirection::Desc)
         .limit(50);

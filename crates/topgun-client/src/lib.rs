@@ -22,7 +22,7 @@ mod live;
 mod live_query;
 mod local;
 mod map;
-pub mod query;
+pub use topgun_query as query;
 mod quota;
 mod working_set;
 

@@ -231,7 +231,7 @@ impl<V: Serialize + DeserializeOwned> IMap<V> {
     /// errors.
     pub async fn query(&self, query: &crate::query::Query) -> Result<QueryPage<V>, ClientError> {
         self.local.check_open()?;
-        let compiled = query.compile()?;
+        let compiled = crate::query::QueryExt::compile(query)?;
         let result = crate::query::run_query(
             self.local.store().as_ref(),
             self.shared.name(),

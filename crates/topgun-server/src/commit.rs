@@ -6,14 +6,23 @@
 //! the Merkle trees, fans the changes out, and only then answers each job.
 //! One task means the trees follow the store's commit order exactly, even
 //! when two connections write the same key at once.
+//!
+//! The same task owns the live queries: it runs each new `QUERY_SUB`
+//! (so no write slips between a query's first result and its updates),
+//! applies every commit to them, re-runs those whose window ran short, and
+//! sleeps until the next TTL expiry of a row they hold to send its LEAVE.
 
-use crate::fanout::{Change, ConnId, Hub};
+use crate::fanout::{Change, ConnId, Hub, Outbox, Outgoing, Refill};
 use crate::merkle_index::MerkleIndex;
+use crate::query::{self, Prepared};
 use crate::records;
+use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use topgun_core::wire::WireRecord;
+use topgun_core::hlc::Clock;
+use topgun_core::wire::{Codec, Message, QueryResp, ServerError as WireError, WireRecord};
 use topgun_storage::{StorageError, Store, StoreRecord};
 
 /// Most records applied in one transaction; more waiting jobs go into the
@@ -48,10 +57,34 @@ struct Job {
     done: oneshot::Sender<Result<usize, CommitError>>,
 }
 
+/// A live query to start: run it, send its `QUERY_RESP`, subscribe it.
+#[derive(Debug)]
+struct Subscribe {
+    outbox: Outbox,
+    query: Prepared,
+    done: oneshot::Sender<()>,
+}
+
+/// What the commit task is asked to do.
+#[derive(Debug)]
+enum Task {
+    Commit(Job),
+    Subscribe(Box<Subscribe>),
+}
+
+/// What the commit task needs besides the store and the hub.
+#[derive(Debug, Clone)]
+pub(crate) struct Context {
+    /// The server's wall clock (for TTLs).
+    pub(crate) clock: Arc<dyn Clock>,
+    /// The frame codec (to fit a `QUERY_RESP` into a frame).
+    pub(crate) codec: Codec,
+}
+
 /// The handle connections commit through.
 #[derive(Debug, Clone)]
 pub(crate) struct Committer {
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::Sender<Task>,
 }
 
 impl std::fmt::Debug for Job {
@@ -70,10 +103,35 @@ impl Committer {
         store: Arc<dyn Store>,
         merkle: Arc<MerkleIndex>,
         hub: Arc<Hub>,
+        context: Context,
     ) -> (Self, JoinHandle<()>) {
         let (jobs, rx) = mpsc::channel(QUEUE);
-        let task = tokio::spawn(run(rx, store, merkle, hub));
+        let task = tokio::spawn(run(rx, store, merkle, hub, context));
         (Self { jobs }, task)
+    }
+
+    /// Starts the live query `query` for `outbox`'s connection: runs it,
+    /// queues its `QUERY_RESP` (or an `ERROR 500` if the store fails) and
+    /// subscribes it, after every write committed before. Returns once
+    /// that is done.
+    ///
+    /// # Errors
+    /// [`CommitError::Stopped`] if the server is stopping.
+    pub(crate) async fn subscribe(
+        &self,
+        outbox: Outbox,
+        query: Prepared,
+    ) -> Result<(), CommitError> {
+        let (done, answer) = oneshot::channel();
+        self.jobs
+            .send(Task::Subscribe(Box::new(Subscribe {
+                outbox,
+                query,
+                done,
+            })))
+            .await
+            .map_err(|_| CommitError::Stopped)?;
+        answer.await.map_err(|_| CommitError::Stopped)
     }
 
     /// Applies `ops` durably (each replaces the stored record only if its
@@ -87,7 +145,7 @@ impl Committer {
     ) -> Result<usize, CommitError> {
         let (done, answer) = oneshot::channel();
         self.jobs
-            .send(Job { origin, ops, done })
+            .send(Task::Commit(Job { origin, ops, done }))
             .await
             .map_err(|_| CommitError::Stopped)?;
         answer.await.map_err(|_| CommitError::Stopped)?
@@ -95,29 +153,131 @@ impl Committer {
 }
 
 async fn run(
-    mut rx: mpsc::Receiver<Job>,
+    mut rx: mpsc::Receiver<Task>,
     store: Arc<dyn Store>,
     merkle: Arc<MerkleIndex>,
     hub: Arc<Hub>,
+    context: Context,
 ) {
-    while let Some(first) = rx.recv().await {
-        let mut group = vec![first];
-        let mut records = group[0].ops.len();
-        while records < MAX_GROUP_RECORDS {
-            match rx.try_recv() {
-                Ok(job) => {
-                    records += job.ops.len();
-                    group.push(job);
+    let mut pending: VecDeque<Task> = VecDeque::new();
+    loop {
+        let task = match pending.pop_front() {
+            Some(task) => task,
+            None => match hub.next_expiry() {
+                None => match rx.recv().await {
+                    Some(task) => task,
+                    None => break,
+                },
+                Some(at) => {
+                    let wait = at.saturating_sub(context.clock.now_millis());
+                    tokio::select! {
+                        task = rx.recv() => match task {
+                            Some(task) => task,
+                            None => break,
+                        },
+                        () = tokio::time::sleep(Duration::from_millis(wait)) => {
+                            let refills = hub.expire(context.clock.now_millis());
+                            refill(refills, &*store, &hub, &context).await;
+                            continue;
+                        }
+                    }
                 }
-                Err(_) => break,
+            },
+        };
+        match task {
+            Task::Subscribe(job) => subscribe(*job, &*store, &hub, &context).await,
+            Task::Commit(first) => {
+                let mut group = vec![first];
+                let mut records = group[0].ops.len();
+                while records < MAX_GROUP_RECORDS {
+                    match rx.try_recv() {
+                        Ok(Task::Commit(job)) => {
+                            records += job.ops.len();
+                            group.push(job);
+                        }
+                        Ok(other) => {
+                            pending.push_back(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let refills = commit_group(group, &*store, &merkle, &hub).await;
+                refill(refills, &*store, &hub, &context).await;
             }
         }
-        commit_group(group, &*store, &merkle, &hub).await;
     }
     tracing::debug!("commit task stopped");
 }
 
-async fn commit_group(group: Vec<Job>, store: &dyn Store, merkle: &MerkleIndex, hub: &Hub) {
+/// Runs a new live query, queues its `QUERY_RESP` and subscribes it.
+async fn subscribe(job: Subscribe, store: &dyn Store, hub: &Hub, context: &Context) {
+    let map = job.query.map_name.clone();
+    let query_id = job.query.query_id.clone();
+    match job.query.run(store, context.clock.now_millis()).await {
+        Ok((resp, sub)) => {
+            send_query_resp(&context.codec, &job.outbox, resp);
+            hub.subscribe(&job.outbox, &map, &query_id, sub);
+        }
+        Err(error) => {
+            tracing::error!(%error, %map, "reading query results failed");
+            job.outbox.send(Message::Error(WireError {
+                code: 500,
+                message: "reading the query results failed".to_owned(),
+                details: None,
+            }));
+        }
+    }
+    let _ = job.done.send(());
+}
+
+/// Runs the live queries of `refills` again and sends what changed.
+async fn refill(refills: Vec<Refill>, store: &dyn Store, hub: &Hub, context: &Context) {
+    let mut done = std::collections::HashSet::new();
+    for r in refills {
+        if !done.insert((r.conn, r.map.clone(), r.query_id.clone())) {
+            continue;
+        }
+        let now = context.clock.now_millis();
+        match query::scan(store, &r.map, &r.query, now).await {
+            Ok(fresh) => hub.refill(&r, fresh),
+            Err(error) => {
+                tracing::error!(%error, map = %r.map, "refilling a live query failed");
+            }
+        }
+    }
+}
+
+/// Queues a `QUERY_RESP`, dropping results from the end (and setting
+/// `hasMore`) until it fits in a frame.
+fn send_query_resp(codec: &Codec, outbox: &Outbox, mut resp: QueryResp) {
+    loop {
+        match codec.encode(&Message::QueryResp(resp.clone())) {
+            Ok(bytes) => return outbox.push(Outgoing::Bytes(bytes)),
+            Err(error) if resp.results.is_empty() => {
+                tracing::error!(%error, "QUERY_RESP cannot be encoded");
+                return outbox.send(Message::Error(WireError {
+                    code: 500,
+                    message: "query results cannot be encoded".to_owned(),
+                    details: None,
+                }));
+            }
+            Err(_) => {
+                resp.results.truncate(resp.results.len() / 2);
+                resp.has_more = Some(true);
+            }
+        }
+    }
+}
+
+/// Applies a group of jobs, fans their changes out and answers them;
+/// returns the live queries to run again.
+async fn commit_group(
+    group: Vec<Job>,
+    store: &dyn Store,
+    merkle: &MerkleIndex,
+    hub: &Hub,
+) -> Vec<Refill> {
     let input: Vec<StoreRecord> = group
         .iter()
         .flat_map(|job| job.ops.iter())
@@ -131,12 +291,13 @@ async fn commit_group(group: Vec<Job>, store: &dyn Store, merkle: &MerkleIndex, 
             for job in group {
                 let _ = job.done.send(Err(error.clone()));
             }
-            return;
+            return Vec::new();
         }
     };
     // `applied` lists, in input order, the records that replaced something;
     // each equals its input record, so one forward pass pairs them up.
     let mut applied = applied.into_iter().peekable();
+    let mut refills = Vec::new();
     for job in group {
         let mut changes = Vec::new();
         for op in job.ops {
@@ -148,16 +309,18 @@ async fn commit_group(group: Vec<Job>, store: &dyn Store, merkle: &MerkleIndex, 
             if !hit {
                 continue;
             }
-            let Some(a) = applied.next() else { break };
+            if applied.next().is_none() {
+                break;
+            }
             merkle.update(&op.map_name, &op.key, &op.record.timestamp);
             changes.push(Change {
                 map_name: op.map_name,
                 key: op.key,
                 record: op.record,
-                previous: a.previous,
             });
         }
-        hub.publish(job.origin, &changes);
+        refills.extend(hub.publish(job.origin, &changes));
         let _ = job.done.send(Ok(changes.len()));
     }
+    refills
 }

@@ -2,13 +2,12 @@
 //! ([`Outbox`]) and the map subscriptions ([`Hub`]) that route committed
 //! changes to them as `SERVER_EVENT` and `QUERY_UPDATE`.
 
-use crate::query::Filter;
-use crate::records;
+use crate::query::{Subscription, Subscriptions, Write};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tokio::sync::{mpsc, watch};
-use topgun_core::wire::{ChangeType, Message, OpType, QueryUpdate, ServerEvent, WireRecord};
-use topgun_storage::StoreRecord;
+use topgun_core::wire::{Message, OpType, QueryUpdate, ServerEvent, WireRecord};
+use topgun_query::{CompiledQuery, QueryResult as Rows};
 
 /// A connection's id, unique within one server run.
 pub(crate) type ConnId = u64;
@@ -133,21 +132,98 @@ pub(crate) struct Change {
     pub(crate) key: String,
     /// The record now stored (a tombstone for a remove).
     pub(crate) record: WireRecord,
-    /// The record it replaced, if any.
-    pub(crate) previous: Option<StoreRecord>,
 }
 
 #[derive(Debug)]
 struct Subscriber {
     outbox: Outbox,
-    /// Query id → filter.
-    queries: HashMap<String, Filter>,
+    /// Query id → its live state.
+    queries: Subscriptions,
+}
+
+/// A live query whose window ran short: run it again and hand the result
+/// to [`Hub::refill`].
+#[derive(Debug, Clone)]
+pub(crate) struct Refill {
+    /// The connection.
+    pub(crate) conn: ConnId,
+    /// The map.
+    pub(crate) map: String,
+    /// The query id.
+    pub(crate) query_id: String,
+    /// The query to run.
+    pub(crate) query: CompiledQuery,
 }
 
 /// Map subscriptions: map → connection → its live queries on that map.
+///
+/// Every call comes from the commit task, so the live queries see the
+/// writes, expiries and refills in commit order.
 #[derive(Debug, Default)]
 pub(crate) struct Hub {
     maps: Mutex<HashMap<String, HashMap<ConnId, Subscriber>>>,
+}
+
+/// What one call queues for one connection: events first (so its writer
+/// can coalesce them), then query updates.
+#[derive(Debug)]
+struct ToSend {
+    outbox: Outbox,
+    events: Vec<Arc<ServerEvent>>,
+    updates: Vec<QueryUpdate>,
+}
+
+/// What one call queues, per connection, and the live queries to re-run.
+#[derive(Debug, Default)]
+struct Outgo {
+    sends: HashMap<ConnId, ToSend>,
+    refills: Vec<Refill>,
+}
+
+impl Outgo {
+    fn entry(&mut self, conn: ConnId, outbox: &Outbox) -> &mut ToSend {
+        self.sends.entry(conn).or_insert_with(|| ToSend {
+            outbox: outbox.clone(),
+            events: Vec::new(),
+            updates: Vec::new(),
+        })
+    }
+
+    /// Queues `(updates, needs_refill)` of one live query.
+    fn query(
+        &mut self,
+        conn: ConnId,
+        outbox: &Outbox,
+        map: &str,
+        (query_id, sub): (&String, &Subscription),
+        (updates, needs_refill): (Vec<QueryUpdate>, bool),
+    ) {
+        if !updates.is_empty() {
+            self.entry(conn, outbox).updates.extend(updates);
+        }
+        let listed = |r: &Refill| r.conn == conn && r.query_id == *query_id && r.map == map;
+        if needs_refill && !self.refills.iter().any(listed) {
+            self.refills.push(Refill {
+                conn,
+                map: map.to_owned(),
+                query_id: query_id.clone(),
+                query: sub.query().clone(),
+            });
+        }
+    }
+
+    /// Queues everything; returns the live queries to run again.
+    fn flush(self) -> Vec<Refill> {
+        for to_send in self.sends.into_values() {
+            for event in to_send.events {
+                to_send.outbox.push(Outgoing::Event(event));
+            }
+            for update in to_send.updates {
+                to_send.outbox.send(Message::QueryUpdate(update));
+            }
+        }
+        self.refills
+    }
 }
 
 impl Hub {
@@ -156,8 +232,9 @@ impl Hub {
         self.maps.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Subscribes `outbox`'s connection to `map` under `query_id`.
-    pub(crate) fn subscribe(&self, outbox: &Outbox, map: &str, query_id: &str, filter: Filter) {
+    /// Subscribes `outbox`'s connection to `map` with the live query `sub`
+    /// (replacing one with the same id).
+    pub(crate) fn subscribe(&self, outbox: &Outbox, map: &str, query_id: &str, sub: Subscription) {
         self.lock()
             .entry(map.to_owned())
             .or_default()
@@ -167,7 +244,7 @@ impl Hub {
                 queries: HashMap::new(),
             })
             .queries
-            .insert(query_id.to_owned(), filter);
+            .insert(query_id.to_owned(), sub);
     }
 
     /// Ends query `query_id` of `conn` on `map`; the connection stops
@@ -191,19 +268,17 @@ impl Hub {
     /// Sends each change to every connection subscribed to its map except
     /// `origin`: a `SERVER_EVENT` (with the record, a tombstone for a
     /// remove), and a `QUERY_UPDATE` for each of its queries whose result
-    /// set the change enters, updates or leaves. A connection gets all the
-    /// events of one call first (so its writer can coalesce them), then
-    /// the query updates. Never waits.
-    pub(crate) fn publish(&self, origin: ConnId, changes: &[Change]) {
-        let maps = self.lock();
-        let mut out: HashMap<ConnId, ToSend<'_>> = HashMap::new();
+    /// the change enters, updates or leaves. `origin`'s live queries take
+    /// the change too (their state stays exact) but it is not sent: the
+    /// writer has it already. Never waits. Returns the live queries that
+    /// must be run again ([`Hub::refill`]).
+    pub(crate) fn publish(&self, origin: ConnId, changes: &[Change]) -> Vec<Refill> {
+        let mut maps = self.lock();
+        let mut out = Outgo::default();
         for change in changes {
-            let Some(subs) = maps.get(&change.map_name) else {
+            let Some(subs) = maps.get_mut(&change.map_name) else {
                 continue;
             };
-            if subs.keys().all(|&conn| conn == origin) {
-                continue;
-            }
             let event = Arc::new(ServerEvent {
                 map_name: change.map_name.clone(),
                 event_type: if change.record.is_tombstone() {
@@ -214,45 +289,72 @@ impl Hub {
                 key: change.key.clone(),
                 record: Some(change.record.clone()),
             });
-            let mut previous: Option<Option<rmpv::Value>> = None;
-            for (&conn, sub) in subs {
-                if conn == origin {
-                    continue;
+            let write = Write::of(&change.record);
+            for (&conn, sub) in subs.iter_mut() {
+                if conn != origin {
+                    out.entry(conn, &sub.outbox).events.push(event.clone());
                 }
-                let to_send = out.entry(conn).or_insert_with(|| ToSend {
-                    outbox: &sub.outbox,
-                    events: Vec::new(),
-                    updates: Vec::new(),
-                });
-                to_send.events.push(event.clone());
-                for (query_id, filter) in &sub.queries {
-                    let before = previous
-                        .get_or_insert_with(|| previous_value(change.previous.as_ref()))
-                        .as_ref()
-                        .is_some_and(|v| filter.matches(v));
-                    let now = change.record.value.as_ref().filter(|v| filter.matches(v));
-                    let change_type = match (before, now.is_some()) {
-                        (false, true) => ChangeType::Enter,
-                        (true, true) => ChangeType::Update,
-                        (true, false) => ChangeType::Leave,
-                        (false, false) => continue,
-                    };
-                    to_send.updates.push(Message::QueryUpdate(QueryUpdate {
-                        query_id: query_id.clone(),
-                        key: change.key.clone(),
-                        value: now.cloned().unwrap_or(rmpv::Value::Nil),
-                        change_type,
-                    }));
+                for (query_id, query) in &mut sub.queries {
+                    let (updates, refill) = query.apply(&change.key, &write);
+                    let updates = if conn == origin { Vec::new() } else { updates };
+                    let result = (updates, refill);
+                    out.query(
+                        conn,
+                        &sub.outbox,
+                        &change.map_name,
+                        (query_id, query),
+                        result,
+                    );
                 }
             }
         }
-        for to_send in out.into_values() {
-            for event in to_send.events {
-                to_send.outbox.push(Outgoing::Event(event));
+        out.flush()
+    }
+
+    /// Turns the rows of every live query expired at `now_millis` into
+    /// `QUERY_UPDATE`s (LEAVE, and what enters in their place). Returns the
+    /// live queries that must be run again.
+    pub(crate) fn expire(&self, now_millis: u64) -> Vec<Refill> {
+        let mut maps = self.lock();
+        let mut out = Outgo::default();
+        for (map, subs) in maps.iter_mut() {
+            for (&conn, sub) in subs.iter_mut() {
+                for (query_id, query) in &mut sub.queries {
+                    if query.next_expiry().is_some_and(|at| at <= now_millis) {
+                        let result = query.expire(now_millis);
+                        out.query(conn, &sub.outbox, map, (query_id, query), result);
+                    }
+                }
             }
-            for update in to_send.updates {
-                to_send.outbox.send(update);
-            }
+        }
+        out.flush()
+    }
+
+    /// The earliest TTL expiry of a row held by any live query.
+    pub(crate) fn next_expiry(&self) -> Option<u64> {
+        self.lock()
+            .values()
+            .flat_map(HashMap::values)
+            .flat_map(|sub| sub.queries.values())
+            .filter_map(Subscription::next_expiry)
+            .min()
+    }
+
+    /// Replaces the state of the live query `refill` names (if it still
+    /// exists) with `fresh` and sends the differences.
+    pub(crate) fn refill(&self, refill: &Refill, fresh: Rows) {
+        let mut maps = self.lock();
+        let Some(sub) = maps
+            .get_mut(&refill.map)
+            .and_then(|subs| subs.get_mut(&refill.conn))
+        else {
+            return;
+        };
+        let Some(query) = sub.queries.get_mut(&refill.query_id) else {
+            return;
+        };
+        for update in query.refill(fresh) {
+            sub.outbox.send(Message::QueryUpdate(update));
         }
     }
 
@@ -272,24 +374,13 @@ impl Hub {
     }
 }
 
-/// What one [`Hub::publish`] call queues for one connection.
-struct ToSend<'a> {
-    outbox: &'a Outbox,
-    events: Vec<Arc<ServerEvent>>,
-    updates: Vec<Message>,
-}
-
-/// The live value a change replaced, decoded (None for none, a tombstone
-/// or an undecodable value).
-fn previous_value(previous: Option<&StoreRecord>) -> Option<rmpv::Value> {
-    let bytes = previous?.value.as_ref()?;
-    records::decode_value(bytes).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::query::Prepared;
+    use topgun_core::wire::{ChangeType, Query, QuerySub};
     use topgun_core::Timestamp;
+    use topgun_storage::MemoryStore;
 
     fn change(key: &str, value: Option<rmpv::Value>) -> Change {
         let ts = Timestamp::new(1, 0, "n");
@@ -300,17 +391,27 @@ mod tests {
                 Some(v) => WireRecord::new(v, ts),
                 None => WireRecord::tombstone(ts),
             },
-            previous: None,
         }
     }
 
-    #[test]
-    fn events_skip_the_origin_and_full_queues_kill() {
+    async fn everything() -> Subscription {
+        let sub = QuerySub {
+            query_id: "q".into(),
+            map_name: "m".into(),
+            query: Query::new(),
+            fields: None,
+        };
+        let prepared = Prepared::new(&sub, 100).unwrap();
+        prepared.run(&MemoryStore::new(), 0).await.unwrap().1
+    }
+
+    #[tokio::test]
+    async fn events_skip_the_origin_and_full_queues_kill() {
         let hub = Hub::default();
         let (a, mut a_rx, _) = Outbox::new(1, 4);
         let (b, mut b_rx, b_kill) = Outbox::new(2, 2);
-        hub.subscribe(&a, "m", "q", Filter::default());
-        hub.subscribe(&b, "m", "q", Filter::default());
+        hub.subscribe(&a, "m", "q", everything().await);
+        hub.subscribe(&b, "m", "q", everything().await);
         hub.publish(1, &[change("k", Some(1.into()))]);
         assert!(a_rx.try_recv().is_err());
         assert!(matches!(b_rx.try_recv(), Ok(Outgoing::Event(e)) if e.key == "k"));

@@ -14,6 +14,10 @@
 //! - **Realtime**: a `QUERY_SUB` subscribes a connection to its map; every
 //!   committed change reaches the other subscribers as `SERVER_EVENT`s
 //!   (coalesced into `SERVER_BATCH_EVENT`s) and `QUERY_UPDATE`s.
+//! - **Queries**: `QUERY_SUB` is answered by `topgun-query`, the engine the
+//!   client runs locally: predicates, `where`, `sort`, `limit`, `cursor`,
+//!   `fields` projection and `groupBy` with aggregations; its live
+//!   ENTER / UPDATE / LEAVE follow writes and TTL expiries.
 //! - **Auth and limits**: JWT (HS256) auth with per-map rules
 //!   ([`AccessRules`]), and per-connection [`Limits`] that are answered on
 //!   the wire (413, 429, 400, 501) or end only the offending connection.

@@ -1,170 +1,267 @@
-//! Live queries: which entries a `QUERY_SUB` selects.
+//! Live queries on the server: a `QUERY_SUB` compiled and run by the
+//! shared engine (`topgun-query`, the same code the client runs), kept up
+//! to date by the same [`LiveQuery`] state, and turned into `QUERY_RESP` /
+//! `QUERY_UPDATE` frames.
 //!
-//! This first version is not a query engine. It supports:
-//! - an empty query: every live entry of the map;
-//! - `where` with **equality** on top-level fields of map values
-//!   (`{"status": "done"}` or `{"status": {"$eq": "done"}}`), all of which
-//!   must hold; numbers compare by value (`1 == 1.0`).
-//!
-//! A `predicate` or any other `where` operator is refused with
-//! `ERROR 501` (and the query is not subscribed) rather than answered
-//! with wrong results. `sort` is not applied (results come in key order),
-//! `fields` projection is not applied, and `cursor` is ignored; `limit` is
-//! honoured up to [`crate::Limits::max_query_results`].
+//! What a query answers is TopGun's: `where` and `predicate` (every
+//! operator), `sort` in both directions, `limit` (capped by
+//! [`crate::Limits::max_query_results`]), `cursor` (`nextCursor` /
+//! `hasMore` / `cursorStatus`), `fields` projection (of `QUERY_RESP`
+//! results and of `QUERY_UPDATE` values), and `groupBy` with
+//! `aggregations` (one row per group, keyed by its `__key`). A query the
+//! engine cannot compile is answered with `ERROR 400`; a cursor that does
+//! not belong to the query is ignored (`cursorStatus: "invalid"`) and the
+//! results start from the first page. A `QUERY_RESP` carries at most
+//! [`crate::Limits::max_query_results`] rows (then `hasMore: true` and no
+//! `nextCursor`, as TopGun clamps it); the live query itself keeps the
+//! query's own limit, so updates are not clamped.
 
-use crate::records;
 use rmpv::Value;
-use topgun_core::wire::{Query, QueryResult};
-use topgun_storage::{StorageError, Store};
+use std::collections::HashMap;
+use topgun_core::wire::{ChangeType, CursorStatus, QueryResp, QueryResult, QuerySub, QueryUpdate};
+use topgun_query::{
+    expires_at, CompiledQuery, LiveQuery, LiveUpdate, QueryChange, QueryError, QueryResult as Rows,
+};
+use topgun_storage::Store;
 
-/// Records read per page when answering a query.
-const SCAN_PAGE: usize = 256;
+/// Rows a live query keeps after its `limit` so that most removals refill
+/// the window without a rescan.
+pub(crate) const OVERFLOW: usize = 32;
 
-/// The conditions of a supported query.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Filter {
-    equals: Vec<(String, Value)>,
+/// A `QUERY_SUB` the engine accepted, ready to run.
+#[derive(Debug, Clone)]
+pub(crate) struct Prepared {
+    /// The client's query id.
+    pub(crate) query_id: String,
+    /// The map queried.
+    pub(crate) map_name: String,
+    /// The compiled query.
+    pub(crate) compiled: CompiledQuery,
+    /// Most rows in the `QUERY_RESP`.
+    cap: usize,
+    /// What became of the cursor the query was sent with.
+    pub(crate) cursor_status: CursorStatus,
+    /// Fields to project, if the client asked for some.
+    pub(crate) fields: Option<Vec<String>>,
 }
 
-impl Filter {
-    /// The filter of `query`, or what in it is not supported.
-    pub(crate) fn from_query(query: &Query) -> Result<Self, &'static str> {
-        if query.predicate.is_some() {
-            return Err("query predicates are not supported by this server");
-        }
-        let mut equals = Vec::new();
-        match &query.where_ {
-            None | Some(Value::Nil) => {}
-            Some(Value::Map(entries)) => {
-                for (field, condition) in entries {
-                    let field = field
-                        .as_str()
-                        .ok_or("`where` field names must be strings")?;
-                    let expected = match condition {
-                        Value::Map(ops) => match ops.as_slice() {
-                            [(op, v)] if op.as_str() == Some("$eq") => v.clone(),
-                            _ => return Err("only equality conditions are supported in `where`"),
-                        },
-                        v => v.clone(),
-                    };
-                    equals.push((field.to_owned(), expected));
-                }
+impl Prepared {
+    /// Compiles `sub`; its `QUERY_RESP` will carry at most `cap` rows.
+    ///
+    /// # Errors
+    /// The engine's [`QueryError`] for a query it cannot run (an unknown
+    /// operator, an operand of the wrong type, a bad regex, an invalid
+    /// `groupBy`); a bad cursor is not an error (see the module docs).
+    pub(crate) fn new(sub: &QuerySub, cap: usize) -> Result<Self, QueryError> {
+        let query = &sub.query;
+        let (compiled, cursor_status) = match CompiledQuery::new(query) {
+            Ok(compiled) if query.cursor.is_some() => (compiled, CursorStatus::Valid),
+            Ok(compiled) => (compiled, CursorStatus::NoCursor),
+            Err(QueryError::InvalidCursor { .. }) => {
+                (CompiledQuery::without_cursor(query)?, CursorStatus::Invalid)
             }
-            Some(_) => return Err("`where` must be a map of field conditions"),
-        }
-        Ok(Self { equals })
-    }
-
-    /// Whether a live value matches every condition.
-    pub(crate) fn matches(&self, value: &Value) -> bool {
-        if self.equals.is_empty() {
-            return true;
-        }
-        let Value::Map(entries) = value else {
-            return false;
+            Err(error) => return Err(error),
         };
-        self.equals.iter().all(|(field, expected)| {
-            entries
-                .iter()
-                .find(|(k, _)| k.as_str() == Some(field))
-                .is_some_and(|(_, v)| same_value(v, expected))
+        Ok(Self {
+            query_id: sub.query_id.clone(),
+            map_name: sub.map_name.clone(),
+            compiled,
+            cap,
+            cursor_status,
+            fields: sub.fields.clone(),
         })
     }
-}
 
-/// Equality as JavaScript sees it for numbers: an integer equals a float
-/// of the same value.
-fn same_value(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (
-            Value::Integer(_) | Value::F32(_) | Value::F64(_),
-            Value::Integer(_) | Value::F32(_) | Value::F64(_),
-        ) => match (a.as_i64(), b.as_i64(), a.as_u64(), b.as_u64()) {
-            (Some(x), Some(y), _, _) => x == y,
-            (_, _, Some(x), Some(y)) => x == y,
-            _ => a.as_f64() == b.as_f64(),
-        },
-        _ => a == b,
+    /// Runs the query over `store` at `now_millis`; returns its
+    /// `QUERY_RESP` and the live state that follows it from here on.
+    ///
+    /// # Errors
+    /// [`QueryError::Storage`] if the store fails while scanning.
+    pub(crate) async fn run(
+        self,
+        store: &dyn Store,
+        now_millis: u64,
+    ) -> Result<(QueryResp, Subscription), QueryError> {
+        let rows = scan(store, &self.map_name, &self.compiled, now_millis).await?;
+        let clamped = rows.results.len() > self.cap;
+        let resp = QueryResp {
+            query_id: self.query_id.clone(),
+            results: rows
+                .results
+                .iter()
+                .take(self.cap)
+                .map(|(key, value)| QueryResult {
+                    key: key.clone(),
+                    value: project(self.fields.as_deref(), to_wire(value)),
+                })
+                .collect(),
+            next_cursor: rows.next_cursor.clone().filter(|_| !clamped),
+            has_more: Some(rows.has_more || clamped),
+            cursor_status: Some(self.cursor_status),
+        };
+        let sub = Subscription {
+            query_id: self.query_id,
+            live: LiveQuery::new(self.compiled, rows),
+            fields: self.fields,
+        };
+        Ok((resp, sub))
     }
 }
 
-/// The first `limit` live, unexpired entries of `map` that match, in key
-/// order, and whether more matched.
-pub(crate) async fn initial_results(
+/// Runs `query` over `map` keeping the rows a live query needs.
+///
+/// # Errors
+/// [`QueryError::Storage`] if the store fails.
+pub(crate) async fn scan(
     store: &dyn Store,
     map: &str,
-    filter: &Filter,
-    limit: usize,
+    query: &CompiledQuery,
     now_millis: u64,
-) -> Result<(Vec<QueryResult>, bool), StorageError> {
-    let mut results = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let page = store.scan(map, after.as_deref(), SCAN_PAGE).await?;
-        for record in &page {
-            let Some(bytes) = record.value.as_ref().filter(|_| record.is_live(now_millis)) else {
-                continue;
-            };
-            let value = match records::decode_value(bytes) {
-                Ok(value) => value,
-                Err(error) => {
-                    tracing::warn!(map, key = %record.key, %error, "skipping an undecodable stored value");
-                    continue;
-                }
-            };
-            if filter.matches(&value) {
-                if results.len() == limit {
-                    return Ok((results, true));
-                }
-                results.push(QueryResult {
-                    key: record.key.clone(),
-                    value,
-                });
-            }
-        }
-        match page.last() {
-            Some(last) if page.len() == SCAN_PAGE => after = Some(last.key.clone()),
-            _ => return Ok((results, false)),
+) -> Result<Rows, QueryError> {
+    topgun_query::run_query_with_overflow(store, map, query, now_millis, OVERFLOW).await
+}
+
+/// One live query of one connection.
+#[derive(Debug)]
+pub(crate) struct Subscription {
+    query_id: String,
+    live: LiveQuery,
+    fields: Option<Vec<String>>,
+}
+
+impl Subscription {
+    /// The query, to run it again for a refill.
+    pub(crate) fn query(&self) -> &CompiledQuery {
+        self.live.query()
+    }
+
+    /// Applies a committed write: the key's new value (`None` for a
+    /// tombstone) and its TTL. Returns the `QUERY_UPDATE`s to send and
+    /// whether the query must be run again ([`Subscription::refill`]).
+    pub(crate) fn apply(&mut self, key: &str, write: &Write) -> (Vec<QueryUpdate>, bool) {
+        let update = self
+            .live
+            .apply_expiring(key, write.value.as_ref(), write.expires_at);
+        self.updates(update)
+    }
+
+    /// When the earliest row held expires by TTL.
+    pub(crate) fn next_expiry(&self) -> Option<u64> {
+        self.live.next_expiry()
+    }
+
+    /// Drops the rows expired at `now_millis`: LEAVEs (and what enters in
+    /// their place).
+    pub(crate) fn expire(&mut self, now_millis: u64) -> (Vec<QueryUpdate>, bool) {
+        let update = self.live.expire(now_millis);
+        self.updates(update)
+    }
+
+    /// Replaces the state with a fresh run and returns the differences.
+    pub(crate) fn refill(&mut self, fresh: Rows) -> Vec<QueryUpdate> {
+        let changes = self.live.reset(fresh);
+        changes.into_iter().map(|c| self.update(c)).collect()
+    }
+
+    fn updates(&self, update: LiveUpdate) -> (Vec<QueryUpdate>, bool) {
+        let needs_refill = update.needs_refill;
+        let updates = update.changes.into_iter().map(|c| self.update(c)).collect();
+        (updates, needs_refill)
+    }
+
+    fn update(&self, change: QueryChange) -> QueryUpdate {
+        let value = match (&change.change_type, change.value) {
+            (ChangeType::Leave, _) | (_, None) => Value::Nil,
+            (_, Some(value)) => project(self.fields.as_deref(), to_wire(&value)),
+        };
+        QueryUpdate {
+            query_id: self.query_id.clone(),
+            key: change.key,
+            value,
+            change_type: change.change_type,
         }
     }
 }
+
+/// A committed write as the query engine sees it.
+#[derive(Debug, Clone)]
+pub(crate) struct Write {
+    /// The new value as JSON; `None` for a tombstone or a value without a
+    /// JSON form (queries do not see those).
+    pub(crate) value: Option<serde_json::Value>,
+    /// When it expires by TTL.
+    pub(crate) expires_at: Option<u64>,
+}
+
+impl Write {
+    /// The engine's view of `record`.
+    pub(crate) fn of(record: &topgun_core::wire::WireRecord) -> Self {
+        Self {
+            value: record
+                .value
+                .as_ref()
+                .and_then(|v| rmpv::ext::from_value(v.clone()).ok()),
+            expires_at: expires_at(&record.timestamp, record.ttl_ms),
+        }
+    }
+}
+
+/// A JSON result value as MessagePack.
+fn to_wire(value: &serde_json::Value) -> Value {
+    rmpv::ext::to_value(value).unwrap_or(Value::Nil)
+}
+
+/// TopGun's projection: a map keeps only the listed top-level fields; any
+/// other value is sent whole.
+pub(crate) fn project(fields: Option<&[String]>, value: Value) -> Value {
+    match (fields, value) {
+        (Some(fields), Value::Map(entries)) => Value::Map(
+            entries
+                .into_iter()
+                .filter(|(k, _)| k.as_str().is_some_and(|k| fields.iter().any(|f| f == k)))
+                .collect(),
+        ),
+        (_, value) => value,
+    }
+}
+
+/// Live queries of one connection on one map, by query id.
+pub(crate) type Subscriptions = HashMap<String, Subscription>;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use topgun_core::wire::{Predicate, Query};
 
-    fn query(where_: Option<Value>) -> Query {
-        Query {
-            where_,
-            ..Query::default()
+    fn sub(query: Query) -> QuerySub {
+        QuerySub {
+            query_id: "q".into(),
+            map_name: "m".into(),
+            query,
+            fields: None,
         }
     }
 
     #[test]
-    fn equality_filters() {
-        let doc = Value::Map(vec![
-            ("status".into(), "done".into()),
-            ("n".into(), 3.into()),
-        ]);
-        assert!(Filter::from_query(&query(None)).unwrap().matches(&doc));
-        assert!(Filter::from_query(&query(None))
-            .unwrap()
-            .matches(&Value::from(1)));
-        let f = Filter::from_query(&query(Some(Value::Map(vec![
-            ("status".into(), "done".into()),
-            (
-                "n".into(),
-                Value::Map(vec![("$eq".into(), Value::F64(3.0))]),
-            ),
-        ]))))
-        .unwrap();
-        assert!(f.matches(&doc));
-        assert!(!f.matches(&Value::Map(vec![("status".into(), "open".into())])));
-        assert!(!f.matches(&Value::from("done")));
-        assert!(Filter::from_query(&query(Some(Value::Map(vec![(
-            "n".into(),
-            Value::Map(vec![("$gt".into(), 1.into())])
-        )]))))
-        .is_err());
+    fn cursors_are_classified_and_bad_queries_refused() {
+        let p = Prepared::new(&sub(Query::new()), 10).unwrap();
+        assert_eq!(p.compiled.limit(), None);
+        assert_eq!(p.cursor_status, CursorStatus::NoCursor);
+        let p = Prepared::new(&sub(Query::new().after("garbage")), 10).unwrap();
+        assert_eq!(p.cursor_status, CursorStatus::Invalid);
+        let bad = Query::new().filter(Predicate::regex("name", "(unclosed"));
+        assert!(Prepared::new(&sub(bad), 10).is_err());
+    }
+
+    #[test]
+    fn projection_keeps_listed_fields_of_maps_only() {
+        let doc = Value::Map(vec![("a".into(), 1.into()), ("b".into(), 2.into())]);
+        let fields = ["a".to_owned()];
+        assert_eq!(
+            project(Some(&fields), doc.clone()),
+            Value::Map(vec![("a".into(), 1.into())])
+        );
+        assert_eq!(project(None, doc.clone()), doc);
+        assert_eq!(project(Some(&fields), Value::from(3)), Value::from(3));
     }
 }

@@ -2,7 +2,7 @@
 //! commit task, the HTTP routes (`/ws`, `/health`) and graceful shutdown.
 
 use crate::auth::JwtVerifier;
-use crate::commit::Committer;
+use crate::commit::{self, Committer};
 use crate::config::{AuthMode, ServerConfig, StoreConfig};
 use crate::connection;
 use crate::error::ServerError;
@@ -21,6 +21,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use topgun_core::hlc::DriftPolicy;
+use topgun_core::wire::Codec;
 use topgun_core::Hlc;
 use topgun_storage::Store;
 
@@ -108,7 +109,12 @@ where
         "merkle trees built"
     );
     let hub = Arc::new(Hub::default());
-    let (committer, commit_task) = Committer::spawn(store.clone(), merkle.clone(), hub.clone());
+    let context = commit::Context {
+        clock: hlc.clock().clone(),
+        codec: Codec::new().with_max_frame_len(limits.max_frame_len),
+    };
+    let (committer, commit_task) =
+        Committer::spawn(store.clone(), merkle.clone(), hub.clone(), context);
     let grace = limits.shutdown_grace;
     let shared = Arc::new(Shared::new(
         store, merkle, hub, committer, hlc, jwt, rules, limits,

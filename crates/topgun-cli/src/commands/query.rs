@@ -5,7 +5,7 @@ use crate::args;
 use crate::error::CliError;
 use crate::output::Output;
 use serde_json::{Map, Value};
-use topgun_client::query::{Predicate, Query, QueryError, SortField};
+use topgun_client::query::{Predicate, Query, QueryError, Sort, SortKey};
 use topgun_client::ClientError;
 
 pub(crate) const QUERY_EXAMPLES: &str = "\
@@ -42,18 +42,21 @@ pub(crate) struct QueryArgs {
     /// Sort key, FIELD or FIELD:asc or FIELD:desc; repeat for more keys,
     /// most significant first.
     #[arg(long, value_name = "FIELD[:desc]", value_parser = args::sort_field)]
-    sort: Vec<SortField>,
+    sort: Vec<SortKey>,
     /// Return at most N results.
     #[arg(long, value_name = "N")]
-    limit: Option<usize>,
+    limit: Option<u64>,
 }
 
 impl QueryArgs {
     fn to_query(&self) -> Query {
         let mut query = Query::new();
-        query.r#where.clone_from(&self.filter);
-        query.predicate.clone_from(&self.predicate);
-        query.sort.clone_from(&self.sort);
+        query.where_ = self
+            .filter
+            .as_ref()
+            .map(|filter| rmpv::ext::to_value(filter).unwrap_or(rmpv::Value::Nil));
+        query.predicate = self.predicate.clone().map(Box::new);
+        query.sort = (!self.sort.is_empty()).then(|| Sort::List(self.sort.clone()));
         query.limit = self.limit;
         query
     }

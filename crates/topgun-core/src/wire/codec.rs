@@ -279,7 +279,7 @@ impl Codec {
             });
         }
         match Message::dispatch(&type_name, value) {
-            Dispatch::Known(Ok(msg)) => Ok(msg),
+            Dispatch::Known(Ok(msg)) => Ok(*msg),
             Dispatch::Known(Err(source)) => Err(DecodeError::Malformed { type_name, source }),
             Dispatch::Unknown(raw) => Ok(Message::Unknown(UnknownMessage::new(type_name, raw))),
         }

@@ -142,6 +142,69 @@ wire_enum! {
     }
 }
 
+wire_enum! {
+    /// The operator of a query predicate node (`predicate.op`). The
+    /// `topgun-query` crate defines what each one matches.
+    PredicateOp {
+        /// Equal.
+        Eq = "eq",
+        /// Not equal.
+        Neq = "neq",
+        /// Greater than.
+        Gt = "gt",
+        /// Greater than or equal.
+        Gte = "gte",
+        /// Less than.
+        Lt = "lt",
+        /// Less than or equal.
+        Lte = "lte",
+        /// SQL `LIKE` pattern (`%`, `_`).
+        Like = "like",
+        /// Regular expression.
+        Regex = "regex",
+        /// Equal to one element of an array.
+        In = "in",
+        /// Within `[lo, hi]`, inclusive.
+        Between = "between",
+        /// Missing or null.
+        IsNull = "isNull",
+        /// Present and not null.
+        IsNotNull = "isNotNull",
+        /// String contains a substring, or array contains an element.
+        Contains = "contains",
+        /// Contains every element of an array.
+        ContainsAll = "containsAll",
+        /// Contains at least one element of an array.
+        ContainsAny = "containsAny",
+        /// String starts with a prefix.
+        StartsWith = "startsWith",
+        /// String ends with a suffix.
+        EndsWith = "endsWith",
+        /// All children hold.
+        And = "and",
+        /// At least one child holds.
+        Or = "or",
+        /// The single child does not hold.
+        Not = "not",
+    }
+}
+
+wire_enum! {
+    /// The function of a `groupBy` aggregation (`aggregations[].func`).
+    AggFunc {
+        /// Rows in the group.
+        Count = "count",
+        /// Sum of a numeric field.
+        Sum = "sum",
+        /// Smallest numeric value of a field.
+        Min = "min",
+        /// Largest numeric value of a field.
+        Max = "max",
+        /// Mean of a field's numeric values.
+        Avg = "avg",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -33,7 +33,7 @@ struct PayloadOf<T> {
 /// The outcome of looking a frame's `type` up in the table.
 pub(super) enum Dispatch {
     /// A known type, decoded (or not) into its variant.
-    Known(Result<Message, rmpv::ext::Error>),
+    Known(Result<Box<Message>, rmpv::ext::Error>),
     /// A type this version does not know; the frame is handed back.
     Unknown(Value),
 }
@@ -119,7 +119,7 @@ macro_rules! messages {
                             .map(|p| Message::$nvar(p.payload)),
                     )+
                     _ => return Dispatch::Unknown(value),
-                })
+                }.map(Box::new))
             }
         }
     };
@@ -217,11 +217,25 @@ impl Message {
                 .iter()
                 .filter_map(|r| r.record.value.as_ref().map(|v| (v, 5)))
                 .collect(),
-            Message::QuerySub(q) => [&q.query.where_, &q.query.predicate]
-                .into_iter()
-                .flatten()
-                .map(|v| (v, 3))
-                .collect(),
+            Message::QuerySub(q) => {
+                // frame, payload, query, then for a predicate node: the
+                // node map, plus a `children` array and a node map per level.
+                fn leaves<'a>(
+                    p: &'a super::Predicate,
+                    above: usize,
+                    out: &mut Vec<(&'a Value, usize)>,
+                ) {
+                    out.extend(p.value.as_ref().map(|v| (v, above + 1)));
+                    for child in p.children.iter().flatten() {
+                        leaves(child, above + 2, out);
+                    }
+                }
+                let mut out: Vec<(&Value, usize)> = q.query.where_.iter().map(|v| (v, 3)).collect();
+                if let Some(p) = &q.query.predicate {
+                    leaves(p, 3, &mut out);
+                }
+                out
+            }
             Message::QueryResp(r) => r.results.iter().map(|r| (&r.value, 4)).collect(),
             Message::QueryUpdate(u) => vec![(&u.value, 2)],
             Message::TopicPub(p) => vec![(&p.data, 2)],

@@ -50,12 +50,17 @@ pub use codec::{
     DEFAULT_MAX_FRAME_LEN,
 };
 pub use events::{ServerBatchEvent, ServerEvent};
-pub use kinds::{ChangeType, CursorStatus, OpType, SortDirection, WriteConcern};
+pub use kinds::{
+    AggFunc, ChangeType, CursorStatus, OpType, PredicateOp, SortDirection, WriteConcern,
+};
 pub use message::{Message, UnknownMessage};
 pub use op_id::OpId;
 pub use ops::{ClientOp, OpAck, OpBatch, OpRejected, OpResult};
 pub use pubsub::{TopicPub, TopicSub, TopicUnsub};
-pub use query::{Query, QueryResp, QueryResult, QuerySub, QueryUnsub, QueryUpdate, Sort, SortKey};
+pub use query::{
+    Aggregation, Predicate, Query, QueryResp, QueryResult, QuerySub, QueryUnsub, QueryUpdate, Sort,
+    SortKey,
+};
 pub use session::{
     Auth, AuthAck, AuthFail, AuthRequired, DeviceAck, DeviceHello, Ping, Pong, ServerError,
 };

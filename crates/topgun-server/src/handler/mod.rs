@@ -12,12 +12,12 @@ mod writes;
 use crate::auth::Principal;
 use crate::fanout::{CloseReason, Outbox, Outgoing};
 use crate::limits::TokenBucket;
-use crate::query::{self, Filter};
+use crate::query::Prepared;
 use crate::shared::Shared;
 use std::collections::HashMap;
 use std::sync::Arc;
 use topgun_core::wire::{
-    AuthAck, AuthFail, AuthRequired, DecodeError, DeviceAck, Message, Pong, QueryResp, QuerySub,
+    AuthAck, AuthFail, AuthRequired, DecodeError, DeviceAck, Message, Pong, QuerySub,
     ServerError as WireError,
 };
 
@@ -239,9 +239,9 @@ impl Session {
         if !self.check_read(&sub.map_name) {
             return;
         }
-        let filter = match Filter::from_query(&sub.query) {
-            Ok(filter) => filter,
-            Err(why) => return self.error(501, why.to_owned()),
+        let prepared = match Prepared::new(&sub, self.shared.limits.max_query_results) {
+            Ok(prepared) => prepared,
+            Err(error) => return self.error(400, format!("invalid query: {error}")),
         };
         let conn = self.outbox.conn();
         if let Some(old_map) = self
@@ -250,48 +250,15 @@ impl Session {
         {
             self.shared.hub.unsubscribe(conn, &old_map, &sub.query_id);
         }
-        // Subscribe first: a change committed while the results are read
-        // then arrives as an event rather than being missed.
-        self.shared
-            .hub
-            .subscribe(&self.outbox, &sub.map_name, &sub.query_id, filter.clone());
-        let cap = self.shared.limits.max_query_results;
-        let limit = sub
-            .query
-            .limit
-            .map_or(cap, |l| usize::try_from(l).unwrap_or(usize::MAX).min(cap));
-        let now = self.shared.hlc.clock().now_millis();
-        match query::initial_results(&*self.shared.store, &sub.map_name, &filter, limit, now).await
-        {
-            Ok((results, has_more)) => self.send_query_resp(QueryResp {
-                query_id: sub.query_id,
-                results,
-                next_cursor: None,
-                has_more: Some(has_more),
-                cursor_status: None,
-            }),
-            Err(error) => {
-                tracing::error!(%error, map = %sub.map_name, "reading query results failed");
-                self.error(500, "reading the query results failed".to_owned());
-            }
-        }
-    }
-
-    /// Sends a `QUERY_RESP`, dropping results from the end (and setting
-    /// `hasMore`) until it fits in a frame.
-    fn send_query_resp(&self, mut resp: QueryResp) {
-        loop {
-            match self.shared.codec.encode(&Message::QueryResp(resp.clone())) {
-                Ok(bytes) => return self.outbox.push(Outgoing::Bytes(bytes)),
-                Err(error) if resp.results.is_empty() => {
-                    tracing::error!(%error, "QUERY_RESP cannot be encoded");
-                    return self.error(500, "query results cannot be encoded".to_owned());
-                }
-                Err(_) => {
-                    resp.results.truncate(resp.results.len() / 2);
-                    resp.has_more = Some(true);
-                }
-            }
+        // The commit task runs the query between two commits, queues the
+        // QUERY_RESP and subscribes it: no write is missed or sent twice.
+        let started = self
+            .shared
+            .committer
+            .subscribe(self.outbox.clone(), prepared)
+            .await;
+        if started.is_err() {
+            self.error(503, "the server is shutting down".to_owned());
         }
     }
 

@@ -1,12 +1,13 @@
 //! Validating a [`Query`] into a [`CompiledQuery`], and evaluating it.
 
 use super::error::{type_name, QueryError};
-use super::model::{Predicate, PredicateOp, Query};
+use super::group::Grouping;
 use super::order::{RowKey, SortSpec};
 use super::value::{loose_eq, range_cmp, Path};
 use regex::Regex;
 use serde_json::{Map, Value};
 use std::cmp::Ordering;
+use topgun_core::wire::{Predicate, PredicateOp, Query};
 
 static NULL: Value = Value::Null;
 
@@ -19,10 +20,28 @@ pub struct CompiledQuery {
     filter: Option<Cond>,
     pub(crate) sort: SortSpec,
     pub(crate) cursor: Option<RowKey>,
+    limit: Option<usize>,
+    pub(crate) grouping: Option<Grouping>,
 }
 
-impl Query {
+/// Compiling a [`Query`] (the wire type lives in `topgun-core`, the engine
+/// here, so compilation is a trait).
+pub trait QueryExt {
     /// Validates the query and prepares it for evaluation.
+    ///
+    /// # Errors
+    /// See [`CompiledQuery::new`].
+    fn compile(&self) -> Result<CompiledQuery, QueryError>;
+}
+
+impl QueryExt for Query {
+    fn compile(&self) -> Result<CompiledQuery, QueryError> {
+        CompiledQuery::new(self)
+    }
+}
+
+impl CompiledQuery {
+    /// Validates `query` and prepares it for evaluation.
     ///
     /// # Errors
     /// A [`QueryError`] naming the first problem found and where it is: an
@@ -31,13 +50,27 @@ impl Query {
     /// (`in` without an array, `between` without `[lo, hi]`, `gt` with an
     /// object or array or null, `like`/`regex` without a string), a regex
     /// that does not compile, an empty sort field, or a cursor that is
-    /// malformed or belongs to a different sort.
-    pub fn compile(&self) -> Result<CompiledQuery, QueryError> {
+    /// malformed or belongs to a different sort, a `where` that is not a
+    /// map, an operand that has no JSON form (binary data, a map with
+    /// non-string keys), or an invalid `groupBy` / aggregation.
+    pub fn new(query: &Query) -> Result<CompiledQuery, QueryError> {
         let mut parts = Vec::new();
-        if let Some(fields) = &self.r#where {
-            compile_where(fields, &mut parts)?;
+        if let Some(fields) = &query.where_ {
+            let fields = match to_json(fields, "where")? {
+                Value::Object(fields) => fields,
+                Value::Null => Map::new(),
+                other => {
+                    return Err(invalid(
+                        "where",
+                        "where".to_owned(),
+                        "a map of field conditions",
+                        &other,
+                    ))
+                }
+            };
+            compile_where(&fields, &mut parts)?;
         }
-        if let Some(predicate) = &self.predicate {
+        if let Some(predicate) = &query.predicate {
             parts.push(compile_predicate(predicate, "predicate")?);
         }
         let filter = match parts.len() {
@@ -45,22 +78,47 @@ impl Query {
             1 => parts.pop(),
             _ => Some(Cond::And(parts)),
         };
-        let sort = SortSpec::compile(&self.sort)?;
-        let cursor = self
+        let sort = SortSpec::compile(query.sort_keys())?;
+        let cursor = query
             .cursor
             .as_deref()
             .map(|c| sort.decode_cursor(c))
             .transpose()?;
+        let grouping = Grouping::compile(query)?;
         Ok(CompiledQuery {
-            query: self.clone(),
+            query: query.clone(),
             filter,
             sort,
             cursor,
+            limit: query
+                .limit
+                .map(|l| usize::try_from(l).unwrap_or(usize::MAX)),
+            grouping,
         })
     }
-}
 
-impl CompiledQuery {
+    /// This query without its cursor (to start again from the first page,
+    /// e.g. after [`QueryError::InvalidCursor`]).
+    ///
+    /// # Errors
+    /// As [`CompiledQuery::new`], except for the cursor.
+    pub fn without_cursor(query: &Query) -> Result<CompiledQuery, QueryError> {
+        CompiledQuery::new(&Query {
+            cursor: None,
+            ..query.clone()
+        })
+    }
+
+    /// The same order, limit and cursor over rows that are already
+    /// selected (the group rows of a `groupBy` query): no filter, no
+    /// grouping.
+    pub(crate) fn over_rows(&self) -> CompiledQuery {
+        CompiledQuery {
+            filter: None,
+            grouping: None,
+            ..self.clone()
+        }
+    }
     /// The query this was compiled from (e.g. to send in `QUERY_SUB`).
     pub fn query(&self) -> &Query {
         &self.query
@@ -76,7 +134,12 @@ impl CompiledQuery {
 
     /// The query's limit, if any.
     pub fn limit(&self) -> Option<usize> {
-        self.query.limit
+        self.limit
+    }
+
+    /// Whether this is a `groupBy` query (its rows are groups).
+    pub fn is_grouped(&self) -> bool {
+        self.grouping.is_some()
     }
 
     /// Whether the query has sort keys (otherwise results are in key order).
@@ -113,6 +176,8 @@ enum Cond {
     In(Path, Vec<Value>),
     NotIn(Path, Vec<Value>),
     Pattern(Path, Regex),
+    StartsWith(Path, String),
+    EndsWith(Path, String),
     IsNull(Path),
     Exists(Path, bool),
     Contains(Path, Value),
@@ -155,6 +220,12 @@ impl Cond {
             }
             Self::Pattern(p, re) => {
                 attr(p).is_some_and(|a| a.as_str().is_some_and(|s| re.is_match(s)))
+            }
+            Self::StartsWith(p, prefix) => {
+                attr(p).is_some_and(|a| a.as_str().is_some_and(|s| s.starts_with(prefix.as_str())))
+            }
+            Self::EndsWith(p, suffix) => {
+                attr(p).is_some_and(|a| a.as_str().is_some_and(|s| s.ends_with(suffix.as_str())))
             }
             Self::IsNull(p) => attr(p).is_none_or(|a| a.is_null()),
             Self::Exists(p, wanted) => attr(p).is_some() == *wanted,
@@ -275,7 +346,7 @@ fn compile_predicate(node: &Predicate, at: &str) -> Result<Cond, QueryError> {
             let mut only = children("not", 1, 1, "exactly one child")?;
             Ok(Cond::Not(Box::new(only.remove(0))))
         }
-        PredicateOp::Unknown(name) => Err(QueryError::UnknownOperator {
+        PredicateOp::Other(name) => Err(QueryError::UnknownOperator {
             op: name.clone(),
             at: at.to_owned(),
         }),
@@ -283,11 +354,12 @@ fn compile_predicate(node: &Predicate, at: &str) -> Result<Cond, QueryError> {
             let attribute = node.attribute.as_deref().filter(|a| !a.is_empty());
             let Some(attribute) = attribute else {
                 return Err(QueryError::MissingAttribute {
-                    op: leaf.static_name(),
+                    op: static_name(leaf),
                     at: at.to_owned(),
                 });
             };
-            compile_leaf(leaf, Path::parse(attribute), node.value.as_ref(), at)
+            let operand = node.value.as_ref().map(|v| to_json(v, at)).transpose()?;
+            compile_leaf(leaf, Path::parse(attribute), operand.as_ref(), at)
         }
     }
 }
@@ -299,7 +371,7 @@ fn compile_leaf(
     operand: Option<&Value>,
     at: &str,
 ) -> Result<Cond, QueryError> {
-    let name = op.static_name();
+    let name = static_name(op);
     let value = operand.unwrap_or(&NULL);
     let cmp = |cmp_op| {
         Ok(Cond::Cmp(
@@ -332,6 +404,16 @@ fn compile_leaf(
         PredicateOp::ContainsAll => Ok(Cond::ContainsAll(path, array_operand(name, at, value)?)),
         PredicateOp::ContainsAny => Ok(Cond::ContainsAny(path, array_operand(name, at, value)?)),
         PredicateOp::Contains => Ok(Cond::Contains(path, value.clone())),
+        PredicateOp::StartsWith | PredicateOp::EndsWith => {
+            let Value::String(affix) = value else {
+                return Err(invalid(name, at.to_owned(), "a string", value));
+            };
+            Ok(if *op == PredicateOp::StartsWith {
+                Cond::StartsWith(path, affix.clone())
+            } else {
+                Cond::EndsWith(path, affix.clone())
+            })
+        }
         PredicateOp::IsNull => Ok(Cond::IsNull(path)),
         PredicateOp::IsNotNull => Ok(Cond::Not(Box::new(Cond::IsNull(path)))),
         PredicateOp::Like | PredicateOp::Regex => {
@@ -350,7 +432,7 @@ fn compile_leaf(
             })?;
             Ok(Cond::Pattern(path, regex))
         }
-        PredicateOp::And | PredicateOp::Or | PredicateOp::Not | PredicateOp::Unknown(_) => {
+        PredicateOp::And | PredicateOp::Or | PredicateOp::Not | PredicateOp::Other(_) => {
             Err(QueryError::UnknownOperator {
                 op: op.as_str().to_owned(),
                 at: at.to_owned(),
@@ -402,4 +484,37 @@ fn invalid(op: &'static str, at: String, expected: &'static str, found: &Value) 
         expected,
         found: type_name(found),
     }
+}
+
+/// The wire name of a known op; `"unknown"` for [`PredicateOp::Other`].
+fn static_name(op: &PredicateOp) -> &'static str {
+    match op {
+        PredicateOp::Eq => "eq",
+        PredicateOp::Neq => "neq",
+        PredicateOp::Gt => "gt",
+        PredicateOp::Gte => "gte",
+        PredicateOp::Lt => "lt",
+        PredicateOp::Lte => "lte",
+        PredicateOp::Like => "like",
+        PredicateOp::Regex => "regex",
+        PredicateOp::In => "in",
+        PredicateOp::Between => "between",
+        PredicateOp::IsNull => "isNull",
+        PredicateOp::IsNotNull => "isNotNull",
+        PredicateOp::Contains => "contains",
+        PredicateOp::ContainsAll => "containsAll",
+        PredicateOp::ContainsAny => "containsAny",
+        PredicateOp::StartsWith => "startsWith",
+        PredicateOp::EndsWith => "endsWith",
+        PredicateOp::And => "and",
+        PredicateOp::Or => "or",
+        PredicateOp::Not => "not",
+        PredicateOp::Other(_) => "unknown",
+    }
+}
+
+/// An operand as the JSON value the engine compares with.
+pub(crate) fn to_json(value: &rmpv::Value, at: &str) -> Result<Value, QueryError> {
+    rmpv::ext::from_value(value.clone())
+        .map_err(|_| QueryError::UnsupportedValue { at: at.to_owned() })
 }

@@ -43,13 +43,13 @@ fn hits(q: &CompiledQuery) -> bool {
 #[test]
 fn fixture_query_sub_parses_and_round_trips() {
     let fixture: Value = serde_json::from_str(include_str!(
-        "../../../topgun-core/tests/fixtures/QUERY_SUB.json"
+        "../../topgun-core/tests/fixtures/QUERY_SUB.json"
     ))
     .expect("fixture is JSON");
     let raw = fixture["payload"]["query"].clone();
     let query: Query = serde_json::from_value(raw.clone()).expect("fixture query parses");
     assert_eq!(query.limit, Some(50));
-    assert_eq!(query.sort[0].direction, SortDirection::Desc);
+    assert_eq!(query.sort_keys()[0].direction, SortDirection::Desc);
     assert_eq!(serde_json::to_value(&query).expect("serializes"), raw);
     let compiled = query.compile().expect("fixture query compiles");
     assert!(compiled.matches("u", &json!({"age": 19})));
@@ -366,4 +366,21 @@ fn unknown_ops_survive_parsing_and_serialize_back() {
     for op in ["eq", "isNull", "containsAny", "between", "not"] {
         assert_eq!(PredicateOp::from(op.to_owned()).as_str(), op);
     }
+}
+
+#[test]
+fn starts_with_and_ends_with_are_case_sensitive_string_affixes() {
+    let hit = |op: &str, value: Value| {
+        hits(&compile(
+            json!({"predicate": {"op": op, "attribute": "name", "value": value}}),
+        ))
+    };
+    assert!(hit("startsWith", json!("Ali")));
+    assert!(!hit("startsWith", json!("ali")));
+    assert!(hit("endsWith", json!("ice")));
+    assert!(!hit("endsWith", json!("Ali")));
+    assert!(matches!(
+        compile_err(json!({"predicate": {"op": "startsWith", "attribute": "name", "value": 1}})),
+        QueryError::InvalidValue { .. }
+    ));
 }

@@ -16,25 +16,25 @@
 //! window is short and the buffer empty while rows may exist beyond the
 //! frontier, [`LiveUpdate::needs_refill`] asks the caller to re-run the query
 //! and call [`LiveQuery::reset`]. Each write costs O(log(limit + overflow)).
+//!
+//! A `groupBy` query keeps every matching record in its group; a write
+//! recomputes the groups it leaves and joins, and the window (over group
+//! rows, all of them known) reports the group rows that enter, change or
+//! leave.
+//!
+//! **TTL.** The live query knows when each row it holds expires (writes
+//! say so with [`LiveQuery::apply_expiring`]); [`LiveQuery::next_expiry`]
+//! tells the caller when to wake up and [`LiveQuery::expire`] turns every
+//! row expired by then into a LEAVE, without a write.
 
 use super::compile::CompiledQuery;
 use super::exec::QueryResult;
+use super::group::Groups;
 use super::order::RowKey;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::{BTreeMap, HashMap, HashSet};
-
-/// How a row's membership in a result changed (TopGun's `changeType`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum ChangeType {
-    /// The row joined the result.
-    Enter,
-    /// The row stays in the result with a new value.
-    Update,
-    /// The row left the result.
-    Leave,
-}
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use topgun_core::wire::ChangeType;
 
 /// One change to a live result, shaped like a `QUERY_UPDATE` payload
 /// (without `queryId`).
@@ -85,9 +85,9 @@ impl Frontier {
     }
 }
 
-/// The incrementally maintained result of one query. See the module docs.
+/// The window (and buffer) of rows of one live query.
 #[derive(Debug, Clone)]
-pub struct LiveQuery {
+struct Window {
     query: CompiledQuery,
     limit: usize,
     overflow_cap: usize,
@@ -97,32 +97,35 @@ pub struct LiveQuery {
     frontier: Frontier,
 }
 
-impl LiveQuery {
-    /// Starts from `initial`, the result of running `query` (with
-    /// [`run_query_with_overflow`](super::run_query_with_overflow) to get a
-    /// refill buffer, or [`run_query`](super::run_query) for none).
-    pub fn new(query: CompiledQuery, initial: QueryResult) -> Self {
+impl Window {
+    fn new(
+        query: CompiledQuery,
+        results: Vec<(String, Value)>,
+        overflow: Vec<(String, Value)>,
+        exhaustive: bool,
+        overflow_cap: usize,
+    ) -> Self {
         let limit = query.limit().unwrap_or(usize::MAX);
         let mut live = Self {
             query,
             limit,
-            overflow_cap: initial.overflow_cap,
+            overflow_cap,
             window: BTreeMap::new(),
             buffer: BTreeMap::new(),
             index: HashMap::new(),
             frontier: Frontier::All,
         };
-        for (key, value) in initial.results {
+        for (key, value) in results {
             let row = live.query.row_key(&key, &value);
             live.index.insert(key, row.clone());
             live.window.insert(row, value);
         }
-        for (key, value) in initial.overflow {
+        for (key, value) in overflow {
             let row = live.query.row_key(&key, &value);
             live.index.insert(key, row.clone());
             live.buffer.insert(row, value);
         }
-        if !initial.exhaustive {
+        if !exhaustive {
             let last = live
                 .buffer
                 .keys()
@@ -133,42 +136,37 @@ impl LiveQuery {
         live
     }
 
-    /// The query being maintained.
-    pub fn query(&self) -> &CompiledQuery {
-        &self.query
-    }
-
     /// The current result rows, in the query's order.
-    pub fn results(&self) -> impl Iterator<Item = (&str, &Value)> + '_ {
+    fn results(&self) -> impl Iterator<Item = (&str, &Value)> + '_ {
         self.window
             .iter()
             .map(|(row, value)| (row.key.as_str(), value))
     }
 
     /// The current result rows, owned.
-    pub fn to_results(&self) -> Vec<(String, Value)> {
+    fn to_results(&self) -> Vec<(String, Value)> {
         self.results()
             .map(|(k, v)| (k.to_owned(), v.clone()))
             .collect()
     }
 
     /// Number of rows in the result.
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.window.len()
     }
 
     /// Whether the result is empty.
-    pub fn is_empty(&self) -> bool {
+    fn is_empty(&self) -> bool {
         self.window.is_empty()
     }
 
     /// Whether rows may follow the result (`true` also when unknown).
-    pub fn has_more(&self) -> bool {
+    fn has_more(&self) -> bool {
         !self.buffer.is_empty() || !matches!(self.frontier, Frontier::All)
     }
 
     /// Whether the window is short and only a re-run can fill it.
-    pub fn needs_refill(&self) -> bool {
+    fn needs_refill(&self) -> bool {
         self.window.len() < self.limit && !matches!(self.frontier, Frontier::All)
     }
 
@@ -176,7 +174,7 @@ impl LiveQuery {
     /// the key was removed (tombstone), expired, or its value does not
     /// decode (as [`run_query`](super::run_query) skips such records). Returns the changes to
     /// emit. Writes that do not affect the result return no changes.
-    pub fn apply(&mut self, key: &str, new: Option<&Value>) -> LiveUpdate {
+    fn apply(&mut self, key: &str, new: Option<&Value>) -> LiveUpdate {
         // 1. Take the key out, promoting the first buffered row if it left
         //    the window.
         let mut old_value = None;
@@ -268,15 +266,170 @@ impl LiveQuery {
                 change_type: ChangeType::Enter,
             });
         }
-        changes.sort_by_key(|c| match c.change_type {
-            ChangeType::Leave => 0,
-            ChangeType::Update => 1,
-            ChangeType::Enter => 2,
-        });
+        sort_changes(&mut changes);
         LiveUpdate {
             changes,
             needs_refill: self.needs_refill(),
         }
+    }
+}
+
+/// The incrementally maintained result of one query. See the module docs.
+#[derive(Debug, Clone)]
+pub struct LiveQuery {
+    query: CompiledQuery,
+    window: Window,
+    groups: Option<Groups>,
+    /// `(expires_at, key)` of every held row (or group member) with a TTL.
+    expiry_queue: BTreeSet<(u64, String)>,
+    expiry_of: HashMap<String, u64>,
+}
+
+impl LiveQuery {
+    /// Starts from `initial`, the result of running `query` (with
+    /// [`run_query_with_overflow`](super::run_query_with_overflow) to get a
+    /// refill buffer, or [`run_query`](super::run_query) for none).
+    pub fn new(query: CompiledQuery, initial: QueryResult) -> Self {
+        let window = match (&initial.groups, &query.grouping) {
+            (Some(groups), Some(grouping)) => {
+                // Every group is known: the window holds them all.
+                let mut rows = groups.rows(grouping);
+                let over_rows = query.over_rows();
+                rows.retain(|(key, value)| over_rows.after_cursor(&over_rows.row_key(key, value)));
+                rows.sort_by_cached_key(|(key, value)| over_rows.row_key(key, value));
+                let limit = over_rows.limit().unwrap_or(usize::MAX).min(rows.len());
+                let overflow = rows.split_off(limit);
+                Window::new(over_rows, rows, overflow, true, usize::MAX)
+            }
+            _ => Window::new(
+                query.clone(),
+                initial.results,
+                initial.overflow,
+                initial.exhaustive,
+                initial.overflow_cap,
+            ),
+        };
+        let mut live = Self {
+            query,
+            window,
+            groups: initial.groups,
+            expiry_queue: BTreeSet::new(),
+            expiry_of: HashMap::new(),
+        };
+        for (key, at) in initial.expiries {
+            live.expiry_queue.insert((at, key.clone()));
+            live.expiry_of.insert(key, at);
+        }
+        live
+    }
+
+    /// The query being maintained.
+    pub fn query(&self) -> &CompiledQuery {
+        &self.query
+    }
+
+    /// The current result rows, in the query's order (group rows for a
+    /// `groupBy` query).
+    pub fn results(&self) -> impl Iterator<Item = (&str, &Value)> + '_ {
+        self.window.results()
+    }
+
+    /// The current result rows, owned.
+    pub fn to_results(&self) -> Vec<(String, Value)> {
+        self.window.to_results()
+    }
+
+    /// Number of rows in the result.
+    pub fn len(&self) -> usize {
+        self.window.len()
+    }
+
+    /// Whether the result is empty.
+    pub fn is_empty(&self) -> bool {
+        self.window.is_empty()
+    }
+
+    /// Whether rows may follow the result (`true` also when unknown).
+    pub fn has_more(&self) -> bool {
+        self.window.has_more()
+    }
+
+    /// Whether the window is short and only a re-run can fill it.
+    pub fn needs_refill(&self) -> bool {
+        self.window.needs_refill()
+    }
+
+    /// Applies one write: `new` is the key's new decoded value, `None` if
+    /// the key was removed (tombstone), expired, or its value does not
+    /// decode (as [`run_query`](super::run_query) skips such records).
+    /// Returns the changes to emit. Writes that do not affect the result
+    /// return no changes.
+    pub fn apply(&mut self, key: &str, new: Option<&Value>) -> LiveUpdate {
+        self.apply_expiring(key, new, None)
+    }
+
+    /// [`LiveQuery::apply`] for a record that expires at `expires_at`
+    /// (see [`expires_at`](super::expires_at)); the live query then
+    /// reports its LEAVE from [`LiveQuery::expire`].
+    pub fn apply_expiring(
+        &mut self,
+        key: &str,
+        new: Option<&Value>,
+        expires_at: Option<u64>,
+    ) -> LiveUpdate {
+        let update = match (&mut self.groups, &self.query.grouping) {
+            (Some(groups), Some(grouping)) => {
+                let new = new.filter(|value| self.query.matches(key, value));
+                let mut changes = Vec::new();
+                for (group, row) in groups.apply(grouping, key, new) {
+                    changes.extend(self.window.apply(&group, row.as_ref()).changes);
+                }
+                sort_changes(&mut changes);
+                LiveUpdate {
+                    changes,
+                    needs_refill: self.window.needs_refill(),
+                }
+            }
+            _ => self.window.apply(key, new),
+        };
+        if let Some(old) = self.expiry_of.remove(key) {
+            self.expiry_queue.remove(&(old, key.to_owned()));
+        }
+        let held = match &self.groups {
+            Some(groups) => groups.contains(key),
+            None => self.window.index.contains_key(key),
+        };
+        if let (Some(at), true) = (expires_at, held) {
+            self.expiry_queue.insert((at, key.to_owned()));
+            self.expiry_of.insert(key.to_owned(), at);
+        }
+        update
+    }
+
+    /// The earliest millisecond at which a held row expires by TTL: call
+    /// [`LiveQuery::expire`] once the clock reaches it. `None` when no
+    /// held row has a TTL.
+    pub fn next_expiry(&self) -> Option<u64> {
+        self.expiry_queue.first().map(|(at, _)| *at)
+    }
+
+    /// Removes every held row whose TTL has passed at `now_millis` (its
+    /// expiry `<= now_millis`), as a write removing it would, and returns
+    /// the changes: a LEAVE for each expired row of the result, and the
+    /// rows that enter in their place (or, for a `groupBy` query, the
+    /// group rows that change).
+    pub fn expire(&mut self, now_millis: u64) -> LiveUpdate {
+        let mut update = LiveUpdate::default();
+        while let Some((at, key)) = self.expiry_queue.first().cloned() {
+            if at > now_millis {
+                break;
+            }
+            let step = self.apply(&key, None);
+            update.changes.extend(step.changes);
+        }
+        sort_changes(&mut update.changes);
+        update.needs_refill = self.window.needs_refill();
+        update
     }
 
     /// Replaces the state with a fresh run of the same query (after
@@ -287,6 +440,15 @@ impl LiveQuery {
         *self = Self::new(self.query.clone(), fresh);
         diff_results(&old, &self.to_results())
     }
+}
+
+/// Leaves first, then updates, then enters (stable within each group).
+fn sort_changes(changes: &mut [QueryChange]) {
+    changes.sort_by_key(|c| match c.change_type {
+        ChangeType::Leave => 0,
+        ChangeType::Update => 1,
+        _ => 2,
+    });
 }
 
 /// The changes that turn result `old` into result `new`: LEAVE for rows

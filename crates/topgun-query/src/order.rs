@@ -12,10 +12,10 @@
 //! string as opaque.
 
 use super::error::QueryError;
-use super::model::{SortDirection, SortField};
 use super::value::{total_cmp, Path};
 use serde_json::Value;
 use std::cmp::Ordering;
+use topgun_core::wire::{SortDirection, SortKey as SortField};
 
 /// One sort value with its direction.
 #[derive(Debug, Clone)]
@@ -68,7 +68,16 @@ impl SortSpec {
             if field.field.is_empty() {
                 return Err(QueryError::EmptySortField { index });
             }
-            let desc = field.direction == SortDirection::Desc;
+            let desc = match &field.direction {
+                SortDirection::Asc => false,
+                SortDirection::Desc => true,
+                SortDirection::Other(direction) => {
+                    return Err(QueryError::UnknownSortDirection {
+                        index,
+                        direction: direction.clone(),
+                    })
+                }
+            };
             hash.write(field.field.as_bytes());
             hash.write(if desc { b"\0d" } else { b"\0a" });
             keys.push((Path::parse(&field.field), desc));
@@ -180,7 +189,7 @@ mod tests {
             .iter()
             .map(|(f, d)| SortField {
                 field: (*f).to_owned(),
-                direction: *d,
+                direction: d.clone(),
             })
             .collect();
         SortSpec::compile(&fields).expect("valid sort")

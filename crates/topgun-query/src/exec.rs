@@ -2,11 +2,20 @@
 
 use super::compile::CompiledQuery;
 use super::error::QueryError;
+use super::group::Groups;
 use super::order::RowKey;
 use serde_json::Value;
 use std::cmp::Ordering;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
+use topgun_core::Timestamp;
 use topgun_storage::{Store, StoreRecord};
+
+/// The first millisecond at which a record written at `timestamp` with
+/// `ttl_ms` reads as absent (TopGun's rule: absent once `millis + ttl <
+/// now`); `None` without a TTL.
+pub fn expires_at(timestamp: &Timestamp, ttl_ms: Option<u64>) -> Option<u64> {
+    ttl_ms.map(|ttl| timestamp.millis.saturating_add(ttl).saturating_add(1))
+}
 
 /// Records read from the store per `scan` call.
 pub(crate) const PAGE_SIZE: usize = 512;
@@ -36,10 +45,18 @@ pub struct QueryResult {
     pub(crate) exhaustive: bool,
     /// The `overflow` asked for.
     pub(crate) overflow_cap: usize,
+    /// When rows of `results` and `overflow` (or, for a `groupBy` query,
+    /// members of `groups`) expire by TTL (see [`expires_at`]).
+    pub(crate) expiries: HashMap<String, u64>,
+    /// For a `groupBy` query: every group with its members.
+    pub(crate) groups: Option<Groups>,
 }
 
 /// Runs `query` over map `map` of `store`, reading only the store (so the
 /// result is right whatever the in-memory working set holds).
+///
+/// For a `groupBy` query the rows are the groups (see the crate docs):
+/// every matching record is read and kept, so memory is O(matches).
 ///
 /// Records that are tombstones or expired at `now_millis` (`timestamp.millis
 /// + ttl_ms < now_millis`) are absent. Values are decoded from MessagePack
@@ -97,6 +114,7 @@ pub async fn run_query_with_overflow(
 struct Entry {
     row: RowKey,
     value: Value,
+    expires: Option<u64>,
 }
 
 impl PartialEq for Entry {
@@ -122,12 +140,17 @@ impl Ord for Entry {
 #[derive(Debug)]
 pub(crate) struct Collector<'q> {
     query: &'q CompiledQuery,
+    /// For a `groupBy` query: the groups filled so far (the heap is
+    /// filled from them in `finish`).
+    groups: Option<Groups>,
     limit: usize,
     overflow: usize,
     /// Rows kept: `limit + overflow + 1` at most when limited.
     capacity: usize,
     /// Max-heap: the worst kept row is on top, ready to be evicted.
     heap: BinaryHeap<Entry>,
+    /// Expiries of group members (rows keep theirs in the heap).
+    group_expiries: HashMap<String, u64>,
     matched: usize,
     undecodable: u64,
 }
@@ -138,10 +161,12 @@ impl<'q> Collector<'q> {
         let capacity = limit.saturating_add(overflow).saturating_add(1);
         Self {
             query,
+            groups: query.grouping.as_ref().map(|_| Groups::default()),
             limit,
             overflow,
             capacity,
             heap: BinaryHeap::new(),
+            group_expiries: HashMap::new(),
             matched: 0,
             undecodable: 0,
         }
@@ -150,14 +175,16 @@ impl<'q> Collector<'q> {
     /// Where to start scanning: after the cursor's key for key-order queries.
     pub(crate) fn scan_start(&self) -> Option<String> {
         match &self.query.cursor {
-            Some(cursor) if !self.query.is_sorted() => Some(cursor.key.clone()),
+            Some(cursor) if !self.query.is_sorted() && self.groups.is_none() => {
+                Some(cursor.key.clone())
+            }
             _ => None,
         }
     }
 
     /// Whether later records (in key order) cannot change the result.
     pub(crate) fn is_done(&self) -> bool {
-        !self.query.is_sorted() && self.heap.len() >= self.capacity
+        self.groups.is_none() && !self.query.is_sorted() && self.heap.len() >= self.capacity
     }
 
     pub(crate) fn push_record(&mut self, record: &StoreRecord, now_millis: u64) {
@@ -166,7 +193,11 @@ impl<'q> Collector<'q> {
         }
         let Some(bytes) = &record.value else { return };
         match rmp_serde::from_slice::<Value>(bytes) {
-            Ok(value) => self.push(&record.key, value),
+            Ok(value) => self.push_expiring(
+                &record.key,
+                value,
+                expires_at(&record.timestamp, record.ttl_ms),
+            ),
             Err(error) => {
                 self.undecodable += 1;
                 tracing::debug!(key = %record.key, %error, "query skipped an undecodable value");
@@ -174,10 +205,28 @@ impl<'q> Collector<'q> {
         }
     }
 
+    #[cfg(test)]
     pub(crate) fn push(&mut self, key: &str, value: Value) {
+        self.push_expiring(key, value, None);
+    }
+
+    /// A live record that expires at `expires` (see [`expires_at`]).
+    pub(crate) fn push_expiring(&mut self, key: &str, value: Value, expires: Option<u64>) {
         if !self.query.matches(key, &value) {
             return;
         }
+        if let (Some(groups), Some(grouping)) = (&mut self.groups, &self.query.grouping) {
+            groups.insert(grouping, key, value);
+            if let Some(at) = expires {
+                self.group_expiries.insert(key.to_owned(), at);
+            }
+            return;
+        }
+        self.push_row(key, value, expires);
+    }
+
+    /// A row already selected (a record that matched, or a group row).
+    fn push_row(&mut self, key: &str, value: Value, expires: Option<u64>) {
         let row = self.query.row_key(key, &value);
         if !self.query.after_cursor(&row) {
             return;
@@ -192,20 +241,32 @@ impl<'q> Collector<'q> {
                 _ => return,
             }
         }
-        self.heap.push(Entry { row, value });
+        self.heap.push(Entry {
+            row,
+            value,
+            expires,
+        });
     }
 
-    pub(crate) fn finish(self) -> QueryResult {
+    pub(crate) fn finish(mut self) -> QueryResult {
+        let groups = self.groups.take();
+        let mut expiries = std::mem::take(&mut self.group_expiries);
+        if let (Some(groups), Some(grouping)) = (&groups, &self.query.grouping) {
+            for (key, row) in groups.rows(grouping) {
+                self.push_row(&key, row, None);
+            }
+        }
         let mut rows = self.heap.into_sorted_vec().into_iter();
-        let results: Vec<(RowKey, Value)> = rows
-            .by_ref()
-            .take(self.limit)
-            .map(|e| (e.row, e.value))
-            .collect();
-        let overflow: Vec<(String, Value)> = rows
-            .take(self.overflow)
-            .map(|e| (e.row.key, e.value))
-            .collect();
+        let mut results: Vec<(RowKey, Value)> = Vec::new();
+        for e in rows.by_ref().take(self.limit) {
+            expiries.extend(e.expires.map(|at| (e.row.key.clone(), at)));
+            results.push((e.row, e.value));
+        }
+        let mut overflow: Vec<(String, Value)> = Vec::new();
+        for e in rows.take(self.overflow) {
+            expiries.extend(e.expires.map(|at| (e.row.key.clone(), at)));
+            overflow.push((e.row.key, e.value));
+        }
         let has_more = self.matched > results.len();
         let next_cursor = match results.last() {
             Some((row, _)) if has_more => Some(self.query.sort.encode_cursor(row)),
@@ -222,6 +283,8 @@ impl<'q> Collector<'q> {
             exhaustive: self.matched <= self.limit.saturating_add(self.overflow),
             overflow,
             overflow_cap: self.overflow,
+            expiries,
+            groups,
         }
     }
 }

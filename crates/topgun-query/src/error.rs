@@ -63,6 +63,31 @@ pub enum QueryError {
         #[source]
         source: regex::Error,
     },
+    /// An operand with no JSON form (binary data, a map with non-string
+    /// keys, an extension type): queries compare JSON-like values only.
+    #[error("unsupported value at {at}: queries compare JSON-like values only")]
+    UnsupportedValue {
+        /// Where in the query it appears.
+        at: String,
+    },
+    /// A sort direction other than `asc` / `desc`.
+    #[error("sort field {index} has unknown direction `{direction}`")]
+    UnknownSortDirection {
+        /// Position in `sort`.
+        index: usize,
+        /// The direction as written.
+        direction: String,
+    },
+    /// A `groupBy` query that cannot run: an empty field name, an
+    /// aggregation function this version does not know, or one without the
+    /// field it needs.
+    #[error("invalid groupBy at {at}: {reason}")]
+    InvalidGrouping {
+        /// Where in the query (`groupBy[0]`, `aggregations[1]`).
+        at: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
     /// A sort field that is empty. Name the field to sort by (a dotted path
     /// or `_key`).
     #[error("sort field {index} is empty")]

@@ -218,6 +218,7 @@ proptest! {
                     ChangeType::Enter => prop_assert!(mirror.insert(c.key, c.value.expect("value")).is_none()),
                     ChangeType::Update => prop_assert!(mirror.insert(c.key, c.value.expect("value")).is_some()),
                     ChangeType::Leave => prop_assert!(mirror.remove(&c.key).is_some()),
+                    ChangeType::Other(other) => prop_assert!(false, "unexpected change type {other}"),
                 }
             }
             Ok(())
@@ -250,4 +251,164 @@ fn runtime_helper_is_usable() {
     // Keeps the shared helper exercised from this module too.
     let n = runtime().block_on(async { 1 + 1 });
     assert_eq!(n, 2);
+}
+
+#[tokio::test]
+async fn ttl_expiry_without_a_write_is_a_leave_and_refills_the_window() {
+    // Three rows, limit 2, sorted by n; "a" expires at 1_101 (written at
+    // 1_000 with a TTL of 100 ms), the others never.
+    let store = MemoryStore::new();
+    let mut expiring = record("a", Some(encode(&json!({"n": 1}))), Some(100));
+    expiring.timestamp = topgun_core::Timestamp::new(1_000, 0, "node");
+    store
+        .apply_remote(vec![
+            expiring,
+            record("b", Some(encode(&json!({"n": 2}))), None),
+            record("c", Some(encode(&json!({"n": 3}))), None),
+        ])
+        .await
+        .expect("stored");
+    let query = compile(json!({"sort": [{"field": "n", "direction": "asc"}], "limit": 2}));
+    let initial = run_query_with_overflow(&store, "users", &query, 1_050, 4)
+        .await
+        .expect("runs");
+    let mut live = LiveQuery::new(query, initial);
+    assert_eq!(live.next_expiry(), Some(1_101));
+    assert!(live.expire(1_100).changes.is_empty(), "not expired yet");
+    let update = live.expire(1_101);
+    assert_eq!(
+        update.changes,
+        vec![
+            change("a", None, ChangeType::Leave),
+            change("c", Some(json!({"n": 3})), ChangeType::Enter),
+        ]
+    );
+    assert_eq!(live.next_expiry(), None);
+    let keys: Vec<String> = live.to_results().into_iter().map(|(k, _)| k).collect();
+    assert_eq!(keys, ["b", "c"]);
+}
+
+#[test]
+fn a_write_with_a_ttl_schedules_its_leave_and_a_rewrite_cancels_it() {
+    let query = compile(json!({}));
+    let mut live = LiveQuery::new(query.clone(), fresh(&BTreeMap::new(), &query, 0));
+    let up = live.apply_expiring("k", Some(&json!(1)), Some(500));
+    assert_eq!(
+        up.changes,
+        vec![change("k", Some(json!(1)), ChangeType::Enter)]
+    );
+    assert_eq!(live.next_expiry(), Some(500));
+    live.apply("k", Some(&json!(2)));
+    assert_eq!(
+        live.next_expiry(),
+        None,
+        "a write without a TTL replaces it"
+    );
+    assert!(live.expire(10_000).changes.is_empty());
+    live.apply_expiring("k", Some(&json!(3)), Some(700));
+    assert_eq!(
+        live.expire(700).changes,
+        vec![change("k", None, ChangeType::Leave)]
+    );
+}
+
+#[test]
+fn group_by_live_updates_report_group_rows() {
+    let query = compile(json!({
+        "where": {"kind": "order"},
+        "groupBy": ["category"],
+        "aggregations": [{"func": "count"}, {"func": "sum", "field": "price"}]
+    }));
+    let rows = BTreeMap::from([
+        (
+            "o1".to_owned(),
+            json!({"kind": "order", "category": "a", "price": 10}),
+        ),
+        (
+            "o2".to_owned(),
+            json!({"kind": "order", "category": "a", "price": 25}),
+        ),
+        (
+            "x".to_owned(),
+            json!({"kind": "other", "category": "a", "price": 99}),
+        ),
+    ]);
+    let initial = fresh(&rows, &query, 0);
+    assert_eq!(
+        initial.results,
+        vec![(
+            "S1:a".to_owned(),
+            json!({"__key": "S1:a", "__count": 2, "__sum_price": 35, "category": "a"})
+        )]
+    );
+    let mut live = LiveQuery::new(query, initial);
+    // A new group enters.
+    let up = live.apply(
+        "o3",
+        Some(&json!({"kind": "order", "category": "b", "price": 50})),
+    );
+    let b = json!({"__key": "S1:b", "__count": 1, "__sum_price": 50, "category": "b"});
+    assert_eq!(up.changes, vec![change("S1:b", Some(b), ChangeType::Enter)]);
+    // A member leaves group a: its row updates.
+    let up = live.apply("o1", None);
+    let a = json!({"__key": "S1:a", "__count": 1, "__sum_price": 25, "category": "a"});
+    assert_eq!(
+        up.changes,
+        vec![change("S1:a", Some(a), ChangeType::Update)]
+    );
+    // A non-matching write changes nothing; the last member leaving is a LEAVE.
+    assert!(live
+        .apply("x", Some(&json!({"kind": "other"})))
+        .changes
+        .is_empty());
+    let up = live.apply("o3", Some(&json!({"kind": "other"})));
+    assert_eq!(up.changes, vec![change("S1:b", None, ChangeType::Leave)]);
+}
+
+#[test]
+fn group_rows_are_sorted_limited_and_paged_like_rows() {
+    let query = compile(json!({
+        "groupBy": ["c"],
+        "sort": [{"field": "__count", "direction": "desc"}],
+        "limit": 1
+    }));
+    let rows = BTreeMap::from([
+        ("k1".to_owned(), json!({"c": "a"})),
+        ("k2".to_owned(), json!({"c": "b"})),
+        ("k3".to_owned(), json!({"c": "b"})),
+    ]);
+    let first = fresh(&rows, &query, 0);
+    assert_eq!(first.results.len(), 1);
+    assert_eq!(first.results[0].0, "S1:b");
+    assert!(first.has_more);
+    let cursor = first.next_cursor.clone().expect("a next page");
+    let next = compile(json!({
+        "groupBy": ["c"],
+        "sort": [{"field": "__count", "direction": "desc"}],
+        "limit": 1,
+        "cursor": cursor
+    }));
+    let second = fresh(&rows, &next, 0);
+    assert_eq!(second.results[0].0, "S1:a");
+    assert!(!second.has_more);
+
+    // Live: "a" ties "b" on count and wins on key; the one-row window
+    // swaps groups, then "a" only updates.
+    let mut live = LiveQuery::new(query, first);
+    let kinds = |up: LiveUpdate| -> Vec<(String, ChangeType)> {
+        up.changes
+            .into_iter()
+            .map(|c| (c.key, c.change_type))
+            .collect()
+    };
+    let up = live.apply("k4", Some(&json!({"c": "a"})));
+    assert_eq!(
+        kinds(up),
+        [
+            ("S1:b".to_owned(), ChangeType::Leave),
+            ("S1:a".to_owned(), ChangeType::Enter)
+        ]
+    );
+    let up = live.apply("k5", Some(&json!({"c": "a"})));
+    assert_eq!(kinds(up), [("S1:a".to_owned(), ChangeType::Update)]);
 }

@@ -125,7 +125,7 @@ async fn all_pages(store: &MemoryStore, query: Value, page: usize) -> Vec<(Strin
     let mut pages = 0;
     loop {
         let mut q: Query = serde_json::from_value(query.clone()).expect("parses");
-        q.limit = Some(page);
+        q.limit = Some(page as u64);
         q.cursor = cursor.take();
         let result = run_query(store, MAP, &q.compile().expect("compiles"), NOW)
             .await
