@@ -4,7 +4,9 @@ use crate::error::ClientError;
 use crate::events::RecvError;
 use crate::hub::MapShared;
 use crate::local::LocalData;
-use crate::query::{ChangeType, CompiledQuery, LiveQuery, Query, QueryChange, QueryExt, QueryResult};
+use crate::query::{
+    ChangeType, CompiledQuery, LiveQuery, Query, QueryChange, QueryExt, QueryResult,
+};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::VecDeque;
