@@ -168,9 +168,8 @@ const WASM_CRATES: &[&str] = &[
 
 /// Type-checks the wasm-ready crates for `wasm32-unknown-unknown` with
 /// Debian's `rustc-web` toolchain and `-Zbuild-std` (rustup cannot add
-/// targets on these machines; `../shared/notes/wasm-toolchain.md` in the
-/// steering repository describes the setup). `.ci/run` installs the
-/// toolchain; without it this step fails and says how to get it.
+/// targets on these machines). `.ci/run` installs the toolchain; without
+/// it this step fails and says how to get it.
 fn wasm_check() -> Result<(), String> {
     let rustc = PathBuf::from("/usr/bin/rustc");
     let cargo_web = PathBuf::from("/usr/bin/cargo");
