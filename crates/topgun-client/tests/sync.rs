@@ -95,23 +95,17 @@ type Dump = BTreeMap<String, (Option<serde_json::Value>, String)>;
 
 /// Every record (tombstones included) of a map in a store, by key.
 async fn dump(store: &dyn Store, map: &str) -> Dump {
-    dump_pages(map, |after| async move {
-        store.scan(map, after.as_deref(), 500).await
-    })
-    .await
+    dump_pages(|after| async move { store.scan(map, after.as_deref(), 500).await }).await
 }
 
 /// Every record (tombstones included) of a map in a client's store.
 async fn dump_client(client: &TopGunClient, map: &str) -> Dump {
     let store = client.store();
     let store = &store;
-    dump_pages(map, |after| async move {
-        store.scan(map, after.as_deref(), 500).await
-    })
-    .await
+    dump_pages(|after| async move { store.scan(map, after.as_deref(), 500).await }).await
 }
 
-async fn dump_pages<F, Fut>(_map: &str, scan: F) -> Dump
+async fn dump_pages<F, Fut>(scan: F) -> Dump
 where
     F: Fn(Option<String>) -> Fut,
     Fut: std::future::Future<

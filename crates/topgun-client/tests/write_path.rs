@@ -17,12 +17,12 @@ use topgun_storage::{
 /// A `MemoryStore` whose writes and reads yield first, so concurrent
 /// callers interleave.
 #[derive(Debug, Default)]
-struct HeldStore {
+struct YieldingStore {
     inner: MemoryStore,
 }
 
 #[async_trait::async_trait]
-impl Store for HeldStore {
+impl Store for YieldingStore {
     async fn write_local(&self, write: LocalWrite) -> Result<OpId, StorageError> {
         tokio::task::yield_now().await;
         self.inner.write_local(write).await
@@ -88,7 +88,7 @@ impl Store for HeldStore {
     }
 }
 
-async fn client_on(store: Arc<HeldStore>) -> TopGunClient {
+async fn client_on(store: Arc<YieldingStore>) -> TopGunClient {
     TopGunClient::builder()
         .node_id("node")
         .store(store)
@@ -99,7 +99,7 @@ async fn client_on(store: Arc<HeldStore>) -> TopGunClient {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_writes_to_one_key_keep_timestamp_order() {
-    let store = Arc::new(HeldStore::default());
+    let store = Arc::new(YieldingStore::default());
     let client = client_on(store.clone()).await;
     let m = client.get_map::<u32>("m").unwrap();
     for round in 0..20 {
@@ -126,7 +126,7 @@ async fn concurrent_writes_to_one_key_keep_timestamp_order() {
 
 #[tokio::test]
 async fn clear_publishes_old_values_and_waits_for_writes_in_progress() {
-    let store = Arc::new(HeldStore::default());
+    let store = Arc::new(YieldingStore::default());
     let client = client_on(store.clone()).await;
     let m = client.get_map::<String>("m").unwrap();
     m.put("a", "A".into()).await.unwrap();
