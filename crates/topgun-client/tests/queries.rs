@@ -3,8 +3,12 @@
 #![allow(clippy::unwrap_used)]
 
 use serde_json::json;
+use std::sync::{Arc, Mutex};
+use tokio::sync::oneshot;
 use topgun_client::query::{ChangeType, Predicate, Query, SortDirection};
 use topgun_client::{ClientError, TopGunClient, WorkingSetLimits};
+use topgun_storage::hooked::{HookedStore, Phase, StoreCall};
+use topgun_storage::MemoryStore;
 
 async fn client() -> TopGunClient {
     TopGunClient::builder()
@@ -143,4 +147,68 @@ async fn live_change_is_ready_when_put_returns() {
     m.put("y", json!({"kind": "a", "n": 1})).await.unwrap();
     let c2 = live.next().await.unwrap();
     assert_eq!((c2.key.as_str(), c2.change_type), ("y", ChangeType::Enter));
+}
+
+/// Writes that land while a live query reads its initial result (after
+/// its first page, before it runs) are in its result, not lost between
+/// the read and the stream.
+#[tokio::test]
+async fn writes_racing_the_initial_read_reach_the_live_query() {
+    type Gate = Option<(oneshot::Sender<()>, oneshot::Receiver<()>)>;
+    let gate: Arc<Mutex<Gate>> = Arc::default();
+    let hook_gate = gate.clone();
+    let store = Arc::new(HookedStore::new(
+        MemoryStore::new(),
+        Arc::new(move |call, phase| {
+            let held = if call == StoreCall::Scan && phase == Phase::After {
+                hook_gate.lock().unwrap().take()
+            } else {
+                None
+            };
+            Box::pin(async move {
+                if let Some((read, release)) = held {
+                    read.send(()).unwrap();
+                    release.await.unwrap();
+                }
+            })
+        }),
+    ));
+    let c = TopGunClient::builder().store(store).build().await.unwrap();
+    let m = c.get_json_map("m").unwrap();
+    m.put("a", json!({"n": 1})).await.unwrap();
+
+    let (read_tx, read_rx) = oneshot::channel();
+    let (release_tx, release_rx) = oneshot::channel();
+    *gate.lock().unwrap() = Some((read_tx, release_rx));
+    let starting = tokio::spawn({
+        let m = m.clone();
+        async move { m.live_query(Query::new()).await }
+    });
+    // The first page is read (with the old "a").
+    read_rx.await.unwrap();
+    m.put("b", json!({"n": 2})).await.unwrap();
+    m.put("a", json!({"n": 10})).await.unwrap();
+    release_tx.send(()).unwrap();
+    let mut live = starting.await.unwrap().unwrap();
+
+    assert_eq!(
+        live.results().unwrap(),
+        vec![
+            ("a".to_owned(), json!({"n": 10})),
+            ("b".to_owned(), json!({"n": 2}))
+        ]
+    );
+    // Later changes follow on; what the racing writes changed is already
+    // in the result, so nothing before "c" may contradict it.
+    m.put("c", json!({"n": 3})).await.unwrap();
+    loop {
+        let change = live.next().await.unwrap();
+        if change.key == "c" {
+            assert_eq!(change.change_type, ChangeType::Enter);
+            break;
+        }
+        assert_ne!(change.change_type, ChangeType::Leave, "{change:?}");
+        let now = if change.key == "a" { 10 } else { 2 };
+        assert_eq!(change.value, Some(json!({"n": now})), "{change:?}");
+    }
 }

@@ -8,84 +8,28 @@
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use topgun_client::{Origin, TopGunClient};
-use topgun_core::Timestamp;
-use topgun_storage::{
-    AppliedChange, ClearOutcome, LocalWrite, MemoryStore, OpId, OpLogEntry, StorageError, Store,
-    StoreRecord, StoreStats,
-};
+use topgun_storage::hooked::{HookedStore, Phase, StoreCall};
+use topgun_storage::{MemoryStore, Store};
+
+type YieldingStore = HookedStore<MemoryStore>;
 
 /// A `MemoryStore` whose writes and reads yield first, so concurrent
 /// callers interleave.
-#[derive(Debug, Default)]
-struct YieldingStore {
-    inner: MemoryStore,
-}
-
-#[async_trait::async_trait]
-impl Store for YieldingStore {
-    async fn write_local(&self, write: LocalWrite) -> Result<OpId, StorageError> {
-        tokio::task::yield_now().await;
-        self.inner.write_local(write).await
-    }
-    async fn get(&self, map: &str, key: &str) -> Result<Option<StoreRecord>, StorageError> {
-        tokio::task::yield_now().await;
-        self.inner.get(map, key).await
-    }
-    async fn scan(
-        &self,
-        map: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<StoreRecord>, StorageError> {
-        tokio::task::yield_now().await;
-        self.inner.scan(map, after, limit).await
-    }
-    async fn dirty_records(
-        &self,
-        map: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<StoreRecord>, StorageError> {
-        self.inner.dirty_records(map, after, limit).await
-    }
-    async fn pending_ops(
-        &self,
-        after: Option<OpId>,
-        limit: usize,
-    ) -> Result<Vec<OpLogEntry>, StorageError> {
-        self.inner.pending_ops(after, limit).await
-    }
-    async fn mark_synced(&self, ids: &[OpId]) -> Result<u64, StorageError> {
-        self.inner.mark_synced(ids).await
-    }
-    async fn drop_synced_ops(&self) -> Result<u64, StorageError> {
-        self.inner.drop_synced_ops().await
-    }
-    async fn apply_remote(
-        &self,
-        records: Vec<StoreRecord>,
-    ) -> Result<Vec<AppliedChange>, StorageError> {
-        self.inner.apply_remote(records).await
-    }
-    async fn clear_map(&self, map: &str, ts: Timestamp) -> Result<ClearOutcome, StorageError> {
-        tokio::task::yield_now().await;
-        self.inner.clear_map(map, ts).await
-    }
-    async fn prune_clean(&self, map: &str, keys: &[String]) -> Result<Vec<String>, StorageError> {
-        self.inner.prune_clean(map, keys).await
-    }
-    async fn map_names(&self) -> Result<Vec<String>, StorageError> {
-        self.inner.map_names().await
-    }
-    async fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
-        self.inner.meta_get(key).await
-    }
-    async fn meta_put(&self, key: &str, value: Vec<u8>) -> Result<(), StorageError> {
-        self.inner.meta_put(key, value).await
-    }
-    async fn stats(&self) -> Result<StoreStats, StorageError> {
-        self.inner.stats().await
-    }
+fn yielding_store() -> Arc<YieldingStore> {
+    Arc::new(HookedStore::new(
+        MemoryStore::new(),
+        Arc::new(|call, phase| {
+            Box::pin(async move {
+                let yields = matches!(
+                    call,
+                    StoreCall::WriteLocal | StoreCall::Get | StoreCall::Scan | StoreCall::ClearMap
+                );
+                if yields && phase == Phase::Before {
+                    tokio::task::yield_now().await;
+                }
+            })
+        }),
+    ))
 }
 
 async fn client_on(store: Arc<YieldingStore>) -> TopGunClient {
@@ -99,7 +43,7 @@ async fn client_on(store: Arc<YieldingStore>) -> TopGunClient {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_writes_to_one_key_keep_timestamp_order() {
-    let store = Arc::new(YieldingStore::default());
+    let store = yielding_store();
     let client = client_on(store.clone()).await;
     let m = client.get_map::<u32>("m").unwrap();
     for round in 0..20 {
@@ -113,12 +57,12 @@ async fn concurrent_writes_to_one_key_keep_timestamp_order() {
             t.await.unwrap();
         }
         // Whatever the interleaving, the stored record is the newest op's.
-        let ops = store.inner.pending_ops(None, 10_000).await.unwrap();
+        let ops = store.inner().pending_ops(None, 10_000).await.unwrap();
         let newest = ops
             .iter()
             .max_by(|a, b| a.timestamp.cmp(&b.timestamp))
             .unwrap();
-        let record = store.inner.get("m", "hot").await.unwrap().unwrap();
+        let record = store.inner().get("m", "hot").await.unwrap().unwrap();
         assert_eq!(record.timestamp, newest.timestamp, "round {round}");
         assert_eq!(record.value, newest.value, "round {round}");
     }
@@ -126,7 +70,7 @@ async fn concurrent_writes_to_one_key_keep_timestamp_order() {
 
 #[tokio::test]
 async fn clear_publishes_old_values_and_waits_for_writes_in_progress() {
-    let store = Arc::new(YieldingStore::default());
+    let store = yielding_store();
     let client = client_on(store.clone()).await;
     let m = client.get_map::<String>("m").unwrap();
     m.put("a", "A".into()).await.unwrap();
@@ -166,7 +110,7 @@ async fn clear_publishes_old_values_and_waits_for_writes_in_progress() {
         put.await.unwrap();
         clear.await.unwrap();
         rx.recv().await.unwrap();
-        let stored = store.inner.get("m", &key).await.unwrap().unwrap();
+        let stored = store.inner().get("m", &key).await.unwrap().unwrap();
         let cached = m.get(&key).await.unwrap();
         assert_eq!(
             stored.value.is_some(),

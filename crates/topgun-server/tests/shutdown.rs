@@ -5,107 +5,36 @@
 
 mod common;
 
-use async_trait::async_trait;
 use common::*;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use topgun_core::wire::{Message, OpId};
-use topgun_core::Timestamp;
 use topgun_server::{ServerConfig, StoreConfig};
-use topgun_storage::{
-    AppliedChange, ClearOutcome, LocalWrite, MemoryStore, OpLogEntry, StorageError, Store,
-    StoreRecord, StoreStats,
-};
+use topgun_storage::hooked::{HookedStore, Phase, StoreCall};
+use topgun_storage::{MemoryStore, Store};
 
 /// A `MemoryStore` whose `apply_remote` reports that it started and then
 /// takes 300 ms.
-#[derive(Debug)]
-struct SlowStore {
-    inner: MemoryStore,
-    started: mpsc::UnboundedSender<()>,
-}
-
-#[async_trait]
-impl Store for SlowStore {
-    async fn write_local(&self, write: LocalWrite) -> Result<u64, StorageError> {
-        self.inner.write_local(write).await
-    }
-    async fn get(&self, map_name: &str, key: &str) -> Result<Option<StoreRecord>, StorageError> {
-        self.inner.get(map_name, key).await
-    }
-    async fn scan(
-        &self,
-        map_name: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<StoreRecord>, StorageError> {
-        self.inner.scan(map_name, after, limit).await
-    }
-    async fn dirty_records(
-        &self,
-        map_name: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<StoreRecord>, StorageError> {
-        self.inner.dirty_records(map_name, after, limit).await
-    }
-    async fn pending_ops(
-        &self,
-        after: Option<u64>,
-        limit: usize,
-    ) -> Result<Vec<OpLogEntry>, StorageError> {
-        self.inner.pending_ops(after, limit).await
-    }
-    async fn mark_synced(&self, ids: &[u64]) -> Result<u64, StorageError> {
-        self.inner.mark_synced(ids).await
-    }
-    async fn drop_synced_ops(&self) -> Result<u64, StorageError> {
-        self.inner.drop_synced_ops().await
-    }
-    async fn apply_remote(
-        &self,
-        records: Vec<StoreRecord>,
-    ) -> Result<Vec<AppliedChange>, StorageError> {
-        let _ = self.started.send(());
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        self.inner.apply_remote(records).await
-    }
-    async fn clear_map(
-        &self,
-        map_name: &str,
-        timestamp: Timestamp,
-    ) -> Result<ClearOutcome, StorageError> {
-        self.inner.clear_map(map_name, timestamp).await
-    }
-    async fn prune_clean(
-        &self,
-        map_name: &str,
-        keys: &[String],
-    ) -> Result<Vec<String>, StorageError> {
-        self.inner.prune_clean(map_name, keys).await
-    }
-    async fn map_names(&self) -> Result<Vec<String>, StorageError> {
-        self.inner.map_names().await
-    }
-    async fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
-        self.inner.meta_get(key).await
-    }
-    async fn meta_put(&self, key: &str, value: Vec<u8>) -> Result<(), StorageError> {
-        self.inner.meta_put(key, value).await
-    }
-    async fn stats(&self) -> Result<StoreStats, StorageError> {
-        self.inner.stats().await
-    }
+fn slow_store(started: mpsc::UnboundedSender<()>) -> Arc<HookedStore<MemoryStore>> {
+    Arc::new(HookedStore::new(
+        MemoryStore::new(),
+        Arc::new(move |call, phase| {
+            let started = started.clone();
+            Box::pin(async move {
+                if call == StoreCall::ApplyRemote && phase == Phase::Before {
+                    let _ = started.send(());
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+            })
+        }),
+    ))
 }
 
 #[tokio::test]
 async fn graceful_shutdown_acks_an_in_flight_batch_then_closes() {
     let (started, mut applying) = mpsc::unbounded_channel();
-    let store = Arc::new(SlowStore {
-        inner: MemoryStore::new(),
-        started,
-    });
+    let store = slow_store(started);
     let mut server = TestServer::start(ServerConfig::new(StoreConfig::Store(
         store.clone() as Arc<dyn Store>
     )))

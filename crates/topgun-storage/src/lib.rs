@@ -19,7 +19,8 @@
 //! - `redb`: `RedbStore`, a durable single-file store with group commit
 //!   (native targets only; enabling it on wasm is a compile error);
 //! - `testing`: `conformance`, the test suite every [`Store`] must pass,
-//!   with a macro that instantiates it for a backend.
+//!   with a macro that instantiates it for a backend; `hooked`, a store
+//!   wrapper that runs a test's hook around every call.
 #![warn(missing_docs)]
 
 #[cfg(all(feature = "redb", target_family = "wasm"))]
@@ -39,6 +40,8 @@ mod redb;
 
 #[cfg(feature = "testing")]
 pub mod conformance;
+#[cfg(feature = "testing")]
+pub mod hooked;
 
 pub use error::StorageError;
 pub use memory::MemoryStore;

@@ -1,0 +1,190 @@
+//! [`HookedStore`]: a [`Store`] that runs a test's hook around every call
+//! it forwards, to make interleavings happen on purpose (a scan held open
+//! while a write lands, a slow commit, a yield in every call).
+
+use crate::error::StorageError;
+use crate::model::{
+    AppliedChange, ClearOutcome, LocalWrite, OpId, OpLogEntry, StoreRecord, StoreStats,
+};
+use crate::store::Store;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use topgun_core::Timestamp;
+
+/// Which [`Store`] method a [`HookedStore`] is forwarding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+#[allow(missing_docs)] // Each variant is the method of the same name.
+pub enum StoreCall {
+    WriteLocal,
+    Get,
+    Scan,
+    DirtyRecords,
+    PendingOps,
+    MarkSynced,
+    Acknowledge,
+    DropSyncedOps,
+    ApplyRemote,
+    ApplyRemoteRelaxed,
+    ClearMap,
+    PruneClean,
+    MapNames,
+    MetaGet,
+    MetaPut,
+    Stats,
+}
+
+/// Whether the hook runs before the inner store's call or after it
+/// returned (before its result reaches the caller).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Phase {
+    /// The inner store has not been called yet.
+    Before,
+    /// The inner store answered; the caller has not seen the answer yet.
+    After,
+}
+
+/// The future a hook returns (`Send` on native targets).
+#[cfg(not(target_family = "wasm"))]
+pub type HookFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+/// The future a hook returns (`Send` on native targets).
+#[cfg(target_family = "wasm")]
+pub type HookFuture = Pin<Box<dyn Future<Output = ()>>>;
+
+/// A hook: awaited before and after every forwarded call.
+#[cfg(not(target_family = "wasm"))]
+pub type Hook = Arc<dyn Fn(StoreCall, Phase) -> HookFuture + Send + Sync>;
+/// A hook: awaited before and after every forwarded call.
+#[cfg(target_family = "wasm")]
+pub type Hook = Arc<dyn Fn(StoreCall, Phase) -> HookFuture>;
+
+/// Forwards every [`Store`] method (the provided ones too) to `inner`,
+/// awaiting the hook before and after each.
+pub struct HookedStore<S> {
+    inner: S,
+    hook: Hook,
+}
+
+impl<S> HookedStore<S> {
+    /// Wraps `inner`; `hook` decides what happens around each call.
+    pub fn new(inner: S, hook: Hook) -> Self {
+        Self { inner, hook }
+    }
+
+    /// The wrapped store, to check its contents without running the hook.
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    async fn around<T>(&self, call: StoreCall, f: impl Future<Output = T>) -> T {
+        (self.hook)(call, Phase::Before).await;
+        let out = f.await;
+        (self.hook)(call, Phase::After).await;
+        out
+    }
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for HookedStore<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HookedStore")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg_attr(not(target_family = "wasm"), async_trait::async_trait)]
+#[cfg_attr(target_family = "wasm", async_trait::async_trait(?Send))]
+impl<S: Store> Store for HookedStore<S> {
+    async fn write_local(&self, write: LocalWrite) -> Result<OpId, StorageError> {
+        self.around(StoreCall::WriteLocal, self.inner.write_local(write))
+            .await
+    }
+    async fn get(&self, map_name: &str, key: &str) -> Result<Option<StoreRecord>, StorageError> {
+        self.around(StoreCall::Get, self.inner.get(map_name, key))
+            .await
+    }
+    async fn scan(
+        &self,
+        map_name: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoreRecord>, StorageError> {
+        self.around(StoreCall::Scan, self.inner.scan(map_name, after, limit))
+            .await
+    }
+    async fn dirty_records(
+        &self,
+        map_name: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoreRecord>, StorageError> {
+        let call = self.inner.dirty_records(map_name, after, limit);
+        self.around(StoreCall::DirtyRecords, call).await
+    }
+    async fn pending_ops(
+        &self,
+        after: Option<OpId>,
+        limit: usize,
+    ) -> Result<Vec<OpLogEntry>, StorageError> {
+        self.around(StoreCall::PendingOps, self.inner.pending_ops(after, limit))
+            .await
+    }
+    async fn mark_synced(&self, ids: &[OpId]) -> Result<u64, StorageError> {
+        self.around(StoreCall::MarkSynced, self.inner.mark_synced(ids))
+            .await
+    }
+    async fn acknowledge(&self, ids: &[OpId]) -> Result<u64, StorageError> {
+        self.around(StoreCall::Acknowledge, self.inner.acknowledge(ids))
+            .await
+    }
+    async fn drop_synced_ops(&self) -> Result<u64, StorageError> {
+        self.around(StoreCall::DropSyncedOps, self.inner.drop_synced_ops())
+            .await
+    }
+    async fn apply_remote(
+        &self,
+        records: Vec<StoreRecord>,
+    ) -> Result<Vec<AppliedChange>, StorageError> {
+        self.around(StoreCall::ApplyRemote, self.inner.apply_remote(records))
+            .await
+    }
+    async fn apply_remote_relaxed(
+        &self,
+        records: Vec<StoreRecord>,
+    ) -> Result<Vec<AppliedChange>, StorageError> {
+        let call = self.inner.apply_remote_relaxed(records);
+        self.around(StoreCall::ApplyRemoteRelaxed, call).await
+    }
+    async fn clear_map(
+        &self,
+        map_name: &str,
+        timestamp: Timestamp,
+    ) -> Result<ClearOutcome, StorageError> {
+        let call = self.inner.clear_map(map_name, timestamp);
+        self.around(StoreCall::ClearMap, call).await
+    }
+    async fn prune_clean(
+        &self,
+        map_name: &str,
+        keys: &[String],
+    ) -> Result<Vec<String>, StorageError> {
+        let call = self.inner.prune_clean(map_name, keys);
+        self.around(StoreCall::PruneClean, call).await
+    }
+    async fn map_names(&self) -> Result<Vec<String>, StorageError> {
+        self.around(StoreCall::MapNames, self.inner.map_names())
+            .await
+    }
+    async fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        self.around(StoreCall::MetaGet, self.inner.meta_get(key))
+            .await
+    }
+    async fn meta_put(&self, key: &str, value: Vec<u8>) -> Result<(), StorageError> {
+        self.around(StoreCall::MetaPut, self.inner.meta_put(key, value))
+            .await
+    }
+    async fn stats(&self) -> Result<StoreStats, StorageError> {
+        self.around(StoreCall::Stats, self.inner.stats()).await
+    }
+}
