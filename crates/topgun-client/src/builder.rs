@@ -7,7 +7,7 @@ use crate::working_set::WorkingSetLimits;
 use std::sync::Arc;
 use topgun_core::{Clock, Hlc, SystemClock};
 use topgun_storage::{MemoryStore, Store};
-use topgun_sync::{ConnectionState, SyncStatus};
+use topgun_sync::{ConnectionState, Runtime, SyncStatus};
 
 /// Default size of redb's page cache under a client.
 #[cfg(all(feature = "redb", not(target_family = "wasm")))]
@@ -40,6 +40,7 @@ pub struct TopGunClientBuilder {
     token: Option<String>,
     sync_config: topgun_sync::SyncConfig,
     sync_maps: Vec<String>,
+    runtime: Option<Arc<dyn Runtime>>,
 }
 
 impl Default for TopGunClientBuilder {
@@ -59,6 +60,7 @@ impl Default for TopGunClientBuilder {
             token: None,
             sync_config: topgun_sync::SyncConfig::default(),
             sync_maps: Vec::new(),
+            runtime: None,
         }
     }
 }
@@ -165,6 +167,16 @@ impl TopGunClientBuilder {
         self
     }
 
+    /// Runs sync and timers on `runtime`. Default on native targets: the
+    /// tokio runtime `build` is called on, if any. Without a runtime the
+    /// client works offline, and live queries notice TTL expiries at the
+    /// next change instead of on time.
+    #[must_use]
+    pub fn runtime(mut self, runtime: Arc<dyn Runtime>) -> Self {
+        self.runtime = Some(runtime);
+        self
+    }
+
     /// Opens the store, settles the node id, warms up the working set and
     /// returns the client in state `OFFLINE`.
     ///
@@ -190,14 +202,20 @@ impl TopGunClientBuilder {
             },
         };
         let hlc = Hlc::with_clock(node_id, self.clock)?;
-        let local = Arc::new(LocalData::new(store, hlc, self.limits, self.quota_bytes));
+        let runtime = self.runtime.or_else(default_runtime);
+        let local = Arc::new(LocalData::new(
+            store,
+            hlc,
+            self.limits,
+            self.quota_bytes,
+            runtime.clone(),
+        ));
         local.warm_up(self.warm_up).await?;
         let status = Arc::new(SyncStatus::new());
         status.set_state(ConnectionState::Offline);
         #[cfg(not(target_family = "wasm"))]
         if let Some(url) = self.server_url {
-            let runtime =
-                topgun_sync::TokioRuntime::current().map_err(|_| ClientError::NoRuntime)?;
+            let runtime = runtime.ok_or(ClientError::NoRuntime)?;
             let mut maps = local.store().map_names().await?;
             maps.extend(self.sync_maps);
             let settings = topgun_sync::DriverSettings {
@@ -207,12 +225,7 @@ impl TopGunClientBuilder {
                 maps,
             };
             let replica: Arc<dyn topgun_sync::Replica> = local.clone();
-            let handle = topgun_sync::SyncDriver::spawn(
-                Arc::new(runtime),
-                replica,
-                status.clone(),
-                settings,
-            );
+            let handle = topgun_sync::SyncDriver::spawn(runtime, replica, status.clone(), settings);
             local.attach_sync(handle.notifier());
             return Ok(TopGunClient::new(local, status, Some(handle)));
         }
@@ -232,4 +245,13 @@ impl TopGunClientBuilder {
         }
         Ok(Arc::new(MemoryStore::new()))
     }
+}
+
+/// The tokio runtime the caller runs on, natively; none on wasm.
+fn default_runtime() -> Option<Arc<dyn Runtime>> {
+    #[cfg(not(target_family = "wasm"))]
+    if let Ok(runtime) = topgun_sync::TokioRuntime::current() {
+        return Some(Arc::new(runtime));
+    }
+    None
 }

@@ -39,7 +39,7 @@ impl MapShared {
     }
 
     /// Tells live queries and subscribers that `key` changed from `old`
-    /// to `new`.
+    /// to `new`, written at `timestamp` with a TTL of `ttl_ms`.
     pub(crate) fn publish(
         &self,
         key: &str,
@@ -47,8 +47,10 @@ impl MapShared {
         new: Option<Arc<[u8]>>,
         origin: Origin,
         timestamp: Timestamp,
+        ttl_ms: Option<u64>,
     ) {
-        self.live.on_change(key, new.as_deref());
+        let expires_at = topgun_query::expires_at(&timestamp, ttl_ms);
+        self.live.on_change(key, new.as_deref(), expires_at);
         if self.events.receiver_count() > 0 {
             // No subscriber is not an error.
             let _ = self.events.send(RawEvent {

@@ -34,7 +34,7 @@ pub use live_query::{LiveChange, LiveQueryError, LiveQueryHandle, QueryPage};
 pub use map::{EntryStream, IMap, SyncState};
 pub use quota::ClientEvent;
 pub use topgun_sync::TrafficSnapshot;
-pub use topgun_sync::{ConnectionState, SyncConfig, SyncEvent};
+pub use topgun_sync::{ConnectionState, Runtime, SyncConfig, SyncEvent};
 pub use working_set::{WorkingSetLimits, WorkingSetStats};
 
 /// Largest accepted value, encoded, in bytes (1 MiB): every write must fit

@@ -2,8 +2,9 @@
 
 use std::sync::{Mutex, PoisonError};
 
-/// A registered listener: gets `(key, new encoded value or None)`.
-pub(crate) type Listener = Box<dyn Fn(&str, Option<&[u8]>) + Send + Sync>;
+/// A registered listener: gets the key, its new encoded value (`None` when
+/// removed or expired) and when that value expires by TTL.
+pub(crate) type Listener = Box<dyn Fn(&str, Option<&[u8]>, Option<u64>) + Send + Sync>;
 
 /// Live queries of one map.
 #[derive(Default)]
@@ -19,14 +20,15 @@ impl std::fmt::Debug for LiveQueries {
 }
 
 impl LiveQueries {
-    /// Tells every live query of the map that `key` now holds `new`.
-    pub(crate) fn on_change(&self, key: &str, new: Option<&[u8]>) {
+    /// Tells every live query of the map that `key` now holds `new`,
+    /// expiring at `expires_at` (see [`topgun_query::expires_at`]).
+    pub(crate) fn on_change(&self, key: &str, new: Option<&[u8]>, expires_at: Option<u64>) {
         let listeners = self
             .listeners
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         for (_, l) in listeners.iter() {
-            l(key, new);
+            l(key, new, expires_at);
         }
     }
 

@@ -5,7 +5,7 @@ use crate::events::RecvError;
 use crate::hub::MapShared;
 use crate::local::LocalData;
 use crate::query::{
-    ChangeType, CompiledQuery, LiveQuery, Query, QueryChange, QueryExt, QueryResult,
+    ChangeType, CompiledQuery, LiveQuery, LiveUpdate, Query, QueryChange, QueryExt, QueryResult,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -84,9 +84,12 @@ pub(crate) fn typed_page<V: DeserializeOwned>(
 /// A live query's state: while its initial result is read, the changes
 /// that arrive are kept, to be applied on top of it.
 enum LiveState {
-    Starting(Vec<(String, Option<serde_json::Value>)>),
+    Starting(Vec<QueuedWrite>),
     Running(Box<LiveQuery>),
 }
+
+/// A write that reached a starting live query: key, value, expiry.
+type QueuedWrite = (String, Option<serde_json::Value>, Option<u64>);
 
 struct Shared {
     live: Mutex<LiveState>,
@@ -105,6 +108,11 @@ struct Shared {
 /// sorted, limited window loses rows it cannot refill from its buffer, the
 /// next [`next`](Self::next) re-reads the store once.
 ///
+/// A row whose TTL passes leaves the result: its LEAVE arrives when the
+/// TTL passes (with the client's runtime as timer, see
+/// [`TopGunClientBuilder::runtime`](crate::TopGunClientBuilder::runtime)),
+/// or at the next change or read without one.
+///
 /// A reader more than 1,024 changes behind gets [`RecvError::Lagged`];
 /// [`results`](Self::results) then gives the current result to resync from.
 pub struct LiveQueryHandle<V: Serialize + DeserializeOwned> {
@@ -119,8 +127,30 @@ pub struct LiveQueryHandle<V: Serialize + DeserializeOwned> {
 
 impl Shared {
     /// Applies one write to the running query and sends its changes.
-    fn apply(&self, live: &mut LiveQuery, key: &str, value: Option<&serde_json::Value>) {
-        let update = live.apply(key, value);
+    fn apply(
+        &self,
+        live: &mut LiveQuery,
+        key: &str,
+        value: Option<&serde_json::Value>,
+        expires_at: Option<u64>,
+    ) {
+        let update = live.apply_expiring(key, value, expires_at);
+        self.send(update);
+    }
+
+    /// Turns the rows expired at `now` into LEAVEs (and the rows that
+    /// take their place into ENTERs) and sends them.
+    fn expire(&self, now: u64) {
+        let mut state = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+        if let LiveState::Running(live) = &mut *state {
+            if live.next_expiry().is_some_and(|at| at <= now) {
+                let update = live.expire(now);
+                self.send(update);
+            }
+        }
+    }
+
+    fn send(&self, update: LiveUpdate) {
         for change in update.changes {
             // No receiver means the handle is being dropped.
             let _ = self.tx.send(change);
@@ -164,13 +194,13 @@ impl<V: Serialize + DeserializeOwned> LiveQueryHandle<V> {
             generation: AtomicU64::new(0),
         });
         let s = shared.clone();
-        let listener = map.live().add(Box::new(move |key, new| {
+        let listener = map.live().add(Box::new(move |key, new, expires_at| {
             let value = new.and_then(|b| rmp_serde::from_slice::<serde_json::Value>(b).ok());
             let mut state = s.live.lock().unwrap_or_else(PoisonError::into_inner);
             s.generation.fetch_add(1, Ordering::AcqRel);
             match &mut *state {
-                LiveState::Starting(queued) => queued.push((key.to_owned(), value)),
-                LiveState::Running(live) => s.apply(live, key, value.as_ref()),
+                LiveState::Starting(queued) => queued.push((key.to_owned(), value, expires_at)),
+                LiveState::Running(live) => s.apply(live, key, value.as_ref(), expires_at),
             }
         }));
         let handle = Self {
@@ -196,8 +226,8 @@ impl<V: Serialize + DeserializeOwned> LiveQueryHandle<V> {
             LiveState::Running(_) => Vec::new(),
         };
         if let LiveState::Running(live) = &mut *state {
-            for (key, value) in queued {
-                handle.shared.apply(live, &key, value.as_ref());
+            for (key, value, expires_at) in queued {
+                handle.shared.apply(live, &key, value.as_ref(), expires_at);
             }
         }
         drop(state);
@@ -215,11 +245,13 @@ impl<V: Serialize + DeserializeOwned> LiveQueryHandle<V> {
         .await?)
     }
 
-    /// The current result rows, in the query's order.
+    /// The current result rows, in the query's order. Rows whose TTL has
+    /// passed are gone (their LEAVE is queued for [`next`](Self::next)).
     ///
     /// # Errors
     /// [`ClientError::Decode`] if a row is not a `V`.
     pub fn results(&self) -> Result<Vec<(String, V)>, ClientError> {
+        self.shared.expire(self.local.now_millis());
         let rows = self
             .shared
             .running(|live| live.to_results())
@@ -266,6 +298,7 @@ impl<V: Serialize + DeserializeOwned> LiveQueryHandle<V> {
             if let Some(c) = self.pending.pop_front() {
                 return self.typed(c);
             }
+            self.shared.expire(self.local.now_millis());
             match self.rx.try_recv() {
                 Ok(c) => return self.typed(c),
                 Err(broadcast::error::TryRecvError::Lagged(n)) => {
@@ -280,7 +313,19 @@ impl<V: Serialize + DeserializeOwned> LiveQueryHandle<V> {
                 self.refill().await?;
                 continue;
             }
-            match self.rx.recv().await {
+            let expiry = self
+                .shared
+                .running(|live| live.next_expiry())
+                .flatten()
+                .and_then(|at| self.local.sleep_until(at));
+            let received = match expiry {
+                Some(timer) => tokio::select! {
+                    received = self.rx.recv() => received,
+                    () = timer => continue,
+                },
+                None => self.rx.recv().await,
+            };
+            match received {
                 Ok(c) => {
                     // Changes queued before a refill come first.
                     self.pending.push_back(c);

@@ -15,10 +15,12 @@ use tokio::sync::broadcast;
 use topgun_core::wire::WireRecord;
 use topgun_core::{Hlc, HlcError, Timestamp};
 use topgun_storage::{LocalWrite, OpId, OpType, Store, StoreRecord};
-use topgun_sync::{Applied, Replica, ReplicaError, SyncNotifier};
+use topgun_sync::{Applied, BoxFuture, Replica, ReplicaError, Runtime, SyncNotifier};
 
 /// Records read per store page by whole-map operations.
 const PAGE: usize = 512;
+/// How long a read waits for a pruned key to come back from the server.
+const FETCH_WAIT_MS: u64 = 5_000;
 
 /// The client's local data and its write path.
 #[derive(Debug)]
@@ -31,6 +33,9 @@ pub(crate) struct LocalData {
     hub: MapHub,
     /// Set once when sync starts; told about every durable local change.
     sync: OnceLock<SyncNotifier>,
+    /// Wakes live queries when a row's TTL passes; without one, expiries
+    /// are noticed at the next change or read.
+    timer: Option<Arc<dyn Runtime>>,
     closed: AtomicBool,
 }
 
@@ -40,6 +45,7 @@ impl LocalData {
         hlc: Hlc,
         limits: WorkingSetLimits,
         quota_bytes: Option<u64>,
+        timer: Option<Arc<dyn Runtime>>,
     ) -> Self {
         Self {
             store,
@@ -49,6 +55,7 @@ impl LocalData {
             quota: Quota::new(quota_bytes),
             hub: MapHub::default(),
             sync: OnceLock::new(),
+            timer,
             closed: AtomicBool::new(false),
         }
     }
@@ -73,6 +80,13 @@ impl LocalData {
 
     pub(crate) fn now_millis(&self) -> u64 {
         self.hlc.clock().now_millis()
+    }
+
+    /// Completes once the clock may have reached `at_millis`; `None`
+    /// without a timer.
+    pub(crate) fn sleep_until(&self, at_millis: u64) -> Option<BoxFuture<'static, ()>> {
+        let timer = self.timer.as_ref()?;
+        Some(timer.sleep(at_millis.saturating_sub(self.now_millis())))
     }
 
     /// The store, for reads.
@@ -124,6 +138,52 @@ impl LocalData {
         self.check_open()?;
         if let Some(hit) = self.cached_value(map.name(), key) {
             return Ok(hit);
+        }
+        let record = self.load(map, key).await?;
+        if record.is_none() && self.quota.has_pruned() {
+            return self.fetch_pruned(map, key).await;
+        }
+        let now = self.now_millis();
+        Ok(record.and_then(|r| r.live_value(now).cloned()))
+    }
+
+    /// The live value of a key missing from the store after pruning: asks
+    /// sync to fetch it from the server (if the server has it and the
+    /// client is online) and takes it from the merge — the quota may prune
+    /// it again at once when the store is full of unsynced data. Waits at
+    /// most [`FETCH_WAIT_MS`].
+    async fn fetch_pruned(
+        &self,
+        map: &MapShared,
+        key: &str,
+    ) -> Result<Option<Arc<[u8]>>, ClientError> {
+        let mut merged = map.subscribe();
+        let Some(done) = self.sync.get().and_then(|s| s.fetch(map.name(), key)) else {
+            return Ok(None);
+        };
+        match self.sleep_until(self.now_millis().saturating_add(FETCH_WAIT_MS)) {
+            Some(timeout) => {
+                tokio::select! {
+                    _ = done => {}
+                    () = timeout => {}
+                }
+            }
+            None => {
+                // Answered when merged, when there is nothing to fetch, or
+                // when the connection ends; an error means sync stopped.
+                let _ = done.await;
+            }
+        }
+        let mut fetched = None;
+        loop {
+            match merged.try_recv() {
+                Ok(event) if &*event.key == key => fetched = Some(event.new),
+                Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) => {}
+                Err(_) => break,
+            }
+        }
+        if let Some(value) = fetched {
+            return Ok(value);
         }
         let now = self.now_millis();
         Ok(self
@@ -220,7 +280,7 @@ impl LocalData {
         self.ws().insert(map.name(), key, cached);
         let old = previous.and_then(|p| p.live_value(now).cloned());
         self.signal_sync(map.name(), key, &timestamp);
-        map.publish(key, old, new_live, Origin::Local, timestamp);
+        map.publish(key, old, new_live, Origin::Local, timestamp, ttl_ms);
         Ok(op_id)
     }
 
@@ -258,7 +318,7 @@ impl LocalData {
         for key in &outcome.removed_keys {
             self.signal_sync(map.name(), key, &timestamp);
             let old = old_values.remove(key).flatten();
-            map.publish(key, old, None, Origin::Local, timestamp.clone());
+            map.publish(key, old, None, Origin::Local, timestamp.clone(), None);
         }
         Ok(outcome.op_id)
     }
@@ -364,6 +424,7 @@ impl LocalData {
                 new,
                 Origin::Remote,
                 change.current.timestamp.clone(),
+                change.current.ttl_ms,
             );
             result.changed.push((key, change.current.timestamp));
         }

@@ -53,6 +53,8 @@ pub(crate) struct Quota {
     budget: Option<u64>,
     events: broadcast::Sender<ClientEvent>,
     warned: AtomicBool,
+    /// Whether any record was pruned since the client started.
+    pruned_any: AtomicBool,
 }
 
 fn lock(ws: &Mutex<WorkingSet>) -> MutexGuard<'_, WorkingSet> {
@@ -65,7 +67,14 @@ impl Quota {
             budget,
             events: broadcast::Sender::new(EVENT_BUFFER),
             warned: AtomicBool::new(false),
+            pruned_any: AtomicBool::new(false),
         }
+    }
+
+    /// Whether this client pruned records (so a key missing from the store
+    /// may still exist on the server).
+    pub(crate) fn has_pruned(&self) -> bool {
+        self.pruned_any.load(Ordering::Relaxed)
     }
 
     /// Quota events from now on.
@@ -199,6 +208,7 @@ async fn prune(
     }
 
     if pruned > 0 {
+        quota.pruned_any.store(true, Ordering::Relaxed);
         quota.emit(ClientEvent::QuotaPruned {
             records: pruned,
             bytes_before: before,

@@ -212,3 +212,74 @@ async fn writes_racing_the_initial_read_reach_the_live_query() {
         assert_eq!(change.value, Some(json!({"n": now})), "{change:?}");
     }
 }
+
+/// Wall-clock time that follows tokio's (paused) clock.
+#[derive(Debug)]
+struct PausedClock {
+    origin: tokio::time::Instant,
+}
+
+impl topgun_core::Clock for PausedClock {
+    fn now_millis(&self) -> u64 {
+        let elapsed = u64::try_from(self.origin.elapsed().as_millis()).unwrap();
+        1_700_000_000_000 + elapsed
+    }
+}
+
+/// A row leaves a live query when its TTL passes, with no write to wake
+/// the query: the client's timer does.
+#[tokio::test(start_paused = true)]
+async fn a_row_leaves_a_live_query_when_its_ttl_passes() {
+    let origin = tokio::time::Instant::now();
+    let c = TopGunClient::builder()
+        .clock(Arc::new(PausedClock { origin }))
+        .build()
+        .await
+        .unwrap();
+    let m = c.get_json_map("m").unwrap();
+    m.put_with_ttl("short", json!({"n": 1}), 1_000)
+        .await
+        .unwrap();
+    m.put("kept", json!({"n": 2})).await.unwrap();
+    let mut live = m.live_query(Query::new()).await.unwrap();
+    assert_eq!(live.results().unwrap().len(), 2);
+    // A row that enters by a write brings its TTL along.
+    m.put_with_ttl("later", json!({"n": 3}), 5_000)
+        .await
+        .unwrap();
+    let enter = next(&mut live).await;
+    assert_eq!(
+        (enter.key.as_str(), enter.change_type),
+        ("later", ChangeType::Enter)
+    );
+
+    let leave = next(&mut live).await;
+    assert_eq!(
+        (leave.key.as_str(), leave.change_type),
+        ("short", ChangeType::Leave)
+    );
+    // Absent once `millis + ttl < now`: one millisecond after the TTL.
+    assert_eq!(origin.elapsed().as_millis(), 1_001);
+    let leave = next(&mut live).await;
+    assert_eq!(
+        (leave.key.as_str(), leave.change_type),
+        ("later", ChangeType::Leave)
+    );
+    assert_eq!(origin.elapsed().as_millis(), 5_001);
+    assert_eq!(
+        live.results().unwrap(),
+        vec![("kept".to_owned(), json!({"n": 2}))]
+    );
+    assert_eq!(m.get("short").await.unwrap(), None);
+}
+
+/// The next change, failing (in paused time: at once) if none comes
+/// within a minute.
+async fn next(
+    live: &mut topgun_client::LiveQueryHandle<serde_json::Value>,
+) -> topgun_client::LiveChange<serde_json::Value> {
+    tokio::time::timeout(std::time::Duration::from_secs(60), live.next())
+        .await
+        .expect("no change within a minute")
+        .unwrap()
+}

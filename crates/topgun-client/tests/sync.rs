@@ -581,3 +581,50 @@ async fn a_large_clear_travels_in_parts_and_reaches_the_server() {
     assert_eq!(c.pending_ops().await.unwrap(), 0);
     server.stop().await;
 }
+
+/// A record pruned to stay under quota is not gone: reading it while
+/// online brings it back from the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pruned_record_read_while_online_comes_back_from_the_server() {
+    let server = Server::start().await;
+    let c = TopGunClient::builder()
+        .server_url(&server.url)
+        .sync_config(fast_sync())
+        .sync_maps(["m"])
+        .quota_bytes(60_000)
+        .working_set(topgun_client::WorkingSetLimits {
+            max_entries: 8,
+            max_bytes: usize::MAX,
+        })
+        .build()
+        .await
+        .unwrap();
+    let m = c.get_map::<String>("m").unwrap();
+    let value = "v".repeat(400);
+    for i in 0..40 {
+        m.put(&format!("old-{i:03}"), value.clone()).await.unwrap();
+    }
+    synced(&c).await;
+    // More writes push the store over budget: synced records are pruned.
+    for i in 0..60 {
+        m.put(&format!("new-{i:03}"), value.clone()).await.unwrap();
+    }
+    let store = c.store();
+    let mut pruned = Vec::new();
+    for i in 0..40 {
+        let key = format!("old-{i:03}");
+        if store.get("m", &key).await.unwrap().is_none() {
+            pruned.push(key);
+        }
+    }
+    assert!(!pruned.is_empty(), "nothing was pruned");
+    for key in &pruned {
+        assert_eq!(
+            m.get(key).await.unwrap().as_deref(),
+            Some(value.as_str()),
+            "{key}"
+        );
+    }
+    c.close().await;
+    server.stop().await;
+}

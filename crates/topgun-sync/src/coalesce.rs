@@ -40,7 +40,8 @@ pub fn coalesce(outputs: Vec<Output>) -> Vec<Output> {
             | Output::ResetMap(_)
             | Output::ObserveTimestamp(_)
             | Output::State(_)
-            | Output::Event(_)) => {
+            | Output::Event(_)
+            | Output::Fetched { .. }) => {
                 flush(&mut run, &mut out);
                 out.push(output);
             }

@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 use std::task::Poll;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use topgun_core::wire::{Codec, Message};
 use topgun_storage::{OpType, StorageError};
 
@@ -57,6 +57,8 @@ struct Io {
     /// Alternates which source is polled first, so a steady stream of
     /// commands cannot starve incoming frames (or the reverse).
     frames_first: bool,
+    /// Readers waiting for a fetched key, by map and key.
+    fetches: BTreeMap<(String, String), Vec<oneshot::Sender<()>>>,
 }
 
 /// What woke the loop.
@@ -68,7 +70,7 @@ enum Wake {
 }
 
 /// The sync driver of one client. Start it with [`SyncDriver::spawn`].
-pub struct SyncDriver<R: Runtime> {
+pub struct SyncDriver<R: Runtime + ?Sized> {
     engine: SyncEngine,
     runtime: Arc<R>,
     replica: Arc<dyn Replica>,
@@ -84,7 +86,7 @@ pub struct SyncDriver<R: Runtime> {
     unsendable: BTreeSet<u64>,
 }
 
-impl<R: Runtime> std::fmt::Debug for SyncDriver<R> {
+impl<R: Runtime + ?Sized> std::fmt::Debug for SyncDriver<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SyncDriver")
             .field("url", &self.url)
@@ -93,7 +95,7 @@ impl<R: Runtime> std::fmt::Debug for SyncDriver<R> {
     }
 }
 
-impl<R: Runtime> SyncDriver<R> {
+impl<R: Runtime + ?Sized> SyncDriver<R> {
     /// Starts a driver on `runtime`: it builds the Merkle trees of
     /// `settings.maps` from the store and connects. Returns its handle; the driver
     /// runs until [`SyncHandle::close`] or until every handle is dropped.
@@ -129,6 +131,7 @@ impl<R: Runtime> SyncDriver<R> {
             connecting: None,
             timers: BTreeMap::new(),
             frames_first: false,
+            fetches: BTreeMap::new(),
         };
         runtime.spawn(Box::pin(async move {
             driver.run(io, settings.maps).await;
@@ -308,6 +311,14 @@ impl<R: Runtime> SyncDriver<R> {
                 self.feed(io, input).await;
                 false
             }
+            Command::Fetch { map, key, done } => {
+                io.fetches
+                    .entry((map.clone(), key.clone()))
+                    .or_default()
+                    .push(done);
+                self.feed(io, Input::Fetch { map, key }).await;
+                false
+            }
             // Handled by the loop.
             Command::Stop => false,
         }
@@ -463,6 +474,13 @@ impl<R: Runtime> SyncDriver<R> {
             }
             Output::State(state) => {
                 self.status.set_state(state);
+                None
+            }
+            Output::Fetched { map, key } => {
+                for done in io.fetches.remove(&(map, key)).unwrap_or_default() {
+                    // The reader may have given up waiting.
+                    let _ = done.send(());
+                }
                 None
             }
             Output::Event(event) => {

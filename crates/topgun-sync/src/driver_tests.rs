@@ -13,6 +13,7 @@ use topgun_storage::{LocalWrite, MemoryStore, OpType, Store, StoreRecord};
 type ConnectReply = oneshot::Sender<Result<Box<dyn Connection>, String>>;
 
 /// Connection attempts go to the test, which answers them.
+#[derive(Debug)]
 struct ScriptedRuntime {
     attempts: mpsc::UnboundedSender<ConnectReply>,
     origin: tokio::time::Instant,

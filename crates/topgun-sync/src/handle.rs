@@ -3,7 +3,7 @@
 //! the driver) and [`SyncNotifier`] (held by the local data, tells the
 //! driver about local writes without keeping it alive).
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use topgun_core::Timestamp;
 
 /// A command to the driver.
@@ -19,6 +19,13 @@ pub(crate) enum Command {
     OpenMap(String),
     /// The device's network went away (`false`) or came back (`true`).
     Network(bool),
+    /// The store lost `key` of `map` (quota pruning): fetch it if the
+    /// server has it, then answer on `done`.
+    Fetch {
+        map: String,
+        key: String,
+        done: oneshot::Sender<()>,
+    },
     /// Stop: disconnect and end the driver.
     Stop,
 }
@@ -96,5 +103,23 @@ impl SyncNotifier {
             key: key.to_owned(),
             timestamp: timestamp.clone(),
         });
+    }
+
+    /// The application read `key` of `map`, which the store does not hold:
+    /// if it was pruned (the driver's Merkle tree still knows it) and the
+    /// client is online, its leaf is fetched from the server and merged.
+    /// The answer completes once that is over — merged, nothing to fetch,
+    /// or the connection ended — so the caller can read the store again.
+    /// `None` if sync has stopped.
+    pub fn fetch(&self, map: &str, key: &str) -> Option<oneshot::Receiver<()>> {
+        let tx = self.0.upgrade()?;
+        let (done, answer) = oneshot::channel();
+        tx.send(Command::Fetch {
+            map: map.to_owned(),
+            key: key.to_owned(),
+            done,
+        })
+        .ok()?;
+        Some(answer)
     }
 }

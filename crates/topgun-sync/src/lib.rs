@@ -31,7 +31,7 @@ pub use engine::{
 };
 pub use handle::{SyncHandle, SyncNotifier};
 pub use replica::{Applied, Replica, ReplicaError};
-pub use runtime::{Connection, Frame, Runtime};
+pub use runtime::{BoxFuture, Connection, Frame, MaybeSend, Runtime};
 pub use state::ConnectionState;
 pub use status::{SyncStatus, TrafficSnapshot};
 #[cfg(all(feature = "native-transport", not(target_family = "wasm")))]

@@ -59,7 +59,7 @@ pub trait Connection: MaybeSend + 'static {
 }
 
 /// The platform under the driver.
-pub trait Runtime: MaybeSend + Sync + 'static {
+pub trait Runtime: std::fmt::Debug + MaybeSend + Sync + 'static {
     /// Milliseconds on a monotonic clock (any origin).
     fn now_ms(&self) -> u64;
     /// Completes `ms` milliseconds from now.

@@ -113,6 +113,7 @@ impl SyncEngine {
                         records,
                     });
                 }
+                self.fetched(&leaf.map_name, &leaf.path, out);
                 self.answered(&leaf.map_name, &leaf.path, out);
             }
             Message::SyncResetRequired(r) => {

@@ -141,6 +141,16 @@ pub enum Input {
     NetworkOnline,
     /// Stop syncing: disconnect and stay offline.
     Stop,
+    /// The application read `key` of `map` and the store no longer has it
+    /// (pruned to stay under quota): bring its leaf from the server if the
+    /// key is known to exist there. Always answered by
+    /// [`Output::Fetched`].
+    Fetch {
+        /// The map.
+        map: String,
+        /// The key read.
+        key: String,
+    },
 }
 
 impl Input {
@@ -197,6 +207,15 @@ pub enum Output {
     State(ConnectionState),
     /// Something the application should hear about.
     Event(SyncEvent),
+    /// An [`Input::Fetch`] is over: its leaf was merged (this comes after
+    /// that leaf's [`Output::ApplyRemote`]), there was nothing to fetch,
+    /// or the connection ended first. Read the store again.
+    Fetched {
+        /// The map.
+        map: String,
+        /// The key.
+        key: String,
+    },
 }
 
 /// Events for the application.
@@ -261,6 +280,8 @@ pub struct SyncEngine {
     skew_ms: i64,
     push_timer_set: bool,
     client_id: String,
+    /// Keys waiting for a fetched leaf, by map and leaf path.
+    fetches: BTreeMap<(String, String), Vec<String>>,
 }
 
 impl SyncEngine {
@@ -286,6 +307,7 @@ impl SyncEngine {
             skew_ms: 0,
             push_timer_set: false,
             client_id: String::new(),
+            fetches: BTreeMap::new(),
         }
     }
 
@@ -431,6 +453,7 @@ impl SyncEngine {
                     self.pump(&mut out);
                 }
             }
+            Input::Fetch { map, key } => self.fetch(map, key, &mut out),
             Input::MapResetDone(map) => {
                 if self.auth == Some(Auth::Done) && self.trees.contains_key(&map) {
                     self.start_pull(&map, &mut out);
@@ -438,6 +461,38 @@ impl SyncEngine {
             }
         }
         out
+    }
+
+    /// Asks for the leaf of a key the Merkle tree knows but the store lost
+    /// (quota pruning keeps the tree as it is, so a pull does not bring
+    /// pruned records back unasked).
+    fn fetch(&mut self, map: String, key: String, out: &mut Vec<Output>) {
+        let known = self.trees.get(&map).is_some_and(|t| t.contains(&key));
+        if !known || self.auth != Some(Auth::Done) {
+            out.push(Output::Fetched { map, key });
+            return;
+        }
+        let path = MerkleTree::path_of(&key);
+        out.push(Output::Send(Message::MerkleReqBucket(
+            topgun_core::wire::MerkleReqBucket {
+                map_name: map.clone(),
+                path: path.clone(),
+            },
+        )));
+        self.fetches.entry((map, path)).or_default().push(key);
+    }
+
+    /// The leaf at `path` of `map` arrived (and was merged): its fetches
+    /// are over.
+    fn fetched(&mut self, map: &str, path: &str, out: &mut Vec<Output>) {
+        if let Some(keys) = self.fetches.remove(&(map.to_owned(), path.to_owned())) {
+            for key in keys {
+                out.push(Output::Fetched {
+                    map: map.to_owned(),
+                    key,
+                });
+            }
+        }
     }
 
     fn set_state(&mut self, state: ConnectionState, out: &mut Vec<Output>) {
@@ -487,6 +542,14 @@ impl SyncEngine {
     /// as a no-op).
     fn reset_connection(&mut self, out: &mut Vec<Output>) {
         self.auth = None;
+        for ((map, _), keys) in std::mem::take(&mut self.fetches) {
+            for key in keys {
+                out.push(Output::Fetched {
+                    map: map.clone(),
+                    key,
+                });
+            }
+        }
         self.push = Push::default();
         self.push_timer_set = false;
         for phase in self.pulls.values_mut() {

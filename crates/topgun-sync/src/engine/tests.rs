@@ -835,3 +835,89 @@ fn a_clear_split_over_batches_is_acknowledged_with_its_last_part() {
     assert!(last.contains(&Output::MarkSynced(vec![7])), "{last:?}");
     assert_eq!(e.state(), ConnectionState::Online);
 }
+
+fn fetched(out: &[Output]) -> Vec<(&str, &str)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Fetched { map, key } => Some((map.as_str(), key.as_str())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn fetch(key: &str) -> Input {
+    Input::Fetch {
+        map: "m".into(),
+        key: key.into(),
+    }
+}
+
+#[test]
+fn a_pruned_key_is_fetched_by_its_leaf_and_answered_after_the_merge() {
+    let mut e = online();
+    // The tree knows "kept" (it was synced); the store pruned it since.
+    e.record_changed("m", "kept", &ts(5));
+    let path = MerkleTree::path_of("kept");
+
+    let out = e.handle(400, fetch("kept"));
+    let asks: Vec<_> = sent(&out)
+        .into_iter()
+        .filter_map(|m| match m {
+            Message::MerkleReqBucket(r) => Some((r.map_name.as_str(), r.path.as_str())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(asks, vec![("m", path.as_str())]);
+    assert!(
+        fetched(&out).is_empty(),
+        "answered only once the leaf is in"
+    );
+
+    let out = e.handle(
+        401,
+        Input::frame(Message::SyncRespLeaf(SyncRespLeaf {
+            map_name: "m".into(),
+            path: path.clone(),
+            records: vec![LeafRecord {
+                key: "kept".into(),
+                record: WireRecord::new(rmpv::Value::from(1), ts(5)),
+            }],
+        })),
+    );
+    let merge = out
+        .iter()
+        .position(|o| matches!(o, Output::ApplyRemote { .. }))
+        .expect("the leaf is merged");
+    let answer = out
+        .iter()
+        .position(|o| matches!(o, Output::Fetched { .. }))
+        .expect("the fetch is answered");
+    assert!(merge < answer, "{out:?}");
+    assert_eq!(fetched(&out), vec![("m", "kept")]);
+}
+
+#[test]
+fn a_fetch_with_nothing_to_fetch_is_answered_at_once() {
+    // Unknown to the tree: the server never had it as far as we know.
+    let mut e = online();
+    let out = e.handle(400, fetch("never"));
+    assert!(sent(&out).is_empty());
+    assert_eq!(fetched(&out), vec![("m", "never")]);
+
+    // Offline: nothing can be fetched.
+    let mut e = SyncEngine::new(SyncConfig::default());
+    e.open_map("m");
+    e.record_changed("m", "kept", &ts(5));
+    let out = e.handle(0, fetch("kept"));
+    assert!(sent(&out).is_empty());
+    assert_eq!(fetched(&out), vec![("m", "kept")]);
+}
+
+#[test]
+fn a_fetch_in_flight_is_answered_when_the_connection_ends() {
+    let mut e = online();
+    e.record_changed("m", "kept", &ts(5));
+    e.handle(400, fetch("kept"));
+    let out = e.handle(500, Input::Closed("reset".into()));
+    assert_eq!(fetched(&out), vec![("m", "kept")]);
+}
