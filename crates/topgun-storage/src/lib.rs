@@ -26,7 +26,7 @@
 #[cfg(all(feature = "redb", target_family = "wasm"))]
 compile_error!(
     "feature `redb` needs a native target (threads and files); \
-     on wasm use the IndexedDB store or MemoryStore"
+     on wasm use MemoryStore"
 );
 
 mod error;
