@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use tokio::sync::broadcast;
 use topgun_core::wire::WireRecord;
 use topgun_core::{Hlc, HlcError, Timestamp};
-use topgun_storage::{LocalWrite, OpId, OpType, Store, StoreRecord};
+use topgun_storage::{LocalWrite, OpId, OpType, ScanCursor, Store, StoreRecord};
 use topgun_sync::{Applied, BoxFuture, Replica, ReplicaError, Runtime, SyncNotifier};
 
 /// Records read per store page by whole-map operations.
@@ -297,18 +297,12 @@ impl LocalData {
         let now = self.now_millis();
         let mut old_values = std::collections::HashMap::new();
         if map.has_listeners() {
-            let mut after: Option<String> = None;
-            loop {
-                let page = self.store.scan(map.name(), after.as_deref(), PAGE).await?;
-                let full = page.len() == PAGE;
-                after = page.last().map(|r| r.key.clone());
+            let mut pages = ScanCursor::new(map.name().as_ref(), PAGE);
+            while let Some(page) = pages.next_page(self.store.as_ref()).await? {
                 for r in page {
                     if r.is_live(now) {
                         old_values.insert(r.key, r.value.map(Arc::<[u8]>::from));
                     }
-                }
-                if !full {
-                    break;
                 }
             }
         }

@@ -10,7 +10,7 @@ use serde::Serialize;
 use std::collections::VecDeque;
 use std::marker::PhantomData;
 use std::sync::Arc;
-use topgun_storage::{OpId, StoreRecord};
+use topgun_storage::{OpId, ScanCursor, StoreRecord};
 use topgun_sync::SyncHandle;
 
 /// Records read per store page by [`EntryStream`].
@@ -177,9 +177,8 @@ impl<V: Serialize + DeserializeOwned> IMap<V> {
     pub fn entries(&self) -> EntryStream<V> {
         EntryStream {
             map: self.clone(),
-            after: None,
+            pages: ScanCursor::new(self.shared.name().as_ref(), PAGE),
             page: VecDeque::new(),
-            done: false,
         }
     }
 
@@ -261,9 +260,8 @@ impl<V: Serialize + DeserializeOwned> IMap<V> {
 #[derive(Debug)]
 pub struct EntryStream<V> {
     map: IMap<V>,
-    after: Option<String>,
+    pages: ScanCursor,
     page: VecDeque<StoreRecord>,
-    done: bool,
 }
 
 impl<V: Serialize + DeserializeOwned> EntryStream<V> {
@@ -276,19 +274,15 @@ impl<V: Serialize + DeserializeOwned> EntryStream<V> {
                 }
                 continue;
             }
-            if self.done {
-                return Ok(None);
-            }
             self.map.local.check_open()?;
-            let page = self
-                .map
-                .local
-                .store()
-                .scan(self.map.shared.name(), self.after.as_deref(), PAGE)
-                .await?;
-            self.done = page.len() < PAGE;
-            self.after = page.last().map(|r| r.key.clone());
-            self.page = page.into();
+            match self
+                .pages
+                .next_page(self.map.local.store().as_ref())
+                .await?
+            {
+                Some(page) => self.page = page.into(),
+                None => return Ok(None),
+            }
         }
     }
 

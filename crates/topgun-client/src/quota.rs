@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use tokio::sync::broadcast;
-use topgun_storage::Store;
+use topgun_storage::{ScanCursor, Store};
 
 /// Records examined per store page while looking for prunable ones.
 const PAGE: usize = 512;
@@ -154,11 +154,8 @@ async fn prune(
 
     // Phase 1: records not in the working set.
     'maps: for map in store.map_names().await? {
-        let mut after: Option<String> = None;
-        loop {
-            let page = store.scan(&map, after.as_deref(), PAGE).await?;
-            let full = page.len() == PAGE;
-            after = page.last().map(|r| r.key.clone());
+        let mut pages = ScanCursor::new(map.as_str(), PAGE);
+        while let Some(page) = pages.next_page(store).await? {
             let candidates: Vec<String> = {
                 let ws = lock(ws);
                 page.into_iter()
@@ -172,9 +169,6 @@ async fn prune(
                 if used <= target {
                     break 'maps;
                 }
-            }
-            if !full {
-                break;
             }
         }
     }

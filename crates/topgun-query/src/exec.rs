@@ -8,7 +8,7 @@ use serde_json::Value;
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
 use topgun_core::Timestamp;
-use topgun_storage::{Store, StoreRecord};
+use topgun_storage::{ScanCursor, Store, StoreRecord};
 
 /// The first millisecond at which a record written at `timestamp` with
 /// `ttl_ms` reads as absent (TopGun's rule: absent once `millis + ttl <
@@ -94,11 +94,8 @@ pub async fn run_query_with_overflow(
     overflow: usize,
 ) -> Result<QueryResult, QueryError> {
     let mut collector = Collector::new(query, overflow);
-    let mut after = collector.scan_start();
-    'pages: loop {
-        let page = store.scan(map, after.as_deref(), PAGE_SIZE).await?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.key.clone());
+    let mut pages = ScanCursor::new(map, PAGE_SIZE).after(collector.scan_start());
+    'pages: while let Some(page) = pages.next_page(store).await? {
         for record in &page {
             collector.push_record(record, now_millis);
             if collector.is_done() {

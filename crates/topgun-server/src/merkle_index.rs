@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use topgun_core::{MerkleTree, Timestamp};
-use topgun_storage::{StorageError, Store};
+use topgun_storage::{ScanCursor, StorageError, Store};
 
 /// Records read per page when building the trees at startup.
 const LOAD_PAGE: usize = 1024;
@@ -26,15 +26,10 @@ impl MerkleIndex {
         let mut maps = HashMap::new();
         for map in store.map_names().await? {
             let mut tree = MerkleTree::new();
-            let mut after: Option<String> = None;
-            loop {
-                let page = store.scan(&map, after.as_deref(), LOAD_PAGE).await?;
+            let mut pages = ScanCursor::new(map.as_str(), LOAD_PAGE);
+            while let Some(page) = pages.next_page(store).await? {
                 for record in &page {
                     tree.update(&record.key, &record.timestamp);
-                }
-                match page.last() {
-                    Some(last) if page.len() == LOAD_PAGE => after = Some(last.key.clone()),
-                    _ => break,
                 }
             }
             tracing::debug!(map = %map, keys = tree.len(), root = tree.root_hash(), "merkle tree built");

@@ -29,6 +29,7 @@ compile_error!(
      on wasm use MemoryStore"
 );
 
+mod cursor;
 mod error;
 mod memory;
 mod model;
@@ -43,6 +44,7 @@ pub mod conformance;
 #[cfg(feature = "testing")]
 pub mod hooked;
 
+pub use cursor::ScanCursor;
 pub use error::StorageError;
 pub use memory::MemoryStore;
 #[cfg(all(feature = "redb", not(target_family = "wasm")))]

@@ -52,7 +52,9 @@ pub trait Store: std::fmt::Debug + crate::SendSync {
     /// Up to `limit` records of a map (tombstones included) in key order
     /// (byte-wise, as `str` orders), starting after key `after` (exclusive;
     /// `None` starts at the first key; `after` need not exist). Page through
-    /// a map by passing the last key of each page. `limit == 0` returns an
+    /// a map by passing the last key of each page (or with a
+    /// [`ScanCursor`](crate::ScanCursor)). A page shorter than `limit` is
+    /// the last: no record of the map follows it. `limit == 0` returns an
     /// empty page.
     async fn scan(
         &self,

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use tokio::sync::{mpsc, oneshot, watch};
 use topgun_core::wire::{Codec, Message};
-use topgun_storage::{OpType, StorageError};
+use topgun_storage::{OpType, ScanCursor, StorageError};
 
 /// Records read per page when building a map's Merkle tree, resetting a
 /// map or expanding a CLEAR.
@@ -336,10 +336,11 @@ impl<R: Runtime + ?Sized> SyncDriver<R> {
 
     async fn load_tree(&mut self, map: &str) {
         self.engine.reset_tree(map);
-        let mut after: Option<String> = None;
+        let mut pages = ScanCursor::new(map, PAGE);
         loop {
-            let page = match self.replica.store().scan(map, after.as_deref(), PAGE).await {
-                Ok(page) => page,
+            let page = match pages.next_page(self.replica.store()).await {
+                Ok(Some(page)) => page,
+                Ok(None) => return,
                 Err(e) => {
                     self.emit(SyncEvent::LocalError(format!(
                         "reading map {map} to build its Merkle tree: {e}"
@@ -350,10 +351,6 @@ impl<R: Runtime + ?Sized> SyncDriver<R> {
             for r in &page {
                 self.engine.record_changed(map, &r.key, &r.timestamp);
             }
-            if page.len() < PAGE {
-                return;
-            }
-            after = page.last().map(|r| r.key.clone());
         }
     }
 
@@ -585,15 +582,8 @@ impl<R: Runtime + ?Sized> SyncDriver<R> {
 
     /// Drops the map's clean records, keeps dirty ones, rebuilds its tree.
     async fn reset_map(&mut self, map: &str) -> Result<(), crate::replica::ReplicaError> {
-        let mut after: Option<String> = None;
-        loop {
-            let page = self
-                .replica
-                .store()
-                .scan(map, after.as_deref(), PAGE)
-                .await?;
-            let full = page.len() == PAGE;
-            after = page.last().map(|r| r.key.clone());
+        let mut pages = ScanCursor::new(map, PAGE);
+        while let Some(page) = pages.next_page(self.replica.store()).await? {
             let clean: Vec<String> = page
                 .into_iter()
                 .filter(|r| !r.dirty)
@@ -601,9 +591,6 @@ impl<R: Runtime + ?Sized> SyncDriver<R> {
                 .collect();
             if !clean.is_empty() {
                 self.replica.prune_clean(map, &clean).await?;
-            }
-            if !full {
-                break;
             }
         }
         self.load_tree(map).await;

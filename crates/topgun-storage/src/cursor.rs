@@ -1,0 +1,121 @@
+//! [`ScanCursor`]: the one way to read a whole map page by page.
+
+use crate::error::StorageError;
+use crate::model::StoreRecord;
+use crate::store::Store;
+
+/// A position in a map's records (tombstones included), in key order:
+/// each [`next_page`](Self::next_page) reads the next page with
+/// [`Store::scan`]. The cursor holds no borrow of the store, so it can
+/// live in a stream between reads; writes between pages are seen or not
+/// depending on their key, as with any key-ordered scan.
+#[derive(Debug, Clone)]
+pub struct ScanCursor {
+    map: String,
+    after: Option<String>,
+    page_size: usize,
+    done: bool,
+}
+
+impl ScanCursor {
+    /// A cursor before the first record of `map`, reading `page_size`
+    /// records per page (at least 1).
+    pub fn new(map: impl Into<String>, page_size: usize) -> Self {
+        Self {
+            map: map.into(),
+            after: None,
+            page_size: page_size.max(1),
+            done: false,
+        }
+    }
+
+    /// Starts after key `after` instead (exclusive; it need not exist).
+    #[must_use]
+    pub fn after(mut self, after: Option<String>) -> Self {
+        self.after = after;
+        self
+    }
+
+    /// The map read.
+    pub fn map(&self) -> &str {
+        &self.map
+    }
+
+    /// The next page, or `None` once the map is read to its end. A page is
+    /// never empty.
+    ///
+    /// # Errors
+    /// The store's; the cursor stays where it was, so the call can be
+    /// retried.
+    pub async fn next_page(
+        &mut self,
+        store: &dyn Store,
+    ) -> Result<Option<Vec<StoreRecord>>, StorageError> {
+        if self.done {
+            return Ok(None);
+        }
+        let page = store
+            .scan(&self.map, self.after.as_deref(), self.page_size)
+            .await?;
+        // A short page is the last (see `Store::scan`).
+        self.done = page.len() < self.page_size;
+        match page.last() {
+            Some(last) => {
+                self.after = Some(last.key.clone());
+                Ok(Some(page))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{LocalWrite, MemoryStore, OpType};
+    use topgun_core::Timestamp;
+
+    async fn store_with(keys: &[&str]) -> MemoryStore {
+        let store = MemoryStore::new();
+        for (i, key) in keys.iter().enumerate() {
+            store
+                .write_local(LocalWrite {
+                    map_name: "m".into(),
+                    key: (*key).into(),
+                    op_type: OpType::Put,
+                    value: Some(vec![1]),
+                    timestamp: Timestamp::new(i as u64 + 1, 0, "n"),
+                    ttl_ms: None,
+                })
+                .await
+                .unwrap();
+        }
+        store
+    }
+
+    async fn pages(store: &MemoryStore, mut cursor: ScanCursor) -> Vec<Vec<String>> {
+        let mut out = Vec::new();
+        while let Some(page) = cursor.next_page(store).await.unwrap() {
+            out.push(page.into_iter().map(|r| r.key).collect());
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn pages_through_a_map_and_stops_at_its_end() {
+        let store = store_with(&["a", "b", "c", "d", "e"]).await;
+        assert_eq!(
+            pages(&store, ScanCursor::new("m", 2)).await,
+            [vec!["a", "b"], vec!["c", "d"], vec!["e"]]
+        );
+        assert_eq!(
+            pages(&store, ScanCursor::new("m", 5)).await,
+            [vec!["a", "b", "c", "d", "e"]]
+        );
+        assert_eq!(
+            pages(&store, ScanCursor::new("m", 2).after(Some("b".into()))).await,
+            [vec!["c", "d"], vec!["e"]]
+        );
+        assert!(pages(&store, ScanCursor::new("none", 2)).await.is_empty());
+    }
+}
