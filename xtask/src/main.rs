@@ -22,7 +22,7 @@ const BENCHES: &[(&str, &str, &str)] = &[
     ("topgun-storage", "storage", "redb"),
     ("topgun-client", "client", "redb"),
     ("topgun-client", "sync", "redb"),
-    ("topgun-server", "acks", "redb"),
+    ("topgun-server", "server", "redb"),
 ];
 
 fn main() -> ExitCode {
@@ -50,7 +50,7 @@ usage: cargo xtask <command>
 
 commands:
   ci [STEP…]    run the CI steps (all by default): fmt, clippy, test, doc, wasm
-  bench [NAME…] run the benchmarks (all by default): storage, client, sync, acks";
+  bench [NAME…] run the benchmarks (all by default): storage, client, sync, server";
 
 fn root() -> PathBuf {
     // xtask/ sits directly under the workspace root.

@@ -132,12 +132,15 @@ pub struct Limits {
     /// closes the connection (close code 1009) at the WebSocket layer,
     /// before it is buffered.
     pub max_message_len: usize,
-    /// Sustained ops per second per connection (default 20 000, as TopGun).
-    /// Each op of an `OP_BATCH`/`CLIENT_OP` costs one token, every other
-    /// frame one; a frame that finds too few tokens is answered with
-    /// `ERROR 429` and dropped.
+    /// Sustained ops per second per connection (default 250 000, above
+    /// what one client pushes). Each op of an `OP_BATCH`/`CLIENT_OP` costs
+    /// one token, every other frame one. A frame that finds too few tokens
+    /// is not refused: the connection waits until the bucket refills and
+    /// reads nothing meanwhile, so TCP slows the client down; no frame is
+    /// lost and none needs resending.
     pub ops_per_second: u32,
-    /// Token bucket size: the burst allowed above the rate (default 40 000).
+    /// Token bucket size: the burst allowed above the rate (default
+    /// 500 000).
     pub ops_burst: u32,
     /// A connection without any incoming frame for this long is closed
     /// (default 60 s; TopGun's client pings every 5 s).
@@ -159,8 +162,8 @@ impl Default for Limits {
         Self {
             max_frame_len: topgun_core::wire::DEFAULT_MAX_FRAME_LEN,
             max_message_len: 16 * 1024 * 1024,
-            ops_per_second: 20_000,
-            ops_burst: 40_000,
+            ops_per_second: 250_000,
+            ops_burst: 500_000,
             idle_timeout: Duration::from_secs(60),
             outbox_capacity: 1024,
             max_query_results: 1000,

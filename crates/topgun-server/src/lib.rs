@@ -20,7 +20,9 @@
 //!   ENTER / UPDATE / LEAVE follow writes and TTL expiries.
 //! - **Auth and limits**: JWT (HS256) auth with per-map rules
 //!   ([`AccessRules`]), and per-connection [`Limits`] that are answered on
-//!   the wire (413, 429, 400, 501) or end only the offending connection.
+//!   the wire (413, 400, 501) or end only the offending connection; the
+//!   op rate is flow control (a connection over it is read more slowly,
+//!   never refused).
 //!
 //! A server on an in-memory store until Ctrl-C or SIGTERM (a real one
 //! uses `StoreConfig::DataDir`, a redb file, with feature `redb`):

@@ -99,26 +99,38 @@ async fn ping_gets_pong_with_server_time() {
     server.stop().await.unwrap();
 }
 
+/// Over its rate, a connection is slowed down, not refused: every batch
+/// is acknowledged, none answered with an error, at no more than the rate.
 #[tokio::test]
-async fn rate_limit_drops_frames_with_429() {
+async fn a_connection_over_its_rate_is_paced_not_refused() {
     let server = server_with(|l| {
-        l.ops_per_second = 1;
-        l.ops_burst = 10;
+        l.ops_per_second = 2_000;
+        l.ops_burst = 100;
     })
     .await;
     let mut c = server.connect().await;
-    let ops: Vec<_> = (0..8u64)
-        .map(|i| put(i.to_string(), "m", &format!("k{i}"), 1, ts(i, "c")))
-        .collect();
-    assert_eq!(c.write(ops.clone()).await, "7".into());
-    c.send(&batch(ops)).await;
-    match c.recv().await {
-        Message::Error(e) => {
-            assert_eq!(e.code, 429);
-            assert_eq!(e.message, "rate limit exceeded");
-        }
-        other => panic!("{other:?}"),
+    let started = std::time::Instant::now();
+    // 500 ops sent at once: 100 from the burst, 400 at 2,000/s.
+    for b in 0..5u64 {
+        let ops = (0..100u64)
+            .map(|i| {
+                let n = b * 100 + i;
+                put(n.to_string(), "m", &format!("k{n}"), n, ts(n, "c"))
+            })
+            .collect();
+        c.send(&batch(ops)).await;
     }
+    for b in 0..5u64 {
+        match c.recv().await {
+            Message::OpAck(ack) => assert_eq!(ack.last_id, (b * 100 + 99).to_string().into()),
+            other => panic!("batch {b}: {other:?}"),
+        }
+    }
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(190),
+        "not paced: {:?}",
+        started.elapsed()
+    );
     server.stop().await.unwrap();
 }
 

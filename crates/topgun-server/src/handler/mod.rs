@@ -115,9 +115,11 @@ impl Session {
             Message::OpBatch(batch) => batch.ops.len().max(1),
             _ => 1,
         };
-        if !self.bucket.try_take(cost) {
-            self.error(429, "rate limit exceeded".to_owned());
-            return Flow::Continue;
+        // Over its rate, the connection waits (and reads nothing more, so
+        // TCP slows the client down) instead of losing the frame.
+        let wait = self.bucket.take(cost);
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
         }
         self.on_message(msg).await;
         Flow::Continue

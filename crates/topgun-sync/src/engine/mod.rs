@@ -35,7 +35,10 @@ use topgun_core::Timestamp;
 /// Tunables of the engine. `Default` gives the documented values.
 #[derive(Debug, Clone)]
 pub struct SyncConfig {
-    /// Largest `OP_BATCH` payload in bytes (approximate). Default 1 MiB.
+    /// Largest `OP_BATCH` payload in bytes, counted with
+    /// [`op_size_bound`](crate::ops::op_size_bound) (an upper bound, so a
+    /// frame is smaller). Default 1.5 MiB, under the 2 MiB frame limit of
+    /// TopGun's servers.
     pub max_batch_bytes: usize,
     /// Batches sent and not yet acknowledged, at most. Default 16 (with
     /// the server's group commit, more in flight means fewer round trips
@@ -72,7 +75,7 @@ pub struct SyncConfig {
 impl Default for SyncConfig {
     fn default() -> Self {
         Self {
-            max_batch_bytes: 1 << 20,
+            max_batch_bytes: 3 << 19,
             max_batches_in_flight: 16,
             ops_per_load: 5_000,
             backoff_initial_ms: 1_000,

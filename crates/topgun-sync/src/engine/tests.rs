@@ -199,7 +199,7 @@ fn batches_respect_the_size_cap_and_the_in_flight_window() {
     });
     e.handle(0, Input::LocalChange);
     e.handle(2, Input::Timer(TimerKind::PushDelay));
-    let ops: Vec<PendingOp> = (1..=10).map(|i| op(i, &format!("k{i}"), 400_000)).collect();
+    let ops: Vec<PendingOp> = (1..=10).map(|i| op(i, &format!("k{i}"), 600_000)).collect();
     let out = e.handle(
         2,
         Input::PendingLoaded {
@@ -213,7 +213,7 @@ fn batches_respect_the_size_cap_and_the_in_flight_window() {
         let Message::OpBatch(b) = f else { panic!() };
         assert!(
             b.ops.len() <= 2,
-            "2 ops of 400 KB fit under 1 MiB, 3 do not"
+            "2 ops of 600 KB fit under 1.5 MiB, 3 do not"
         );
     }
     let out = e.handle(

@@ -1,4 +1,4 @@
-//! Acknowledged writes (`cargo xtask bench acks`).
+//! Server benchmark (`cargo xtask bench server`): acknowledged writes.
 //!
 //! A server on 127.0.0.1 (port 0) with a durable redb data dir; raw
 //! protocol clients each send one-op `OP_BATCH`es and wait for each
@@ -7,7 +7,7 @@
 //! connections). Measured with 1 and 8 connections, beside the same-run
 //! baseline of raw redb doing one durable commit per op on one thread.
 //!
-//! Prints a table and writes `target/bench/acks.json`.
+//! Prints a table and writes `target/bench/server.json`.
 #![allow(clippy::unwrap_used, clippy::print_stderr)]
 
 #[path = "../tests/common/mod.rs"]
@@ -119,6 +119,6 @@ fn main() {
     );
     let out = out_dir();
     std::fs::create_dir_all(&out).unwrap();
-    std::fs::write(out.join("acks.json"), json).unwrap();
-    eprintln!("wrote {}", out.join("acks.json").display());
+    std::fs::write(out.join("server.json"), json).unwrap();
+    eprintln!("wrote {}", out.join("server.json").display());
 }
