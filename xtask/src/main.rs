@@ -165,6 +165,7 @@ const WASM_CRATES: &[&str] = &[
     "topgun-storage",
     "topgun-query",
     "topgun-sync",
+    "topgun-client",
 ];
 
 /// Type-checks the wasm-ready crates for `wasm32-unknown-unknown` with

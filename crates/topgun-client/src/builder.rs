@@ -137,8 +137,9 @@ impl TopGunClientBuilder {
 
     /// Syncs with the TopGun server at `url` (e.g. `ws://127.0.0.1:8080/ws`).
     /// The client connects in the background and keeps reconnecting; watch
-    /// [`TopGunClient::watch_state`]. Requires a tokio runtime.
-    #[cfg(not(target_family = "wasm"))]
+    /// [`TopGunClient::watch_state`]. Requires a runtime: natively the
+    /// tokio runtime `build` runs on, or one given with
+    /// [`runtime`](Self::runtime).
     #[must_use]
     pub fn server_url(mut self, url: impl Into<String>) -> Self {
         self.server_url = Some(url.into());
@@ -213,7 +214,6 @@ impl TopGunClientBuilder {
         local.warm_up(self.warm_up).await?;
         let status = Arc::new(SyncStatus::new());
         status.set_state(ConnectionState::Offline);
-        #[cfg(not(target_family = "wasm"))]
         if let Some(url) = self.server_url {
             let runtime = runtime.ok_or(ClientError::NoRuntime)?;
             let mut maps = local.store().map_names().await?;

@@ -77,9 +77,12 @@ pub enum ClientError {
     /// The client was closed.
     #[error("the client is closed")]
     Closed,
-    /// Sync with a server needs a tokio runtime, and `build` was not
-    /// called on one.
-    #[error("syncing with a server needs a tokio runtime; build the client inside one")]
+    /// Sync with a server needs a runtime: `build` was not called on a
+    /// tokio runtime and none was given with `TopGunClientBuilder::runtime`.
+    #[error(
+        "syncing with a server needs a runtime; build the client inside a tokio runtime \
+         or give one with TopGunClientBuilder::runtime"
+    )]
     NoRuntime,
 }
 
