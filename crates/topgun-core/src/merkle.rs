@@ -72,6 +72,21 @@ pub fn item_hash(key: &str, timestamp: &Timestamp) -> u32 {
 
 /// Index of the leaf a key routes to: the first [`DEPTH`] hex digits of
 /// `fnv1a(key)`, read as a number.
+/// A key's identity inside its leaf: a 64-bit hash of its UTF-8 bytes
+/// (FNV-1a, then a 64-bit finaliser). The tree keeps these, not the keys:
+/// 12 bytes per key. Two keys of one leaf with the same id would count as
+/// one; for a million keys the chance of that is about 10^-11.
+fn key_id(key: &str) -> u64 {
+    let mut h = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
 fn leaf_index(key: &str) -> usize {
     (fnv1a(key) >> (32 - 4 * DEPTH)) as usize
 }
@@ -104,8 +119,8 @@ pub struct MerkleTree {
     /// `levels[l][i]`: hash of the node at depth `l` with index `i`
     /// (`levels[0]` is the root, `levels[DEPTH]` the leaves).
     levels: Vec<Vec<u32>>,
-    /// Per leaf: key → item hash.
-    leaves: Vec<BTreeMap<String, u32>>,
+    /// Per leaf: `(key id, item hash)` sorted by key id (see `key_id`).
+    leaves: Vec<Vec<(u64, u32)>>,
     len: usize,
 }
 
@@ -121,7 +136,7 @@ impl MerkleTree {
         let levels = (0..=DEPTH).map(|l| vec![0u32; 1 << (4 * l)]).collect();
         Self {
             levels,
-            leaves: vec![BTreeMap::new(); LEAVES],
+            leaves: vec![Vec::new(); LEAVES],
             len: 0,
         }
     }
@@ -154,10 +169,12 @@ impl MerkleTree {
     pub fn update(&mut self, key: &str, timestamp: &Timestamp) {
         let leaf = leaf_index(key);
         let new = item_hash(key, timestamp);
-        let old = match self.leaves[leaf].get_mut(key) {
-            Some(h) => Some(std::mem::replace(h, new)),
-            None => {
-                self.leaves[leaf].insert(key.to_owned(), new);
+        let id = key_id(key);
+        let entries = &mut self.leaves[leaf];
+        let old = match entries.binary_search_by_key(&id, |(id, _)| *id) {
+            Ok(at) => Some(std::mem::replace(&mut entries[at].1, new)),
+            Err(at) => {
+                entries.insert(at, (id, new));
                 self.len += 1;
                 None
             }
@@ -169,13 +186,16 @@ impl MerkleTree {
     /// what they were before the key was inserted.
     pub fn remove(&mut self, key: &str) -> bool {
         let leaf = leaf_index(key);
-        match self.leaves[leaf].remove(key) {
-            Some(old) => {
+        let id = key_id(key);
+        let entries = &mut self.leaves[leaf];
+        match entries.binary_search_by_key(&id, |(id, _)| *id) {
+            Ok(at) => {
+                let (_, old) = entries.remove(at);
                 self.len -= 1;
                 self.propagate(leaf, Some(old), None);
                 true
             }
-            None => false,
+            Err(_) => false,
         }
     }
 
@@ -221,19 +241,27 @@ impl MerkleTree {
         }
     }
 
-    /// The keys in the leaf at `path` ([`DEPTH`] digits), in key order.
-    /// Empty for any other path.
-    pub fn keys_at(&self, path: &str) -> impl Iterator<Item = &str> + '_ {
-        let leaf = match parse_path(path) {
-            Some((DEPTH, index)) => Some(&self.leaves[index]),
-            _ => None,
-        };
-        leaf.into_iter().flat_map(|l| l.keys().map(String::as_str))
-    }
-
     /// Whether `key` is in the tree.
     pub fn contains(&self, key: &str) -> bool {
-        self.leaves[leaf_index(key)].contains_key(key)
+        let id = key_id(key);
+        self.leaves[leaf_index(key)]
+            .binary_search_by_key(&id, |(id, _)| *id)
+            .is_ok()
+    }
+
+    /// The index (0 to 16^[`DEPTH`] − 1) of the leaf holding `key`: the
+    /// number its [`path_of`](Self::path_of) spells in hex.
+    pub fn leaf_of(key: &str) -> usize {
+        leaf_index(key)
+    }
+
+    /// The index of the leaf at `path`; `None` unless `path` is [`DEPTH`]
+    /// lower-case hex digits.
+    pub fn leaf_at(path: &str) -> Option<usize> {
+        match parse_path(path) {
+            Some((DEPTH, index)) => Some(index),
+            _ => None,
+        }
     }
 }
 
@@ -291,7 +319,12 @@ mod tests {
             BTreeMap::from([('4', t.hash_at("374").unwrap())])
         );
         assert!(t.buckets("374").is_empty(), "a leaf has no buckets");
-        assert_eq!(t.keys_at("374").collect::<Vec<_>>(), vec!["key1"]);
+        assert!(t.contains("key1") && !t.contains("key2"));
+        assert_eq!(
+            MerkleTree::leaf_at("374"),
+            Some(MerkleTree::leaf_of("key1"))
+        );
+        assert_eq!(MerkleTree::leaf_at("37"), None);
         assert_eq!(t.hash_at("xyz"), None);
         assert_eq!(t.hash_at("3741"), None);
         assert_eq!(t.hash_at("37A"), None, "paths are lower-case");
@@ -308,7 +341,7 @@ mod tests {
             t.update(k, &ts(9_999, 1, "m"));
         }
         // Recompute every level from the leaves with `combine`.
-        let leaf_hash = |i: usize| combine(t.leaves[i].values().copied());
+        let leaf_hash = |i: usize| combine(t.leaves[i].iter().map(|(_, h)| *h));
         let mut level: Vec<u32> = (0..LEAVES).map(leaf_hash).collect();
         assert_eq!(level, t.levels[DEPTH]);
         for depth in (0..DEPTH).rev() {

@@ -1,6 +1,6 @@
 //! One Merkle tree per map, in memory, kept equal to the store.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use topgun_core::{MerkleTree, Timestamp};
 use topgun_storage::{ScanCursor, StorageError, Store};
@@ -12,11 +12,36 @@ const LOAD_PAGE: usize = 1024;
 /// commit order), right after each durable write; readers take a short
 /// lock. A map without records has no tree and answers like an empty one.
 ///
-/// Memory: a tree costs about 120 KiB of fixed arrays plus, per key, the
-/// key and a 4-byte hash.
+/// Memory: a map costs about 200 KiB of fixed arrays plus, per key, the
+/// key (to answer leaf requests) and 12 bytes of tree.
 #[derive(Debug, Default)]
 pub(crate) struct MerkleIndex {
-    maps: Mutex<HashMap<String, MerkleTree>>,
+    maps: Mutex<HashMap<String, MapIndex>>,
+}
+
+/// One map's tree and the keys of each of its leaves (the tree keeps only
+/// key hashes).
+#[derive(Debug)]
+struct MapIndex {
+    tree: MerkleTree,
+    leaves: Vec<BTreeSet<String>>,
+}
+
+impl MapIndex {
+    fn new() -> Self {
+        Self {
+            tree: MerkleTree::new(),
+            leaves: vec![BTreeSet::new(); 1 << (4 * topgun_core::merkle::DEPTH)],
+        }
+    }
+
+    fn update(&mut self, key: &str, timestamp: &Timestamp) {
+        self.tree.update(key, timestamp);
+        let leaf = &mut self.leaves[MerkleTree::leaf_of(key)];
+        if !leaf.contains(key) {
+            leaf.insert(key.to_owned());
+        }
+    }
 }
 
 impl MerkleIndex {
@@ -25,22 +50,23 @@ impl MerkleIndex {
     pub(crate) async fn load(store: &dyn Store) -> Result<Self, StorageError> {
         let mut maps = HashMap::new();
         for map in store.map_names().await? {
-            let mut tree = MerkleTree::new();
+            let mut index = MapIndex::new();
             let mut pages = ScanCursor::new(map.as_str(), LOAD_PAGE);
             while let Some(page) = pages.next_page(store).await? {
                 for record in &page {
-                    tree.update(&record.key, &record.timestamp);
+                    index.update(&record.key, &record.timestamp);
                 }
             }
+            let tree = &index.tree;
             tracing::debug!(map = %map, keys = tree.len(), root = tree.root_hash(), "merkle tree built");
-            maps.insert(map, tree);
+            maps.insert(map, index);
         }
         Ok(Self {
             maps: Mutex::new(maps),
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, MerkleTree>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, MapIndex>> {
         // Every update is one `MerkleTree::update`, which cannot panic
         // half-way; a poisoned lock still holds consistent trees.
         self.maps.lock().unwrap_or_else(PoisonError::into_inner)
@@ -50,25 +76,29 @@ impl MerkleIndex {
     pub(crate) fn update(&self, map: &str, key: &str, timestamp: &Timestamp) {
         let mut maps = self.lock();
         match maps.get_mut(map) {
-            Some(tree) => tree.update(key, timestamp),
+            Some(index) => index.update(key, timestamp),
             None => {
-                let mut tree = MerkleTree::new();
-                tree.update(key, timestamp);
-                maps.insert(map.to_owned(), tree);
+                let mut index = MapIndex::new();
+                index.update(key, timestamp);
+                maps.insert(map.to_owned(), index);
             }
         }
     }
 
     /// The map's root hash (0 for an unknown map).
     pub(crate) fn root_hash(&self, map: &str) -> u32 {
-        self.lock().get(map).map_or(0, MerkleTree::root_hash)
+        self.lock()
+            .get(map)
+            .map_or(0, |index| index.tree.root_hash())
     }
 
     /// The non-empty children of the inner node at `path`, hex digit →
     /// hash; empty for an unknown map, path or node.
     pub(crate) fn buckets(&self, map: &str, path: &str) -> BTreeMap<String, u32> {
-        self.lock().get(map).map_or_else(BTreeMap::new, |tree| {
-            tree.buckets(path)
+        self.lock().get(map).map_or_else(BTreeMap::new, |index| {
+            index
+                .tree
+                .buckets(path)
                 .into_iter()
                 .map(|(digit, hash)| (digit.to_string(), hash))
                 .collect()
@@ -77,9 +107,12 @@ impl MerkleIndex {
 
     /// The keys of the leaf at `path`; empty for an unknown map or path.
     pub(crate) fn leaf_keys(&self, map: &str, path: &str) -> Vec<String> {
+        let Some(leaf) = MerkleTree::leaf_at(path) else {
+            return Vec::new();
+        };
         self.lock()
             .get(map)
-            .map(|tree| tree.keys_at(path).map(str::to_owned).collect())
+            .map(|index| index.leaves[leaf].iter().cloned().collect())
             .unwrap_or_default()
     }
 
