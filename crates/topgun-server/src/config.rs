@@ -135,9 +135,12 @@ pub struct Limits {
     /// Sustained ops per second per connection (default 250 000, above
     /// what one client pushes). Each op of an `OP_BATCH`/`CLIENT_OP` costs
     /// one token, every other frame one. A frame that finds too few tokens
-    /// is not refused: the connection waits until the bucket refills and
-    /// reads nothing meanwhile, so TCP slows the client down; no frame is
-    /// lost and none needs resending.
+    /// is handled, and then the connection reads nothing until the bucket
+    /// has refilled, so TCP slows the client down; no frame is lost and
+    /// none needs resending. A pause lasts the frame's ops (and any debt)
+    /// divided by the rate: keep the rate high enough that a client's
+    /// largest batch takes well under its ping timeout (15 s for TopGun's
+    /// clients and ours).
     pub ops_per_second: u32,
     /// Token bucket size: the burst allowed above the rate (default
     /// 500 000).

@@ -88,6 +88,18 @@ async fn read_loop(
     idle: Duration,
 ) -> End {
     loop {
+        if let Some(until) = session.take_pause() {
+            // Flow control: read nothing until the op rate allows, but
+            // still obey a kill or a shutdown.
+            tokio::select! {
+                biased;
+                _ = killed_with(&mut kill) => return End::Closing,
+                // Shutdown ends the pause: the frames already received are
+                // answered below before the connection closes.
+                () = stopping(stop) => {}
+                () = tokio::time::sleep_until(until) => {}
+            }
+        }
         let deadline = Instant::now() + idle;
         let next = tokio::select! {
             biased;

@@ -1,7 +1,8 @@
 //! The per-connection rate limit: a token bucket over ops, used as flow
-//! control. A frame that finds too few tokens is not refused: the reader
-//! waits until the bucket has refilled enough, and meanwhile reads nothing
-//! more from that socket, so TCP pushes back on the client.
+//! control. A frame that finds too few tokens is not refused: after
+//! handling it, the reader waits until the bucket has refilled enough and
+//! meanwhile reads nothing more from that socket, so TCP pushes back on the
+//! client.
 
 use std::time::Duration;
 use tokio::time::Instant;

@@ -47,6 +47,8 @@ pub(crate) struct Session {
     outbox: Outbox,
     access: Access,
     bucket: TokenBucket,
+    /// Until when the reader must not read: the op rate's flow control.
+    paused_until: Option<tokio::time::Instant>,
     /// Live query id → its map.
     queries: HashMap<String, String>,
 }
@@ -65,6 +67,7 @@ impl Session {
             outbox,
             access,
             bucket,
+            paused_until: None,
             queries: HashMap::new(),
         }
     }
@@ -115,14 +118,20 @@ impl Session {
             Message::OpBatch(batch) => batch.ops.len().max(1),
             _ => 1,
         };
-        // Over its rate, the connection waits (and reads nothing more, so
+        // Over its rate, the connection reads nothing more for a while (so
         // TCP slows the client down) instead of losing the frame.
         let wait = self.bucket.take(cost);
         if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
+            self.paused_until = Some(tokio::time::Instant::now() + wait);
         }
         self.on_message(msg).await;
         Flow::Continue
+    }
+
+    /// Until when the reader must wait before reading the next frame, if
+    /// the connection went over its op rate (taken: asked once per pause).
+    pub(crate) fn take_pause(&mut self) -> Option<tokio::time::Instant> {
+        self.paused_until.take()
     }
 
     /// Handles a text frame: the protocol has none.
