@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, Notify};
 
 /// Rows kept beyond a live query's limit so that most removals from the
 /// window are refilled without reading the store.
@@ -97,6 +97,9 @@ struct Shared {
     refill: AtomicBool,
     /// Bumped on every applied write, to detect writes racing a refill.
     generation: AtomicU64,
+    /// Wakes a waiting reader when a write moved the next expiry earlier
+    /// without changing the result (the same value with a shorter TTL).
+    expiry_moved: Notify,
 }
 
 /// A live query: its current result, and the changes to it as writes
@@ -134,7 +137,13 @@ impl Shared {
         value: Option<&serde_json::Value>,
         expires_at: Option<u64>,
     ) {
+        let before = live.next_expiry();
         let update = live.apply_expiring(key, value, expires_at);
+        if let Some(at) = live.next_expiry() {
+            if before.is_none_or(|b| at < b) {
+                self.expiry_moved.notify_one();
+            }
+        }
         self.send(update);
     }
 
@@ -192,6 +201,7 @@ impl<V: Serialize + DeserializeOwned> LiveQueryHandle<V> {
             tx,
             refill: AtomicBool::new(false),
             generation: AtomicU64::new(0),
+            expiry_moved: Notify::new(),
         });
         let s = shared.clone();
         let listener = map.live().add(Box::new(move |key, new, expires_at| {
@@ -322,8 +332,12 @@ impl<V: Serialize + DeserializeOwned> LiveQueryHandle<V> {
                 Some(timer) => tokio::select! {
                     received = self.rx.recv() => received,
                     () = timer => continue,
+                    () = self.shared.expiry_moved.notified() => continue,
                 },
-                None => self.rx.recv().await,
+                None => tokio::select! {
+                    received = self.rx.recv() => received,
+                    () = self.shared.expiry_moved.notified() => continue,
+                },
             };
             match received {
                 Ok(c) => {

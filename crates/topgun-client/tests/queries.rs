@@ -202,7 +202,7 @@ async fn writes_racing_the_initial_read_reach_the_live_query() {
     // in the result, so nothing before "c" may contradict it.
     m.put("c", json!({"n": 3})).await.unwrap();
     loop {
-        let change = live.next().await.unwrap();
+        let change = next(&mut live).await;
         if change.key == "c" {
             assert_eq!(change.change_type, ChangeType::Enter);
             break;
@@ -271,6 +271,32 @@ async fn a_row_leaves_a_live_query_when_its_ttl_passes() {
         vec![("kept".to_owned(), json!({"n": 2}))]
     );
     assert_eq!(m.get("short").await.unwrap(), None);
+}
+
+/// Writing the same value again with a TTL changes nothing visible, but
+/// the row must still leave when that TTL passes (the waiting reader is
+/// woken to take the new expiry into account).
+#[tokio::test(start_paused = true)]
+async fn a_ttl_added_by_an_unchanged_write_still_expires_the_row() {
+    let origin = tokio::time::Instant::now();
+    let c = TopGunClient::builder()
+        .clock(Arc::new(PausedClock { origin }))
+        .build()
+        .await
+        .unwrap();
+    let m = c.get_json_map("m").unwrap();
+    m.put("k", json!({"n": 1})).await.unwrap();
+    let mut live = m.live_query(Query::new()).await.unwrap();
+    let reader = tokio::spawn(async move { next(&mut live).await });
+    // Let the reader wait with no expiry to wake for.
+    tokio::task::yield_now().await;
+    m.put_with_ttl("k", json!({"n": 1}), 1_000).await.unwrap();
+    let leave = reader.await.unwrap();
+    assert_eq!(
+        (leave.key.as_str(), leave.change_type),
+        ("k", ChangeType::Leave)
+    );
+    assert_eq!(origin.elapsed().as_millis(), 1_001);
 }
 
 /// The next change, failing (in paused time: at once) if none comes

@@ -172,6 +172,9 @@ impl Runtime for TokioRuntime {
     }
 
     fn sleep(&self, ms: u64) -> BoxFuture<'static, ()> {
+        // The timer belongs to this runtime even when the future is made
+        // and polled elsewhere (an application's own executor).
+        let _context = self.handle.enter();
         Box::pin(tokio::time::sleep(Duration::from_millis(ms)))
     }
 
