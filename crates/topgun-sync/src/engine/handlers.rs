@@ -3,6 +3,7 @@
 use super::pull::{is_bucket_name, PullPhase, Walk};
 use super::{Auth, Output, SyncEngine, SyncEvent, TimerKind};
 use crate::state::ConnectionState;
+use std::collections::BTreeSet;
 use topgun_core::merkle::DEPTH;
 use topgun_core::wire::{self, Message, OpType, ServerEvent, WireRecord};
 use topgun_core::Timestamp;
@@ -100,6 +101,16 @@ impl SyncEngine {
                 if !self.trees.contains_key(&leaf.map_name) {
                     return;
                 }
+                // Keys of this leaf that fetches of pruned keys wait for.
+                let fetched = self
+                    .fetches
+                    .contains_key(&(leaf.map_name.clone(), leaf.path.clone()))
+                    .then(|| {
+                        leaf.records
+                            .iter()
+                            .map(|r| r.key.clone())
+                            .collect::<BTreeSet<_>>()
+                    });
                 // Merge whatever arrives for a synced map: a big leaf may come
                 // in several frames, and LWW makes a late one harmless.
                 if !leaf.records.is_empty() {
@@ -113,7 +124,9 @@ impl SyncEngine {
                         records,
                     });
                 }
-                self.fetched(&leaf.map_name, &leaf.path, out);
+                if let Some(arrived) = fetched {
+                    self.fetched(&leaf.map_name, &leaf.path, &arrived, out);
+                }
                 self.answered(&leaf.map_name, &leaf.path, out);
             }
             Message::SyncResetRequired(r) => {
@@ -327,6 +340,7 @@ impl SyncEngine {
                     self.pull_done(&map, out);
                 }
             }
+            TimerKind::FetchTimeout => self.expire_fetches(now_ms, false, out),
             TimerKind::Resend => {
                 if self.auth == Some(Auth::Done) {
                     // Unacked ops go again, read afresh from the log (same op

@@ -27,7 +27,7 @@ use crate::backoff::Backoff;
 use crate::state::ConnectionState;
 use pull::PullPhase;
 use push::Push;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use topgun_core::merkle::MerkleTree;
 use topgun_core::wire::{Message, WireRecord};
 use topgun_core::Timestamp;
@@ -68,6 +68,10 @@ pub struct SyncConfig {
     /// most; bounds what the server buffers for this client during a pull
     /// (a server drops a client whose outgoing queue overflows). Default 64.
     pub pull_requests_in_flight: usize,
+    /// How long a fetch of a pruned key waits for its leaf before it is
+    /// answered anyway (a server may leave a request unanswered, or split a
+    /// leaf over frames). Default 3 s.
+    pub fetch_timeout_ms: u64,
     /// Seed of the reconnect jitter.
     pub jitter_seed: u64,
 }
@@ -86,6 +90,7 @@ impl Default for SyncConfig {
             push_delay_ms: 2,
             pull_timeout_ms: 30_000,
             pull_requests_in_flight: 64,
+            fetch_timeout_ms: 3_000,
             jitter_seed: 0x9e37_79b9_7f4a_7c15,
         }
     }
@@ -107,6 +112,8 @@ pub enum TimerKind {
     PullTimeout,
     /// Time to resend unacknowledged batches after a server error.
     Resend,
+    /// The oldest fetch of a pruned key waited long enough.
+    FetchTimeout,
 }
 
 /// What happened, as told to the engine.
@@ -283,8 +290,15 @@ pub struct SyncEngine {
     skew_ms: i64,
     push_timer_set: bool,
     client_id: String,
-    /// Keys waiting for a fetched leaf, by map and leaf path.
-    fetches: BTreeMap<(String, String), Vec<String>>,
+    /// Fetches of pruned keys waiting for their leaf, by map and leaf path.
+    fetches: BTreeMap<(String, String), Fetch>,
+}
+
+/// The keys waiting for one leaf, and until when they wait.
+#[derive(Debug)]
+struct Fetch {
+    keys: Vec<String>,
+    deadline_ms: u64,
 }
 
 impl SyncEngine {
@@ -456,7 +470,7 @@ impl SyncEngine {
                     self.pump(&mut out);
                 }
             }
-            Input::Fetch { map, key } => self.fetch(map, key, &mut out),
+            Input::Fetch { map, key } => self.fetch(now_ms, map, key, &mut out),
             Input::MapResetDone(map) => {
                 if self.auth == Some(Auth::Done) && self.trees.contains_key(&map) {
                     self.start_pull(&map, &mut out);
@@ -468,33 +482,97 @@ impl SyncEngine {
 
     /// Asks for the leaf of a key the Merkle tree knows but the store lost
     /// (quota pruning keeps the tree as it is, so a pull does not bring
-    /// pruned records back unasked).
-    fn fetch(&mut self, map: String, key: String, out: &mut Vec<Output>) {
+    /// pruned records back unasked). One request per leaf, however many
+    /// keys of it are waiting.
+    fn fetch(&mut self, now_ms: u64, map: String, key: String, out: &mut Vec<Output>) {
         let known = self.trees.get(&map).is_some_and(|t| t.contains(&key));
         if !known || self.auth != Some(Auth::Done) {
             out.push(Output::Fetched { map, key });
             return;
         }
         let path = MerkleTree::path_of(&key);
+        let waiting = (map, path);
+        if let Some(fetch) = self.fetches.get_mut(&waiting) {
+            fetch.keys.push(key);
+            return;
+        }
         out.push(Output::Send(Message::MerkleReqBucket(
             topgun_core::wire::MerkleReqBucket {
-                map_name: map.clone(),
-                path: path.clone(),
+                map_name: waiting.0.clone(),
+                path: waiting.1.clone(),
             },
         )));
-        self.fetches.entry((map, path)).or_default().push(key);
+        let deadline_ms = now_ms.saturating_add(self.config.fetch_timeout_ms);
+        if self.fetches.is_empty() {
+            out.push(Output::SetTimer {
+                timer: TimerKind::FetchTimeout,
+                after_ms: self.config.fetch_timeout_ms,
+            });
+        }
+        self.fetches.insert(
+            waiting,
+            Fetch {
+                keys: vec![key],
+                deadline_ms,
+            },
+        );
     }
 
-    /// The leaf at `path` of `map` arrived (and was merged): its fetches
-    /// are over.
-    fn fetched(&mut self, map: &str, path: &str, out: &mut Vec<Output>) {
-        if let Some(keys) = self.fetches.remove(&(map.to_owned(), path.to_owned())) {
-            for key in keys {
+    /// Records of the leaf at `path` of `map` arrived (and were merged):
+    /// the fetches of those keys are over. Others of that leaf keep
+    /// waiting for a later frame of it (a large leaf comes in parts) or
+    /// their deadline.
+    fn fetched(
+        &mut self,
+        map: &str,
+        path: &str,
+        arrived: &BTreeSet<String>,
+        out: &mut Vec<Output>,
+    ) {
+        let waiting = (map.to_owned(), path.to_owned());
+        let Some(fetch) = self.fetches.get_mut(&waiting) else {
+            return;
+        };
+        fetch.keys.retain(|key| {
+            if arrived.contains(key) {
                 out.push(Output::Fetched {
                     map: map.to_owned(),
-                    key,
+                    key: key.clone(),
                 });
+                false
+            } else {
+                true
             }
+        });
+        if fetch.keys.is_empty() {
+            self.fetches.remove(&waiting);
+        }
+    }
+
+    /// Answers the fetches whose deadline passed (`all`: every fetch) and
+    /// sets the timer for the next deadline.
+    fn expire_fetches(&mut self, now_ms: u64, all: bool, out: &mut Vec<Output>) {
+        let due: Vec<(String, String)> = self
+            .fetches
+            .iter()
+            .filter(|(_, f)| all || f.deadline_ms <= now_ms)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for waiting in due {
+            if let Some(fetch) = self.fetches.remove(&waiting) {
+                for key in fetch.keys {
+                    out.push(Output::Fetched {
+                        map: waiting.0.clone(),
+                        key,
+                    });
+                }
+            }
+        }
+        if let Some(next) = self.fetches.values().map(|f| f.deadline_ms).min() {
+            out.push(Output::SetTimer {
+                timer: TimerKind::FetchTimeout,
+                after_ms: next.saturating_sub(now_ms),
+            });
         }
     }
 
@@ -545,14 +623,7 @@ impl SyncEngine {
     /// as a no-op).
     fn reset_connection(&mut self, out: &mut Vec<Output>) {
         self.auth = None;
-        for ((map, _), keys) in std::mem::take(&mut self.fetches) {
-            for key in keys {
-                out.push(Output::Fetched {
-                    map: map.clone(),
-                    key,
-                });
-            }
-        }
+        self.expire_fetches(0, true, out);
         self.push = Push::default();
         self.push_timer_set = false;
         for phase in self.pulls.values_mut() {
@@ -564,6 +635,7 @@ impl SyncEngine {
             TimerKind::PushDelay,
             TimerKind::PullTimeout,
             TimerKind::Resend,
+            TimerKind::FetchTimeout,
         ] {
             out.push(Output::CancelTimer(t));
         }

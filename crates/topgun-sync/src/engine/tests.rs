@@ -921,3 +921,73 @@ fn a_fetch_in_flight_is_answered_when_the_connection_ends() {
     let out = e.handle(500, Input::Closed("reset".into()));
     assert_eq!(fetched(&out), vec![("m", "kept")]);
 }
+
+/// Two keys of one leaf (found by search).
+fn same_leaf_keys() -> (String, String) {
+    let first = "a0".to_owned();
+    let path = MerkleTree::path_of(&first);
+    let second = (1..)
+        .map(|i| format!("a{i}"))
+        .find(|k| MerkleTree::path_of(k) == path)
+        .unwrap();
+    (first, second)
+}
+
+fn leaf_frame(path: &str, keys: &[&str]) -> Input {
+    Input::frame(Message::SyncRespLeaf(SyncRespLeaf {
+        map_name: "m".into(),
+        path: path.into(),
+        records: keys
+            .iter()
+            .map(|k| LeafRecord {
+                key: (*k).into(),
+                record: WireRecord::new(rmpv::Value::from(1), ts(5)),
+            })
+            .collect(),
+    }))
+}
+
+#[test]
+fn fetches_of_one_leaf_share_a_request_and_a_split_leaf_answers_each_key_when_it_comes() {
+    let mut e = online();
+    let (a, b) = same_leaf_keys();
+    e.record_changed("m", &a, &ts(5));
+    e.record_changed("m", &b, &ts(5));
+    let path = MerkleTree::path_of(&a);
+
+    let first = e.handle(400, fetch(&a));
+    let second = e.handle(400, fetch(&b));
+    assert_eq!(sent(&first).len(), 1);
+    assert!(sent(&second).is_empty(), "one request per leaf");
+
+    // The leaf comes in two frames: each key is answered with its own.
+    let out = e.handle(401, leaf_frame(&path, &[&a]));
+    assert_eq!(fetched(&out), vec![("m", a.as_str())]);
+    let out = e.handle(402, leaf_frame(&path, &[&b]));
+    assert_eq!(fetched(&out), vec![("m", b.as_str())]);
+}
+
+#[test]
+fn an_unanswered_fetch_is_answered_at_its_deadline() {
+    let mut e = online();
+    e.record_changed("m", "kept", &ts(5));
+    let out = e.handle(400, fetch("kept"));
+    let timeout = SyncConfig::default().fetch_timeout_ms;
+    assert!(out.contains(&Output::SetTimer {
+        timer: TimerKind::FetchTimeout,
+        after_ms: timeout,
+    }));
+    // A later fetch of another leaf waits its own full time.
+    e.record_changed("m", "other", &ts(5));
+    assert_ne!(MerkleTree::path_of("other"), MerkleTree::path_of("kept"));
+    e.handle(1_400, fetch("other"));
+
+    let out = e.handle(400 + timeout, Input::Timer(TimerKind::FetchTimeout));
+    assert_eq!(fetched(&out), vec![("m", "kept")]);
+    assert!(out.contains(&Output::SetTimer {
+        timer: TimerKind::FetchTimeout,
+        after_ms: 1_000,
+    }));
+    let out = e.handle(1_400 + timeout, Input::Timer(TimerKind::FetchTimeout));
+    assert_eq!(fetched(&out), vec![("m", "other")]);
+}
