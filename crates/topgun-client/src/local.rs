@@ -411,7 +411,7 @@ impl LocalData {
                 .as_ref()
                 .and_then(|p| CachedRecord::from_store(p).live_value(now).cloned());
             let key = change.current.key;
-            self.ws().insert(shared.name(), &key, current);
+            self.ws().update_if_cached(shared.name(), &key, current);
             shared.publish(
                 &key,
                 old,

@@ -188,6 +188,19 @@ impl WorkingSet {
         self.insert(map, key, record);
     }
 
+    /// Replaces the cached copy of a key, if there is one; caches nothing
+    /// new (a merge from the server must not flush the working set).
+    pub(crate) fn update_if_cached(&mut self, map: &str, key: &str, record: CachedRecord) {
+        let probe: &dyn KeyLike = &(map, key);
+        if let Some(cur) = self.cache.peek_mut(probe) {
+            let key_len = map.len() + key.len();
+            self.stats.bytes -= cur.size(key_len);
+            self.stats.bytes += record.size(key_len);
+            *cur = record;
+            self.enforce();
+        }
+    }
+
     /// Drops a key's RAM copy (e.g. after the store pruned it).
     pub(crate) fn invalidate(&mut self, map: &str, key: &str) {
         let probe: &dyn KeyLike = &(map, key);
@@ -261,6 +274,26 @@ mod tests {
             timestamp: Timestamp::new(1, 0, "n"),
             ttl_ms: None,
         }
+    }
+
+    #[test]
+    fn a_merge_updates_cached_keys_and_caches_nothing_new() {
+        let map: Arc<str> = Arc::from("m");
+        let mut ws = WorkingSet::new(WorkingSetLimits {
+            max_entries: 2,
+            max_bytes: 10_000,
+        });
+        ws.insert(&map, "hot", rec(b"old"));
+        let before = ws.stats().bytes;
+        ws.update_if_cached("m", "hot", rec(b"newer"));
+        ws.update_if_cached("m", "cold", rec(b"x"));
+        assert_eq!(
+            ws.get("m", "hot").unwrap().value.as_deref(),
+            Some(&b"newer"[..])
+        );
+        assert!(!ws.contains("m", "cold"));
+        assert_eq!(ws.stats().entries, 1);
+        assert_eq!(ws.stats().bytes, before + 2);
     }
 
     #[test]
