@@ -72,6 +72,44 @@ pub fn item_hash(key: &str, timestamp: &Timestamp) -> u32 {
 
 /// Index of the leaf a key routes to: the first [`DEPTH`] hex digits of
 /// `fnv1a(key)`, read as a number.
+/// One leaf: key ids (see `key_id`) in increasing order, and the item
+/// hash of each at the same index (two arrays: 12 bytes per key).
+#[derive(Debug, Clone, Default)]
+struct Leaf {
+    ids: Vec<u64>,
+    hashes: Vec<u32>,
+}
+
+impl Leaf {
+    /// Sets the item hash of `id`; returns the previous one.
+    fn insert(&mut self, id: u64, hash: u32) -> Option<u32> {
+        match self.ids.binary_search(&id) {
+            Ok(at) => Some(std::mem::replace(&mut self.hashes[at], hash)),
+            Err(at) => {
+                self.ids.insert(at, id);
+                self.hashes.insert(at, hash);
+                None
+            }
+        }
+    }
+
+    /// Removes `id`; returns its item hash.
+    fn remove(&mut self, id: u64) -> Option<u32> {
+        let at = self.ids.binary_search(&id).ok()?;
+        self.ids.remove(at);
+        Some(self.hashes.remove(at))
+    }
+
+    fn contains(&self, id: u64) -> bool {
+        self.ids.binary_search(&id).is_ok()
+    }
+
+    #[cfg(test)]
+    fn hashes(&self) -> impl Iterator<Item = u32> + '_ {
+        self.hashes.iter().copied()
+    }
+}
+
 /// A key's identity inside its leaf: a 64-bit hash of its UTF-8 bytes
 /// (FNV-1a, then a 64-bit finaliser). The tree keeps these, not the keys:
 /// 12 bytes per key. Two keys of one leaf with the same id would count as
@@ -119,8 +157,8 @@ pub struct MerkleTree {
     /// `levels[l][i]`: hash of the node at depth `l` with index `i`
     /// (`levels[0]` is the root, `levels[DEPTH]` the leaves).
     levels: Vec<Vec<u32>>,
-    /// Per leaf: `(key id, item hash)` sorted by key id (see `key_id`).
-    leaves: Vec<Vec<(u64, u32)>>,
+    /// Per leaf: key ids and item hashes.
+    leaves: Vec<Leaf>,
     len: usize,
 }
 
@@ -136,7 +174,7 @@ impl MerkleTree {
         let levels = (0..=DEPTH).map(|l| vec![0u32; 1 << (4 * l)]).collect();
         Self {
             levels,
-            leaves: vec![Vec::new(); LEAVES],
+            leaves: vec![Leaf::default(); LEAVES],
             len: 0,
         }
     }
@@ -164,38 +202,31 @@ impl MerkleTree {
         self.levels[0][0]
     }
 
-    /// Sets `key`'s timestamp (inserting the key if new). A tombstone is a
-    /// key like any other: pass its deletion timestamp.
-    pub fn update(&mut self, key: &str, timestamp: &Timestamp) {
+    /// Sets `key`'s timestamp (inserting the key if new); returns whether
+    /// the key is new. A tombstone is a key like any other: pass its
+    /// deletion timestamp.
+    pub fn update(&mut self, key: &str, timestamp: &Timestamp) -> bool {
         let leaf = leaf_index(key);
         let new = item_hash(key, timestamp);
-        let id = key_id(key);
-        let entries = &mut self.leaves[leaf];
-        let old = match entries.binary_search_by_key(&id, |(id, _)| *id) {
-            Ok(at) => Some(std::mem::replace(&mut entries[at].1, new)),
-            Err(at) => {
-                entries.insert(at, (id, new));
-                self.len += 1;
-                None
-            }
-        };
+        let old = self.leaves[leaf].insert(key_id(key), new);
+        if old.is_none() {
+            self.len += 1;
+        }
         self.propagate(leaf, old, Some(new));
+        old.is_none()
     }
 
     /// Removes `key`; returns whether it was present. The hashes return to
     /// what they were before the key was inserted.
     pub fn remove(&mut self, key: &str) -> bool {
         let leaf = leaf_index(key);
-        let id = key_id(key);
-        let entries = &mut self.leaves[leaf];
-        match entries.binary_search_by_key(&id, |(id, _)| *id) {
-            Ok(at) => {
-                let (_, old) = entries.remove(at);
+        match self.leaves[leaf].remove(key_id(key)) {
+            Some(old) => {
                 self.len -= 1;
                 self.propagate(leaf, Some(old), None);
                 true
             }
-            Err(_) => false,
+            None => false,
         }
     }
 
@@ -243,10 +274,7 @@ impl MerkleTree {
 
     /// Whether `key` is in the tree.
     pub fn contains(&self, key: &str) -> bool {
-        let id = key_id(key);
-        self.leaves[leaf_index(key)]
-            .binary_search_by_key(&id, |(id, _)| *id)
-            .is_ok()
+        self.leaves[leaf_index(key)].contains(key_id(key))
     }
 
     /// The index (0 to 16^[`DEPTH`] − 1) of the leaf holding `key`: the
@@ -341,7 +369,7 @@ mod tests {
             t.update(k, &ts(9_999, 1, "m"));
         }
         // Recompute every level from the leaves with `combine`.
-        let leaf_hash = |i: usize| combine(t.leaves[i].iter().map(|(_, h)| *h));
+        let leaf_hash = |i: usize| combine(t.leaves[i].hashes());
         let mut level: Vec<u32> = (0..LEAVES).map(leaf_hash).collect();
         assert_eq!(level, t.levels[DEPTH]);
         for depth in (0..DEPTH).rev() {

@@ -1,6 +1,6 @@
 //! One Merkle tree per map, in memory, kept equal to the store.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use topgun_core::{MerkleTree, Timestamp};
 use topgun_storage::{ScanCursor, StorageError, Store};
@@ -24,22 +24,20 @@ pub(crate) struct MerkleIndex {
 #[derive(Debug)]
 struct MapIndex {
     tree: MerkleTree,
-    leaves: Vec<BTreeSet<String>>,
+    leaves: Vec<Vec<String>>,
 }
 
 impl MapIndex {
     fn new() -> Self {
         Self {
             tree: MerkleTree::new(),
-            leaves: vec![BTreeSet::new(); 1 << (4 * topgun_core::merkle::DEPTH)],
+            leaves: vec![Vec::new(); 1 << (4 * topgun_core::merkle::DEPTH)],
         }
     }
 
     fn update(&mut self, key: &str, timestamp: &Timestamp) {
-        self.tree.update(key, timestamp);
-        let leaf = &mut self.leaves[MerkleTree::leaf_of(key)];
-        if !leaf.contains(key) {
-            leaf.insert(key.to_owned());
+        if self.tree.update(key, timestamp) {
+            self.leaves[MerkleTree::leaf_of(key)].push(key.to_owned());
         }
     }
 }
@@ -52,9 +50,9 @@ impl MerkleIndex {
         for map in store.map_names().await? {
             let mut index = MapIndex::new();
             let mut pages = ScanCursor::new(map.as_str(), LOAD_PAGE);
-            while let Some(page) = pages.next_page(store).await? {
-                for record in &page {
-                    index.update(&record.key, &record.timestamp);
+            while let Some(page) = pages.next_stamps(store).await? {
+                for stamp in &page {
+                    index.update(&stamp.key, &stamp.timestamp);
                 }
             }
             let tree = &index.tree;
@@ -112,7 +110,7 @@ impl MerkleIndex {
         };
         self.lock()
             .get(map)
-            .map(|index| index.leaves[leaf].iter().cloned().collect())
+            .map(|index| index.leaves[leaf].clone())
             .unwrap_or_default()
     }
 

@@ -26,7 +26,7 @@
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)] // test code
 
 use crate::error::StorageError;
-use crate::model::{LocalWrite, OpId, OpLogEntry, OpType, StoreRecord, StoreStats};
+use crate::model::{KeyStamp, LocalWrite, OpId, OpLogEntry, OpType, StoreRecord, StoreStats};
 use crate::store::Store;
 use std::collections::{BTreeMap, BTreeSet};
 use topgun_core::Timestamp;
@@ -48,6 +48,7 @@ macro_rules! store_conformance_tests {
                 write_local_rejects_invalid_input,
                 get_returns_none_for_unknown_keys,
                 scan_pages_in_key_order,
+                scan_stamps_match_scan,
                 dirty_records_lists_dirty_records_in_key_order,
                 dirty_records_follow_clears_and_repeated_writes,
                 pending_ops_pages_by_cursor,
@@ -314,6 +315,44 @@ pub trait StoreConformance: Store {
             ["b", "z"]
         );
         assert_eq!(keys(&self.scan("a", Some(""), 1).await.unwrap()), ["\0"]);
+    }
+
+    /// `scan_stamps` gives `scan`'s keys and timestamps, tombstones and
+    /// paging rules included.
+    async fn scan_stamps_match_scan(&self) {
+        for i in 0..7u64 {
+            let key = format!("k{i}");
+            self.write_local(put("m", &key, b"v", ts(i + 1)))
+                .await
+                .unwrap();
+        }
+        self.write_local(remove("m", "k3", ts(20))).await.unwrap();
+        self.apply_remote(vec![remote("m", "r", Some(b"x"), ts(30))])
+            .await
+            .unwrap();
+        self.write_local(put("m2", "k0", b"v", ts(40)))
+            .await
+            .unwrap();
+        for page in [1, 3, 8, 100] {
+            let mut after: Option<String> = None;
+            loop {
+                let records = self.scan("m", after.as_deref(), page).await.unwrap();
+                let stamps = self.scan_stamps("m", after.as_deref(), page).await.unwrap();
+                let expected: Vec<KeyStamp> = records
+                    .iter()
+                    .map(|r| KeyStamp {
+                        key: r.key.clone(),
+                        timestamp: r.timestamp.clone(),
+                    })
+                    .collect();
+                assert_eq!(stamps, expected, "page size {page}");
+                let Some(last) = records.last() else { break };
+                after = Some(last.key.clone());
+            }
+        }
+        assert!(self.scan_stamps("m", None, 0).await.unwrap().is_empty());
+        assert!(self.scan_stamps("none", None, 5).await.unwrap().is_empty());
+        assert!(self.scan_stamps("", None, 5).await.unwrap().is_empty());
     }
 
     /// `dirty_records` lists only dirty records of one map, in key order.

@@ -1,7 +1,7 @@
 //! [`ScanCursor`]: the one way to read a whole map page by page.
 
 use crate::error::StorageError;
-use crate::model::StoreRecord;
+use crate::model::{KeyStamp, StoreRecord};
 use crate::store::Store;
 
 /// A position in a map's records (tombstones included), in key order:
@@ -57,15 +57,33 @@ impl ScanCursor {
         let page = store
             .scan(&self.map, self.after.as_deref(), self.page_size)
             .await?;
-        // A short page is the last (see `Store::scan`).
-        self.done = page.len() < self.page_size;
-        match page.last() {
-            Some(last) => {
-                self.after = Some(last.key.clone());
-                Ok(Some(page))
-            }
-            None => Ok(None),
+        Ok(self.advance(page, |r| &r.key))
+    }
+
+    /// [`next_page`](Self::next_page) without the values, with
+    /// [`Store::scan_stamps`]: keys and timestamps.
+    ///
+    /// # Errors
+    /// As for [`next_page`](Self::next_page).
+    pub async fn next_stamps(
+        &mut self,
+        store: &dyn Store,
+    ) -> Result<Option<Vec<KeyStamp>>, StorageError> {
+        if self.done {
+            return Ok(None);
         }
+        let page = store
+            .scan_stamps(&self.map, self.after.as_deref(), self.page_size)
+            .await?;
+        Ok(self.advance(page, |s| &s.key))
+    }
+
+    /// Moves past `page` (a short page is the last, see `Store::scan`).
+    fn advance<T>(&mut self, page: Vec<T>, key: impl Fn(&T) -> &String) -> Option<Vec<T>> {
+        self.done = page.len() < self.page_size;
+        let last = page.last()?;
+        self.after = Some(key(last).clone());
+        Some(page)
     }
 }
 
@@ -117,5 +135,12 @@ mod tests {
             [vec!["c", "d"], vec!["e"]]
         );
         assert!(pages(&store, ScanCursor::new("none", 2)).await.is_empty());
+
+        let mut cursor = ScanCursor::new("m", 3);
+        let mut stamps = Vec::new();
+        while let Some(page) = cursor.next_stamps(&store).await.unwrap() {
+            stamps.push(page.into_iter().map(|s| s.key).collect::<Vec<_>>());
+        }
+        assert_eq!(stamps, [vec!["a", "b", "c"], vec!["d", "e"]]);
     }
 }

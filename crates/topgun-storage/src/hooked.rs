@@ -4,7 +4,7 @@
 
 use crate::error::StorageError;
 use crate::model::{
-    AppliedChange, ClearOutcome, LocalWrite, OpId, OpLogEntry, StoreRecord, StoreStats,
+    AppliedChange, ClearOutcome, KeyStamp, LocalWrite, OpId, OpLogEntry, StoreRecord, StoreStats,
 };
 use crate::store::Store;
 use std::future::Future;
@@ -20,6 +20,7 @@ pub enum StoreCall {
     WriteLocal,
     Get,
     Scan,
+    ScanStamps,
     DirtyRecords,
     PendingOps,
     MarkSynced,
@@ -112,6 +113,15 @@ impl<S: Store> Store for HookedStore<S> {
     ) -> Result<Vec<StoreRecord>, StorageError> {
         self.around(StoreCall::Scan, self.inner.scan(map_name, after, limit))
             .await
+    }
+    async fn scan_stamps(
+        &self,
+        map_name: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<KeyStamp>, StorageError> {
+        let call = self.inner.scan_stamps(map_name, after, limit);
+        self.around(StoreCall::ScanStamps, call).await
     }
     async fn dirty_records(
         &self,

@@ -19,6 +19,16 @@ pub enum OpType {
     Clear,
 }
 
+/// A record's key and timestamp: what a Merkle tree is built from, read
+/// without the value ([`Store::scan_stamps`](crate::Store::scan_stamps)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyStamp {
+    /// The record's key.
+    pub key: String,
+    /// Its timestamp (a tombstone's too).
+    pub timestamp: Timestamp,
+}
+
 /// The current state of one `(map, key)` (`key_value_store`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoreRecord {

@@ -2,7 +2,7 @@
 
 use crate::error::StorageError;
 use crate::model::{
-    AppliedChange, ClearOutcome, LocalWrite, OpId, OpLogEntry, StoreRecord, StoreStats,
+    AppliedChange, ClearOutcome, KeyStamp, LocalWrite, OpId, OpLogEntry, StoreRecord, StoreStats,
 };
 use topgun_core::Timestamp;
 
@@ -62,6 +62,26 @@ pub trait Store: std::fmt::Debug + crate::SendSync {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<StoreRecord>, StorageError>;
+
+    /// [`Store::scan`] without the values: each record's key and timestamp
+    /// (tombstones included), with the same paging rules. Backends that
+    /// can skip decoding values override it.
+    async fn scan_stamps(
+        &self,
+        map_name: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<KeyStamp>, StorageError> {
+        Ok(self
+            .scan(map_name, after, limit)
+            .await?
+            .into_iter()
+            .map(|r| KeyStamp {
+                key: r.key,
+                timestamp: r.timestamp,
+            })
+            .collect())
+    }
 
     /// Up to `limit` dirty records of a map in key order, after key `after`
     /// (same paging rules as [`Store::scan`]).

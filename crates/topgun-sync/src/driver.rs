@@ -338,7 +338,7 @@ impl<R: Runtime + ?Sized> SyncDriver<R> {
         self.engine.reset_tree(map);
         let mut pages = ScanCursor::new(map, PAGE);
         loop {
-            let page = match pages.next_page(self.replica.store()).await {
+            let page = match pages.next_stamps(self.replica.store()).await {
                 Ok(Some(page)) => page,
                 Ok(None) => return,
                 Err(e) => {
@@ -348,8 +348,9 @@ impl<R: Runtime + ?Sized> SyncDriver<R> {
                     return;
                 }
             };
-            for r in &page {
-                self.engine.record_changed(map, &r.key, &r.timestamp);
+            for stamp in &page {
+                self.engine
+                    .record_changed(map, &stamp.key, &stamp.timestamp);
             }
         }
     }

@@ -26,12 +26,14 @@ mod tables;
 mod writer;
 
 use self::tables::{
-    backend, decode_op, decode_record, Counters, META, PENDING_OPS, RECORDS, STORE_INFO,
+    backend, decode_op, decode_record, decode_record_stamp, Counters, META, PENDING_OPS, RECORDS,
+    STORE_INFO,
 };
 use self::writer::{Job, Request};
 use crate::error::StorageError;
 use crate::model::{
-    AppliedChange, ClearOutcome, LocalWrite, OpId, OpLogEntry, OpType, StoreRecord, StoreStats,
+    AppliedChange, ClearOutcome, KeyStamp, LocalWrite, OpId, OpLogEntry, OpType, StoreRecord,
+    StoreStats,
 };
 use crate::store::Store;
 use crate::validate;
@@ -353,6 +355,23 @@ impl Store for RedbStore {
             let records = txn.open_table(RECORDS).map_err(backend(READING))?;
             map_rows(&records, map_name, after, limit, |map, key, bytes| {
                 Ok(Some(decode_record(bytes)?.into_record(map, key)))
+            })
+        })
+    }
+
+    async fn scan_stamps(
+        &self,
+        map_name: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<KeyStamp>, StorageError> {
+        self.read(|txn| {
+            let records = txn.open_table(RECORDS).map_err(backend(READING))?;
+            map_rows(&records, map_name, after, limit, |_, key, bytes| {
+                Ok(Some(KeyStamp {
+                    key: key.to_owned(),
+                    timestamp: decode_record_stamp(bytes)?.timestamp,
+                }))
             })
         })
     }

@@ -153,6 +153,24 @@ pub(super) struct RecordHead<'a> {
     pub(super) dirty: bool,
 }
 
+/// A stored record's timestamp, decoded without copying the value.
+/// Fields mirror [`RecordValue`], so it decodes the same bytes.
+#[derive(Debug, Deserialize)]
+pub(super) struct RecordStamp {
+    #[serde(rename = "value")]
+    _value: IgnoredAny,
+    pub(super) timestamp: Timestamp,
+    #[serde(rename = "ttl_ms")]
+    _ttl_ms: IgnoredAny,
+    #[serde(rename = "dirty")]
+    _dirty: IgnoredAny,
+}
+
+/// Decodes a stored record's timestamp only.
+pub(super) fn decode_record_stamp(bytes: &[u8]) -> Result<RecordStamp, StorageError> {
+    decode("records", bytes)
+}
+
 /// The node id of a stored `Timestamp`, the only part sizes depend on.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
