@@ -26,7 +26,6 @@
 
 use crate::hlc::Timestamp;
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 
 /// Depth of the tree: paths have this many hex digits at the leaves.
 pub const DEPTH: usize = 3;
@@ -38,9 +37,35 @@ const LEAVES: usize = 1 << (4 * DEPTH);
 /// 32-bit FNV-1a over the string's UTF-16 code units (as JavaScript's
 /// `charCodeAt` sees them), TopGun's string hash.
 pub fn fnv1a(s: &str) -> u32 {
-    s.encode_utf16().fold(FNV_OFFSET, |h, unit| {
-        (h ^ u32::from(unit)).wrapping_mul(FNV_PRIME)
-    })
+    fnv1a_more(FNV_OFFSET, s)
+}
+
+/// Continues an FNV-1a hash `h` over `s`, as if `s` followed what `h` hashed.
+fn fnv1a_more(h: u32, s: &str) -> u32 {
+    s.encode_utf16()
+        .fold(h, |h, unit| (h ^ u32::from(unit)).wrapping_mul(FNV_PRIME))
+}
+
+/// Continues an FNV-1a hash over the decimal digits of `n` (ASCII digits
+/// are one UTF-16 unit each).
+fn fnv1a_decimal(h: u32, n: u64) -> u32 {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut n = n;
+    loop {
+        at -= 1;
+        // `n % 10` is a digit: the cast cannot truncate.
+        #[allow(clippy::cast_possible_truncation)]
+        let digit = (n % 10) as u8;
+        digits[at] = b'0' + digit;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    digits[at..]
+        .iter()
+        .fold(h, |h, d| (h ^ u32::from(*d)).wrapping_mul(FNV_PRIME))
 }
 
 /// MurmurHash3's 32-bit finaliser (`fmix32`), applied to each hash before
@@ -64,10 +89,14 @@ pub fn combine(hashes: impl IntoIterator<Item = u32>) -> u32 {
 
 /// The hash a record contributes: `fnv1a("<key>:<millis>:<counter>:<nodeId>")`.
 pub fn item_hash(key: &str, timestamp: &Timestamp) -> u32 {
-    let mut s = String::with_capacity(key.len() + timestamp.node_id.len() + 24);
-    // Writing to a String cannot fail.
-    let _ = write!(s, "{key}:{timestamp}");
-    fnv1a(&s)
+    // The hash of "<key>:<millis>:<counter>:<nodeId>", without building it.
+    let h = fnv1a_more(FNV_OFFSET, key);
+    let h = fnv1a_more(h, ":");
+    let h = fnv1a_decimal(h, timestamp.millis);
+    let h = fnv1a_more(h, ":");
+    let h = fnv1a_decimal(h, u64::from(timestamp.counter));
+    let h = fnv1a_more(h, ":");
+    fnv1a_more(h, &timestamp.node_id)
 }
 
 /// Index of the leaf a key routes to: the first [`DEPTH`] hex digits of
@@ -300,6 +329,20 @@ mod tests {
 
     fn ts(millis: u64, counter: u32, node: &str) -> Timestamp {
         Timestamp::new(millis, counter, node)
+    }
+
+    proptest! {
+        /// `item_hash` hashes exactly the string the reference spells.
+        #[test]
+        fn item_hash_is_the_hash_of_its_string(
+            key in "\\PC{0,12}",
+            millis in any::<u64>(),
+            counter in any::<u32>(),
+            node in "\\PC{1,8}",
+        ) {
+            let t = ts(millis, counter, &node);
+            prop_assert_eq!(item_hash(&key, &t), fnv1a(&format!("{key}:{t}")));
+        }
     }
 
     #[test]
