@@ -206,11 +206,13 @@ impl LocalData {
 
     /// Reads a record from the store (a working-set miss) and caches it.
     async fn load(&self, map: &MapShared, key: &str) -> Result<Option<CachedRecord>, ClientError> {
+        let mark = self.ws().read_mark();
         let Some(record) = self.store.get(map.name(), key).await? else {
             return Ok(None);
         };
         let cached = CachedRecord::from_store(&record);
-        self.ws().insert_if_newer(map.name(), key, cached.clone());
+        self.ws()
+            .insert_loaded(map.name(), key, cached.clone(), mark);
         Ok(Some(cached))
     }
 

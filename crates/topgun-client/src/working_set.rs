@@ -132,6 +132,9 @@ pub(crate) struct WorkingSet {
     cache: LruCache<CacheKey, CachedRecord>,
     limits: WorkingSetLimits,
     stats: WorkingSetStats,
+    /// Merges of keys that were not cached, counted so that a store read
+    /// that raced one is not cached (see [`WorkingSet::insert_loaded`]).
+    uncached_merges: u64,
 }
 
 impl WorkingSet {
@@ -140,7 +143,14 @@ impl WorkingSet {
             cache: LruCache::unbounded(),
             limits,
             stats: WorkingSetStats::default(),
+            uncached_merges: 0,
         }
+    }
+
+    /// Take this before a store read whose record will be cached with
+    /// [`WorkingSet::insert_loaded`].
+    pub(crate) fn read_mark(&self) -> u64 {
+        self.uncached_merges
     }
 
     /// Looks up a record, counting a hit or a miss.
@@ -173,10 +183,21 @@ impl WorkingSet {
         self.enforce();
     }
 
-    /// Caches a record read from the store, unless the cache already holds
-    /// a copy at least as new (a write or merge that landed while the read
-    /// was in flight).
-    pub(crate) fn insert_if_newer(&mut self, map: &Arc<str>, key: &str, record: CachedRecord) {
+    /// Caches a record read from the store (after taking `mark` with
+    /// [`WorkingSet::read_mark`]), unless the cache already holds a copy at
+    /// least as new (a write or merge that landed while the read was in
+    /// flight), or a merge of an uncached key happened meanwhile (it may
+    /// have superseded this record, and left nothing cached to say so).
+    pub(crate) fn insert_loaded(
+        &mut self,
+        map: &Arc<str>,
+        key: &str,
+        record: CachedRecord,
+        mark: u64,
+    ) {
+        if self.uncached_merges != mark {
+            return;
+        }
         let probe: &dyn KeyLike = &(&**map, key);
         if self
             .cache
@@ -198,6 +219,8 @@ impl WorkingSet {
             self.stats.bytes += record.size(key_len);
             *cur = record;
             self.enforce();
+        } else {
+            self.uncached_merges += 1;
         }
     }
 
@@ -351,12 +374,28 @@ mod tests {
             ttl_ms: None,
         };
         ws.insert(&map, "k", at(5));
-        ws.insert_if_newer(&map, "k", at(3));
+        let mark = ws.read_mark();
+        ws.insert_loaded(&map, "k", at(3), mark);
         assert_eq!(ws.get("m", "k").unwrap().timestamp.millis, 5);
-        ws.insert_if_newer(&map, "k", at(7));
+        ws.insert_loaded(&map, "k", at(7), mark);
         assert_eq!(ws.get("m", "k").unwrap().timestamp.millis, 7);
-        ws.insert_if_newer(&map, "absent", at(1));
+        ws.insert_loaded(&map, "absent", at(1), mark);
         assert!(ws.get("m", "absent").is_some());
+    }
+
+    #[test]
+    fn a_store_read_that_raced_a_merge_of_an_uncached_key_is_not_cached() {
+        let map: Arc<str> = Arc::from("m");
+        let mut ws = WorkingSet::new(WorkingSetLimits::default());
+        let old = rec(b"old");
+        // A read starts, a merge of the (uncached) key lands, the read ends.
+        let mark = ws.read_mark();
+        ws.update_if_cached("m", "k", rec(b"new"));
+        ws.insert_loaded(&map, "k", old, mark);
+        assert!(
+            !ws.contains("m", "k"),
+            "the old record would hide the merge"
+        );
     }
 
     #[test]

@@ -22,7 +22,11 @@ fn yielding_store() -> Arc<YieldingStore> {
             Box::pin(async move {
                 let yields = matches!(
                     call,
-                    StoreCall::WriteLocal | StoreCall::Get | StoreCall::Scan | StoreCall::ClearMap
+                    StoreCall::WriteLocal
+                        | StoreCall::Get
+                        | StoreCall::Scan
+                        | StoreCall::ScanStamps
+                        | StoreCall::ClearMap
                 );
                 if yields && phase == Phase::Before {
                     tokio::task::yield_now().await;

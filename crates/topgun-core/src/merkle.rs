@@ -26,6 +26,7 @@
 
 use crate::hlc::Timestamp;
 use std::collections::BTreeMap;
+use std::hash::{BuildHasher, RandomState};
 
 /// Depth of the tree: paths have this many hex digits at the leaves.
 pub const DEPTH: usize = 3;
@@ -99,9 +100,7 @@ pub fn item_hash(key: &str, timestamp: &Timestamp) -> u32 {
     fnv1a_more(h, &timestamp.node_id)
 }
 
-/// Index of the leaf a key routes to: the first [`DEPTH`] hex digits of
-/// `fnv1a(key)`, read as a number.
-/// One leaf: key ids (see `key_id`) in increasing order, and the item
+/// One leaf: key ids (see `MerkleTree::leaves`) in increasing order, and the item
 /// hash of each at the same index (two arrays: 12 bytes per key).
 #[derive(Debug, Clone, Default)]
 struct Leaf {
@@ -139,21 +138,8 @@ impl Leaf {
     }
 }
 
-/// A key's identity inside its leaf: a 64-bit hash of its UTF-8 bytes
-/// (FNV-1a, then a 64-bit finaliser). The tree keeps these, not the keys:
-/// 12 bytes per key. Two keys of one leaf with the same id would count as
-/// one; for a million keys the chance of that is about 10^-11.
-fn key_id(key: &str) -> u64 {
-    let mut h = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    });
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    h ^ (h >> 33)
-}
-
+/// Index of the leaf a key routes to: the first [`DEPTH`] hex digits of
+/// `fnv1a(key)`, read as a number.
 fn leaf_index(key: &str) -> usize {
     (fnv1a(key) >> (32 - 4 * DEPTH)) as usize
 }
@@ -186,8 +172,15 @@ pub struct MerkleTree {
     /// `levels[l][i]`: hash of the node at depth `l` with index `i`
     /// (`levels[0]` is the root, `levels[DEPTH]` the leaves).
     levels: Vec<Vec<u32>>,
-    /// Per leaf: key ids and item hashes.
+    /// Per leaf: key ids and item hashes. A key's id is its 64-bit SipHash
+    /// under this tree's random keys (`ids`), so the tree keeps 12 bytes per
+    /// key, not the key. Two keys of one leaf with the same id would count
+    /// as one: for a million keys the chance is about 10^-11, and the keys
+    /// are secret to the process, so ids cannot be made to collide on
+    /// purpose. Ids never leave the process; hashes on the wire come from
+    /// [`item_hash`].
     leaves: Vec<Leaf>,
+    ids: RandomState,
     len: usize,
 }
 
@@ -204,6 +197,7 @@ impl MerkleTree {
         Self {
             levels,
             leaves: vec![Leaf::default(); LEAVES],
+            ids: RandomState::new(),
             len: 0,
         }
     }
@@ -237,7 +231,7 @@ impl MerkleTree {
     pub fn update(&mut self, key: &str, timestamp: &Timestamp) -> bool {
         let leaf = leaf_index(key);
         let new = item_hash(key, timestamp);
-        let old = self.leaves[leaf].insert(key_id(key), new);
+        let old = self.leaves[leaf].insert(self.ids.hash_one(key), new);
         if old.is_none() {
             self.len += 1;
         }
@@ -249,7 +243,7 @@ impl MerkleTree {
     /// what they were before the key was inserted.
     pub fn remove(&mut self, key: &str) -> bool {
         let leaf = leaf_index(key);
-        match self.leaves[leaf].remove(key_id(key)) {
+        match self.leaves[leaf].remove(self.ids.hash_one(key)) {
             Some(old) => {
                 self.len -= 1;
                 self.propagate(leaf, Some(old), None);
@@ -303,7 +297,7 @@ impl MerkleTree {
 
     /// Whether `key` is in the tree.
     pub fn contains(&self, key: &str) -> bool {
-        self.leaves[leaf_index(key)].contains(key_id(key))
+        self.leaves[leaf_index(key)].contains(self.ids.hash_one(key))
     }
 
     /// The index (0 to 16^[`DEPTH`] − 1) of the leaf holding `key`: the
@@ -343,6 +337,19 @@ mod tests {
             let t = ts(millis, counter, &node);
             prop_assert_eq!(item_hash(&key, &t), fnv1a(&format!("{key}:{t}")));
         }
+    }
+
+    #[test]
+    fn update_says_whether_the_key_is_new_and_remove_forgets_it() {
+        let mut t = MerkleTree::new();
+        assert!(t.update("k", &ts(1, 0, "n")));
+        assert!(!t.update("k", &ts(2, 0, "n")), "a second update is not new");
+        assert_eq!(t.len(), 1);
+        assert!(t.contains("k"));
+        assert!(t.remove("k"));
+        assert!(!t.contains("k") && !t.remove("k"));
+        assert!(t.is_empty());
+        assert!(t.update("k", &ts(3, 0, "n")), "new again after removal");
     }
 
     #[test]

@@ -119,3 +119,22 @@ impl MerkleIndex {
         self.lock().len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_leaf_lists_each_key_once_whatever_its_updates() {
+        let index = MerkleIndex::default();
+        for millis in 1..=3 {
+            index.update("m", "k", &Timestamp::new(millis, 0, "n"));
+        }
+        index.update("m", "other", &Timestamp::new(1, 0, "n"));
+        let path = MerkleTree::path_of("k");
+        let keys = index.leaf_keys("m", &path);
+        assert_eq!(keys.iter().filter(|k| *k == "k").count(), 1, "{keys:?}");
+        assert!(index.leaf_keys("m", "0").is_empty(), "not a leaf path");
+        assert!(index.leaf_keys("none", &path).is_empty());
+    }
+}

@@ -330,6 +330,9 @@ pub trait StoreConformance: Store {
         self.apply_remote(vec![remote("m", "r", Some(b"x"), ts(30))])
             .await
             .unwrap();
+        let mut with_ttl = put("m", "t", b"v", ts(35));
+        with_ttl.ttl_ms = Some(60_000);
+        self.write_local(with_ttl).await.unwrap();
         self.write_local(put("m2", "k0", b"v", ts(40)))
             .await
             .unwrap();

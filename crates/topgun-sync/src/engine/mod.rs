@@ -294,11 +294,14 @@ pub struct SyncEngine {
     fetches: BTreeMap<(String, String), Fetch>,
 }
 
-/// The keys waiting for one leaf, and until when they wait.
+/// The keys waiting for one leaf, each with the time it stops waiting.
 #[derive(Debug)]
 struct Fetch {
-    keys: Vec<String>,
-    deadline_ms: u64,
+    keys: Vec<(String, u64)>,
+    /// A frame of the leaf arrived since the last request: a key that
+    /// joins now needs a request of its own (it may not be in the frames
+    /// still to come).
+    frame_seen: bool,
 }
 
 impl SyncEngine {
@@ -491,17 +494,6 @@ impl SyncEngine {
             return;
         }
         let path = MerkleTree::path_of(&key);
-        let waiting = (map, path);
-        if let Some(fetch) = self.fetches.get_mut(&waiting) {
-            fetch.keys.push(key);
-            return;
-        }
-        out.push(Output::Send(Message::MerkleReqBucket(
-            topgun_core::wire::MerkleReqBucket {
-                map_name: waiting.0.clone(),
-                path: waiting.1.clone(),
-            },
-        )));
         let deadline_ms = now_ms.saturating_add(self.config.fetch_timeout_ms);
         if self.fetches.is_empty() {
             out.push(Output::SetTimer {
@@ -509,13 +501,23 @@ impl SyncEngine {
                 after_ms: self.config.fetch_timeout_ms,
             });
         }
-        self.fetches.insert(
-            waiting,
-            Fetch {
-                keys: vec![key],
-                deadline_ms,
-            },
-        );
+        let fetch = self
+            .fetches
+            .entry((map.clone(), path.clone()))
+            .or_insert(Fetch {
+                keys: Vec::new(),
+                frame_seen: true,
+            });
+        fetch.keys.push((key, deadline_ms));
+        if fetch.frame_seen {
+            fetch.frame_seen = false;
+            out.push(Output::Send(Message::MerkleReqBucket(
+                topgun_core::wire::MerkleReqBucket {
+                    map_name: map,
+                    path,
+                },
+            )));
+        }
     }
 
     /// Records of the leaf at `path` of `map` arrived (and were merged):
@@ -533,7 +535,8 @@ impl SyncEngine {
         let Some(fetch) = self.fetches.get_mut(&waiting) else {
             return;
         };
-        fetch.keys.retain(|key| {
+        fetch.frame_seen = true;
+        fetch.keys.retain(|(key, _)| {
             if arrived.contains(key) {
                 out.push(Output::Fetched {
                     map: map.to_owned(),
@@ -552,23 +555,26 @@ impl SyncEngine {
     /// Answers the fetches whose deadline passed (`all`: every fetch) and
     /// sets the timer for the next deadline.
     fn expire_fetches(&mut self, now_ms: u64, all: bool, out: &mut Vec<Output>) {
-        let due: Vec<(String, String)> = self
-            .fetches
-            .iter()
-            .filter(|(_, f)| all || f.deadline_ms <= now_ms)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for waiting in due {
-            if let Some(fetch) = self.fetches.remove(&waiting) {
-                for key in fetch.keys {
+        for ((map, _), fetch) in &mut self.fetches {
+            fetch.keys.retain(|(key, deadline_ms)| {
+                if all || *deadline_ms <= now_ms {
                     out.push(Output::Fetched {
-                        map: waiting.0.clone(),
-                        key,
+                        map: map.clone(),
+                        key: key.clone(),
                     });
+                    false
+                } else {
+                    true
                 }
-            }
+            });
         }
-        if let Some(next) = self.fetches.values().map(|f| f.deadline_ms).min() {
+        self.fetches.retain(|_, fetch| !fetch.keys.is_empty());
+        let next = self
+            .fetches
+            .values()
+            .flat_map(|f| f.keys.iter().map(|(_, deadline_ms)| *deadline_ms))
+            .min();
+        if let Some(next) = next {
             out.push(Output::SetTimer {
                 timer: TimerKind::FetchTimeout,
                 after_ms: next.saturating_sub(now_ms),

@@ -991,3 +991,32 @@ fn an_unanswered_fetch_is_answered_at_its_deadline() {
     let out = e.handle(1_400 + timeout, Input::Timer(TimerKind::FetchTimeout));
     assert_eq!(fetched(&out), vec![("m", "other")]);
 }
+
+#[test]
+fn a_key_joining_a_leaf_fetch_after_a_frame_came_gets_its_own_request() {
+    let mut e = online();
+    let (a, b) = same_leaf_keys();
+    let path = MerkleTree::path_of(&a);
+    let c = (1_000..)
+        .map(|i| format!("a{i}"))
+        .find(|k| MerkleTree::path_of(k) == path)
+        .unwrap();
+    for k in [&a, &b, &c] {
+        e.record_changed("m", k, &ts(5));
+    }
+    e.handle(400, fetch(&a));
+    e.handle(400, fetch(&c));
+    // A frame of the leaf with `a` only; `c` keeps waiting for more.
+    let out = e.handle(401, leaf_frame(&path, &[&a]));
+    assert_eq!(fetched(&out), vec![("m", a.as_str())]);
+    // `b` joins now: the frames still to come need not hold it (it may
+    // have been merged from an earlier one and pruned again).
+    let out = e.handle(402, fetch(&b));
+    assert_eq!(sent(&out).len(), 1, "a new request for the late key");
+    let out = e.handle(403, leaf_frame(&path, &[&a, &b, &c]));
+    let mut answered = fetched(&out);
+    answered.sort_unstable();
+    let mut expected = vec![("m", b.as_str()), ("m", c.as_str())];
+    expected.sort_unstable();
+    assert_eq!(answered, expected);
+}
