@@ -47,6 +47,7 @@ macro_rules! store_conformance_tests {
                 write_local_stores_record_and_op,
                 write_local_rejects_invalid_input,
                 get_returns_none_for_unknown_keys,
+                get_many_answers_like_get_in_key_order_given,
                 scan_pages_in_key_order,
                 scan_stamps_match_scan,
                 dirty_records_lists_dirty_records_in_key_order,
@@ -260,6 +261,31 @@ pub trait StoreConformance: Store {
         assert!(self.get("", "k").await.unwrap().is_none());
         assert!(self.get("a", "").await.unwrap().is_none());
         assert!(self.get("a", "k").await.unwrap().is_some());
+    }
+
+    /// `get_many` answers each key as `get` does, in the order asked
+    /// (duplicates, unknown and empty keys included).
+    async fn get_many_answers_like_get_in_key_order_given(&self) {
+        self.write_local(put("m", "a", b"1", ts(1))).await.unwrap();
+        self.write_local(put("m", "b", b"2", ts(2))).await.unwrap();
+        self.write_local(remove("m", "c", ts(3))).await.unwrap();
+        self.write_local(put("other", "a", b"x", ts(4)))
+            .await
+            .unwrap();
+        let keys: Vec<String> = ["b", "missing", "a", "", "c", "a"]
+            .iter()
+            .map(|k| (*k).to_owned())
+            .collect();
+        let many = self.get_many("m", &keys).await.unwrap();
+        let mut one_by_one = Vec::new();
+        for key in &keys {
+            one_by_one.push(self.get("m", key).await.unwrap());
+        }
+        assert_eq!(many, one_by_one);
+        assert_eq!(many[0].as_ref().unwrap().value.as_deref(), Some(&b"2"[..]));
+        assert!(many[4].as_ref().unwrap().is_deleted());
+        assert!(self.get_many("m", &[]).await.unwrap().is_empty());
+        assert_eq!(self.get_many("", &keys[..1]).await.unwrap(), vec![None]);
     }
 
     /// `scan` pages through one map in key order, tombstones included,

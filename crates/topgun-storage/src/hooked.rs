@@ -19,6 +19,7 @@ use topgun_core::Timestamp;
 pub enum StoreCall {
     WriteLocal,
     Get,
+    GetMany,
     Scan,
     ScanStamps,
     DirtyRecords,
@@ -103,6 +104,14 @@ impl<S: Store> Store for HookedStore<S> {
     }
     async fn get(&self, map_name: &str, key: &str) -> Result<Option<StoreRecord>, StorageError> {
         self.around(StoreCall::Get, self.inner.get(map_name, key))
+            .await
+    }
+    async fn get_many(
+        &self,
+        map_name: &str,
+        keys: &[String],
+    ) -> Result<Vec<Option<StoreRecord>>, StorageError> {
+        self.around(StoreCall::GetMany, self.inner.get_many(map_name, keys))
             .await
     }
     async fn scan(

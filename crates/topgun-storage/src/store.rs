@@ -49,6 +49,21 @@ pub trait Store: std::fmt::Debug + crate::SendSync {
     /// was never stored (or was pruned).
     async fn get(&self, map_name: &str, key: &str) -> Result<Option<StoreRecord>, StorageError>;
 
+    /// The records of `keys` of a map, in the order of `keys` (`None` for
+    /// a key without a record), read at one point in time where the
+    /// backend allows. Backends override it to read in one transaction.
+    async fn get_many(
+        &self,
+        map_name: &str,
+        keys: &[String],
+    ) -> Result<Vec<Option<StoreRecord>>, StorageError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            out.push(self.get(map_name, key).await?);
+        }
+        Ok(out)
+    }
+
     /// Up to `limit` records of a map (tombstones included) in key order
     /// (byte-wise, as `str` orders), starting after key `after` (exclusive;
     /// `None` starts at the first key; `after` need not exist). Page through

@@ -38,18 +38,21 @@ impl Session {
                 buckets,
             }));
         }
-        let mut records = Vec::new();
-        for key in self.shared.merkle.leaf_keys(&req.map_name, &req.path) {
-            let stored = match self.shared.store.get(&req.map_name, &key).await {
-                Ok(Some(stored)) => stored,
-                Ok(None) => continue,
-                Err(error) => {
-                    tracing::error!(%error, map = %req.map_name, "reading a Merkle leaf failed");
-                    return self.error(500, "reading the leaf's records failed".to_owned());
-                }
-            };
+        let keys = self.shared.merkle.leaf_keys(&req.map_name, &req.path);
+        let stored = match self.shared.store.get_many(&req.map_name, &keys).await {
+            Ok(stored) => stored,
+            Err(error) => {
+                tracing::error!(%error, map = %req.map_name, "reading a Merkle leaf failed");
+                return self.error(500, "reading the leaf's records failed".to_owned());
+            }
+        };
+        let mut records = Vec::with_capacity(keys.len());
+        for stored in stored.into_iter().flatten() {
             match records::to_wire(&stored) {
-                Ok(record) => records.push(LeafRecord { key, record }),
+                Ok(record) => records.push(LeafRecord {
+                    key: stored.key,
+                    record,
+                }),
                 Err(error) => tracing::error!(%error, "skipping an undecodable record"),
             }
         }

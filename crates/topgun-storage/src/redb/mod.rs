@@ -359,6 +359,29 @@ impl Store for RedbStore {
         })
     }
 
+    async fn get_many(
+        &self,
+        map_name: &str,
+        keys: &[String],
+    ) -> Result<Vec<Option<StoreRecord>>, StorageError> {
+        self.read(|txn| {
+            let records = txn.open_table(RECORDS).map_err(backend(READING))?;
+            keys.iter()
+                .map(|key| {
+                    let Some(bytes) = records
+                        .get((map_name, key.as_str()))
+                        .map_err(backend(READING))?
+                    else {
+                        return Ok(None);
+                    };
+                    Ok(Some(
+                        decode_record(bytes.value())?.into_record(map_name, key),
+                    ))
+                })
+                .collect()
+        })
+    }
+
     async fn scan_stamps(
         &self,
         map_name: &str,
