@@ -226,16 +226,23 @@ impl topgun_core::Clock for PausedClock {
     }
 }
 
-/// A row leaves a live query when its TTL passes, with no write to wake
-/// the query: the client's timer does.
-#[tokio::test(start_paused = true)]
-async fn a_row_leaves_a_live_query_when_its_ttl_passes() {
+/// A client whose wall clock follows tokio's paused clock, and that
+/// clock's origin.
+async fn paused_client() -> (TopGunClient, tokio::time::Instant) {
     let origin = tokio::time::Instant::now();
     let c = TopGunClient::builder()
         .clock(Arc::new(PausedClock { origin }))
         .build()
         .await
         .unwrap();
+    (c, origin)
+}
+
+/// A row leaves a live query when its TTL passes, with no write to wake
+/// the query: the client's timer does.
+#[tokio::test(start_paused = true)]
+async fn a_row_leaves_a_live_query_when_its_ttl_passes() {
+    let (c, origin) = paused_client().await;
     let m = c.get_json_map("m").unwrap();
     m.put_with_ttl("short", json!({"n": 1}), 1_000)
         .await
@@ -278,12 +285,7 @@ async fn a_row_leaves_a_live_query_when_its_ttl_passes() {
 /// woken to take the new expiry into account).
 #[tokio::test(start_paused = true)]
 async fn a_ttl_added_by_an_unchanged_write_still_expires_the_row() {
-    let origin = tokio::time::Instant::now();
-    let c = TopGunClient::builder()
-        .clock(Arc::new(PausedClock { origin }))
-        .build()
-        .await
-        .unwrap();
+    let (c, origin) = paused_client().await;
     let m = c.get_json_map("m").unwrap();
     m.put("k", json!({"n": 1})).await.unwrap();
     let mut live = m.live_query(Query::new()).await.unwrap();

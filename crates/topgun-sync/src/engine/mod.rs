@@ -35,10 +35,9 @@ use topgun_core::Timestamp;
 /// Tunables of the engine. `Default` gives the documented values.
 #[derive(Debug, Clone)]
 pub struct SyncConfig {
-    /// Largest `OP_BATCH` payload in bytes, counted with
-    /// [`op_size_bound`](crate::ops::op_size_bound) (an upper bound, so a
-    /// frame is smaller). Default 1.5 MiB, under the 2 MiB frame limit of
-    /// TopGun's servers.
+    /// Largest `OP_BATCH` payload in bytes, counted with the size each
+    /// [`PendingOp`] carries (an upper bound, so a frame is smaller).
+    /// Default 1.5 MiB, under the 2 MiB frame limit of TopGun's servers.
     pub max_batch_bytes: usize,
     /// Batches sent and not yet acknowledged, at most. Default 16 (with
     /// the server's group commit, more in flight means fewer round trips
