@@ -7,7 +7,7 @@ use crate::working_set::WorkingSetLimits;
 use std::sync::Arc;
 use topgun_core::{Clock, Hlc, SystemClock};
 use topgun_storage::{MemoryStore, Store};
-use topgun_sync::{ConnectionState, Runtime, SyncStatus};
+use topgun_sync::{ConnectionState, Runtime, SyncHandle, SyncStatus};
 
 /// Default size of redb's page cache under a client.
 #[cfg(all(feature = "redb", not(target_family = "wasm")))]
@@ -32,6 +32,8 @@ pub struct TopGunClientBuilder {
     redb_path: Option<std::path::PathBuf>,
     #[cfg(all(feature = "redb", not(target_family = "wasm")))]
     redb_cache_bytes: usize,
+    #[cfg(all(feature = "redb", unix))]
+    shared_dir: Option<std::path::PathBuf>,
     limits: WorkingSetLimits,
     quota_bytes: Option<u64>,
     warm_up: usize,
@@ -52,6 +54,8 @@ impl Default for TopGunClientBuilder {
             redb_path: None,
             #[cfg(all(feature = "redb", not(target_family = "wasm")))]
             redb_cache_bytes: DEFAULT_REDB_CACHE_BYTES,
+            #[cfg(all(feature = "redb", unix))]
+            shared_dir: None,
             limits: WorkingSetLimits::default(),
             quota_bytes: None,
             warm_up: 0,
@@ -99,6 +103,26 @@ impl TopGunClientBuilder {
     #[must_use]
     pub fn redb_cache_bytes(mut self, bytes: usize) -> Self {
         self.redb_cache_bytes = bytes;
+        self
+    }
+
+    /// Keeps data in the directory `dir` (created if missing), in the redb
+    /// file `dir/topgun.redb`, shared with other processes that open the
+    /// same directory: the first becomes the leader (holds the file, syncs
+    /// when a server is configured, listens on `dir/topgun.sock`), later
+    /// ones follow it: their calls go to the leader and every change
+    /// streams back, with the same API and guarantees (a `put` returns
+    /// after the leader's durable commit). When the leader goes, a
+    /// follower takes over. See [`TopGunClient::role`].
+    ///
+    /// A follower stamps its writes with a node id of its own (a new UUID
+    /// each time; an id given with [`node_id`](Self::node_id) is the
+    /// leader's). The quota and warm-up apply in the process that opens
+    /// the directory first.
+    #[cfg(all(feature = "redb", unix))]
+    #[must_use]
+    pub fn shared_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.shared_dir = Some(dir.into());
         self
     }
 
@@ -186,12 +210,61 @@ impl TopGunClientBuilder {
     /// a newer version); [`ClientError::Clock`] for a node id that is empty
     /// or contains `:`.
     pub async fn build(self) -> Result<TopGunClient, ClientError> {
+        #[cfg(all(feature = "redb", unix))]
+        if let Some(dir) = self.shared_dir.clone() {
+            return self.build_shared(&dir).await;
+        }
         let store = self.open_store()?;
-        let node_id = match self.node_id {
+        let node_id = self.settle_node_id(store.as_ref()).await?;
+        let runtime = self.runtime.clone().or_else(default_runtime);
+        let local = self
+            .local_data(store, node_id, runtime.clone(), true)
+            .await?;
+        let status = Arc::new(SyncStatus::new());
+        status.set_state(ConnectionState::Offline);
+        let sync = match self.sync_settings(runtime)? {
+            Some(setup) => {
+                let maps = local.store().map_names().await?;
+                Some(setup.start(&local, status.clone(), maps))
+            }
+            None => None,
+        };
+        Ok(TopGunClient::new(local, status, sync))
+    }
+
+    /// [`build`](Self::build) on a [`shared_dir`](Self::shared_dir).
+    #[cfg(all(feature = "redb", unix))]
+    async fn build_shared(self, dir: &std::path::Path) -> Result<TopGunClient, ClientError> {
+        use crate::shared_dir::{Role, SharedDir};
+        let runtime = self.runtime.clone().or_else(default_runtime);
+        let status = Arc::new(SyncStatus::new());
+        status.set_state(ConnectionState::Offline);
+        let opener = DirOpener {
+            cache_bytes: self.redb_cache_bytes,
+            sync: self.sync_settings(runtime.clone())?,
+            status: status.clone(),
+        };
+        let shared = SharedDir::elect(dir, Box::new(opener), status.clone()).await?;
+        let store = shared.store();
+        let leader = shared.role() == Role::Leader;
+        let node_id = if leader {
+            self.settle_node_id(store.as_ref()).await?
+        } else {
+            uuid::Uuid::new_v4().to_string()
+        };
+        let local = self.local_data(store, node_id, runtime, leader).await?;
+        shared.attach(&local).await?;
+        Ok(TopGunClient::new(local, status, None).with_dir(shared))
+    }
+
+    /// The configured node id (stored), else the stored one, else a new
+    /// UUID (stored).
+    async fn settle_node_id(&self, store: &dyn Store) -> Result<String, ClientError> {
+        Ok(match &self.node_id {
             Some(id) => {
                 topgun_core::Hlc::with_clock(id.clone(), self.clock.clone())?;
                 store.meta_put(NODE_ID_KEY, id.clone().into_bytes()).await?;
-                id
+                id.clone()
             }
             None => match store.meta_get(NODE_ID_KEY).await? {
                 Some(bytes) if !bytes.is_empty() => String::from_utf8_lossy(&bytes).into_owned(),
@@ -201,35 +274,52 @@ impl TopGunClientBuilder {
                     id
                 }
             },
-        };
-        let hlc = Hlc::with_clock(node_id, self.clock)?;
-        let runtime = self.runtime.or_else(default_runtime);
+        })
+    }
+
+    /// The local data on `store`; the quota and warm-up only where `owner`
+    /// (this process holds the store).
+    async fn local_data(
+        &self,
+        store: Arc<dyn Store>,
+        node_id: String,
+        runtime: Option<Arc<dyn Runtime>>,
+        owner: bool,
+    ) -> Result<Arc<LocalData>, ClientError> {
+        let hlc = Hlc::with_clock(node_id, self.clock.clone())?;
         let local = Arc::new(LocalData::new(
             store,
             hlc,
             self.limits,
-            self.quota_bytes,
-            runtime.clone(),
+            self.quota_bytes.filter(|_| owner),
+            runtime,
         ));
-        local.warm_up(self.warm_up).await?;
-        let status = Arc::new(SyncStatus::new());
-        status.set_state(ConnectionState::Offline);
-        if let Some(url) = self.server_url {
-            let runtime = runtime.ok_or(ClientError::NoRuntime)?;
-            let mut maps = local.store().map_names().await?;
-            maps.extend(self.sync_maps);
-            let settings = topgun_sync::DriverSettings {
-                url,
-                token: self.token,
-                config: self.sync_config,
-                maps,
-            };
-            let replica: Arc<dyn topgun_sync::Replica> = local.clone();
-            let handle = topgun_sync::SyncDriver::spawn(runtime, replica, status.clone(), settings);
-            local.attach_sync(handle.notifier());
-            return Ok(TopGunClient::new(local, status, Some(handle)));
+        if owner {
+            local.warm_up(self.warm_up).await?;
         }
-        Ok(TopGunClient::new(local, status, None))
+        Ok(local)
+    }
+
+    /// How sync starts, with a server URL.
+    ///
+    /// # Errors
+    /// [`ClientError::NoRuntime`] with a server but no runtime.
+    fn sync_settings(
+        &self,
+        runtime: Option<Arc<dyn Runtime>>,
+    ) -> Result<Option<SyncSetup>, ClientError> {
+        let Some(url) = self.server_url.clone() else {
+            return Ok(None);
+        };
+        Ok(Some(SyncSetup {
+            runtime: runtime.ok_or(ClientError::NoRuntime)?,
+            settings: topgun_sync::DriverSettings {
+                url,
+                token: self.token.clone(),
+                config: self.sync_config.clone(),
+                maps: self.sync_maps.clone(),
+            },
+        }))
     }
 
     fn open_store(&self) -> Result<Arc<dyn Store>, ClientError> {
@@ -244,6 +334,60 @@ impl TopGunClientBuilder {
             return Ok(Arc::new(store));
         }
         Ok(Arc::new(MemoryStore::new()))
+    }
+}
+
+/// What starting sync needs.
+#[derive(Debug)]
+struct SyncSetup {
+    runtime: Arc<dyn Runtime>,
+    settings: topgun_sync::DriverSettings,
+}
+
+impl SyncSetup {
+    /// Starts syncing `local`: `maps` (the store's) and the configured
+    /// ones.
+    fn start(
+        &self,
+        local: &Arc<LocalData>,
+        status: Arc<SyncStatus>,
+        maps: Vec<String>,
+    ) -> SyncHandle {
+        let mut settings = self.settings.clone();
+        let mut all = maps;
+        all.append(&mut settings.maps);
+        settings.maps = all;
+        let replica: Arc<dyn topgun_sync::Replica> = local.clone();
+        let handle =
+            topgun_sync::SyncDriver::spawn(self.runtime.clone(), replica, status, settings);
+        local.attach_sync(handle.notifier());
+        handle
+    }
+}
+
+/// Opens a shared directory's file with the builder's options and starts
+/// sync in the process that leads.
+#[cfg(all(feature = "redb", unix))]
+#[derive(Debug)]
+struct DirOpener {
+    cache_bytes: usize,
+    sync: Option<SyncSetup>,
+    status: Arc<SyncStatus>,
+}
+
+#[cfg(all(feature = "redb", unix))]
+impl crate::shared_dir::Opener for DirOpener {
+    fn open(
+        &self,
+        path: &std::path::Path,
+    ) -> Result<topgun_storage::RedbStore, topgun_storage::StorageError> {
+        topgun_storage::RedbStore::builder()
+            .cache_size(self.cache_bytes)
+            .open(path)
+    }
+
+    fn start_sync(&self, local: &Arc<LocalData>, maps: Vec<String>) -> Option<SyncHandle> {
+        Some(self.sync.as_ref()?.start(local, self.status.clone(), maps))
     }
 }
 

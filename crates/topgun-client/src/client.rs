@@ -3,6 +3,7 @@
 //! configured, the handle of the sync driver.
 
 use crate::error::{check_name, ClientError};
+use crate::keep::KeepAlive;
 use crate::local::LocalData;
 use crate::map::IMap;
 use crate::quota::ClientEvent;
@@ -37,7 +38,7 @@ use topgun_sync::{ConnectionState, SyncEvent, SyncHandle, SyncStatus, TrafficSna
 pub struct TopGunClient {
     local: Arc<LocalData>,
     status: Arc<SyncStatus>,
-    sync: Option<SyncHandle>,
+    keep: KeepAlive,
 }
 
 impl TopGunClient {
@@ -49,8 +50,29 @@ impl TopGunClient {
         Self {
             local,
             status,
-            sync,
+            keep: KeepAlive {
+                sync,
+                ..KeepAlive::default()
+            },
         }
+    }
+
+    /// The client of a shared data directory.
+    #[cfg(all(feature = "redb", unix))]
+    pub(crate) fn with_dir(mut self, dir: Arc<crate::shared_dir::SharedDir>) -> Self {
+        self.keep.dir = Some(dir);
+        self
+    }
+
+    /// Whether this process holds its data ([`Role::Leader`](crate::Role::Leader):
+    /// always, except for a follower on a
+    /// [`shared_dir`](crate::TopGunClientBuilder::shared_dir)).
+    #[cfg(all(feature = "redb", unix))]
+    pub fn role(&self) -> crate::Role {
+        self.keep
+            .dir
+            .as_ref()
+            .map_or(crate::Role::Leader, |dir| dir.role())
     }
 
     /// A typed view of the map `name`. Values are stored as MessagePack.
@@ -62,13 +84,17 @@ impl TopGunClient {
         name: &str,
     ) -> Result<IMap<V>, ClientError> {
         check_name("map name", name)?;
-        if let Some(sync) = &self.sync {
+        #[cfg(all(feature = "redb", unix))]
+        if let Some(dir) = &self.keep.dir {
+            dir.open_map(name);
+        }
+        if let Some(sync) = &self.keep.sync {
             sync.open_map(name);
         }
         Ok(IMap::new(
             self.local.clone(),
             self.local.map(name),
-            self.sync.clone(),
+            self.keep.clone(),
         ))
     }
 
@@ -129,7 +155,7 @@ impl TopGunClient {
     /// retrying; `true` reconnects at once instead of after the backoff.
     /// Without a server, does nothing.
     pub fn set_network_online(&self, online: bool) {
-        if let Some(sync) = &self.sync {
+        if let Some(sync) = self.keep.sync() {
             sync.set_network(online);
         }
     }
@@ -207,8 +233,12 @@ impl TopGunClient {
     /// [`ClientError::Closed`]; the store is released once the last clone
     /// is dropped. Every acknowledged write is already durable.
     pub async fn close(&self) {
-        if let Some(sync) = &self.sync {
+        if let Some(sync) = &self.keep.sync {
             sync.close().await;
+        }
+        #[cfg(all(feature = "redb", unix))]
+        if let Some(dir) = &self.keep.dir {
+            dir.close().await;
         }
         self.local.close();
     }

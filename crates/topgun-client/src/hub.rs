@@ -1,5 +1,5 @@
 //! [`MapHub`]: the registry of open maps and the fan-out of their changes
-//! to subscribers and live queries.
+//! to subscribers, live queries and the client-wide change feed.
 
 use crate::events::{Origin, RawEvent, EVENT_BUFFER};
 use crate::live::LiveQueries;
@@ -8,12 +8,31 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::broadcast;
 use topgun_core::Timestamp;
 
-/// One open map: its name, its event channel, its live queries.
+/// Changes the client-wide feed holds for a slow reader before it lags.
+const FEED_BUFFER: usize = 8192;
+
+/// One change to one key, as published to subscribers: what another
+/// process sharing the data needs to keep its working set, subscribers and
+/// live queries right.
+#[derive(Debug, Clone)]
+pub(crate) struct Change {
+    pub(crate) map: Arc<str>,
+    pub(crate) key: Arc<str>,
+    pub(crate) old: Option<Arc<[u8]>>,
+    pub(crate) new: Option<Arc<[u8]>>,
+    pub(crate) origin: Origin,
+    pub(crate) timestamp: Timestamp,
+    pub(crate) ttl_ms: Option<u64>,
+}
+
+/// One open map: its name, its event channel, its live queries, and the
+/// client-wide feed its changes also go to.
 #[derive(Debug)]
 pub(crate) struct MapShared {
     name: Arc<str>,
     events: broadcast::Sender<RawEvent>,
     live: LiveQueries,
+    feed: broadcast::Sender<Change>,
 }
 
 impl MapShared {
@@ -51,10 +70,23 @@ impl MapShared {
     ) {
         let expires_at = topgun_query::expires_at(&timestamp, ttl_ms);
         self.live.on_change(key, new.as_deref(), expires_at);
+        let key: Arc<str> = Arc::from(key);
+        if self.feed.receiver_count() > 0 {
+            // No reader is not an error.
+            let _ = self.feed.send(Change {
+                map: self.name.clone(),
+                key: key.clone(),
+                old: old.clone(),
+                new: new.clone(),
+                origin,
+                timestamp: timestamp.clone(),
+                ttl_ms,
+            });
+        }
         if self.events.receiver_count() > 0 {
             // No subscriber is not an error.
             let _ = self.events.send(RawEvent {
-                key: Arc::from(key),
+                key,
                 old,
                 new,
                 origin,
@@ -64,13 +96,29 @@ impl MapShared {
     }
 }
 
-/// The maps opened so far, by name.
-#[derive(Debug, Default)]
+/// The maps opened so far, by name, and the feed of all their changes.
+#[derive(Debug)]
 pub(crate) struct MapHub {
     maps: Mutex<HashMap<String, Arc<MapShared>>>,
+    feed: broadcast::Sender<Change>,
+}
+
+impl Default for MapHub {
+    fn default() -> Self {
+        Self {
+            maps: Mutex::default(),
+            feed: broadcast::Sender::new(FEED_BUFFER),
+        }
+    }
 }
 
 impl MapHub {
+    /// Every change to every map from now on (a reader that falls more
+    /// than [`FEED_BUFFER`] behind lags).
+    pub(crate) fn changes(&self) -> broadcast::Receiver<Change> {
+        self.feed.subscribe()
+    }
+
     /// The map `name`, opened on first use.
     pub(crate) fn map(&self, name: &str) -> Arc<MapShared> {
         let mut maps = self.maps.lock().unwrap_or_else(PoisonError::into_inner);
@@ -81,6 +129,7 @@ impl MapHub {
             name: Arc::from(name),
             events: broadcast::Sender::new(EVENT_BUFFER),
             live: LiveQueries::default(),
+            feed: self.feed.clone(),
         });
         maps.insert(name.to_owned(), map.clone());
         map

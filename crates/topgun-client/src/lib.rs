@@ -17,6 +17,7 @@ mod client;
 mod error;
 pub mod events;
 mod hub;
+mod keep;
 mod keylock;
 mod live;
 mod live_query;
@@ -24,6 +25,8 @@ mod local;
 mod map;
 pub use topgun_query as query;
 mod quota;
+#[cfg(all(feature = "redb", unix))]
+pub mod shared_dir;
 mod working_set;
 
 pub use builder::TopGunClientBuilder;
@@ -33,6 +36,8 @@ pub use events::{MapEvent, Origin, Subscription};
 pub use live_query::{LiveChange, LiveQueryError, LiveQueryHandle, QueryPage};
 pub use map::{EntryStream, IMap, SyncState};
 pub use quota::ClientEvent;
+#[cfg(all(feature = "redb", unix))]
+pub use shared_dir::Role;
 pub use topgun_sync::TrafficSnapshot;
 pub use topgun_sync::{ConnectionState, Runtime, SyncConfig, SyncEvent};
 pub use working_set::{WorkingSetLimits, WorkingSetStats};

@@ -5,7 +5,7 @@
 
 use crate::error::{check_name, ClientError};
 use crate::events::Origin;
-use crate::hub::{MapHub, MapShared};
+use crate::hub::{Change, MapHub, MapShared};
 use crate::keylock::KeyLocks;
 use crate::quota::{ClientEvent, Quota};
 use crate::working_set::{CachedRecord, WorkingSet, WorkingSetLimits, WorkingSetStats};
@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use tokio::sync::broadcast;
 use topgun_core::wire::WireRecord;
 use topgun_core::{Hlc, HlcError, Timestamp};
-use topgun_storage::{LocalWrite, OpId, OpType, ScanCursor, Store, StoreRecord};
+use topgun_storage::{
+    ClearOutcome, LocalWrite, OpId, OpType, ScanCursor, StorageError, Store, StoreRecord,
+};
 use topgun_sync::{Applied, BoxFuture, Replica, ReplicaError, Runtime, SyncNotifier};
 
 /// Records read per store page by whole-map operations.
@@ -240,6 +242,10 @@ impl LocalData {
 
     /// The one local write path for a key: lock the key, stamp, make room,
     /// store record + op in one transaction, cache, publish, signal sync.
+    ///
+    /// A store that forwards writes to another process may refuse one as
+    /// stale ([`StorageError::Stale`]: that process holds a newer record);
+    /// the write is then stamped again after that record and retried.
     pub(crate) async fn write(
         &self,
         map: &MapShared,
@@ -250,28 +256,84 @@ impl LocalData {
         self.check_open()?;
         check_name("key", key)?;
         let _guard = self.locks.lock(map.name(), key).await;
-        let previous = self.current(map, key).await?;
-        let timestamp = self.stamp_after(previous.as_ref().map(|p| &p.timestamp));
-        self.quota
-            .ensure_room(self.store.as_ref(), &self.working_set)
-            .await?;
+        let mut previous = self.current(map, key).await?;
         let op_type = if value.is_some() {
             OpType::Put
         } else {
             OpType::Remove
         };
-        let value: Option<Arc<[u8]>> = value.map(Arc::from);
-        let op_id = self
-            .store
-            .write_local(LocalWrite {
+        let mut attempts = 0;
+        loop {
+            let timestamp = self.stamp_after(previous.as_ref().map(|p| &p.timestamp));
+            let write = LocalWrite {
                 map_name: map.name().to_string(),
                 key: key.to_owned(),
                 op_type,
-                value: value.as_deref().map(<[u8]>::to_vec),
-                timestamp: timestamp.clone(),
+                value: value.clone(),
+                timestamp,
                 ttl_ms,
-            })
+            };
+            match self.commit(map, previous.as_ref(), write).await {
+                Err(ClientError::Storage(StorageError::Stale { current })) if attempts < 8 => {
+                    attempts += 1;
+                    // Beyond the drift bound the retry keeps the local stamp
+                    // and is refused again; the loop is bounded.
+                    let _ = self.hlc.update(&current);
+                    previous = self.load(map, key).await?;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// A write stamped by another process sharing this data (forwarded
+    /// over the data directory's socket), applied like [`write`](Self::write)
+    /// if its stamp is newer than the stored record's. The same write
+    /// again (a call retried after the previous holder of the data
+    /// directory died) changes nothing and answers the op id it got; an
+    /// older one is refused with [`StorageError::Stale`] so its writer
+    /// restamps it.
+    ///
+    /// # Errors
+    /// As for [`write`](Self::write); [`ClientError::Clock`] for a stamp
+    /// beyond the clock's drift bound.
+    pub(crate) async fn write_stamped(&self, write: LocalWrite) -> Result<OpId, ClientError> {
+        self.check_open()?;
+        check_name("key", &write.key)?;
+        let map = self.map(&write.map_name);
+        let _guard = self.locks.lock(map.name(), &write.key).await;
+        let previous = self.current(&map, &write.key).await?;
+        if let Some(p) = &previous {
+            if p.timestamp == write.timestamp {
+                return Ok(find_op(self.store.as_ref(), &write).await?.unwrap_or(0));
+            }
+            if p.timestamp > write.timestamp {
+                return Err(StorageError::Stale {
+                    current: p.timestamp.clone(),
+                }
+                .into());
+            }
+        }
+        self.hlc.update(&write.timestamp)?;
+        self.commit(&map, previous.as_ref(), write).await
+    }
+
+    /// Makes room, stores `write` (record + op in one transaction), caches
+    /// it, signals sync and publishes the change from `previous`.
+    async fn commit(
+        &self,
+        map: &MapShared,
+        previous: Option<&CachedRecord>,
+        write: LocalWrite,
+    ) -> Result<OpId, ClientError> {
+        self.quota
+            .ensure_room(self.store.as_ref(), &self.working_set)
             .await?;
+        let key = write.key.clone();
+        let timestamp = write.timestamp.clone();
+        let ttl_ms = write.ttl_ms;
+        let value: Option<Arc<[u8]>> = write.value.as_deref().map(Arc::from);
+        let op_id = self.store.write_local(write).await?;
         let now = self.now_millis();
         let cached = CachedRecord {
             value,
@@ -279,20 +341,33 @@ impl LocalData {
             ttl_ms,
         };
         let new_live = cached.live_value(now).cloned();
-        self.ws().insert(map.name(), key, cached);
+        self.ws().insert(map.name(), &key, cached);
         let old = previous.and_then(|p| p.live_value(now).cloned());
-        self.signal_sync(map.name(), key, &timestamp);
-        map.publish(key, old, new_live, Origin::Local, timestamp, ttl_ms);
+        self.signal_sync(map.name(), &key, &timestamp);
+        map.publish(&key, old, new_live, Origin::Local, timestamp, ttl_ms);
         Ok(op_id)
     }
 
     /// The write path for a whole map: excludes every write to the map,
     /// makes room, gathers the live values (when someone listens), stores
     /// one CLEAR op and a tombstone per live key in one transaction, then
-    /// publishes each removal with its old value and signals sync.
-    pub(crate) async fn clear(&self, map: &MapShared) -> Result<OpId, ClientError> {
+    /// publishes each removal with its old value and signals sync. Stamped
+    /// now, or at `at` for a clear forwarded by another process sharing
+    /// this data.
+    ///
+    /// # Errors
+    /// Storage and quota errors; [`ClientError::Clock`] for an `at` beyond
+    /// the clock's drift bound.
+    pub(crate) async fn clear(
+        &self,
+        map: &MapShared,
+        at: Option<Timestamp>,
+    ) -> Result<ClearOutcome, ClientError> {
         self.check_open()?;
         let _guard = self.locks.lock_map(map.name()).await;
+        if let Some(at) = &at {
+            self.hlc.update(at)?;
+        }
         self.quota
             .ensure_room(self.store.as_ref(), &self.working_set)
             .await?;
@@ -308,7 +383,7 @@ impl LocalData {
                 }
             }
         }
-        let timestamp = self.hlc.now();
+        let timestamp = at.unwrap_or_else(|| self.hlc.now());
         let outcome = self.store.clear_map(map.name(), timestamp.clone()).await?;
         self.ws().invalidate_map(map.name());
         for key in &outcome.removed_keys {
@@ -316,7 +391,46 @@ impl LocalData {
             let old = old_values.remove(key).flatten();
             map.publish(key, old, None, Origin::Local, timestamp.clone(), None);
         }
-        Ok(outcome.op_id)
+        Ok(outcome)
+    }
+
+    /// Every change published from now on, in every map.
+    pub(crate) fn changes(&self) -> broadcast::Receiver<Change> {
+        self.hub.changes()
+    }
+
+    /// Applies a change published by the process that holds the data (this
+    /// client forwards its calls there): the clock observes it, a cached
+    /// copy is replaced, subscribers and live queries see it. This
+    /// client's own writes come back too; they were published already.
+    pub(crate) fn apply_change(&self, change: Change) {
+        let _ = self.hlc.update(&change.timestamp);
+        if change.timestamp.node_id == self.hlc.node_id() {
+            return;
+        }
+        let map = self.map(&change.map);
+        self.ws().update_if_cached(
+            &change.map,
+            &change.key,
+            CachedRecord {
+                value: change.new.clone(),
+                timestamp: change.timestamp.clone(),
+                ttl_ms: change.ttl_ms,
+            },
+        );
+        map.publish(
+            &change.key,
+            change.old,
+            change.new,
+            change.origin,
+            change.timestamp,
+            change.ttl_ms,
+        );
+    }
+
+    /// Forgets every cached record (the data may have changed unseen).
+    pub(crate) fn invalidate_cache(&self) {
+        self.ws().invalidate_all();
     }
 
     /// A fresh timestamp, strictly after `after` (the stored record's) so a
@@ -472,5 +586,27 @@ impl Replica for LocalData {
 
     fn observe_timestamp(&self, timestamp: &Timestamp) -> Result<(), HlcError> {
         self.hlc.update(timestamp).map(|_| ())
+    }
+}
+
+/// The id of the pending op that `write` (already applied) logged; `None`
+/// once a server acknowledged it and it left the log.
+pub(crate) async fn find_op(
+    store: &dyn Store,
+    write: &LocalWrite,
+) -> Result<Option<OpId>, StorageError> {
+    let mut after = None;
+    loop {
+        let page = store.pending_ops(after, PAGE).await?;
+        let last = page.last().map(|op| op.id);
+        if let Some(op) = page.iter().find(|op| {
+            op.timestamp == write.timestamp && op.key == write.key && op.map_name == write.map_name
+        }) {
+            return Ok(Some(op.id));
+        }
+        if page.len() < PAGE {
+            return Ok(None);
+        }
+        after = last;
     }
 }

@@ -3,6 +3,7 @@
 use crate::error::{check_name, ClientError};
 use crate::events::Subscription;
 use crate::hub::MapShared;
+use crate::keep::KeepAlive;
 use crate::live_query::{typed_page, LiveQueryHandle, QueryPage};
 use crate::local::LocalData;
 use serde::de::DeserializeOwned;
@@ -11,7 +12,6 @@ use std::collections::VecDeque;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use topgun_storage::{OpId, ScanCursor, StoreRecord};
-use topgun_sync::SyncHandle;
 
 /// Records read per store page by [`EntryStream`].
 const PAGE: usize = 256;
@@ -36,7 +36,7 @@ pub struct IMap<V> {
     local: Arc<LocalData>,
     shared: Arc<MapShared>,
     /// Keeps sync running while the map is in use.
-    _sync: Option<SyncHandle>,
+    _keep: KeepAlive,
     _v: PhantomData<fn() -> V>,
 }
 
@@ -45,22 +45,18 @@ impl<V> Clone for IMap<V> {
         Self {
             local: self.local.clone(),
             shared: self.shared.clone(),
-            _sync: self._sync.clone(),
+            _keep: self._keep.clone(),
             _v: PhantomData,
         }
     }
 }
 
 impl<V: Serialize + DeserializeOwned> IMap<V> {
-    pub(crate) fn new(
-        local: Arc<LocalData>,
-        shared: Arc<MapShared>,
-        sync: Option<SyncHandle>,
-    ) -> Self {
+    pub(crate) fn new(local: Arc<LocalData>, shared: Arc<MapShared>, keep: KeepAlive) -> Self {
         Self {
             local,
             shared,
-            _sync: sync,
+            _keep: keep,
             _v: PhantomData,
         }
     }
@@ -169,7 +165,7 @@ impl<V: Serialize + DeserializeOwned> IMap<V> {
     /// [`ClientError::QuotaExceeded`], storage errors; then nothing was
     /// cleared.
     pub async fn clear(&self) -> Result<OpId, ClientError> {
-        self.local.clear(&self.shared).await
+        Ok(self.local.clear(&self.shared, None).await?.op_id)
     }
 
     /// Every live entry in key order, read from the store page by page (so

@@ -37,6 +37,22 @@ pub enum StorageError {
         #[source]
         source: rmp_serde::encode::Error,
     },
+    /// A conditional write was refused: the stored record is already as
+    /// new as the write (`current`). Only a store that forwards writes to
+    /// another process answers this (see `topgun-client`'s shared data
+    /// directory); the writer restamps after `current` and tries again.
+    #[error("the stored record (written at {current}) is newer than the write")]
+    Stale {
+        /// The stored record's timestamp.
+        current: topgun_core::Timestamp,
+    },
+    /// The database file is open in another process (or elsewhere in
+    /// this one), which holds its lock. Nothing was read or written.
+    #[error("the database file {path} is already open in another process")]
+    Locked {
+        /// The file.
+        path: std::path::PathBuf,
+    },
     /// The store was closed, or its writer stopped after a fatal error;
     /// reopen it.
     #[error("the store is closed")]

@@ -21,7 +21,7 @@ pub enum OpType {
 
 /// A record's key and timestamp: what a Merkle tree is built from, read
 /// without the value ([`Store::scan_stamps`](crate::Store::scan_stamps)).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyStamp {
     /// The record's key.
     pub key: String,
@@ -37,6 +37,7 @@ pub struct StoreRecord {
     /// The record's key within the map.
     pub key: String,
     /// The encoded value; `None` is a tombstone (`isDeleted`).
+    #[serde(with = "serde_bytes")]
     pub value: Option<Vec<u8>>,
     /// Timestamp of the write that produced this state.
     pub timestamp: Timestamp,
@@ -103,7 +104,7 @@ pub(crate) fn approx_op_size(
 }
 
 /// A local write, as handed to [`Store::write_local`](crate::Store::write_local).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LocalWrite {
     /// Target map.
     pub map_name: String,
@@ -112,6 +113,7 @@ pub struct LocalWrite {
     /// [`OpType::Put`] or [`OpType::Remove`] (clear has its own call).
     pub op_type: OpType,
     /// Encoded value for a put; `None` for a remove.
+    #[serde(with = "serde_bytes")]
     pub value: Option<Vec<u8>>,
     /// The write's HLC timestamp.
     pub timestamp: Timestamp,
@@ -131,6 +133,7 @@ pub struct OpLogEntry {
     /// The key written (empty for [`OpType::Clear`]).
     pub key: String,
     /// Encoded value for a put.
+    #[serde(with = "serde_bytes")]
     pub value: Option<Vec<u8>>,
     /// The write's timestamp.
     pub timestamp: Timestamp,
@@ -153,7 +156,7 @@ impl OpLogEntry {
 }
 
 /// A record that changed in [`Store::apply_remote`](crate::Store::apply_remote).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppliedChange {
     /// The record before (`None` if the key was unknown).
     pub previous: Option<StoreRecord>,
@@ -162,7 +165,7 @@ pub struct AppliedChange {
 }
 
 /// The result of [`Store::clear_map`](crate::Store::clear_map).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClearOutcome {
     /// Id of the CLEAR op appended to the log.
     pub op_id: OpId,
@@ -171,7 +174,7 @@ pub struct ClearOutcome {
 }
 
 /// Counts and sizes, for quota decisions and status output.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct StoreStats {
     /// Records stored (tombstones included).
     pub records: u64,

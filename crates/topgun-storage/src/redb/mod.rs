@@ -114,8 +114,9 @@ impl RedbStoreBuilder {
     /// - [`StorageError::SchemaTooNew`] if a newer TopGun wrote the file;
     ///   nothing was written to it.
     /// - [`StorageError::Backend`] if the file cannot be opened or created,
-    ///   is not a redb file, is corrupt or truncated, or is already open
-    ///   (in this process or another).
+    ///   is not a redb file, is corrupt or truncated.
+    /// - [`StorageError::Locked`] if the file is already open (in this
+    ///   process or another).
     /// - [`StorageError::Corrupt`] if its tables hold undecodable values.
     pub fn open(&self, path: impl AsRef<Path>) -> Result<RedbStore, StorageError> {
         let path = path.as_ref();
@@ -124,9 +125,12 @@ impl RedbStoreBuilder {
         if let Some(bytes) = self.cache_size {
             builder.set_cache_size(bytes);
         }
-        let db = builder
-            .create(path)
-            .map_err(backend("opening the database file"))?;
+        let db = builder.create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StorageError::Locked {
+                path: path.to_owned(),
+            },
+            other => backend("opening the database file")(other),
+        })?;
         let counters = schema::open(&db)?;
         let db = Arc::new(db);
         let (requests, writer) = writer::spawn(db.clone(), self.durability.to_redb(), counters)

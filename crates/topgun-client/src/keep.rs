@@ -1,0 +1,24 @@
+//! [`KeepAlive`]: what a client and its maps hold on to.
+
+use std::sync::Arc;
+use topgun_sync::SyncHandle;
+
+/// What keeps sync (and a shared directory's role) running while a client
+/// or one of its maps is in use.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct KeepAlive {
+    pub(crate) sync: Option<SyncHandle>,
+    #[cfg(all(feature = "redb", unix))]
+    pub(crate) dir: Option<Arc<crate::shared_dir::SharedDir>>,
+}
+
+impl KeepAlive {
+    /// The sync driver's handle, if this process syncs.
+    pub(crate) fn sync(&self) -> Option<SyncHandle> {
+        #[cfg(all(feature = "redb", unix))]
+        if let Some(dir) = &self.dir {
+            return dir.sync();
+        }
+        self.sync.clone()
+    }
+}

@@ -1,0 +1,243 @@
+//! [`DirStore`]: the store of a client on a shared data directory. In the
+//! leader it is the redb file; in a follower, the leader's store reached
+//! over the directory's socket. When leadership moves it switches, and
+//! retries the calls that were in flight.
+
+use super::link::Link;
+use super::protocol::{execute, Call, Reply};
+use crate::local::find_op;
+use std::sync::Arc;
+use tokio::sync::watch;
+use topgun_core::Timestamp;
+use topgun_storage::{
+    AppliedChange, ClearOutcome, KeyStamp, LocalWrite, OpId, OpLogEntry, StorageError, Store,
+    StoreRecord, StoreStats,
+};
+
+/// Where a [`DirStore`]'s calls go now.
+#[derive(Debug, Clone)]
+pub(crate) enum Backend {
+    /// This process holds the file.
+    Owner(Arc<dyn Store>),
+    /// Another process holds it; calls go over this connection.
+    Follower(Arc<Link>),
+    /// Between leaders: calls wait.
+    Electing,
+    /// The client closed: calls fail.
+    Closed,
+}
+
+/// A [`Store`] that follows the data directory's leadership.
+#[derive(Debug)]
+pub(crate) struct DirStore {
+    backend: watch::Sender<Backend>,
+}
+
+impl DirStore {
+    pub(crate) fn new() -> Self {
+        Self {
+            backend: watch::Sender::new(Backend::Electing),
+        }
+    }
+
+    pub(crate) fn set(&self, backend: Backend) {
+        self.backend.send_replace(backend);
+    }
+
+    pub(crate) fn backend(&self) -> Backend {
+        self.backend.borrow().clone()
+    }
+
+    /// Runs `call` where the data is. A call whose connection to the leader
+    /// broke waits for the next leader and runs again there: every call is
+    /// safe to repeat — reads trivially, a write because it carries its
+    /// stamp (the same stamp again is recognised and not applied twice).
+    async fn call(&self, call: Call) -> Result<Reply, StorageError> {
+        let mut backends = self.backend.subscribe();
+        let mut retried = false;
+        loop {
+            let backend = backends.borrow_and_update().clone();
+            match backend {
+                Backend::Closed => return Err(StorageError::Closed),
+                Backend::Electing => {}
+                Backend::Owner(store) => {
+                    if let (true, Call::WriteLocal(write)) = (retried, &call) {
+                        if let Some(id) = applied(store.as_ref(), write).await? {
+                            return Ok(Reply::Id(id));
+                        }
+                    }
+                    return execute(store.as_ref(), call).await;
+                }
+                Backend::Follower(link) => match link.call(&call).await {
+                    Some(result) => return result.map_err(|e| e.into_storage()),
+                    None => retried = true,
+                },
+            }
+            if backends.changed().await.is_err() {
+                return Err(StorageError::Closed);
+            }
+        }
+    }
+}
+
+/// The op id of `write` if the store already holds it (a write retried
+/// after the leader that ran it died before answering); 0 once its op was
+/// acknowledged and dropped from the log.
+async fn applied(store: &dyn Store, write: &LocalWrite) -> Result<Option<OpId>, StorageError> {
+    match store.get(&write.map_name, &write.key).await? {
+        Some(r) if r.timestamp == write.timestamp => {
+            Ok(Some(find_op(store, write).await?.unwrap_or(0)))
+        }
+        _ => Ok(None),
+    }
+}
+
+fn unexpected(reply: &Reply) -> StorageError {
+    StorageError::Backend {
+        backend: "leader process",
+        during: "reading a forwarded call's reply",
+        source: format!("unexpected reply {reply:?}").into(),
+    }
+}
+
+macro_rules! expect {
+    ($reply:expr, $variant:ident) => {
+        match $reply {
+            Reply::$variant(v) => Ok(v),
+            other => Err(unexpected(&other)),
+        }
+    };
+}
+
+#[async_trait::async_trait]
+impl Store for DirStore {
+    async fn write_local(&self, write: LocalWrite) -> Result<OpId, StorageError> {
+        expect!(self.call(Call::WriteLocal(write)).await?, Id)
+    }
+
+    async fn get(&self, map_name: &str, key: &str) -> Result<Option<StoreRecord>, StorageError> {
+        expect!(
+            self.call(Call::Get(map_name.into(), key.into())).await?,
+            Record
+        )
+    }
+
+    async fn get_many(
+        &self,
+        map_name: &str,
+        keys: &[String],
+    ) -> Result<Vec<Option<StoreRecord>>, StorageError> {
+        expect!(
+            self.call(Call::GetMany(map_name.into(), keys.to_vec()))
+                .await?,
+            MaybeRecords
+        )
+    }
+
+    async fn scan(
+        &self,
+        map_name: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoreRecord>, StorageError> {
+        let call = Call::Scan(map_name.into(), after.map(Into::into), limit);
+        expect!(self.call(call).await?, Records)
+    }
+
+    async fn scan_stamps(
+        &self,
+        map_name: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<KeyStamp>, StorageError> {
+        let call = Call::ScanStamps(map_name.into(), after.map(Into::into), limit);
+        expect!(self.call(call).await?, Stamps)
+    }
+
+    async fn dirty_records(
+        &self,
+        map_name: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoreRecord>, StorageError> {
+        let call = Call::DirtyRecords(map_name.into(), after.map(Into::into), limit);
+        expect!(self.call(call).await?, Records)
+    }
+
+    async fn pending_ops(
+        &self,
+        after: Option<OpId>,
+        limit: usize,
+    ) -> Result<Vec<OpLogEntry>, StorageError> {
+        expect!(self.call(Call::PendingOps(after, limit)).await?, Ops)
+    }
+
+    async fn mark_synced(&self, ids: &[OpId]) -> Result<u64, StorageError> {
+        expect!(self.call(Call::MarkSynced(ids.to_vec())).await?, Count)
+    }
+
+    async fn acknowledge(&self, ids: &[OpId]) -> Result<u64, StorageError> {
+        expect!(self.call(Call::Acknowledge(ids.to_vec())).await?, Count)
+    }
+
+    async fn drop_synced_ops(&self) -> Result<u64, StorageError> {
+        expect!(self.call(Call::DropSyncedOps).await?, Count)
+    }
+
+    async fn apply_remote(
+        &self,
+        records: Vec<StoreRecord>,
+    ) -> Result<Vec<AppliedChange>, StorageError> {
+        expect!(self.call(Call::ApplyRemote(records, false)).await?, Applied)
+    }
+
+    async fn apply_remote_relaxed(
+        &self,
+        records: Vec<StoreRecord>,
+    ) -> Result<Vec<AppliedChange>, StorageError> {
+        expect!(self.call(Call::ApplyRemote(records, true)).await?, Applied)
+    }
+
+    async fn clear_map(
+        &self,
+        map_name: &str,
+        timestamp: Timestamp,
+    ) -> Result<ClearOutcome, StorageError> {
+        expect!(
+            self.call(Call::ClearMap(map_name.into(), timestamp))
+                .await?,
+            Cleared
+        )
+    }
+
+    async fn prune_clean(
+        &self,
+        map_name: &str,
+        keys: &[String],
+    ) -> Result<Vec<String>, StorageError> {
+        expect!(
+            self.call(Call::PruneClean(map_name.into(), keys.to_vec()))
+                .await?,
+            Names
+        )
+    }
+
+    async fn map_names(&self) -> Result<Vec<String>, StorageError> {
+        expect!(self.call(Call::MapNames).await?, Names)
+    }
+
+    async fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        expect!(self.call(Call::MetaGet(key.into())).await?, Meta)
+    }
+
+    async fn meta_put(&self, key: &str, value: Vec<u8>) -> Result<(), StorageError> {
+        match self.call(Call::MetaPut(key.into(), value)).await? {
+            Reply::Unit => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn stats(&self) -> Result<StoreStats, StorageError> {
+        expect!(self.call(Call::Stats).await?, Stats)
+    }
+}

@@ -1,0 +1,157 @@
+//! [`Link`]: a follower's connection to the leader of its data directory.
+//! Calls go out tagged with an id; the reader applies the leader's changes
+//! and states as they come and hands each reply to its caller. The leader
+//! sends the changes a call made before its reply, so a write's own event
+//! is published before the write returns.
+
+use super::protocol::{
+    encode_into, read_frame, state_named, Call, CallError, Frame, Reply, Request,
+};
+use crate::local::LocalData;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use tokio::io::AsyncWriteExt;
+use tokio::net::UnixStream;
+use tokio::sync::{mpsc, oneshot, watch};
+use topgun_sync::SyncStatus;
+
+type Waiters = HashMap<u64, oneshot::Sender<Result<Reply, CallError>>>;
+
+/// A connection to the leader process.
+#[derive(Debug)]
+pub(crate) struct Link {
+    out: mpsc::UnboundedSender<Vec<u8>>,
+    /// `None` once the connection ended.
+    waiting: Mutex<Option<Waiters>>,
+    next_id: AtomicU64,
+    ended: watch::Sender<bool>,
+}
+
+impl Link {
+    /// Reads the leader's hello on `stream`, then starts reading and
+    /// writing in the background.
+    ///
+    /// # Errors
+    /// The connection failed or did not start with a hello.
+    pub(crate) async fn start(
+        stream: UnixStream,
+        local: &Arc<LocalData>,
+        status: Arc<SyncStatus>,
+    ) -> std::io::Result<Arc<Link>> {
+        let (mut reader, mut writer) = stream.into_split();
+        let mut buf = Vec::new();
+        match read_frame::<Frame>(&mut reader, &mut buf).await? {
+            Some(Frame::Hello(clock, state)) => {
+                let _ = local.hlc().update(&clock);
+                if let Some(state) = state_named(&state) {
+                    status.set_state(state);
+                }
+            }
+            _ => return Err(std::io::Error::other("the leader did not say hello")),
+        }
+        let (out, mut queue) = mpsc::unbounded_channel::<Vec<u8>>();
+        let link = Arc::new(Link {
+            out,
+            waiting: Mutex::new(Some(HashMap::new())),
+            next_id: AtomicU64::new(1),
+            ended: watch::Sender::new(false),
+        });
+        tokio::spawn(async move {
+            // Whatever queued meanwhile goes out in one write.
+            while let Some(mut batch) = queue.recv().await {
+                while let Ok(more) = queue.try_recv() {
+                    batch.extend_from_slice(&more);
+                }
+                if writer.write_all(&batch).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let weak_local = Arc::downgrade(local);
+        let reading = Arc::downgrade(&link);
+        tokio::spawn(async move {
+            let _ = read_loop(&mut reader, &reading, &weak_local, &status).await;
+            if let Some(link) = reading.upgrade() {
+                link.end();
+            }
+        });
+        Ok(link)
+    }
+
+    fn waiting(&self) -> std::sync::MutexGuard<'_, Option<Waiters>> {
+        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn end(&self) {
+        // Dropping the senders answers every waiting call with `None`.
+        self.waiting().take();
+        self.ended.send_replace(true);
+    }
+
+    /// Runs `call` at the leader: `None` if the connection ended before
+    /// the reply came (the call may or may not have run).
+    pub(crate) async fn call(&self, call: &Call) -> Option<Result<Reply, CallError>> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut frame = Vec::new();
+        encode_into(
+            &mut frame,
+            &Request::Store {
+                id,
+                call: call.clone(),
+            },
+        )
+        .ok()?;
+        let (tx, rx) = oneshot::channel();
+        self.waiting().as_mut()?.insert(id, tx);
+        self.out.send(frame).ok()?;
+        rx.await.ok()
+    }
+
+    /// Asks the leader to sync map `name` (no answer).
+    pub(crate) fn open_map(&self, name: &str) {
+        let mut frame = Vec::new();
+        if encode_into(&mut frame, &Request::OpenMap(name.to_owned())).is_ok() {
+            let _ = self.out.send(frame);
+        }
+    }
+
+    /// Completes once the connection ended.
+    pub(crate) async fn ended(&self) {
+        let mut ended = self.ended.subscribe();
+        let _ = ended.wait_for(|e| *e).await;
+    }
+}
+
+async fn read_loop(
+    reader: &mut tokio::net::unix::OwnedReadHalf,
+    link: &Weak<Link>,
+    local: &Weak<LocalData>,
+    status: &SyncStatus,
+) -> std::io::Result<()> {
+    let mut buf = Vec::new();
+    while let Some(frame) = read_frame::<Frame>(reader, &mut buf).await? {
+        match frame {
+            Frame::Reply(id, result) => {
+                let Some(link) = link.upgrade() else {
+                    return Ok(());
+                };
+                let waiter = link.waiting().as_mut().and_then(|w| w.remove(&id));
+                if let Some(waiter) = waiter {
+                    let _ = waiter.send(result);
+                }
+            }
+            Frame::Change(change) => match local.upgrade() {
+                Some(local) => local.apply_change(change.into()),
+                None => return Ok(()),
+            },
+            Frame::State(state) => {
+                if let Some(state) = state_named(&state) {
+                    status.set_state(state);
+                }
+            }
+            Frame::Hello(..) => {}
+        }
+    }
+    Ok(())
+}

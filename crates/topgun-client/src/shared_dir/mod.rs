@@ -1,0 +1,352 @@
+//! Several processes on one data directory: the first to open the redb
+//! file is the **leader** (it holds the file, the working set of record
+//! and the server connection) and listens on a Unix socket in the
+//! directory, `topgun.sock`; a process that finds the file locked is a
+//! **follower**: its store calls go to the leader over that socket and the
+//! leader streams every change back, so its reads, writes, queries,
+//! subscriptions and live queries behave as the leader's. The file lock is
+//! the arbiter: two processes starting at once never both lead.
+//!
+//! When the leader exits or dies its followers' connections end; each then
+//! tries the file again, and the one that gets it becomes the leader
+//! (listens, starts sync); the others connect to it. Calls in flight are
+//! retried there: a write carries its stamp, so a write the old leader
+//! committed before dying is recognised and not applied twice.
+
+mod dir_store;
+mod link;
+mod protocol;
+mod serve;
+
+use crate::local::LocalData;
+use dir_store::{Backend, DirStore};
+use link::Link;
+use serve::{LeaderParts, LeaderServer};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Duration;
+use tokio::net::UnixStream;
+use tokio::sync::watch;
+use topgun_storage::{RedbStore, StorageError, Store};
+use topgun_sync::{SyncEvent, SyncHandle, SyncStatus};
+
+use crate::error::ClientError;
+
+/// Name of the redb file inside a shared data directory.
+pub const DATA_FILE: &str = "topgun.redb";
+/// Name of the leader's socket inside a shared data directory.
+pub const SOCKET_FILE: &str = "topgun.sock";
+/// How long opening waits for a leader that holds the file but does not
+/// answer on its socket yet (it may be recovering a large file).
+const OPEN_WAIT: Duration = Duration::from_secs(30);
+/// Pause between two tries at the file and the socket.
+const RETRY: Duration = Duration::from_millis(10);
+
+/// Whether this process holds its data directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// It holds the store file (and syncs, when a server is configured).
+    Leader,
+    /// Another process holds the file; calls go to it.
+    Follower,
+}
+
+impl Role {
+    /// `"leader"` or `"follower"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Leader => "leader",
+            Role::Follower => "follower",
+        }
+    }
+}
+
+/// How a client on a shared directory opens its file and starts sync when
+/// it becomes the leader.
+pub(crate) trait Opener: std::fmt::Debug + Send + Sync {
+    /// Opens the file (`Err(StorageError::Locked)` when another process
+    /// holds it).
+    fn open(&self, path: &Path) -> Result<RedbStore, StorageError>;
+    /// Starts syncing `local` (`None` without a server).
+    fn start_sync(&self, local: &Arc<LocalData>, maps: Vec<String>) -> Option<SyncHandle>;
+}
+
+/// What an election found.
+#[derive(Debug)]
+enum Elected {
+    Leader(RedbStore),
+    Follower(UnixStream),
+}
+
+/// A client's membership of a shared data directory.
+#[derive(Debug)]
+pub(crate) struct SharedDir {
+    file: PathBuf,
+    socket: PathBuf,
+    store: Arc<DirStore>,
+    status: Arc<SyncStatus>,
+    opener: Box<dyn Opener>,
+    role: watch::Sender<Role>,
+    state: Mutex<DirState>,
+}
+
+#[derive(Debug, Default)]
+struct DirState {
+    local: Weak<LocalData>,
+    /// The leader's connection, from election until [`SharedDir::attach`].
+    elected: Option<UnixStream>,
+    server: Option<LeaderServer>,
+    sync: Arc<Mutex<Option<SyncHandle>>>,
+    /// Maps opened for sync, for the next leader to sync as well.
+    maps: BTreeSet<String>,
+    watchdog: Option<tokio::task::JoinHandle<()>>,
+    closed: bool,
+}
+
+impl SharedDir {
+    /// Creates `dir` if missing and elects: leader if the file can be
+    /// opened, else follower of the process listening on the socket. The
+    /// store works at once for a leader, after [`attach`](Self::attach)
+    /// for a follower.
+    ///
+    /// # Errors
+    /// The directory cannot be created; the file cannot be opened for
+    /// another reason than a lock; no leader answered within
+    /// [`OPEN_WAIT`] ([`StorageError::Locked`]).
+    pub(crate) async fn elect(
+        dir: &Path,
+        opener: Box<dyn Opener>,
+        status: Arc<SyncStatus>,
+    ) -> Result<Arc<SharedDir>, ClientError> {
+        std::fs::create_dir_all(dir).map_err(|source| StorageError::Backend {
+            backend: "redb",
+            during: "creating the data directory",
+            source: Box::new(source),
+        })?;
+        let shared = Arc::new(SharedDir {
+            file: dir.join(DATA_FILE),
+            socket: dir.join(SOCKET_FILE),
+            store: Arc::new(DirStore::new()),
+            status,
+            opener,
+            role: watch::Sender::new(Role::Follower),
+            state: Mutex::default(),
+        });
+        let deadline = tokio::time::Instant::now() + OPEN_WAIT;
+        loop {
+            match shared.try_elect().await? {
+                Some(Elected::Leader(store)) => {
+                    shared.store.set(Backend::Owner(Arc::new(store)));
+                    shared.role.send_replace(Role::Leader);
+                    return Ok(shared);
+                }
+                Some(Elected::Follower(stream)) => {
+                    shared.state().elected = Some(stream);
+                    return Ok(shared);
+                }
+                None if tokio::time::Instant::now() >= deadline => {
+                    return Err(StorageError::Locked {
+                        path: shared.file.clone(),
+                    }
+                    .into());
+                }
+                None => tokio::time::sleep(RETRY).await,
+            }
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, DirState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// One try: the file, else the socket; `None` if neither answered.
+    async fn try_elect(&self) -> Result<Option<Elected>, StorageError> {
+        match self.opener.open(&self.file) {
+            Ok(store) => return Ok(Some(Elected::Leader(store))),
+            Err(StorageError::Locked { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        Ok(UnixStream::connect(&self.socket)
+            .await
+            .ok()
+            .map(Elected::Follower))
+    }
+
+    /// The store the client works on.
+    pub(crate) fn store(&self) -> Arc<dyn Store> {
+        self.store.clone()
+    }
+
+    /// This process's role now.
+    pub(crate) fn role(&self) -> Role {
+        *self.role.borrow()
+    }
+
+    /// The sync driver's handle, while this process leads and syncs.
+    pub(crate) fn sync(&self) -> Option<SyncHandle> {
+        let sync = self.state().sync.clone();
+        let handle = sync.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        handle
+    }
+
+    /// Starts the elected role with the client's `local` data: a leader
+    /// listens and syncs; a follower connects and, when its leader goes,
+    /// elects again.
+    ///
+    /// # Errors
+    /// The socket could not be bound or the leader's hello not read.
+    pub(crate) async fn attach(
+        self: &Arc<Self>,
+        local: &Arc<LocalData>,
+    ) -> Result<(), ClientError> {
+        let elected = {
+            let mut state = self.state();
+            state.local = Arc::downgrade(local);
+            state.elected.take()
+        };
+        match elected {
+            None => self.lead(local).await,
+            Some(stream) => {
+                self.follow(stream, local).await?;
+                let weak = Arc::downgrade(self);
+                self.state().watchdog = Some(tokio::spawn(watchdog(weak)));
+                Ok(())
+            }
+        }
+    }
+
+    /// Listens on the socket and starts sync (the store is the file).
+    async fn lead(&self, local: &Arc<LocalData>) -> Result<(), ClientError> {
+        let sync = self.state().sync.clone();
+        let parts = LeaderParts {
+            local: local.clone(),
+            status: self.status.clone(),
+            sync: sync.clone(),
+        };
+        let server =
+            LeaderServer::start(&self.socket, parts).map_err(|source| StorageError::Backend {
+                backend: "data directory socket",
+                during: "listening",
+                source: Box::new(source),
+            })?;
+        let mut maps = local.store().map_names().await?;
+        maps.extend(self.state().maps.iter().cloned());
+        let handle = self.opener.start_sync(local, maps);
+        *sync.lock().unwrap_or_else(PoisonError::into_inner) = handle;
+        self.state().server = Some(server);
+        self.role.send_replace(Role::Leader);
+        Ok(())
+    }
+
+    async fn follow(&self, stream: UnixStream, local: &Arc<LocalData>) -> Result<(), ClientError> {
+        let link = Link::start(stream, local, self.status.clone())
+            .await
+            .map_err(|source| StorageError::Backend {
+                backend: "data directory socket",
+                during: "connecting to the leader process",
+                source: Box::new(source),
+            })?;
+        for map in &self.state().maps {
+            link.open_map(map);
+        }
+        self.store.set(Backend::Follower(link));
+        self.role.send_replace(Role::Follower);
+        Ok(())
+    }
+
+    /// Syncs map `name` (through the leader when following).
+    pub(crate) fn open_map(&self, name: &str) {
+        self.state().maps.insert(name.to_owned());
+        match self.store.backend() {
+            Backend::Follower(link) => link.open_map(name),
+            _ => {
+                if let Some(sync) = self.sync() {
+                    sync.open_map(name);
+                }
+            }
+        }
+    }
+
+    /// Tells the client's sync events about a failed election step.
+    fn report(&self, error: &ClientError) {
+        self.status.emit(SyncEvent::LocalError(format!(
+            "data directory {}: {error}",
+            self.file.display()
+        )));
+    }
+
+    /// Stops following or leading: sync stops, the socket goes, the file
+    /// is released once the client's last handle is dropped.
+    pub(crate) async fn close(&self) {
+        let (server, watchdog) = {
+            let mut state = self.state();
+            state.closed = true;
+            (state.server.take(), state.watchdog.take())
+        };
+        if let Some(watchdog) = watchdog {
+            watchdog.abort();
+        }
+        if let Some(sync) = self.sync() {
+            sync.close().await;
+        }
+        drop(server);
+        self.store.set(Backend::Closed);
+    }
+}
+
+impl Drop for SharedDir {
+    fn drop(&mut self) {
+        if let Some(watchdog) = self.state().watchdog.take() {
+            watchdog.abort();
+        }
+    }
+}
+
+/// A follower's task: when the connection to the leader ends, elect again
+/// (lead if the file is free now, else follow whoever leads), and keep
+/// watching while following.
+async fn watchdog(shared: Weak<SharedDir>) {
+    loop {
+        let Some(link) = shared.upgrade().and_then(|s| match s.store.backend() {
+            Backend::Follower(link) => Some(link),
+            _ => None,
+        }) else {
+            return;
+        };
+        link.ended().await;
+        drop(link);
+        loop {
+            let Some(dir) = shared.upgrade() else {
+                return;
+            };
+            let Some(local) = dir.state().local.upgrade() else {
+                return;
+            };
+            if dir.state().closed {
+                return;
+            }
+            dir.store.set(Backend::Electing);
+            // Changes made while no leader streamed them went unseen.
+            local.invalidate_cache();
+            match dir.try_elect().await {
+                Ok(Some(Elected::Leader(store))) => {
+                    dir.store.set(Backend::Owner(Arc::new(store)));
+                    if let Err(e) = dir.lead(&local).await {
+                        dir.report(&e);
+                    }
+                    return;
+                }
+                Ok(Some(Elected::Follower(stream))) => {
+                    if dir.follow(stream, &local).await.is_ok() {
+                        break;
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => dir.report(&ClientError::from(e)),
+            }
+            drop((dir, local));
+            tokio::time::sleep(RETRY).await;
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! [`LeaderServer`]: the leader's side of the data directory's socket. Per
+//! follower connection it runs each call (writes through the leader's
+//! write path, so its working set, events and sync see them) and streams
+//! every change and connection state; a change a call made goes out
+//! before that call's reply.
+
+use super::protocol::{
+    encode_into, execute, read_frame, CallError, ChangeFrame, Frame, Reply, Request,
+};
+use crate::error::ClientError;
+use crate::local::LocalData;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{broadcast, mpsc};
+use tokio::task::{JoinHandle, JoinSet};
+use topgun_sync::{SyncHandle, SyncStatus};
+
+/// The leader's listener; stops (and removes the socket file) when dropped.
+#[derive(Debug)]
+pub(crate) struct LeaderServer {
+    task: JoinHandle<()>,
+    path: PathBuf,
+}
+
+/// What a connection needs from the leader.
+#[derive(Debug, Clone)]
+pub(crate) struct LeaderParts {
+    pub(crate) local: Arc<LocalData>,
+    pub(crate) status: Arc<SyncStatus>,
+    /// Set once sync runs (it starts after the listener).
+    pub(crate) sync: Arc<Mutex<Option<SyncHandle>>>,
+}
+
+impl LeaderServer {
+    /// Listens on `path`, first removing a file left there by a leader that
+    /// died (the caller holds the data file's lock, so no live leader
+    /// listens there).
+    ///
+    /// # Errors
+    /// The socket could not be bound.
+    pub(crate) fn start(path: &Path, parts: LeaderParts) -> std::io::Result<Self> {
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        let listener = UnixListener::bind(path)?;
+        let task = tokio::spawn(async move {
+            let mut connections = JoinSet::new();
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => {
+                        if let Ok((stream, _)) = accepted {
+                            connections.spawn(connection(stream, parts.clone()));
+                        }
+                    }
+                    Some(_) = connections.join_next() => {}
+                }
+            }
+        });
+        Ok(Self {
+            task,
+            path: path.to_owned(),
+        })
+    }
+}
+
+impl Drop for LeaderServer {
+    fn drop(&mut self) {
+        self.task.abort();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+async fn connection(stream: UnixStream, parts: LeaderParts) {
+    let (mut reader, mut writer) = stream.into_split();
+    let mut feed = parts.local.changes();
+    let mut states = parts.status.watch_state();
+    let mut buf = Vec::new();
+    let hello = Frame::Hello(
+        parts.local.hlc().now(),
+        states.borrow_and_update().as_str().to_owned(),
+    );
+    if encode_into(&mut buf, &hello).is_err() || writer.write_all(&buf).await.is_err() {
+        return;
+    }
+    let (replies, mut done) = mpsc::unbounded_channel::<(u64, Result<Reply, CallError>)>();
+    let read_parts = parts.clone();
+    let mut calls = JoinSet::new();
+    let mut read = tokio::spawn(async move {
+        let mut frame = Vec::new();
+        while let Ok(Some(request)) = read_frame::<Request>(&mut reader, &mut frame).await {
+            match request {
+                Request::Store { id, call } => {
+                    let parts = read_parts.clone();
+                    let replies = replies.clone();
+                    calls.spawn(async move {
+                        let result = run(&parts, call).await;
+                        let _ = replies.send((id, result));
+                    });
+                }
+                Request::OpenMap(name) => {
+                    let sync = read_parts
+                        .sync
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner);
+                    if let Some(sync) = sync.as_ref() {
+                        sync.open_map(&name);
+                    }
+                }
+            }
+        }
+        // Calls in flight finish (their writes are durable either way).
+        while calls.join_next().await.is_some() {}
+    });
+    loop {
+        buf.clear();
+        tokio::select! {
+            _ = &mut read => return,
+            Some((id, result)) = done.recv() => {
+                // The changes this call made are in the feed already.
+                if drain(&mut feed, &mut buf).is_err() {
+                    break;
+                }
+                if encode_into(&mut buf, &Frame::Reply(id, result)).is_err() {
+                    break;
+                }
+            }
+            change = feed.recv() => match change {
+                Ok(change) => {
+                    if encode_into(&mut buf, &Frame::Change(ChangeFrame::from(&change))).is_err()
+                        || drain(&mut feed, &mut buf).is_err()
+                    {
+                        break;
+                    }
+                }
+                // A follower that fell this far behind reconnects and
+                // starts from a clean cache.
+                Err(_) => break,
+            },
+            Ok(()) = states.changed() => {
+                let state = states.borrow_and_update().as_str().to_owned();
+                if encode_into(&mut buf, &Frame::State(state)).is_err() {
+                    break;
+                }
+            }
+        }
+        if writer.write_all(&buf).await.is_err() {
+            break;
+        }
+    }
+    read.abort();
+}
+
+/// Moves every change waiting in `feed` into `buf`.
+fn drain(feed: &mut broadcast::Receiver<crate::hub::Change>, buf: &mut Vec<u8>) -> Result<(), ()> {
+    loop {
+        match feed.try_recv() {
+            Ok(change) => {
+                encode_into(buf, &Frame::Change(ChangeFrame::from(&change))).map_err(|_| ())?;
+            }
+            Err(broadcast::error::TryRecvError::Empty) => return Ok(()),
+            Err(_) => return Err(()),
+        }
+    }
+}
+
+/// Runs one call: writes and clears through the write path, the rest on
+/// the store.
+async fn run(parts: &LeaderParts, call: super::protocol::Call) -> Result<Reply, CallError> {
+    use super::protocol::Call;
+    let local = &parts.local;
+    let result: Result<Reply, ClientError> = match call {
+        Call::WriteLocal(write) => local.write_stamped(write).await.map(Reply::Id),
+        Call::ClearMap(map, at) => local
+            .clear(&local.map(&map), Some(at))
+            .await
+            .map(Reply::Cleared),
+        other => execute(local.store().as_ref(), other)
+            .await
+            .map_err(ClientError::from),
+    };
+    result.map_err(|e| match e {
+        ClientError::Storage(s) => CallError::from_storage(&s),
+        other => CallError::Failed(other.to_string()),
+    })
+}

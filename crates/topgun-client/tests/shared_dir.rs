@@ -1,0 +1,163 @@
+//! Several clients on one shared data directory, in one process (the
+//! redb file lock excludes a second open here as it does across
+//! processes): a leader and followers over the directory's real Unix
+//! socket, and a follower taking over when the leader goes. The CLI's
+//! tests do the same with separate processes.
+#![cfg(all(feature = "redb", unix))]
+// Test helpers unwrap: a panic with the error is the failure report.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::time::Duration;
+use topgun_client::query::Query;
+use topgun_client::shared_dir::SOCKET_FILE;
+use topgun_client::{Origin, Role, TopGunClient};
+
+async fn open(dir: &Path) -> TopGunClient {
+    TopGunClient::builder()
+        .shared_dir(dir)
+        .build()
+        .await
+        .unwrap()
+}
+
+/// Waits (on the client's own events, bounded) until `f` holds.
+async fn eventually<F: Fn() -> bool>(what: &str, f: F) {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !f() {
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{what}: not within 10 s"));
+}
+
+#[tokio::test]
+async fn a_follower_reads_writes_and_hears_every_change_through_the_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = open(dir.path()).await;
+    let follower = open(dir.path()).await;
+    assert_eq!(leader.role(), Role::Leader);
+    assert_eq!(follower.role(), Role::Follower);
+    assert_ne!(leader.node_id(), follower.node_id());
+
+    let on_leader = leader.get_json_map("notes").unwrap();
+    let on_follower = follower.get_json_map("notes").unwrap();
+    let mut leader_events = on_leader.subscribe();
+    let mut follower_events = on_follower.subscribe();
+    let mut live = on_follower.live_query(Query::default()).await.unwrap();
+
+    // A follower's write: durable at the leader when it returns, its event
+    // already published in both processes, exactly once.
+    on_follower
+        .put("k1", serde_json::json!({"v": 1}))
+        .await
+        .unwrap();
+    assert_eq!(live.results().unwrap().len(), 1);
+    assert_eq!(
+        on_leader.get("k1").await.unwrap(),
+        Some(serde_json::json!({"v": 1}))
+    );
+    assert_eq!(leader.pending_ops().await.unwrap(), 1);
+    let e = follower_events.recv().await.unwrap();
+    assert_eq!((&*e.key, e.origin), ("k1", Origin::Local));
+    let e = leader_events.recv().await.unwrap();
+    assert_eq!(&*e.key, "k1");
+    assert!(follower_events.try_recv().is_none(), "published once");
+
+    // The leader's write reaches the follower's cache, events and live query.
+    assert_eq!(
+        on_follower.get("k1").await.unwrap(),
+        Some(serde_json::json!({"v": 1}))
+    );
+    on_leader
+        .put("k1", serde_json::json!({"v": 2}))
+        .await
+        .unwrap();
+    let e = follower_events.recv().await.unwrap();
+    assert_eq!(e.new_value, Some(serde_json::json!({"v": 2})));
+    assert_eq!(e.old_value, Some(serde_json::json!({"v": 1})));
+    assert_eq!(
+        on_follower.get("k1").await.unwrap(),
+        Some(serde_json::json!({"v": 2}))
+    );
+    let change = live.next().await.unwrap();
+    assert_eq!(change.key, "k1");
+
+    // Removes, clears, scans, queries and counters through the socket.
+    on_follower.put("k2", serde_json::json!(2)).await.unwrap();
+    assert_eq!(on_follower.keys().await.unwrap(), ["k1", "k2"]);
+    on_follower.remove("k1").await.unwrap();
+    assert_eq!(on_leader.get("k1").await.unwrap(), None);
+    on_follower.clear().await.unwrap();
+    assert_eq!(on_leader.keys().await.unwrap(), Vec::<String>::new());
+    assert_eq!(
+        follower.store_stats().await.unwrap(),
+        leader.store_stats().await.unwrap()
+    );
+    assert_eq!(follower.map_names().await.unwrap(), ["notes"]);
+}
+
+#[tokio::test]
+async fn a_follower_takes_over_when_the_leader_closes_and_a_stale_socket_is_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = open(dir.path()).await;
+    let follower = open(dir.path()).await;
+    let other = open(dir.path()).await;
+    let notes = follower.get_json_map("notes").unwrap();
+    notes.put("a", serde_json::json!(1)).await.unwrap();
+
+    leader.close().await;
+    drop(leader);
+    // The next write waits for a leader and lands.
+    notes.put("b", serde_json::json!(2)).await.unwrap();
+    eventually("one of the followers leads", || {
+        follower.role() == Role::Leader || other.role() == Role::Leader
+    })
+    .await;
+    let (new_leader, still_following) = if follower.role() == Role::Leader {
+        (&follower, &other)
+    } else {
+        (&other, &follower)
+    };
+    let other_notes = still_following.get_json_map("notes").unwrap();
+    eventually("the other one follows the new leader", || {
+        still_following.role() == Role::Follower
+    })
+    .await;
+    other_notes.put("c", serde_json::json!(3)).await.unwrap();
+    assert_eq!(
+        new_leader
+            .get_json_map("notes")
+            .unwrap()
+            .keys()
+            .await
+            .unwrap(),
+        ["a", "b", "c"]
+    );
+    assert_eq!(
+        new_leader.pending_ops().await.unwrap(),
+        3,
+        "each write once"
+    );
+    assert!(dir.path().join(SOCKET_FILE).exists());
+}
+
+#[tokio::test]
+async fn a_socket_left_by_a_dead_leader_does_not_stop_the_next_one() {
+    let dir = tempfile::tempdir().unwrap();
+    // A socket file nobody listens on, as a killed leader leaves it.
+    drop(std::os::unix::net::UnixListener::bind(dir.path().join(SOCKET_FILE)).unwrap());
+    let first = open(dir.path()).await;
+    assert_eq!(first.role(), Role::Leader);
+    let second = open(dir.path()).await;
+    assert_eq!(second.role(), Role::Follower);
+    second
+        .get_json_map("m")
+        .unwrap()
+        .put("k", serde_json::json!(true))
+        .await
+        .unwrap();
+    assert_eq!(first.pending_ops().await.unwrap(), 1);
+}
