@@ -2,10 +2,8 @@
 
 use crate::error::CliError;
 use std::path::Path;
+use topgun_client::shared_dir::DATA_FILE;
 use topgun_client::TopGunClient;
-
-/// Name of the redb file inside the data directory.
-pub(crate) const DATA_FILE: &str = "topgun.redb";
 
 /// Where and what to sync (`--server`).
 #[derive(Debug, Clone)]
@@ -19,20 +17,22 @@ pub(crate) struct SyncTarget {
 }
 
 /// Creates `dir` if missing and opens the client on `dir/topgun.redb`
-/// (created if missing). With `sync`, the client starts connecting to the
-/// server in the background (it needs the tokio runtime).
+/// (created if missing), shared with other processes on the directory:
+/// the first holds the file (and syncs), later ones go through it. With
+/// `sync`, the client starts connecting to the server in the background
+/// (it needs the tokio runtime).
 ///
 /// # Errors
 /// [`CliError::CreateDataDir`] if the directory cannot be created;
-/// [`CliError::OpenData`] if the file cannot be opened (e.g. another
-/// process has it open, or it is not a TopGun file).
+/// [`CliError::OpenData`] if the file cannot be opened (e.g. it is not a
+/// TopGun file, or the process holding it does not answer).
 pub(crate) async fn open(dir: &Path, sync: Option<SyncTarget>) -> Result<TopGunClient, CliError> {
     std::fs::create_dir_all(dir).map_err(|source| CliError::CreateDataDir {
         path: dir.to_owned(),
         source,
     })?;
     let path = dir.join(DATA_FILE);
-    let mut builder = TopGunClient::builder().redb_path(&path);
+    let mut builder = TopGunClient::builder().shared_dir(dir);
     if let Some(target) = sync {
         builder = builder.server_url(target.url).sync_maps(target.maps);
         if let Some(token) = target.token {

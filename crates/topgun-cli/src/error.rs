@@ -68,6 +68,17 @@ pub(crate) enum CliError {
     /// A client operation failed: bad input (an invalid name) or storage.
     #[error(transparent)]
     Client(#[from] ClientError),
+    /// A line of `import` is not a `{"key":…,"value":…}` object.
+    #[error("stdin line {line}: expected {{\"key\":…,\"value\":…}}: {why}")]
+    BadInputLine {
+        /// Its number, from 1.
+        line: u64,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// Reading stdin failed.
+    #[error("cannot read stdin: {0}")]
+    Stdin(#[source] io::Error),
     /// Writing to stdout failed. A closed pipe ends the command quietly.
     #[error("cannot write to stdout: {0}")]
     Stdout(#[source] io::Error),
@@ -136,6 +147,7 @@ impl CliError {
         match self {
             Self::NotFound { .. } => EXIT_NOT_FOUND,
             Self::InvalidKey { .. }
+            | Self::BadInputLine { .. }
             | Self::InvalidQuery(_)
             | Self::Client(ClientError::InvalidName { .. })
             | Self::NoServer { .. }
@@ -151,6 +163,7 @@ impl CliError {
             | Self::OpenData { .. }
             | Self::Client(_)
             | Self::Stdout(_)
+            | Self::Stdin(_)
             | Self::Bind { .. }
             | Self::Server(_)
             | Self::Runtime(_) => EXIT_STORAGE,

@@ -41,7 +41,10 @@ local-first data directory, sync it with a server, or run the server.
 
 Data lives in one redb file, DIR/topgun.redb, where DIR is --data, else the \
 TOPGUN_DATA environment variable, else ./topgun-data. DIR is created if \
-missing. Only one process can have the file open at a time.
+missing. Several processes can use one DIR at once: the first to open it \
+holds the file (the leader; it syncs when it has --server) and listens on \
+DIR/topgun.sock; the others send their reads and writes through it and see \
+its changes. When the leader exits, another process takes over.
 
 Without --server every command works on local data only. With --server URL \
 (or TOPGUN_SERVER) the client syncs with that server: reads (get, list, \
@@ -56,7 +59,8 @@ const EXIT_CODES: &str = "\
 Exit codes:
   0  success (also when stdout is closed early, e.g. `topgun list m | head -1`)
   1  not found (`get` of a key that is absent, removed or expired)
-  2  usage error or bad input: unknown option, bad JSON, invalid query,
+  2  usage error or bad input: unknown option, bad JSON (an argument or an
+     `import` line), invalid query,
      empty or overlong map name or key, `sync` without --server, `serve`
      without --jwt-secret/--no-auth, a bad --rules file
   3  storage error: the data directory or file could not be opened, read or
@@ -152,6 +156,9 @@ enum Command {
     /// Print every entry of a map as JSON lines, in key order.
     #[command(after_help = commands::kv::LIST_EXAMPLES)]
     List(commands::kv::MapArgs),
+    /// Write JSON lines {"key":…,"value":…} from stdin into a map, in order.
+    #[command(after_help = commands::kv::IMPORT_EXAMPLES)]
+    Import(commands::kv::MapArgs),
     /// Filter, sort and limit a map's entries; print them as JSON lines.
     #[command(after_help = commands::query::QUERY_EXAMPLES)]
     Query(commands::query::QueryArgs),
@@ -175,7 +182,7 @@ impl Command {
         match self {
             Command::Put(a) => vec![a.map.clone()],
             Command::Get(a) | Command::Remove(a) => vec![a.map.clone()],
-            Command::Clear(a) | Command::List(a) => vec![a.map.clone()],
+            Command::Clear(a) | Command::List(a) | Command::Import(a) => vec![a.map.clone()],
             Command::Query(a) => vec![a.map.clone()],
             Command::Sync(a) => a.maps.clone(),
             Command::Watch(a) => vec![a.map.clone()],
@@ -231,6 +238,9 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         maps: command.maps(),
     });
     let client = data_dir::open(&global.data, target).await?;
+    if global.verbose {
+        eprintln!("{}: {}", global.data.display(), client.role().as_str());
+    }
     // Before anything yields, so no sync event is missed.
     let remote = global.server.map(|url| {
         let timeout = Duration::from_secs_f64(global.timeout);
@@ -247,6 +257,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Remove(args) => commands::kv::remove(&ctx, args).await,
         Command::Clear(args) => commands::kv::clear(&ctx, args).await,
         Command::List(args) => commands::kv::list(&ctx, args).await,
+        Command::Import(args) => commands::kv::import(&ctx, args).await,
         Command::Query(args) => commands::query::query(&ctx, args).await,
         Command::Status => commands::status::status(&ctx).await,
         Command::Sync(args) => commands::sync::sync(&ctx, args).await,

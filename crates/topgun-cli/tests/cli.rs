@@ -101,10 +101,13 @@ fn put_get_round_trips_nested_json_and_persists() {
     ok(&dir, &["put", "n", "s", "\"text\""]);
     assert_eq!(ok(&dir, &["get", "n", "s"]), "\"text\"\n");
 
-    // --verbose reports the op id on stderr only.
+    // --verbose reports the role and the op id on stderr only.
     let out = topgun(&dir, &["-v", "put", "n", "k", "1"]);
     assert!(out.status.success() && out.stdout.is_empty());
-    assert!(String::from_utf8_lossy(&out.stderr).starts_with("op "));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(lines[0].ends_with(": leader"), "{stderr}");
+    assert!(lines[1].starts_with("op "), "{stderr}");
 }
 
 #[test]

@@ -94,12 +94,12 @@ async fn closed_store_refuses_calls() {
 }
 
 #[tokio::test]
-async fn a_file_open_elsewhere_is_an_error() {
+async fn a_file_open_elsewhere_is_a_locked_error() {
     let (_dir, path) = temp();
     let _store = RedbStore::open(&path).unwrap();
     let second = RedbStore::open(&path);
     assert!(
-        matches!(second, Err(StorageError::Backend { .. })),
+        matches!(&second, Err(StorageError::Locked { path: p }) if *p == path),
         "{second:?}"
     );
 }

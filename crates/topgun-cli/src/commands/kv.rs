@@ -46,6 +46,18 @@ Examples:
   topgun --data ./db list users
   topgun --data ./db list users | jq -r .key";
 
+pub(crate) const IMPORT_EXAMPLES: &str = "\
+Reads one JSON object per line from stdin, {\"key\":…,\"value\":…} (the lines
+`list` prints), and writes each value under its key, in order, each durable
+before the next line is read. Empty lines are skipped. A line that is not
+such an object stops the import with exit code 2, naming the line; the lines
+before it are written. With -v, prints the op id of each write on stderr.
+With --server it exits once the server acknowledged the writes.
+
+Examples:
+  topgun --data ./old list users | topgun --data ./new import users
+  printf '%s\\n' '{\"key\":\"k1\",\"value\":1}' | topgun --data ./db import counters";
+
 /// Arguments of `put`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct PutArgs {
@@ -126,6 +138,36 @@ pub(crate) async fn clear(ctx: &Context, args: MapArgs) -> Result<(), CliError> 
     ctx.synced().await?;
     let op = map.clear().await?;
     ctx.note(format_args!("op {op}"));
+    ctx.synced().await
+}
+
+/// One line of `import`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportLine {
+    key: String,
+    value: Value,
+}
+
+/// `import MAP`: JSON lines from stdin, written in order.
+pub(crate) async fn import(ctx: &Context, args: MapArgs) -> Result<(), CliError> {
+    use tokio::io::AsyncBufReadExt;
+    let map = ctx.map(&args.map)?;
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut number = 0u64;
+    while let Some(line) = lines.next_line().await.map_err(CliError::Stdin)? {
+        number += 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let entry: ImportLine =
+            serde_json::from_str(&line).map_err(|e| CliError::BadInputLine {
+                line: number,
+                why: e.to_string(),
+            })?;
+        let op = map.put(&entry.key, entry.value).await?;
+        ctx.note(format_args!("op {op}"));
+    }
     ctx.synced().await
 }
 

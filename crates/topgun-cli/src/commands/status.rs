@@ -9,7 +9,11 @@ pub(crate) const STATUS_EXAMPLES: &str = "\
 Prints one JSON object:
   state         connection state: OFFLINE without --server; with it, ONLINE
                 (status waits until synced, up to --timeout)
-  nodeId        this data directory's node id (stamps every write)
+  role          leader if this process holds the data directory, follower
+                if another process (e.g. a `watch`) holds it and this one
+                went through it
+  nodeId        the node id stamping this process's writes (the data
+                directory's own as leader; a new one per follower)
   pendingOps    local writes not yet acknowledged by a server
   records       stored records, removal markers (tombstones) included
   dirtyRecords  records with changes not yet acknowledged by a server
@@ -25,6 +29,7 @@ Examples:
 #[serde(rename_all = "camelCase")]
 struct Status<'a> {
     state: &'static str,
+    role: &'static str,
     node_id: &'a str,
     pending_ops: u64,
     records: u64,
@@ -40,6 +45,7 @@ pub(crate) async fn status(ctx: &Context) -> Result<(), CliError> {
     let stats = client.store_stats().await?;
     let status = Status {
         state: client.state().as_str(),
+        role: client.role().as_str(),
         node_id: client.node_id(),
         pending_ops: stats.pending_ops,
         records: stats.records,

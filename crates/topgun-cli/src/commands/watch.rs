@@ -17,9 +17,10 @@ value is null for a removal, oldValue null when the key was absent; origin is
 (millis:counter:nodeId). If the reader falls behind, dropped changes are
 reported as {\"lagged\":N} and the stream goes on.
 
-Meant for use with --server: changes made elsewhere stream in (on connect,
-the server's records this data dir lacks arrive as remote changes too).
-Without --server it only sees changes made by this process, i.e. none.
+With --server, changes made elsewhere stream in (on connect, the server's
+records this data dir lacks arrive as remote changes too). With or without
+it, changes made by other processes on the same data directory (e.g. `put`
+in another terminal) stream in as local changes.
 It exits 4 if the server refuses the token.
 
 Examples:
