@@ -2,8 +2,7 @@
 
 use crate::error::CliError;
 use std::path::Path;
-use topgun_client::shared_dir::DATA_FILE;
-use topgun_client::TopGunClient;
+use topgun_client::{TopGunClient, DATA_FILE};
 
 /// Where and what to sync (`--server`).
 #[derive(Debug, Clone)]

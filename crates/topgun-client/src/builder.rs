@@ -32,7 +32,7 @@ pub struct TopGunClientBuilder {
     redb_path: Option<std::path::PathBuf>,
     #[cfg(all(feature = "redb", not(target_family = "wasm")))]
     redb_cache_bytes: usize,
-    #[cfg(all(feature = "redb", unix))]
+    #[cfg(all(feature = "redb", not(target_family = "wasm")))]
     shared_dir: Option<std::path::PathBuf>,
     limits: WorkingSetLimits,
     quota_bytes: Option<u64>,
@@ -54,7 +54,7 @@ impl Default for TopGunClientBuilder {
             redb_path: None,
             #[cfg(all(feature = "redb", not(target_family = "wasm")))]
             redb_cache_bytes: DEFAULT_REDB_CACHE_BYTES,
-            #[cfg(all(feature = "redb", unix))]
+            #[cfg(all(feature = "redb", not(target_family = "wasm")))]
             shared_dir: None,
             limits: WorkingSetLimits::default(),
             quota_bytes: None,
@@ -119,7 +119,11 @@ impl TopGunClientBuilder {
     /// each time; an id given with [`node_id`](Self::node_id) is the
     /// leader's). The quota and warm-up apply in the process that opens
     /// the directory first.
-    #[cfg(all(feature = "redb", unix))]
+    ///
+    /// Sharing needs Unix domain sockets; on other platforms the directory
+    /// is opened by one process at a time (a second fails with
+    /// [`StorageError::Locked`](topgun_storage::StorageError::Locked)).
+    #[cfg(all(feature = "redb", not(target_family = "wasm")))]
     #[must_use]
     pub fn shared_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
         self.shared_dir = Some(dir.into());
@@ -209,10 +213,21 @@ impl TopGunClientBuilder {
     /// Storage errors opening or reading the store (e.g. a file written by
     /// a newer version); [`ClientError::Clock`] for a node id that is empty
     /// or contains `:`.
-    pub async fn build(self) -> Result<TopGunClient, ClientError> {
+    pub async fn build(#[allow(unused_mut)] mut self) -> Result<TopGunClient, ClientError> {
         #[cfg(all(feature = "redb", unix))]
         if let Some(dir) = self.shared_dir.clone() {
             return self.build_shared(&dir).await;
+        }
+        #[cfg(all(feature = "redb", not(unix), not(target_family = "wasm")))]
+        if let Some(dir) = self.shared_dir.take() {
+            std::fs::create_dir_all(&dir).map_err(|source| {
+                topgun_storage::StorageError::Backend {
+                    backend: "redb",
+                    during: "creating the data directory",
+                    source: Box::new(source),
+                }
+            })?;
+            self.redb_path = Some(dir.join(crate::DATA_FILE));
         }
         let store = self.open_store()?;
         let node_id = self.settle_node_id(store.as_ref()).await?;
@@ -235,7 +250,8 @@ impl TopGunClientBuilder {
     /// [`build`](Self::build) on a [`shared_dir`](Self::shared_dir).
     #[cfg(all(feature = "redb", unix))]
     async fn build_shared(self, dir: &std::path::Path) -> Result<TopGunClient, ClientError> {
-        use crate::shared_dir::{Role, SharedDir};
+        use crate::shared_dir::SharedDir;
+        use crate::Role;
         let runtime = self.runtime.clone().or_else(default_runtime);
         let status = Arc::new(SyncStatus::new());
         status.set_state(ConnectionState::Offline);

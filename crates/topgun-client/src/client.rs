@@ -67,12 +67,18 @@ impl TopGunClient {
     /// Whether this process holds its data ([`Role::Leader`](crate::Role::Leader):
     /// always, except for a follower on a
     /// [`shared_dir`](crate::TopGunClientBuilder::shared_dir)).
-    #[cfg(all(feature = "redb", unix))]
     pub fn role(&self) -> crate::Role {
-        self.keep
-            .dir
-            .as_ref()
-            .map_or(crate::Role::Leader, |dir| dir.role())
+        self.watch_role().borrow().to_owned()
+    }
+
+    /// A receiver that observes this process's role: it changes when a
+    /// follower takes over from a leader that went.
+    pub fn watch_role(&self) -> watch::Receiver<crate::Role> {
+        #[cfg(all(feature = "redb", unix))]
+        if let Some(dir) = &self.keep.dir {
+            return dir.watch_role();
+        }
+        watch::Sender::new(crate::Role::Leader).subscribe()
     }
 
     /// A typed view of the map `name`. Values are stored as MessagePack.

@@ -25,6 +25,7 @@ mod local;
 mod map;
 pub use topgun_query as query;
 mod quota;
+mod role;
 #[cfg(all(feature = "redb", unix))]
 pub mod shared_dir;
 mod working_set;
@@ -36,8 +37,7 @@ pub use events::{MapEvent, Origin, Subscription};
 pub use live_query::{LiveChange, LiveQueryError, LiveQueryHandle, QueryPage};
 pub use map::{EntryStream, IMap, SyncState};
 pub use quota::ClientEvent;
-#[cfg(all(feature = "redb", unix))]
-pub use shared_dir::Role;
+pub use role::Role;
 pub use topgun_sync::TrafficSnapshot;
 pub use topgun_sync::{ConnectionState, Runtime, SyncConfig, SyncEvent};
 pub use working_set::{WorkingSetLimits, WorkingSetStats};
@@ -45,6 +45,10 @@ pub use working_set::{WorkingSetLimits, WorkingSetStats};
 /// Largest accepted value, encoded, in bytes (1 MiB): every write must fit
 /// one sync frame (TopGun servers cap frames at 2 MiB).
 pub const MAX_VALUE_LEN: usize = 1 << 20;
+
+/// Name of the redb file in a data directory given to
+/// [`TopGunClientBuilder::shared_dir`].
+pub const DATA_FILE: &str = "topgun.redb";
 
 /// Longest accepted map name or key, in bytes.
 pub const MAX_NAME_LEN: usize = 1024;

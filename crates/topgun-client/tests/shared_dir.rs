@@ -8,10 +8,12 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 use topgun_client::query::Query;
 use topgun_client::shared_dir::SOCKET_FILE;
 use topgun_client::{Origin, Role, TopGunClient};
+use topgun_core::hlc::ManualClock;
 
 async fn open(dir: &Path) -> TopGunClient {
     TopGunClient::builder()
@@ -21,16 +23,24 @@ async fn open(dir: &Path) -> TopGunClient {
         .unwrap()
 }
 
-/// Waits (on the client's own events, bounded) until `f` holds.
-async fn eventually<F: Fn() -> bool>(what: &str, f: F) {
+/// Waits (on role changes, at most 10 s) until one of `clients` leads;
+/// returns its index.
+async fn a_leader_among(clients: &[&TopGunClient]) -> usize {
+    let mut roles: Vec<_> = clients.iter().map(|c| c.watch_role()).collect();
     tokio::time::timeout(Duration::from_secs(10), async {
-        while !f() {
-            tokio::task::yield_now().await;
-            tokio::time::sleep(Duration::from_millis(1)).await;
+        loop {
+            if let Some(i) = roles
+                .iter_mut()
+                .position(|r| *r.borrow_and_update() == Role::Leader)
+            {
+                return i;
+            }
+            let changes = roles.iter_mut().map(|r| Box::pin(r.changed()));
+            let _ = futures_util::future::select_all(changes).await;
         }
     })
     .await
-    .unwrap_or_else(|_| panic!("{what}: not within 10 s"));
+    .expect("a leader within 10 s")
 }
 
 #[tokio::test]
@@ -112,20 +122,13 @@ async fn a_follower_takes_over_when_the_leader_closes_and_a_stale_socket_is_repl
     drop(leader);
     // The next write waits for a leader and lands.
     notes.put("b", serde_json::json!(2)).await.unwrap();
-    eventually("one of the followers leads", || {
-        follower.role() == Role::Leader || other.role() == Role::Leader
-    })
-    .await;
-    let (new_leader, still_following) = if follower.role() == Role::Leader {
-        (&follower, &other)
-    } else {
-        (&other, &follower)
+    let (new_leader, still_following) = match a_leader_among(&[&follower, &other]).await {
+        0 => (&follower, &other),
+        _ => (&other, &follower),
     };
+    assert_eq!(still_following.role(), Role::Follower);
+    // Its calls wait for the new leader.
     let other_notes = still_following.get_json_map("notes").unwrap();
-    eventually("the other one follows the new leader", || {
-        still_following.role() == Role::Follower
-    })
-    .await;
     other_notes.put("c", serde_json::json!(3)).await.unwrap();
     assert_eq!(
         new_leader
@@ -160,4 +163,49 @@ async fn a_socket_left_by_a_dead_leader_does_not_stop_the_next_one() {
         .await
         .unwrap();
     assert_eq!(first.pending_ops().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn a_follower_write_stamped_before_a_newer_leader_write_is_restamped_not_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader_clock = Arc::new(ManualClock::new(1_000_000));
+    let leader = TopGunClient::builder()
+        .shared_dir(dir.path())
+        .clock(leader_clock.clone())
+        .build()
+        .await
+        .unwrap();
+    let follower = TopGunClient::builder()
+        .shared_dir(dir.path())
+        .clock(Arc::new(ManualClock::new(1_000_000)))
+        .build()
+        .await
+        .unwrap();
+    let on_leader = leader.get_json_map("m").unwrap();
+    let on_follower = follower.get_json_map("m").unwrap();
+    on_follower.put("k", serde_json::json!(1)).await.unwrap();
+    assert_eq!(
+        on_follower.get("k").await.unwrap(),
+        Some(serde_json::json!(1))
+    );
+    // The leader's clock runs a second ahead (within the drift bound); on
+    // this single-threaded runtime the follower writes before its copy
+    // hears of the leader's write, so its stamp is older than the leader's
+    // record: the leader refuses it as stale and the follower stamps it
+    // again, after that record.
+    leader_clock.advance(1_000);
+    on_leader.put("k", serde_json::json!(2)).await.unwrap();
+    on_follower.put("k", serde_json::json!(3)).await.unwrap();
+    assert_eq!(
+        on_leader.get("k").await.unwrap(),
+        Some(serde_json::json!(3))
+    );
+    assert_eq!(
+        on_follower.get("k").await.unwrap(),
+        Some(serde_json::json!(3))
+    );
+    assert_eq!(leader.pending_ops().await.unwrap(), 3, "each write once");
+    let stored = leader.store().get("m", "k").await.unwrap().unwrap();
+    assert_eq!(stored.timestamp.node_id, follower.node_id());
+    assert!(stored.timestamp.millis >= 1_001_000);
 }

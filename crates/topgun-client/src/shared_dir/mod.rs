@@ -19,6 +19,8 @@ mod protocol;
 mod serve;
 
 use crate::local::LocalData;
+use crate::role::Role;
+use crate::DATA_FILE;
 use dir_store::{Backend, DirStore};
 use link::Link;
 use serve::{LeaderParts, LeaderServer};
@@ -33,8 +35,6 @@ use topgun_sync::{SyncEvent, SyncHandle, SyncStatus};
 
 use crate::error::ClientError;
 
-/// Name of the redb file inside a shared data directory.
-pub const DATA_FILE: &str = "topgun.redb";
 /// Name of the leader's socket inside a shared data directory.
 pub const SOCKET_FILE: &str = "topgun.sock";
 /// How long opening waits for a leader that holds the file but does not
@@ -42,25 +42,6 @@ pub const SOCKET_FILE: &str = "topgun.sock";
 const OPEN_WAIT: Duration = Duration::from_secs(30);
 /// Pause between two tries at the file and the socket.
 const RETRY: Duration = Duration::from_millis(10);
-
-/// Whether this process holds its data directory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// It holds the store file (and syncs, when a server is configured).
-    Leader,
-    /// Another process holds the file; calls go to it.
-    Follower,
-}
-
-impl Role {
-    /// `"leader"` or `"follower"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Leader => "leader",
-            Role::Follower => "follower",
-        }
-    }
-}
 
 /// How a client on a shared directory opens its file and starts sync when
 /// it becomes the leader.
@@ -181,6 +162,11 @@ impl SharedDir {
     /// This process's role now.
     pub(crate) fn role(&self) -> Role {
         *self.role.borrow()
+    }
+
+    /// Observes this process's role.
+    pub(crate) fn watch_role(&self) -> watch::Receiver<Role> {
+        self.role.subscribe()
     }
 
     /// The sync driver's handle, while this process leads and syncs.

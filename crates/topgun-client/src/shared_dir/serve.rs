@@ -186,3 +186,78 @@ async fn run(parts: &LeaderParts, call: super::protocol::Call) -> Result<Reply, 
         other => CallError::Failed(other.to_string()),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shared_dir::protocol::Call;
+    use crate::working_set::WorkingSetLimits;
+    use topgun_core::{Hlc, Timestamp};
+    use topgun_storage::{LocalWrite, MemoryStore, OpType};
+
+    fn parts() -> LeaderParts {
+        let local = LocalData::new(
+            Arc::new(MemoryStore::new()),
+            Hlc::new("leader").unwrap_or_else(|e| panic!("{e}")),
+            WorkingSetLimits::default(),
+            None,
+            None,
+        );
+        LeaderParts {
+            local: Arc::new(local),
+            status: Arc::new(SyncStatus::new()),
+            sync: Arc::default(),
+        }
+    }
+
+    fn write(millis: u64, value: u8) -> LocalWrite {
+        LocalWrite {
+            map_name: "m".into(),
+            key: "k".into(),
+            op_type: OpType::Put,
+            value: Some(vec![value]),
+            timestamp: Timestamp::new(millis, 0, "follower"),
+            ttl_ms: None,
+        }
+    }
+
+    async fn pending(parts: &LeaderParts) -> u64 {
+        let stats = parts.local.store().stats().await;
+        stats.map_or_else(|e| panic!("{e}"), |s| s.pending_ops)
+    }
+
+    #[tokio::test]
+    async fn a_write_sent_again_is_answered_with_its_op_and_not_applied_twice() {
+        let parts = parts();
+        let now = parts.local.now_millis();
+        let first = run(&parts, Call::WriteLocal(write(now, 1))).await;
+        let again = run(&parts, Call::WriteLocal(write(now, 1))).await;
+        assert!(matches!((&first, &again), (Ok(Reply::Id(a)), Ok(Reply::Id(b))) if a == b));
+        assert_eq!(pending(&parts).await, 1);
+    }
+
+    #[tokio::test]
+    async fn a_write_older_than_the_record_is_refused_as_stale() {
+        let parts = parts();
+        let now = parts.local.now_millis();
+        assert!(run(&parts, Call::WriteLocal(write(now, 1))).await.is_ok());
+        let old = run(&parts, Call::WriteLocal(write(now - 1, 2))).await;
+        assert!(
+            matches!(&old, Err(CallError::Stale(t)) if t.millis == now),
+            "{old:?}"
+        );
+        assert_eq!(pending(&parts).await, 1);
+    }
+
+    #[tokio::test]
+    async fn a_stamp_beyond_the_drift_bound_is_refused() {
+        let parts = parts();
+        let far = parts.local.now_millis() + 3_600_000;
+        let result = run(&parts, Call::WriteLocal(write(far, 1))).await;
+        assert!(
+            matches!(&result, Err(CallError::Failed(m)) if m.contains("ahead")),
+            "{result:?}"
+        );
+        assert_eq!(pending(&parts).await, 0);
+    }
+}
