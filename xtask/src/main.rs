@@ -22,6 +22,7 @@ const BENCHES: &[(&str, &str, &str)] = &[
     ("topgun-storage", "storage", "redb"),
     ("topgun-client", "client", "redb"),
     ("topgun-client", "sync", "redb"),
+    ("topgun-client", "shared_dir", "redb"),
     ("topgun-server", "server", "redb"),
 ];
 

@@ -39,6 +39,10 @@ pub(crate) struct LocalData {
     /// are noticed at the next change or read.
     timer: Option<Arc<dyn Runtime>>,
     closed: AtomicBool,
+    /// Set while another process holds the store (this client follows it
+    /// on a shared data directory): that process publishes every change,
+    /// and the changes come back through [`apply_change`](Self::apply_change).
+    forwarding: AtomicBool,
 }
 
 impl LocalData {
@@ -59,6 +63,7 @@ impl LocalData {
             sync: OnceLock::new(),
             timer,
             closed: AtomicBool::new(false),
+            forwarding: AtomicBool::new(false),
         }
     }
 
@@ -242,10 +247,8 @@ impl LocalData {
 
     /// The one local write path for a key: lock the key, stamp, make room,
     /// store record + op in one transaction, cache, publish, signal sync.
-    ///
-    /// A store that forwards writes to another process may refuse one as
-    /// stale ([`StorageError::Stale`]: that process holds a newer record);
-    /// the write is then stamped again after that record and retried.
+    /// While following another process, only lock, stamp and forward (see
+    /// [`forward`](Self::forward)).
     pub(crate) async fn write(
         &self,
         map: &MapShared,
@@ -256,34 +259,70 @@ impl LocalData {
         self.check_open()?;
         check_name("key", key)?;
         let _guard = self.locks.lock(map.name(), key).await;
-        let mut previous = self.current(map, key).await?;
         let op_type = if value.is_some() {
             OpType::Put
         } else {
             OpType::Remove
         };
+        let write = |timestamp| LocalWrite {
+            map_name: map.name().to_string(),
+            key: key.to_owned(),
+            op_type,
+            value: value.clone(),
+            timestamp,
+            ttl_ms,
+        };
+        if self.forwarding() {
+            return self.forward(map, write).await;
+        }
+        let previous = self.current(map, key).await?;
+        let timestamp = self.stamp_after(previous.as_ref().map(|p| &p.timestamp));
+        self.commit(map, previous.as_ref(), write(timestamp)).await
+    }
+
+    /// A follower's write: stamped here, run by the process holding the
+    /// store, which publishes the change (it comes back before the reply,
+    /// through [`apply_change`](Self::apply_change)). A write refused as
+    /// stale (that process holds a newer record of the key) is stamped
+    /// again after that record. If this process took over the store
+    /// meanwhile, the write ran here and is published here.
+    async fn forward(
+        &self,
+        map: &MapShared,
+        write: impl Fn(Timestamp) -> LocalWrite,
+    ) -> Result<OpId, ClientError> {
+        let mut after: Option<Timestamp> = None;
         let mut attempts = 0;
         loop {
-            let timestamp = self.stamp_after(previous.as_ref().map(|p| &p.timestamp));
-            let write = LocalWrite {
-                map_name: map.name().to_string(),
-                key: key.to_owned(),
-                op_type,
-                value: value.clone(),
-                timestamp,
-                ttl_ms,
-            };
-            match self.commit(map, previous.as_ref(), write).await {
-                Err(ClientError::Storage(StorageError::Stale { current })) if attempts < 8 => {
-                    attempts += 1;
-                    // Beyond the drift bound the retry keeps the local stamp
-                    // and is refused again; the loop is bounded.
-                    let _ = self.hlc.update(&current);
-                    previous = self.load(map, key).await?;
+            let stamped = write(self.stamp_after(after.as_ref()));
+            let timestamp = stamped.timestamp.clone();
+            match self.store.write_local(stamped).await {
+                Ok(op_id) => {
+                    if !self.forwarding() {
+                        let w = write(timestamp);
+                        self.after_commit(map, None, &w.key, w.value, w.timestamp, w.ttl_ms);
+                    }
+                    return Ok(op_id);
                 }
-                result => return result,
+                // Beyond the drift bound the clock keeps its own stamp and
+                // the retry is refused again; the loop is bounded.
+                Err(StorageError::Stale { current }) if attempts < 8 => {
+                    attempts += 1;
+                    after = Some(current);
+                }
+                Err(e) => return Err(e.into()),
             }
         }
+    }
+
+    /// Whether another process holds the store.
+    fn forwarding(&self) -> bool {
+        self.forwarding.load(Ordering::Acquire)
+    }
+
+    /// Says whether another process holds the store from now on.
+    pub(crate) fn set_forwarding(&self, forwarding: bool) {
+        self.forwarding.store(forwarding, Ordering::Release);
     }
 
     /// A write stamped by another process sharing this data (forwarded
@@ -329,23 +368,40 @@ impl LocalData {
         self.quota
             .ensure_room(self.store.as_ref(), &self.working_set)
             .await?;
-        let key = write.key.clone();
-        let timestamp = write.timestamp.clone();
-        let ttl_ms = write.ttl_ms;
-        let value: Option<Arc<[u8]>> = write.value.as_deref().map(Arc::from);
+        let LocalWrite {
+            key,
+            value,
+            timestamp,
+            ttl_ms,
+            ..
+        } = write.clone();
         let op_id = self.store.write_local(write).await?;
+        self.after_commit(map, previous, &key, value, timestamp, ttl_ms);
+        Ok(op_id)
+    }
+
+    /// Caches a committed local write, signals sync and publishes the
+    /// change from `previous`.
+    fn after_commit(
+        &self,
+        map: &MapShared,
+        previous: Option<&CachedRecord>,
+        key: &str,
+        value: Option<Vec<u8>>,
+        timestamp: Timestamp,
+        ttl_ms: Option<u64>,
+    ) {
         let now = self.now_millis();
         let cached = CachedRecord {
-            value,
+            value: value.map(Arc::from),
             timestamp: timestamp.clone(),
             ttl_ms,
         };
         let new_live = cached.live_value(now).cloned();
-        self.ws().insert(map.name(), &key, cached);
+        self.ws().insert(map.name(), key, cached);
         let old = previous.and_then(|p| p.live_value(now).cloned());
-        self.signal_sync(map.name(), &key, &timestamp);
-        map.publish(&key, old, new_live, Origin::Local, timestamp, ttl_ms);
-        Ok(op_id)
+        self.signal_sync(map.name(), key, &timestamp);
+        map.publish(key, old, new_live, Origin::Local, timestamp, ttl_ms);
     }
 
     /// The write path for a whole map: excludes every write to the map,
@@ -368,12 +424,17 @@ impl LocalData {
         if let Some(at) = &at {
             self.hlc.update(at)?;
         }
-        self.quota
-            .ensure_room(self.store.as_ref(), &self.working_set)
-            .await?;
+        // A follower only forwards; the holder of the store makes room,
+        // and publishes each removal with its old value.
+        let forwarding = self.forwarding();
+        if !forwarding {
+            self.quota
+                .ensure_room(self.store.as_ref(), &self.working_set)
+                .await?;
+        }
         let now = self.now_millis();
         let mut old_values = std::collections::HashMap::new();
-        if map.has_listeners() {
+        if !forwarding && map.has_listeners() {
             let mut pages = ScanCursor::new(map.name().as_ref(), PAGE);
             while let Some(page) = pages.next_page(self.store.as_ref()).await? {
                 for r in page {
@@ -386,6 +447,9 @@ impl LocalData {
         let timestamp = at.unwrap_or_else(|| self.hlc.now());
         let outcome = self.store.clear_map(map.name(), timestamp.clone()).await?;
         self.ws().invalidate_map(map.name());
+        if forwarding && self.forwarding() {
+            return Ok(outcome);
+        }
         for key in &outcome.removed_keys {
             self.signal_sync(map.name(), key, &timestamp);
             let old = old_values.remove(key).flatten();
@@ -399,25 +463,23 @@ impl LocalData {
         self.hub.changes()
     }
 
-    /// Applies a change published by the process that holds the data (this
-    /// client forwards its calls there): the clock observes it, a cached
-    /// copy is replaced, subscribers and live queries see it. This
-    /// client's own writes come back too; they were published already.
+    /// Applies a change published by the process that holds the store
+    /// (this client forwards its calls there): the clock observes it, a
+    /// cached copy is replaced (this client's own writes are cached),
+    /// subscribers and live queries see it.
     pub(crate) fn apply_change(&self, change: Change) {
         let _ = self.hlc.update(&change.timestamp);
-        if change.timestamp.node_id == self.hlc.node_id() {
-            return;
-        }
         let map = self.map(&change.map);
-        self.ws().update_if_cached(
-            &change.map,
-            &change.key,
-            CachedRecord {
-                value: change.new.clone(),
-                timestamp: change.timestamp.clone(),
-                ttl_ms: change.ttl_ms,
-            },
-        );
+        let record = CachedRecord {
+            value: change.new.clone(),
+            timestamp: change.timestamp.clone(),
+            ttl_ms: change.ttl_ms,
+        };
+        if change.timestamp.node_id == self.hlc.node_id() {
+            self.ws().insert(map.name(), &change.key, record);
+        } else {
+            self.ws().update_if_cached(&change.map, &change.key, record);
+        }
         map.publish(
             &change.key,
             change.old,

@@ -236,6 +236,7 @@ impl SharedDir {
         for map in &self.state().maps {
             link.open_map(map);
         }
+        local.set_forwarding(true);
         self.store.set(Backend::Follower(link));
         self.role.send_replace(Role::Follower);
         Ok(())
@@ -317,6 +318,7 @@ async fn watchdog(shared: Weak<SharedDir>) {
             local.invalidate_cache();
             match dir.try_elect().await {
                 Ok(Some(Elected::Leader(store))) => {
+                    local.set_forwarding(false);
                     dir.store.set(Backend::Owner(Arc::new(store)));
                     if let Err(e) = dir.lead(&local).await {
                         dir.report(&e);

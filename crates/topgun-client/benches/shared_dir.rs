@@ -1,0 +1,126 @@
+//! Shared data directory benchmark (`cargo xtask bench shared_dir`): a
+//! follower's `put` (forwarded over the directory's Unix socket to the
+//! leader, durable there) beside the leader's own `put`, in the same run,
+//! on the same redb file. Prints a table and writes
+//! `target/bench/shared_dir.json`.
+//!
+//! Goals: follower round-trip latency (one writer, median) <= the
+//! leader's + 0.2 ms; follower throughput with 64 concurrent writers >=
+//! 0.8x the leader's.
+
+#[path = "../../topgun-storage/benches/support/mod.rs"]
+mod support;
+
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use topgun_client::{IMap, Role, TopGunClient};
+
+const LATENCY_WRITES: usize = 2_000;
+
+/// Median round trip of `LATENCY_WRITES` sequential puts, in ms.
+async fn latency(map: &IMap<Vec<u8>>, prefix: &str) -> f64 {
+    let mut samples = Vec::with_capacity(LATENCY_WRITES);
+    for i in 0..LATENCY_WRITES {
+        let key = format!("{prefix}-{i}");
+        let start = Instant::now();
+        map.put(&key, support::value()).await.expect("put");
+        samples.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
+}
+
+/// Puts per second of 64 concurrent writers, `writes` in total.
+async fn throughput(map: &IMap<Vec<u8>>, prefix: &str, writes: usize) -> f64 {
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..support::TASKS)
+        .map(|t| {
+            let map = map.clone();
+            let prefix = prefix.to_owned();
+            tokio::spawn(async move {
+                for i in 0..support::per_task(writes) {
+                    let key = format!("{prefix}-{}", support::key(t, i));
+                    map.put(&key, support::value()).await.expect("put");
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("task");
+    }
+    (support::TASKS * support::per_task(writes)) as f64 / start.elapsed().as_secs_f64()
+}
+
+async fn open(dir: &Path) -> TopGunClient {
+    TopGunClient::builder()
+        .shared_dir(dir)
+        .build()
+        .await
+        .expect("open")
+}
+
+fn out_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    target.join("bench")
+}
+
+fn main() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let report = rt.block_on(async {
+        let leader = open(dir.path()).await;
+        let follower = open(dir.path()).await;
+        assert_eq!(
+            (leader.role(), follower.role()),
+            (Role::Leader, Role::Follower)
+        );
+        let on_leader = leader.get_map::<Vec<u8>>("bench").expect("map");
+        let on_follower = follower.get_map::<Vec<u8>>("bench").expect("map");
+        // Warm both paths (file growth, socket buffers).
+        latency(&on_leader, "warm-l").await;
+        latency(&on_follower, "warm-f").await;
+        let leader_ms = latency(&on_leader, "lat-l").await;
+        let follower_ms = latency(&on_follower, "lat-f").await;
+        let leader_tput = throughput(&on_leader, "tp-l", support::WRITES).await;
+        let follower_tput = throughput(&on_follower, "tp-f", support::WRITES).await;
+        json!({
+            "bench": "shared_dir",
+            "put_latency_p50_ms": { "leader": leader_ms, "follower": follower_ms,
+                "follower_extra_ms": follower_ms - leader_ms, "goal_extra_ms_max": 0.2 },
+            "put64_per_s": { "leader": leader_tput, "follower": follower_tput,
+                "ratio": follower_tput / leader_tput, "goal_ratio_min": 0.8 },
+        })
+    });
+    let extra = report["put_latency_p50_ms"]["follower_extra_ms"]
+        .as_f64()
+        .unwrap_or(f64::NAN);
+    let ratio = report["put64_per_s"]["ratio"].as_f64().unwrap_or(f64::NAN);
+    println!("shared data directory (follower through the leader's socket vs the leader):");
+    println!(
+        "  put latency p50: leader {:.3} ms, follower {:.3} ms (+{extra:.3} ms; goal <= +0.2)",
+        report["put_latency_p50_ms"]["leader"]
+            .as_f64()
+            .unwrap_or(0.0),
+        report["put_latency_p50_ms"]["follower"]
+            .as_f64()
+            .unwrap_or(0.0),
+    );
+    println!(
+        "  64 concurrent puts: leader {:.0}/s, follower {:.0}/s ({ratio:.2}x; goal >= 0.8x)",
+        report["put64_per_s"]["leader"].as_f64().unwrap_or(0.0),
+        report["put64_per_s"]["follower"].as_f64().unwrap_or(0.0),
+    );
+    let out = out_dir();
+    std::fs::create_dir_all(&out).expect("bench dir");
+    std::fs::write(
+        out.join("shared_dir.json"),
+        serde_json::to_string_pretty(&report).expect("json"),
+    )
+    .expect("write report");
+}
