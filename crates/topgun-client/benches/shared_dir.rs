@@ -6,7 +6,7 @@
 //!
 //! Goals: follower round-trip latency (one writer, median) <= the
 //! leader's + 0.2 ms; follower throughput with 64 concurrent writers >=
-//! 0.8x the leader's.
+//! 0.8x the leader's. Five alternating rounds; medians.
 
 #[path = "../../topgun-storage/benches/support/mod.rs"]
 mod support;
@@ -16,7 +16,13 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 use topgun_client::{IMap, Role, TopGunClient};
 
-const LATENCY_WRITES: usize = 2_000;
+const LATENCY_WRITES: usize = 1_000;
+const ROUNDS: usize = 5;
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
 
 /// Median round trip of `LATENCY_WRITES` sequential puts, in ms.
 async fn latency(map: &IMap<Vec<u8>>, prefix: &str) -> f64 {
@@ -27,8 +33,7 @@ async fn latency(map: &IMap<Vec<u8>>, prefix: &str) -> f64 {
         map.put(&key, support::value()).await.expect("put");
         samples.push(start.elapsed().as_secs_f64() * 1e3);
     }
-    samples.sort_by(f64::total_cmp);
-    samples[samples.len() / 2]
+    median(&mut samples)
 }
 
 /// Puts per second of 64 concurrent writers, `writes` in total.
@@ -85,10 +90,18 @@ fn main() {
         // Warm both paths (file growth, socket buffers).
         latency(&on_leader, "warm-l").await;
         latency(&on_follower, "warm-f").await;
-        let leader_ms = latency(&on_leader, "lat-l").await;
-        let follower_ms = latency(&on_follower, "lat-f").await;
-        let leader_tput = throughput(&on_leader, "tp-l", support::WRITES).await;
-        let follower_tput = throughput(&on_follower, "tp-f", support::WRITES).await;
+        // Rounds alternate between the two, so a machine that slows down
+        // or speeds up during the run weighs on both alike; medians.
+        let (mut lat, mut tput) = ([Vec::new(), Vec::new()], [Vec::new(), Vec::new()]);
+        for round in 0..ROUNDS {
+            for (who, map) in [&on_leader, &on_follower].into_iter().enumerate() {
+                lat[who].push(latency(map, &format!("lat{who}-{round}")).await);
+                let writes = support::WRITES / 2;
+                tput[who].push(throughput(map, &format!("tp{who}-{round}"), writes).await);
+            }
+        }
+        let [leader_ms, follower_ms] = lat.map(|mut v| median(&mut v));
+        let [leader_tput, follower_tput] = tput.map(|mut v| median(&mut v));
         json!({
             "bench": "shared_dir",
             "put_latency_p50_ms": { "leader": leader_ms, "follower": follower_ms,

@@ -4,6 +4,8 @@
 //! sends the changes a call made before its reply, so a write's own event
 //! is published before the write returns.
 
+use super::outbox::Outbox;
+use super::protocol::READ_BUFFER;
 use super::protocol::{
     encode_into, read_frame, state_named, Call, CallError, Frame, Reply, Request,
 };
@@ -11,9 +13,9 @@ use crate::local::LocalData;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
-use tokio::io::AsyncWriteExt;
+use tokio::io::BufReader;
 use tokio::net::UnixStream;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use topgun_sync::SyncStatus;
 
 type Waiters = HashMap<u64, oneshot::Sender<Result<Reply, CallError>>>;
@@ -21,7 +23,7 @@ type Waiters = HashMap<u64, oneshot::Sender<Result<Reply, CallError>>>;
 /// A connection to the leader process.
 #[derive(Debug)]
 pub(crate) struct Link {
-    out: mpsc::UnboundedSender<Vec<u8>>,
+    out: Arc<Outbox>,
     /// `None` once the connection ended.
     waiting: Mutex<Option<Waiters>>,
     next_id: AtomicU64,
@@ -39,7 +41,8 @@ impl Link {
         local: &Arc<LocalData>,
         status: Arc<SyncStatus>,
     ) -> std::io::Result<Arc<Link>> {
-        let (mut reader, mut writer) = stream.into_split();
+        let (reader, writer) = stream.into_split();
+        let mut reader = BufReader::with_capacity(READ_BUFFER, reader);
         let mut buf = Vec::new();
         match read_frame::<Frame>(&mut reader, &mut buf).await? {
             Some(Frame::Hello(clock, state)) => {
@@ -50,23 +53,11 @@ impl Link {
             }
             _ => return Err(std::io::Error::other("the leader did not say hello")),
         }
-        let (out, mut queue) = mpsc::unbounded_channel::<Vec<u8>>();
         let link = Arc::new(Link {
-            out,
+            out: Outbox::start(writer),
             waiting: Mutex::new(Some(HashMap::new())),
             next_id: AtomicU64::new(1),
             ended: watch::Sender::new(false),
-        });
-        tokio::spawn(async move {
-            // Whatever queued meanwhile goes out in one write.
-            while let Some(mut batch) = queue.recv().await {
-                while let Ok(more) = queue.try_recv() {
-                    batch.extend_from_slice(&more);
-                }
-                if writer.write_all(&batch).await.is_err() {
-                    break;
-                }
-            }
         });
         let weak_local = Arc::downgrade(local);
         let reading = Arc::downgrade(&link);
@@ -104,7 +95,9 @@ impl Link {
         .ok()?;
         let (tx, rx) = oneshot::channel();
         self.waiting().as_mut()?.insert(id, tx);
-        self.out.send(frame).ok()?;
+        if self.out.send(&frame).is_err() {
+            self.end();
+        }
         rx.await.ok()
     }
 
@@ -112,7 +105,7 @@ impl Link {
     pub(crate) fn open_map(&self, name: &str) {
         let mut frame = Vec::new();
         if encode_into(&mut frame, &Request::OpenMap(name.to_owned())).is_ok() {
-            let _ = self.out.send(frame);
+            let _ = self.out.send(&frame);
         }
     }
 
@@ -124,7 +117,7 @@ impl Link {
 }
 
 async fn read_loop(
-    reader: &mut tokio::net::unix::OwnedReadHalf,
+    reader: &mut BufReader<tokio::net::unix::OwnedReadHalf>,
     link: &Weak<Link>,
     local: &Weak<LocalData>,
     status: &SyncStatus,

@@ -15,6 +15,7 @@
 
 mod dir_store;
 mod link;
+mod outbox;
 mod protocol;
 mod serve;
 

@@ -21,6 +21,9 @@ use crate::hub::Change;
 /// stays well under it).
 pub(crate) const MAX_FRAME: usize = 256 << 20;
 
+/// Bytes read from the socket at a time (frames arrive in bursts).
+pub(crate) const READ_BUFFER: usize = 64 << 10;
+
 /// What a follower asks of the leader.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Request {

@@ -4,6 +4,8 @@
 //! every change and connection state; a change a call made goes out
 //! before that call's reply.
 
+use super::outbox::Outbox;
+use super::protocol::READ_BUFFER;
 use super::protocol::{
     encode_into, execute, read_frame, CallError, ChangeFrame, Frame, Reply, Request,
 };
@@ -11,9 +13,9 @@ use crate::error::ClientError;
 use crate::local::LocalData;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
-use tokio::io::AsyncWriteExt;
+use tokio::io::BufReader;
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
 use tokio::task::{JoinHandle, JoinSet};
 use topgun_sync::{SyncHandle, SyncStatus};
 
@@ -73,38 +75,79 @@ impl Drop for LeaderServer {
     }
 }
 
+/// A connection's way out: every frame goes after the changes published
+/// before it, so a call's reply follows the changes the call made.
+#[derive(Debug)]
+struct ConnOut {
+    out: Arc<Outbox>,
+    /// Changes not sent yet; locked while sending, which keeps the order.
+    feed: Mutex<broadcast::Receiver<crate::hub::Change>>,
+}
+
+impl ConnOut {
+    /// Sends the waiting changes, then `frame` if any.
+    ///
+    /// # Errors
+    /// The socket failed, or this connection fell more than the feed's
+    /// buffer behind (the follower reconnects and starts from a clean
+    /// cache).
+    fn send(&self, frame: Option<Frame>) -> std::io::Result<()> {
+        let mut feed = self.feed.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut buf = Vec::new();
+        loop {
+            match feed.try_recv() {
+                Ok(change) => encode_into(&mut buf, &Frame::Change(ChangeFrame::from(&change)))?,
+                Err(broadcast::error::TryRecvError::Empty) => break,
+                Err(_) => return Err(std::io::Error::other("the follower fell behind")),
+            }
+        }
+        if let Some(frame) = frame {
+            encode_into(&mut buf, &frame)?;
+        }
+        if buf.is_empty() {
+            return Ok(());
+        }
+        self.out.send(&buf)
+    }
+}
+
 async fn connection(stream: UnixStream, parts: LeaderParts) {
-    let (mut reader, mut writer) = stream.into_split();
-    let mut feed = parts.local.changes();
+    let (reader, writer) = stream.into_split();
+    let mut reader = BufReader::with_capacity(READ_BUFFER, reader);
+    // Rings on every change; the changes themselves are taken from the
+    // connection's own receiver, under its lock.
+    let mut bell = parts.local.changes();
+    let out = Arc::new(ConnOut {
+        out: Outbox::start(writer),
+        feed: Mutex::new(parts.local.changes()),
+    });
     let mut states = parts.status.watch_state();
-    let mut buf = Vec::new();
     let hello = Frame::Hello(
         parts.local.hlc().now(),
         states.borrow_and_update().as_str().to_owned(),
     );
-    if encode_into(&mut buf, &hello).is_err() || writer.write_all(&buf).await.is_err() {
+    if out.send(Some(hello)).is_err() {
         return;
     }
-    let (replies, mut done) = mpsc::unbounded_channel::<(u64, Result<Reply, CallError>)>();
-    let read_parts = parts.clone();
-    let mut calls = JoinSet::new();
-    let mut read = tokio::spawn(async move {
+    let read_out = out.clone();
+    // Aborted with this connection (when the leader stops).
+    let mut read = JoinSet::new();
+    read.spawn(async move {
+        let mut calls = JoinSet::new();
         let mut frame = Vec::new();
         while let Ok(Some(request)) = read_frame::<Request>(&mut reader, &mut frame).await {
             match request {
                 Request::Store { id, call } => {
-                    let parts = read_parts.clone();
-                    let replies = replies.clone();
+                    let parts = parts.clone();
+                    let out = read_out.clone();
                     calls.spawn(async move {
                         let result = run(&parts, call).await;
-                        let _ = replies.send((id, result));
+                        // A failed socket ends the connection's reader too.
+                        let _ = out.send(Some(Frame::Reply(id, result)));
                     });
                 }
                 Request::OpenMap(name) => {
-                    let sync = read_parts
-                        .sync
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner);
+                    let sync = parts.sync.lock().unwrap_or_else(PoisonError::into_inner);
                     if let Some(sync) = sync.as_ref() {
                         sync.open_map(&name);
                     }
@@ -115,53 +158,17 @@ async fn connection(stream: UnixStream, parts: LeaderParts) {
         while calls.join_next().await.is_some() {}
     });
     loop {
-        buf.clear();
-        tokio::select! {
-            _ = &mut read => return,
-            Some((id, result)) = done.recv() => {
-                // The changes this call made are in the feed already.
-                if drain(&mut feed, &mut buf).is_err() {
-                    break;
-                }
-                if encode_into(&mut buf, &Frame::Reply(id, result)).is_err() {
-                    break;
-                }
-            }
-            change = feed.recv() => match change {
-                Ok(change) => {
-                    if encode_into(&mut buf, &Frame::Change(ChangeFrame::from(&change))).is_err()
-                        || drain(&mut feed, &mut buf).is_err()
-                    {
-                        break;
-                    }
-                }
-                // A follower that fell this far behind reconnects and
-                // starts from a clean cache.
-                Err(_) => break,
-            },
+        let sent = tokio::select! {
+            _ = read.join_next() => return,
+            // A lagging bell only means "look".
+            _ = bell.recv() => out.send(None),
             Ok(()) = states.changed() => {
                 let state = states.borrow_and_update().as_str().to_owned();
-                if encode_into(&mut buf, &Frame::State(state)).is_err() {
-                    break;
-                }
+                out.send(Some(Frame::State(state)))
             }
-        }
-        if writer.write_all(&buf).await.is_err() {
-            break;
-        }
-    }
-    read.abort();
-}
-
-/// Moves every change waiting in `feed` into `buf`.
-fn drain(feed: &mut broadcast::Receiver<crate::hub::Change>, buf: &mut Vec<u8>) -> Result<(), ()> {
-    loop {
-        match feed.try_recv() {
-            Ok(change) => {
-                encode_into(buf, &Frame::Change(ChangeFrame::from(&change))).map_err(|_| ())?;
-            }
-            Err(broadcast::error::TryRecvError::Empty) => return Ok(()),
-            Err(_) => return Err(()),
+        };
+        if sent.is_err() {
+            return;
         }
     }
 }
