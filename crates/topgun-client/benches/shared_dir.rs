@@ -72,6 +72,8 @@ fn out_dir() -> PathBuf {
     target.join("bench")
 }
 
+// A bench reports on stdout.
+#[allow(clippy::print_stdout)]
 fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let rt = tokio::runtime::Builder::new_multi_thread()
