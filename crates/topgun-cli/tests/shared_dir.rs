@@ -234,3 +234,16 @@ fn of_eight_processes_starting_at_once_exactly_one_leads() {
     let keys: BTreeSet<String> = list(dir.path(), None, "m").into_keys().collect();
     assert_eq!(keys.len(), 80, "{keys:?}");
 }
+
+#[test]
+fn a_directory_a_server_holds_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let _server = Server::start(dir.path(), "127.0.0.1:0", &["--no-auth"]);
+    let out = topgun(dir.path(), None, &["get", "m", "k"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("already open in another process"),
+        "{stderr}"
+    );
+}

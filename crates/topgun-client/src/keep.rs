@@ -1,6 +1,5 @@
 //! [`KeepAlive`]: what a client and its maps hold on to.
 
-use std::sync::Arc;
 use topgun_sync::SyncHandle;
 
 /// What keeps sync (and a shared directory's role) running while a client
@@ -9,7 +8,7 @@ use topgun_sync::SyncHandle;
 pub(crate) struct KeepAlive {
     pub(crate) sync: Option<SyncHandle>,
     #[cfg(all(feature = "redb", unix))]
-    pub(crate) dir: Option<Arc<crate::shared_dir::SharedDir>>,
+    pub(crate) dir: Option<std::sync::Arc<crate::shared_dir::SharedDir>>,
 }
 
 impl KeepAlive {

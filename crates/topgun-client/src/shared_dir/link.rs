@@ -143,6 +143,7 @@ async fn read_loop(
                     status.set_state(state);
                 }
             }
+            Frame::Event(event) => status.emit(event),
             Frame::Hello(..) => {}
         }
     }

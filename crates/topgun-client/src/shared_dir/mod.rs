@@ -38,9 +38,11 @@ use crate::error::ClientError;
 
 /// Name of the leader's socket inside a shared data directory.
 pub const SOCKET_FILE: &str = "topgun.sock";
-/// How long opening waits for a leader that holds the file but does not
-/// answer on its socket yet (it may be recovering a large file).
-const OPEN_WAIT: Duration = Duration::from_secs(30);
+/// How long opening waits for a process that holds the file but does not
+/// answer on its socket: a leader still opening (recovering) the file, or
+/// a process that does not share it, such as `topgun serve` on its own
+/// data directory (then opening fails with [`StorageError::Locked`]).
+const OPEN_WAIT: Duration = Duration::from_secs(5);
 /// Pause between two tries at the file and the socket.
 const RETRY: Duration = Duration::from_millis(10);
 

@@ -12,7 +12,7 @@ use topgun_storage::{
     AppliedChange, ClearOutcome, KeyStamp, LocalWrite, OpId, OpLogEntry, StorageError, Store,
     StoreRecord, StoreStats,
 };
-use topgun_sync::ConnectionState;
+use topgun_sync::{ConnectionState, SyncEvent};
 
 use crate::events::Origin;
 use crate::hub::Change;
@@ -110,6 +110,8 @@ pub(crate) enum Frame {
     Reply(u64, Result<Reply, CallError>),
     Change(ChangeFrame),
     State(String),
+    /// One of the leader's sync events (auth failures, rejected ops, …).
+    Event(SyncEvent),
 }
 
 /// A [`Change`] on the socket.

@@ -122,6 +122,7 @@ async fn connection(stream: UnixStream, parts: LeaderParts) {
         feed: Mutex::new(parts.local.changes()),
     });
     let mut states = parts.status.watch_state();
+    let mut events = parts.status.events();
     let hello = Frame::Hello(
         parts.local.hlc().now(),
         states.borrow_and_update().as_str().to_owned(),
@@ -166,6 +167,12 @@ async fn connection(stream: UnixStream, parts: LeaderParts) {
                 let state = states.borrow_and_update().as_str().to_owned();
                 out.send(Some(Frame::State(state)))
             }
+            event = events.recv() => match event {
+                Ok(event) => out.send(Some(Frame::Event(event))),
+                // Events are advisory; a follower too slow for them misses some.
+                Err(broadcast::error::RecvError::Lagged(_)) => Ok(()),
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
         };
         if sent.is_err() {
             return;

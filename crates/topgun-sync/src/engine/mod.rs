@@ -228,7 +228,7 @@ pub enum Output {
 }
 
 /// Events for the application.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum SyncEvent {
     /// The server refused the token (or required one and none was given).
