@@ -14,6 +14,7 @@ const FEED_BUFFER: usize = 8192;
 /// One change to one key, as published to subscribers: what another
 /// process sharing the data needs to keep its working set, subscribers and
 /// live queries right.
+#[cfg_attr(not(all(feature = "redb", unix)), allow(dead_code))] // Used by `shared_dir`.
 #[derive(Debug, Clone)]
 pub(crate) struct Change {
     pub(crate) map: Arc<str>,
@@ -115,6 +116,7 @@ impl Default for MapHub {
 impl MapHub {
     /// Every change to every map from now on (a reader that falls more
     /// than [`FEED_BUFFER`] behind lags).
+    #[cfg_attr(not(all(feature = "redb", unix)), allow(dead_code))] // Used by `shared_dir`.
     pub(crate) fn changes(&self) -> broadcast::Receiver<Change> {
         self.feed.subscribe()
     }

@@ -321,6 +321,7 @@ impl LocalData {
     }
 
     /// Says whether another process holds the store from now on.
+    #[cfg_attr(not(all(feature = "redb", unix)), allow(dead_code))] // Used by `shared_dir`.
     pub(crate) fn set_forwarding(&self, forwarding: bool) {
         self.forwarding.store(forwarding, Ordering::Release);
     }
@@ -336,6 +337,7 @@ impl LocalData {
     /// # Errors
     /// As for [`write`](Self::write); [`ClientError::Clock`] for a stamp
     /// beyond the clock's drift bound.
+    #[cfg_attr(not(all(feature = "redb", unix)), allow(dead_code))] // Used by `shared_dir`.
     pub(crate) async fn write_stamped(&self, write: LocalWrite) -> Result<OpId, ClientError> {
         self.check_open()?;
         check_name("key", &write.key)?;
@@ -459,6 +461,7 @@ impl LocalData {
     }
 
     /// Every change published from now on, in every map.
+    #[cfg_attr(not(all(feature = "redb", unix)), allow(dead_code))] // Used by `shared_dir`.
     pub(crate) fn changes(&self) -> broadcast::Receiver<Change> {
         self.hub.changes()
     }
@@ -467,6 +470,7 @@ impl LocalData {
     /// (this client forwards its calls there): the clock observes it, a
     /// cached copy is replaced (this client's own writes are cached),
     /// subscribers and live queries see it.
+    #[cfg_attr(not(all(feature = "redb", unix)), allow(dead_code))] // Used by `shared_dir`.
     pub(crate) fn apply_change(&self, change: Change) {
         let _ = self.hlc.update(&change.timestamp);
         let map = self.map(&change.map);
@@ -491,6 +495,7 @@ impl LocalData {
     }
 
     /// Forgets every cached record (the data may have changed unseen).
+    #[cfg_attr(not(all(feature = "redb", unix)), allow(dead_code))] // Used by `shared_dir`.
     pub(crate) fn invalidate_cache(&self) {
         self.ws().invalidate_all();
     }
@@ -653,6 +658,7 @@ impl Replica for LocalData {
 
 /// The id of the pending op that `write` (already applied) logged; `None`
 /// once a server acknowledged it and it left the log.
+#[cfg_attr(not(all(feature = "redb", unix)), allow(dead_code))] // Used by `shared_dir`.
 pub(crate) async fn find_op(
     store: &dyn Store,
     write: &LocalWrite,
