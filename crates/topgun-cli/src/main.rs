@@ -41,10 +41,12 @@ local-first data directory, sync it with a server, or run the server.
 
 Data lives in one redb file, DIR/topgun.redb, where DIR is --data, else the \
 TOPGUN_DATA environment variable, else ./topgun-data. DIR is created if \
-missing. Several processes can use one DIR at once: the first to open it \
+missing. Several processes can use one DIR at once (on Unix): the first to open it \
 holds the file (the leader; it syncs when it has --server) and listens on \
 DIR/topgun.sock; the others send their reads and writes through it and see \
-its changes. When the leader exits, another process takes over.
+its changes. When the leader exits, another process takes over. Only the \
+leader syncs: a process that goes through it uses the leader's server and \
+connection, and its own --server only makes it wait for that sync.
 
 Without --server every command works on local data only. With --server URL \
 (or TOPGUN_SERVER) the client syncs with that server: reads (get, list, \
@@ -132,8 +134,9 @@ struct GlobalArgs {
     /// With --server: wait at most SECS for the sync (exit code 4 after).
     #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = args::seconds, global = true)]
     timeout: f64,
-    /// Report more on stderr: the op id of each write, whether a limited
-    /// query left more results out, sync disconnections.
+    /// Report more on stderr: the data directory's role (leader or
+    /// follower), the op id of each write, whether a limited query left
+    /// more results out, sync disconnections.
     #[arg(short, long, global = true)]
     verbose: bool,
 }

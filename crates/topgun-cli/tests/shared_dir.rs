@@ -1,6 +1,8 @@
 //! Several `topgun` processes on one data directory: the first holds it
 //! (the leader), the others go through it over its socket; when the leader
 //! is killed a follower takes over. Real processes, a real server.
+// Sharing a data directory needs Unix domain sockets.
+#![cfg(unix)]
 // Test helpers unwrap: a panic with the error is the failure report.
 #![allow(clippy::unwrap_used)]
 

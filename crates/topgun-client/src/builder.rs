@@ -117,8 +117,16 @@ impl TopGunClientBuilder {
     ///
     /// A follower stamps its writes with a node id of its own (a new UUID
     /// each time; an id given with [`node_id`](Self::node_id) is the
-    /// leader's). The quota and warm-up apply in the process that opens
-    /// the directory first.
+    /// leader's). Only the leader syncs, with its own server settings; a
+    /// follower's [`server_url`](Self::server_url) and token are used if
+    /// it takes over, its [`sync_maps`](Self::sync_maps) are synced by
+    /// whichever process leads. The quota and warm-up apply in the process
+    /// that opens the directory first.
+    ///
+    /// A follower's subscriptions and live queries miss the changes made
+    /// while it has no leader (during a takeover) or when it falls more
+    /// than 8,192 changes behind (it then reconnects); its reads stay
+    /// right, as it forgets its cached copies then.
     ///
     /// Sharing needs Unix domain sockets; on other platforms the directory
     /// is opened by one process at a time (a second fails with
@@ -260,7 +268,7 @@ impl TopGunClientBuilder {
             sync: self.sync_settings(runtime.clone())?,
             status: status.clone(),
         };
-        let shared = SharedDir::elect(dir, Box::new(opener), status.clone()).await?;
+        let shared = SharedDir::elect(dir, Arc::new(opener), status.clone()).await?;
         let store = shared.store();
         let leader = shared.role() == Role::Leader;
         let node_id = if leader {
@@ -270,6 +278,9 @@ impl TopGunClientBuilder {
         };
         let local = self.local_data(store, node_id, runtime, leader).await?;
         shared.attach(&local).await?;
+        for map in &self.sync_maps {
+            shared.open_map(map);
+        }
         Ok(TopGunClient::new(local, status, None).with_dir(shared))
     }
 

@@ -328,32 +328,27 @@ impl LocalData {
 
     /// A write stamped by another process sharing this data (forwarded
     /// over the data directory's socket), applied like [`write`](Self::write)
-    /// if its stamp is newer than the stored record's. The same write
-    /// again (a call retried after the previous holder of the data
-    /// directory died) changes nothing and answers the op id it got; an
-    /// older one is refused with [`StorageError::Stale`] so its writer
-    /// restamps it.
+    /// if [`stamped_verdict`] says so. `retried`: the call may have run
+    /// already (its first try's connection broke).
     ///
     /// # Errors
-    /// As for [`write`](Self::write); [`ClientError::Clock`] for a stamp
-    /// beyond the clock's drift bound.
+    /// As for [`write`](Self::write); [`StorageError::Stale`] for a stamp
+    /// older than the record's; [`ClientError::Clock`] for a stamp beyond
+    /// the clock's drift bound.
     #[cfg_attr(not(all(feature = "redb", unix)), allow(dead_code))] // Used by `shared_dir`.
-    pub(crate) async fn write_stamped(&self, write: LocalWrite) -> Result<OpId, ClientError> {
+    pub(crate) async fn write_stamped(
+        &self,
+        write: LocalWrite,
+        retried: bool,
+    ) -> Result<OpId, ClientError> {
         self.check_open()?;
         check_name("key", &write.key)?;
         let map = self.map(&write.map_name);
         let _guard = self.locks.lock(map.name(), &write.key).await;
         let previous = self.current(&map, &write.key).await?;
-        if let Some(p) = &previous {
-            if p.timestamp == write.timestamp {
-                return Ok(find_op(self.store.as_ref(), &write).await?.unwrap_or(0));
-            }
-            if p.timestamp > write.timestamp {
-                return Err(StorageError::Stale {
-                    current: p.timestamp.clone(),
-                }
-                .into());
-            }
+        let current = previous.as_ref().map(|p| &p.timestamp);
+        if let Some(op) = stamped_verdict(self.store.as_ref(), current, &write, retried).await? {
+            return Ok(op);
         }
         self.hlc.update(&write.timestamp)?;
         self.commit(&map, previous.as_ref(), write).await
@@ -653,6 +648,32 @@ impl Replica for LocalData {
 
     fn observe_timestamp(&self, timestamp: &Timestamp) -> Result<(), HlcError> {
         self.hlc.update(timestamp).map(|_| ())
+    }
+}
+
+/// Whether a write stamped elsewhere applies over a record stamped
+/// `current`: `Ok(None)` when its stamp is newer; `Ok(Some(op id))` when it
+/// already ran — the record has its very stamp, or (for a `retried` call)
+/// its op is in the log under a newer record — answered with its op id (0
+/// once a server acknowledged it and it left the log); else
+/// [`StorageError::Stale`], for its writer to stamp it again.
+#[cfg_attr(not(all(feature = "redb", unix)), allow(dead_code))] // Used by `shared_dir`.
+pub(crate) async fn stamped_verdict(
+    store: &dyn Store,
+    current: Option<&Timestamp>,
+    write: &LocalWrite,
+    retried: bool,
+) -> Result<Option<OpId>, StorageError> {
+    match current {
+        Some(c) if *c == write.timestamp => Ok(Some(find_op(store, write).await?.unwrap_or(0))),
+        Some(c) if *c > write.timestamp => match retried {
+            true => match find_op(store, write).await? {
+                Some(op) => Ok(Some(op)),
+                None => Err(StorageError::Stale { current: c.clone() }),
+            },
+            false => Err(StorageError::Stale { current: c.clone() }),
+        },
+        _ => Ok(None),
     }
 }
 

@@ -260,6 +260,9 @@ impl WorkingSet {
     pub(crate) fn invalidate_all(&mut self) {
         self.cache.clear();
         self.stats.bytes = 0;
+        // A read in flight may carry a copy the invalidation was meant to
+        // drop: it must not be cached.
+        self.uncached_merges += 1;
     }
 
     /// Least recently used `(map, key)`s, oldest first, at most `limit`.

@@ -7,7 +7,7 @@ use std::fmt;
 /// `Initial` → `Offline` once the store is open; with a server configured,
 /// `Offline` → `Connecting` → `Syncing` → `Online`, and back to `Offline`
 /// when the connection drops (then `Connecting` again after a backoff).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum ConnectionState {
     /// Opening the store and warming up.

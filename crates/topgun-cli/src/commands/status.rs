@@ -7,8 +7,10 @@ use serde::Serialize;
 
 pub(crate) const STATUS_EXAMPLES: &str = "\
 Prints one JSON object:
-  state         connection state: OFFLINE without --server; with it, ONLINE
-                (status waits until synced, up to --timeout)
+  state         connection state of the process that syncs the data
+                directory (this one, or the leader it goes through):
+                OFFLINE without a server; with --server, status first waits
+                until ONLINE (up to --timeout)
   role          leader if this process holds the data directory, follower
                 if another process (e.g. a `watch`) holds it and this one
                 went through it

@@ -5,14 +5,18 @@
 
 use super::link::Link;
 use super::protocol::{execute, Call, Reply};
-use crate::local::find_op;
+use crate::local::stamped_verdict;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::watch;
 use topgun_core::Timestamp;
 use topgun_storage::{
     AppliedChange, ClearOutcome, KeyStamp, LocalWrite, OpId, OpLogEntry, StorageError, Store,
     StoreRecord, StoreStats,
 };
+
+/// How long a call waits for a new leader before it fails.
+const ELECTION_WAIT: Duration = Duration::from_secs(30);
 
 /// Where a [`DirStore`]'s calls go now.
 #[derive(Debug, Clone)]
@@ -40,8 +44,15 @@ impl DirStore {
         }
     }
 
+    /// Switches to `backend`; after [`Backend::Closed`], nothing.
     pub(crate) fn set(&self, backend: Backend) {
-        self.backend.send_replace(backend);
+        self.backend.send_if_modified(|current| {
+            if matches!(current, Backend::Closed) {
+                return false;
+            }
+            *current = backend;
+            true
+        });
     }
 
     pub(crate) fn backend(&self) -> Backend {
@@ -49,46 +60,48 @@ impl DirStore {
     }
 
     /// Runs `call` where the data is. A call whose connection to the leader
-    /// broke waits for the next leader and runs again there: every call is
-    /// safe to repeat — reads trivially, a write because it carries its
-    /// stamp (the same stamp again is recognised and not applied twice).
+    /// broke waits for the next leader (at most [`ELECTION_WAIT`]) and runs
+    /// again there: every call is safe to repeat — reads trivially, a write
+    /// because it carries its stamp ([`stamped_verdict`]).
     async fn call(&self, call: Call) -> Result<Reply, StorageError> {
         let mut backends = self.backend.subscribe();
-        let mut retried = false;
+        // Whether the call may have run already, or the leadership moved
+        // while it waited (a forwarded write then meets the file here).
+        let mut moved = false;
         loop {
             let backend = backends.borrow_and_update().clone();
             match backend {
                 Backend::Closed => return Err(StorageError::Closed),
-                Backend::Electing => {}
+                Backend::Electing => moved = true,
                 Backend::Owner(store) => {
-                    if let (true, Call::WriteLocal(write)) = (retried, &call) {
-                        if let Some(id) = applied(store.as_ref(), write).await? {
+                    if let (true, Call::WriteLocal(write)) = (moved, &call) {
+                        let current = store.get(&write.map_name, &write.key).await?;
+                        let current = current.as_ref().map(|r| &r.timestamp);
+                        if let Some(id) =
+                            stamped_verdict(store.as_ref(), current, write, true).await?
+                        {
                             return Ok(Reply::Id(id));
                         }
                     }
                     return execute(store.as_ref(), call).await;
                 }
-                Backend::Follower(link) => match link.call(&call).await {
+                Backend::Follower(link) => match link.call(&call, moved).await {
                     Some(result) => return result.map_err(|e| e.into_storage()),
-                    None => retried = true,
+                    None => moved = true,
                 },
             }
-            if backends.changed().await.is_err() {
-                return Err(StorageError::Closed);
+            match tokio::time::timeout(ELECTION_WAIT, backends.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(StorageError::Closed),
+                Err(_) => {
+                    return Err(StorageError::Backend {
+                        backend: "data directory",
+                        during: "waiting for a process to hold it",
+                        source: "no process took the data directory over in time".into(),
+                    })
+                }
             }
         }
-    }
-}
-
-/// The op id of `write` if the store already holds it (a write retried
-/// after the leader that ran it died before answering); 0 once its op was
-/// acknowledged and dropped from the log.
-async fn applied(store: &dyn Store, write: &LocalWrite) -> Result<Option<OpId>, StorageError> {
-    match store.get(&write.map_name, &write.key).await? {
-        Some(r) if r.timestamp == write.timestamp => {
-            Ok(Some(find_op(store, write).await?.unwrap_or(0)))
-        }
-        _ => Ok(None),
     }
 }
 

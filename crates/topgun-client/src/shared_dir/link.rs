@@ -7,18 +7,72 @@
 use super::outbox::Outbox;
 use super::protocol::READ_BUFFER;
 use super::protocol::{
-    encode_into, read_frame, state_named, Call, CallError, Frame, Reply, Request,
+    encode_into, read_frame, Call, CallError, Frame, Reply, Request, PROTOCOL_VERSION,
 };
 use crate::local::LocalData;
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
 use tokio::io::BufReader;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 use tokio::sync::{oneshot, watch};
+use topgun_core::Timestamp;
+use topgun_storage::StorageError;
+use topgun_sync::ConnectionState;
 use topgun_sync::SyncStatus;
 
 type Waiters = HashMap<u64, oneshot::Sender<Result<Reply, CallError>>>;
+
+/// A connection to a leader that said hello.
+#[derive(Debug)]
+pub(crate) struct Connected {
+    reader: BufReader<OwnedReadHalf>,
+    writer: OwnedWriteHalf,
+    clock: Timestamp,
+    state: ConnectionState,
+}
+
+impl Connected {
+    /// Connects to the leader's socket at `path` and reads its hello.
+    /// `None` when nobody listens there, the connection closes, or no
+    /// hello comes within `wait` (a leader that is stopped or stuck).
+    ///
+    /// # Errors
+    /// The leader speaks another version of this protocol.
+    pub(crate) async fn connect(
+        path: &Path,
+        wait: Duration,
+    ) -> Result<Option<Connected>, StorageError> {
+        let Ok(stream) = UnixStream::connect(path).await else {
+            return Ok(None);
+        };
+        let (reader, writer) = stream.into_split();
+        let mut reader = BufReader::with_capacity(READ_BUFFER, reader);
+        let mut buf = Vec::new();
+        let hello = tokio::time::timeout(wait, read_frame::<Frame>(&mut reader, &mut buf)).await;
+        match hello {
+            Ok(Ok(Some(Frame::Hello(PROTOCOL_VERSION, clock, state)))) => Ok(Some(Connected {
+                reader,
+                writer,
+                clock,
+                state,
+            })),
+            Ok(Ok(Some(Frame::Hello(version, ..)))) => Err(StorageError::Backend {
+                backend: "data directory socket",
+                during: "greeting the process holding the data directory",
+                source: format!(
+                    "it speaks protocol version {version}, this client {PROTOCOL_VERSION}: \
+                     use one version of topgun on a data directory"
+                )
+                .into(),
+            }),
+            _ => Ok(None),
+        }
+    }
+}
 
 /// A connection to the leader process.
 #[derive(Debug)]
@@ -31,28 +85,22 @@ pub(crate) struct Link {
 }
 
 impl Link {
-    /// Reads the leader's hello on `stream`, then starts reading and
-    /// writing in the background.
-    ///
-    /// # Errors
-    /// The connection failed or did not start with a hello.
-    pub(crate) async fn start(
-        stream: UnixStream,
+    /// Starts reading and writing `connected` in the background, for
+    /// `local`: the clock observes the leader's, the status takes its
+    /// state.
+    pub(crate) fn start(
+        connected: Connected,
         local: &Arc<LocalData>,
         status: Arc<SyncStatus>,
-    ) -> std::io::Result<Arc<Link>> {
-        let (reader, writer) = stream.into_split();
-        let mut reader = BufReader::with_capacity(READ_BUFFER, reader);
-        let mut buf = Vec::new();
-        match read_frame::<Frame>(&mut reader, &mut buf).await? {
-            Some(Frame::Hello(clock, state)) => {
-                let _ = local.hlc().update(&clock);
-                if let Some(state) = state_named(&state) {
-                    status.set_state(state);
-                }
-            }
-            _ => return Err(std::io::Error::other("the leader did not say hello")),
-        }
+    ) -> Arc<Link> {
+        let Connected {
+            mut reader,
+            writer,
+            clock,
+            state,
+        } = connected;
+        let _ = local.hlc().update(&clock);
+        status.set_state(state);
         let link = Arc::new(Link {
             out: Outbox::start(writer),
             waiting: Mutex::new(Some(HashMap::new())),
@@ -63,11 +111,13 @@ impl Link {
         let reading = Arc::downgrade(&link);
         tokio::spawn(async move {
             let _ = read_loop(&mut reader, &reading, &weak_local, &status).await;
+            // No leader, no connection state, until the next one says.
+            status.set_state(ConnectionState::Offline);
             if let Some(link) = reading.upgrade() {
                 link.end();
             }
         });
-        Ok(link)
+        link
     }
 
     fn waiting(&self) -> std::sync::MutexGuard<'_, Option<Waiters>> {
@@ -80,9 +130,14 @@ impl Link {
         self.ended.send_replace(true);
     }
 
-    /// Runs `call` at the leader: `None` if the connection ended before
-    /// the reply came (the call may or may not have run).
-    pub(crate) async fn call(&self, call: &Call) -> Option<Result<Reply, CallError>> {
+    /// Runs `call` at the leader (`retried`: it may have run already):
+    /// `None` if the connection ended before the reply came (the call may
+    /// or may not have run).
+    pub(crate) async fn call(
+        &self,
+        call: &Call,
+        retried: bool,
+    ) -> Option<Result<Reply, CallError>> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut frame = Vec::new();
         encode_into(
@@ -90,6 +145,7 @@ impl Link {
             &Request::Store {
                 id,
                 call: call.clone(),
+                retried,
             },
         )
         .ok()?;
@@ -117,7 +173,7 @@ impl Link {
 }
 
 async fn read_loop(
-    reader: &mut BufReader<tokio::net::unix::OwnedReadHalf>,
+    reader: &mut BufReader<OwnedReadHalf>,
     link: &Weak<Link>,
     local: &Weak<LocalData>,
     status: &SyncStatus,
@@ -138,11 +194,7 @@ async fn read_loop(
                 Some(local) => local.apply_change(change.into()),
                 None => return Ok(()),
             },
-            Frame::State(state) => {
-                if let Some(state) = state_named(&state) {
-                    status.set_state(state);
-                }
-            }
+            Frame::State(state) => status.set_state(state),
             Frame::Event(event) => status.emit(event),
             Frame::Hello(..) => {}
         }

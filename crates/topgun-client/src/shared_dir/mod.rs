@@ -23,13 +23,12 @@ use crate::local::LocalData;
 use crate::role::Role;
 use crate::DATA_FILE;
 use dir_store::{Backend, DirStore};
-use link::Link;
+use link::{Connected, Link};
 use serve::{LeaderParts, LeaderServer};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
-use tokio::net::UnixStream;
 use tokio::sync::watch;
 use topgun_storage::{RedbStore, StorageError, Store};
 use topgun_sync::{SyncEvent, SyncHandle, SyncStatus};
@@ -43,6 +42,8 @@ pub const SOCKET_FILE: &str = "topgun.sock";
 /// a process that does not share it, such as `topgun serve` on its own
 /// data directory (then opening fails with [`StorageError::Locked`]).
 const OPEN_WAIT: Duration = Duration::from_secs(5);
+/// How long a follower waits for the leader's hello on a new connection.
+const HELLO_WAIT: Duration = Duration::from_secs(1);
 /// Pause between two tries at the file and the socket.
 const RETRY: Duration = Duration::from_millis(10);
 
@@ -60,7 +61,7 @@ pub(crate) trait Opener: std::fmt::Debug + Send + Sync {
 #[derive(Debug)]
 enum Elected {
     Leader(RedbStore),
-    Follower(UnixStream),
+    Follower(Connected),
 }
 
 /// A client's membership of a shared data directory.
@@ -70,7 +71,7 @@ pub(crate) struct SharedDir {
     socket: PathBuf,
     store: Arc<DirStore>,
     status: Arc<SyncStatus>,
-    opener: Box<dyn Opener>,
+    opener: Arc<dyn Opener>,
     role: watch::Sender<Role>,
     state: Mutex<DirState>,
 }
@@ -79,7 +80,7 @@ pub(crate) struct SharedDir {
 struct DirState {
     local: Weak<LocalData>,
     /// The leader's connection, from election until [`SharedDir::attach`].
-    elected: Option<UnixStream>,
+    elected: Option<Connected>,
     server: Option<LeaderServer>,
     sync: Arc<Mutex<Option<SyncHandle>>>,
     /// Maps opened for sync, for the next leader to sync as well.
@@ -97,10 +98,11 @@ impl SharedDir {
     /// # Errors
     /// The directory cannot be created; the file cannot be opened for
     /// another reason than a lock; no leader answered within
-    /// [`OPEN_WAIT`] ([`StorageError::Locked`]).
+    /// [`OPEN_WAIT`] ([`StorageError::Locked`]); the leader speaks another
+    /// version of the protocol.
     pub(crate) async fn elect(
         dir: &Path,
-        opener: Box<dyn Opener>,
+        opener: Arc<dyn Opener>,
         status: Arc<SyncStatus>,
     ) -> Result<Arc<SharedDir>, ClientError> {
         std::fs::create_dir_all(dir).map_err(|source| StorageError::Backend {
@@ -125,8 +127,8 @@ impl SharedDir {
                     shared.role.send_replace(Role::Leader);
                     return Ok(shared);
                 }
-                Some(Elected::Follower(stream)) => {
-                    shared.state().elected = Some(stream);
+                Some(Elected::Follower(connected)) => {
+                    shared.state().elected = Some(connected);
                     return Ok(shared);
                 }
                 None if tokio::time::Instant::now() >= deadline => {
@@ -144,16 +146,25 @@ impl SharedDir {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// One try: the file, else the socket; `None` if neither answered.
+    /// One try: the file (opened off the async threads: after a crash redb
+    /// repairs it first), else the socket; `None` if neither answered.
     async fn try_elect(&self) -> Result<Option<Elected>, StorageError> {
-        match self.opener.open(&self.file) {
+        let opener = self.opener.clone();
+        let file = self.file.clone();
+        let opened = tokio::task::spawn_blocking(move || opener.open(&file))
+            .await
+            .map_err(|e| StorageError::Backend {
+                backend: "redb",
+                during: "opening the database file",
+                source: Box::new(e),
+            })?;
+        match opened {
             Ok(store) => return Ok(Some(Elected::Leader(store))),
             Err(StorageError::Locked { .. }) => {}
             Err(e) => return Err(e),
         }
-        Ok(UnixStream::connect(&self.socket)
-            .await
-            .ok()
+        Ok(Connected::connect(&self.socket, HELLO_WAIT)
+            .await?
             .map(Elected::Follower))
     }
 
@@ -180,11 +191,11 @@ impl SharedDir {
     }
 
     /// Starts the elected role with the client's `local` data: a leader
-    /// listens and syncs; a follower connects and, when its leader goes,
+    /// syncs and listens; a follower connects and, when its leader goes,
     /// elects again.
     ///
     /// # Errors
-    /// The socket could not be bound or the leader's hello not read.
+    /// Storage errors listing the maps to sync.
     pub(crate) async fn attach(
         self: &Arc<Self>,
         local: &Arc<LocalData>,
@@ -196,8 +207,8 @@ impl SharedDir {
         };
         match elected {
             None => self.lead(local).await,
-            Some(stream) => {
-                self.follow(stream, local).await?;
+            Some(connected) => {
+                self.follow(connected, local);
                 let weak = Arc::downgrade(self);
                 self.state().watchdog = Some(tokio::spawn(watchdog(weak)));
                 Ok(())
@@ -205,44 +216,47 @@ impl SharedDir {
         }
     }
 
-    /// Listens on the socket and starts sync (the store is the file).
+    /// Starts sync, then listens on the socket (the store is the file). A
+    /// socket that cannot be bound (a path too long for one, a file system
+    /// without sockets) leaves this process working alone, reported as a
+    /// sync event; others then cannot open the directory.
     async fn lead(&self, local: &Arc<LocalData>) -> Result<(), ClientError> {
-        let sync = self.state().sync.clone();
+        let mut maps = local.store().map_names().await?;
+        let sync = {
+            let state = self.state();
+            maps.extend(state.maps.iter().cloned());
+            state.sync.clone()
+        };
+        let handle = self.opener.start_sync(local, maps);
+        if handle.is_none() {
+            self.status.set_state(topgun_sync::ConnectionState::Offline);
+        }
+        *sync.lock().unwrap_or_else(PoisonError::into_inner) = handle;
         let parts = LeaderParts {
             local: local.clone(),
             status: self.status.clone(),
-            sync: sync.clone(),
+            sync,
         };
-        let server =
-            LeaderServer::start(&self.socket, parts).map_err(|source| StorageError::Backend {
+        match LeaderServer::start(&self.socket, parts) {
+            Ok(server) => self.state().server = Some(server),
+            Err(e) => self.report(&ClientError::from(StorageError::Backend {
                 backend: "data directory socket",
-                during: "listening",
-                source: Box::new(source),
-            })?;
-        let mut maps = local.store().map_names().await?;
-        maps.extend(self.state().maps.iter().cloned());
-        let handle = self.opener.start_sync(local, maps);
-        *sync.lock().unwrap_or_else(PoisonError::into_inner) = handle;
-        self.state().server = Some(server);
+                during: "listening for other processes",
+                source: Box::new(e),
+            })),
+        }
         self.role.send_replace(Role::Leader);
         Ok(())
     }
 
-    async fn follow(&self, stream: UnixStream, local: &Arc<LocalData>) -> Result<(), ClientError> {
-        let link = Link::start(stream, local, self.status.clone())
-            .await
-            .map_err(|source| StorageError::Backend {
-                backend: "data directory socket",
-                during: "connecting to the leader process",
-                source: Box::new(source),
-            })?;
+    fn follow(&self, connected: Connected, local: &Arc<LocalData>) {
+        let link = Link::start(connected, local, self.status.clone());
         for map in &self.state().maps {
             link.open_map(map);
         }
         local.set_forwarding(true);
         self.store.set(Backend::Follower(link));
         self.role.send_replace(Role::Follower);
-        Ok(())
     }
 
     /// Syncs map `name` (through the leader when following).
@@ -266,8 +280,8 @@ impl SharedDir {
         )));
     }
 
-    /// Stops following or leading: sync stops, the socket goes, the file
-    /// is released once the client's last handle is dropped.
+    /// Stops following or leading: sync stops, the socket goes and the
+    /// file is released (once calls in flight on it have finished).
     pub(crate) async fn close(&self) {
         let (server, watchdog) = {
             let mut state = self.state();
@@ -319,7 +333,12 @@ async fn watchdog(shared: Weak<SharedDir>) {
             dir.store.set(Backend::Electing);
             // Changes made while no leader streamed them went unseen.
             local.invalidate_cache();
-            match dir.try_elect().await {
+            let elected = dir.try_elect().await;
+            // A close that came meanwhile wins: the file is let go.
+            if dir.state().closed {
+                return;
+            }
+            match elected {
                 Ok(Some(Elected::Leader(store))) => {
                     local.set_forwarding(false);
                     dir.store.set(Backend::Owner(Arc::new(store)));
@@ -328,10 +347,9 @@ async fn watchdog(shared: Weak<SharedDir>) {
                     }
                     return;
                 }
-                Ok(Some(Elected::Follower(stream))) => {
-                    if dir.follow(stream, &local).await.is_ok() {
-                        break;
-                    }
+                Ok(Some(Elected::Follower(connected))) => {
+                    dir.follow(connected, &local);
+                    break;
                 }
                 Ok(None) => {}
                 Err(e) => dir.report(&ClientError::from(e)),

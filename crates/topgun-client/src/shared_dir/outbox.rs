@@ -8,6 +8,10 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::Notify;
 
+/// Bytes an outbox holds for a peer that does not read before it gives
+/// the connection up.
+const MAX_QUEUED: usize = 64 << 20;
+
 /// The writing half of a data directory connection.
 #[derive(Debug)]
 pub(crate) struct Outbox {
@@ -40,6 +44,10 @@ impl Outbox {
         let mut queued = self.queued.lock().unwrap_or_else(PoisonError::into_inner);
         if self.failed.load(Ordering::Acquire) {
             return Err(io::ErrorKind::BrokenPipe.into());
+        }
+        if queued.len() + frames.len() > MAX_QUEUED {
+            self.failed.store(true, Ordering::Release);
+            return Err(io::Error::other("the peer stopped reading"));
         }
         if !queued.is_empty() {
             queued.extend_from_slice(frames);

@@ -17,9 +17,13 @@ use topgun_sync::{ConnectionState, SyncEvent};
 use crate::events::Origin;
 use crate::hub::Change;
 
-/// The largest frame either side accepts (a scan page of large values
-/// stays well under it).
+/// The largest frame either side accepts. A reply that would be larger (a
+/// scan page of very large values) is answered with an error instead.
 pub(crate) const MAX_FRAME: usize = 256 << 20;
+
+/// The version of this protocol, in the leader's hello: processes built
+/// from different versions of this crate do not share a directory.
+pub(crate) const PROTOCOL_VERSION: u32 = 1;
 
 /// Bytes read from the socket at a time (frames arrive in bursts).
 pub(crate) const READ_BUFFER: usize = 64 << 10;
@@ -27,8 +31,9 @@ pub(crate) const READ_BUFFER: usize = 64 << 10;
 /// What a follower asks of the leader.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Request {
-    /// Run a store call; the reply carries `id`.
-    Store { id: u64, call: Call },
+    /// Run a store call; the reply carries `id`. `retried`: the call may
+    /// have run already (its first try's connection broke).
+    Store { id: u64, call: Call, retried: bool },
     /// Sync this map with the server too (no reply).
     OpenMap(String),
 }
@@ -105,11 +110,12 @@ impl CallError {
 /// What the leader sends a follower.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Frame {
-    /// First frame: the leader's clock, and its connection state.
-    Hello(Timestamp, String),
+    /// First frame: the protocol version, the leader's clock, and its
+    /// connection state.
+    Hello(u32, Timestamp, ConnectionState),
     Reply(u64, Result<Reply, CallError>),
     Change(ChangeFrame),
-    State(String),
+    State(ConnectionState),
     /// One of the leader's sync events (auth failures, rejected ops, …).
     Event(SyncEvent),
 }
@@ -158,19 +164,6 @@ impl From<ChangeFrame> for Change {
             ttl_ms: c.ttl_ms,
         }
     }
-}
-
-/// A connection state by its name (as [`ConnectionState::as_str`]).
-pub(crate) fn state_named(name: &str) -> Option<ConnectionState> {
-    [
-        ConnectionState::Initial,
-        ConnectionState::Offline,
-        ConnectionState::Connecting,
-        ConnectionState::Syncing,
-        ConnectionState::Online,
-    ]
-    .into_iter()
-    .find(|s| s.as_str() == name)
 }
 
 /// Appends `message` to `buf` as one frame.

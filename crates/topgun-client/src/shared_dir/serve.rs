@@ -8,6 +8,7 @@ use super::outbox::Outbox;
 use super::protocol::READ_BUFFER;
 use super::protocol::{
     encode_into, execute, read_frame, CallError, ChangeFrame, Frame, Reply, Request,
+    PROTOCOL_VERSION,
 };
 use crate::error::ClientError;
 use crate::local::LocalData;
@@ -52,11 +53,13 @@ impl LeaderServer {
             let mut connections = JoinSet::new();
             loop {
                 tokio::select! {
-                    accepted = listener.accept() => {
-                        if let Ok((stream, _)) = accepted {
+                    accepted = listener.accept() => match accepted {
+                        Ok((stream, _)) => {
                             connections.spawn(connection(stream, parts.clone()));
                         }
-                    }
+                        // Out of file descriptors, say: try again shortly.
+                        Err(_) => tokio::time::sleep(super::RETRY).await,
+                    },
                     Some(_) = connections.join_next() => {}
                 }
             }
@@ -92,6 +95,18 @@ impl ConnOut {
     /// buffer behind (the follower reconnects and starts from a clean
     /// cache).
     fn send(&self, frame: Option<Frame>) -> std::io::Result<()> {
+        // The frame first: a reply too large to send becomes an error
+        // reply, and nothing else is lost.
+        let mut last = Vec::new();
+        if let Some(frame) = frame {
+            if let Err(e) = encode_into(&mut last, &frame) {
+                let Frame::Reply(id, _) = frame else {
+                    return Err(e);
+                };
+                let refusal = CallError::Failed(format!("the reply cannot be sent: {e}"));
+                encode_into(&mut last, &Frame::Reply(id, Err(refusal)))?;
+            }
+        }
         let mut feed = self.feed.lock().unwrap_or_else(PoisonError::into_inner);
         let mut buf = Vec::new();
         loop {
@@ -101,9 +116,7 @@ impl ConnOut {
                 Err(_) => return Err(std::io::Error::other("the follower fell behind")),
             }
         }
-        if let Some(frame) = frame {
-            encode_into(&mut buf, &frame)?;
-        }
+        buf.append(&mut last);
         if buf.is_empty() {
             return Ok(());
         }
@@ -124,10 +137,13 @@ async fn connection(stream: UnixStream, parts: LeaderParts) {
     let mut states = parts.status.watch_state();
     let mut events = parts.status.events();
     let hello = Frame::Hello(
+        PROTOCOL_VERSION,
         parts.local.hlc().now(),
-        states.borrow_and_update().as_str().to_owned(),
+        *states.borrow_and_update(),
     );
-    if out.send(Some(hello)).is_err() {
+    // Straight out, before any change.
+    let mut frame = Vec::new();
+    if encode_into(&mut frame, &hello).is_err() || out.out.send(&frame).is_err() {
         return;
     }
     let read_out = out.clone();
@@ -138,14 +154,16 @@ async fn connection(stream: UnixStream, parts: LeaderParts) {
         let mut frame = Vec::new();
         while let Ok(Some(request)) = read_frame::<Request>(&mut reader, &mut frame).await {
             match request {
-                Request::Store { id, call } => {
+                Request::Store { id, call, retried } => {
                     let parts = parts.clone();
                     let out = read_out.clone();
                     calls.spawn(async move {
-                        let result = run(&parts, call).await;
-                        // A failed socket ends the connection's reader too.
+                        let result = run(&parts, call, retried).await;
+                        // A failed socket ends the connection at its next
+                        // change, state or event.
                         let _ = out.send(Some(Frame::Reply(id, result)));
                     });
+                    while calls.try_join_next().is_some() {}
                 }
                 Request::OpenMap(name) => {
                     let sync = parts.sync.lock().unwrap_or_else(PoisonError::into_inner);
@@ -164,7 +182,7 @@ async fn connection(stream: UnixStream, parts: LeaderParts) {
             // A lagging bell only means "look".
             _ = bell.recv() => out.send(None),
             Ok(()) = states.changed() => {
-                let state = states.borrow_and_update().as_str().to_owned();
+                let state = *states.borrow_and_update();
                 out.send(Some(Frame::State(state)))
             }
             event = events.recv() => match event {
@@ -182,11 +200,15 @@ async fn connection(stream: UnixStream, parts: LeaderParts) {
 
 /// Runs one call: writes and clears through the write path, the rest on
 /// the store.
-async fn run(parts: &LeaderParts, call: super::protocol::Call) -> Result<Reply, CallError> {
+async fn run(
+    parts: &LeaderParts,
+    call: super::protocol::Call,
+    retried: bool,
+) -> Result<Reply, CallError> {
     use super::protocol::Call;
     let local = &parts.local;
     let result: Result<Reply, ClientError> = match call {
-        Call::WriteLocal(write) => local.write_stamped(write).await.map(Reply::Id),
+        Call::WriteLocal(write) => local.write_stamped(write, retried).await.map(Reply::Id),
         Call::ClearMap(map, at) => local
             .clear(&local.map(&map), Some(at))
             .await
@@ -244,18 +266,38 @@ mod tests {
     async fn a_write_sent_again_is_answered_with_its_op_and_not_applied_twice() {
         let parts = parts();
         let now = parts.local.now_millis();
-        let first = run(&parts, Call::WriteLocal(write(now, 1))).await;
-        let again = run(&parts, Call::WriteLocal(write(now, 1))).await;
+        let first = run(&parts, Call::WriteLocal(write(now, 1)), false).await;
+        let again = run(&parts, Call::WriteLocal(write(now, 1)), false).await;
         assert!(matches!((&first, &again), (Ok(Reply::Id(a)), Ok(Reply::Id(b))) if a == b));
         assert_eq!(pending(&parts).await, 1);
+    }
+
+    #[tokio::test]
+    async fn a_retried_write_already_superseded_is_found_in_the_log_not_applied_again() {
+        let parts = parts();
+        let now = parts.local.now_millis();
+        let first = run(&parts, Call::WriteLocal(write(now, 1)), false).await;
+        let mut newer = write(now + 1, 2);
+        newer.timestamp.node_id = "other".into();
+        assert!(run(&parts, Call::WriteLocal(newer), false).await.is_ok());
+        let retried = run(&parts, Call::WriteLocal(write(now, 1)), true).await;
+        assert!(
+            matches!((&first, &retried), (Ok(Reply::Id(a)), Ok(Reply::Id(b))) if a == b),
+            "{first:?} {retried:?}"
+        );
+        assert_eq!(pending(&parts).await, 2);
+        let value = parts.local.store().get("m", "k").await;
+        assert_eq!(value.ok().flatten().and_then(|r| r.value), Some(vec![2]));
     }
 
     #[tokio::test]
     async fn a_write_older_than_the_record_is_refused_as_stale() {
         let parts = parts();
         let now = parts.local.now_millis();
-        assert!(run(&parts, Call::WriteLocal(write(now, 1))).await.is_ok());
-        let old = run(&parts, Call::WriteLocal(write(now - 1, 2))).await;
+        assert!(run(&parts, Call::WriteLocal(write(now, 1)), false)
+            .await
+            .is_ok());
+        let old = run(&parts, Call::WriteLocal(write(now - 1, 2)), false).await;
         assert!(
             matches!(&old, Err(CallError::Stale(t)) if t.millis == now),
             "{old:?}"
@@ -267,7 +309,7 @@ mod tests {
     async fn a_stamp_beyond_the_drift_bound_is_refused() {
         let parts = parts();
         let far = parts.local.now_millis() + 3_600_000;
-        let result = run(&parts, Call::WriteLocal(write(far, 1))).await;
+        let result = run(&parts, Call::WriteLocal(write(far, 1)), false).await;
         assert!(
             matches!(&result, Err(CallError::Failed(m)) if m.contains("ahead")),
             "{result:?}"
