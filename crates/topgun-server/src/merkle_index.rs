@@ -48,13 +48,20 @@ impl MerkleIndex {
     pub(crate) async fn load(store: &dyn Store) -> Result<Self, StorageError> {
         let mut maps = HashMap::new();
         for map in store.map_names().await? {
-            let mut index = MapIndex::new();
+            let mut tree = MerkleTree::builder();
+            let mut leaves = vec![Vec::new(); 1 << (4 * topgun_core::merkle::DEPTH)];
             let mut pages = ScanCursor::new(map.as_str(), LOAD_PAGE);
             while let Some(page) = pages.next_stamps(store).await? {
-                for stamp in &page {
-                    index.update(&stamp.key, &stamp.timestamp);
+                // A scan lists each key once.
+                for stamp in page {
+                    tree.add(&stamp.key, &stamp.timestamp);
+                    leaves[MerkleTree::leaf_of(&stamp.key)].push(stamp.key);
                 }
             }
+            let index = MapIndex {
+                tree: tree.finish(),
+                leaves,
+            };
             let tree = &index.tree;
             tracing::debug!(map = %map, keys = tree.len(), root = tree.root_hash(), "merkle tree built");
             maps.insert(map, index);

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use tokio::sync::{mpsc, oneshot, watch};
 use topgun_core::wire::{Codec, Message};
+use topgun_core::MerkleTree;
 use topgun_storage::{OpType, ScanCursor, StorageError};
 
 /// Records read per page when building a map's Merkle tree, resetting a
@@ -334,25 +335,28 @@ impl<R: Runtime + ?Sized> SyncDriver<R> {
         self.execute(io, outputs).await;
     }
 
+    /// Builds the map's tree from the store. Changes notified meanwhile
+    /// are applied after it (this loop handles them next), so none is lost.
     async fn load_tree(&mut self, map: &str) {
-        self.engine.reset_tree(map);
+        let mut tree = MerkleTree::builder();
         let mut pages = ScanCursor::new(map, PAGE);
         loop {
-            let page = match pages.next_stamps(self.replica.store()).await {
-                Ok(Some(page)) => page,
-                Ok(None) => return,
+            match pages.next_stamps(self.replica.store()).await {
+                Ok(Some(page)) => {
+                    for stamp in &page {
+                        tree.add(&stamp.key, &stamp.timestamp);
+                    }
+                }
+                Ok(None) => break,
                 Err(e) => {
                     self.emit(SyncEvent::LocalError(format!(
                         "reading map {map} to build its Merkle tree: {e}"
                     )));
-                    return;
+                    break;
                 }
-            };
-            for stamp in &page {
-                self.engine
-                    .record_changed(map, &stamp.key, &stamp.timestamp);
             }
         }
+        self.engine.set_tree(map, tree.finish());
     }
 
     /// Turns what the connection delivered into an input and feeds it;

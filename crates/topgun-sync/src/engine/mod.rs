@@ -393,10 +393,10 @@ impl SyncEngine {
         }
     }
 
-    /// Clears a map's tree (before rebuilding it from the store).
-    pub fn reset_tree(&mut self, map: &str) {
-        if let Some(tree) = self.trees.get_mut(map) {
-            *tree = MerkleTree::new();
+    /// Replaces a map's tree (built from the store).
+    pub fn set_tree(&mut self, map: &str, tree: MerkleTree) {
+        if let Some(slot) = self.trees.get_mut(map) {
+            *slot = tree;
         }
     }
 
