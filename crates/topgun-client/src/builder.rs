@@ -123,10 +123,11 @@ impl TopGunClientBuilder {
     /// whichever process leads. The quota and warm-up apply in the process
     /// that opens the directory first.
     ///
-    /// A follower's subscriptions and live queries miss the changes made
-    /// while it has no leader (during a takeover) or when it falls more
-    /// than 8,192 changes behind (it then reconnects); its reads stay
-    /// right, as it forgets its cached copies then.
+    /// A follower's subscriptions miss the changes made while it has no
+    /// leader (during a takeover) or when it falls more than 8,192 changes
+    /// behind (it then reconnects); its reads stay right, as it forgets its
+    /// cached copies then, and its live queries read their results again
+    /// and report the difference.
     ///
     /// Sharing needs Unix domain sockets; on other platforms the directory
     /// is opened by one process at a time (a second fails with

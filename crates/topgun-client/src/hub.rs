@@ -137,6 +137,20 @@ impl MapHub {
         map
     }
 
+    /// Has every live query of every map read its result again.
+    pub(crate) fn resync_live_queries(&self) {
+        let maps: Vec<Arc<MapShared>> = self
+            .maps
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        for map in maps {
+            map.live.resync();
+        }
+    }
+
     /// Forgets every map: their subscribers see the stream end once the
     /// last handle on each is gone.
     pub(crate) fn close(&self) {

@@ -6,10 +6,13 @@ use std::sync::{Mutex, PoisonError};
 /// removed or expired) and when that value expires by TTL.
 pub(crate) type Listener = Box<dyn Fn(&str, Option<&[u8]>, Option<u64>) + Send + Sync>;
 
+/// Asks a live query to read its result again (changes were missed).
+pub(crate) type Resync = Box<dyn Fn() + Send + Sync>;
+
 /// Live queries of one map.
 #[derive(Default)]
 pub(crate) struct LiveQueries {
-    listeners: Mutex<Vec<(u64, Listener)>>,
+    listeners: Mutex<Vec<(u64, Listener, Resync)>>,
     next_id: std::sync::atomic::AtomicU64,
 }
 
@@ -27,8 +30,20 @@ impl LiveQueries {
             .listeners
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        for (_, l) in listeners.iter() {
+        for (_, l, _) in listeners.iter() {
             l(key, new, expires_at);
+        }
+    }
+
+    /// Tells every live query of the map that changes may have been missed
+    /// (each reads its result again and reports the difference).
+    pub(crate) fn resync(&self) {
+        let listeners = self
+            .listeners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for (_, _, resync) in listeners.iter() {
+            resync();
         }
     }
 
@@ -40,15 +55,16 @@ impl LiveQueries {
             .is_empty()
     }
 
-    /// Registers a listener; returns its id for [`LiveQueries::remove`].
-    pub(crate) fn add(&self, listener: Listener) -> u64 {
+    /// Registers a listener and its resync; returns its id for
+    /// [`LiveQueries::remove`].
+    pub(crate) fn add(&self, listener: Listener, resync: Resync) -> u64 {
         let id = self
             .next_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.listeners
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push((id, listener));
+            .push((id, listener, resync));
         id
     }
 
@@ -57,6 +73,6 @@ impl LiveQueries {
         self.listeners
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .retain(|(i, _)| *i != id);
+            .retain(|(i, _, _)| *i != id);
     }
 }

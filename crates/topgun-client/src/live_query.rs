@@ -204,15 +204,24 @@ impl<V: Serialize + DeserializeOwned> LiveQueryHandle<V> {
             expiry_moved: Notify::new(),
         });
         let s = shared.clone();
-        let listener = map.live().add(Box::new(move |key, new, expires_at| {
-            let value = new.and_then(|b| rmp_serde::from_slice::<serde_json::Value>(b).ok());
-            let mut state = s.live.lock().unwrap_or_else(PoisonError::into_inner);
-            s.generation.fetch_add(1, Ordering::AcqRel);
-            match &mut *state {
-                LiveState::Starting(queued) => queued.push((key.to_owned(), value, expires_at)),
-                LiveState::Running(live) => s.apply(live, key, value.as_ref(), expires_at),
-            }
-        }));
+        let resync = Arc::downgrade(&shared);
+        let listener = map.live().add(
+            Box::new(move |key, new, expires_at| {
+                let value = new.and_then(|b| rmp_serde::from_slice::<serde_json::Value>(b).ok());
+                let mut state = s.live.lock().unwrap_or_else(PoisonError::into_inner);
+                s.generation.fetch_add(1, Ordering::AcqRel);
+                match &mut *state {
+                    LiveState::Starting(queued) => queued.push((key.to_owned(), value, expires_at)),
+                    LiveState::Running(live) => s.apply(live, key, value.as_ref(), expires_at),
+                }
+            }),
+            Box::new(move || {
+                if let Some(s) = resync.upgrade() {
+                    s.refill.store(true, Ordering::Release);
+                    s.expiry_moved.notify_one();
+                }
+            }),
+        );
         let handle = Self {
             local,
             map,

@@ -489,10 +489,13 @@ impl LocalData {
         );
     }
 
-    /// Forgets every cached record (the data may have changed unseen).
+    /// After changes may have gone unseen (no leader streamed them): forgets
+    /// every cached record and has live queries read their results again.
+    /// Subscribers miss those changes.
     #[cfg_attr(not(all(feature = "redb", unix)), allow(dead_code))] // Used by `shared_dir`.
-    pub(crate) fn invalidate_cache(&self) {
+    pub(crate) fn forget_unseen_changes(&self) {
         self.ws().invalidate_all();
+        self.hub.resync_live_queries();
     }
 
     /// A fresh timestamp, strictly after `after` (the stored record's) so a

@@ -209,3 +209,55 @@ async fn a_follower_write_stamped_before_a_newer_leader_write_is_restamped_not_l
     assert_eq!(stored.timestamp.node_id, follower.node_id());
     assert!(stored.timestamp.millis >= 1_001_000);
 }
+
+// One thread: the clear publishes all its changes before the connection's
+// task runs.
+#[tokio::test]
+async fn a_follower_that_fell_behind_reconnects_and_its_live_query_reads_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = open(dir.path()).await;
+    let follower = open(dir.path()).await;
+    let on_leader = leader.get_map::<u32>("m").unwrap();
+    let mut live = follower
+        .get_map::<u32>("m")
+        .unwrap()
+        .live_query(Query::default())
+        .await
+        .unwrap();
+    // More than the 8,192 changes the feed holds for a follower.
+    const KEYS: u32 = 8_500;
+    let writers: Vec<_> = (0..50)
+        .map(|w| {
+            let map = on_leader.clone();
+            tokio::spawn(async move {
+                for i in (w..KEYS).step_by(50) {
+                    map.put(&format!("k{i:05}"), i).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap();
+    }
+    let within = Duration::from_secs(30);
+    tokio::time::timeout(within, async {
+        while live.results().unwrap().len() < KEYS as usize {
+            let _ = live.next().await;
+        }
+    })
+    .await
+    .expect("every row entered");
+    // One clear publishes more changes at once than the feed holds for a
+    // follower: its connection is dropped, it reconnects, forgets its
+    // cache and its live query reads its result again.
+    on_leader.clear().await.unwrap();
+    tokio::time::timeout(within, async {
+        while !live.results().unwrap().is_empty() {
+            let _ = live.next().await;
+        }
+    })
+    .await
+    .expect("every row left");
+    assert_eq!(follower.role(), Role::Follower);
+    assert_eq!(follower.get_map::<u32>("m").unwrap().get("k00001").await.unwrap(), None);
+}

@@ -332,7 +332,7 @@ async fn watchdog(shared: Weak<SharedDir>) {
             }
             dir.store.set(Backend::Electing);
             // Changes made while no leader streamed them went unseen.
-            local.invalidate_cache();
+            local.forget_unseen_changes();
             let elected = dir.try_elect().await;
             // A close that came meanwhile wins: the file is let go.
             if dir.state().closed {
