@@ -26,8 +26,8 @@ mod tables;
 mod writer;
 
 use self::tables::{
-    backend, decode_op, decode_record, decode_record_stamp, Counters, META, PENDING_OPS, RECORDS,
-    STORE_INFO,
+    backend, decode_op, decode_record, decode_record_stamp, Counters, MERKLE, META, PENDING_OPS,
+    RECORDS, STORE_INFO,
 };
 use self::writer::{Job, Request};
 use crate::error::StorageError;
@@ -584,6 +584,28 @@ impl Store for RedbStore {
 
     async fn meta_put(&self, key: &str, value: Vec<u8>) -> Result<(), StorageError> {
         self.write((key.to_owned(), value), Request::MetaPut).await
+    }
+
+    async fn merkle_leaves(&self, map_name: &str) -> Result<Vec<u32>, StorageError> {
+        self.read(|txn| {
+            let merkle = txn.open_table(MERKLE).map_err(backend(READING))?;
+            let mut leaves = vec![0u32; topgun_core::merkle::LEAVES];
+            for row in merkle
+                .range((map_name, 0u16)..=(map_name, u16::MAX))
+                .map_err(backend(READING))?
+            {
+                let (slot, sum) = row.map_err(backend(READING))?;
+                if let Some(leaf) = leaves.get_mut(usize::from(slot.value().1)) {
+                    *leaf = sum.value();
+                }
+            }
+            Ok(leaves)
+        })
+    }
+
+    async fn rebuild_merkle(&self, map_name: &str) -> Result<(), StorageError> {
+        self.write(map_name.to_owned(), Request::RebuildMerkle)
+            .await
     }
 
     async fn stats(&self) -> Result<StoreStats, StorageError> {

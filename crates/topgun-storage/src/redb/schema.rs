@@ -17,8 +17,8 @@
 //!   still has it deletes it (see [`LEGACY_TABLES`]).
 
 use super::tables::{
-    backend, decode_op, decode_record, Counters, META, PENDING_OPS, RECORDS, SCHEMA_VERSION_KEY,
-    STORE_INFO, SYNCED_OPS,
+    backend, decode_op, decode_record, decode_record_head, Counters, MERKLE, META, PENDING_OPS,
+    PRUNED, RECORDS, SCHEMA_VERSION_KEY, STORE_INFO, SYNCED_OPS,
 };
 use crate::error::StorageError;
 use redb::{
@@ -28,7 +28,7 @@ use redb::{
 use std::path::Path;
 
 /// The schema version this build writes and reads.
-pub(super) const SCHEMA_VERSION: u32 = 1;
+pub(super) const SCHEMA_VERSION: u32 = 2;
 
 /// Tables that earlier builds kept and this one neither reads nor
 /// maintains; [`open`] deletes them. `dirty` was an index of dirty
@@ -132,7 +132,8 @@ fn migrate(txn: &WriteTransaction, from: u32) -> Result<(), StorageError> {
     while version < SCHEMA_VERSION {
         match version {
             0 => v0_to_v1(txn)?,
-            // Unreachable while SCHEMA_VERSION is 1; each new version adds
+            1 => v1_to_v2(txn)?,
+            // Unreachable while SCHEMA_VERSION is 2; each new version adds
             // its step above.
             _ => break,
         }
@@ -149,6 +150,38 @@ fn migrate(txn: &WriteTransaction, from: u32) -> Result<(), StorageError> {
 
 /// Version 1: creates every table and computes the counters from the
 /// data (none in a new file).
+/// Version 2 keeps Merkle leaf sums per map (`merkle_leaves`), computed
+/// here once from every record.
+fn v1_to_v2(txn: &WriteTransaction) -> Result<(), StorageError> {
+    const DURING: &str = "migrating to schema version 2";
+    let mut sums: std::collections::BTreeMap<String, Vec<u32>> = std::collections::BTreeMap::new();
+    {
+        let records = txn.open_table(RECORDS).map_err(backend(DURING))?;
+        for row in records.iter().map_err(backend(DURING))? {
+            let (slot, value) = row.map_err(backend(DURING))?;
+            let (map_name, key) = slot.value();
+            let (leaf, c) = decode_record_head(value.value())?.contribution(key);
+            let leaves = sums
+                .entry(map_name.to_owned())
+                .or_insert_with(|| vec![0; topgun_core::merkle::LEAVES]);
+            leaves[leaf] = leaves[leaf].wrapping_add(c);
+        }
+    }
+    txn.open_table(PRUNED).map_err(backend(DURING))?;
+    let mut merkle = txn.open_table(MERKLE).map_err(backend(DURING))?;
+    for (map_name, leaves) in &sums {
+        for (leaf, sum) in leaves.iter().enumerate() {
+            if *sum != 0 {
+                // A leaf index is below 16^DEPTH = 4096.
+                #[allow(clippy::cast_possible_truncation)]
+                let slot = (map_name.as_str(), leaf as u16);
+                merkle.insert(slot, *sum).map_err(backend(DURING))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 fn v0_to_v1(txn: &WriteTransaction) -> Result<(), StorageError> {
     const DURING: &str = "migrating to schema version 1";
     txn.open_table(META).map_err(backend(DURING))?;

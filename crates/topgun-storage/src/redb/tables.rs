@@ -29,6 +29,7 @@ use redb::{ReadableTable, TableDefinition};
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use topgun_core::MerkleSums;
 use topgun_core::Timestamp;
 
 /// Current record of every `(map, key)`.
@@ -171,14 +172,12 @@ pub(super) fn decode_record_stamp(bytes: &[u8]) -> Result<RecordStamp, StorageEr
     decode("records", bytes)
 }
 
-/// The node id of a stored `Timestamp`, the only part sizes depend on.
+/// A stored `Timestamp`, its node id borrowed.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct TimestampHead<'a> {
-    #[serde(rename = "millis")]
-    _millis: IgnoredAny,
-    #[serde(rename = "counter")]
-    _counter: IgnoredAny,
+    millis: u64,
+    counter: u32,
     node_id: &'a str,
 }
 
@@ -187,7 +186,23 @@ impl RecordHead<'_> {
     pub(super) fn approx_size(&self, map_name: &str, key: &str) -> u64 {
         approx_record_size_by_node(map_name, key, self.value, self.timestamp.node_id)
     }
+
+    /// The record's contribution to its Merkle leaf: (leaf, amount).
+    pub(super) fn contribution(&self, key: &str) -> (usize, u32) {
+        let t = &self.timestamp;
+        MerkleSums::contribution(key, t.millis, t.counter, t.node_id)
+    }
 }
+
+/// Per map and key, the Merkle contribution of a pruned record, until the
+/// key is written again or the map's sums are rebuilt.
+pub(super) const PRUNED: TableDefinition<'_, (&str, &str), u32> =
+    TableDefinition::new("pruned_contributions");
+
+/// Per map and leaf, the Merkle leaf sum (`Store::merkle_leaves`); absent
+/// for 0.
+pub(super) const MERKLE: TableDefinition<'_, (&str, u16), u32> =
+    TableDefinition::new("merkle_leaves");
 
 /// The stored form of an op, for encoding; id and synced state come from
 /// the table. Encodes exactly as [`OpValue`] decodes.

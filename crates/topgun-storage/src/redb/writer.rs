@@ -47,19 +47,20 @@
 
 use super::tables::{
     backend, decode_op, decode_record, decode_record_head, encode_into, Counters, OpRef, RecordRef,
-    RecordValue, SharedError, META, PENDING_OPS, RECORDS, STORE_INFO, SYNCED_OPS,
+    RecordValue, SharedError, MERKLE, META, PENDING_OPS, PRUNED, RECORDS, STORE_INFO, SYNCED_OPS,
 };
 use crate::error::StorageError;
 use crate::model::{
     approx_record_size, AppliedChange, ClearOutcome, LocalWrite, OpId, OpType, StoreRecord,
 };
 use redb::{Database, ReadableTable, ReadableTableMetadata, Table, WriteTransaction};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use tokio::sync::oneshot;
-use topgun_core::Timestamp;
+use topgun_core::merkle::LEAVES;
+use topgun_core::{MerkleSums, Timestamp};
 
 /// Most requests applied in one transaction; bounds a batch's latency.
 const MAX_BATCH: usize = 4096;
@@ -145,6 +146,8 @@ pub(super) enum Request {
     PruneClean(Job<(String, Vec<String>), Vec<String>>),
     /// [`Store::meta_put`](crate::Store::meta_put).
     MetaPut(Job<(String, Vec<u8>), ()>),
+    /// [`Store::rebuild_merkle`](crate::Store::rebuild_merkle).
+    RebuildMerkle(Job<String, ()>),
     /// Stop after this batch; close the database if `db` is its last
     /// handle. Requests queued behind it are dropped (callers see
     /// [`StorageError::Closed`]).
@@ -169,6 +172,7 @@ impl Request {
             Self::ClearMap(job) => job.run(|(map, ts)| tables.clear_map(map, ts)),
             Self::PruneClean(job) => job.run(|(map, keys)| tables.prune_clean(map, keys)),
             Self::MetaPut(job) => job.run(|(key, value)| tables.meta_put(key, value)),
+            Self::RebuildMerkle(job) => job.run(|map| tables.rebuild_merkle(map)),
             Self::Close { .. } => true,
         }
     }
@@ -183,6 +187,7 @@ impl Request {
             Self::ClearMap(job) => f(job),
             Self::PruneClean(job) => f(job),
             Self::MetaPut(job) => f(job),
+            Self::RebuildMerkle(job) => f(job),
             Self::Close { .. } => {}
         }
     }
@@ -202,6 +207,7 @@ impl Request {
             Self::ClearMap(job) => job.respond(),
             Self::PruneClean(job) => job.respond(),
             Self::MetaPut(job) => job.respond(),
+            Self::RebuildMerkle(job) => job.respond(),
             Self::Close { .. } => {}
         }
     }
@@ -355,6 +361,11 @@ impl Writer {
                 }
                 return Attempt::Retry;
             }
+            if let Err(error) = tables.flush_merkle() {
+                drop(tables);
+                let _ = txn.abort();
+                return failed(error, "writing Merkle leaf sums");
+            }
             let counters = tables.counters;
             if let Err(error) = counters.store(Some(&self.counters), &mut tables.info) {
                 drop(tables);
@@ -388,6 +399,10 @@ struct Tables<'t> {
     synced: Ops<'t>,
     meta: Table<'t, &'static str, &'static [u8]>,
     info: Table<'t, &'static str, u64>,
+    merkle: Table<'t, (&'static str, u16), u32>,
+    pruned: Table<'t, (&'static str, &'static str), u32>,
+    /// Merkle leaf sums this transaction changed, written at its end.
+    leaves: HashMap<(String, u16), u32>,
     counters: Counters,
     scratch: &'t mut Scratch,
 }
@@ -406,9 +421,99 @@ impl<'t> Tables<'t> {
             synced: txn.open_table(SYNCED_OPS)?,
             meta: txn.open_table(META)?,
             info: txn.open_table(STORE_INFO)?,
+            merkle: txn.open_table(MERKLE)?,
+            pruned: txn.open_table(PRUNED)?,
+            leaves: HashMap::new(),
             counters,
             scratch,
         })
+    }
+
+    /// Moves leaf `leaf` of `map_name` by `-sub + add`.
+    fn shift_leaf(
+        &mut self,
+        map_name: &str,
+        leaf: usize,
+        sub: u32,
+        add: u32,
+    ) -> Result<(), StorageError> {
+        // A leaf index is below 16^DEPTH = 4096.
+        #[allow(clippy::cast_possible_truncation)]
+        let leaf = leaf as u16;
+        let slot = match self.leaves.get_mut(&(map_name.to_owned(), leaf)) {
+            Some(slot) => slot,
+            None => {
+                let stored = self
+                    .merkle
+                    .get((map_name, leaf))
+                    .map_err(backend(WRITING))?
+                    .map_or(0, |v| v.value());
+                self.leaves
+                    .entry((map_name.to_owned(), leaf))
+                    .or_insert(stored)
+            }
+        };
+        *slot = slot.wrapping_sub(sub).wrapping_add(add);
+        Ok(())
+    }
+
+    /// Writes the leaf sums this transaction changed.
+    fn flush_merkle(&mut self) -> Result<(), redb::StorageError> {
+        for ((map_name, leaf), sum) in self.leaves.drain() {
+            if sum == 0 {
+                self.merkle.remove((map_name.as_str(), leaf))?;
+            } else {
+                self.merkle.insert((map_name.as_str(), leaf), sum)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Recomputes a map's leaf sums from its records.
+    fn rebuild_merkle(&mut self, map_name: &str) -> Result<(), StorageError> {
+        self.leaves.retain(|(map, _), _| map != map_name);
+        let mut stubs = Vec::new();
+        for row in self
+            .pruned
+            .range((map_name, "")..)
+            .map_err(backend(WRITING))?
+        {
+            let (slot, _) = row.map_err(backend(WRITING))?;
+            let (map, key) = slot.value();
+            if map != map_name {
+                break;
+            }
+            stubs.push(key.to_owned());
+        }
+        for key in &stubs {
+            self.pruned
+                .remove((map_name, key.as_str()))
+                .map_err(backend(WRITING))?;
+        }
+        let mut sums = vec![0u32; LEAVES];
+        for row in self
+            .records
+            .range((map_name, "")..)
+            .map_err(backend(WRITING))?
+        {
+            let (k, v) = row.map_err(backend(WRITING))?;
+            let (map, key) = k.value();
+            if map != map_name {
+                break;
+            }
+            let (leaf, c) = decode_record_head(v.value())?.contribution(key);
+            sums[leaf] = sums[leaf].wrapping_add(c);
+        }
+        for (leaf, sum) in sums.into_iter().enumerate() {
+            #[allow(clippy::cast_possible_truncation)]
+            let key = (map_name, leaf as u16);
+            if sum == 0 {
+                self.merkle.remove(key).map_err(backend(WRITING))?;
+            } else {
+                self.merkle.insert(key, sum).map_err(backend(WRITING))?;
+            }
+        }
+        Ok(())
     }
 
     /// Stores a record and updates the counters by the one it replaced.
@@ -419,22 +524,41 @@ impl<'t> Tables<'t> {
         record: &RecordRef<'_>,
     ) -> Result<(), StorageError> {
         encode_into(&mut self.scratch.record, "record", record)?;
-        let old = self
-            .records
-            .insert((map_name, key), self.scratch.record.as_slice())
-            .map_err(backend(WRITING))?;
-        // The replaced record's size and flag, read in place.
-        let old = match &old {
-            Some(bytes) => {
-                let head = decode_record_head(bytes.value())?;
-                Some((head.approx_size(map_name, key), head.dirty))
+        // The replaced record's size, flag and Merkle contribution, read in
+        // place.
+        let old = {
+            let replaced = self
+                .records
+                .insert((map_name, key), self.scratch.record.as_slice())
+                .map_err(backend(WRITING))?;
+            match &replaced {
+                Some(bytes) => {
+                    let head = decode_record_head(bytes.value())?;
+                    Some((
+                        head.approx_size(map_name, key),
+                        head.dirty,
+                        head.contribution(key).1,
+                    ))
+                }
+                None => None,
             }
-            None => None,
         };
+        let sub = match old {
+            Some(o) => o.2,
+            // A pruned record's contribution, replaced now.
+            None => self
+                .pruned
+                .remove((map_name, key))
+                .map_err(backend(WRITING))?
+                .map_or(0, |c| c.value()),
+        };
+        let t = record.timestamp;
+        let (leaf, add) = MerkleSums::contribution(key, t.millis, t.counter, &t.node_id);
+        self.shift_leaf(map_name, leaf, sub, add)?;
         let c = &mut self.counters;
         c.bytes += approx_record_size(map_name, key, record.value, record.timestamp);
         let was_dirty = match old {
-            Some((size, dirty)) => {
+            Some((size, dirty, _)) => {
                 c.bytes = c.bytes.saturating_sub(size);
                 dirty
             }
@@ -721,7 +845,13 @@ impl<'t> Tables<'t> {
                 .remove((map_name, key.as_str()))
                 .map_err(backend(WRITING))?
             {
-                let size = decode_record(bytes.value())?.approx_size(map_name, key);
+                let head = decode_record_head(bytes.value())?;
+                let size = head.approx_size(map_name, key);
+                let (_, contribution) = head.contribution(key);
+                drop(bytes);
+                self.pruned
+                    .insert((map_name, key.as_str()), contribution)
+                    .map_err(backend(WRITING))?;
                 let c = &mut self.counters;
                 c.records = c.records.saturating_sub(1);
                 c.bytes = c.bytes.saturating_sub(size);
