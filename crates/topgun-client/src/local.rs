@@ -397,7 +397,7 @@ impl LocalData {
         let new_live = cached.live_value(now).cloned();
         self.ws().insert(map.name(), key, cached);
         let old = previous.and_then(|p| p.live_value(now).cloned());
-        self.signal_sync(map.name(), key, &timestamp);
+        self.signal_sync(map.name());
         map.publish(key, old, new_live, Origin::Local, timestamp, ttl_ms);
     }
 
@@ -447,8 +447,10 @@ impl LocalData {
         if forwarding && self.forwarding() {
             return Ok(outcome);
         }
+        if !outcome.removed_keys.is_empty() {
+            self.signal_sync(map.name());
+        }
         for key in &outcome.removed_keys {
-            self.signal_sync(map.name(), key, &timestamp);
             let old = old_values.remove(key).flatten();
             map.publish(key, old, None, Origin::Local, timestamp.clone(), None);
         }
@@ -517,9 +519,9 @@ impl LocalData {
         }
     }
 
-    fn signal_sync(&self, map: &str, key: &str, timestamp: &Timestamp) {
+    fn signal_sync(&self, map: &str) {
         if let Some(sync) = self.sync.get() {
-            sync.local_change(map, key, timestamp);
+            sync.local_change(map);
         }
     }
 
