@@ -309,6 +309,12 @@ impl<R: Runtime + ?Sized> SyncDriver<R> {
                     .entry((map.clone(), key.clone()))
                     .or_default()
                     .push(done);
+                // Whether the key's leaf counts anything is read from the
+                // store now: records pruned since the connection started
+                // count there too.
+                if self.engine.tree(&map).is_some() {
+                    self.load_tree(&map).await;
+                }
                 self.feed(io, Input::Fetch { map, key }).await;
                 false
             }
