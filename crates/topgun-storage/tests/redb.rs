@@ -179,7 +179,7 @@ async fn a_version_1_file_gets_its_merkle_leaf_sums_computed() {
     {
         let db = redb::Database::create(&path).unwrap();
         let txn = db.begin_write().unwrap();
-        let merkle: TableDefinition<'_, (&str, u16), u32> = TableDefinition::new("merkle_leaves");
+        let merkle: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("merkle_leaves");
         let pruned: TableDefinition<'_, (&str, &str), u32> =
             TableDefinition::new("pruned_contributions");
         txn.delete_table(merkle).unwrap();
@@ -192,7 +192,10 @@ async fn a_version_1_file_gets_its_merkle_leaf_sums_computed() {
     }
     let store = RedbStore::open(&path).unwrap();
     for (map, expected) in maps.iter().zip(&sums) {
-        assert!(store.merkle_leaves(map).await.unwrap() == *expected, "{map}");
+        assert!(
+            store.merkle_leaves(map).await.unwrap() == *expected,
+            "{map}"
+        );
     }
 }
 

@@ -589,17 +589,8 @@ impl Store for RedbStore {
     async fn merkle_leaves(&self, map_name: &str) -> Result<Vec<u32>, StorageError> {
         self.read(|txn| {
             let merkle = txn.open_table(MERKLE).map_err(backend(READING))?;
-            let mut leaves = vec![0u32; topgun_core::merkle::LEAVES];
-            for row in merkle
-                .range((map_name, 0u16)..=(map_name, u16::MAX))
-                .map_err(backend(READING))?
-            {
-                let (slot, sum) = row.map_err(backend(READING))?;
-                if let Some(leaf) = leaves.get_mut(usize::from(slot.value().1)) {
-                    *leaf = sum.value();
-                }
-            }
-            Ok(leaves)
+            let row = merkle.get(map_name).map_err(backend(READING))?;
+            Ok(tables::decode_leaves(row.as_ref().map(|v| v.value())))
         })
     }
 

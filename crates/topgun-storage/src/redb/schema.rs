@@ -17,8 +17,8 @@
 //!   still has it deletes it (see [`LEGACY_TABLES`]).
 
 use super::tables::{
-    backend, decode_op, decode_record, decode_record_head, Counters, MERKLE, META, PENDING_OPS,
-    PRUNED, RECORDS, SCHEMA_VERSION_KEY, STORE_INFO, SYNCED_OPS,
+    backend, decode_op, decode_record, decode_record_head, encode_leaves, Counters, MERKLE, META,
+    PENDING_OPS, PRUNED, RECORDS, SCHEMA_VERSION_KEY, STORE_INFO, SYNCED_OPS,
 };
 use crate::error::StorageError;
 use redb::{
@@ -170,14 +170,9 @@ fn v1_to_v2(txn: &WriteTransaction) -> Result<(), StorageError> {
     txn.open_table(PRUNED).map_err(backend(DURING))?;
     let mut merkle = txn.open_table(MERKLE).map_err(backend(DURING))?;
     for (map_name, leaves) in &sums {
-        for (leaf, sum) in leaves.iter().enumerate() {
-            if *sum != 0 {
-                // A leaf index is below 16^DEPTH = 4096.
-                #[allow(clippy::cast_possible_truncation)]
-                let slot = (map_name.as_str(), leaf as u16);
-                merkle.insert(slot, *sum).map_err(backend(DURING))?;
-            }
-        }
+        merkle
+            .insert(map_name.as_str(), encode_leaves(leaves).as_slice())
+            .map_err(backend(DURING))?;
     }
     Ok(())
 }

@@ -199,10 +199,26 @@ impl RecordHead<'_> {
 pub(super) const PRUNED: TableDefinition<'_, (&str, &str), u32> =
     TableDefinition::new("pruned_contributions");
 
-/// Per map and leaf, the Merkle leaf sum (`Store::merkle_leaves`); absent
-/// for 0.
-pub(super) const MERKLE: TableDefinition<'_, (&str, u16), u32> =
-    TableDefinition::new("merkle_leaves");
+/// Per map, its Merkle leaf sums (`Store::merkle_leaves`): one row of
+/// `LEAVES` little-endian `u32`s (16 KiB), so a transaction touching many
+/// leaves rewrites one value, not a page per leaf; absent for an empty map.
+pub(super) const MERKLE: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("merkle_leaves");
+
+/// Leaf sums from their stored row (zeros for none).
+pub(super) fn decode_leaves(bytes: Option<&[u8]>) -> Vec<u32> {
+    let mut leaves = vec![0u32; topgun_core::merkle::LEAVES];
+    if let Some(bytes) = bytes {
+        for (slot, chunk) in leaves.iter_mut().zip(bytes.chunks_exact(4)) {
+            *slot = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+        }
+    }
+    leaves
+}
+
+/// The stored row of leaf sums.
+pub(super) fn encode_leaves(leaves: &[u32]) -> Vec<u8> {
+    leaves.iter().flat_map(|l| l.to_le_bytes()).collect()
+}
 
 /// The stored form of an op, for encoding; id and synced state come from
 /// the table. Encodes exactly as [`OpValue`] decodes.

@@ -46,8 +46,9 @@
 //! same timestamp was synced).
 
 use super::tables::{
-    backend, decode_op, decode_record, decode_record_head, encode_into, Counters, OpRef, RecordRef,
-    RecordValue, SharedError, MERKLE, META, PENDING_OPS, PRUNED, RECORDS, STORE_INFO, SYNCED_OPS,
+    backend, decode_leaves, decode_op, decode_record, decode_record_head, encode_into,
+    encode_leaves, Counters, OpRef, RecordRef, RecordValue, SharedError, MERKLE, META, PENDING_OPS,
+    PRUNED, RECORDS, STORE_INFO, SYNCED_OPS,
 };
 use crate::error::StorageError;
 use crate::model::{
@@ -399,10 +400,11 @@ struct Tables<'t> {
     synced: Ops<'t>,
     meta: Table<'t, &'static str, &'static [u8]>,
     info: Table<'t, &'static str, u64>,
-    merkle: Table<'t, (&'static str, u16), u32>,
+    merkle: Table<'t, &'static str, &'static [u8]>,
     pruned: Table<'t, (&'static str, &'static str), u32>,
-    /// Merkle leaf sums this transaction changed, written at its end.
-    leaves: HashMap<(String, u16), u32>,
+    /// Per map, the Merkle leaf sums this transaction changed, written at
+    /// its end.
+    leaves: HashMap<String, Vec<u32>>,
     counters: Counters,
     scratch: &'t mut Scratch,
 }
@@ -437,41 +439,34 @@ impl<'t> Tables<'t> {
         sub: u32,
         add: u32,
     ) -> Result<(), StorageError> {
-        // A leaf index is below 16^DEPTH = 4096.
-        #[allow(clippy::cast_possible_truncation)]
-        let leaf = leaf as u16;
-        let slot = match self.leaves.get_mut(&(map_name.to_owned(), leaf)) {
-            Some(slot) => slot,
-            None => {
-                let stored = self
-                    .merkle
-                    .get((map_name, leaf))
-                    .map_err(backend(WRITING))?
-                    .map_or(0, |v| v.value());
-                self.leaves
-                    .entry((map_name.to_owned(), leaf))
-                    .or_insert(stored)
-            }
-        };
-        *slot = slot.wrapping_sub(sub).wrapping_add(add);
+        if !self.leaves.contains_key(map_name) {
+            let stored = self.merkle.get(map_name).map_err(backend(WRITING))?;
+            let leaves = decode_leaves(stored.as_ref().map(|v| v.value()));
+            drop(stored);
+            self.leaves.insert(map_name.to_owned(), leaves);
+        }
+        if let Some(slot) = self
+            .leaves
+            .get_mut(map_name)
+            .and_then(|leaves| leaves.get_mut(leaf))
+        {
+            *slot = slot.wrapping_sub(sub).wrapping_add(add);
+        }
         Ok(())
     }
 
     /// Writes the leaf sums this transaction changed.
     fn flush_merkle(&mut self) -> Result<(), redb::StorageError> {
-        for ((map_name, leaf), sum) in self.leaves.drain() {
-            if sum == 0 {
-                self.merkle.remove((map_name.as_str(), leaf))?;
-            } else {
-                self.merkle.insert((map_name.as_str(), leaf), sum)?;
-            }
+        for (map_name, leaves) in self.leaves.drain() {
+            self.merkle
+                .insert(map_name.as_str(), encode_leaves(&leaves).as_slice())?;
         }
         Ok(())
     }
 
     /// Recomputes a map's leaf sums from its records.
     fn rebuild_merkle(&mut self, map_name: &str) -> Result<(), StorageError> {
-        self.leaves.retain(|(map, _), _| map != map_name);
+        self.leaves.remove(map_name);
         let mut stubs = Vec::new();
         for row in self
             .pruned
@@ -504,15 +499,9 @@ impl<'t> Tables<'t> {
             let (leaf, c) = decode_record_head(v.value())?.contribution(key);
             sums[leaf] = sums[leaf].wrapping_add(c);
         }
-        for (leaf, sum) in sums.into_iter().enumerate() {
-            #[allow(clippy::cast_possible_truncation)]
-            let key = (map_name, leaf as u16);
-            if sum == 0 {
-                self.merkle.remove(key).map_err(backend(WRITING))?;
-            } else {
-                self.merkle.insert(key, sum).map_err(backend(WRITING))?;
-            }
-        }
+        self.merkle
+            .insert(map_name, encode_leaves(&sums).as_slice())
+            .map_err(backend(WRITING))?;
         Ok(())
     }
 
