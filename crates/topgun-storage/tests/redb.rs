@@ -182,12 +182,23 @@ async fn a_version_1_file_gets_its_merkle_leaf_sums_computed() {
         let merkle: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("merkle_leaves");
         let pruned: TableDefinition<'_, (&str, &str), u32> =
             TableDefinition::new("pruned_contributions");
+        // A clean close saved the sums.
+        let info = txn.open_table(STORE_INFO).unwrap();
+        assert_eq!(
+            redb::ReadableTable::get(&info, "merkle_saved")
+                .unwrap()
+                .unwrap()
+                .value(),
+            1
+        );
+        drop(info);
         txn.delete_table(merkle).unwrap();
         txn.delete_table(pruned).unwrap();
-        txn.open_table(STORE_INFO)
-            .unwrap()
-            .insert("__schema_version", 1)
-            .unwrap();
+        let mut info = txn.open_table(STORE_INFO).unwrap();
+        info.insert("__schema_version", 1).unwrap();
+        info.remove("merkle_saved").unwrap();
+        info.remove("pruned_stubs").unwrap();
+        drop(info);
         txn.commit().unwrap();
     }
     let store = RedbStore::open(&path).unwrap();

@@ -17,8 +17,8 @@
 //!   still has it deletes it (see [`LEGACY_TABLES`]).
 
 use super::tables::{
-    backend, decode_op, decode_record, decode_record_head, encode_leaves, Counters, MERKLE, META,
-    PENDING_OPS, PRUNED, RECORDS, SCHEMA_VERSION_KEY, STORE_INFO, SYNCED_OPS,
+    backend, decode_op, decode_record, Counters, MERKLE, META, PENDING_OPS, PRUNED, RECORDS,
+    SCHEMA_VERSION_KEY, STORE_INFO, SYNCED_OPS,
 };
 use crate::error::StorageError;
 use redb::{
@@ -150,30 +150,14 @@ fn migrate(txn: &WriteTransaction, from: u32) -> Result<(), StorageError> {
 
 /// Version 1: creates every table and computes the counters from the
 /// data (none in a new file).
-/// Version 2 keeps Merkle leaf sums per map (`merkle_leaves`), computed
-/// here once from every record.
+/// Version 2 keeps Merkle leaf sums (`merkle_leaves`, saved at close) and
+/// the contributions of pruned records (`pruned_contributions`). The
+/// `merkle_saved` counter is absent, so the sums are computed from the
+/// records when the store opens.
 fn v1_to_v2(txn: &WriteTransaction) -> Result<(), StorageError> {
     const DURING: &str = "migrating to schema version 2";
-    let mut sums: std::collections::BTreeMap<String, Vec<u32>> = std::collections::BTreeMap::new();
-    {
-        let records = txn.open_table(RECORDS).map_err(backend(DURING))?;
-        for row in records.iter().map_err(backend(DURING))? {
-            let (slot, value) = row.map_err(backend(DURING))?;
-            let (map_name, key) = slot.value();
-            let (leaf, c) = decode_record_head(value.value())?.contribution(key);
-            let leaves = sums
-                .entry(map_name.to_owned())
-                .or_insert_with(|| vec![0; topgun_core::merkle::LEAVES]);
-            leaves[leaf] = leaves[leaf].wrapping_add(c);
-        }
-    }
+    txn.open_table(MERKLE).map_err(backend(DURING))?;
     txn.open_table(PRUNED).map_err(backend(DURING))?;
-    let mut merkle = txn.open_table(MERKLE).map_err(backend(DURING))?;
-    for (map_name, leaves) in &sums {
-        merkle
-            .insert(map_name.as_str(), encode_leaves(leaves).as_slice())
-            .map_err(backend(DURING))?;
-    }
     Ok(())
 }
 

@@ -199,9 +199,9 @@ impl RecordHead<'_> {
 pub(super) const PRUNED: TableDefinition<'_, (&str, &str), u32> =
     TableDefinition::new("pruned_contributions");
 
-/// Per map, its Merkle leaf sums (`Store::merkle_leaves`): one row of
-/// `LEAVES` little-endian `u32`s (16 KiB), so a transaction touching many
-/// leaves rewrites one value, not a page per leaf; absent for an empty map.
+/// Per map, its Merkle leaf sums (`Store::merkle_leaves`) as saved when the
+/// store last closed: one row of `LEAVES` little-endian `u32`s (16 KiB).
+/// Valid only while the `merkle_saved` counter is 1.
 pub(super) const MERKLE: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("merkle_leaves");
 
 /// Leaf sums from their stored row (zeros for none).
@@ -330,19 +330,27 @@ pub(super) struct Counters {
     pub(super) bytes: u64,
     /// The part of `bytes` in `synced_ops`.
     pub(super) synced_bytes: u64,
+    /// 1 while `merkle_leaves` holds the leaf sums of the records as they
+    /// are; the first change after saving them sets 0 (in its own
+    /// transaction), so a crash leaves 0 and the next open recomputes.
+    pub(super) merkle_saved: u64,
+    /// Rows of `pruned_contributions`.
+    pub(super) pruned: u64,
 }
 
 impl Counters {
-    const KEYS: [&'static str; 6] = [
+    const KEYS: [&'static str; 8] = [
         "next_op_id",
         "records",
         "dirty_records",
         "pending_ops",
         "bytes",
         "synced_bytes",
+        "merkle_saved",
+        "pruned_stubs",
     ];
 
-    fn as_array(&self) -> [u64; 6] {
+    fn as_array(&self) -> [u64; 8] {
         [
             self.next_op_id,
             self.records,
@@ -350,18 +358,21 @@ impl Counters {
             self.pending,
             self.bytes,
             self.synced_bytes,
+            self.merkle_saved,
+            self.pruned,
         ]
     }
 
     /// Reads the counters; absent ones are 0 (`next_op_id`: 1).
     pub(super) fn load(info: &impl ReadableTable<&'static str, u64>) -> Result<Self, StorageError> {
-        let mut values = [0_u64; 6];
+        let mut values = [0_u64; 8];
         for (slot, key) in values.iter_mut().zip(Self::KEYS) {
             if let Some(value) = info.get(key).map_err(backend("reading counters"))? {
                 *slot = value.value();
             }
         }
-        let [next_op_id, records, dirty, pending, bytes, synced_bytes] = values;
+        let [next_op_id, records, dirty, pending, bytes, synced_bytes, merkle_saved, pruned] =
+            values;
         Ok(Self {
             next_op_id: next_op_id.max(1),
             records,
@@ -369,6 +380,8 @@ impl Counters {
             pending,
             bytes,
             synced_bytes,
+            merkle_saved,
+            pruned,
         })
     }
 

@@ -45,10 +45,10 @@
 //! newer remote record replaced it, or another op of the key with the
 //! same timestamp was synced).
 
+use super::merkle::Sums;
 use super::tables::{
-    backend, decode_leaves, decode_op, decode_record, decode_record_head, encode_into,
-    encode_leaves, Counters, OpRef, RecordRef, RecordValue, SharedError, MERKLE, META, PENDING_OPS,
-    PRUNED, RECORDS, STORE_INFO, SYNCED_OPS,
+    backend, decode_op, decode_record, decode_record_head, encode_into, Counters, OpRef, RecordRef,
+    RecordValue, SharedError, META, PENDING_OPS, PRUNED, RECORDS, STORE_INFO, SYNCED_OPS,
 };
 use crate::error::StorageError;
 use crate::model::{
@@ -234,12 +234,14 @@ pub(super) fn spawn(
     db: Arc<Database>,
     durability: redb::Durability,
     counters: Counters,
+    sums: Option<Arc<Sums>>,
 ) -> std::io::Result<(Sender<Request>, JoinHandle<()>)> {
     let (sender, receiver) = std::sync::mpsc::channel();
     let writer = Writer {
         db,
         durability,
         counters,
+        sums,
         scratch: Scratch::default(),
     };
     let handle = std::thread::Builder::new()
@@ -260,6 +262,8 @@ struct Writer {
     durability: redb::Durability,
     /// Counters as of the last commit.
     counters: Counters,
+    /// Merkle leaf sums as of the last commit; `None` when not kept.
+    sums: Option<Arc<Sums>>,
     scratch: Scratch,
 }
 
@@ -301,6 +305,9 @@ impl Writer {
         }
         // Requests still queued are dropped with the receiver.
         drop(requests);
+        if let Err(error) = self.save_merkle() {
+            tracing::warn!(%error, "saving Merkle leaf sums failed; the next open recomputes them");
+        }
         let Self { db, .. } = self;
         drop(db);
         if let Some((store_db, reply)) = close {
@@ -312,6 +319,30 @@ impl Writer {
             };
             let _ = reply.send(result);
         }
+    }
+
+    /// Saves the Merkle leaf sums (and `merkle_saved` = 1) if changes since
+    /// they were last saved left them stale.
+    fn save_merkle(&mut self) -> Result<(), redb::Error> {
+        let Some(sums) = &self.sums else {
+            return Ok(());
+        };
+        if self.counters.merkle_saved == 1 {
+            return Ok(());
+        }
+        let txn = self.db.begin_write()?;
+        sums.save(&txn)?;
+        let counters = Counters {
+            merkle_saved: 1,
+            ..self.counters
+        };
+        {
+            let mut info = txn.open_table(STORE_INFO)?;
+            counters.store(Some(&self.counters), &mut info)?;
+        }
+        txn.commit()?;
+        self.counters = counters;
+        Ok(())
     }
 
     /// Applies, commits and answers one batch.
@@ -350,11 +381,12 @@ impl Writer {
         if let Err(error) = txn.set_durability(durability) {
             return failed(error, "setting the commit durability");
         }
-        let counters = {
-            let mut tables = match Tables::open(&txn, self.counters, &mut self.scratch) {
-                Ok(tables) => tables,
-                Err(error) => return failed(error, "opening tables"),
-            };
+        let (counters, changed_sums) = {
+            let mut tables =
+                match Tables::open(&txn, self.counters, &mut self.scratch, self.sums.as_deref()) {
+                    Ok(tables) => tables,
+                    Err(error) => return failed(error, "opening tables"),
+                };
             if !batch.iter_mut().all(|request| request.apply(&mut tables)) {
                 drop(tables);
                 if let Err(error) = txn.abort() {
@@ -362,22 +394,20 @@ impl Writer {
                 }
                 return Attempt::Retry;
             }
-            if let Err(error) = tables.flush_merkle() {
-                drop(tables);
-                let _ = txn.abort();
-                return failed(error, "writing Merkle leaf sums");
-            }
             let counters = tables.counters;
             if let Err(error) = counters.store(Some(&self.counters), &mut tables.info) {
                 drop(tables);
                 let _ = txn.abort();
                 return failed(error, "writing counters");
             }
-            counters
+            (counters, std::mem::take(&mut tables.leaves))
         };
         match txn.commit() {
             Ok(()) => {
                 self.counters = counters;
+                if let Some(sums) = &self.sums {
+                    sums.commit(changed_sums);
+                }
                 Attempt::Committed
             }
             Err(error) => failed(error, "committing a write transaction"),
@@ -400,10 +430,11 @@ struct Tables<'t> {
     synced: Ops<'t>,
     meta: Table<'t, &'static str, &'static [u8]>,
     info: Table<'t, &'static str, u64>,
-    merkle: Table<'t, &'static str, &'static [u8]>,
     pruned: Table<'t, (&'static str, &'static str), u32>,
-    /// Per map, the Merkle leaf sums this transaction changed, written at
-    /// its end.
+    /// The leaf sums as of the last commit; `None` when not kept.
+    sums: Option<&'t Sums>,
+    /// Per map, the leaf sums as this transaction changed them, published
+    /// when it commits.
     leaves: HashMap<String, Vec<u32>>,
     counters: Counters,
     scratch: &'t mut Scratch,
@@ -416,6 +447,7 @@ impl<'t> Tables<'t> {
         txn: &'t WriteTransaction,
         counters: Counters,
         scratch: &'t mut Scratch,
+        sums: Option<&'t Sums>,
     ) -> Result<Self, redb::TableError> {
         Ok(Self {
             records: txn.open_table(RECORDS)?,
@@ -423,8 +455,8 @@ impl<'t> Tables<'t> {
             synced: txn.open_table(SYNCED_OPS)?,
             meta: txn.open_table(META)?,
             info: txn.open_table(STORE_INFO)?,
-            merkle: txn.open_table(MERKLE)?,
             pruned: txn.open_table(PRUNED)?,
+            sums,
             leaves: HashMap::new(),
             counters,
             scratch,
@@ -432,18 +464,13 @@ impl<'t> Tables<'t> {
     }
 
     /// Moves leaf `leaf` of `map_name` by `-sub + add`.
-    fn shift_leaf(
-        &mut self,
-        map_name: &str,
-        leaf: usize,
-        sub: u32,
-        add: u32,
-    ) -> Result<(), StorageError> {
+    fn shift_leaf(&mut self, map_name: &str, leaf: usize, sub: u32, add: u32) {
+        let Some(sums) = self.sums else {
+            return;
+        };
+        self.counters.merkle_saved = 0;
         if !self.leaves.contains_key(map_name) {
-            let stored = self.merkle.get(map_name).map_err(backend(WRITING))?;
-            let leaves = decode_leaves(stored.as_ref().map(|v| v.value()));
-            drop(stored);
-            self.leaves.insert(map_name.to_owned(), leaves);
+            self.leaves.insert(map_name.to_owned(), sums.of(map_name));
         }
         if let Some(slot) = self
             .leaves
@@ -452,21 +479,10 @@ impl<'t> Tables<'t> {
         {
             *slot = slot.wrapping_sub(sub).wrapping_add(add);
         }
-        Ok(())
-    }
-
-    /// Writes the leaf sums this transaction changed.
-    fn flush_merkle(&mut self) -> Result<(), redb::StorageError> {
-        for (map_name, leaves) in self.leaves.drain() {
-            self.merkle
-                .insert(map_name.as_str(), encode_leaves(&leaves).as_slice())?;
-        }
-        Ok(())
     }
 
     /// Recomputes a map's leaf sums from its records.
     fn rebuild_merkle(&mut self, map_name: &str) -> Result<(), StorageError> {
-        self.leaves.remove(map_name);
         let mut stubs = Vec::new();
         for row in self
             .pruned
@@ -485,6 +501,7 @@ impl<'t> Tables<'t> {
                 .remove((map_name, key.as_str()))
                 .map_err(backend(WRITING))?;
         }
+        self.counters.pruned = self.counters.pruned.saturating_sub(stubs.len() as u64);
         let mut sums = vec![0u32; LEAVES];
         for row in self
             .records
@@ -499,9 +516,10 @@ impl<'t> Tables<'t> {
             let (leaf, c) = decode_record_head(v.value())?.contribution(key);
             sums[leaf] = sums[leaf].wrapping_add(c);
         }
-        self.merkle
-            .insert(map_name, encode_leaves(&sums).as_slice())
-            .map_err(backend(WRITING))?;
+        if self.sums.is_some() {
+            self.counters.merkle_saved = 0;
+            self.leaves.insert(map_name.to_owned(), sums);
+        }
         Ok(())
     }
 
@@ -534,16 +552,28 @@ impl<'t> Tables<'t> {
         };
         let sub = match old {
             Some(o) => o.2,
-            // A pruned record's contribution, replaced now.
-            None => self
-                .pruned
-                .remove((map_name, key))
-                .map_err(backend(WRITING))?
-                .map_or(0, |c| c.value()),
+            // A pruned record's contribution, replaced now. Looked up
+            // first: a remove would rewrite the table's pages even when
+            // the key is absent, as it nearly always is.
+            None if self.counters.pruned == 0 => 0,
+            None => {
+                let stub = self
+                    .pruned
+                    .get((map_name, key))
+                    .map_err(backend(WRITING))?
+                    .map(|c| c.value());
+                if stub.is_some() {
+                    self.pruned
+                        .remove((map_name, key))
+                        .map_err(backend(WRITING))?;
+                    self.counters.pruned -= 1;
+                }
+                stub.unwrap_or(0)
+            }
         };
         let t = record.timestamp;
         let (leaf, add) = MerkleSums::contribution(key, t.millis, t.counter, &t.node_id);
-        self.shift_leaf(map_name, leaf, sub, add)?;
+        self.shift_leaf(map_name, leaf, sub, add);
         let c = &mut self.counters;
         c.bytes += approx_record_size(map_name, key, record.value, record.timestamp);
         let was_dirty = match old {
@@ -838,9 +868,13 @@ impl<'t> Tables<'t> {
                 let size = head.approx_size(map_name, key);
                 let (_, contribution) = head.contribution(key);
                 drop(bytes);
-                self.pruned
+                let replaced = self
+                    .pruned
                     .insert((map_name, key.as_str()), contribution)
                     .map_err(backend(WRITING))?;
+                if replaced.is_none() {
+                    self.counters.pruned += 1;
+                }
                 let c = &mut self.counters;
                 c.records = c.records.saturating_sub(1);
                 c.bytes = c.bytes.saturating_sub(size);
