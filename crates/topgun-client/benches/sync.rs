@@ -17,6 +17,10 @@
 //! 4. **Latency**: `put` on client A until client B's subscription sees the
 //!    change (origin `Remote`, carried by a `SERVER_EVENT`); 200 samples
 //!    after a warm-up. Goal: median <= 5 ms.
+//! 5. **Restart + catch-up**: the client of scenario 2 (1,000,000 keys,
+//!    closed) starts again in a fresh process after one key changed on the
+//!    server; timed from opening the store until synced, with the
+//!    process's peak RSS. Goals <= 200 ms and <= 30 MB.
 //!
 //! Clients send a token, as a deployment with auth does, so a connection
 //! is usable at `AUTH_ACK` instead of after the no-auth grace period (the
@@ -52,6 +56,10 @@ const GOAL_PUSH_OPS_PER_S: f64 = 100_000.0;
 const GOAL_PULL_S: f64 = 10.0;
 const GOAL_CATCH_UP_BYTES: u64 = 16 * 1024;
 const GOAL_LATENCY_MEDIAN_MS: f64 = 5.0;
+const GOAL_RESTART_MS: f64 = 200.0;
+const GOAL_RESTART_RSS_MB: f64 = 30.0;
+/// The key scenario 5 changes.
+const RESTART_KEY: &str = "row-0000007";
 /// PowerSync's published initial sync rate, for reference.
 const POWERSYNC_ROWS_PER_S: f64 = 27_600.0;
 
@@ -247,6 +255,104 @@ async fn fill_server(data_dir: &Path, keys: usize) {
     store.close().await.expect("close");
 }
 
+/// Scenario 5, in the child process: opens the pulled client, syncs, and
+/// prints `RESTART <ms> <peak RSS KiB>`.
+fn restart_child(path: &Path, url: &str) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let ms = rt.block_on(async {
+        let start = Instant::now();
+        let client = syncing_client(path, "bench-pull", url, "big").await;
+        synced(&client, "restart").await;
+        let ms = start.elapsed().as_secs_f64() * 1e3;
+        let got = client
+            .get_json_map("big")
+            .expect("map")
+            .get(RESTART_KEY)
+            .await
+            .expect("get");
+        assert_eq!(got, Some(serde_json::json!({"changed": true})), "caught up");
+        close(client).await;
+        ms
+    });
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let hwm = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    // The parent reads this line.
+    #[allow(clippy::print_stdout)]
+    {
+        println!("RESTART {ms:.1} {hwm}");
+    }
+}
+
+/// Scenario 5: changes one key in the server's store, restarts the server
+/// and runs [`restart_child`]. Returns (ms, peak RSS MB).
+async fn restart(dir: &Path) -> (f64, f64) {
+    let data = dir.join("pull-server");
+    let store = RedbStore::builder()
+        .merkle_sums(false)
+        .open(data.join(topgun_server::DATA_FILE_NAME))
+        .expect("open");
+    store
+        .apply_remote(vec![StoreRecord {
+            map_name: "big".into(),
+            key: RESTART_KEY.into(),
+            value: Some(rmp_serde::to_vec(&serde_json::json!({"changed": true})).expect("encode")),
+            // Newer than the fill, and not in the future (the client's
+            // clock refuses records from beyond its drift bound).
+            timestamp: Timestamp::new(
+                u64::try_from(
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .expect("clock")
+                        .as_millis(),
+                )
+                .expect("millis"),
+                0,
+                "other",
+            ),
+            ttl_ms: None,
+            dirty: false,
+        }])
+        .await
+        .expect("change");
+    store.close().await.expect("close");
+    let server = Server::start(&data).await;
+    let exe = std::env::current_exe().expect("exe");
+    let (path, url) = (dir.join("pull.redb"), server.url.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(exe)
+            .arg("--restart-child")
+            .arg(path)
+            .arg(url)
+            .output()
+    })
+    .await
+    .expect("join")
+    .expect("run the restart child");
+    server.stop().await;
+    assert!(
+        out.status.success(),
+        "restart child failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = String::from_utf8_lossy(&out.stdout);
+    let fields: Vec<f64> = line
+        .lines()
+        .find_map(|l| l.strip_prefix("RESTART "))
+        .expect("the child's RESTART line")
+        .split(' ')
+        .map(|f| f.parse().expect("number"))
+        .collect();
+    (fields[0], fields[1] / 1024.0)
+}
+
 /// Scenario 2. Returns seconds.
 async fn initial_pull(dir: &Path, keys: usize) -> f64 {
     let data = dir.join("pull-server");
@@ -330,6 +436,11 @@ fn verdict(ok: bool) -> &'static str {
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args.iter().position(|a| a == "--restart-child") {
+        restart_child(Path::new(&args[at + 1]), &args[at + 2]);
+        return;
+    }
     let push_ops = env_or("TOPGUN_BENCH_PUSH_OPS", PUSH_OPS);
     let pull_keys = env_or("TOPGUN_BENCH_PULL_KEYS", PULL_KEYS);
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -352,6 +463,8 @@ fn main() {
     });
     eprintln!("initial pull: {pull_keys} keys…");
     let pull_secs = rt.block_on(initial_pull(dir, pull_keys));
+    eprintln!("restart + catch-up…");
+    let (restart_ms, restart_mb) = rt.block_on(restart(dir));
     let pull_rate = pull_keys as f64 / pull_secs;
     let (sent, received, frames) = catch;
     let catch_bytes = sent + received;
@@ -361,6 +474,7 @@ fn main() {
     let pull_ok = pull_secs <= GOAL_PULL_S;
     let catch_ok = catch_bytes <= GOAL_CATCH_UP_BYTES;
     let lat_ok = median <= GOAL_LATENCY_MEDIAN_MS;
+    let restart_ok = restart_ms <= GOAL_RESTART_MS && restart_mb <= GOAL_RESTART_RSS_MB;
     eprintln!("\nsync: in-process server on 127.0.0.1, redb server and clients");
     eprintln!(
         "{:<44} {:>14} {:>18} {:>7}",
@@ -406,6 +520,13 @@ fn main() {
         verdict(lat_ok)
     );
     eprintln!("{:<44} {:>11.2} ms", "   latency p95", p95);
+    eprintln!(
+        "{:<44} {:>14} {:>18} {:>7}",
+        format!("5. restart + catch-up, {pull_keys} keys"),
+        format!("{restart_ms:.0} ms {restart_mb:.1} MB"),
+        "<= 200 ms, 30 MB",
+        verdict(restart_ok)
+    );
 
     let json = format!(
         concat!(
@@ -418,7 +539,9 @@ fn main() {
             "  \"catch_up_bytes_received\": {},\n  \"catch_up_bytes\": {},\n",
             "  \"catch_up_frames\": {},\n  \"goal_catch_up_bytes\": {},\n",
             "  \"latency_samples\": {},\n  \"latency_median_ms\": {:.3},\n",
-            "  \"latency_p95_ms\": {:.3},\n  \"goal_latency_median_ms\": {:.1}\n}}\n"
+            "  \"latency_p95_ms\": {:.3},\n  \"goal_latency_median_ms\": {:.1},\n",
+            "  \"restart_catch_up_ms\": {:.1},\n  \"restart_peak_rss_mb\": {:.1},\n",
+            "  \"goal_restart_ms\": {:.0},\n  \"goal_restart_rss_mb\": {:.0}\n}}\n"
         ),
         push_ops,
         push_secs,
@@ -439,6 +562,10 @@ fn main() {
         median,
         p95,
         GOAL_LATENCY_MEDIAN_MS,
+        restart_ms,
+        restart_mb,
+        GOAL_RESTART_MS,
+        GOAL_RESTART_RSS_MB,
     );
     let out = out_dir();
     std::fs::create_dir_all(&out).expect("create target/bench");

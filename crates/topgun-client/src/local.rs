@@ -264,20 +264,28 @@ impl LocalData {
         } else {
             OpType::Remove
         };
-        let write = |timestamp| LocalWrite {
-            map_name: map.name().to_string(),
-            key: key.to_owned(),
-            op_type,
-            value: value.clone(),
-            timestamp,
-            ttl_ms,
-        };
         if self.forwarding() {
+            let write = |timestamp| LocalWrite {
+                map_name: map.name().to_string(),
+                key: key.to_owned(),
+                op_type,
+                value: value.clone(),
+                timestamp,
+                ttl_ms,
+            };
             return self.forward(map, write).await;
         }
         let previous = self.current(map, key).await?;
         let timestamp = self.stamp_after(previous.as_ref().map(|p| &p.timestamp));
-        self.commit(map, previous.as_ref(), write(timestamp)).await
+        let write = LocalWrite {
+            map_name: map.name().to_string(),
+            key: key.to_owned(),
+            op_type,
+            value,
+            timestamp,
+            ttl_ms,
+        };
+        self.commit(map, previous.as_ref(), write).await
     }
 
     /// A follower's write: stamped here, run by the process holding the
@@ -300,7 +308,8 @@ impl LocalData {
                 Ok(op_id) => {
                     if !self.forwarding() {
                         let w = write(timestamp);
-                        self.after_commit(map, None, &w.key, w.value, w.timestamp, w.ttl_ms);
+                        let value = w.value.map(Arc::from);
+                        self.after_commit(map, None, &w.key, value, w.timestamp, w.ttl_ms);
                     }
                     return Ok(op_id);
                 }
@@ -365,13 +374,10 @@ impl LocalData {
         self.quota
             .ensure_room(self.store.as_ref(), &self.working_set)
             .await?;
-        let LocalWrite {
-            key,
-            value,
-            timestamp,
-            ttl_ms,
-            ..
-        } = write.clone();
+        let key = write.key.clone();
+        let timestamp = write.timestamp.clone();
+        let ttl_ms = write.ttl_ms;
+        let value: Option<Arc<[u8]>> = write.value.as_deref().map(Arc::from);
         let op_id = self.store.write_local(write).await?;
         self.after_commit(map, previous, &key, value, timestamp, ttl_ms);
         Ok(op_id)
@@ -384,20 +390,20 @@ impl LocalData {
         map: &MapShared,
         previous: Option<&CachedRecord>,
         key: &str,
-        value: Option<Vec<u8>>,
+        value: Option<Arc<[u8]>>,
         timestamp: Timestamp,
         ttl_ms: Option<u64>,
     ) {
         let now = self.now_millis();
         let cached = CachedRecord {
-            value: value.map(Arc::from),
+            value,
             timestamp: timestamp.clone(),
             ttl_ms,
         };
         let new_live = cached.live_value(now).cloned();
         self.ws().insert(map.name(), key, cached);
         let old = previous.and_then(|p| p.live_value(now).cloned());
-        self.signal_sync(map.name(), key, &timestamp);
+        self.signal_sync(map.name());
         map.publish(key, old, new_live, Origin::Local, timestamp, ttl_ms);
     }
 
@@ -447,8 +453,10 @@ impl LocalData {
         if forwarding && self.forwarding() {
             return Ok(outcome);
         }
+        if !outcome.removed_keys.is_empty() {
+            self.signal_sync(map.name());
+        }
         for key in &outcome.removed_keys {
-            self.signal_sync(map.name(), key, &timestamp);
             let old = old_values.remove(key).flatten();
             map.publish(key, old, None, Origin::Local, timestamp.clone(), None);
         }
@@ -517,9 +525,9 @@ impl LocalData {
         }
     }
 
-    fn signal_sync(&self, map: &str, key: &str, timestamp: &Timestamp) {
+    fn signal_sync(&self, map: &str) {
         if let Some(sync) = self.sync.get() {
-            sync.local_change(map, key, timestamp);
+            sync.local_change(map);
         }
     }
 

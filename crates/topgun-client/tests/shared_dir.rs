@@ -259,5 +259,13 @@ async fn a_follower_that_fell_behind_reconnects_and_its_live_query_reads_again()
     .await
     .expect("every row left");
     assert_eq!(follower.role(), Role::Follower);
-    assert_eq!(follower.get_map::<u32>("m").unwrap().get("k00001").await.unwrap(), None);
+    assert_eq!(
+        follower
+            .get_map::<u32>("m")
+            .unwrap()
+            .get("k00001")
+            .await
+            .unwrap(),
+        None
+    );
 }

@@ -17,5 +17,5 @@ pub mod wire;
 
 pub use hlc::{Clock, Hlc, HlcError, SystemClock, Timestamp};
 pub use lww::LwwRecord;
-pub use merkle::{MerkleBuilder, MerkleTree};
+pub use merkle::{MerkleBuilder, MerkleSums, MerkleTree};
 pub use wire::{decode, encode, DecodeError, EncodeError, Message};

@@ -33,7 +33,8 @@ pub const DEPTH: usize = 3;
 
 const FNV_OFFSET: u32 = 0x811c_9dc5;
 const FNV_PRIME: u32 = 0x0100_0193;
-const LEAVES: usize = 1 << (4 * DEPTH);
+/// Number of leaves: 16^[`DEPTH`].
+pub const LEAVES: usize = 1 << (4 * DEPTH);
 
 /// 32-bit FNV-1a over the string's UTF-16 code units (as JavaScript's
 /// `charCodeAt` sees them), TopGun's string hash.
@@ -90,14 +91,20 @@ pub fn combine(hashes: impl IntoIterator<Item = u32>) -> u32 {
 
 /// The hash a record contributes: `fnv1a("<key>:<millis>:<counter>:<nodeId>")`.
 pub fn item_hash(key: &str, timestamp: &Timestamp) -> u32 {
+    item_hash_of(key, timestamp.millis, timestamp.counter, &timestamp.node_id)
+}
+
+/// [`item_hash`] of a timestamp given by its parts (a store reads them
+/// without building a [`Timestamp`]).
+pub fn item_hash_of(key: &str, millis: u64, counter: u32, node_id: &str) -> u32 {
     // The hash of "<key>:<millis>:<counter>:<nodeId>", without building it.
     let h = fnv1a_more(FNV_OFFSET, key);
     let h = fnv1a_more(h, ":");
-    let h = fnv1a_decimal(h, timestamp.millis);
+    let h = fnv1a_decimal(h, millis);
     let h = fnv1a_more(h, ":");
-    let h = fnv1a_decimal(h, u64::from(timestamp.counter));
+    let h = fnv1a_decimal(h, u64::from(counter));
     let h = fnv1a_more(h, ":");
-    fnv1a_more(h, &timestamp.node_id)
+    fnv1a_more(h, node_id)
 }
 
 /// One leaf: key ids (see `MerkleTree::leaves`) in increasing order, and the item
@@ -163,6 +170,99 @@ fn parse_path(path: &str) -> Option<(usize, usize)> {
 
 fn hex(d: usize) -> char {
     char::from_digit(d as u32, 16).unwrap_or('0')
+}
+
+/// The inner levels above `leaves` (each node the [`combine`] of its 16
+/// children), with the leaves as the last level.
+fn levels_over(leaves: Vec<u32>) -> Vec<Vec<u32>> {
+    let mut levels: Vec<Vec<u32>> = (0..DEPTH).map(|l| vec![0u32; 1 << (4 * l)]).collect();
+    levels.push(leaves);
+    for level in (0..DEPTH).rev() {
+        let (upper, lower) = levels.split_at_mut(level + 1);
+        for (index, slot) in upper[level].iter_mut().enumerate() {
+            *slot = combine(lower[0][index * 16..index * 16 + 16].iter().copied());
+        }
+    }
+    levels
+}
+
+/// The hash at `path` in `levels` (see [`MerkleTree::hash_at`]).
+fn hash_in(levels: &[Vec<u32>], path: &str) -> Option<u32> {
+    let (level, index) = parse_path(path)?;
+    Some(levels[level][index])
+}
+
+/// The non-empty children at `path` in `levels` (see
+/// [`MerkleTree::buckets`]).
+fn buckets_in(levels: &[Vec<u32>], path: &str) -> BTreeMap<char, u32> {
+    match parse_path(path) {
+        Some((level, index)) if level < DEPTH => levels[level + 1][index * 16..index * 16 + 16]
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| **h != 0)
+            .map(|(d, h)| (hex(d), *h))
+            .collect(),
+        _ => BTreeMap::new(),
+    }
+}
+
+/// The hashes of a map's tree without its keys: each leaf's sum of mixed
+/// item hashes (what a client's store keeps beside the records, in the
+/// same transactions) and the levels above.
+/// 16 KiB whatever the number of keys; it answers what a pull asks
+/// (root, bucket and leaf hashes) but cannot be updated key by key — it
+/// is read again from the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MerkleSums {
+    levels: Vec<Vec<u32>>,
+}
+
+impl Default for MerkleSums {
+    fn default() -> Self {
+        Self::from_leaves(vec![0; LEAVES])
+    }
+}
+
+impl MerkleSums {
+    /// The tree over these leaf sums ([`LEAVES`] of them; missing ones are
+    /// 0, extra ones ignored).
+    pub fn from_leaves(mut leaves: Vec<u32>) -> Self {
+        leaves.resize(LEAVES, 0);
+        Self {
+            levels: levels_over(leaves),
+        }
+    }
+
+    /// A key's contribution to its leaf's sum at `timestamp` (given by its
+    /// parts), and that leaf's index: a store keeping sums subtracts the old
+    /// contribution and adds the new one — sums commute, so the order of
+    /// changes does not matter.
+    pub fn contribution(key: &str, millis: u64, counter: u32, node_id: &str) -> (usize, u32) {
+        (
+            leaf_index(key),
+            mix(item_hash_of(key, millis, counter, node_id)),
+        )
+    }
+
+    /// The leaf sums.
+    pub fn leaves(&self) -> &[u32] {
+        &self.levels[DEPTH]
+    }
+
+    /// The root hash; 0 for an empty map.
+    pub fn root_hash(&self) -> u32 {
+        self.levels[0][0]
+    }
+
+    /// As [`MerkleTree::hash_at`].
+    pub fn hash_at(&self, path: &str) -> Option<u32> {
+        hash_in(&self.levels, path)
+    }
+
+    /// As [`MerkleTree::buckets`].
+    pub fn buckets(&self, path: &str) -> BTreeMap<char, u32> {
+        buckets_in(&self.levels, path)
+    }
 }
 
 /// A Merkle tree over one map's keys and their timestamps, kept up to date
@@ -273,26 +373,14 @@ impl MerkleTree {
     /// The hash of the node at `path` (0 to [`DEPTH`] hex digits; `""` is
     /// the root). An empty node hashes to 0; `None` for an invalid path.
     pub fn hash_at(&self, path: &str) -> Option<u32> {
-        let (level, index) = parse_path(path)?;
-        Some(self.levels[level][index])
+        hash_in(&self.levels, path)
     }
 
     /// The non-empty children of the inner node at `path` (fewer than
     /// [`DEPTH`] digits), as (hex digit, hash). Empty for a leaf path, an
     /// invalid path or an empty node.
     pub fn buckets(&self, path: &str) -> BTreeMap<char, u32> {
-        match parse_path(path) {
-            Some((level, index)) if level < DEPTH => {
-                let children = &self.levels[level + 1][index * 16..index * 16 + 16];
-                children
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, h)| **h != 0)
-                    .map(|(d, h)| (hex(d), *h))
-                    .collect()
-            }
-            _ => BTreeMap::new(),
-        }
+        buckets_in(&self.levels, path)
     }
 
     /// Whether `key` is in the tree.
@@ -345,7 +433,7 @@ impl MerkleBuilder {
 
     /// The tree of every key added.
     pub fn finish(self) -> MerkleTree {
-        let mut levels: Vec<Vec<u32>> = (0..=DEPTH).map(|l| vec![0u32; 1 << (4 * l)]).collect();
+        let mut sums = vec![0u32; LEAVES];
         let mut leaves = Vec::with_capacity(LEAVES);
         let mut len = 0;
         for (index, mut items) in self.leaves.into_iter().enumerate() {
@@ -365,19 +453,11 @@ impl MerkleBuilder {
                 sum = sum.wrapping_add(mix(hash));
             }
             len += leaf.ids.len();
-            levels[DEPTH][index] = sum;
+            sums[index] = sum;
             leaves.push(leaf);
         }
-        for level in (0..DEPTH).rev() {
-            let (upper, lower) = levels.split_at_mut(level + 1);
-            for (index, slot) in upper[level].iter_mut().enumerate() {
-                *slot = lower[0][index * 16..index * 16 + 16]
-                    .iter()
-                    .fold(0u32, |acc, &child| acc.wrapping_add(mix(child)));
-            }
-        }
         MerkleTree {
-            levels,
+            levels: levels_over(sums),
             leaves,
             ids: self.ids,
             len,
@@ -579,6 +659,26 @@ mod tests {
                 let sum = |l: &Leaf| l.hashes().fold(0u32, |s, h| s.wrapping_add(mix(h)));
                 prop_assert_eq!(sum(a), sum(b));
             }
+        }
+    }
+
+    proptest! {
+        /// Sums from contributions give the tree's hashes.
+        #[test]
+        fn sums_of_contributions_give_the_tree_hashes(
+            entries in prop::collection::btree_map("[a-z0-9]{0,4}", (0u64..50, 0u32..3), 0..200)
+        ) {
+            let mut tree = MerkleTree::new();
+            let mut leaves = vec![0u32; LEAVES];
+            for (k, (m, c)) in &entries {
+                tree.update(k, &ts(*m, *c, "n"));
+                let (leaf, add) = MerkleSums::contribution(k, *m, *c, "n");
+                leaves[leaf] = leaves[leaf].wrapping_add(add);
+            }
+            let sums = MerkleSums::from_leaves(leaves);
+            prop_assert_eq!(&sums.levels, &tree.levels);
+            prop_assert_eq!(sums.root_hash(), tree.root_hash());
+            prop_assert_eq!(sums.buckets("a"), tree.buckets("a"));
         }
     }
 }

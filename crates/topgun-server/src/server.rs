@@ -199,7 +199,11 @@ impl OpenedStore {
                     source,
                 })?;
                 let path = dir.join(crate::config::DATA_FILE_NAME);
-                let store = topgun_storage::RedbStore::open(&path)
+                // The server keeps its own Merkle trees (with the keys a
+                // leaf request needs), not the store's leaf sums.
+                let store = topgun_storage::RedbStore::builder()
+                    .merkle_sums(false)
+                    .open(&path)
                     .map_err(|source| ServerError::OpenStore { path, source })?;
                 let store = Arc::new(store);
                 Ok(Self {

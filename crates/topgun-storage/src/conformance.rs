@@ -948,7 +948,14 @@ pub trait StoreConformance: Store {
         let mut rng = Rng(0x5EED_70C0_u64);
         let mut model = Model::default();
         for step in 0..300 {
+            if step % 50 == 49 {
+                // Not from `rng`: the sequence of other calls stays as it was.
+                let map = MAPS[(step as usize / 50) % MAPS.len()];
+                self.rebuild_merkle(map).await.unwrap();
+                model.merkle.retain(|(m, _), _| m != map);
+            }
             model.step(self, &mut rng, step).await;
+            model.follow_merkle();
             if step % 20 == 19 {
                 model.check(self, &mut rng).await;
             }
@@ -991,11 +998,20 @@ struct Model {
     /// Every op not dropped, with its synced flag.
     ops: BTreeMap<OpId, OpLogEntry>,
     meta: BTreeMap<String, Vec<u8>>,
+    /// The timestamp each key last had, pruned ones included, since the
+    /// map's last `rebuild_merkle`: what the Merkle leaf sums sum.
+    merkle: BTreeMap<(String, String), Timestamp>,
     last_id: OpId,
     clock: u64,
 }
 
 impl Model {
+    fn follow_merkle(&mut self) {
+        for (slot, r) in &self.records {
+            self.merkle.insert(slot.clone(), r.timestamp.clone());
+        }
+    }
+
     fn tick(&mut self, rng: &mut Rng) -> Timestamp {
         self.clock += 1 + rng.below(3);
         Timestamp::new(self.clock, 0, "local")
@@ -1282,5 +1298,20 @@ impl Model {
                 + self.ops.values().map(OpLogEntry::approx_size).sum::<u64>(),
         };
         assert_eq!(store.stats().await.unwrap(), expected, "stats");
+        for map in MAPS {
+            let mut leaves = vec![0u32; topgun_core::merkle::LEAVES];
+            for ((m, key), t) in &self.merkle {
+                if m == map {
+                    let (leaf, c) =
+                        topgun_core::MerkleSums::contribution(key, t.millis, t.counter, &t.node_id);
+                    leaves[leaf] = leaves[leaf].wrapping_add(c);
+                }
+            }
+            assert_eq!(
+                store.merkle_leaves(map).await.unwrap(),
+                leaves,
+                "merkle {map:?}"
+            );
+        }
     }
 }

@@ -35,6 +35,8 @@ pub enum StoreCall {
     MetaGet,
     MetaPut,
     Stats,
+    MerkleLeaves,
+    RebuildMerkle,
 }
 
 /// Whether the hook runs before the inner store's call or after it
@@ -194,6 +196,17 @@ impl<S: Store> Store for HookedStore<S> {
     async fn map_names(&self) -> Result<Vec<String>, StorageError> {
         self.around(StoreCall::MapNames, self.inner.map_names())
             .await
+    }
+    async fn merkle_leaves(&self, map_name: &str) -> Result<Vec<u32>, StorageError> {
+        self.around(StoreCall::MerkleLeaves, self.inner.merkle_leaves(map_name))
+            .await
+    }
+    async fn rebuild_merkle(&self, map_name: &str) -> Result<(), StorageError> {
+        self.around(
+            StoreCall::RebuildMerkle,
+            self.inner.rebuild_merkle(map_name),
+        )
+        .await
     }
     async fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
         self.around(StoreCall::MetaGet, self.inner.meta_get(key))

@@ -13,7 +13,8 @@ use crate::validate;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use topgun_core::Timestamp;
+use topgun_core::merkle::LEAVES;
+use topgun_core::{MerkleSums, MerkleTree, Timestamp};
 
 /// A [`Store`] held in memory: `BTreeMap`s behind one `std` mutex.
 ///
@@ -36,6 +37,11 @@ struct Inner {
     pending: BTreeMap<OpId, OpLogEntry>,
     synced: BTreeMap<OpId, OpLogEntry>,
     meta: BTreeMap<String, Vec<u8>>,
+    /// Per map, the Merkle leaf sums (see [`Store::merkle_leaves`]).
+    merkle: BTreeMap<String, Vec<u32>>,
+    /// The Merkle contribution of each pruned record, until its key is
+    /// written again (which replaces it) or the map's sums are rebuilt.
+    pruned: BTreeMap<(String, String), u32>,
     last_op_id: OpId,
 }
 
@@ -68,7 +74,44 @@ fn map_range<'a>(
         .map(|(_, record)| record)
 }
 
+/// Moves `key`'s contribution to `sums` from timestamp `old` to `new`.
+pub(crate) fn account(
+    sums: &mut [u32],
+    key: &str,
+    old: Option<&Timestamp>,
+    new: Option<&Timestamp>,
+) {
+    for (stamp, add) in [(old, false), (new, true)] {
+        if let Some(t) = stamp {
+            let (leaf, c) = MerkleSums::contribution(key, t.millis, t.counter, &t.node_id);
+            sums[leaf] = if add {
+                sums[leaf].wrapping_add(c)
+            } else {
+                sums[leaf].wrapping_sub(c)
+            };
+        }
+    }
+}
+
 impl Inner {
+    /// Moves `key`'s contribution to its map's leaf sums from its previous
+    /// record's (or its pruned record's) to `new`.
+    fn account(&mut self, map_name: &str, key: &str, old: Option<&Timestamp>, new: &Timestamp) {
+        let stub = match old {
+            Some(_) => None,
+            None => self.pruned.remove(&(map_name.to_owned(), key.to_owned())),
+        };
+        let sums = self
+            .merkle
+            .entry(map_name.to_owned())
+            .or_insert_with(|| vec![0; LEAVES]);
+        account(sums, key, old, Some(new));
+        if let Some(c) = stub {
+            let leaf = MerkleTree::leaf_of(key);
+            sums[leaf] = sums[leaf].wrapping_sub(c);
+        }
+    }
+
     fn append_op(
         &mut self,
         map_name: &str,
@@ -103,8 +146,15 @@ impl Inner {
             ttl_ms: write.ttl_ms,
             dirty: true,
         };
-        self.records
+        let previous = self
+            .records
             .insert((write.map_name.clone(), write.key.clone()), record);
+        self.account(
+            &write.map_name,
+            &write.key,
+            previous.as_ref().map(|p| &p.timestamp),
+            &write.timestamp,
+        );
         self.append_op(
             &write.map_name,
             write.op_type,
@@ -154,6 +204,12 @@ impl Inner {
             }
             record.dirty = false;
             let previous = self.records.insert(slot, record.clone());
+            self.account(
+                &record.map_name,
+                &record.key,
+                previous.as_ref().map(|p| &p.timestamp),
+                &record.timestamp,
+            );
             changes.push(AppliedChange {
                 previous,
                 current: record,
@@ -165,6 +221,10 @@ impl Inner {
     fn clear_map(&mut self, map_name: &str, timestamp: Timestamp) -> ClearOutcome {
         let start = (map_name.to_owned(), String::new());
         let mut removed_keys = Vec::new();
+        let sums = self
+            .merkle
+            .entry(map_name.to_owned())
+            .or_insert_with(|| vec![0; LEAVES]);
         for ((_, key), record) in self
             .records
             .range_mut(start..)
@@ -172,6 +232,7 @@ impl Inner {
         {
             // Only records older than the clear (a newer write wins).
             if record.value.is_some() && record.timestamp < timestamp {
+                account(sums, key, Some(&record.timestamp), Some(&timestamp));
                 record.value = None;
                 record.ttl_ms = None;
                 record.timestamp = timestamp.clone();
@@ -207,7 +268,11 @@ impl Inner {
             }
             let slot = (map_name.to_owned(), key.clone());
             if self.records.get(&slot).is_some_and(|record| !record.dirty) {
-                self.records.remove(&slot);
+                if let Some(record) = self.records.remove(&slot) {
+                    let t = &record.timestamp;
+                    let (_, c) = MerkleSums::contribution(key, t.millis, t.counter, &t.node_id);
+                    self.pruned.insert(slot, c);
+                }
                 removed.push(key.clone());
             }
         }
@@ -359,6 +424,26 @@ impl Store for MemoryStore {
 
     async fn meta_put(&self, key: &str, value: Vec<u8>) -> Result<(), StorageError> {
         self.lock().meta.insert(key.to_owned(), value);
+        Ok(())
+    }
+
+    async fn merkle_leaves(&self, map_name: &str) -> Result<Vec<u32>, StorageError> {
+        Ok(self
+            .lock()
+            .merkle
+            .get(map_name)
+            .cloned()
+            .unwrap_or_else(|| vec![0; LEAVES]))
+    }
+
+    async fn rebuild_merkle(&self, map_name: &str) -> Result<(), StorageError> {
+        let mut inner = self.lock();
+        let mut sums = vec![0; LEAVES];
+        for r in map_range(&inner.records, map_name, None) {
+            account(&mut sums, &r.key, None, Some(&r.timestamp));
+        }
+        inner.merkle.insert(map_name.to_owned(), sums);
+        inner.pruned.retain(|(map, _), _| map != map_name);
         Ok(())
     }
 

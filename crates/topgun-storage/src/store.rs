@@ -219,6 +219,23 @@ pub trait Store: std::fmt::Debug + crate::SendSync {
     /// in order.
     async fn map_names(&self) -> Result<Vec<String>, StorageError>;
 
+    /// The Merkle leaf sums of `map_name`: [`LEAVES`] numbers, each the
+    /// sum of its keys' contributions ([`MerkleSums::contribution`]) over
+    /// every record of the map, tombstones included — and the records
+    /// [`prune_clean`](Self::prune_clean) dropped since the last
+    /// [`rebuild_merkle`](Self::rebuild_merkle), so that a pull does not
+    /// bring them back. They change in the same transaction as the
+    /// records they sum, so they always agree, across crashes too; a
+    /// client restarts its sync from them without reading the map.
+    ///
+    /// [`LEAVES`]: topgun_core::merkle::LEAVES
+    /// [`MerkleSums::contribution`]: topgun_core::MerkleSums::contribution
+    async fn merkle_leaves(&self, map_name: &str) -> Result<Vec<u32>, StorageError>;
+
+    /// Recomputes `map_name`'s leaf sums from its records now (forgetting
+    /// pruned ones), in one transaction.
+    async fn rebuild_merkle(&self, map_name: &str) -> Result<(), StorageError>;
+
     /// A meta value; `None` if never set.
     async fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError>;
 

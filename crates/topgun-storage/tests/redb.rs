@@ -162,6 +162,54 @@ async fn an_unversioned_file_is_migrated_and_its_counters_rebuilt() {
     assert_eq!(version, u64::from(SUPPORTED_SCHEMA_VERSION));
 }
 
+/// Schema version 1 had no Merkle leaf sums: opening such a file computes
+/// them from its records.
+#[tokio::test]
+async fn a_version_1_file_gets_its_merkle_leaf_sums_computed() {
+    let (_dir, path) = temp();
+    let store = RedbStore::open(&path).unwrap();
+    fill(&store).await;
+    let maps = store.map_names().await.unwrap();
+    let mut sums = Vec::new();
+    for map in &maps {
+        sums.push(store.merkle_leaves(map).await.unwrap());
+    }
+    assert!(sums.iter().all(|s| s.iter().any(|&x| x != 0)));
+    store.close().await.unwrap();
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        let merkle: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("merkle_leaves");
+        let pruned: TableDefinition<'_, (&str, &str), u32> =
+            TableDefinition::new("pruned_contributions");
+        // A clean close saved the sums.
+        let info = txn.open_table(STORE_INFO).unwrap();
+        assert_eq!(
+            redb::ReadableTable::get(&info, "merkle_saved")
+                .unwrap()
+                .unwrap()
+                .value(),
+            1
+        );
+        drop(info);
+        txn.delete_table(merkle).unwrap();
+        txn.delete_table(pruned).unwrap();
+        let mut info = txn.open_table(STORE_INFO).unwrap();
+        info.insert("__schema_version", 1).unwrap();
+        info.remove("merkle_saved").unwrap();
+        info.remove("pruned_stubs").unwrap();
+        drop(info);
+        txn.commit().unwrap();
+    }
+    let store = RedbStore::open(&path).unwrap();
+    for (map, expected) in maps.iter().zip(&sums) {
+        assert!(
+            store.merkle_leaves(map).await.unwrap() == *expected,
+            "{map}"
+        );
+    }
+}
+
 /// Builds before "RedbStore: no dirty index" kept a `dirty` table in
 /// schema version 1; opening such a file deletes it and keeps the data.
 #[tokio::test]

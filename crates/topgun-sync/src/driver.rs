@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use tokio::sync::{mpsc, oneshot, watch};
 use topgun_core::wire::{Codec, Message};
-use topgun_core::MerkleTree;
+use topgun_core::MerkleSums;
 use topgun_storage::{OpType, ScanCursor, StorageError};
 
 /// Records read per page when building a map's Merkle tree, resetting a
@@ -181,6 +181,12 @@ impl<R: Runtime + ?Sized> SyncDriver<R> {
                     let input = match result {
                         Ok(conn) => {
                             io.conn = Some(conn);
+                            // The pulls of this connection compare against
+                            // the store's leaf sums as they are now.
+                            let maps: Vec<String> = self.engine.maps().map(str::to_owned).collect();
+                            for map in maps {
+                                self.load_tree(&map).await;
+                            }
                             Input::Connected
                         }
                         Err(why) => Input::Closed(why),
@@ -279,23 +285,9 @@ impl<R: Runtime + ?Sized> SyncDriver<R> {
     /// Handles a command; returns whether it was a local change.
     async fn command(&mut self, io: &mut Io, command: Command) -> bool {
         match command {
-            Command::LocalChange {
-                map,
-                key,
-                timestamp,
-            } => {
+            Command::LocalChange(map) => {
                 if self.engine.tree(&map).is_none() {
                     self.open_map(io, &map).await;
-                } else {
-                    // The tree follows the store, not the message: a remote
-                    // merge may have superseded this write since it was queued.
-                    match self.replica.store().get(&map, &key).await {
-                        Ok(Some(current)) => {
-                            self.engine.record_changed(&map, &key, &current.timestamp);
-                        }
-                        Ok(None) => self.engine.record_removed(&map, &key),
-                        Err(_) => self.engine.record_changed(&map, &key, &timestamp),
-                    }
                 }
                 true
             }
@@ -317,6 +309,12 @@ impl<R: Runtime + ?Sized> SyncDriver<R> {
                     .entry((map.clone(), key.clone()))
                     .or_default()
                     .push(done);
+                // Whether the key's leaf counts anything is read from the
+                // store now: records pruned since the connection started
+                // count there too.
+                if self.engine.tree(&map).is_some() {
+                    self.load_tree(&map).await;
+                }
                 self.feed(io, Input::Fetch { map, key }).await;
                 false
             }
@@ -335,28 +333,14 @@ impl<R: Runtime + ?Sized> SyncDriver<R> {
         self.execute(io, outputs).await;
     }
 
-    /// Builds the map's tree from the store. Changes notified meanwhile
-    /// are applied after it (this loop handles them next), so none is lost.
+    /// Reads the map's Merkle leaf sums from the store.
     async fn load_tree(&mut self, map: &str) {
-        let mut tree = MerkleTree::builder();
-        let mut pages = ScanCursor::new(map, PAGE);
-        loop {
-            match pages.next_stamps(self.replica.store()).await {
-                Ok(Some(page)) => {
-                    for stamp in &page {
-                        tree.add(&stamp.key, &stamp.timestamp);
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    self.emit(SyncEvent::LocalError(format!(
-                        "reading map {map} to build its Merkle tree: {e}"
-                    )));
-                    break;
-                }
-            }
+        match self.replica.store().merkle_leaves(map).await {
+            Ok(leaves) => self.engine.set_tree(map, MerkleSums::from_leaves(leaves)),
+            Err(e) => self.emit(SyncEvent::LocalError(format!(
+                "reading the Merkle leaf sums of map {map}: {e}"
+            ))),
         }
-        self.engine.set_tree(map, tree.finish());
     }
 
     /// Turns what the connection delivered into an input and feeds it;
@@ -425,9 +409,6 @@ impl<R: Runtime + ?Sized> SyncDriver<R> {
             Output::ApplyRemote { map, records } => {
                 match self.replica.apply_remote(&map, records).await {
                     Ok(applied) => {
-                        for (key, ts) in &applied.changed {
-                            self.engine.record_changed(&map, key, ts);
-                        }
                         for (key, why) in applied.refused {
                             self.emit(SyncEvent::ProtocolError(format!(
                                 "refused record {map}/{key}: {why}"
@@ -585,7 +566,9 @@ impl<R: Runtime + ?Sized> SyncDriver<R> {
         }
     }
 
-    /// Drops the map's clean records, keeps dirty ones, rebuilds its tree.
+    /// Drops the map's clean records, keeps dirty ones, rebuilds its leaf
+    /// sums without them (so the next pull brings them back) and reads
+    /// them.
     async fn reset_map(&mut self, map: &str) -> Result<(), crate::replica::ReplicaError> {
         let mut pages = ScanCursor::new(map, PAGE);
         while let Some(page) = pages.next_page(self.replica.store()).await? {
@@ -598,6 +581,7 @@ impl<R: Runtime + ?Sized> SyncDriver<R> {
                 self.replica.prune_clean(map, &clean).await?;
             }
         }
+        self.replica.store().rebuild_merkle(map).await?;
         self.load_tree(map).await;
         Ok(())
     }

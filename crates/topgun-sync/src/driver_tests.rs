@@ -253,7 +253,7 @@ async fn dropping_every_handle_stops_the_driver() {
     // A notifier alone does not keep it running: the connection closes.
     let reason = (&mut peer.closed).await.expect("closed by the driver");
     assert!(reason.contains("stopped"), "{reason}");
-    notifier.local_change("m", "k", &Timestamp::new(1, 0, "n"));
+    notifier.local_change("m");
 }
 
 #[tokio::test(start_paused = true)]
@@ -341,7 +341,7 @@ async fn a_local_change_is_pushed_and_its_ack_marks_it_synced() {
         })
         .await
         .unwrap();
-    h.handle.notifier().local_change("m", "k", &ts);
+    h.handle.notifier().local_change("m");
     let Message::OpBatch(batch) = peer.expect(|m| matches!(m, Message::OpBatch(_))).await else {
         unreachable!()
     };

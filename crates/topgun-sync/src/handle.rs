@@ -4,17 +4,12 @@
 //! driver about local writes without keeping it alive).
 
 use tokio::sync::{mpsc, oneshot, watch};
-use topgun_core::Timestamp;
 
 /// A command to the driver.
 #[derive(Debug)]
 pub(crate) enum Command {
-    /// `key` of `map` was written locally at `timestamp`.
-    LocalChange {
-        map: String,
-        key: String,
-        timestamp: Timestamp,
-    },
+    /// `map` was written locally.
+    LocalChange(String),
     /// Sync this map too.
     OpenMap(String),
     /// The device's network went away (`false`) or came back (`true`).
@@ -95,18 +90,14 @@ impl SyncNotifier {
         }
     }
 
-    /// `key` of `map` was written (or removed, or cleared) locally at
-    /// `timestamp`; the change is durable.
-    pub fn local_change(&self, map: &str, key: &str, timestamp: &Timestamp) {
-        self.send(Command::LocalChange {
-            map: map.to_owned(),
-            key: key.to_owned(),
-            timestamp: timestamp.clone(),
-        });
+    /// `map` was written (a key put, removed, or the map cleared) locally;
+    /// the change is durable and its op is in the log.
+    pub fn local_change(&self, map: &str) {
+        self.send(Command::LocalChange(map.to_owned()));
     }
 
     /// The application read `key` of `map`, which the store does not hold:
-    /// if it was pruned (the driver's Merkle tree still knows it) and the
+    /// if it was pruned (its map's leaf sums still count it) and the
     /// client is online, its leaf is fetched from the server and merged.
     /// The answer completes once that is over — merged, nothing to fetch,
     /// or the connection ended — so the caller can read the store again.

@@ -253,4 +253,18 @@ impl Store for DirStore {
     async fn stats(&self) -> Result<StoreStats, StorageError> {
         expect!(self.call(Call::Stats).await?, Stats)
     }
+
+    async fn merkle_leaves(&self, map_name: &str) -> Result<Vec<u32>, StorageError> {
+        expect!(
+            self.call(Call::MerkleLeaves(map_name.into())).await?,
+            Leaves
+        )
+    }
+
+    async fn rebuild_merkle(&self, map_name: &str) -> Result<(), StorageError> {
+        match self.call(Call::RebuildMerkle(map_name.into())).await? {
+            Reply::Unit => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
 }

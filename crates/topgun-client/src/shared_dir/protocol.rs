@@ -58,6 +58,8 @@ pub(crate) enum Call {
     MetaGet(String),
     MetaPut(String, #[serde(with = "serde_bytes")] Vec<u8>),
     Stats,
+    MerkleLeaves(String),
+    RebuildMerkle(String),
 }
 
 /// What a [`Call`] returns.
@@ -76,6 +78,7 @@ pub(crate) enum Reply {
     Names(Vec<String>),
     Meta(#[serde(with = "serde_bytes")] Option<Vec<u8>>),
     Stats(StoreStats),
+    Leaves(Vec<u32>),
 }
 
 /// Why a call failed at the leader.
@@ -242,5 +245,10 @@ pub(crate) async fn execute(store: &dyn Store, call: Call) -> Result<Reply, Stor
             Reply::Unit
         }
         Call::Stats => Reply::Stats(store.stats().await?),
+        Call::MerkleLeaves(m) => Reply::Leaves(store.merkle_leaves(&m).await?),
+        Call::RebuildMerkle(m) => {
+            store.rebuild_merkle(&m).await?;
+            Reply::Unit
+        }
     })
 }

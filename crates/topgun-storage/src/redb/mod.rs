@@ -21,6 +21,7 @@
 //! # }
 //! ```
 
+mod merkle;
 mod schema;
 mod tables;
 mod writer;
@@ -85,10 +86,21 @@ impl Durability {
 ///     .open("cache.redb")?;
 /// # Ok::<(), topgun_storage::StorageError>(())
 /// ```
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RedbStoreBuilder {
     durability: Durability,
     cache_size: Option<usize>,
+    merkle_sums: bool,
+}
+
+impl Default for RedbStoreBuilder {
+    fn default() -> Self {
+        Self {
+            durability: Durability::default(),
+            cache_size: None,
+            merkle_sums: true,
+        }
+    }
 }
 
 impl RedbStoreBuilder {
@@ -106,6 +118,16 @@ impl RedbStoreBuilder {
         self
     }
 
+    /// Whether to keep Merkle leaf sums ([`Store::merkle_leaves`]); on by
+    /// default. A store whose user keeps its own trees (the server) turns
+    /// them off; then `merkle_leaves` and `rebuild_merkle` fail with
+    /// [`StorageError::InvalidInput`].
+    #[must_use]
+    pub fn merkle_sums(mut self, keep: bool) -> Self {
+        self.merkle_sums = keep;
+        self
+    }
+
     /// Opens the store at `path`, creating the file if it does not exist,
     /// migrating an older schema, and starting the writer thread. Blocks on
     /// file I/O (including redb's recovery after a crash).
@@ -118,6 +140,9 @@ impl RedbStoreBuilder {
     /// - [`StorageError::Locked`] if the file is already open (in this
     ///   process or another).
     /// - [`StorageError::Corrupt`] if its tables hold undecodable values.
+    ///
+    /// A store that was not closed (its process was killed) recomputes its
+    /// Merkle leaf sums here, reading every record once.
     pub fn open(&self, path: impl AsRef<Path>) -> Result<RedbStore, StorageError> {
         let path = path.as_ref();
         schema::refuse_newer(path)?;
@@ -132,18 +157,29 @@ impl RedbStoreBuilder {
             other => backend("opening the database file")(other),
         })?;
         let counters = schema::open(&db)?;
+        let sums = if self.merkle_sums {
+            Some(merkle::Sums::load(&db, &counters)?)
+        } else {
+            None
+        };
         let db = Arc::new(db);
-        let (requests, writer) = writer::spawn(db.clone(), self.durability.to_redb(), counters)
-            .map_err(|error| StorageError::Backend {
-                backend: "redb",
-                during: "starting the writer thread",
-                source: Box::new(error),
-            })?;
+        let (requests, writer) = writer::spawn(
+            db.clone(),
+            self.durability.to_redb(),
+            counters,
+            sums.clone(),
+        )
+        .map_err(|error| StorageError::Backend {
+            backend: "redb",
+            during: "starting the writer thread",
+            source: Box::new(error),
+        })?;
         Ok(RedbStore {
             db: RwLock::new(Some(db)),
             requests,
             writer: Mutex::new(Some(writer)),
             path: path.to_owned(),
+            sums,
         })
     }
 }
@@ -161,6 +197,8 @@ pub struct RedbStore {
     /// (never across an await).
     db: RwLock<Option<Arc<Database>>>,
     requests: Sender<Request>,
+    /// The Merkle leaf sums, as of the last commit; `None` when not kept.
+    sums: Option<Arc<merkle::Sums>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     path: PathBuf,
 }
@@ -174,6 +212,9 @@ impl std::fmt::Debug for RedbStore {
 }
 
 const READING: &str = "reading";
+
+const NO_SUMS: StorageError =
+    StorageError::InvalidInput("this store was opened without Merkle leaf sums");
 
 impl RedbStore {
     /// Opens (or creates) the store at `path` with the default options
@@ -584,6 +625,30 @@ impl Store for RedbStore {
 
     async fn meta_put(&self, key: &str, value: Vec<u8>) -> Result<(), StorageError> {
         self.write((key.to_owned(), value), Request::MetaPut).await
+    }
+
+    async fn merkle_leaves(&self, map_name: &str) -> Result<Vec<u32>, StorageError> {
+        match &self.sums {
+            Some(sums)
+                if self
+                    .db
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .is_some() =>
+            {
+                Ok(sums.of(map_name))
+            }
+            Some(_) => Err(StorageError::Closed),
+            None => Err(NO_SUMS),
+        }
+    }
+
+    async fn rebuild_merkle(&self, map_name: &str) -> Result<(), StorageError> {
+        if self.sums.is_none() {
+            return Err(NO_SUMS);
+        }
+        self.write(map_name.to_owned(), Request::RebuildMerkle)
+            .await
     }
 
     async fn stats(&self) -> Result<StoreStats, StorageError> {

@@ -17,8 +17,8 @@
 //!   still has it deletes it (see [`LEGACY_TABLES`]).
 
 use super::tables::{
-    backend, decode_op, decode_record, Counters, META, PENDING_OPS, RECORDS, SCHEMA_VERSION_KEY,
-    STORE_INFO, SYNCED_OPS,
+    backend, decode_op, decode_record, Counters, MERKLE, META, PENDING_OPS, PRUNED, RECORDS,
+    SCHEMA_VERSION_KEY, STORE_INFO, SYNCED_OPS,
 };
 use crate::error::StorageError;
 use redb::{
@@ -28,7 +28,7 @@ use redb::{
 use std::path::Path;
 
 /// The schema version this build writes and reads.
-pub(super) const SCHEMA_VERSION: u32 = 1;
+pub(super) const SCHEMA_VERSION: u32 = 2;
 
 /// Tables that earlier builds kept and this one neither reads nor
 /// maintains; [`open`] deletes them. `dirty` was an index of dirty
@@ -132,7 +132,8 @@ fn migrate(txn: &WriteTransaction, from: u32) -> Result<(), StorageError> {
     while version < SCHEMA_VERSION {
         match version {
             0 => v0_to_v1(txn)?,
-            // Unreachable while SCHEMA_VERSION is 1; each new version adds
+            1 => v1_to_v2(txn)?,
+            // Unreachable while SCHEMA_VERSION is 2; each new version adds
             // its step above.
             _ => break,
         }
@@ -149,6 +150,17 @@ fn migrate(txn: &WriteTransaction, from: u32) -> Result<(), StorageError> {
 
 /// Version 1: creates every table and computes the counters from the
 /// data (none in a new file).
+/// Version 2 keeps Merkle leaf sums (`merkle_leaves`, saved at close) and
+/// the contributions of pruned records (`pruned_contributions`). The
+/// `merkle_saved` counter is absent, so the sums are computed from the
+/// records when the store opens.
+fn v1_to_v2(txn: &WriteTransaction) -> Result<(), StorageError> {
+    const DURING: &str = "migrating to schema version 2";
+    txn.open_table(MERKLE).map_err(backend(DURING))?;
+    txn.open_table(PRUNED).map_err(backend(DURING))?;
+    Ok(())
+}
+
 fn v0_to_v1(txn: &WriteTransaction) -> Result<(), StorageError> {
     const DURING: &str = "migrating to schema version 1";
     txn.open_table(META).map_err(backend(DURING))?;

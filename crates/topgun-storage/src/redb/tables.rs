@@ -29,6 +29,7 @@ use redb::{ReadableTable, TableDefinition};
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use topgun_core::MerkleSums;
 use topgun_core::Timestamp;
 
 /// Current record of every `(map, key)`.
@@ -171,14 +172,12 @@ pub(super) fn decode_record_stamp(bytes: &[u8]) -> Result<RecordStamp, StorageEr
     decode("records", bytes)
 }
 
-/// The node id of a stored `Timestamp`, the only part sizes depend on.
+/// A stored `Timestamp`, its node id borrowed.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct TimestampHead<'a> {
-    #[serde(rename = "millis")]
-    _millis: IgnoredAny,
-    #[serde(rename = "counter")]
-    _counter: IgnoredAny,
+    millis: u64,
+    counter: u32,
     node_id: &'a str,
 }
 
@@ -187,6 +186,38 @@ impl RecordHead<'_> {
     pub(super) fn approx_size(&self, map_name: &str, key: &str) -> u64 {
         approx_record_size_by_node(map_name, key, self.value, self.timestamp.node_id)
     }
+
+    /// The record's contribution to its Merkle leaf: (leaf, amount).
+    pub(super) fn contribution(&self, key: &str) -> (usize, u32) {
+        let t = &self.timestamp;
+        MerkleSums::contribution(key, t.millis, t.counter, t.node_id)
+    }
+}
+
+/// Per map and key, the Merkle contribution of a pruned record, until the
+/// key is written again or the map's sums are rebuilt.
+pub(super) const PRUNED: TableDefinition<'_, (&str, &str), u32> =
+    TableDefinition::new("pruned_contributions");
+
+/// Per map, its Merkle leaf sums (`Store::merkle_leaves`) as saved when the
+/// store last closed: one row of `LEAVES` little-endian `u32`s (16 KiB).
+/// Valid only while the `merkle_saved` counter is 1.
+pub(super) const MERKLE: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("merkle_leaves");
+
+/// Leaf sums from their stored row (zeros for none).
+pub(super) fn decode_leaves(bytes: Option<&[u8]>) -> Vec<u32> {
+    let mut leaves = vec![0u32; topgun_core::merkle::LEAVES];
+    if let Some(bytes) = bytes {
+        for (slot, chunk) in leaves.iter_mut().zip(bytes.chunks_exact(4)) {
+            *slot = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+        }
+    }
+    leaves
+}
+
+/// The stored row of leaf sums.
+pub(super) fn encode_leaves(leaves: &[u32]) -> Vec<u8> {
+    leaves.iter().flat_map(|l| l.to_le_bytes()).collect()
 }
 
 /// The stored form of an op, for encoding; id and synced state come from
@@ -299,19 +330,27 @@ pub(super) struct Counters {
     pub(super) bytes: u64,
     /// The part of `bytes` in `synced_ops`.
     pub(super) synced_bytes: u64,
+    /// 1 while `merkle_leaves` holds the leaf sums of the records as they
+    /// are; the first change after saving them sets 0 (in its own
+    /// transaction), so a crash leaves 0 and the next open recomputes.
+    pub(super) merkle_saved: u64,
+    /// Rows of `pruned_contributions`.
+    pub(super) pruned: u64,
 }
 
 impl Counters {
-    const KEYS: [&'static str; 6] = [
+    const KEYS: [&'static str; 8] = [
         "next_op_id",
         "records",
         "dirty_records",
         "pending_ops",
         "bytes",
         "synced_bytes",
+        "merkle_saved",
+        "pruned_stubs",
     ];
 
-    fn as_array(&self) -> [u64; 6] {
+    fn as_array(&self) -> [u64; 8] {
         [
             self.next_op_id,
             self.records,
@@ -319,18 +358,21 @@ impl Counters {
             self.pending,
             self.bytes,
             self.synced_bytes,
+            self.merkle_saved,
+            self.pruned,
         ]
     }
 
     /// Reads the counters; absent ones are 0 (`next_op_id`: 1).
     pub(super) fn load(info: &impl ReadableTable<&'static str, u64>) -> Result<Self, StorageError> {
-        let mut values = [0_u64; 6];
+        let mut values = [0_u64; 8];
         for (slot, key) in values.iter_mut().zip(Self::KEYS) {
             if let Some(value) = info.get(key).map_err(backend("reading counters"))? {
                 *slot = value.value();
             }
         }
-        let [next_op_id, records, dirty, pending, bytes, synced_bytes] = values;
+        let [next_op_id, records, dirty, pending, bytes, synced_bytes, merkle_saved, pruned] =
+            values;
         Ok(Self {
             next_op_id: next_op_id.max(1),
             records,
@@ -338,6 +380,8 @@ impl Counters {
             pending,
             bytes,
             synced_bytes,
+            merkle_saved,
+            pruned,
         })
     }
 

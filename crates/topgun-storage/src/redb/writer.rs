@@ -45,21 +45,23 @@
 //! newer remote record replaced it, or another op of the key with the
 //! same timestamp was synced).
 
+use super::merkle::Sums;
 use super::tables::{
     backend, decode_op, decode_record, decode_record_head, encode_into, Counters, OpRef, RecordRef,
-    RecordValue, SharedError, META, PENDING_OPS, RECORDS, STORE_INFO, SYNCED_OPS,
+    RecordValue, SharedError, META, PENDING_OPS, PRUNED, RECORDS, STORE_INFO, SYNCED_OPS,
 };
 use crate::error::StorageError;
 use crate::model::{
     approx_record_size, AppliedChange, ClearOutcome, LocalWrite, OpId, OpType, StoreRecord,
 };
 use redb::{Database, ReadableTable, ReadableTableMetadata, Table, WriteTransaction};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use tokio::sync::oneshot;
-use topgun_core::Timestamp;
+use topgun_core::merkle::LEAVES;
+use topgun_core::{MerkleSums, Timestamp};
 
 /// Most requests applied in one transaction; bounds a batch's latency.
 const MAX_BATCH: usize = 4096;
@@ -145,6 +147,8 @@ pub(super) enum Request {
     PruneClean(Job<(String, Vec<String>), Vec<String>>),
     /// [`Store::meta_put`](crate::Store::meta_put).
     MetaPut(Job<(String, Vec<u8>), ()>),
+    /// [`Store::rebuild_merkle`](crate::Store::rebuild_merkle).
+    RebuildMerkle(Job<String, ()>),
     /// Stop after this batch; close the database if `db` is its last
     /// handle. Requests queued behind it are dropped (callers see
     /// [`StorageError::Closed`]).
@@ -169,6 +173,7 @@ impl Request {
             Self::ClearMap(job) => job.run(|(map, ts)| tables.clear_map(map, ts)),
             Self::PruneClean(job) => job.run(|(map, keys)| tables.prune_clean(map, keys)),
             Self::MetaPut(job) => job.run(|(key, value)| tables.meta_put(key, value)),
+            Self::RebuildMerkle(job) => job.run(|map| tables.rebuild_merkle(map)),
             Self::Close { .. } => true,
         }
     }
@@ -183,6 +188,7 @@ impl Request {
             Self::ClearMap(job) => f(job),
             Self::PruneClean(job) => f(job),
             Self::MetaPut(job) => f(job),
+            Self::RebuildMerkle(job) => f(job),
             Self::Close { .. } => {}
         }
     }
@@ -202,6 +208,7 @@ impl Request {
             Self::ClearMap(job) => job.respond(),
             Self::PruneClean(job) => job.respond(),
             Self::MetaPut(job) => job.respond(),
+            Self::RebuildMerkle(job) => job.respond(),
             Self::Close { .. } => {}
         }
     }
@@ -227,12 +234,14 @@ pub(super) fn spawn(
     db: Arc<Database>,
     durability: redb::Durability,
     counters: Counters,
+    sums: Option<Arc<Sums>>,
 ) -> std::io::Result<(Sender<Request>, JoinHandle<()>)> {
     let (sender, receiver) = std::sync::mpsc::channel();
     let writer = Writer {
         db,
         durability,
         counters,
+        sums,
         scratch: Scratch::default(),
     };
     let handle = std::thread::Builder::new()
@@ -253,6 +262,8 @@ struct Writer {
     durability: redb::Durability,
     /// Counters as of the last commit.
     counters: Counters,
+    /// Merkle leaf sums as of the last commit; `None` when not kept.
+    sums: Option<Arc<Sums>>,
     scratch: Scratch,
 }
 
@@ -294,6 +305,9 @@ impl Writer {
         }
         // Requests still queued are dropped with the receiver.
         drop(requests);
+        if let Err(error) = self.save_merkle() {
+            tracing::warn!(%error, "saving Merkle leaf sums failed; the next open recomputes them");
+        }
         let Self { db, .. } = self;
         drop(db);
         if let Some((store_db, reply)) = close {
@@ -305,6 +319,30 @@ impl Writer {
             };
             let _ = reply.send(result);
         }
+    }
+
+    /// Saves the Merkle leaf sums (and `merkle_saved` = 1) if changes since
+    /// they were last saved left them stale.
+    fn save_merkle(&mut self) -> Result<(), redb::Error> {
+        let Some(sums) = &self.sums else {
+            return Ok(());
+        };
+        if self.counters.merkle_saved == 1 {
+            return Ok(());
+        }
+        let txn = self.db.begin_write()?;
+        sums.save(&txn)?;
+        let counters = Counters {
+            merkle_saved: 1,
+            ..self.counters
+        };
+        {
+            let mut info = txn.open_table(STORE_INFO)?;
+            counters.store(Some(&self.counters), &mut info)?;
+        }
+        txn.commit()?;
+        self.counters = counters;
+        Ok(())
     }
 
     /// Applies, commits and answers one batch.
@@ -343,11 +381,12 @@ impl Writer {
         if let Err(error) = txn.set_durability(durability) {
             return failed(error, "setting the commit durability");
         }
-        let counters = {
-            let mut tables = match Tables::open(&txn, self.counters, &mut self.scratch) {
-                Ok(tables) => tables,
-                Err(error) => return failed(error, "opening tables"),
-            };
+        let (counters, changed_sums) = {
+            let mut tables =
+                match Tables::open(&txn, self.counters, &mut self.scratch, self.sums.as_deref()) {
+                    Ok(tables) => tables,
+                    Err(error) => return failed(error, "opening tables"),
+                };
             if !batch.iter_mut().all(|request| request.apply(&mut tables)) {
                 drop(tables);
                 if let Err(error) = txn.abort() {
@@ -361,11 +400,14 @@ impl Writer {
                 let _ = txn.abort();
                 return failed(error, "writing counters");
             }
-            counters
+            (counters, std::mem::take(&mut tables.leaves))
         };
         match txn.commit() {
             Ok(()) => {
                 self.counters = counters;
+                if let Some(sums) = &self.sums {
+                    sums.commit(changed_sums);
+                }
                 Attempt::Committed
             }
             Err(error) => failed(error, "committing a write transaction"),
@@ -388,6 +430,12 @@ struct Tables<'t> {
     synced: Ops<'t>,
     meta: Table<'t, &'static str, &'static [u8]>,
     info: Table<'t, &'static str, u64>,
+    pruned: Table<'t, (&'static str, &'static str), u32>,
+    /// The leaf sums as of the last commit; `None` when not kept.
+    sums: Option<&'t Sums>,
+    /// Per map, the leaf sums as this transaction changed them, published
+    /// when it commits.
+    leaves: HashMap<String, Vec<u32>>,
     counters: Counters,
     scratch: &'t mut Scratch,
 }
@@ -399,6 +447,7 @@ impl<'t> Tables<'t> {
         txn: &'t WriteTransaction,
         counters: Counters,
         scratch: &'t mut Scratch,
+        sums: Option<&'t Sums>,
     ) -> Result<Self, redb::TableError> {
         Ok(Self {
             records: txn.open_table(RECORDS)?,
@@ -406,9 +455,72 @@ impl<'t> Tables<'t> {
             synced: txn.open_table(SYNCED_OPS)?,
             meta: txn.open_table(META)?,
             info: txn.open_table(STORE_INFO)?,
+            pruned: txn.open_table(PRUNED)?,
+            sums,
+            leaves: HashMap::new(),
             counters,
             scratch,
         })
+    }
+
+    /// Moves leaf `leaf` of `map_name` by `-sub + add`.
+    fn shift_leaf(&mut self, map_name: &str, leaf: usize, sub: u32, add: u32) {
+        let Some(sums) = self.sums else {
+            return;
+        };
+        self.counters.merkle_saved = 0;
+        if !self.leaves.contains_key(map_name) {
+            self.leaves.insert(map_name.to_owned(), sums.of(map_name));
+        }
+        if let Some(slot) = self
+            .leaves
+            .get_mut(map_name)
+            .and_then(|leaves| leaves.get_mut(leaf))
+        {
+            *slot = slot.wrapping_sub(sub).wrapping_add(add);
+        }
+    }
+
+    /// Recomputes a map's leaf sums from its records.
+    fn rebuild_merkle(&mut self, map_name: &str) -> Result<(), StorageError> {
+        let mut stubs = Vec::new();
+        for row in self
+            .pruned
+            .range((map_name, "")..)
+            .map_err(backend(WRITING))?
+        {
+            let (slot, _) = row.map_err(backend(WRITING))?;
+            let (map, key) = slot.value();
+            if map != map_name {
+                break;
+            }
+            stubs.push(key.to_owned());
+        }
+        for key in &stubs {
+            self.pruned
+                .remove((map_name, key.as_str()))
+                .map_err(backend(WRITING))?;
+        }
+        self.counters.pruned = self.counters.pruned.saturating_sub(stubs.len() as u64);
+        let mut sums = vec![0u32; LEAVES];
+        for row in self
+            .records
+            .range((map_name, "")..)
+            .map_err(backend(WRITING))?
+        {
+            let (k, v) = row.map_err(backend(WRITING))?;
+            let (map, key) = k.value();
+            if map != map_name {
+                break;
+            }
+            let (leaf, c) = decode_record_head(v.value())?.contribution(key);
+            sums[leaf] = sums[leaf].wrapping_add(c);
+        }
+        if self.sums.is_some() {
+            self.counters.merkle_saved = 0;
+            self.leaves.insert(map_name.to_owned(), sums);
+        }
+        Ok(())
     }
 
     /// Stores a record and updates the counters by the one it replaced.
@@ -419,22 +531,53 @@ impl<'t> Tables<'t> {
         record: &RecordRef<'_>,
     ) -> Result<(), StorageError> {
         encode_into(&mut self.scratch.record, "record", record)?;
-        let old = self
-            .records
-            .insert((map_name, key), self.scratch.record.as_slice())
-            .map_err(backend(WRITING))?;
-        // The replaced record's size and flag, read in place.
-        let old = match &old {
-            Some(bytes) => {
-                let head = decode_record_head(bytes.value())?;
-                Some((head.approx_size(map_name, key), head.dirty))
+        // The replaced record's size, flag and Merkle contribution, read in
+        // place.
+        let old = {
+            let replaced = self
+                .records
+                .insert((map_name, key), self.scratch.record.as_slice())
+                .map_err(backend(WRITING))?;
+            match &replaced {
+                Some(bytes) => {
+                    let head = decode_record_head(bytes.value())?;
+                    Some((
+                        head.approx_size(map_name, key),
+                        head.dirty,
+                        head.contribution(key).1,
+                    ))
+                }
+                None => None,
             }
-            None => None,
         };
+        let sub = match old {
+            Some(o) => o.2,
+            // A pruned record's contribution, replaced now. Looked up
+            // first: a remove would rewrite the table's pages even when
+            // the key is absent, as it nearly always is.
+            None if self.counters.pruned == 0 => 0,
+            None => {
+                let stub = self
+                    .pruned
+                    .get((map_name, key))
+                    .map_err(backend(WRITING))?
+                    .map(|c| c.value());
+                if stub.is_some() {
+                    self.pruned
+                        .remove((map_name, key))
+                        .map_err(backend(WRITING))?;
+                    self.counters.pruned -= 1;
+                }
+                stub.unwrap_or(0)
+            }
+        };
+        let t = record.timestamp;
+        let (leaf, add) = MerkleSums::contribution(key, t.millis, t.counter, &t.node_id);
+        self.shift_leaf(map_name, leaf, sub, add);
         let c = &mut self.counters;
         c.bytes += approx_record_size(map_name, key, record.value, record.timestamp);
         let was_dirty = match old {
-            Some((size, dirty)) => {
+            Some((size, dirty, _)) => {
                 c.bytes = c.bytes.saturating_sub(size);
                 dirty
             }
@@ -721,7 +864,17 @@ impl<'t> Tables<'t> {
                 .remove((map_name, key.as_str()))
                 .map_err(backend(WRITING))?
             {
-                let size = decode_record(bytes.value())?.approx_size(map_name, key);
+                let head = decode_record_head(bytes.value())?;
+                let size = head.approx_size(map_name, key);
+                let (_, contribution) = head.contribution(key);
+                drop(bytes);
+                let replaced = self
+                    .pruned
+                    .insert((map_name, key.as_str()), contribution)
+                    .map_err(backend(WRITING))?;
+                if replaced.is_none() {
+                    self.counters.pruned += 1;
+                }
                 let c = &mut self.counters;
                 c.records = c.records.saturating_sub(1);
                 c.bytes = c.bytes.saturating_sub(size);

@@ -181,7 +181,7 @@ impl SyncEngine {
         let local = self
             .trees
             .get(map)
-            .map_or(0, topgun_core::MerkleTree::root_hash);
+            .map_or(0, topgun_core::MerkleSums::root_hash);
         // A zero root is an empty map on the server: nothing to pull, and
         // TopGun's server would leave a `MERKLE_REQ_BUCKET` for it unanswered
         // (a client holding only local writes or tombstones would wait out the

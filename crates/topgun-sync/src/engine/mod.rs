@@ -28,7 +28,7 @@ use crate::state::ConnectionState;
 use pull::PullPhase;
 use push::Push;
 use std::collections::{BTreeMap, BTreeSet};
-use topgun_core::merkle::MerkleTree;
+use topgun_core::merkle::{MerkleSums, MerkleTree};
 use topgun_core::wire::{Message, WireRecord};
 use topgun_core::Timestamp;
 
@@ -189,7 +189,7 @@ pub enum Output {
     },
     /// Merge records from the server by LWW (never dirty), update the
     /// HLC from their timestamps, emit remote change events, and report
-    /// each record that changed with [`SyncEngine::record_changed`].
+    /// each record that changed.
     ApplyRemote {
         /// The map.
         map: String,
@@ -279,7 +279,7 @@ pub struct SyncEngine {
     state: ConnectionState,
     token: Option<String>,
     backoff: Backoff,
-    trees: BTreeMap<String, MerkleTree>,
+    trees: BTreeMap<String, MerkleSums>,
     pulls: BTreeMap<String, PullPhase>,
     push: Push,
     auth: Option<Auth>,
@@ -357,7 +357,7 @@ impl SyncEngine {
         if self.trees.contains_key(map) {
             return Vec::new();
         }
-        self.trees.insert(map.to_owned(), MerkleTree::new());
+        self.trees.insert(map.to_owned(), MerkleSums::default());
         self.pulls.insert(map.to_owned(), PullPhase::Idle);
         let mut out = Vec::new();
         if self.auth == Some(Auth::Done) {
@@ -372,29 +372,18 @@ impl SyncEngine {
         self.trees.keys().map(String::as_str)
     }
 
-    /// The Merkle tree of a synced map.
-    pub fn tree(&self, map: &str) -> Option<&MerkleTree> {
+    /// The Merkle hashes of a synced map, as last set.
+    pub fn tree(&self, map: &str) -> Option<&MerkleSums> {
         self.trees.get(map)
     }
 
-    /// Records that `key` of `map` now has `timestamp` locally (a local
-    /// write, a merged remote record, or the initial load from the store),
-    /// keeping the map's Merkle tree current.
-    pub fn record_changed(&mut self, map: &str, key: &str, timestamp: &Timestamp) {
-        if let Some(tree) = self.trees.get_mut(map) {
-            tree.update(key, timestamp);
-        }
-    }
-
-    /// Forgets a key of `map` (pruned from the store).
-    pub fn record_removed(&mut self, map: &str, key: &str) {
-        if let Some(tree) = self.trees.get_mut(map) {
-            tree.remove(key);
-        }
-    }
-
-    /// Replaces a map's tree (built from the store).
-    pub fn set_tree(&mut self, map: &str, tree: MerkleTree) {
+    /// Sets a map's Merkle hashes, read from the store's leaf sums. The
+    /// driver reads them before each pull can start (on connecting, on
+    /// opening the map, after resetting it); a pull compares against that
+    /// snapshot. Writes after it only make the walk ask for a leaf more
+    /// (LWW merges of what the store already has change nothing), and
+    /// what the server has that the snapshot lacks still differs.
+    pub fn set_tree(&mut self, map: &str, tree: MerkleSums) {
         if let Some(slot) = self.trees.get_mut(map) {
             *slot = tree;
         }
@@ -482,17 +471,20 @@ impl SyncEngine {
         out
     }
 
-    /// Asks for the leaf of a key the Merkle tree knows but the store lost
-    /// (quota pruning keeps the tree as it is, so a pull does not bring
-    /// pruned records back unasked). One request per leaf, however many
-    /// keys of it are waiting.
+    /// Asks for the leaf of a key the store lost to quota pruning (its
+    /// leaf sums keep pruned records, so a pull does not bring them back
+    /// unasked). One request per leaf, however many keys of it are
+    /// waiting; nothing for a key whose leaf is empty.
     fn fetch(&mut self, now_ms: u64, map: String, key: String, out: &mut Vec<Output>) {
-        let known = self.trees.get(&map).is_some_and(|t| t.contains(&key));
+        let path = MerkleTree::path_of(&key);
+        let known = self
+            .trees
+            .get(&map)
+            .is_some_and(|t| t.hash_at(&path).is_some_and(|h| h != 0));
         if !known || self.auth != Some(Auth::Done) {
             out.push(Output::Fetched { map, key });
             return;
         }
-        let path = MerkleTree::path_of(&key);
         let deadline_ms = now_ms.saturating_add(self.config.fetch_timeout_ms);
         if self.fetches.is_empty() {
             out.push(Output::SetTimer {
