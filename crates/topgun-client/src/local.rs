@@ -15,7 +15,7 @@ use tokio::sync::broadcast;
 use topgun_core::wire::WireRecord;
 use topgun_core::{Hlc, HlcError, Timestamp};
 use topgun_storage::{
-    ClearOutcome, LocalWrite, OpId, OpType, ScanCursor, StorageError, Store, StoreRecord,
+    ClearOutcome, LocalWrite, OpId, OpType, PruneSums, ScanCursor, StorageError, Store, StoreRecord,
 };
 use topgun_sync::{Applied, BoxFuture, Replica, ReplicaError, Runtime, SyncNotifier};
 
@@ -147,7 +147,7 @@ impl LocalData {
             return Ok(hit);
         }
         let record = self.load(map, key).await?;
-        if record.is_none() && self.quota.has_pruned() {
+        if record.is_none() && self.store.is_pruned(map.name(), key).await? {
             return self.fetch_pruned(map, key).await;
         }
         let now = self.now_millis();
@@ -609,7 +609,6 @@ impl LocalData {
                 change.current.timestamp.clone(),
                 change.current.ttl_ms,
             );
-            result.changed.push((key, change.current.timestamp));
         }
         drop(guard);
         self.quota
@@ -618,10 +617,11 @@ impl LocalData {
         Ok(result)
     }
 
-    /// Drops the clean records among `keys` of `map` from the store and
-    /// from RAM; dirty ones stay.
-    pub(crate) async fn prune_clean(&self, map: &str, keys: &[String]) -> Result<(), ClientError> {
-        let removed = self.store.prune_clean(map, keys).await?;
+    /// Drops the clean records among `keys` of `map` from the store, from
+    /// its Merkle leaf sums and from RAM (a map reset: the next pull brings
+    /// them back); dirty ones stay.
+    pub(crate) async fn drop_clean(&self, map: &str, keys: &[String]) -> Result<(), ClientError> {
+        let removed = self.store.prune_clean(map, keys, PruneSums::Drop).await?;
         let mut ws = self.ws();
         for key in &removed {
             ws.invalidate(map, key);
@@ -653,8 +653,8 @@ impl Replica for LocalData {
         Ok(LocalData::apply_remote(self, map, records).await?)
     }
 
-    async fn prune_clean(&self, map: &str, keys: &[String]) -> Result<(), ReplicaError> {
-        Ok(LocalData::prune_clean(self, map, keys).await?)
+    async fn drop_clean(&self, map: &str, keys: &[String]) -> Result<(), ReplicaError> {
+        Ok(LocalData::drop_clean(self, map, keys).await?)
     }
 
     fn observe_timestamp(&self, timestamp: &Timestamp) -> Result<(), HlcError> {

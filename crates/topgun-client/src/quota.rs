@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use tokio::sync::broadcast;
-use topgun_storage::{ScanCursor, Store};
+use topgun_storage::{PruneSums, ScanCursor, Store};
 
 /// Records examined per store page while looking for prunable ones.
 const PAGE: usize = 512;
@@ -53,8 +53,6 @@ pub(crate) struct Quota {
     budget: Option<u64>,
     events: broadcast::Sender<ClientEvent>,
     warned: AtomicBool,
-    /// Whether any record was pruned since the client started.
-    pruned_any: AtomicBool,
 }
 
 fn lock(ws: &Mutex<WorkingSet>) -> MutexGuard<'_, WorkingSet> {
@@ -67,14 +65,7 @@ impl Quota {
             budget,
             events: broadcast::Sender::new(EVENT_BUFFER),
             warned: AtomicBool::new(false),
-            pruned_any: AtomicBool::new(false),
         }
-    }
-
-    /// Whether this client pruned records (so a key missing from the store
-    /// may still exist on the server).
-    pub(crate) fn has_pruned(&self) -> bool {
-        self.pruned_any.load(Ordering::Relaxed)
     }
 
     /// Quota events from now on.
@@ -164,7 +155,10 @@ async fn prune(
                     .collect()
             };
             if !candidates.is_empty() {
-                pruned += store.prune_clean(&map, &candidates).await?.len() as u64;
+                pruned += store
+                    .prune_clean(&map, &candidates, PruneSums::Keep)
+                    .await?
+                    .len() as u64;
                 used = store.stats().await?.bytes;
                 if used <= target {
                     break 'maps;
@@ -185,7 +179,7 @@ async fn prune(
         }
         let mut removed_any = false;
         for (map, keys) in by_map {
-            let removed = store.prune_clean(&map, &keys).await?;
+            let removed = store.prune_clean(&map, &keys, PruneSums::Keep).await?;
             pruned += removed.len() as u64;
             removed_any |= !removed.is_empty();
             let mut ws = lock(ws);
@@ -202,7 +196,6 @@ async fn prune(
     }
 
     if pruned > 0 {
-        quota.pruned_any.store(true, Ordering::Relaxed);
         quota.emit(ClientEvent::QuotaPruned {
             records: pruned,
             bytes_before: before,

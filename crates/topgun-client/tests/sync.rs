@@ -582,6 +582,70 @@ async fn a_large_clear_travels_in_parts_and_reaches_the_server() {
     server.stop().await;
 }
 
+/// A pruned record stays known as pruned across a restart (the store keeps
+/// it in its leaf sums, so no pull brings it back unasked), and reading it
+/// then still fetches it from the server.
+#[cfg(feature = "redb")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_pruned_before_a_restart_is_fetched_when_read() {
+    let server = Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("client.redb");
+    let open = |quota: u64| {
+        TopGunClient::builder()
+            .redb_path(&path)
+            .server_url(&server.url)
+            .sync_config(fast_sync())
+            .sync_maps(["m"])
+            .quota_bytes(quota)
+            .working_set(topgun_client::WorkingSetLimits {
+                max_entries: 8,
+                max_bytes: usize::MAX,
+            })
+            .build()
+    };
+    let c = open(60_000).await.unwrap();
+    let m = c.get_map::<String>("m").unwrap();
+    let value = "v".repeat(400);
+    for i in 0..40 {
+        m.put(&format!("old-{i:03}"), value.clone()).await.unwrap();
+    }
+    synced(&c).await;
+    for i in 0..60 {
+        m.put(&format!("new-{i:03}"), value.clone()).await.unwrap();
+    }
+    synced(&c).await;
+    let mut pruned = Vec::new();
+    for i in 0..40 {
+        let key = format!("old-{i:03}");
+        if c.store().get("m", &key).await.unwrap().is_none() {
+            pruned.push(key);
+        }
+    }
+    assert!(!pruned.is_empty(), "nothing was pruned");
+    c.close().await;
+    drop((m, c));
+
+    // A larger budget: the fetched records are kept this time.
+    let c = open(10_000_000).await.unwrap();
+    synced(&c).await;
+    let store = c.store();
+    assert!(
+        store.get("m", &pruned[0]).await.unwrap().is_none(),
+        "the pull after the restart did not bring pruned records back"
+    );
+    let m = c.get_map::<String>("m").unwrap();
+    for key in &pruned {
+        assert_eq!(
+            m.get(key).await.unwrap().as_deref(),
+            Some(value.as_str()),
+            "{key}"
+        );
+    }
+    c.close().await;
+    server.stop().await;
+}
+
 /// A record pruned to stay under quota is not gone: reading it while
 /// online brings it back from the server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

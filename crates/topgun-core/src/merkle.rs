@@ -244,6 +244,14 @@ impl MerkleSums {
         )
     }
 
+    /// Moves leaf `leaf` of `leaves` by `-sub + add` (wrapping), as a
+    /// store does when a key's contribution changes.
+    pub fn shift(leaves: &mut [u32], leaf: usize, sub: u32, add: u32) {
+        if let Some(slot) = leaves.get_mut(leaf) {
+            *slot = slot.wrapping_sub(sub).wrapping_add(add);
+        }
+    }
+
     /// The leaf sums.
     pub fn leaves(&self) -> &[u32] {
         &self.levels[DEPTH]

@@ -26,7 +26,9 @@
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)] // test code
 
 use crate::error::StorageError;
-use crate::model::{KeyStamp, LocalWrite, OpId, OpLogEntry, OpType, StoreRecord, StoreStats};
+use crate::model::{
+    KeyStamp, LocalWrite, OpId, OpLogEntry, OpType, PruneSums, StoreRecord, StoreStats,
+};
 use crate::store::Store;
 use std::collections::{BTreeMap, BTreeSet};
 use topgun_core::Timestamp;
@@ -823,7 +825,12 @@ pub trait StoreConformance: Store {
         assert!(!record(self, "m", "c").await.dirty);
 
         let asked: Vec<String> = ["a", "b", "c", "x", "a"].map(String::from).to_vec();
-        assert_eq!(self.prune_clean("m", &asked).await.unwrap(), ["a"]);
+        assert_eq!(
+            self.prune_clean("m", &asked, PruneSums::Keep)
+                .await
+                .unwrap(),
+            ["a"]
+        );
         assert!(self.get("m", "a").await.unwrap().is_none());
         assert!(self.get("mm", "a").await.unwrap().is_some());
         assert!(self.get("m", "b").await.unwrap().is_some());
@@ -833,9 +840,16 @@ pub trait StoreConformance: Store {
         );
         self.mark_synced(&[c1]).await.unwrap();
         let c = vec!["c".to_owned(), "d".to_owned()];
-        assert_eq!(self.prune_clean("m", &c).await.unwrap(), ["c", "d"]);
-        assert!(self.prune_clean("m", &[]).await.unwrap().is_empty());
-        assert_invalid(self.prune_clean("", &c).await, "empty map");
+        assert_eq!(
+            self.prune_clean("m", &c, PruneSums::Keep).await.unwrap(),
+            ["c", "d"]
+        );
+        assert!(self
+            .prune_clean("m", &[], PruneSums::Keep)
+            .await
+            .unwrap()
+            .is_empty());
+        assert_invalid(self.prune_clean("", &c, PruneSums::Keep).await, "empty map");
 
         // A pending clear of the map blocks pruning its records.
         self.apply_remote(vec![remote("z", "f", Some(b"f"), ts(5))])
@@ -846,9 +860,16 @@ pub trait StoreConformance: Store {
             .await
             .unwrap();
         let f = vec!["f".to_owned()];
-        assert!(self.prune_clean("z", &f).await.unwrap().is_empty());
+        assert!(self
+            .prune_clean("z", &f, PruneSums::Keep)
+            .await
+            .unwrap()
+            .is_empty());
         self.mark_synced(&[clear.op_id]).await.unwrap();
-        assert_eq!(self.prune_clean("z", &f).await.unwrap(), ["f"]);
+        assert_eq!(
+            self.prune_clean("z", &f, PruneSums::Keep).await.unwrap(),
+            ["f"]
+        );
         let stats = self.stats().await.unwrap();
         assert_eq!(stats.records, 2); // m/b and mm/a
     }
@@ -867,7 +888,9 @@ pub trait StoreConformance: Store {
             self.map_names().await.unwrap(),
             ["a", "a\0", "a\0\0", "a:x", "ab", "b", "r", "t", "日本"]
         );
-        self.prune_clean("r", &["k".to_owned()]).await.unwrap();
+        self.prune_clean("r", &["k".to_owned()], PruneSums::Keep)
+            .await
+            .unwrap();
         assert!(!self.map_names().await.unwrap().contains(&"r".to_owned()));
     }
 
@@ -937,7 +960,9 @@ pub trait StoreConformance: Store {
         );
         self.drop_synced_ops().await.unwrap();
         assert_eq!(self.stats().await.unwrap(), expected(&records, &ops, 0));
-        self.prune_clean("n", &["c".to_owned()]).await.unwrap();
+        self.prune_clean("n", &["c".to_owned()], PruneSums::Keep)
+            .await
+            .unwrap();
         let records = all_records(self, "m").await;
         assert_eq!(self.stats().await.unwrap(), expected(&records, &ops, 0));
     }
@@ -948,12 +973,6 @@ pub trait StoreConformance: Store {
         let mut rng = Rng(0x5EED_70C0_u64);
         let mut model = Model::default();
         for step in 0..300 {
-            if step % 50 == 49 {
-                // Not from `rng`: the sequence of other calls stays as it was.
-                let map = MAPS[(step as usize / 50) % MAPS.len()];
-                self.rebuild_merkle(map).await.unwrap();
-                model.merkle.retain(|(m, _), _| m != map);
-            }
             model.step(self, &mut rng, step).await;
             model.follow_merkle();
             if step % 20 == 19 {
@@ -998,9 +1017,11 @@ struct Model {
     /// Every op not dropped, with its synced flag.
     ops: BTreeMap<OpId, OpLogEntry>,
     meta: BTreeMap<String, Vec<u8>>,
-    /// The timestamp each key last had, pruned ones included, since the
-    /// map's last `rebuild_merkle`: what the Merkle leaf sums sum.
+    /// The timestamp each key last had, records pruned with
+    /// `PruneSums::Keep` included: what the Merkle leaf sums sum.
     merkle: BTreeMap<(String, String), Timestamp>,
+    /// Keys pruned with `PruneSums::Keep` and not written since.
+    pruned: BTreeSet<(String, String)>,
     last_id: OpId,
     clock: u64,
 }
@@ -1009,6 +1030,7 @@ impl Model {
     fn follow_merkle(&mut self) {
         for (slot, r) in &self.records {
             self.merkle.insert(slot.clone(), r.timestamp.clone());
+            self.pruned.remove(slot);
         }
     }
 
@@ -1185,6 +1207,12 @@ impl Model {
                     .values()
                     .filter(|o| !o.synced && o.map_name == map)
                     .collect();
+                // Not from `rng`: the sequence of other calls stays as it was.
+                let sums = if step % 2 == 0 {
+                    PruneSums::Keep
+                } else {
+                    PruneSums::Drop
+                };
                 let mut removed = Vec::new();
                 if !pending.iter().any(|o| o.op_type == OpType::Clear) {
                     let blocked: BTreeSet<&str> = pending.iter().map(|o| o.key.as_str()).collect();
@@ -1199,7 +1227,21 @@ impl Model {
                         }
                     }
                 }
-                assert_eq!(store.prune_clean(&map, &asked).await.unwrap(), removed);
+                for k in &removed {
+                    let slot = (map.clone(), k.clone());
+                    match sums {
+                        PruneSums::Keep => {
+                            self.pruned.insert(slot);
+                        }
+                        PruneSums::Drop => {
+                            self.merkle.remove(&slot);
+                        }
+                    }
+                }
+                assert_eq!(
+                    store.prune_clean(&map, &asked, sums).await.unwrap(),
+                    removed
+                );
             }
             _ => {
                 let value = step.to_le_bytes().to_vec();

@@ -4,7 +4,8 @@
 
 use crate::error::StorageError;
 use crate::model::{
-    AppliedChange, ClearOutcome, KeyStamp, LocalWrite, OpId, OpLogEntry, StoreRecord, StoreStats,
+    AppliedChange, ClearOutcome, KeyStamp, LocalWrite, OpId, OpLogEntry, PruneSums, StoreRecord,
+    StoreStats,
 };
 use crate::store::Store;
 use std::future::Future;
@@ -36,7 +37,7 @@ pub enum StoreCall {
     MetaPut,
     Stats,
     MerkleLeaves,
-    RebuildMerkle,
+    IsPruned,
 }
 
 /// Whether the hook runs before the inner store's call or after it
@@ -189,9 +190,14 @@ impl<S: Store> Store for HookedStore<S> {
         &self,
         map_name: &str,
         keys: &[String],
+        sums: PruneSums,
     ) -> Result<Vec<String>, StorageError> {
-        let call = self.inner.prune_clean(map_name, keys);
+        let call = self.inner.prune_clean(map_name, keys, sums);
         self.around(StoreCall::PruneClean, call).await
+    }
+    async fn is_pruned(&self, map_name: &str, key: &str) -> Result<bool, StorageError> {
+        self.around(StoreCall::IsPruned, self.inner.is_pruned(map_name, key))
+            .await
     }
     async fn map_names(&self) -> Result<Vec<String>, StorageError> {
         self.around(StoreCall::MapNames, self.inner.map_names())
@@ -200,13 +206,6 @@ impl<S: Store> Store for HookedStore<S> {
     async fn merkle_leaves(&self, map_name: &str) -> Result<Vec<u32>, StorageError> {
         self.around(StoreCall::MerkleLeaves, self.inner.merkle_leaves(map_name))
             .await
-    }
-    async fn rebuild_merkle(&self, map_name: &str) -> Result<(), StorageError> {
-        self.around(
-            StoreCall::RebuildMerkle,
-            self.inner.rebuild_merkle(map_name),
-        )
-        .await
     }
     async fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
         self.around(StoreCall::MetaGet, self.inner.meta_get(key))

@@ -51,8 +51,8 @@ pub use memory::MemoryStore;
 pub use redb::{Durability, RedbStore, RedbStoreBuilder, SUPPORTED_SCHEMA_VERSION};
 
 pub use model::{
-    AppliedChange, ClearOutcome, KeyStamp, LocalWrite, OpId, OpLogEntry, OpType, StoreRecord,
-    StoreStats,
+    AppliedChange, ClearOutcome, KeyStamp, LocalWrite, OpId, OpLogEntry, OpType, PruneSums,
+    StoreRecord, StoreStats,
 };
 pub use store::Store;
 

@@ -6,7 +6,8 @@
 
 use crate::error::StorageError;
 use crate::model::{
-    AppliedChange, ClearOutcome, LocalWrite, OpId, OpLogEntry, OpType, StoreRecord, StoreStats,
+    AppliedChange, ClearOutcome, LocalWrite, OpId, OpLogEntry, OpType, PruneSums, StoreRecord,
+    StoreStats,
 };
 use crate::store::Store;
 use crate::validate;
@@ -74,42 +75,37 @@ fn map_range<'a>(
         .map(|(_, record)| record)
 }
 
-/// Moves `key`'s contribution to `sums` from timestamp `old` to `new`.
-pub(crate) fn account(
-    sums: &mut [u32],
-    key: &str,
-    old: Option<&Timestamp>,
-    new: Option<&Timestamp>,
-) {
-    for (stamp, add) in [(old, false), (new, true)] {
-        if let Some(t) = stamp {
-            let (leaf, c) = MerkleSums::contribution(key, t.millis, t.counter, &t.node_id);
-            sums[leaf] = if add {
-                sums[leaf].wrapping_add(c)
-            } else {
-                sums[leaf].wrapping_sub(c)
-            };
-        }
+/// `key`'s contribution at `timestamp` (0 for none) and its leaf.
+fn contribution(key: &str, timestamp: Option<&Timestamp>) -> (usize, u32) {
+    match timestamp {
+        Some(t) => MerkleSums::contribution(key, t.millis, t.counter, &t.node_id),
+        None => (MerkleTree::leaf_of(key), 0),
     }
 }
 
 impl Inner {
     /// Moves `key`'s contribution to its map's leaf sums from its previous
-    /// record's (or its pruned record's) to `new`.
-    fn account(&mut self, map_name: &str, key: &str, old: Option<&Timestamp>, new: &Timestamp) {
-        let stub = match old {
-            Some(_) => None,
-            None => self.pruned.remove(&(map_name.to_owned(), key.to_owned())),
-        };
+    /// record's (or, with none, its pruned record's) to `new`'s.
+    fn account(
+        &mut self,
+        map_name: &str,
+        key: &str,
+        old: Option<&Timestamp>,
+        new: Option<&Timestamp>,
+    ) {
+        let (leaf, mut sub) = contribution(key, old);
+        if old.is_none() {
+            sub = self
+                .pruned
+                .remove(&(map_name.to_owned(), key.to_owned()))
+                .unwrap_or(0);
+        }
+        let (_, add) = contribution(key, new);
         let sums = self
             .merkle
             .entry(map_name.to_owned())
             .or_insert_with(|| vec![0; LEAVES]);
-        account(sums, key, old, Some(new));
-        if let Some(c) = stub {
-            let leaf = MerkleTree::leaf_of(key);
-            sums[leaf] = sums[leaf].wrapping_sub(c);
-        }
+        MerkleSums::shift(sums, leaf, sub, add);
     }
 
     fn append_op(
@@ -153,7 +149,7 @@ impl Inner {
             &write.map_name,
             &write.key,
             previous.as_ref().map(|p| &p.timestamp),
-            &write.timestamp,
+            Some(&write.timestamp),
         );
         self.append_op(
             &write.map_name,
@@ -208,7 +204,7 @@ impl Inner {
                 &record.map_name,
                 &record.key,
                 previous.as_ref().map(|p| &p.timestamp),
-                &record.timestamp,
+                Some(&record.timestamp),
             );
             changes.push(AppliedChange {
                 previous,
@@ -232,7 +228,9 @@ impl Inner {
         {
             // Only records older than the clear (a newer write wins).
             if record.value.is_some() && record.timestamp < timestamp {
-                account(sums, key, Some(&record.timestamp), Some(&timestamp));
+                let (leaf, sub) = contribution(key, Some(&record.timestamp));
+                let (_, add) = contribution(key, Some(&timestamp));
+                MerkleSums::shift(sums, leaf, sub, add);
                 record.value = None;
                 record.ttl_ms = None;
                 record.timestamp = timestamp.clone();
@@ -247,7 +245,7 @@ impl Inner {
         }
     }
 
-    fn prune_clean(&mut self, map_name: &str, keys: &[String]) -> Vec<String> {
+    fn prune_clean(&mut self, map_name: &str, keys: &[String], sums: PruneSums) -> Vec<String> {
         let map_cleared = self
             .pending
             .values()
@@ -255,23 +253,29 @@ impl Inner {
         if map_cleared {
             return Vec::new();
         }
-        let pending_keys: BTreeSet<&str> = self
+        let pending_keys: BTreeSet<String> = self
             .pending
             .values()
             .filter(|op| op.map_name == map_name)
-            .map(|op| op.key.as_str())
+            .map(|op| op.key.clone())
             .collect();
         let mut removed = Vec::new();
         for key in keys {
-            if pending_keys.contains(key.as_str()) {
+            if pending_keys.contains(key) {
                 continue;
             }
             let slot = (map_name.to_owned(), key.clone());
             if self.records.get(&slot).is_some_and(|record| !record.dirty) {
                 if let Some(record) = self.records.remove(&slot) {
-                    let t = &record.timestamp;
-                    let (_, c) = MerkleSums::contribution(key, t.millis, t.counter, &t.node_id);
-                    self.pruned.insert(slot, c);
+                    match sums {
+                        PruneSums::Keep => {
+                            let (_, c) = contribution(key, Some(&record.timestamp));
+                            self.pruned.insert(slot, c);
+                        }
+                        PruneSums::Drop => {
+                            self.account(map_name, key, Some(&record.timestamp), None);
+                        }
+                    }
                 }
                 removed.push(key.clone());
             }
@@ -409,9 +413,10 @@ impl Store for MemoryStore {
         &self,
         map_name: &str,
         keys: &[String],
+        sums: PruneSums,
     ) -> Result<Vec<String>, StorageError> {
         validate::map(map_name)?;
-        Ok(self.lock().prune_clean(map_name, keys))
+        Ok(self.lock().prune_clean(map_name, keys, sums))
     }
 
     async fn map_names(&self) -> Result<Vec<String>, StorageError> {
@@ -436,15 +441,11 @@ impl Store for MemoryStore {
             .unwrap_or_else(|| vec![0; LEAVES]))
     }
 
-    async fn rebuild_merkle(&self, map_name: &str) -> Result<(), StorageError> {
-        let mut inner = self.lock();
-        let mut sums = vec![0; LEAVES];
-        for r in map_range(&inner.records, map_name, None) {
-            account(&mut sums, &r.key, None, Some(&r.timestamp));
-        }
-        inner.merkle.insert(map_name.to_owned(), sums);
-        inner.pruned.retain(|(map, _), _| map != map_name);
-        Ok(())
+    async fn is_pruned(&self, map_name: &str, key: &str) -> Result<bool, StorageError> {
+        Ok(self
+            .lock()
+            .pruned
+            .contains_key(&(map_name.to_owned(), key.to_owned())))
     }
 
     async fn stats(&self) -> Result<StoreStats, StorageError> {

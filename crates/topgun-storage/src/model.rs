@@ -187,3 +187,15 @@ pub struct StoreStats {
     /// [`OpLogEntry::approx_size`].
     pub bytes: u64,
 }
+
+/// What [`Store::prune_clean`](crate::Store::prune_clean) does to the
+/// map's Merkle leaf sums.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PruneSums {
+    /// Keep the pruned records' contributions, so a pull does not bring
+    /// them back unasked (a quota sheds them; a read fetches one back).
+    Keep,
+    /// Subtract them, so the next pull brings the records back (a map
+    /// reset at the server's request).
+    Drop,
+}

@@ -2,7 +2,8 @@
 
 use crate::error::StorageError;
 use crate::model::{
-    AppliedChange, ClearOutcome, KeyStamp, LocalWrite, OpId, OpLogEntry, StoreRecord, StoreStats,
+    AppliedChange, ClearOutcome, KeyStamp, LocalWrite, OpId, OpLogEntry, PruneSums, StoreRecord,
+    StoreStats,
 };
 use topgun_core::Timestamp;
 
@@ -204,8 +205,11 @@ pub trait Store: std::fmt::Debug + crate::SendSync {
     /// no pending op refers to them — neither a `Put`/`Remove` of that key
     /// nor a `Clear` of the map; others (and unknown keys) are left alone.
     /// Returns the keys removed, in input order. Used to shed synced data
-    /// under a storage quota, and to drop a map's synced copy on a server's
-    /// reset request.
+    /// under a storage quota ([`PruneSums::Keep`]: the records stay in the
+    /// map's Merkle leaf sums, and [`is_pruned`](Self::is_pruned) knows
+    /// them until their key is written again), and to drop a map's synced
+    /// copy on a server's reset request ([`PruneSums::Drop`]: they leave
+    /// the sums, in the same transaction).
     ///
     /// # Errors
     /// [`StorageError::InvalidInput`] for an empty map name.
@@ -213,7 +217,13 @@ pub trait Store: std::fmt::Debug + crate::SendSync {
         &self,
         map_name: &str,
         keys: &[String],
+        sums: PruneSums,
     ) -> Result<Vec<String>, StorageError>;
+
+    /// Whether `key` of `map_name` is a record pruned with
+    /// [`PruneSums::Keep`] and not written since: the server has it, and a
+    /// read may fetch it back.
+    async fn is_pruned(&self, map_name: &str, key: &str) -> Result<bool, StorageError>;
 
     /// Names of the maps that have at least one record (a tombstone counts),
     /// in order.
@@ -221,20 +231,16 @@ pub trait Store: std::fmt::Debug + crate::SendSync {
 
     /// The Merkle leaf sums of `map_name`: [`LEAVES`] numbers, each the
     /// sum of its keys' contributions ([`MerkleSums::contribution`]) over
-    /// every record of the map, tombstones included — and the records
-    /// [`prune_clean`](Self::prune_clean) dropped since the last
-    /// [`rebuild_merkle`](Self::rebuild_merkle), so that a pull does not
-    /// bring them back. They change in the same transaction as the
-    /// records they sum, so they always agree, across crashes too; a
-    /// client restarts its sync from them without reading the map.
+    /// every record of the map, tombstones included, and the records
+    /// pruned with [`PruneSums::Keep`] (so that a pull does not bring them
+    /// back). A record change and its contribution are one atomic step, so
+    /// the sums agree with the records, across crashes too (a store may
+    /// recompute them after one); a client starts its sync from them
+    /// without reading the map.
     ///
     /// [`LEAVES`]: topgun_core::merkle::LEAVES
     /// [`MerkleSums::contribution`]: topgun_core::MerkleSums::contribution
     async fn merkle_leaves(&self, map_name: &str) -> Result<Vec<u32>, StorageError>;
-
-    /// Recomputes `map_name`'s leaf sums from its records now (forgetting
-    /// pruned ones), in one transaction.
-    async fn rebuild_merkle(&self, map_name: &str) -> Result<(), StorageError>;
 
     /// A meta value; `None` if never set.
     async fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError>;

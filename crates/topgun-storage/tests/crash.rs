@@ -186,8 +186,9 @@ fn run_and_kill(path: &Path, clock: u64, delay: Duration) -> Vec<String> {
 }
 
 async fn verify(store: &RedbStore, acks: &Acks) {
-    // The Merkle leaf sums agree with the records that survived: they are
-    // written in the same transactions, so no kill falls between them.
+    // The Merkle leaf sums agree with the records that survived (a killed
+    // store recomputes them when it opens: its `merkle_saved` was cleared
+    // by its first write, in that write's transaction).
     for map in store.map_names().await.unwrap() {
         let mut expected = vec![0u32; topgun_core::merkle::LEAVES];
         for r in store.scan(&map, None, usize::MAX).await.unwrap() {

@@ -340,3 +340,84 @@ async fn eventual_durability_persists_on_clean_close() {
     let store = RedbStore::open(&path).unwrap();
     assert!(store.get("m", "k").await.unwrap().is_some());
 }
+
+/// The leaf sums a map's records give.
+async fn sums_of_records(store: &RedbStore, map: &str) -> Vec<u32> {
+    let mut sums = vec![0u32; topgun_core::merkle::LEAVES];
+    for r in store.scan(map, None, usize::MAX).await.unwrap() {
+        let t = &r.timestamp;
+        let (leaf, c) =
+            topgun_core::MerkleSums::contribution(&r.key, t.millis, t.counter, &t.node_id);
+        topgun_core::MerkleSums::shift(&mut sums, leaf, 0, c);
+    }
+    sums
+}
+
+/// A store opened without leaf sums still marks saved ones stale when it
+/// writes, so the next store that keeps them recomputes them.
+#[tokio::test]
+async fn writes_without_leaf_sums_make_the_saved_ones_stale() {
+    let (_dir, path) = temp();
+    let store = RedbStore::open(&path).unwrap();
+    store.write_local(put("m", "a", b"1", ts(1))).await.unwrap();
+    store.close().await.unwrap();
+    let plain = RedbStore::builder().merkle_sums(false).open(&path).unwrap();
+    assert!(matches!(
+        plain.merkle_leaves("m").await,
+        Err(StorageError::InvalidInput(_))
+    ));
+    plain.write_local(put("m", "b", b"2", ts(2))).await.unwrap();
+    plain.close().await.unwrap();
+    let store = RedbStore::open(&path).unwrap();
+    let expected = sums_of_records(&store, "m").await;
+    assert!(store.merkle_leaves("m").await.unwrap() == expected);
+}
+
+/// Records pruned to save space stay counted and known as pruned across a
+/// restart; records dropped for a reset leave the sums.
+#[tokio::test]
+async fn pruned_records_stay_counted_across_a_restart_and_dropped_ones_do_not() {
+    use topgun_storage::PruneSums;
+    let (_dir, path) = temp();
+    let store = RedbStore::open(&path).unwrap();
+    let records = ["a", "b", "c"].map(|k| remote("m", k, Some(b"v"), ts(5)));
+    store.apply_remote(records.to_vec()).await.unwrap();
+    let full = store.merkle_leaves("m").await.unwrap();
+    let keep = ["a".to_owned()];
+    assert_eq!(
+        store
+            .prune_clean("m", &keep, PruneSums::Keep)
+            .await
+            .unwrap(),
+        keep
+    );
+    store.close().await.unwrap();
+
+    let store = RedbStore::open(&path).unwrap();
+    assert!(store.is_pruned("m", "a").await.unwrap());
+    assert!(!store.is_pruned("m", "b").await.unwrap());
+    assert!(
+        store.merkle_leaves("m").await.unwrap() == full,
+        "a still counts"
+    );
+    let drop = ["b".to_owned()];
+    assert_eq!(
+        store
+            .prune_clean("m", &drop, PruneSums::Drop)
+            .await
+            .unwrap(),
+        drop
+    );
+    assert!(
+        store.merkle_leaves("m").await.unwrap() != full,
+        "b no longer counts"
+    );
+    // Writing a pruned key again replaces its contribution.
+    store
+        .apply_remote(vec![remote("m", "a", Some(b"w"), ts(9))])
+        .await
+        .unwrap();
+    assert!(!store.is_pruned("m", "a").await.unwrap());
+    let expected = sums_of_records(&store, "m").await;
+    assert!(store.merkle_leaves("m").await.unwrap() == expected);
+}

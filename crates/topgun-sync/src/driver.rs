@@ -24,8 +24,7 @@ use topgun_core::wire::{Codec, Message};
 use topgun_core::MerkleSums;
 use topgun_storage::{OpType, ScanCursor, StorageError};
 
-/// Records read per page when building a map's Merkle tree, resetting a
-/// map or expanding a CLEAR.
+/// Records read per page when resetting a map or expanding a CLEAR.
 const PAGE: usize = 1_000;
 /// Frames handled together when several have already arrived (so that
 /// their merges share one storage transaction, see [`coalesce`]).
@@ -97,7 +96,7 @@ impl<R: Runtime + ?Sized> std::fmt::Debug for SyncDriver<R> {
 }
 
 impl<R: Runtime + ?Sized> SyncDriver<R> {
-    /// Starts a driver on `runtime`: it builds the Merkle trees of
+    /// Starts a driver on `runtime`: it reads the Merkle leaf sums of
     /// `settings.maps` from the store and connects. Returns its handle; the driver
     /// runs until [`SyncHandle::close`] or until every handle is dropped.
     pub fn spawn(
@@ -309,12 +308,6 @@ impl<R: Runtime + ?Sized> SyncDriver<R> {
                     .entry((map.clone(), key.clone()))
                     .or_default()
                     .push(done);
-                // Whether the key's leaf counts anything is read from the
-                // store now: records pruned since the connection started
-                // count there too.
-                if self.engine.tree(&map).is_some() {
-                    self.load_tree(&map).await;
-                }
                 self.feed(io, Input::Fetch { map, key }).await;
                 false
             }
@@ -323,7 +316,7 @@ impl<R: Runtime + ?Sized> SyncDriver<R> {
         }
     }
 
-    /// Starts syncing a map: its tree is built from the store first.
+    /// Starts syncing a map: its leaf sums are read from the store first.
     async fn open_map(&mut self, io: &mut Io, map: &str) {
         if self.engine.tree(map).is_some() {
             return;
@@ -333,13 +326,19 @@ impl<R: Runtime + ?Sized> SyncDriver<R> {
         self.execute(io, outputs).await;
     }
 
-    /// Reads the map's Merkle leaf sums from the store.
+    /// Reads the map's Merkle leaf sums from the store. If that fails the
+    /// map's hashes are emptied: the next pull then walks the whole map
+    /// (slower, never wrong), where a stale snapshot could match the
+    /// server's and leave records unfetched.
     async fn load_tree(&mut self, map: &str) {
         match self.replica.store().merkle_leaves(map).await {
             Ok(leaves) => self.engine.set_tree(map, MerkleSums::from_leaves(leaves)),
-            Err(e) => self.emit(SyncEvent::LocalError(format!(
-                "reading the Merkle leaf sums of map {map}: {e}"
-            ))),
+            Err(e) => {
+                self.engine.set_tree(map, MerkleSums::default());
+                self.emit(SyncEvent::LocalError(format!(
+                    "reading the Merkle leaf sums of map {map}: {e}"
+                )));
+            }
         }
     }
 
@@ -566,9 +565,9 @@ impl<R: Runtime + ?Sized> SyncDriver<R> {
         }
     }
 
-    /// Drops the map's clean records, keeps dirty ones, rebuilds its leaf
-    /// sums without them (so the next pull brings them back) and reads
-    /// them.
+    /// Drops the map's clean records, keeps dirty ones, and reads its leaf
+    /// sums, which each page of dropped records left in the same
+    /// transaction (so the next pull brings them back).
     async fn reset_map(&mut self, map: &str) -> Result<(), crate::replica::ReplicaError> {
         let mut pages = ScanCursor::new(map, PAGE);
         while let Some(page) = pages.next_page(self.replica.store()).await? {
@@ -578,10 +577,9 @@ impl<R: Runtime + ?Sized> SyncDriver<R> {
                 .map(|r| r.key)
                 .collect();
             if !clean.is_empty() {
-                self.replica.prune_clean(map, &clean).await?;
+                self.replica.drop_clean(map, &clean).await?;
             }
         }
-        self.replica.store().rebuild_merkle(map).await?;
         self.load_tree(map).await;
         Ok(())
     }

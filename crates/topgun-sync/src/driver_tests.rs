@@ -152,18 +152,14 @@ impl Replica for MemoryReplica {
                 dirty: false,
             })
             .collect();
-        let changes = self.store.apply_remote(batch).await?;
-        Ok(Applied {
-            changed: changes
-                .into_iter()
-                .map(|c| (c.current.key, c.current.timestamp))
-                .collect(),
-            refused: Vec::new(),
-        })
+        self.store.apply_remote(batch).await?;
+        Ok(Applied::default())
     }
 
-    async fn prune_clean(&self, map: &str, keys: &[String]) -> Result<(), ReplicaError> {
-        self.store.prune_clean(map, keys).await?;
+    async fn drop_clean(&self, map: &str, keys: &[String]) -> Result<(), ReplicaError> {
+        self.store
+            .prune_clean(map, keys, topgun_storage::PruneSums::Drop)
+            .await?;
         Ok(())
     }
 

@@ -17,8 +17,6 @@ pub type ReplicaError = Box<dyn std::error::Error + Send + Sync>;
 /// The outcome of [`Replica::apply_remote`].
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Applied {
-    /// Keys whose record changed, with their new timestamp.
-    pub changed: Vec<(String, Timestamp)>,
     /// Records refused (a timestamp beyond the clock's drift bound, an
     /// empty key), with the reason.
     pub refused: Vec<(String, String)>,
@@ -47,8 +45,9 @@ pub trait Replica: SendSync + std::fmt::Debug + 'static {
     ) -> Result<Applied, ReplicaError>;
 
     /// Drops these keys of `map` from the store and from RAM where they
-    /// are clean (synced); dirty ones stay.
-    async fn prune_clean(&self, map: &str, keys: &[String]) -> Result<(), ReplicaError>;
+    /// are clean (synced), and from the map's Merkle leaf sums (so the next
+    /// pull brings them back: a reset); dirty ones stay.
+    async fn drop_clean(&self, map: &str, keys: &[String]) -> Result<(), ReplicaError>;
 
     /// Folds a server timestamp into the client's clock.
     ///

@@ -11,8 +11,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use topgun_core::Timestamp;
 use topgun_storage::{
-    AppliedChange, ClearOutcome, KeyStamp, LocalWrite, OpId, OpLogEntry, StorageError, Store,
-    StoreRecord, StoreStats,
+    AppliedChange, ClearOutcome, KeyStamp, LocalWrite, OpId, OpLogEntry, PruneSums, StorageError,
+    Store, StoreRecord, StoreStats,
 };
 
 /// How long a call waits for a new leader before it fails.
@@ -227,11 +227,17 @@ impl Store for DirStore {
         &self,
         map_name: &str,
         keys: &[String],
+        sums: PruneSums,
     ) -> Result<Vec<String>, StorageError> {
+        let call = Call::PruneClean(map_name.into(), keys.to_vec(), sums);
+        expect!(self.call(call).await?, Names)
+    }
+
+    async fn is_pruned(&self, map_name: &str, key: &str) -> Result<bool, StorageError> {
         expect!(
-            self.call(Call::PruneClean(map_name.into(), keys.to_vec()))
+            self.call(Call::IsPruned(map_name.into(), key.into()))
                 .await?,
-            Names
+            Flag
         )
     }
 
@@ -259,12 +265,5 @@ impl Store for DirStore {
             self.call(Call::MerkleLeaves(map_name.into())).await?,
             Leaves
         )
-    }
-
-    async fn rebuild_merkle(&self, map_name: &str) -> Result<(), StorageError> {
-        match self.call(Call::RebuildMerkle(map_name.into())).await? {
-            Reply::Unit => Ok(()),
-            other => Err(unexpected(&other)),
-        }
     }
 }

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use topgun_core::Timestamp;
 use topgun_storage::{
-    AppliedChange, ClearOutcome, KeyStamp, LocalWrite, OpId, OpLogEntry, StorageError, Store,
-    StoreRecord, StoreStats,
+    AppliedChange, ClearOutcome, KeyStamp, LocalWrite, OpId, OpLogEntry, PruneSums, StorageError,
+    Store, StoreRecord, StoreStats,
 };
 use topgun_sync::{ConnectionState, SyncEvent};
 
@@ -23,7 +23,7 @@ pub(crate) const MAX_FRAME: usize = 256 << 20;
 
 /// The version of this protocol, in the leader's hello: processes built
 /// from different versions of this crate do not share a directory.
-pub(crate) const PROTOCOL_VERSION: u32 = 1;
+pub(crate) const PROTOCOL_VERSION: u32 = 2;
 
 /// Bytes read from the socket at a time (frames arrive in bursts).
 pub(crate) const READ_BUFFER: usize = 64 << 10;
@@ -53,13 +53,13 @@ pub(crate) enum Call {
     DropSyncedOps,
     ApplyRemote(Vec<StoreRecord>, bool),
     ClearMap(String, Timestamp),
-    PruneClean(String, Vec<String>),
+    PruneClean(String, Vec<String>, PruneSums),
+    IsPruned(String, String),
     MapNames,
     MetaGet(String),
     MetaPut(String, #[serde(with = "serde_bytes")] Vec<u8>),
     Stats,
     MerkleLeaves(String),
-    RebuildMerkle(String),
 }
 
 /// What a [`Call`] returns.
@@ -79,6 +79,7 @@ pub(crate) enum Reply {
     Meta(#[serde(with = "serde_bytes")] Option<Vec<u8>>),
     Stats(StoreStats),
     Leaves(Vec<u32>),
+    Flag(bool),
 }
 
 /// Why a call failed at the leader.
@@ -237,7 +238,8 @@ pub(crate) async fn execute(store: &dyn Store, call: Call) -> Result<Reply, Stor
             store.apply_remote(records).await?
         }),
         Call::ClearMap(m, ts) => Reply::Cleared(store.clear_map(&m, ts).await?),
-        Call::PruneClean(m, keys) => Reply::Names(store.prune_clean(&m, &keys).await?),
+        Call::PruneClean(m, keys, sums) => Reply::Names(store.prune_clean(&m, &keys, sums).await?),
+        Call::IsPruned(m, k) => Reply::Flag(store.is_pruned(&m, &k).await?),
         Call::MapNames => Reply::Names(store.map_names().await?),
         Call::MetaGet(k) => Reply::Meta(store.meta_get(&k).await?),
         Call::MetaPut(k, v) => {
@@ -246,9 +248,5 @@ pub(crate) async fn execute(store: &dyn Store, call: Call) -> Result<Reply, Stor
         }
         Call::Stats => Reply::Stats(store.stats().await?),
         Call::MerkleLeaves(m) => Reply::Leaves(store.merkle_leaves(&m).await?),
-        Call::RebuildMerkle(m) => {
-            store.rebuild_merkle(&m).await?;
-            Reply::Unit
-        }
     })
 }

@@ -14,7 +14,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use topgun_core::merkle::LEAVES;
-use topgun_core::MerkleTree;
+use topgun_core::{MerkleSums, MerkleTree};
 
 /// Per map, its leaf sums as of the last commit.
 #[derive(Debug, Default)]
@@ -75,6 +75,9 @@ impl Sums {
     /// Writes every map's sums in `txn`; the caller sets `merkle_saved`.
     pub(super) fn save(&self, txn: &WriteTransaction) -> Result<(), redb::Error> {
         let mut table = txn.open_table(MERKLE)?;
+        // Rows of maps no longer held (recomputed away after a kill) must
+        // not outlive the sums they belonged to.
+        table.retain(|_, _| false)?;
         for (map, leaves) in self.lock().iter() {
             table.insert(map.as_str(), encode_leaves(leaves).as_slice())?;
         }
@@ -86,7 +89,7 @@ fn add(sums: &mut HashMap<String, Vec<u32>>, map: &str, leaf: usize, c: u32) {
     if !sums.contains_key(map) {
         sums.insert(map.to_owned(), vec![0; LEAVES]);
     }
-    if let Some(slot) = sums.get_mut(map).and_then(|l| l.get_mut(leaf)) {
-        *slot = slot.wrapping_add(c);
+    if let Some(leaves) = sums.get_mut(map) {
+        MerkleSums::shift(leaves, leaf, 0, c);
     }
 }

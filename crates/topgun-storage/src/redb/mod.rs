@@ -27,14 +27,14 @@ mod tables;
 mod writer;
 
 use self::tables::{
-    backend, decode_op, decode_record, decode_record_stamp, Counters, META, PENDING_OPS, RECORDS,
-    STORE_INFO,
+    backend, decode_op, decode_record, decode_record_stamp, Counters, META, PENDING_OPS, PRUNED,
+    RECORDS, STORE_INFO,
 };
 use self::writer::{Job, Request};
 use crate::error::StorageError;
 use crate::model::{
-    AppliedChange, ClearOutcome, KeyStamp, LocalWrite, OpId, OpLogEntry, OpType, StoreRecord,
-    StoreStats,
+    AppliedChange, ClearOutcome, KeyStamp, LocalWrite, OpId, OpLogEntry, OpType, PruneSums,
+    StoreRecord, StoreStats,
 };
 use crate::store::Store;
 use crate::validate;
@@ -120,8 +120,9 @@ impl RedbStoreBuilder {
 
     /// Whether to keep Merkle leaf sums ([`Store::merkle_leaves`]); on by
     /// default. A store whose user keeps its own trees (the server) turns
-    /// them off; then `merkle_leaves` and `rebuild_merkle` fail with
-    /// [`StorageError::InvalidInput`].
+    /// them off; then `merkle_leaves` fails with
+    /// [`StorageError::InvalidInput`]. Its writes still mark sums saved by
+    /// another opening stale.
     #[must_use]
     pub fn merkle_sums(mut self, keep: bool) -> Self {
         self.merkle_sums = keep;
@@ -580,13 +581,17 @@ impl Store for RedbStore {
         &self,
         map_name: &str,
         keys: &[String],
+        sums: PruneSums,
     ) -> Result<Vec<String>, StorageError> {
         validate::map(map_name)?;
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        self.write((map_name.to_owned(), keys.to_vec()), Request::PruneClean)
-            .await
+        self.write(
+            (map_name.to_owned(), keys.to_vec(), sums),
+            Request::PruneClean,
+        )
+        .await
     }
 
     async fn map_names(&self) -> Result<Vec<String>, StorageError> {
@@ -643,12 +648,14 @@ impl Store for RedbStore {
         }
     }
 
-    async fn rebuild_merkle(&self, map_name: &str) -> Result<(), StorageError> {
-        if self.sums.is_none() {
-            return Err(NO_SUMS);
-        }
-        self.write(map_name.to_owned(), Request::RebuildMerkle)
-            .await
+    async fn is_pruned(&self, map_name: &str, key: &str) -> Result<bool, StorageError> {
+        self.read(|txn| {
+            let pruned = txn.open_table(PRUNED).map_err(backend(READING))?;
+            Ok(pruned
+                .get((map_name, key))
+                .map_err(backend(READING))?
+                .is_some())
+        })
     }
 
     async fn stats(&self) -> Result<StoreStats, StorageError> {

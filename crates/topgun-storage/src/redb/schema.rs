@@ -14,7 +14,10 @@
 //!   Builds before "RedbStore: no dirty index" (`docs/decisions.md`) also
 //!   kept a `dirty` index table; the formats of the other tables did not
 //!   change, so dropping it did not bump the version. Opening a file that
-//!   still has it deletes it (see [`LEGACY_TABLES`]).
+//!   still has it deletes it (see [`LEGACY_TABLES`]);
+//! - 2: Merkle leaf sums (`merkle_leaves`, saved at close, with the
+//!   `merkle_saved` and `pruned_stubs` counters) and the contributions of
+//!   pruned records (`pruned_contributions`).
 
 use super::tables::{
     backend, decode_op, decode_record, Counters, MERKLE, META, PENDING_OPS, PRUNED, RECORDS,
@@ -148,8 +151,6 @@ fn migrate(txn: &WriteTransaction, from: u32) -> Result<(), StorageError> {
     Ok(())
 }
 
-/// Version 1: creates every table and computes the counters from the
-/// data (none in a new file).
 /// Version 2 keeps Merkle leaf sums (`merkle_leaves`, saved at close) and
 /// the contributions of pruned records (`pruned_contributions`). The
 /// `merkle_saved` counter is absent, so the sums are computed from the
@@ -161,6 +162,8 @@ fn v1_to_v2(txn: &WriteTransaction) -> Result<(), StorageError> {
     Ok(())
 }
 
+/// Version 1: creates every table and computes the counters from the
+/// data (none in a new file).
 fn v0_to_v1(txn: &WriteTransaction) -> Result<(), StorageError> {
     const DURING: &str = "migrating to schema version 1";
     txn.open_table(META).map_err(backend(DURING))?;

@@ -52,7 +52,8 @@ use super::tables::{
 };
 use crate::error::StorageError;
 use crate::model::{
-    approx_record_size, AppliedChange, ClearOutcome, LocalWrite, OpId, OpType, StoreRecord,
+    approx_record_size, AppliedChange, ClearOutcome, LocalWrite, OpId, OpType, PruneSums,
+    StoreRecord,
 };
 use redb::{Database, ReadableTable, ReadableTableMetadata, Table, WriteTransaction};
 use std::collections::{BTreeSet, HashMap};
@@ -60,7 +61,6 @@ use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use tokio::sync::oneshot;
-use topgun_core::merkle::LEAVES;
 use topgun_core::{MerkleSums, Timestamp};
 
 /// Most requests applied in one transaction; bounds a batch's latency.
@@ -144,11 +144,9 @@ pub(super) enum Request {
     /// [`Store::clear_map`](crate::Store::clear_map).
     ClearMap(Job<(String, Timestamp), ClearOutcome>),
     /// [`Store::prune_clean`](crate::Store::prune_clean).
-    PruneClean(Job<(String, Vec<String>), Vec<String>>),
+    PruneClean(Job<(String, Vec<String>, PruneSums), Vec<String>>),
     /// [`Store::meta_put`](crate::Store::meta_put).
     MetaPut(Job<(String, Vec<u8>), ()>),
-    /// [`Store::rebuild_merkle`](crate::Store::rebuild_merkle).
-    RebuildMerkle(Job<String, ()>),
     /// Stop after this batch; close the database if `db` is its last
     /// handle. Requests queued behind it are dropped (callers see
     /// [`StorageError::Closed`]).
@@ -171,9 +169,10 @@ impl Request {
                 job.run(|records| tables.apply_remote(records))
             }
             Self::ClearMap(job) => job.run(|(map, ts)| tables.clear_map(map, ts)),
-            Self::PruneClean(job) => job.run(|(map, keys)| tables.prune_clean(map, keys)),
+            Self::PruneClean(job) => {
+                job.run(|(map, keys, sums)| tables.prune_clean(map, keys, *sums))
+            }
             Self::MetaPut(job) => job.run(|(key, value)| tables.meta_put(key, value)),
-            Self::RebuildMerkle(job) => job.run(|map| tables.rebuild_merkle(map)),
             Self::Close { .. } => true,
         }
     }
@@ -188,7 +187,6 @@ impl Request {
             Self::ClearMap(job) => f(job),
             Self::PruneClean(job) => f(job),
             Self::MetaPut(job) => f(job),
-            Self::RebuildMerkle(job) => f(job),
             Self::Close { .. } => {}
         }
     }
@@ -208,7 +206,6 @@ impl Request {
             Self::ClearMap(job) => job.respond(),
             Self::PruneClean(job) => job.respond(),
             Self::MetaPut(job) => job.respond(),
-            Self::RebuildMerkle(job) => job.respond(),
             Self::Close { .. } => {}
         }
     }
@@ -465,62 +462,21 @@ impl<'t> Tables<'t> {
 
     /// Moves leaf `leaf` of `map_name` by `-sub + add`.
     fn shift_leaf(&mut self, map_name: &str, leaf: usize, sub: u32, add: u32) {
+        if sub == add {
+            return; // a flag changed, not the timestamp
+        }
+        // Stale now, whether or not this store keeps sums: a store that
+        // keeps them must not trust sums saved before this change.
+        self.counters.merkle_saved = 0;
         let Some(sums) = self.sums else {
             return;
         };
-        self.counters.merkle_saved = 0;
         if !self.leaves.contains_key(map_name) {
             self.leaves.insert(map_name.to_owned(), sums.of(map_name));
         }
-        if let Some(slot) = self
-            .leaves
-            .get_mut(map_name)
-            .and_then(|leaves| leaves.get_mut(leaf))
-        {
-            *slot = slot.wrapping_sub(sub).wrapping_add(add);
+        if let Some(leaves) = self.leaves.get_mut(map_name) {
+            MerkleSums::shift(leaves, leaf, sub, add);
         }
-    }
-
-    /// Recomputes a map's leaf sums from its records.
-    fn rebuild_merkle(&mut self, map_name: &str) -> Result<(), StorageError> {
-        let mut stubs = Vec::new();
-        for row in self
-            .pruned
-            .range((map_name, "")..)
-            .map_err(backend(WRITING))?
-        {
-            let (slot, _) = row.map_err(backend(WRITING))?;
-            let (map, key) = slot.value();
-            if map != map_name {
-                break;
-            }
-            stubs.push(key.to_owned());
-        }
-        for key in &stubs {
-            self.pruned
-                .remove((map_name, key.as_str()))
-                .map_err(backend(WRITING))?;
-        }
-        self.counters.pruned = self.counters.pruned.saturating_sub(stubs.len() as u64);
-        let mut sums = vec![0u32; LEAVES];
-        for row in self
-            .records
-            .range((map_name, "")..)
-            .map_err(backend(WRITING))?
-        {
-            let (k, v) = row.map_err(backend(WRITING))?;
-            let (map, key) = k.value();
-            if map != map_name {
-                break;
-            }
-            let (leaf, c) = decode_record_head(v.value())?.contribution(key);
-            sums[leaf] = sums[leaf].wrapping_add(c);
-        }
-        if self.sums.is_some() {
-            self.counters.merkle_saved = 0;
-            self.leaves.insert(map_name.to_owned(), sums);
-        }
-        Ok(())
     }
 
     /// Stores a record and updates the counters by the one it replaced.
@@ -824,6 +780,7 @@ impl<'t> Tables<'t> {
         &mut self,
         map_name: &str,
         keys: &[String],
+        sums: PruneSums,
     ) -> Result<Vec<String>, StorageError> {
         let mut candidates = Vec::new();
         for key in keys {
@@ -859,21 +816,29 @@ impl<'t> Tables<'t> {
                 continue;
             }
             // `None` when the key was listed twice and is already gone.
-            if let Some(bytes) = self
+            let gone = match self
                 .records
                 .remove((map_name, key.as_str()))
                 .map_err(backend(WRITING))?
             {
-                let head = decode_record_head(bytes.value())?;
-                let size = head.approx_size(map_name, key);
-                let (_, contribution) = head.contribution(key);
-                drop(bytes);
-                let replaced = self
-                    .pruned
-                    .insert((map_name, key.as_str()), contribution)
-                    .map_err(backend(WRITING))?;
-                if replaced.is_none() {
-                    self.counters.pruned += 1;
+                Some(bytes) => {
+                    let head = decode_record_head(bytes.value())?;
+                    Some((head.approx_size(map_name, key), head.contribution(key)))
+                }
+                None => None,
+            };
+            if let Some((size, (leaf, contribution))) = gone {
+                match sums {
+                    PruneSums::Keep => {
+                        let replaced = self
+                            .pruned
+                            .insert((map_name, key.as_str()), contribution)
+                            .map_err(backend(WRITING))?;
+                        if replaced.is_none() {
+                            self.counters.pruned += 1;
+                        }
+                    }
+                    PruneSums::Drop => self.shift_leaf(map_name, leaf, contribution, 0),
                 }
                 let c = &mut self.counters;
                 c.records = c.records.saturating_sub(1);

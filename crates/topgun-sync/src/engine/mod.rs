@@ -188,8 +188,8 @@ pub enum Output {
         limit: usize,
     },
     /// Merge records from the server by LWW (never dirty), update the
-    /// HLC from their timestamps, emit remote change events, and report
-    /// each record that changed.
+    /// HLC from their timestamps and emit remote change events (records
+    /// refused are reported).
     ApplyRemote {
         /// The map.
         map: String,
@@ -198,8 +198,8 @@ pub enum Output {
     },
     /// These ops are acknowledged: mark them synced.
     MarkSynced(Vec<u64>),
-    /// Drop the map's synced records (keep dirty ones and pending ops),
-    /// rebuild its tree, then send [`Input::MapResetDone`].
+    /// Drop the map's synced records with their leaf sums (keep dirty ones
+    /// and pending ops), read the sums, then send [`Input::MapResetDone`].
     ResetMap(String),
     /// Fold a server timestamp into the HLC.
     ObserveTimestamp(Timestamp),
@@ -471,17 +471,14 @@ impl SyncEngine {
         out
     }
 
-    /// Asks for the leaf of a key the store lost to quota pruning (its
-    /// leaf sums keep pruned records, so a pull does not bring them back
-    /// unasked). One request per leaf, however many keys of it are
-    /// waiting; nothing for a key whose leaf is empty.
+    /// Asks for the leaf of a key the store pruned under its quota (the
+    /// caller knows it did: the store's leaf sums keep pruned records, so a
+    /// pull does not bring them back unasked). One request per leaf,
+    /// however many keys of it are waiting; answered at once for a map not
+    /// synced or while not connected.
     fn fetch(&mut self, now_ms: u64, map: String, key: String, out: &mut Vec<Output>) {
         let path = MerkleTree::path_of(&key);
-        let known = self
-            .trees
-            .get(&map)
-            .is_some_and(|t| t.hash_at(&path).is_some_and(|h| h != 0));
-        if !known || self.auth != Some(Auth::Done) {
+        if !self.trees.contains_key(&map) || self.auth != Some(Auth::Done) {
             out.push(Output::Fetched { map, key });
             return;
         }

@@ -908,11 +908,17 @@ fn a_pruned_key_is_fetched_by_its_leaf_and_answered_after_the_merge() {
 
 #[test]
 fn a_fetch_with_nothing_to_fetch_is_answered_at_once() {
-    // Unknown to the tree: the server never had it as far as we know.
+    // A map that is not synced: there is no server copy to ask for.
     let mut e = online();
-    let out = e.handle(400, fetch("never"));
+    let out = e.handle(
+        400,
+        Input::Fetch {
+            map: "other".into(),
+            key: "k".into(),
+        },
+    );
     assert!(sent(&out).is_empty());
-    assert_eq!(fetched(&out), vec![("m", "never")]);
+    assert_eq!(fetched(&out), vec![("other", "k")]);
 
     // Offline: nothing can be fetched.
     let mut e = SyncEngine::new(SyncConfig::default());
