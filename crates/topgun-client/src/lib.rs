@@ -6,7 +6,8 @@
 //! clock and stored together with its operation-log entry in one atomic
 //! write; a bounded LRU working set keeps hot records in RAM in front of the
 //! store. Storage backends are chosen by cargo feature (`redb` for a durable
-//! file; an in-memory store always).
+//! file, which several processes can share through
+//! [`TopGunClientBuilder::shared_dir`]; an in-memory store always).
 //!
 //! This crate depends on `topgun-core`, `topgun-storage` and `topgun-sync`;
 //! it must not depend on the server (its tests use one).

@@ -1,17 +1,18 @@
 //! Several processes on one data directory: the first to open the redb
-//! file is the **leader** (it holds the file, the working set of record
-//! and the server connection) and listens on a Unix socket in the
+//! file is the **leader** (it holds the file and the server connection) and listens on a Unix socket in the
 //! directory, `topgun.sock`; a process that finds the file locked is a
 //! **follower**: its store calls go to the leader over that socket and the
 //! leader streams every change back, so its reads, writes, queries,
-//! subscriptions and live queries behave as the leader's. The file lock is
-//! the arbiter: two processes starting at once never both lead.
+//! subscriptions and live queries behave as the leader's (a follower also
+//! caches what it reads, kept right by that stream). The file lock is the
+//! arbiter: two processes starting at once never both lead.
 //!
 //! When the leader exits or dies its followers' connections end; each then
 //! tries the file again, and the one that gets it becomes the leader
 //! (listens, starts sync); the others connect to it. Calls in flight are
 //! retried there: a write carries its stamp, so a write the old leader
-//! committed before dying is recognised and not applied twice.
+//! committed before dying is recognised and not applied twice
+//! (see `stamped_verdict` in the write path).
 
 mod dir_store;
 mod link;
