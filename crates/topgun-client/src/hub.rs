@@ -71,8 +71,15 @@ impl MapShared {
     ) {
         let expires_at = topgun_query::expires_at(&timestamp, ttl_ms);
         self.live.on_change(key, new.as_deref(), expires_at);
+        let (feed, events) = (
+            self.feed.receiver_count() > 0,
+            self.events.receiver_count() > 0,
+        );
+        if !feed && !events {
+            return;
+        }
         let key: Arc<str> = Arc::from(key);
-        if self.feed.receiver_count() > 0 {
+        if feed {
             // No reader is not an error.
             let _ = self.feed.send(Change {
                 map: self.name.clone(),
@@ -84,7 +91,7 @@ impl MapShared {
                 ttl_ms,
             });
         }
-        if self.events.receiver_count() > 0 {
+        if events {
             // No subscriber is not an error.
             let _ = self.events.send(RawEvent {
                 key,
