@@ -46,7 +46,8 @@ holds the file (the leader; it syncs when it has --server) and listens on \
 DIR/topgun.sock; the others send their reads and writes through it and see \
 its changes. When the leader exits, another process takes over. Only the \
 leader syncs: a process that goes through it uses the leader's server and \
-connection, and its own --server only makes it wait for that sync.
+connection; if the leader has none, it starts syncing with this process's \
+--server.
 
 Without --server every command works on local data only. With --server URL \
 (or TOPGUN_SERVER) the client syncs with that server: reads (get, list, \

@@ -249,3 +249,18 @@ fn a_directory_a_server_holds_is_refused_with_a_clear_error() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_write_with_server_through_a_leader_without_one_reaches_the_server() {
+    let server_dir = tempfile::tempdir().unwrap();
+    let server = Server::start(server_dir.path(), "127.0.0.1:0", &["--no-auth"]);
+    let dir = tempfile::tempdir().unwrap();
+    // The leader has no server.
+    let watch = Proc::spawn(dir.path(), None, &["watch", "notes"]);
+    assert_eq!(watch.role(), "leader");
+    let out = topgun(dir.path(), Some(&server.url), &["put", "notes", "k", "7"]);
+    expect(&out, 0, "put with --server through the leader");
+    let fresh = tempfile::tempdir().unwrap();
+    let got = topgun(fresh.path(), Some(&server.url), &["get", "notes", "k"]);
+    assert_eq!(expect(&got, 0, "get from the server"), "7\n");
+}

@@ -117,10 +117,10 @@ impl TopGunClientBuilder {
     ///
     /// A follower stamps its writes with a node id of its own (a new UUID
     /// each time; an id given with [`node_id`](Self::node_id) is the
-    /// leader's). Only the leader syncs, with its own server settings; a
-    /// follower's [`server_url`](Self::server_url) and token are used if
-    /// it takes over, its [`sync_maps`](Self::sync_maps) are synced by
-    /// whichever process leads. The quota and warm-up apply in the process
+    /// leader's). Only the leader syncs: with its own server settings, or,
+    /// if it has none, with those of the first follower that has some; a
+    /// follower's [`sync_maps`](Self::sync_maps) are synced by whichever
+    /// process leads. The quota and warm-up apply in the process
     /// that opens the directory first.
     ///
     /// A follower's subscriptions miss the changes made while it has no
@@ -267,6 +267,8 @@ impl TopGunClientBuilder {
         let opener = DirOpener {
             cache_bytes: self.redb_cache_bytes,
             sync: self.sync_settings(runtime.clone())?,
+            runtime: runtime.clone(),
+            config: self.sync_config.clone(),
             status: status.clone(),
         };
         let shared = SharedDir::elect(dir, Arc::new(opener), status.clone()).await?;
@@ -281,6 +283,14 @@ impl TopGunClientBuilder {
         shared.attach(&local).await?;
         for map in &self.sync_maps {
             shared.open_map(map);
+        }
+        if let (false, Some(url)) = (leader, &self.server_url) {
+            // The leader may not sync: it then syncs with this server.
+            shared.request_sync(crate::shared_dir::SyncRequest {
+                url: url.clone(),
+                token: self.token.clone(),
+                maps: self.sync_maps.clone(),
+            });
         }
         Ok(TopGunClient::new(local, status, None).with_dir(shared))
     }
@@ -400,6 +410,9 @@ impl SyncSetup {
 struct DirOpener {
     cache_bytes: usize,
     sync: Option<SyncSetup>,
+    /// For a sync a follower asks for when this process has no server.
+    runtime: Option<Arc<dyn Runtime>>,
+    config: topgun_sync::SyncConfig,
     status: Arc<SyncStatus>,
 }
 
@@ -414,8 +427,26 @@ impl crate::shared_dir::Opener for DirOpener {
             .open(path)
     }
 
-    fn start_sync(&self, local: &Arc<LocalData>, maps: Vec<String>) -> Option<SyncHandle> {
-        Some(self.sync.as_ref()?.start(local, self.status.clone(), maps))
+    fn start_sync(
+        &self,
+        local: &Arc<LocalData>,
+        maps: Vec<String>,
+        requested: Option<&crate::shared_dir::SyncRequest>,
+    ) -> Option<SyncHandle> {
+        if let Some(own) = &self.sync {
+            return Some(own.start(local, self.status.clone(), maps));
+        }
+        let requested = requested?;
+        let setup = SyncSetup {
+            runtime: self.runtime.clone()?,
+            settings: topgun_sync::DriverSettings {
+                url: requested.url.clone(),
+                token: requested.token.clone(),
+                config: self.config.clone(),
+                maps: requested.maps.clone(),
+            },
+        };
+        Some(setup.start(local, self.status.clone(), maps))
     }
 }
 

@@ -7,7 +7,7 @@
 use super::outbox::Outbox;
 use super::protocol::READ_BUFFER;
 use super::protocol::{
-    encode_into, read_frame, Call, CallError, Frame, Reply, Request, PROTOCOL_VERSION,
+    encode_into, read_frame, Call, CallError, Frame, Reply, Request, SyncRequest, PROTOCOL_VERSION,
 };
 use crate::local::LocalData;
 use std::collections::HashMap;
@@ -161,6 +161,15 @@ impl Link {
     pub(crate) fn open_map(&self, name: &str) {
         let mut frame = Vec::new();
         if encode_into(&mut frame, &Request::OpenMap(name.to_owned())).is_ok() {
+            let _ = self.out.send(&frame);
+        }
+    }
+
+    /// Asks the leader to sync with this server if it does not sync yet
+    /// (no answer).
+    pub(crate) fn request_sync(&self, request: &SyncRequest) {
+        let mut frame = Vec::new();
+        if encode_into(&mut frame, &Request::StartSync(request.clone())).is_ok() {
             let _ = self.out.send(&frame);
         }
     }

@@ -25,6 +25,7 @@ use crate::role::Role;
 use crate::DATA_FILE;
 use dir_store::{Backend, DirStore};
 use link::{Connected, Link};
+pub(crate) use protocol::SyncRequest;
 use serve::{LeaderParts, LeaderServer};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -54,8 +55,14 @@ pub(crate) trait Opener: std::fmt::Debug + Send + Sync {
     /// Opens the file (`Err(StorageError::Locked)` when another process
     /// holds it).
     fn open(&self, path: &Path) -> Result<RedbStore, StorageError>;
-    /// Starts syncing `local` (`None` without a server).
-    fn start_sync(&self, local: &Arc<LocalData>, maps: Vec<String>) -> Option<SyncHandle>;
+    /// Starts syncing `local` with this process's server settings, else
+    /// with `requested` (a follower's); `None` with neither.
+    fn start_sync(
+        &self,
+        local: &Arc<LocalData>,
+        maps: Vec<String>,
+        requested: Option<&SyncRequest>,
+    ) -> Option<SyncHandle>;
 }
 
 /// What an election found.
@@ -86,6 +93,9 @@ struct DirState {
     sync: Arc<Mutex<Option<SyncHandle>>>,
     /// Maps opened for sync, for the next leader to sync as well.
     maps: BTreeSet<String>,
+    /// This process's server settings, for a leader that has none (sent
+    /// to each leader this process follows).
+    request: Option<SyncRequest>,
     watchdog: Option<tokio::task::JoinHandle<()>>,
     closed: bool,
 }
@@ -221,22 +231,28 @@ impl SharedDir {
     /// socket that cannot be bound (a path too long for one, a file system
     /// without sockets) leaves this process working alone, reported as a
     /// sync event; others then cannot open the directory.
-    async fn lead(&self, local: &Arc<LocalData>) -> Result<(), ClientError> {
+    async fn lead(self: &Arc<Self>, local: &Arc<LocalData>) -> Result<(), ClientError> {
         let mut maps = local.store().map_names().await?;
         let sync = {
             let state = self.state();
             maps.extend(state.maps.iter().cloned());
             state.sync.clone()
         };
-        let handle = self.opener.start_sync(local, maps);
+        let handle = self.opener.start_sync(local, maps, None);
         if handle.is_none() {
             self.status.set_state(topgun_sync::ConnectionState::Offline);
         }
         *sync.lock().unwrap_or_else(PoisonError::into_inner) = handle;
+        let weak = Arc::downgrade(self);
         let parts = LeaderParts {
             local: local.clone(),
             status: self.status.clone(),
             sync,
+            start_sync: Arc::new(move |request| {
+                if let Some(dir) = weak.upgrade() {
+                    dir.sync_requested(&request);
+                }
+            }),
         };
         match LeaderServer::start(&self.socket, parts) {
             Ok(server) => self.state().server = Some(server),
@@ -252,12 +268,54 @@ impl SharedDir {
 
     fn follow(&self, connected: Connected, local: &Arc<LocalData>) {
         let link = Link::start(connected, local, self.status.clone());
-        for map in &self.state().maps {
-            link.open_map(map);
+        {
+            let state = self.state();
+            if let Some(request) = &state.request {
+                link.request_sync(request);
+            }
+            for map in &state.maps {
+                link.open_map(map);
+            }
         }
         local.set_forwarding(true);
         self.store.set(Backend::Follower(link));
         self.role.send_replace(Role::Follower);
+    }
+
+    /// Has the leader sync with this server if it does not sync (a
+    /// follower's server settings; a leader uses its own).
+    pub(crate) fn request_sync(&self, request: SyncRequest) {
+        self.state().request = Some(request.clone());
+        if let Backend::Follower(link) = self.store.backend() {
+            link.request_sync(&request);
+        }
+    }
+
+    /// A follower asked for sync: started with its settings unless this
+    /// process syncs already (then only its maps are added).
+    fn sync_requested(&self, request: &SyncRequest) {
+        if let Some(sync) = self.sync() {
+            for map in &request.maps {
+                sync.open_map(map);
+            }
+            return;
+        }
+        let (local, sync, mut maps) = {
+            let state = self.state();
+            (
+                state.local.upgrade(),
+                state.sync.clone(),
+                state.maps.iter().cloned().collect::<Vec<_>>(),
+            )
+        };
+        let Some(local) = local else {
+            return;
+        };
+        maps.extend(request.maps.iter().cloned());
+        let mut slot = sync.lock().unwrap_or_else(PoisonError::into_inner);
+        if slot.is_none() {
+            *slot = self.opener.start_sync(&local, maps, Some(request));
+        }
     }
 
     /// Syncs map `name` (through the leader when following).

@@ -36,6 +36,16 @@ pub(crate) enum Request {
     Store { id: u64, call: Call, retried: bool },
     /// Sync this map with the server too (no reply).
     OpenMap(String),
+    /// Sync with this server, if the leader does not sync yet (no reply).
+    StartSync(SyncRequest),
+}
+
+/// A follower's server settings, for a leader that has none.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct SyncRequest {
+    pub(crate) url: String,
+    pub(crate) token: Option<String>,
+    pub(crate) maps: Vec<String>,
 }
 
 /// One [`Store`] method and its arguments.

@@ -7,7 +7,7 @@
 use super::outbox::Outbox;
 use super::protocol::READ_BUFFER;
 use super::protocol::{
-    encode_into, execute, read_frame, CallError, ChangeFrame, Frame, Reply, Request,
+    encode_into, execute, read_frame, CallError, ChangeFrame, Frame, Reply, Request, SyncRequest,
     PROTOCOL_VERSION,
 };
 use crate::error::ClientError;
@@ -27,13 +27,23 @@ pub(crate) struct LeaderServer {
     path: PathBuf,
 }
 
+/// Starts sync at a follower's request, if the leader does not sync.
+pub(crate) type SyncStarter = Arc<dyn Fn(SyncRequest) + Send + Sync>;
+
 /// What a connection needs from the leader.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct LeaderParts {
     pub(crate) local: Arc<LocalData>,
     pub(crate) status: Arc<SyncStatus>,
-    /// Set once sync runs (it starts after the listener).
+    /// Set while sync runs.
     pub(crate) sync: Arc<Mutex<Option<SyncHandle>>>,
+    pub(crate) start_sync: SyncStarter,
+}
+
+impl std::fmt::Debug for LeaderParts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeaderParts").finish_non_exhaustive()
+    }
 }
 
 impl LeaderServer {
@@ -171,6 +181,7 @@ async fn connection(stream: UnixStream, parts: LeaderParts) {
                         sync.open_map(&name);
                     }
                 }
+                Request::StartSync(request) => (parts.start_sync)(request),
             }
         }
         // Calls in flight finish (their writes are durable either way).
@@ -243,6 +254,7 @@ mod tests {
             local: Arc::new(local),
             status: Arc::new(SyncStatus::new()),
             sync: Arc::default(),
+            start_sync: Arc::new(|_| {}),
         }
     }
 
