@@ -12,6 +12,10 @@
 //! instead of `ERROR 429`, every batch must be acknowledged and none
 //! refused (`push_one_connection_errors` must be 0).
 //!
+//! Then the same kind of push (8 connections) against a server process
+//! pinned with `taskset` to one core, then to two, in one run: how the
+//! server scales with cores (goal >= 1.7x from 1 to 2).
+//!
 //! Prints a table and writes `target/bench/server.json`.
 #![allow(clippy::unwrap_used, clippy::print_stderr)]
 
@@ -20,7 +24,8 @@ mod common;
 
 use common::{batch, now_millis, put, ts, TestServer};
 use redb::{Database, Durability, TableDefinition};
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 use topgun_core::wire::Message;
 use topgun_core::Timestamp;
@@ -78,39 +83,46 @@ async fn acked(server: &TestServer, connections: u64) -> f64 {
 
 /// Batches of the pipelined push.
 const PUSH_BATCHES: u64 = 1_000;
+/// Connections, and batches each, of the pinned push.
+const PINNED_CONNECTIONS: u64 = 8;
+const PINNED_BATCHES: u64 = 150;
 /// Ops per batch of the pipelined push.
 const PUSH_BATCH: u64 = 100;
 /// Batches sent and not yet acknowledged, at most.
 const PUSH_IN_FLIGHT: u64 = 16;
 
-/// One connection pushing `PUSH_BATCHES` batches with `PUSH_IN_FLIGHT`
-/// unacknowledged; acked ops/s and the errors received.
-async fn pipelined(server: &TestServer) -> (f64, u64) {
-    let mut client = server.connect().await;
+/// One connection pushing `batches` batches with `PUSH_IN_FLIGHT`
+/// unacknowledged, its keys prefixed `prefix`; (acked ops, errors).
+async fn push_connection(mut client: common::Client, prefix: String, batches: u64) -> (u64, u64) {
     // Stamped now: the server refuses timestamps beyond its drift bound.
     let make = |b: u64| {
         let now = Timestamp::new(now_millis(), 0, "p");
         let ops = (0..PUSH_BATCH)
             .map(|i| {
                 let n = b * PUSH_BATCH + i;
-                put(n.to_string(), "push", &format!("k{n}"), n, now.clone())
+                put(
+                    n.to_string(),
+                    "push",
+                    &format!("{prefix}k{n}"),
+                    n,
+                    now.clone(),
+                )
             })
             .collect();
         batch(ops)
     };
-    let start = Instant::now();
     let mut sent = 0;
     let mut acked = 0;
     let mut errors = 0;
-    while sent < PUSH_IN_FLIGHT.min(PUSH_BATCHES) {
+    while sent < PUSH_IN_FLIGHT.min(batches) {
         client.send(&make(sent)).await;
         sent += 1;
     }
-    while acked < PUSH_BATCHES {
+    while acked < batches {
         match client.recv().await {
             Message::OpAck(_) => {
                 acked += 1;
-                if sent < PUSH_BATCHES {
+                if sent < batches {
                     client.send(&make(sent)).await;
                     sent += 1;
                 }
@@ -123,8 +135,98 @@ async fn pipelined(server: &TestServer) -> (f64, u64) {
             break;
         }
     }
-    let ops = (acked * PUSH_BATCH) as f64;
-    (ops / start.elapsed().as_secs_f64(), errors)
+    (acked * PUSH_BATCH, errors)
+}
+
+/// `connections` connections pushing `batches` batches each at `addr`;
+/// (acked ops/s, errors).
+async fn push(addr: SocketAddr, connections: u64, batches: u64) -> (f64, u64) {
+    let mut clients = Vec::new();
+    for _ in 0..connections {
+        clients.push(common::Client::connect(addr).await);
+    }
+    let start = Instant::now();
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(c, client)| tokio::spawn(push_connection(client, format!("c{c}-"), batches)))
+        .collect();
+    let (mut ops, mut errors) = (0, 0);
+    for task in tasks {
+        let (o, e) = task.await.unwrap();
+        ops += o;
+        errors += e;
+    }
+    (ops as f64 / start.elapsed().as_secs_f64(), errors)
+}
+
+/// The server of the pinned scenario, in this bench's own process re-run
+/// as `--serve-child DIR` under `taskset`: prints `PORT <n>` and serves
+/// until its stdin closes.
+fn serve_child(dir: &Path) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut config = ServerConfig::new(StoreConfig::DataDir(dir.to_owned()));
+        // Measured here: the server's own ceiling, not its per-connection rate.
+        config.limits.ops_per_second = 100_000_000;
+        config.limits.ops_burst = 200_000_000;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+            let _ = stop.send(());
+        });
+        // The parent reads this line.
+        #[allow(clippy::print_stdout)]
+        {
+            println!("PORT {port}");
+        }
+        topgun_server::run(listener, config, async move {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+    });
+}
+
+/// Push (`PINNED_CONNECTIONS` connections of 100-op batches) against a
+/// server process pinned to `cores` with `taskset`; ops/s, or `None`
+/// without `taskset`.
+fn pinned_push(dir: &Path, cores: &str) -> Option<f64> {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new("taskset")
+        .args(["-c", cores])
+        .arg(std::env::current_exe().unwrap())
+        .arg("--serve-child")
+        .arg(dir.join(format!("pinned-{}", cores.replace(',', "-"))))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let Some(port) = line.trim().strip_prefix("PORT ") else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return None;
+    };
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (rate, errors) = runtime.block_on(push(addr, PINNED_CONNECTIONS, PINNED_BATCHES));
+    assert_eq!(errors, 0, "the pinned server refused batches");
+    drop(child.stdin.take());
+    let _ = child.wait();
+    Some(rate)
 }
 
 fn out_dir() -> PathBuf {
@@ -135,6 +237,11 @@ fn out_dir() -> PathBuf {
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args.iter().position(|a| a == "--serve-child") {
+        serve_child(Path::new(&args[at + 1]));
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let baseline = raw_redb(dir.path(), PER_CONNECTION);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -148,10 +255,13 @@ fn main() {
         .await;
         let one = acked(&server, 1).await;
         let eight = acked(&server, 8).await;
-        let push = pipelined(&server).await;
+        let push = push(server.addr, 1, PUSH_BATCHES).await;
         server.stop().await.unwrap();
         (one, eight, push)
     });
+    drop(runtime);
+    let one_core = pinned_push(dir.path(), "0");
+    let two_cores = pinned_push(dir.path(), "0,1");
     eprintln!("{:<48} {:>12}", "acked one-op batches (durable)", "ops/s");
     eprintln!(
         "{:<48} {:>12.0}",
@@ -173,14 +283,41 @@ fn main() {
         "{:<48} {:>12.0} ({} errors, goal 0)",
         "push, 1 connection, 100-op batches, 16 in flight", push, push_errors
     );
+    let scaling = match (one_core, two_cores) {
+        (Some(one), Some(two)) => {
+            eprintln!(
+                "{:<48} {:>12.0} / {:.0} ({:.2}x; goal >= 1.7x)",
+                "push, 8 connections, server on 1 / 2 cores",
+                one,
+                two,
+                two / one
+            );
+            format!("{:.3}", two / one)
+        }
+        _ => {
+            eprintln!("push on 1 / 2 cores: skipped (no taskset)");
+            "null".to_owned()
+        }
+    };
     let json = format!(
         concat!(
             "{{\n  \"ops_per_connection\": {},\n  \"raw_redb_ops_per_s\": {:.0},\n",
             "  \"one_connection_ops_per_s\": {:.0},\n  \"eight_connections_ops_per_s\": {:.0},\n",
             "  \"push_one_connection_ops_per_s\": {:.0},\n",
-            "  \"push_one_connection_errors\": {}\n}}\n"
+            "  \"push_one_connection_errors\": {},\n",
+            "  \"push_pinned_1_core_ops_per_s\": {},\n",
+            "  \"push_pinned_2_cores_ops_per_s\": {},\n",
+            "  \"push_2_over_1_cores\": {},\n  \"goal_push_2_over_1_cores\": 1.7\n}}\n"
         ),
-        PER_CONNECTION, baseline, one, eight, push, push_errors
+        PER_CONNECTION,
+        baseline,
+        one,
+        eight,
+        push,
+        push_errors,
+        one_core.map_or("null".to_owned(), |v| format!("{v:.0}")),
+        two_cores.map_or("null".to_owned(), |v| format!("{v:.0}")),
+        scaling
     );
     let out = out_dir();
     std::fs::create_dir_all(&out).unwrap();
