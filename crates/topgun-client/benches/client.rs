@@ -21,7 +21,7 @@ mod support;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -275,13 +275,6 @@ fn rss_child(dir: &Path) {
     }
 }
 
-fn out_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
-    target.join("bench")
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(pos) = args.iter().position(|a| a == "--rss-child") {
@@ -401,7 +394,7 @@ fn main() {
             "rss_peak_mb": "<= 80"
         }
     });
-    let out = out_dir();
+    let out = support::out_dir();
     std::fs::create_dir_all(&out).expect("create target/bench");
     let text = serde_json::to_string_pretty(&report).expect("json");
     std::fs::write(out.join("client.json"), text + "\n").expect("write client.json");

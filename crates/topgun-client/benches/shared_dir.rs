@@ -12,7 +12,7 @@
 mod support;
 
 use serde_json::json;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 use topgun_client::{IMap, Role, TopGunClient};
 
@@ -63,13 +63,6 @@ async fn open(dir: &Path) -> TopGunClient {
         .build()
         .await
         .expect("open")
-}
-
-fn out_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
-    target.join("bench")
 }
 
 #[cfg(not(unix))]
@@ -135,7 +128,7 @@ fn main() {
         report["put64_per_s"]["leader"].as_f64().unwrap_or(0.0),
         report["put64_per_s"]["follower"].as_f64().unwrap_or(0.0),
     );
-    let out = out_dir();
+    let out = support::out_dir();
     std::fs::create_dir_all(&out).expect("bench dir");
     std::fs::write(
         out.join("shared_dir.json"),

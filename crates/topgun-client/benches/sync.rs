@@ -30,7 +30,10 @@
 //! `TOPGUN_BENCH_PUSH_OPS` and `TOPGUN_BENCH_PULL_KEYS` shrink scenarios
 //! 1/3 and 2.
 
-use std::path::{Path, PathBuf};
+#[path = "../../topgun-storage/benches/support/mod.rs"]
+mod support;
+
+use std::path::Path;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -412,14 +415,6 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.min(sorted.len() - 1)]
 }
 
-fn out_dir() -> PathBuf {
-    // CARGO_MANIFEST_DIR is crates/topgun-client; the workspace target is two up.
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
-    target.join("bench")
-}
-
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
@@ -567,7 +562,7 @@ fn main() {
         GOAL_RESTART_MS,
         GOAL_RESTART_RSS_MB,
     );
-    let out = out_dir();
+    let out = support::out_dir();
     std::fs::create_dir_all(&out).expect("create target/bench");
     std::fs::write(out.join("sync.json"), json).expect("write sync.json");
     eprintln!("wrote {}", out.join("sync.json").display());

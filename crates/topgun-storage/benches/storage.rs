@@ -15,7 +15,7 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 use support::{key, per_task, raw_group_commit, raw_one_commit_per_write, value, TASKS, WRITES};
@@ -59,14 +59,6 @@ async fn redb_store(dir: &Path, writes: usize) -> f64 {
         "every write is in the op log"
     );
     (TASKS * per_task(writes)) as f64 / elapsed
-}
-
-fn out_dir() -> PathBuf {
-    // CARGO_MANIFEST_DIR is crates/topgun-storage; the workspace target is two up.
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
-    target.join("bench")
 }
 
 fn main() {
@@ -115,7 +107,7 @@ fn main() {
         ),
         TASKS, writes, single, group, store, vs_single, vs_group
     );
-    let out = out_dir();
+    let out = support::out_dir();
     std::fs::create_dir_all(&out).expect("create target/bench");
     std::fs::write(out.join("storage.json"), json).expect("write storage.json");
     eprintln!("wrote {}", out.join("storage.json").display());

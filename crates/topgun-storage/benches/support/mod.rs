@@ -1,15 +1,24 @@
-//! Raw-redb baselines shared by the storage and client benchmarks: the
-//! same two inserts per write (a record and an op-log entry) that a local
-//! write makes, without any of the store's logic.
+//! What the storage and client benchmarks share: where they write their reports, and raw-redb
+//! baselines with the same two inserts per write (a record and an op-log
+//! entry) that a local write makes, without any of the store's logic.
 
-// Shared by the storage and client benches; each uses a part.
+// Shared by the storage and client crates' benches; each uses a part.
 #![allow(dead_code)]
 
 use redb::{Database, Durability, ReadableDatabase, TableDefinition};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Instant;
+
+/// `target/bench` of the workspace (each including crate is
+/// `crates/<name>`, two levels below it), or of `CARGO_TARGET_DIR`.
+pub(crate) fn out_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    target.join("bench")
+}
 
 pub(crate) const TASKS: usize = 64;
 pub(crate) const WRITES: usize = 20_000;
