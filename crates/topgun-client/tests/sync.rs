@@ -582,45 +582,38 @@ async fn a_large_clear_travels_in_parts_and_reaches_the_server() {
     server.stop().await;
 }
 
-/// A pruned record stays known as pruned across a restart (the store keeps
-/// it in its leaf sums, so no pull brings it back unasked), and reading it
-/// then still fetches it from the server.
-#[cfg(feature = "redb")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_record_pruned_before_a_restart_is_fetched_when_read() {
-    let server = Server::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("client.redb");
-    let open = |quota: u64| {
-        TopGunClient::builder()
-            .redb_path(&path)
-            .server_url(&server.url)
-            .sync_config(fast_sync())
-            .sync_maps(["m"])
-            .quota_bytes(quota)
-            .working_set(topgun_client::WorkingSetLimits {
-                max_entries: 8,
-                max_bytes: usize::MAX,
-            })
-            .build()
-    };
-    let c = open(60_000).await.unwrap();
+/// A client that syncs map `m` and prunes under `quota` bytes, with a
+/// working set of 8 entries.
+fn pruning_client(url: &str, quota: u64) -> topgun_client::TopGunClientBuilder {
+    TopGunClient::builder()
+        .server_url(url)
+        .sync_config(fast_sync())
+        .sync_maps(["m"])
+        .quota_bytes(quota)
+        .working_set(topgun_client::WorkingSetLimits {
+            max_entries: 8,
+            max_bytes: usize::MAX,
+        })
+}
+
+/// Writes 40 `old-…` records and syncs them, then more writes until the
+/// quota prunes synced ones (how many writes that takes depends on how
+/// fast acks shrink the op log, so in rounds); the old keys pruned.
+async fn write_until_pruned(c: &TopGunClient, value: &str) -> Vec<String> {
     let m = c.get_map::<String>("m").unwrap();
-    let value = "v".repeat(400);
     for i in 0..40 {
-        m.put(&format!("old-{i:03}"), value.clone()).await.unwrap();
+        m.put(&format!("old-{i:03}"), value.to_owned())
+            .await
+            .unwrap();
     }
-    synced(&c).await;
-    // More writes push the store over budget until synced records are
-    // pruned (how many writes that takes depends on how fast acks shrink
-    // the op log, so write in rounds and look).
+    synced(c).await;
     let mut pruned = Vec::new();
     for round in 0..10 {
         for i in 0..20 {
             let key = format!("new-{round}-{i:02}");
-            m.put(&key, value.clone()).await.unwrap();
+            m.put(&key, value.to_owned()).await.unwrap();
         }
-        synced(&c).await;
+        synced(c).await;
         for i in 0..40 {
             let key = format!("old-{i:03}");
             if c.store().get("m", &key).await.unwrap().is_none() {
@@ -632,25 +625,48 @@ async fn a_record_pruned_before_a_restart_is_fetched_when_read() {
         }
     }
     assert!(!pruned.is_empty(), "nothing was pruned");
+    pruned
+}
+
+/// Reading each of `keys` gives `value` (fetched from the server).
+async fn assert_read_back(c: &TopGunClient, keys: &[String], value: &str) {
+    let m = c.get_map::<String>("m").unwrap();
+    for key in keys {
+        assert_eq!(m.get(key).await.unwrap().as_deref(), Some(value), "{key}");
+    }
+}
+
+/// A pruned record stays known as pruned across a restart (the store keeps
+/// it in its leaf sums, so no pull brings it back unasked), and reading it
+/// then still fetches it from the server.
+#[cfg(feature = "redb")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_pruned_before_a_restart_is_fetched_when_read() {
+    let server = Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("client.redb");
+    let value = "v".repeat(400);
+    let c = pruning_client(&server.url, 60_000)
+        .redb_path(&path)
+        .build()
+        .await
+        .unwrap();
+    let pruned = write_until_pruned(&c, &value).await;
     c.close().await;
-    drop((m, c));
+    drop(c);
 
     // A larger budget: the fetched records are kept this time.
-    let c = open(10_000_000).await.unwrap();
+    let c = pruning_client(&server.url, 10_000_000)
+        .redb_path(&path)
+        .build()
+        .await
+        .unwrap();
     synced(&c).await;
-    let store = c.store();
     assert!(
-        store.get("m", &pruned[0]).await.unwrap().is_none(),
+        c.store().get("m", &pruned[0]).await.unwrap().is_none(),
         "the pull after the restart did not bring pruned records back"
     );
-    let m = c.get_map::<String>("m").unwrap();
-    for key in &pruned {
-        assert_eq!(
-            m.get(key).await.unwrap().as_deref(),
-            Some(value.as_str()),
-            "{key}"
-        );
-    }
+    assert_read_back(&c, &pruned, &value).await;
     c.close().await;
     server.stop().await;
 }
@@ -660,44 +676,10 @@ async fn a_record_pruned_before_a_restart_is_fetched_when_read() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pruned_record_read_while_online_comes_back_from_the_server() {
     let server = Server::start().await;
-    let c = TopGunClient::builder()
-        .server_url(&server.url)
-        .sync_config(fast_sync())
-        .sync_maps(["m"])
-        .quota_bytes(60_000)
-        .working_set(topgun_client::WorkingSetLimits {
-            max_entries: 8,
-            max_bytes: usize::MAX,
-        })
-        .build()
-        .await
-        .unwrap();
-    let m = c.get_map::<String>("m").unwrap();
+    let c = pruning_client(&server.url, 60_000).build().await.unwrap();
     let value = "v".repeat(400);
-    for i in 0..40 {
-        m.put(&format!("old-{i:03}"), value.clone()).await.unwrap();
-    }
-    synced(&c).await;
-    // More writes push the store over budget: synced records are pruned.
-    for i in 0..60 {
-        m.put(&format!("new-{i:03}"), value.clone()).await.unwrap();
-    }
-    let store = c.store();
-    let mut pruned = Vec::new();
-    for i in 0..40 {
-        let key = format!("old-{i:03}");
-        if store.get("m", &key).await.unwrap().is_none() {
-            pruned.push(key);
-        }
-    }
-    assert!(!pruned.is_empty(), "nothing was pruned");
-    for key in &pruned {
-        assert_eq!(
-            m.get(key).await.unwrap().as_deref(),
-            Some(value.as_str()),
-            "{key}"
-        );
-    }
+    let pruned = write_until_pruned(&c, &value).await;
+    assert_read_back(&c, &pruned, &value).await;
     c.close().await;
     server.stop().await;
 }
