@@ -8,7 +8,7 @@ use serde_json::Value;
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
 use topgun_core::Timestamp;
-use topgun_storage::{ScanCursor, Store, StoreRecord};
+use topgun_storage::{Paged, ScanCursor, StoreRecord};
 
 /// The first millisecond at which a record written at `timestamp` with
 /// `ttl_ms` reads as absent (TopGun's rule: absent once `millis + ttl <
@@ -71,8 +71,8 @@ pub struct QueryResult {
 /// # Errors
 /// [`QueryError::Storage`] if the store fails; nothing else (compilation
 /// already validated the query).
-pub async fn run_query(
-    store: &dyn Store,
+pub async fn run_query<S: Paged + ?Sized>(
+    store: &S,
     map: &str,
     query: &CompiledQuery,
     now_millis: u64,
@@ -86,8 +86,8 @@ pub async fn run_query(
 ///
 /// # Errors
 /// [`QueryError::Storage`] if the store fails.
-pub async fn run_query_with_overflow(
-    store: &dyn Store,
+pub async fn run_query_with_overflow<S: Paged + ?Sized>(
+    store: &S,
     map: &str,
     query: &CompiledQuery,
     now_millis: u64,

@@ -5,14 +5,14 @@
 //!
 //! It is pure and wasm-ready: it depends on `topgun-core` (the [`Query`]
 //! type, which is the wire type of `QUERY_SUB`) and `topgun-storage` (the
-//! [`Store`](topgun_storage::Store) scan), never on a runtime, a clock,
+//! [`Paged`](topgun_storage::Paged) scan of any store), never on a runtime, a clock,
 //! threads, I/O, or the client or server crates. Callers pass the time in.
 //!
 //! - [`Query`] is what users write and what travels in `QUERY_SUB`
 //!   (`{where?, predicate?, sort?, limit?, cursor?, groupBy?,
 //!   aggregations?}`, camelCase); [`QueryExt::compile`] validates it into a
 //!   [`CompiledQuery`].
-//! - [`run_query`] scans a map of a [`Store`](topgun_storage::Store) in pages
+//! - [`run_query`] scans a map of a store ([`Paged`](topgun_storage::Paged)) in pages
 //!   and returns a [`QueryResult`]; memory stays O(limit) for limited
 //!   queries.
 //! - [`LiveQuery`] is pure state that turns each write, and each TTL

@@ -12,7 +12,7 @@
 //! applies every commit to them, re-runs those whose window ran short, and
 //! sleeps until the next TTL expiry of a row they hold to send its LEAVE.
 
-use crate::fanout::{Change, ConnId, Hub, Outbox, Outgoing, Refill};
+use crate::fanout::{Change, CloseReason, ConnId, Hub, Outbox, Outgoing, Refill, NO_CONN};
 use crate::merkle_index::MerkleIndex;
 use crate::query::{self, Prepared};
 use crate::records;
@@ -23,13 +23,16 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use topgun_core::hlc::Clock;
 use topgun_core::wire::{Codec, Message, QueryResp, ServerError as WireError, WireRecord};
-use topgun_storage::{StorageError, Store, StoreRecord};
+use crate::store::{FeedRead, ServerStore};
+use topgun_storage::{StorageError, StoreRecord};
 
 /// Most records applied in one transaction; more waiting jobs go into the
 /// next one.
 const MAX_GROUP_RECORDS: usize = 8192;
 /// Jobs that may wait for the commit task.
 const QUEUE: usize = 1024;
+/// Most changes read from a shared store's feed at once.
+const FEED_PAGE: usize = 4096;
 
 /// One op that passed every check, ready to apply.
 #[derive(Debug)]
@@ -65,11 +68,20 @@ struct Subscribe {
     done: oneshot::Sender<()>,
 }
 
+/// Read the shared store's change feed after `after`, apply what other
+/// nodes wrote, answer the next position.
+#[derive(Debug)]
+struct ReadFeed {
+    after: u64,
+    done: oneshot::Sender<Result<u64, CommitError>>,
+}
+
 /// What the commit task is asked to do.
 #[derive(Debug)]
 enum Task {
     Commit(Job),
     Subscribe(Box<Subscribe>),
+    ReadFeed(ReadFeed),
 }
 
 /// What the commit task needs besides the store and the hub.
@@ -100,7 +112,7 @@ impl Committer {
     /// Starts the commit task. It ends once every `Committer` is dropped
     /// and the jobs already queued are done.
     pub(crate) fn spawn(
-        store: Arc<dyn Store>,
+        store: Arc<dyn ServerStore>,
         merkle: Arc<MerkleIndex>,
         hub: Arc<Hub>,
         context: Context,
@@ -134,6 +146,26 @@ impl Committer {
         answer.await.map_err(|_| CommitError::Stopped)
     }
 
+    /// Reads the shared store's change feed after position `after` and
+    /// applies other nodes' writes to the Merkle trees, the subscribers
+    /// and the live queries — in the commit task, so that they interleave
+    /// with this node's commits in store order. Returns the position to
+    /// read from next (`after` when nothing was new). A node that fell
+    /// behind the feed's retention rebuilds its trees from the store and
+    /// closes its subscribed connections (1012), which sync again.
+    ///
+    /// # Errors
+    /// [`CommitError::Storage`] if the store fails (try again later),
+    /// [`CommitError::Stopped`] if the server is stopping.
+    pub(crate) async fn read_feed(&self, after: u64) -> Result<u64, CommitError> {
+        let (done, answer) = oneshot::channel();
+        self.jobs
+            .send(Task::ReadFeed(ReadFeed { after, done }))
+            .await
+            .map_err(|_| CommitError::Stopped)?;
+        answer.await.map_err(|_| CommitError::Stopped)?
+    }
+
     /// Applies `ops` durably (each replaces the stored record only if its
     /// timestamp is strictly greater) and fans the changes out to every
     /// subscriber but `origin`. Returns how many ops changed something;
@@ -154,7 +186,7 @@ impl Committer {
 
 async fn run(
     mut rx: mpsc::Receiver<Task>,
-    store: Arc<dyn Store>,
+    store: Arc<dyn ServerStore>,
     merkle: Arc<MerkleIndex>,
     hub: Arc<Hub>,
     context: Context,
@@ -186,6 +218,11 @@ async fn run(
         };
         match task {
             Task::Subscribe(job) => subscribe(*job, &*store, &hub, &context).await,
+            Task::ReadFeed(job) => {
+                let (next, refills) = read_feed(job.after, &*store, &merkle, &hub).await;
+                let _ = job.done.send(next);
+                refill(refills, &*store, &hub, &context).await;
+            }
             Task::Commit(first) => {
                 let mut group = vec![first];
                 let mut records = group[0].ops.len();
@@ -211,7 +248,7 @@ async fn run(
 }
 
 /// Runs a new live query, queues its `QUERY_RESP` and subscribes it.
-async fn subscribe(job: Subscribe, store: &dyn Store, hub: &Hub, context: &Context) {
+async fn subscribe(job: Subscribe, store: &dyn ServerStore, hub: &Hub, context: &Context) {
     let map = job.query.map_name.clone();
     let query_id = job.query.query_id.clone();
     match job.query.run(store, context.clock.now_millis()).await {
@@ -232,7 +269,7 @@ async fn subscribe(job: Subscribe, store: &dyn Store, hub: &Hub, context: &Conte
 }
 
 /// Runs the live queries of `refills` again and sends what changed.
-async fn refill(refills: Vec<Refill>, store: &dyn Store, hub: &Hub, context: &Context) {
+async fn refill(refills: Vec<Refill>, store: &dyn ServerStore, hub: &Hub, context: &Context) {
     let mut done = std::collections::HashSet::new();
     for r in refills {
         if !done.insert((r.conn, r.map.clone(), r.query_id.clone())) {
@@ -274,7 +311,7 @@ fn send_query_resp(codec: &Codec, outbox: &Outbox, mut resp: QueryResp) {
 /// returns the live queries to run again.
 async fn commit_group(
     group: Vec<Job>,
-    store: &dyn Store,
+    store: &dyn ServerStore,
     merkle: &MerkleIndex,
     hub: &Hub,
 ) -> Vec<Refill> {
@@ -283,7 +320,7 @@ async fn commit_group(
         .flat_map(|job| job.ops.iter())
         .map(|op| records::to_store(&op.map_name, &op.key, &op.record))
         .collect();
-    let applied = match store.apply_remote(input).await {
+    let applied = match store.merge(input).await {
         Ok(applied) => applied,
         Err(error) => {
             tracing::error!(%error, jobs = group.len(), "applying a batch failed");
@@ -294,23 +331,14 @@ async fn commit_group(
             return Vec::new();
         }
     };
-    // `applied` lists, in input order, the records that replaced something;
-    // each equals its input record, so one forward pass pairs them up.
-    let mut applied = applied.into_iter().peekable();
+    // One flag per op, in input order.
+    let mut applied = applied.into_iter();
     let mut refills = Vec::new();
     for job in group {
         let mut changes = Vec::new();
         for op in job.ops {
-            let hit = applied.peek().is_some_and(|a| {
-                a.current.map_name == op.map_name
-                    && a.current.key == op.key
-                    && a.current.timestamp == op.record.timestamp
-            });
-            if !hit {
+            if applied.next() != Some(true) {
                 continue;
-            }
-            if applied.next().is_none() {
-                break;
             }
             merkle.update(&op.map_name, &op.key, &op.record.timestamp);
             changes.push(Change {
@@ -323,4 +351,46 @@ async fn commit_group(
         let _ = job.done.send(Ok(changes.len()));
     }
     refills
+}
+
+/// Applies what other nodes wrote after `after` (see
+/// [`Committer::read_feed`]); returns the next position and the live
+/// queries to run again.
+async fn read_feed(
+    after: u64,
+    store: &dyn ServerStore,
+    merkle: &MerkleIndex,
+    hub: &Hub,
+) -> (Result<u64, CommitError>, Vec<Refill>) {
+    let storage = |error| CommitError::Storage(Arc::new(error));
+    let Some(feed) = store.feed() else {
+        return (Ok(after), Vec::new());
+    };
+    match feed.read(after, FEED_PAGE).await {
+        Err(error) => (Err(storage(error)), Vec::new()),
+        Ok(FeedRead::Behind { position }) => {
+            tracing::warn!(after, position, "behind the change feed's retention; rebuilding");
+            match MerkleIndex::load(store).await {
+                Ok(fresh) => merkle.replace(fresh),
+                Err(error) => return (Err(storage(error)), Vec::new()),
+            }
+            hub.close_subscribers(CloseReason::Resync);
+            (Ok(position), Vec::new())
+        }
+        Ok(FeedRead::Changes { records, next }) => {
+            let mut changes = Vec::with_capacity(records.len());
+            for record in records {
+                merkle.update(&record.map_name, &record.key, &record.timestamp);
+                match records::to_wire(&record) {
+                    Ok(wire) => changes.push(Change {
+                        map_name: record.map_name,
+                        key: record.key,
+                        record: wire,
+                    }),
+                    Err(error) => tracing::error!(%error, "not fanning out an undecodable record"),
+                }
+            }
+            (Ok(next), hub.publish(NO_CONN, &changes))
+        }
+    }
 }

@@ -63,6 +63,10 @@ pub enum StoreConfig {
     /// A store the caller opened (e.g. a `MemoryStore` in tests). The
     /// caller closes it after [`crate::run`] returns.
     Store(Arc<dyn Store>),
+    /// A PostgreSQL database that several server nodes may share (feature
+    /// `postgres`); see [`crate::store::PostgresStore`].
+    #[cfg(feature = "postgres")]
+    Postgres(crate::store::PostgresOptions),
 }
 
 impl fmt::Debug for StoreConfig {
@@ -71,6 +75,8 @@ impl fmt::Debug for StoreConfig {
             #[cfg(feature = "redb")]
             StoreConfig::DataDir(dir) => f.debug_tuple("DataDir").field(dir).finish(),
             StoreConfig::Store(store) => f.debug_tuple("Store").field(store).finish(),
+            #[cfg(feature = "postgres")]
+            StoreConfig::Postgres(options) => f.debug_tuple("Postgres").field(options).finish(),
         }
     }
 }

@@ -33,6 +33,16 @@ pub enum ServerError {
         #[source]
         source: StorageError,
     },
+    /// The PostgreSQL store could not be opened: a malformed URL, a server
+    /// that cannot be reached, a missing database, wrong credentials, a
+    /// schema from a newer version (the message says which).
+    #[cfg(feature = "postgres")]
+    #[error("could not open the PostgreSQL store: {source}")]
+    Postgres {
+        /// The storage error.
+        #[source]
+        source: StorageError,
+    },
     /// Reading the store at startup, to build the Merkle trees, failed.
     #[error("could not load the store's records at startup: {source}")]
     LoadStore {

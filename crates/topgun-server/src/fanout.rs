@@ -12,6 +12,10 @@ use topgun_query::{CompiledQuery, QueryResult as Rows};
 /// A connection's id, unique within one server run.
 pub(crate) type ConnId = u64;
 
+/// The origin of changes that no connection of this node made (another
+/// node's, read from the change feed): every subscriber hears of them.
+pub(crate) const NO_CONN: ConnId = 0;
+
 /// Why the server closes a connection; becomes the WebSocket close frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CloseReason {
@@ -23,6 +27,9 @@ pub(crate) enum CloseReason {
     SlowConsumer,
     /// No frame within the idle timeout.
     Idle,
+    /// This node missed changes (it fell behind the shared store's change
+    /// feed): the client must reconnect and sync again.
+    Resync,
 }
 
 impl CloseReason {
@@ -33,6 +40,7 @@ impl CloseReason {
             CloseReason::AuthFailed => (1008, "authentication failed"),
             CloseReason::SlowConsumer => (1008, "slow consumer: outgoing queue full"),
             CloseReason::Idle => (1000, "idle timeout"),
+            CloseReason::Resync => (1012, "server missed changes; reconnect to sync"),
         }
     }
 }
@@ -309,6 +317,18 @@ impl Hub {
             }
         }
         out.flush()
+    }
+
+    /// Closes every subscribed connection with `reason` and forgets its
+    /// subscriptions.
+    pub(crate) fn close_subscribers(&self, reason: CloseReason) {
+        let mut maps = self.lock();
+        for subs in maps.values() {
+            for sub in subs.values() {
+                sub.outbox.kill(reason);
+            }
+        }
+        maps.clear();
     }
 
     /// Turns the rows of every live query expired at `now_millis` into

@@ -50,6 +50,7 @@ mod config;
 mod connection;
 mod error;
 mod fanout;
+mod follow;
 mod handler;
 mod limits;
 mod merkle_index;
@@ -58,6 +59,7 @@ mod records;
 mod rules;
 mod server;
 mod shared;
+pub mod store;
 
 pub use auth::Principal;
 pub use config::{AuthMode, Limits, ServerConfig, StoreConfig, DATA_FILE_NAME, JWT_SECRET_ENV};

@@ -3,7 +3,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use topgun_core::{MerkleTree, Timestamp};
-use topgun_storage::{ScanCursor, StorageError, Store};
+use crate::store::ServerStore;
+use topgun_storage::{ScanCursor, StorageError};
 
 /// Records read per page when building the trees at startup.
 const LOAD_PAGE: usize = 1024;
@@ -45,7 +46,7 @@ impl MapIndex {
 impl MerkleIndex {
     /// Builds the trees of every map in the store (tombstones included),
     /// reading it page by page.
-    pub(crate) async fn load(store: &dyn Store) -> Result<Self, StorageError> {
+    pub(crate) async fn load(store: &dyn ServerStore) -> Result<Self, StorageError> {
         let mut maps = HashMap::new();
         for map in store.map_names().await? {
             let mut tree = MerkleTree::builder();
@@ -69,6 +70,13 @@ impl MerkleIndex {
         Ok(Self {
             maps: Mutex::new(maps),
         })
+    }
+
+    /// Replaces every tree with those of `other` (a fresh
+    /// [`load`](Self::load)).
+    pub(crate) fn replace(&self, other: MerkleIndex) {
+        let fresh = other.maps.into_inner().unwrap_or_else(PoisonError::into_inner);
+        *self.lock() = fresh;
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, MapIndex>> {

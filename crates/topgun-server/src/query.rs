@@ -22,7 +22,7 @@ use topgun_core::wire::{ChangeType, CursorStatus, QueryResp, QueryResult, QueryS
 use topgun_query::{
     expires_at, CompiledQuery, LiveQuery, LiveUpdate, QueryChange, QueryError, QueryResult as Rows,
 };
-use topgun_storage::Store;
+use topgun_storage::Paged;
 
 /// Rows a live query keeps after its `limit` so that most removals refill
 /// the window without a rescan.
@@ -77,9 +77,9 @@ impl Prepared {
     ///
     /// # Errors
     /// [`QueryError::Storage`] if the store fails while scanning.
-    pub(crate) async fn run(
+    pub(crate) async fn run<S: Paged + ?Sized>(
         self,
-        store: &dyn Store,
+        store: &S,
         now_millis: u64,
     ) -> Result<(QueryResp, Subscription), QueryError> {
         let rows = scan(store, &self.map_name, &self.compiled, now_millis).await?;
@@ -112,8 +112,8 @@ impl Prepared {
 ///
 /// # Errors
 /// [`QueryError::Storage`] if the store fails.
-pub(crate) async fn scan(
-    store: &dyn Store,
+pub(crate) async fn scan<S: Paged + ?Sized>(
+    store: &S,
     map: &str,
     query: &CompiledQuery,
     now_millis: u64,

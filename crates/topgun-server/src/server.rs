@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, watch};
 use topgun_core::hlc::DriftPolicy;
 use topgun_core::wire::Codec;
 use topgun_core::Hlc;
-use topgun_storage::Store;
+use crate::store::{EmbeddedStore, ServerStore};
 
 /// What the HTTP handlers need.
 #[derive(Clone, Debug)]
@@ -69,10 +69,10 @@ where
     let hlc = Hlc::new(config.node_id.clone())
         .map_err(|source| ServerError::NodeId { source })?
         .with_drift(config.max_drift_ms, DriftPolicy::Strict);
-    let opened = OpenedStore::open(config.store)?;
+    let store = open_store(config.store).await?;
     let result = serve(
         listener,
-        opened.store.clone(),
+        store.clone(),
         hlc,
         jwt,
         config.rules,
@@ -80,14 +80,17 @@ where
         shutdown,
     )
     .await;
-    let closed = opened.close().await;
+    let closed = store
+        .close()
+        .await
+        .map_err(|source| ServerError::CloseStore { source });
     tracing::info!(%local_addr, "topgun server stopped");
     result.and(closed)
 }
 
 async fn serve<F>(
     listener: TcpListener,
-    store: Arc<dyn Store>,
+    store: Arc<dyn ServerStore>,
     hlc: Hlc,
     jwt: Option<JwtVerifier>,
     rules: crate::AccessRules,
@@ -98,6 +101,15 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     let started = std::time::Instant::now();
+    // Before the trees are built: changes committed meanwhile are read
+    // again from the feed (harmless) rather than missed.
+    let feed_from = match store.feed() {
+        Some(feed) => feed
+            .position()
+            .await
+            .map_err(|source| ServerError::LoadStore { source })?,
+        None => 0,
+    };
     let merkle = Arc::new(
         MerkleIndex::load(&*store)
             .await
@@ -115,6 +127,7 @@ where
     };
     let (committer, commit_task) =
         Committer::spawn(store.clone(), merkle.clone(), hub.clone(), context);
+    let follower = crate::follow::spawn(store.clone(), committer.clone(), feed_from);
     let grace = limits.shutdown_grace;
     let shared = Arc::new(Shared::new(
         store, merkle, hub, committer, hlc, jwt, rules, limits,
@@ -151,6 +164,10 @@ where
         );
     }
     drop(shared);
+    if let Some(follower) = follower {
+        follower.abort();
+        let _ = follower.await;
+    }
     // The commit task ends once the last connection dropped its handle.
     if tokio::time::timeout(grace, commit_task).await.is_err() {
         tracing::warn!("the commit task did not stop in time");
@@ -182,52 +199,28 @@ async fn upgrade(State(app): State<App>, ws: WebSocketUpgrade) -> Response {
         .on_upgrade(move |socket| connection::serve(socket, app.shared, app.stop, app.done))
 }
 
-/// The store the server uses, and the one it opened itself (to close).
-struct OpenedStore {
-    store: Arc<dyn Store>,
-    #[cfg(feature = "redb")]
-    owned: Option<Arc<topgun_storage::RedbStore>>,
-}
-
-impl OpenedStore {
-    fn open(config: StoreConfig) -> Result<Self, ServerError> {
-        match config {
-            #[cfg(feature = "redb")]
-            StoreConfig::DataDir(dir) => {
-                std::fs::create_dir_all(&dir).map_err(|source| ServerError::DataDir {
-                    path: dir.clone(),
-                    source,
-                })?;
-                let path = dir.join(crate::config::DATA_FILE_NAME);
-                // The server keeps its own Merkle trees (with the keys a
-                // leaf request needs), not the store's leaf sums.
-                let store = topgun_storage::RedbStore::builder()
-                    .merkle_sums(false)
-                    .open(&path)
-                    .map_err(|source| ServerError::OpenStore { path, source })?;
-                let store = Arc::new(store);
-                Ok(Self {
-                    store: store.clone(),
-                    owned: Some(store),
-                })
-            }
-            StoreConfig::Store(store) => Ok(Self {
-                store,
-                #[cfg(feature = "redb")]
-                owned: None,
-            }),
-        }
-    }
-
-    async fn close(self) -> Result<(), ServerError> {
+/// Opens the store `config` names.
+async fn open_store(config: StoreConfig) -> Result<Arc<dyn ServerStore>, ServerError> {
+    match config {
         #[cfg(feature = "redb")]
-        if let Some(store) = self.owned {
-            store
-                .close()
-                .await
-                .map_err(|source| ServerError::CloseStore { source })?;
+        StoreConfig::DataDir(dir) => {
+            std::fs::create_dir_all(&dir).map_err(|source| ServerError::DataDir {
+                path: dir.clone(),
+                source,
+            })?;
+            let path = dir.join(crate::config::DATA_FILE_NAME);
+            let store = EmbeddedStore::open_redb(&path)
+                .map_err(|source| ServerError::OpenStore { path, source })?;
+            Ok(Arc::new(store))
         }
-        Ok(())
+        #[cfg(feature = "postgres")]
+        StoreConfig::Postgres(options) => {
+            let store = crate::store::PostgresStore::connect(options)
+                .await
+                .map_err(|source| ServerError::Postgres { source })?;
+            Ok(Arc::new(store))
+        }
+        StoreConfig::Store(store) => Ok(Arc::new(EmbeddedStore::new(store))),
     }
 }
 

@@ -10,12 +10,12 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use topgun_core::wire::Codec;
 use topgun_core::Hlc;
-use topgun_storage::Store;
+use crate::store::ServerStore;
 
 /// What the connections of one server share.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    pub(crate) store: Arc<dyn Store>,
+    pub(crate) store: Arc<dyn ServerStore>,
     pub(crate) merkle: Arc<MerkleIndex>,
     pub(crate) hub: Arc<Hub>,
     pub(crate) committer: Committer,
@@ -34,7 +34,7 @@ pub(crate) struct Shared {
 impl Shared {
     #[allow(clippy::too_many_arguments)] // one constructor, called once
     pub(crate) fn new(
-        store: Arc<dyn Store>,
+        store: Arc<dyn ServerStore>,
         merkle: Arc<MerkleIndex>,
         hub: Arc<Hub>,
         committer: Committer,

@@ -2,11 +2,11 @@
 
 use crate::error::StorageError;
 use crate::model::{KeyStamp, StoreRecord};
-use crate::store::Store;
+use crate::paged::Paged;
 
 /// A position in a map's records (tombstones included), in key order:
 /// each [`next_page`](Self::next_page) reads the next page with
-/// [`Store::scan`]. The cursor holds no borrow of the store, so it can
+/// [`Paged::page`] (any [`Store`](crate::Store) is [`Paged`]). The cursor holds no borrow of the store, so it can
 /// live in a stream between reads; writes between pages are seen or not
 /// depending on their key, as with any key-ordered scan.
 #[derive(Debug, Clone)]
@@ -47,33 +47,33 @@ impl ScanCursor {
     /// # Errors
     /// The store's; the cursor stays where it was, so the call can be
     /// retried.
-    pub async fn next_page(
+    pub async fn next_page<S: Paged + ?Sized>(
         &mut self,
-        store: &dyn Store,
+        store: &S,
     ) -> Result<Option<Vec<StoreRecord>>, StorageError> {
         if self.done {
             return Ok(None);
         }
         let page = store
-            .scan(&self.map, self.after.as_deref(), self.page_size)
+            .page(&self.map, self.after.as_deref(), self.page_size)
             .await?;
         Ok(self.advance(page, |r| &r.key))
     }
 
     /// [`next_page`](Self::next_page) without the values, with
-    /// [`Store::scan_stamps`]: keys and timestamps.
+    /// [`Paged::stamp_page`]: keys and timestamps.
     ///
     /// # Errors
     /// As for [`next_page`](Self::next_page).
-    pub async fn next_stamps(
+    pub async fn next_stamps<S: Paged + ?Sized>(
         &mut self,
-        store: &dyn Store,
+        store: &S,
     ) -> Result<Option<Vec<KeyStamp>>, StorageError> {
         if self.done {
             return Ok(None);
         }
         let page = store
-            .scan_stamps(&self.map, self.after.as_deref(), self.page_size)
+            .stamp_page(&self.map, self.after.as_deref(), self.page_size)
             .await?;
         Ok(self.advance(page, |s| &s.key))
     }
@@ -90,7 +90,7 @@ impl ScanCursor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{LocalWrite, MemoryStore, OpType};
+    use crate::{LocalWrite, MemoryStore, OpType, Store};
     use topgun_core::Timestamp;
 
     async fn store_with(keys: &[&str]) -> MemoryStore {

@@ -33,6 +33,7 @@ mod cursor;
 mod error;
 mod memory;
 mod model;
+mod paged;
 mod store;
 mod validate;
 
@@ -54,6 +55,7 @@ pub use model::{
     AppliedChange, ClearOutcome, KeyStamp, LocalWrite, OpId, OpLogEntry, OpType, PruneSums,
     StoreRecord, StoreStats,
 };
+pub use paged::Paged;
 pub use store::Store;
 
 /// `Send + Sync` on native targets; nothing on wasm, where IndexedDB

@@ -1,0 +1,93 @@
+//! The server's storage interface, [`ServerStore`], and its
+//! implementations: [`EmbeddedStore`] over any `topgun-storage` store (a
+//! redb file by default) and, with feature `postgres`, `PostgresStore`,
+//! which several server nodes share.
+//!
+//! A server store keeps records by map and key with the LWW rule, lists
+//! them page by page (the query engine and the Merkle rebuild read them
+//! so), and, when other nodes write to it too, offers a [`ChangeFeed`] of
+//! their writes. It knows nothing of a client's operation log, dirty flags
+//! or acknowledgements.
+
+mod embedded;
+#[cfg(feature = "postgres")]
+mod postgres;
+
+pub use embedded::EmbeddedStore;
+#[cfg(feature = "postgres")]
+pub use postgres::{PostgresOptions, PostgresStore};
+
+use topgun_storage::{Paged, StorageError, StoreRecord};
+
+/// What the server keeps its records in.
+///
+/// Records are [`StoreRecord`]s (their `dirty` flag is ignored and read
+/// back as `false`); values are opaque MessagePack bytes. Reading pages
+/// ([`Paged`]) follows the rules of `topgun_storage::Store::scan`: key
+/// order (byte-wise), tombstones included, a short page is the last.
+#[async_trait::async_trait]
+pub trait ServerStore: Paged + Send + Sync {
+    /// Applies `records` durably, each only if its timestamp is strictly
+    /// greater than the stored record's (or the key is new); returns, in
+    /// input order, whether each one is now the stored record. Of several
+    /// records for one key in a call, at most the newest is reported.
+    /// All or nothing: on an error nothing was applied.
+    async fn merge(&self, records: Vec<StoreRecord>) -> Result<Vec<bool>, StorageError>;
+
+    /// The records of `keys` of a map, in the order of `keys` (`None` for
+    /// an unknown key), tombstones included.
+    async fn get_many(
+        &self,
+        map_name: &str,
+        keys: &[String],
+    ) -> Result<Vec<Option<StoreRecord>>, StorageError>;
+
+    /// Every map that has at least one record (tombstones count).
+    async fn map_names(&self) -> Result<Vec<String>, StorageError>;
+
+    /// The feed of other nodes' writes, for a store that several server
+    /// nodes share; `None` for a store this node owns alone.
+    fn feed(&self) -> Option<&dyn ChangeFeed>;
+
+    /// Flushes and releases the store; later calls fail.
+    async fn close(&self) -> Result<(), StorageError>;
+}
+
+/// The writes other nodes made to a shared store, in commit order, by a
+/// sequence number that only grows.
+#[async_trait::async_trait]
+pub trait ChangeFeed: Send + Sync {
+    /// The position after the last change committed so far: reading from
+    /// it returns only later changes.
+    async fn position(&self) -> Result<u64, StorageError>;
+
+    /// Up to `limit` changes after position `after`, written by other nodes
+    /// (this node's own are skipped but counted in the next position).
+    /// Each change carries the key's record as stored when read (so it may
+    /// be newer than the change itself).
+    async fn read(&self, after: u64, limit: usize) -> Result<FeedRead, StorageError>;
+
+    /// Resolves when a change may have been committed (a doorbell rang)
+    /// or after the store's poll interval, whichever comes first.
+    async fn wait(&self);
+}
+
+/// The answer of [`ChangeFeed::read`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeedRead {
+    /// Changes after the position asked for, and the position to read from
+    /// next (equal to the one asked for when nothing was committed since).
+    Changes {
+        /// Other nodes' records, in commit order.
+        records: Vec<StoreRecord>,
+        /// Where to read next.
+        next: u64,
+    },
+    /// Changes after the position asked for were already deleted by the
+    /// feed's retention: the reader must rebuild its view from the records
+    /// and go on from `position`.
+    Behind {
+        /// The feed's position when this was answered.
+        position: u64,
+    },
+}

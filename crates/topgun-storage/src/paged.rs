@@ -1,0 +1,51 @@
+//! [`Paged`]: reading a map page by page in key order — all that a
+//! [`ScanCursor`](crate::ScanCursor) and a query engine need of a store.
+
+use crate::error::StorageError;
+use crate::model::{KeyStamp, StoreRecord};
+use crate::store::Store;
+
+/// A source of a map's records in key order, page by page, with the
+/// paging rules of [`Store::scan`]. Every [`Store`] is one; stores that are
+/// not client stores (a server's) implement it themselves.
+#[cfg_attr(not(target_family = "wasm"), async_trait::async_trait)]
+#[cfg_attr(target_family = "wasm", async_trait::async_trait(?Send))]
+pub trait Paged: std::fmt::Debug + crate::SendSync {
+    /// As [`Store::scan`].
+    async fn page(
+        &self,
+        map_name: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoreRecord>, StorageError>;
+
+    /// As [`Store::scan_stamps`].
+    async fn stamp_page(
+        &self,
+        map_name: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<KeyStamp>, StorageError>;
+}
+
+#[cfg_attr(not(target_family = "wasm"), async_trait::async_trait)]
+#[cfg_attr(target_family = "wasm", async_trait::async_trait(?Send))]
+impl<S: Store + ?Sized> Paged for S {
+    async fn page(
+        &self,
+        map_name: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoreRecord>, StorageError> {
+        self.scan(map_name, after, limit).await
+    }
+
+    async fn stamp_page(
+        &self,
+        map_name: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<KeyStamp>, StorageError> {
+        self.scan_stamps(map_name, after, limit).await
+    }
+}
