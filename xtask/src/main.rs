@@ -15,7 +15,7 @@ use std::time::Instant;
 
 /// Feature flags that the native CI build turns on, so that every backend
 /// is compiled, linted and tested.
-const NATIVE_FEATURES: &str = "topgun-storage/redb,topgun-client/redb";
+const NATIVE_FEATURES: &str = "topgun-storage/redb,topgun-client/redb,topgun-server/postgres";
 
 /// Benchmarks: (package, bench target, features).
 const BENCHES: &[(&str, &str, &str)] = &[

@@ -94,6 +94,12 @@ pub(crate) enum CliError {
          environment variable) for JWT auth, or --no-auth for development"
     )]
     NoAuthChoice,
+    /// `serve --store` with a URL of no known store.
+    #[error("unsupported store URL {url}: expected postgres://USER@HOST:PORT/DB")]
+    StoreUrl {
+        /// The URL, password hidden.
+        url: String,
+    },
     /// The sync did not finish within `--timeout`.
     #[error(
         "not synced with {url} after {} s (state {state}, {pending} pending ops){}; \
@@ -152,6 +158,7 @@ impl CliError {
             | Self::Client(ClientError::InvalidName { .. })
             | Self::NoServer { .. }
             | Self::NoAuthChoice
+            | Self::StoreUrl { .. }
             | Self::Server(
                 ServerError::RulesFile { .. }
                 | ServerError::RulesSyntax { .. }

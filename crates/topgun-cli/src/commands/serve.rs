@@ -3,12 +3,16 @@
 
 use crate::error::CliError;
 use std::path::{Path, PathBuf};
+use topgun_server::store::PostgresOptions;
 use topgun_server::{AccessRules, AuthMode, ServerConfig, StoreConfig};
 
 pub(crate) const SERVE_EXAMPLES: &str = "\
 Serves the WebSocket sync protocol at ws://ADDR/ws (and GET /health) on the
 data directory given by the global --data (the server's records live in
-DIR/topgun.redb; a client and a server cannot share one data dir).
+DIR/topgun.redb; a client and a server cannot share one data dir), or, with
+--store postgres://USER@HOST:PORT/DB (or TOPGUN_STORE), on a PostgreSQL
+database that several `topgun serve` nodes share: each node fans out the
+others' writes to its own clients, and a client may reconnect to any node.
 
 When it listens it prints one line on stderr, e.g.
   topgun server listening on ws://127.0.0.1:8080/ws (data: ./server-data, auth: off)
@@ -29,6 +33,7 @@ match = denied); ignored with --no-auth:
 
 Examples:
   topgun serve --no-auth --data ./server-data
+  topgun serve --no-auth --store postgres://topgun@127.0.0.1:5432/topgun
   TOPGUN_JWT_SECRET=s3cret topgun serve --addr 0.0.0.0:8080 --rules rules.toml
   RUST_LOG=debug topgun serve --no-auth --addr 127.0.0.1:0";
 
@@ -50,6 +55,11 @@ pub(crate) struct ServeArgs {
     /// Per-map read and write rules (TOML); ignored with --no-auth.
     #[arg(long, value_name = "FILE")]
     rules: Option<PathBuf>,
+    /// Keep the records in this PostgreSQL database
+    /// (postgres://USER[:PASSWORD]@HOST:PORT/DB) instead of the data
+    /// directory; several nodes may share it.
+    #[arg(long, value_name = "URL", env = "TOPGUN_STORE")]
+    store: Option<String>,
 }
 
 impl ServeArgs {
@@ -104,16 +114,43 @@ pub(crate) async fn serve(data: &Path, args: ServeArgs) -> Result<(), CliError> 
         addr: args.addr.clone(),
         source,
     })?;
-    let mut config = ServerConfig::new(StoreConfig::DataDir(data.to_owned()));
+    let (store, shown) = match &args.store {
+        Some(url) => (store_of_url(url)?, redact(url)),
+        None => (
+            StoreConfig::DataDir(data.to_owned()),
+            data.display().to_string(),
+        ),
+    };
+    let mut config = ServerConfig::new(store);
     config.auth = auth;
     config.rules = rules;
     // Scripts and tests parse this line: keep its format.
-    eprintln!(
-        "topgun server listening on ws://{local}/ws (data: {}, auth: {auth_name})",
-        data.display()
-    );
+    eprintln!("topgun server listening on ws://{local}/ws (data: {shown}, auth: {auth_name})");
     topgun_server::run(listener, config, shutdown).await?;
     Ok(())
+}
+
+/// The store of a `--store` URL: only PostgreSQL URLs are known.
+fn store_of_url(url: &str) -> Result<StoreConfig, CliError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(StoreConfig::Postgres(PostgresOptions::new(url)))
+    } else {
+        Err(CliError::StoreUrl { url: redact(url) })
+    }
+}
+
+/// `url` without its password, to print.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.split_once('@') {
+        Some((user, host)) if user.contains(':') => {
+            let name = user.split(':').next().unwrap_or_default();
+            format!("{scheme}://{name}:***@{host}")
+        }
+        _ => url.to_owned(),
+    }
 }
 
 /// Logs to stderr: `RUST_LOG` filters them (default `info`).
