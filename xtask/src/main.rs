@@ -6,7 +6,12 @@
 //! - `cargo xtask bench` runs the benchmarks in release mode; each prints a
 //!   table and writes its figures under `target/bench/`.
 //!
+//! Both start a throwaway PostgreSQL ([`postgres`]) for the tests and the
+//! benchmark that need one.
+//!
 //! This crate has no dependencies so that it builds in a second.
+
+mod postgres;
 
 use std::env;
 use std::path::PathBuf;
@@ -122,7 +127,11 @@ fn ci(steps: &[String]) -> Result<(), String> {
                     "--examples",
                 ]);
                 cmd.args(["--features", NATIVE_FEATURES]);
+                let pg = postgres::Postgres::start(&root())?;
+                cmd.env(postgres::URL_ENV, &pg.url)
+                    .env(postgres::RESTART_ENV, &pg.restart_script);
                 run("test", cmd)?;
+                drop(pg);
                 // Doctests are a target of their own.
                 cmd = cargo();
                 cmd.args([

@@ -19,6 +19,8 @@ use topgun_core::Timestamp;
 use topgun_server::{ServerConfig, ServerError, StoreConfig};
 use topgun_storage::{MemoryStore, Store};
 
+pub mod pg;
+
 pub const WAIT: Duration = Duration::from_secs(5);
 
 pub struct TestServer {
