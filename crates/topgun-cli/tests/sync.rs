@@ -5,18 +5,16 @@
 #![allow(clippy::unwrap_used)]
 
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hasher};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{ChildStdout, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-use topgun_client::TopGunClient;
-use topgun_storage::{RedbStore, Store, StoreRecord};
 
 mod common;
 
+use common::data::{assert_same_records, read_store, write_pending_puts};
 use common::{expect, text, topgun, topgun_cmd, Server};
 
 #[test]
@@ -202,80 +200,6 @@ fn an_unreachable_server_times_out_with_exit_4_and_keeps_the_write() {
 const CRASH_MAP: &str = "crash";
 const CRASH_OPS: usize = 5_000;
 
-/// The client's records after `CRASH_OPS` local puts, by key.
-type Records = BTreeMap<String, StoreRecord>;
-
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(future)
-}
-
-/// Every record of `map` in the redb store at `path` (opened and closed).
-fn read_store(path: &Path, map: &str) -> (Records, topgun_storage::StoreStats) {
-    block_on(async {
-        let store = RedbStore::open(path).unwrap();
-        let mut records = Records::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = store.scan(map, after.as_deref(), 1_000).await.unwrap();
-            let done = page.len() < 1_000;
-            after = page.last().map(|r| r.key.clone());
-            records.extend(page.into_iter().map(|r| (r.key.clone(), r)));
-            if done {
-                break;
-            }
-        }
-        let stats = store.stats().await.unwrap();
-        store.close().await.unwrap();
-        (records, stats)
-    })
-}
-
-/// A client data dir with `CRASH_OPS` pending puts, written in-process
-/// (one CLI process per op would take minutes).
-fn write_pending_puts(dir: &Path) -> Records {
-    std::fs::create_dir_all(dir).unwrap();
-    let path = dir.join("topgun.redb");
-    block_on(async {
-        let store = std::sync::Arc::new(RedbStore::open(&path).unwrap());
-        let client = TopGunClient::builder()
-            .store(store.clone())
-            .build()
-            .await
-            .unwrap();
-        let map = client.get_json_map(CRASH_MAP).unwrap();
-        // Concurrent writes share the store's commits.
-        let mut tasks = tokio::task::JoinSet::new();
-        for chunk in 0..50 {
-            let map = map.clone();
-            tasks.spawn(put_chunk(chunk, map));
-        }
-        while let Some(done) = tasks.join_next().await {
-            done.unwrap();
-        }
-        assert_eq!(client.pending_ops().await.unwrap(), CRASH_OPS as u64);
-        client.close().await;
-        drop(map);
-        drop(client);
-        store.close().await.unwrap();
-    });
-    let (records, _) = read_store(&path, CRASH_MAP);
-    assert_eq!(records.len(), CRASH_OPS);
-    records
-}
-
-/// Puts chunk `chunk` of 50 of the `CRASH_OPS` keys.
-async fn put_chunk(chunk: usize, map: topgun_client::IMap<Value>) {
-    let per_chunk = CRASH_OPS / 50;
-    for i in chunk * per_chunk..(chunk + 1) * per_chunk {
-        let value = json!({"n": i, "pad": "x".repeat(100)});
-        map.put(&format!("k{i:05}"), value).await.unwrap();
-    }
-}
-
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     std::fs::copy(from.join("topgun.redb"), to.join("topgun.redb")).unwrap();
@@ -283,22 +207,6 @@ fn copy_dir(from: &Path, to: &Path) {
 
 fn random_below(n: u64) -> u64 {
     std::hash::RandomState::new().build_hasher().finish() % n
-}
-
-/// Each server record equals the client's: same value bytes and the same
-/// timestamp (an op applied twice, or re-stamped, would differ).
-fn assert_same_records(server: &Records, client: &Records, what: &str) {
-    for (key, record) in server {
-        let mine = client
-            .get(key)
-            .unwrap_or_else(|| panic!("{what}: unknown key {key}"));
-        assert_eq!(
-            record.timestamp, mine.timestamp,
-            "{what}: timestamp of {key}"
-        );
-        assert_eq!(record.value, mine.value, "{what}: value of {key}");
-        assert_eq!(record.ttl_ms, mine.ttl_ms, "{what}: ttl of {key}");
-    }
 }
 
 /// Times a full `topgun sync` of the template's ops, and one with nothing
@@ -342,7 +250,7 @@ fn sync_until_done(client: &Path, url: &str, tries: usize) {
 fn a_server_killed_mid_push_loses_no_acked_op_and_the_client_converges() {
     let tmp = tempfile::tempdir().unwrap();
     let template = tmp.path().join("template");
-    let written = write_pending_puts(&template);
+    let written = write_pending_puts(&template, CRASH_MAP, CRASH_OPS);
     let push = push_window(&tmp.path().join("calibration"), &template);
     eprintln!("a full sync pushes between {push:?} ms after it starts");
 

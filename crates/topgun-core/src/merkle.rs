@@ -139,6 +139,11 @@ impl Leaf {
         self.ids.binary_search(&id).is_ok()
     }
 
+    fn get(&self, id: u64) -> Option<u32> {
+        let at = self.ids.binary_search(&id).ok()?;
+        Some(self.hashes[at])
+    }
+
     #[cfg(test)]
     fn hashes(&self) -> impl Iterator<Item = u32> + '_ {
         self.hashes.iter().copied()
@@ -396,6 +401,12 @@ impl MerkleTree {
         self.leaves[leaf_index(key)].contains(self.ids.hash_one(key))
     }
 
+    /// Whether `key` is in the tree at exactly `timestamp` (an
+    /// [`update`](Self::update) with it would change nothing).
+    pub fn holds(&self, key: &str, timestamp: &Timestamp) -> bool {
+        self.leaves[leaf_index(key)].get(self.ids.hash_one(key)) == Some(item_hash(key, timestamp))
+    }
+
     /// Builds a tree from many keys at once (see [`MerkleBuilder`]).
     pub fn builder() -> MerkleBuilder {
         MerkleBuilder {
@@ -507,6 +518,8 @@ mod tests {
         assert!(!t.contains("k") && !t.remove("k"));
         assert!(t.is_empty());
         assert!(t.update("k", &ts(3, 0, "n")), "new again after removal");
+        assert!(t.holds("k", &ts(3, 0, "n")));
+        assert!(!t.holds("k", &ts(2, 0, "n")) && !t.holds("other", &ts(3, 0, "n")));
     }
 
     #[test]

@@ -147,7 +147,9 @@ impl Committer {
     }
 
     /// Reads the shared store's change feed after position `after` and
-    /// applies other nodes' writes to the Merkle trees, the subscribers
+    /// applies what this node does not hold yet (other nodes' writes, and
+    /// its own whose commit it could not confirm) to the Merkle trees, the
+    /// subscribers
     /// and the live queries — in the commit task, so that they interleave
     /// with this node's commits in store order. Returns the position to
     /// read from next (`after` when nothing was new). A node that fell
@@ -380,6 +382,12 @@ async fn read_feed(
         Ok(FeedRead::Changes { records, next }) => {
             let mut changes = Vec::with_capacity(records.len());
             for record in records {
+                // This node's own commits are in the tree already, unless
+                // their confirmation was lost (the connection dropped
+                // during COMMIT): then they are new here too.
+                if merkle.holds(&record.map_name, &record.key, &record.timestamp) {
+                    continue;
+                }
                 merkle.update(&record.map_name, &record.key, &record.timestamp);
                 match records::to_wire(&record) {
                     Ok(wire) => changes.push(Change {

@@ -98,6 +98,13 @@ impl MerkleIndex {
         }
     }
 
+    /// Whether `map`/`key` is in the tree at exactly `timestamp`.
+    pub(crate) fn holds(&self, map: &str, key: &str, timestamp: &Timestamp) -> bool {
+        self.lock()
+            .get(map)
+            .is_some_and(|index| index.tree.holds(key, timestamp))
+    }
+
     /// The map's root hash (0 for an unknown map).
     pub(crate) fn root_hash(&self, map: &str) -> u32 {
         self.lock()

@@ -1,5 +1,5 @@
-//! Server nodes sharing one PostgreSQL: the change feed (other nodes'
-//! writes, never skipped, retention), fan-out across nodes and Merkle
+//! Server nodes sharing one PostgreSQL: the change feed (every node's
+//! writes in commit order, never skipped, retention), fan-out across nodes and Merkle
 //! trees that agree. Needs `TOPGUN_TEST_POSTGRES` (`cargo xtask ci` sets
 //! it); says SKIPPED otherwise.
 #![cfg(feature = "postgres")]
@@ -54,14 +54,17 @@ async fn read_until(store: &PostgresStore, mut at: u64, want: usize) -> Vec<Stri
 }
 
 #[tokio::test]
-async fn a_node_reads_the_other_nodes_writes_not_its_own() {
+async fn the_feed_lists_every_nodes_changes_in_commit_order() {
     let Some(url) = pg::fresh_database("feed").await else { return };
     let (a, b) = (node(&url).await, node(&url).await);
     let start = b.feed().unwrap().position().await.unwrap();
     a.merge(vec![rec("from-a", 1)]).await.unwrap();
     b.merge(vec![rec("from-b", 1)]).await.unwrap();
     a.merge(vec![rec("from-a2", 1)]).await.unwrap();
-    assert_eq!(read_until(&b, start, 2).await, ["from-a", "from-a2"]);
+    assert_eq!(
+        read_until(&b, start, 3).await,
+        ["from-a", "from-b", "from-a2"]
+    );
     // A change that lost LWW is no change.
     let at = b.feed().unwrap().position().await.unwrap();
     assert_eq!(a.merge(vec![rec("from-a", 1)]).await.unwrap(), [false]);

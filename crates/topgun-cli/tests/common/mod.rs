@@ -3,6 +3,8 @@
 // Each test file uses a part of the harness.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
+pub mod data;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};

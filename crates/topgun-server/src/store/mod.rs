@@ -61,10 +61,11 @@ pub trait ChangeFeed: Send + Sync {
     /// it returns only later changes.
     async fn position(&self) -> Result<u64, StorageError>;
 
-    /// Up to `limit` changes after position `after`, written by other nodes
-    /// (this node's own are skipped but counted in the next position).
-    /// Each change carries the key's record as stored when read (so it may
-    /// be newer than the change itself).
+    /// Up to `limit` changes after position `after`, in commit order, by
+    /// every node (this one included: a commit whose confirmation was lost
+    /// still shows here). Each change carries the key's record as stored
+    /// when read (so it may be newer than the change itself); a key
+    /// changed several times in the range is listed once.
     async fn read(&self, after: u64, limit: usize) -> Result<FeedRead, StorageError>;
 
     /// Resolves when a change may have been committed (a doorbell rang)
@@ -78,7 +79,7 @@ pub enum FeedRead {
     /// Changes after the position asked for, and the position to read from
     /// next (equal to the one asked for when nothing was committed since).
     Changes {
-        /// Other nodes' records, in commit order.
+        /// The changed records, in commit order.
         records: Vec<StoreRecord>,
         /// Where to read next.
         next: u64,

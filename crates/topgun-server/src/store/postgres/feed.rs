@@ -33,8 +33,9 @@ use topgun_storage::StorageError;
 /// Longest wait between two attempts to (re)connect the doorbell.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// One node's view of the feed: its origin id (to skip its own changes),
-/// the doorbell, and the listener and retention tasks.
+/// One node's view of the feed: its origin id (recorded with its changes,
+/// to tell which node wrote what), the doorbell, and the listener and
+/// retention tasks.
 #[derive(Debug)]
 pub(super) struct Feed {
     pool: Pool,
@@ -153,7 +154,7 @@ impl ChangeFeed for Feed {
         let statement = client
             .prepare_cached(
                 "SELECT r.key, r.value, r.millis, r.counter, r.node_id, r.ttl_ms,
-                        c.seq, c.origin, r.map_name
+                        c.seq, r.map_name
                  FROM topgun_changes c
                  JOIN topgun_records r ON r.map_name = c.map_name AND r.key = c.key
                  WHERE c.seq > $1 ORDER BY c.seq LIMIT $2",
@@ -184,11 +185,7 @@ impl ChangeFeed for Feed {
         // Newest first, so that a key changed twice is sent once.
         for row in rows.iter().rev() {
             next = next.max(to_position(row.get(6)));
-            let origin: &str = row.get(7);
-            let map: String = row.get(8);
-            if origin == self.origin {
-                continue;
-            }
+            let map: String = row.get(7);
             let record = record_of(&map, row)?;
             if seen.insert((record.map_name.clone(), record.key.clone())) {
                 records.push(record);
