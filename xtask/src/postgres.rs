@@ -72,7 +72,11 @@ impl Postgres {
             "pg_ctl start",
         )?;
         let restart_script = dir.join("restart.sh");
-        let runner = if is_root() { "runuser -u postgres -- " } else { "" };
+        let runner = if is_root() {
+            "runuser -u postgres -- "
+        } else {
+            ""
+        };
         fs::write(
             &restart_script,
             format!(

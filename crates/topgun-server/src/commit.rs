@@ -16,6 +16,7 @@ use crate::fanout::{Change, CloseReason, ConnId, Hub, Outbox, Outgoing, Refill, 
 use crate::merkle_index::MerkleIndex;
 use crate::query::{self, Prepared};
 use crate::records;
+use crate::store::{FeedRead, ServerStore};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +24,6 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use topgun_core::hlc::Clock;
 use topgun_core::wire::{Codec, Message, QueryResp, ServerError as WireError, WireRecord};
-use crate::store::{FeedRead, ServerStore};
 use topgun_storage::{StorageError, StoreRecord};
 
 /// Most records applied in one transaction; more waiting jobs go into the
@@ -371,7 +371,11 @@ async fn read_feed(
     match feed.read(after, FEED_PAGE).await {
         Err(error) => (Err(storage(error)), Vec::new()),
         Ok(FeedRead::Behind { position }) => {
-            tracing::warn!(after, position, "behind the change feed's retention; rebuilding");
+            tracing::warn!(
+                after,
+                position,
+                "behind the change feed's retention; rebuilding"
+            );
             match MerkleIndex::load(store).await {
                 Ok(fresh) => merkle.replace(fresh),
                 Err(error) => return (Err(storage(error)), Vec::new()),

@@ -1,9 +1,9 @@
 //! One Merkle tree per map, in memory, kept equal to the store.
 
+use crate::store::ServerStore;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use topgun_core::{MerkleTree, Timestamp};
-use crate::store::ServerStore;
 use topgun_storage::{ScanCursor, StorageError};
 
 /// Records read per page when building the trees at startup.
@@ -75,7 +75,10 @@ impl MerkleIndex {
     /// Replaces every tree with those of `other` (a fresh
     /// [`load`](Self::load)).
     pub(crate) fn replace(&self, other: MerkleIndex) {
-        let fresh = other.maps.into_inner().unwrap_or_else(PoisonError::into_inner);
+        let fresh = other
+            .maps
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner);
         *self.lock() = fresh;
     }
 

@@ -9,6 +9,7 @@ use crate::error::ServerError;
 use crate::fanout::Hub;
 use crate::merkle_index::MerkleIndex;
 use crate::shared::Shared;
+use crate::store::{EmbeddedStore, ServerStore};
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -23,7 +24,6 @@ use tokio::sync::{mpsc, watch};
 use topgun_core::hlc::DriftPolicy;
 use topgun_core::wire::Codec;
 use topgun_core::Hlc;
-use crate::store::{EmbeddedStore, ServerStore};
 
 /// What the HTTP handlers need.
 #[derive(Clone, Debug)]

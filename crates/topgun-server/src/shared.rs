@@ -6,11 +6,11 @@ use crate::config::Limits;
 use crate::fanout::{ConnId, Hub};
 use crate::merkle_index::MerkleIndex;
 use crate::rules::AccessRules;
+use crate::store::ServerStore;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use topgun_core::wire::Codec;
 use topgun_core::Hlc;
-use crate::store::ServerStore;
 
 /// What the connections of one server share.
 #[derive(Debug)]

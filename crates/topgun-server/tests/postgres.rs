@@ -28,7 +28,9 @@ fn rec(key: &str, millis: u64) -> StoreRecord {
 }
 
 async fn node(url: &str) -> PostgresStore {
-    PostgresStore::connect(PostgresOptions::new(url)).await.unwrap()
+    PostgresStore::connect(PostgresOptions::new(url))
+        .await
+        .unwrap()
 }
 
 /// Reads `store`'s feed from `at` until it has returned the keys `want`
@@ -55,7 +57,9 @@ async fn read_until(store: &PostgresStore, mut at: u64, want: usize) -> Vec<Stri
 
 #[tokio::test]
 async fn the_feed_lists_every_nodes_changes_in_commit_order() {
-    let Some(url) = pg::fresh_database("feed").await else { return };
+    let Some(url) = pg::fresh_database("feed").await else {
+        return;
+    };
     let (a, b) = (node(&url).await, node(&url).await);
     let start = b.feed().unwrap().position().await.unwrap();
     a.merge(vec![rec("from-a", 1)]).await.unwrap();
@@ -77,7 +81,9 @@ async fn the_feed_lists_every_nodes_changes_in_commit_order() {
 /// along must still see writer 1's change once it commits.
 #[tokio::test]
 async fn a_delayed_writer_is_never_skipped() {
-    let Some(url) = pg::fresh_database("gap").await else { return };
+    let Some(url) = pg::fresh_database("gap").await else {
+        return;
+    };
     let (slow, fast, reader) = (node(&url).await, node(&url).await, node(&url).await);
     // Delay the writer of key "slow" after its change row has its number.
     let admin = pg::connect(&url).await;
@@ -133,7 +139,9 @@ async fn a_delayed_writer_is_never_skipped() {
 
 #[tokio::test]
 async fn a_reader_behind_the_retention_is_told_to_rebuild() {
-    let Some(url) = pg::fresh_database("retention").await else { return };
+    let Some(url) = pg::fresh_database("retention").await else {
+        return;
+    };
     let mut options = PostgresOptions::new(&url);
     options.retention = Duration::ZERO;
     let pruning = PostgresStore::connect(options).await.unwrap();
@@ -187,7 +195,9 @@ async fn root_hash(client: &mut common::Client, map: &str) -> u32 {
 /// started after the writes.
 #[tokio::test]
 async fn writes_fan_out_across_nodes_and_trees_agree() {
-    let Some(url) = pg::fresh_database("nodes").await else { return };
+    let Some(url) = pg::fresh_database("nodes").await else {
+        return;
+    };
     let (one, two) = (start_node(&url).await, start_node(&url).await);
     let mut listener = one.connect().await;
     listener.subscribe("q", "todos").await;

@@ -125,7 +125,10 @@ async fn pages_follow_byte_order(store: &dyn ServerStore) {
     assert_eq!(read, sorted);
     let stamps = store.stamp_page("p", Some("a"), 100).await.unwrap();
     let stamp_keys: Vec<&str> = stamps.iter().map(|s| s.key.as_str()).collect();
-    assert_eq!(stamp_keys, sorted[sorted.iter().position(|k| *k == "a").unwrap() + 1..]);
+    assert_eq!(
+        stamp_keys,
+        sorted[sorted.iter().position(|k| *k == "a").unwrap() + 1..]
+    );
     assert!(store.page("p", None, 0).await.unwrap().is_empty());
     assert!(store.page("none", None, 10).await.unwrap().is_empty());
     let mut maps = store.map_names().await.unwrap();
@@ -182,8 +185,11 @@ async fn postgres_store_conforms() {
         let url = common::pg::fresh_database("postgres_store_conforms")
             .await
             .unwrap();
-        Arc::new(PostgresStore::connect(PostgresOptions::new(url)).await.unwrap())
-            as Arc<dyn ServerStore>
+        Arc::new(
+            PostgresStore::connect(PostgresOptions::new(url))
+                .await
+                .unwrap(),
+        ) as Arc<dyn ServerStore>
     })
     .await;
 }

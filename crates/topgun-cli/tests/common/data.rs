@@ -93,4 +93,3 @@ pub fn assert_same_records(server: &Records, client: &Records, what: &str) {
         assert_eq!(record.ttl_ms, mine.ttl_ms, "{what}: ttl of {key}");
     }
 }
-

@@ -4,6 +4,7 @@
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 pub mod data;
+pub mod pg;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;

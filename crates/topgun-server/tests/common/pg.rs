@@ -22,7 +22,9 @@ pub async fn fresh_database(test: &str) -> Option<String> {
         .batch_execute(&format!("CREATE DATABASE {name}"))
         .await
         .expect("create a test database");
-    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(base, _)| base);
+    let base = admin
+        .rsplit_once('/')
+        .map_or(admin.as_str(), |(base, _)| base);
     Some(format!("{base}/{name}"))
 }
 

@@ -141,7 +141,10 @@ impl PostgresStore {
         })
     }
 
-    async fn client(&self, during: &'static str) -> Result<deadpool_postgres::Object, StorageError> {
+    async fn client(
+        &self,
+        during: &'static str,
+    ) -> Result<deadpool_postgres::Object, StorageError> {
         self.pool.get().await.map_err(pool_error(during))
     }
 }
@@ -223,9 +226,7 @@ impl ServerStore for PostgresStore {
         if !applied.is_empty() {
             let changed: Vec<&Row<'_>> = rows
                 .iter()
-                .filter(|r| {
-                    applied.contains(&(r.record.map_name.clone(), r.record.key.clone()))
-                })
+                .filter(|r| applied.contains(&(r.record.map_name.clone(), r.record.key.clone())))
                 .collect();
             feed::append(&tx, self.feed.origin(), &changed, self.notify).await?;
         }
@@ -304,7 +305,12 @@ impl Paged for PostgresStore {
         limit: usize,
     ) -> Result<Vec<StoreRecord>, StorageError> {
         let rows = self
-            .scan("key, value, millis, counter, node_id, ttl_ms", map_name, after, limit)
+            .scan(
+                "key, value, millis, counter, node_id, ttl_ms",
+                map_name,
+                after,
+                limit,
+            )
             .await?;
         rows.iter().map(|row| record_of(map_name, row)).collect()
     }
@@ -349,7 +355,10 @@ impl PostgresStore {
                 let sql = format!(
                     "SELECT {columns} FROM topgun_records WHERE map_name = $1 ORDER BY key LIMIT $2"
                 );
-                let statement = client.prepare_cached(&sql).await.map_err(pg_error(during))?;
+                let statement = client
+                    .prepare_cached(&sql)
+                    .await
+                    .map_err(pg_error(during))?;
                 client.query(&statement, &[&map_name, &limit]).await
             }
             Some(after) => {
@@ -357,7 +366,10 @@ impl PostgresStore {
                     "SELECT {columns} FROM topgun_records WHERE map_name = $1 AND key > $2
                      ORDER BY key LIMIT $3"
                 );
-                let statement = client.prepare_cached(&sql).await.map_err(pg_error(during))?;
+                let statement = client
+                    .prepare_cached(&sql)
+                    .await
+                    .map_err(pg_error(during))?;
                 client.query(&statement, &[&map_name, &after, &limit]).await
             }
         };
