@@ -56,6 +56,9 @@ impl SyncEngine {
             Message::AuthRequired(_) | Message::AuthAck(_) | Message::DeviceAck(_) => {}
             Message::OpAck(ack) => {
                 if let Some(batch) = self.push.ack(&ack.last_id) {
+                    // The server takes writes again: a later error starts
+                    // the resend delays afresh.
+                    self.backoff.reset();
                     out.push(Output::MarkSynced(batch.op_ids));
                     self.pump(out);
                 }
@@ -84,7 +87,8 @@ impl SyncEngine {
                     code: e.code,
                     message: e.message,
                 }));
-                if retry && !self.push.in_flight.is_empty() {
+                if retry && !self.push.in_flight.is_empty() && !self.resend_set {
+                    self.resend_set = true;
                     let delay = self.backoff.next_delay();
                     out.push(Output::SetTimer {
                         timer: TimerKind::Resend,
@@ -342,12 +346,14 @@ impl SyncEngine {
             }
             TimerKind::FetchTimeout => self.expire_fetches(now_ms, false, out),
             TimerKind::Resend => {
+                self.resend_set = false;
                 if self.auth == Some(Auth::Done) {
                     // Unacked ops go again, read afresh from the log (same op
                     // ids; the server treats a resent op as a no-op).
                     if self.push.rewind() {
                         self.pump(out);
                     } else {
+                        self.resend_set = true;
                         out.push(Output::SetTimer {
                             timer: TimerKind::Resend,
                             after_ms: 10,

@@ -288,6 +288,10 @@ pub struct SyncEngine {
     last_pong_ms: u64,
     skew_ms: i64,
     push_timer_set: bool,
+    /// A resend after a server error is scheduled: the other in-flight
+    /// batches' errors (one per batch) wait for it instead of growing the
+    /// backoff each.
+    resend_set: bool,
     client_id: String,
     /// Fetches of pruned keys waiting for their leaf, by map and leaf path.
     fetches: BTreeMap<(String, String), Fetch>,
@@ -325,6 +329,7 @@ impl SyncEngine {
             last_pong_ms: 0,
             skew_ms: 0,
             push_timer_set: false,
+            resend_set: false,
             client_id: String::new(),
             fetches: BTreeMap::new(),
         }
@@ -620,6 +625,7 @@ impl SyncEngine {
         self.expire_fetches(0, true, out);
         self.push = Push::default();
         self.push_timer_set = false;
+        self.resend_set = false;
         for phase in self.pulls.values_mut() {
             *phase = PullPhase::Idle;
         }

@@ -517,6 +517,78 @@ fn rejected_ops_are_dropped_and_reported() {
     })));
 }
 
+/// The resend delay a set of outputs schedules, if any.
+fn resend_delay(out: &[Output]) -> Option<u64> {
+    out.iter().find_map(|o| match o {
+        Output::SetTimer {
+            timer: TimerKind::Resend,
+            after_ms,
+        } => Some(*after_ms),
+        _ => None,
+    })
+}
+
+fn server_error(code: u32) -> Input {
+    Input::frame(Message::Error(topgun_core::wire::ServerError {
+        code,
+        message: "storage failed".into(),
+        details: None,
+    }))
+}
+
+/// Every in-flight batch gets its own `ERROR 500` when the server's store
+/// fails: one resend is scheduled at the first delay, not one per error
+/// with a delay doubled each time; an ack starts the delays afresh.
+#[test]
+fn errors_of_all_in_flight_batches_schedule_one_resend() {
+    let mut e = online();
+    e.handle(0, Input::LocalChange);
+    e.handle(2, Input::Timer(TimerKind::PushDelay));
+    // Two ops of 1 MB: two batches in flight.
+    let out = e.handle(
+        2,
+        Input::PendingLoaded {
+            ops: vec![op(1, "a", 1_000_000), op(2, "b", 1_000_000)],
+            exhausted: true,
+        },
+    );
+    assert_eq!(sent(&out).len(), 2);
+    let first = resend_delay(&e.handle(3, server_error(500))).expect("a resend");
+    assert!((500..=1_000).contains(&first), "{first}");
+    assert_eq!(resend_delay(&e.handle(3, server_error(500))), None);
+
+    // The resend goes out; its acks arrive; a later error waits the
+    // first delay again.
+    e.handle(1_000, Input::Timer(TimerKind::Resend));
+    e.handle(
+        1_000,
+        Input::PendingLoaded {
+            ops: vec![op(1, "a", 1_000_000), op(2, "b", 1_000_000)],
+            exhausted: true,
+        },
+    );
+    let out = e.handle(
+        1_001,
+        Input::frame(Message::OpAck(OpAck {
+            last_id: OpId::Text("1".into()),
+            achieved_level: None,
+            results: None,
+        })),
+    );
+    assert!(out.iter().any(|o| matches!(o, Output::MarkSynced(_))));
+    e.handle(1_001, Input::LocalChange);
+    e.handle(1_010, Input::Timer(TimerKind::PushDelay));
+    e.handle(
+        1_010,
+        Input::PendingLoaded {
+            ops: vec![op(3, "c", 10)],
+            exhausted: true,
+        },
+    );
+    let again = resend_delay(&e.handle(1_011, server_error(503))).expect("a resend");
+    assert!((500..=1_000).contains(&again), "{again}");
+}
+
 #[test]
 fn garbage_reconnects_and_a_server_error_resends() {
     let mut e = online();
