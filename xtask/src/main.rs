@@ -29,6 +29,7 @@ const BENCHES: &[(&str, &str, &str)] = &[
     ("topgun-client", "sync", "redb"),
     ("topgun-client", "shared_dir", "redb"),
     ("topgun-server", "server", "redb"),
+    ("topgun-server", "postgres", "postgres"),
 ];
 
 fn main() -> ExitCode {
@@ -56,7 +57,8 @@ usage: cargo xtask <command>
 
 commands:
   ci [STEP…]    run the CI steps (all by default): fmt, clippy, test, doc, wasm
-  bench [NAME…] run the benchmarks (all by default): storage, client, sync, server";
+  bench [NAME…] run the benchmarks (all by default): storage, client, sync,
+                shared_dir, server, postgres";
 
 fn root() -> PathBuf {
     // xtask/ sits directly under the workspace root.

@@ -55,9 +55,9 @@ pub(crate) struct ServeArgs {
     /// Per-map read and write rules (TOML); ignored with --no-auth.
     #[arg(long, value_name = "FILE")]
     rules: Option<PathBuf>,
-    /// Keep the records in this PostgreSQL database
-    /// (postgres://USER[:PASSWORD]@HOST:PORT/DB) instead of the data
-    /// directory; several nodes may share it.
+    /// Keep the records in this PostgreSQL database,
+    /// postgres://USER@HOST:PORT/DB (a password may follow USER after a
+    /// colon), instead of the data directory; several nodes may share it.
     #[arg(long, value_name = "URL", env = "TOPGUN_STORE")]
     store: Option<String>,
 }
