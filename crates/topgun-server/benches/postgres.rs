@@ -146,7 +146,22 @@ async fn subscribe(
     expected: usize,
     latencies: Arc<Mutex<Vec<u64>>>,
 ) {
-    client.subscribe("q", "fan").await;
+    // A query that matches nothing: the subscriber hears every change of
+    // the map as a SERVER_EVENT, without a QUERY_UPDATE for each.
+    client
+        .send(&Message::QuerySub(topgun_core::wire::QuerySub {
+            query_id: "q".into(),
+            map_name: "fan".into(),
+            query: topgun_core::wire::Query {
+                where_: Some(rmpv::Value::Map(vec![("none".into(), true.into())])),
+                ..Default::default()
+            },
+            fields: None,
+        }))
+        .await;
+    client
+        .recv_until(|m| matches!(m, Message::QueryResp(_)))
+        .await;
     let counts = |ev: &ServerEvent| {
         let node: usize = ev.key[1..ev.key.find('-').unwrap()].parse().unwrap();
         nodes == 1 || node != mine

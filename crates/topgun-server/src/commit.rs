@@ -383,12 +383,22 @@ async fn read_feed(
             hub.close_subscribers(CloseReason::Resync);
             (Ok(position), Vec::new())
         }
-        Ok(FeedRead::Changes { records, next }) => {
+        Ok(FeedRead::Changes { records, own, next }) => {
+            // This node's own commits are in the tree already, unless
+            // their confirmation was lost (the connection dropped during
+            // COMMIT): then their records are read and are new here too.
+            let unconfirmed: Vec<(String, String)> = own
+                .into_iter()
+                .filter(|(map, stamp)| !merkle.holds(map, &stamp.key, &stamp.timestamp))
+                .map(|(map, stamp)| (map, stamp.key))
+                .collect();
+            let mut records = records;
+            match read_records(store, unconfirmed).await {
+                Ok(mine) => records.extend(mine),
+                Err(error) => return (Err(storage(error)), Vec::new()),
+            }
             let mut changes = Vec::with_capacity(records.len());
             for record in records {
-                // This node's own commits are in the tree already, unless
-                // their confirmation was lost (the connection dropped
-                // during COMMIT): then they are new here too.
                 if merkle.holds(&record.map_name, &record.key, &record.timestamp) {
                     continue;
                 }
@@ -405,4 +415,19 @@ async fn read_feed(
             (Ok(next), hub.publish(NO_CONN, &changes))
         }
     }
+}
+
+/// The stored records of `keys` (map, key), those that exist.
+async fn read_records(
+    store: &dyn ServerStore,
+    mut keys: Vec<(String, String)>,
+) -> Result<Vec<StoreRecord>, StorageError> {
+    keys.sort();
+    let mut out = Vec::new();
+    for group in keys.chunk_by(|a, b| a.0 == b.0) {
+        let map = &group[0].0;
+        let names: Vec<String> = group.iter().map(|(_, key)| key.clone()).collect();
+        out.extend(store.get_many(map, &names).await?.into_iter().flatten());
+    }
+    Ok(out)
 }

@@ -170,11 +170,14 @@ async fn write_loop(
         let frames = match item {
             Outgoing::Frame(msg) => encode(&codec, &msg).into_iter().collect(),
             Outgoing::Bytes(bytes) => vec![bytes],
-            Outgoing::Event(first) => {
-                let mut events = vec![first];
+            Outgoing::Updates(updates) => updates
+                .into_iter()
+                .filter_map(|u| encode(&codec, &Message::QueryUpdate(u)))
+                .collect(),
+            Outgoing::Events(mut events) => {
                 while events.len() < MAX_COALESCED_EVENTS {
                     match queue.try_recv() {
-                        Ok(Outgoing::Event(event)) => events.push(event),
+                        Ok(Outgoing::Events(more)) => events.extend(more),
                         Ok(other) => {
                             held = Some(other);
                             break;
@@ -182,7 +185,10 @@ async fn write_loop(
                         Err(_) => break,
                     }
                 }
-                encode_events(&codec, &events)
+                events
+                    .chunks(MAX_COALESCED_EVENTS)
+                    .flat_map(|chunk| encode_events(&codec, chunk))
+                    .collect()
             }
             Outgoing::Close(reason) => {
                 let (code, text) = reason.frame();

@@ -54,9 +54,11 @@ pub(crate) enum Outgoing {
     /// An already encoded message (encoded early to split or shrink it to
     /// fit a frame).
     Bytes(Vec<u8>),
-    /// A change event; consecutive events are coalesced into one
-    /// `SERVER_BATCH_EVENT`.
-    Event(Arc<ServerEvent>),
+    /// The change events of one commit (one queue slot however many);
+    /// consecutive events are coalesced into `SERVER_BATCH_EVENT`s.
+    Events(Vec<Arc<ServerEvent>>),
+    /// The `QUERY_UPDATE`s of one commit, one frame each.
+    Updates(Vec<QueryUpdate>),
     /// Send a close frame and stop.
     Close(CloseReason),
 }
@@ -223,11 +225,11 @@ impl Outgo {
     /// Queues everything; returns the live queries to run again.
     fn flush(self) -> Vec<Refill> {
         for to_send in self.sends.into_values() {
-            for event in to_send.events {
-                to_send.outbox.push(Outgoing::Event(event));
+            if !to_send.events.is_empty() {
+                to_send.outbox.push(Outgoing::Events(to_send.events));
             }
-            for update in to_send.updates {
-                to_send.outbox.send(Message::QueryUpdate(update));
+            if !to_send.updates.is_empty() {
+                to_send.outbox.push(Outgoing::Updates(to_send.updates));
             }
         }
         self.refills
@@ -434,13 +436,16 @@ mod tests {
         hub.subscribe(&b, "m", "q", everything().await);
         hub.publish(1, &[change("k", Some(1.into()))]);
         assert!(a_rx.try_recv().is_err());
-        assert!(matches!(b_rx.try_recv(), Ok(Outgoing::Event(e)) if e.key == "k"));
-        let Ok(Outgoing::Frame(update)) = b_rx.try_recv() else {
-            panic!("expected a query update")
+        assert!(matches!(b_rx.try_recv(), Ok(Outgoing::Events(e)) if e[0].key == "k"));
+        let Ok(Outgoing::Updates(updates)) = b_rx.try_recv() else {
+            panic!("expected query updates")
         };
-        assert!(matches!(*update, Message::QueryUpdate(u) if u.change_type == ChangeType::Enter));
-        // Two more changes (4 items) overflow b's queue of 2.
+        assert_eq!(updates[0].change_type, ChangeType::Enter);
+        // A commit takes one slot for its events and one for its updates,
+        // however many changes it has: two commits overflow b's queue of 2.
         hub.publish(1, &[change("k2", Some(1.into())), change("k3", None)]);
+        assert_eq!(*b_kill.borrow(), None);
+        hub.publish(1, &[change("k4", Some(1.into()))]);
         assert_eq!(*b_kill.borrow(), Some(CloseReason::SlowConsumer));
         hub.unsubscribe(2, "m", "q");
         assert_eq!(hub.subscribers("m"), 1);

@@ -1,5 +1,6 @@
-//! Server nodes sharing one PostgreSQL: the change feed (every node's
-//! writes in commit order, never skipped, retention), fan-out across nodes and Merkle
+//! Server nodes sharing one PostgreSQL: the change feed (other nodes'
+//! records and a node's own stamps, in commit order, never skipped,
+//! retention), fan-out across nodes and Merkle
 //! trees that agree. Needs `TOPGUN_TEST_POSTGRES` (`cargo xtask ci` sets
 //! it); says SKIPPED otherwise.
 #![cfg(feature = "postgres")]
@@ -33,16 +34,17 @@ async fn node(url: &str) -> PostgresStore {
         .unwrap()
 }
 
-/// Reads `store`'s feed from `at` until it has returned the keys `want`
-/// (in any order, across reads); returns them in feed order.
-async fn read_until(store: &PostgresStore, mut at: u64, want: usize) -> Vec<String> {
+/// Reads `store`'s feed from `at` until it has returned `want` keys;
+/// returns them in feed order, other nodes' first, then its own.
+async fn read_until(store: &PostgresStore, mut at: u64, want: usize) -> (Vec<String>, Vec<String>) {
     let feed = store.feed().unwrap();
-    let mut keys = Vec::new();
+    let (mut keys, mut mine) = (Vec::new(), Vec::new());
     tokio::time::timeout(WAIT, async {
-        while keys.len() < want {
+        while keys.len() + mine.len() < want {
             match feed.read(at, 100).await.unwrap() {
-                FeedRead::Changes { records, next } => {
+                FeedRead::Changes { records, own, next } => {
                     keys.extend(records.into_iter().map(|r| r.key));
+                    mine.extend(own.into_iter().map(|(_, stamp)| stamp.key));
                     at = next;
                 }
                 FeedRead::Behind { .. } => panic!("unexpectedly behind"),
@@ -51,12 +53,12 @@ async fn read_until(store: &PostgresStore, mut at: u64, want: usize) -> Vec<Stri
         }
     })
     .await
-    .unwrap_or_else(|_| panic!("feed returned only {keys:?}"));
-    keys
+    .unwrap_or_else(|_| panic!("feed returned only {keys:?} and {mine:?}"));
+    (keys, mine)
 }
 
 #[tokio::test]
-async fn the_feed_lists_every_nodes_changes_in_commit_order() {
+async fn the_feed_lists_other_nodes_records_and_a_nodes_own_stamps() {
     let Some(url) = pg::fresh_database("feed").await else {
         return;
     };
@@ -65,15 +67,14 @@ async fn the_feed_lists_every_nodes_changes_in_commit_order() {
     a.merge(vec![rec("from-a", 1)]).await.unwrap();
     b.merge(vec![rec("from-b", 1)]).await.unwrap();
     a.merge(vec![rec("from-a2", 1)]).await.unwrap();
-    assert_eq!(
-        read_until(&b, start, 3).await,
-        ["from-a", "from-b", "from-a2"]
-    );
+    let (others, own) = read_until(&b, start, 3).await;
+    assert_eq!(others, ["from-a", "from-a2"]);
+    assert_eq!(own, ["from-b"]);
     // A change that lost LWW is no change.
     let at = b.feed().unwrap().position().await.unwrap();
     assert_eq!(a.merge(vec![rec("from-a", 1)]).await.unwrap(), [false]);
     a.merge(vec![rec("last", 1)]).await.unwrap();
-    assert_eq!(read_until(&b, at, 1).await, ["last"]);
+    assert_eq!(read_until(&b, at, 1).await.0, ["last"]);
 }
 
 /// The classic gap: writer 1 draws its sequence number and is delayed
@@ -92,7 +93,7 @@ async fn a_delayed_writer_is_never_skipped() {
             "CREATE FUNCTION topgun_test_delay() RETURNS trigger LANGUAGE plpgsql AS
                $$ BEGIN PERFORM pg_sleep(1); RETURN NEW; END $$;
              CREATE TRIGGER topgun_test_delay AFTER INSERT ON topgun_changes
-               FOR EACH ROW WHEN (NEW.key = 'slow') EXECUTE FUNCTION topgun_test_delay();",
+               FOR EACH ROW WHEN ('slow' = ANY(NEW.keys)) EXECUTE FUNCTION topgun_test_delay();",
         )
         .await
         .unwrap();
@@ -124,7 +125,7 @@ async fn a_delayed_writer_is_never_skipped() {
     let mut seen = Vec::new();
     loop {
         let done = slow_write.is_finished() && fast_write.is_finished();
-        if let FeedRead::Changes { records, next } = feed.read(at, 100).await.unwrap() {
+        if let FeedRead::Changes { records, next, .. } = feed.read(at, 100).await.unwrap() {
             seen.extend(records.into_iter().map(|r| r.key));
             at = next;
         }

@@ -17,7 +17,7 @@ pub use embedded::EmbeddedStore;
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresOptions, PostgresStore};
 
-use topgun_storage::{Paged, StorageError, StoreRecord};
+use topgun_storage::{KeyStamp, Paged, StorageError, StoreRecord};
 
 /// What the server keeps its records in.
 ///
@@ -61,11 +61,11 @@ pub trait ChangeFeed: Send + Sync {
     /// it returns only later changes.
     async fn position(&self) -> Result<u64, StorageError>;
 
-    /// Up to `limit` changes after position `after`, in commit order, by
-    /// every node (this one included: a commit whose confirmation was lost
-    /// still shows here). Each change carries the key's record as stored
-    /// when read (so it may be newer than the change itself); a key
-    /// changed several times in the range is listed once.
+    /// The changes of up to `limit` commits after position `after`, in
+    /// commit order: other nodes' as the records stored when read (so a
+    /// record may be newer than the change itself; a key changed several
+    /// times is listed once), and this node's own as the timestamps it
+    /// wrote (a commit whose confirmation was lost still shows here).
     async fn read(&self, after: u64, limit: usize) -> Result<FeedRead, StorageError>;
 
     /// Resolves when a change may have been committed (a doorbell rang)
@@ -79,8 +79,10 @@ pub enum FeedRead {
     /// Changes after the position asked for, and the position to read from
     /// next (equal to the one asked for when nothing was committed since).
     Changes {
-        /// The changed records, in commit order.
+        /// Other nodes' changed records, in commit order.
         records: Vec<StoreRecord>,
+        /// This node's own changes: map, key and the timestamp written.
+        own: Vec<(String, KeyStamp)>,
         /// Where to read next.
         next: u64,
     },

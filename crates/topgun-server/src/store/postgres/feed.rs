@@ -19,7 +19,9 @@
 //! page: a reader whose position is below it may have missed deleted
 //! changes and is told to rebuild ([`FeedRead::Behind`]).
 
-use super::{pg_error, pool_error, record_of, Row, CHANNEL, LOCK_FEED, LOCK_PRUNE};
+use super::{
+    pg_error, pool_error, record_of, timestamp_of, Row, CHANNEL, LOCK_FEED, LOCK_PRUNE,
+};
 use crate::store::{ChangeFeed, FeedRead, PostgresOptions};
 use deadpool_postgres::{Pool, Transaction};
 use std::collections::HashSet;
@@ -28,7 +30,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_postgres::{AsyncMessage, NoTls};
-use topgun_storage::StorageError;
+use topgun_storage::{KeyStamp, StorageError, StoreRecord};
 
 /// Longest wait between two attempts to (re)connect the doorbell.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -57,7 +59,7 @@ impl Feed {
         let doorbell = Arc::new(Notify::new());
         let mut tasks = vec![tokio::spawn(retain(pool.clone(), options.retention))];
         if options.notify {
-            tasks.push(tokio::spawn(listen(config, doorbell.clone())));
+            tasks.push(tokio::spawn(listen(config, doorbell.clone(), origin.clone())));
         }
         Self {
             pool,
@@ -88,9 +90,9 @@ impl Drop for Feed {
     }
 }
 
-/// Appends one change per row, in the caller's transaction, under the
-/// feed lock (held until that transaction ends); rings the doorbell at
-/// commit when `notify`.
+/// Appends the change of a commit (its rows), in the caller's
+/// transaction, under the feed lock (held until that transaction ends);
+/// rings the doorbell at commit when `notify`, naming this node.
 pub(super) async fn append(
     tx: &Transaction<'_>,
     origin: &str,
@@ -106,29 +108,29 @@ pub(super) async fn append(
         .iter()
         .map(|r| r.record.timestamp.node_id.as_str())
         .collect();
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_FEED])
-        .await
-        .map_err(pg_error(during))?;
-    let insert = tx
-        .prepare_cached(
-            "INSERT INTO topgun_changes (seq, map_name, key, millis, counter, node_id, origin)
-             SELECT nextval('topgun_change_seq'), m, k, ms, c, n, $6
-             FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::text[])
-                 AS t(m, k, ms, c, n)",
-        )
-        .await
-        .map_err(pg_error(during))?;
-    tx.execute(
-        &insert,
-        &[&maps, &keys, &millis, &counters, &nodes, &origin],
-    )
-    .await
-    .map_err(pg_error(during))?;
-    if notify {
-        tx.batch_execute(&format!("NOTIFY {CHANNEL}"))
-            .await
-            .map_err(pg_error(during))?;
-    }
+    // Pipelined: one round trip for the three statements, run in order.
+    let lock_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&LOCK_FEED];
+    let lock = tx.execute("SELECT pg_advisory_xact_lock($1)", &lock_params);
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
+        [&origin, &maps, &keys, &millis, &counters, &nodes];
+    let insert = tx.execute(
+        "INSERT INTO topgun_changes (seq, origin, map_names, keys, millis, counters, node_ids)
+         VALUES (nextval('topgun_change_seq'), $1, $2, $3, $4, $5, $6)",
+        &params,
+    );
+    let bell = async {
+        if notify {
+            tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &origin])
+                .await
+                .map(drop)
+        } else {
+            Ok(())
+        }
+    };
+    let (locked, inserted, rang) = tokio::join!(lock, insert, bell);
+    locked.map_err(pg_error(during))?;
+    inserted.map_err(pg_error(during))?;
+    rang.map_err(pg_error(during))?;
     Ok(())
 }
 
@@ -153,11 +155,8 @@ impl ChangeFeed for Feed {
         let client = self.pool.get().await.map_err(pool_error(during))?;
         let statement = client
             .prepare_cached(
-                "SELECT r.key, r.value, r.millis, r.counter, r.node_id, r.ttl_ms,
-                        c.seq, r.map_name
-                 FROM topgun_changes c
-                 JOIN topgun_records r ON r.map_name = c.map_name AND r.key = c.key
-                 WHERE c.seq > $1 ORDER BY c.seq LIMIT $2",
+                "SELECT seq, origin, map_names, keys, millis, counters, node_ids
+                 FROM topgun_changes WHERE seq > $1 ORDER BY seq LIMIT $2",
             )
             .await
             .map_err(pg_error(during))?;
@@ -180,19 +179,29 @@ impl ChangeFeed for Feed {
             });
         }
         let mut next = after;
-        let mut records = Vec::new();
-        let mut seen = HashSet::new();
-        // Newest first, so that a key changed twice is sent once.
-        for row in rows.iter().rev() {
-            next = next.max(to_position(row.get(6)));
-            let map: String = row.get(7);
-            let record = record_of(&map, row)?;
-            if seen.insert((record.map_name.clone(), record.key.clone())) {
-                records.push(record);
+        let mut own = Vec::new();
+        let mut others: Vec<(String, String)> = Vec::new();
+        for row in &rows {
+            next = next.max(to_position(row.get(0)));
+            let origin: &str = row.get(1);
+            let maps: Vec<String> = row.get(2);
+            let keys: Vec<String> = row.get(3);
+            if origin != self.origin {
+                others.extend(maps.into_iter().zip(keys));
+                continue;
+            }
+            let millis: Vec<i64> = row.get(4);
+            let counters: Vec<i64> = row.get(5);
+            let nodes: Vec<String> = row.get(6);
+            for ((((map, key), millis), counter), node) in
+                maps.into_iter().zip(keys).zip(millis).zip(counters).zip(nodes)
+            {
+                let timestamp = timestamp_of(millis, counter, node)?;
+                own.push((map, KeyStamp { key, timestamp }));
             }
         }
-        records.reverse();
-        Ok(FeedRead::Changes { records, next })
+        let records = current_records(&client, others).await?;
+        Ok(FeedRead::Changes { records, own, next })
     }
 
     async fn wait(&self) {
@@ -200,21 +209,60 @@ impl ChangeFeed for Feed {
     }
 }
 
+/// The records now stored under `keys` (map, key), each once, in the
+/// order of their first mention.
+async fn current_records(
+    client: &deadpool_postgres::Object,
+    keys: Vec<(String, String)>,
+) -> Result<Vec<StoreRecord>, StorageError> {
+    let during = "reading the change feed's records";
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut seen = HashSet::new();
+    let keys: Vec<(String, String)> = keys.into_iter().filter(|k| seen.insert(k.clone())).collect();
+    let maps: Vec<&str> = keys.iter().map(|(m, _)| m.as_str()).collect();
+    let names: Vec<&str> = keys.iter().map(|(_, k)| k.as_str()).collect();
+    let statement = client
+        .prepare_cached(
+            "SELECT r.key, r.value, r.millis, r.counter, r.node_id, r.ttl_ms, r.map_name, u.n
+             FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS u(map_name, key, n)
+             JOIN topgun_records r ON r.map_name = u.map_name AND r.key = u.key
+             ORDER BY u.n",
+        )
+        .await
+        .map_err(pg_error(during))?;
+    let rows = client
+        .query(&statement, &[&maps, &names])
+        .await
+        .map_err(pg_error(during))?;
+    rows.iter()
+        .map(|row| {
+            let map: String = row.get(6);
+            record_of(&map, row)
+        })
+        .collect()
+}
+
 fn to_position(seq: i64) -> u64 {
     u64::try_from(seq).unwrap_or(0)
 }
 
 /// Keeps a `LISTEN` connection open and rings `doorbell` for every
-/// notification (and after each reconnect, in case one was missed).
-async fn listen(config: tokio_postgres::Config, doorbell: Arc<Notify>) {
+/// notification of another node than `origin` (and after each reconnect,
+/// in case one was missed).
+async fn listen(config: tokio_postgres::Config, doorbell: Arc<Notify>, origin: String) {
     let mut backoff = Duration::from_millis(100);
     loop {
         match config.connect(NoTls).await {
             Ok((client, mut connection)) => {
                 let bell = doorbell.clone();
+                let me = origin.clone();
                 let driver = tokio::spawn(async move {
                     loop {
                         match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                            // This node's own commits need no reading.
+                            Some(Ok(AsyncMessage::Notification(n))) if n.payload() == me => {}
                             Some(Ok(AsyncMessage::Notification(_))) => bell.notify_one(),
                             Some(Ok(_)) => {}
                             Some(Err(error)) => {

@@ -13,8 +13,9 @@ pub(super) const SCHEMA_VERSION: i32 = 1;
 ///   tombstones included (`value` NULL). Keys compare byte-wise
 ///   (`COLLATE "C"`, as Rust's `str`), so scans page in the client's order
 ///   and the LWW comparison of node ids matches `topgun-core`.
-/// - `topgun_changes`: the change feed, one row per applied write, by
-///   `seq`; the record itself is read from `topgun_records`.
+/// - `topgun_changes`: the change feed, one row per commit, by `seq`:
+///   the node that wrote it and the keys and timestamps it applied (as
+///   arrays); the records themselves are read from `topgun_records`.
 /// - `topgun_feed`: one row, `pruned_through`: the highest `seq` the
 ///   retention deleted (a reader behind it must rebuild).
 const MIGRATIONS: &[&str] = &[r#"
@@ -31,13 +32,13 @@ CREATE TABLE topgun_records (
 CREATE SEQUENCE topgun_change_seq;
 CREATE TABLE topgun_changes (
     seq bigint PRIMARY KEY,
-    map_name text COLLATE "C" NOT NULL,
-    key text COLLATE "C" NOT NULL,
-    millis bigint NOT NULL,
-    counter bigint NOT NULL,
-    node_id text COLLATE "C" NOT NULL,
     origin text NOT NULL,
-    at timestamptz NOT NULL DEFAULT clock_timestamp()
+    at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    map_names text[] NOT NULL,
+    keys text[] NOT NULL,
+    millis bigint[] NOT NULL,
+    counters bigint[] NOT NULL,
+    node_ids text[] NOT NULL
 );
 CREATE TABLE topgun_feed (pruned_through bigint NOT NULL);
 INSERT INTO topgun_feed VALUES (0);
