@@ -161,7 +161,10 @@ fn a_node_killed_mid_push_loses_nothing_and_applies_nothing_twice() {
     );
     // Each op was applied once: one change per op, none repeated.
     assert_eq!(
-        count(&db, "SELECT sum(cardinality(keys))::int8 FROM topgun_changes"),
+        count(
+            &db,
+            "SELECT sum(cardinality(keys))::int8 FROM topgun_changes"
+        ),
         OPS as i64
     );
     assert_eq!(

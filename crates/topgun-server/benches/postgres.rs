@@ -108,7 +108,9 @@ async fn floor(url: &str, connections: u64) -> f64 {
 /// A fresh database with the server's schema.
 async fn database(name: &str) -> String {
     let url = pg::fresh_database(name).await.unwrap();
-    let store = PostgresStore::connect(PostgresOptions::new(&url)).await.unwrap();
+    let store = PostgresStore::connect(PostgresOptions::new(&url))
+        .await
+        .unwrap();
     store.close().await.unwrap();
     url
 }
@@ -169,9 +171,11 @@ async fn subscribe(
     let mut seen = 0;
     while seen < expected {
         let Some(received) = client.next_within(Duration::from_secs(20)).await else {
+            eprintln!("DEBUG node {mine} timeout after {seen}/{expected}");
             break;
         };
         let common::Received::Msg(msg) = received else {
+            eprintln!("DEBUG closed {received:?}");
             break;
         };
         let events = match msg {
@@ -246,9 +250,7 @@ async fn fanout(url: &str, nodes: usize) -> Fanout {
                         })
                         .collect();
                     client.send(&batch(ops)).await;
-                    client
-                        .recv_until(|m| matches!(m, Message::OpAck(_)))
-                        .await;
+                    client.recv_until(|m| matches!(m, Message::OpAck(_))).await;
                 }
             })
         })

@@ -24,11 +24,11 @@ mod common;
 mod support;
 
 use common::{put, ts, TestServer};
-use support::{out_dir, push};
 use redb::{Database, Durability, TableDefinition};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Instant;
+use support::{out_dir, push};
 use topgun_server::{ServerConfig, StoreConfig};
 
 /// Batches per connection.

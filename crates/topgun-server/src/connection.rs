@@ -62,13 +62,12 @@ pub(crate) async fn serve(
         shared.limits.idle_timeout,
     )
     .await;
-    session.finish();
+    session.finish().await;
     if let End::Close(reason) = end {
         tracing::debug!(conn, ?reason, "closing connection");
         outbox.push(Outgoing::Close(reason));
     }
     // The writer drains the queue and stops once every sender is gone.
-    drop(session);
     drop(outbox);
     if timeout(shared.limits.shutdown_grace, &mut writer)
         .await

@@ -51,6 +51,8 @@ pub(crate) struct Session {
     paused_until: Option<tokio::time::Instant>,
     /// Live query id → its map.
     queries: HashMap<String, String>,
+    /// Answers to the connection's batches, in order.
+    acks: writes::Acks,
 }
 
 impl Session {
@@ -64,11 +66,12 @@ impl Session {
         let bucket = TokenBucket::new(shared.limits.ops_per_second, shared.limits.ops_burst);
         Self {
             shared,
-            outbox,
             access,
             bucket,
             paused_until: None,
             queries: HashMap::new(),
+            acks: writes::Acks::start(outbox.clone()),
+            outbox,
         }
     }
 
@@ -146,9 +149,11 @@ impl Session {
     }
 
     /// Forgets the connection's subscriptions.
-    pub(crate) fn finish(&mut self) {
+    /// Ends the session: answers the batches still committing, then
+    /// drops the connection's live queries.
+    pub(crate) async fn finish(self) {
+        self.acks.finish().await;
         self.shared.hub.remove_connection(self.outbox.conn());
-        self.queries.clear();
     }
 
     async fn on_message(&mut self, msg: Message) {

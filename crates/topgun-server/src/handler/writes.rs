@@ -1,9 +1,81 @@
 //! Client writes: checks each op, commits the accepted ones durably, then
-//! acknowledges the batch.
+//! acknowledges the batch — in batch order, while the next batches are
+//! already being committed ([`Acks`]).
 
 use super::Session;
-use crate::commit::{AcceptedOp, CommitError};
-use topgun_core::wire::{ClientOp, Message, OpAck, OpId, OpRejected, OpType, WriteConcern};
+use crate::commit::{AcceptedOp, Commit, CommitError};
+use crate::fanout::Outbox;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use topgun_core::wire::{
+    ClientOp, Message, OpAck, OpId, OpRejected, OpType, ServerError as WireError, WriteConcern,
+};
+
+/// Batches of one connection committing at once, at most; the reader
+/// waits when it has this many unacknowledged.
+const BATCHES_IN_FLIGHT: usize = 16;
+
+/// A batch waiting for its answer: its commit (none when every op was
+/// rejected) and the id its `OP_ACK` echoes.
+#[derive(Debug)]
+struct Pending {
+    commit: Option<Commit>,
+    last_id: Option<OpId>,
+}
+
+/// Answers a connection's batches in the order they arrived, each once
+/// its commit is durable: `OP_ACK`, or `ERROR 500/503` (no ack; the client
+/// resends).
+#[derive(Debug)]
+pub(super) struct Acks {
+    queue: mpsc::Sender<Pending>,
+    task: JoinHandle<()>,
+}
+
+impl Acks {
+    pub(super) fn start(outbox: Outbox) -> Self {
+        let (queue, pending) = mpsc::channel(BATCHES_IN_FLIGHT);
+        Self {
+            queue,
+            task: tokio::spawn(answer(pending, outbox)),
+        }
+    }
+
+    /// Waits until every batch queued so far is answered.
+    pub(super) async fn finish(self) {
+        drop(self.queue);
+        let _ = self.task.await;
+    }
+}
+
+async fn answer(mut pending: mpsc::Receiver<Pending>, outbox: Outbox) {
+    while let Some(batch) = pending.recv().await {
+        if let Some(commit) = batch.commit {
+            match commit.outcome().await {
+                Ok(changed) => tracing::trace!(conn = outbox.conn(), changed, "batch committed"),
+                Err(error) => {
+                    let code = match error {
+                        CommitError::Storage(_) => 500,
+                        CommitError::Stopped => 503,
+                    };
+                    outbox.send(Message::Error(WireError {
+                        code,
+                        message: format!("the batch was not applied: {error}"),
+                        details: None,
+                    }));
+                    continue;
+                }
+            }
+        }
+        if let Some(last_id) = batch.last_id {
+            outbox.send(Message::OpAck(OpAck {
+                last_id,
+                achieved_level: Some(WriteConcern::Applied),
+                results: None,
+            }));
+        }
+    }
+}
 
 impl Session {
     /// Handles the ops of one `OP_BATCH` (or one `CLIENT_OP`).
@@ -12,8 +84,8 @@ impl Session {
     /// others are applied together, in one durable transaction, each only
     /// if its timestamp is newer than the stored record's (so a re-sent op
     /// is a no-op). Then `OP_ACK` echoes the id of the batch's last op —
-    /// rejected or not, since a rejection is final. The session handles
-    /// one frame at a time, so a connection's acks leave in batch order.
+    /// rejected or not, since a rejection is final. Acks leave in batch
+    /// order ([`Acks`]); up to 16 batches of a connection commit at once.
     /// If the store fails, the batch gets `ERROR 500` and no ack, and the
     /// client resends it.
     pub(crate) async fn on_ops(&mut self, ops: Vec<ClientOp>) {
@@ -28,31 +100,24 @@ impl Session {
                 }
             }
         }
-        if !accepted.is_empty() {
+        let commit = if accepted.is_empty() {
+            None
+        } else {
             match self
                 .shared
                 .committer
-                .commit(self.outbox.conn(), accepted)
+                .submit(self.outbox.conn(), accepted)
                 .await
             {
-                Ok(changed) => {
-                    tracing::trace!(conn = self.outbox.conn(), changed, "batch committed")
-                }
+                Ok(commit) => Some(commit),
                 Err(error) => {
-                    let code = match error {
-                        CommitError::Storage(_) => 500,
-                        CommitError::Stopped => 503,
-                    };
-                    return self.error(code, format!("the batch was not applied: {error}"));
+                    return self.error(503, format!("the batch was not applied: {error}"));
                 }
             }
-        }
-        if let Some(last_id) = last_id {
-            self.outbox.send(Message::OpAck(OpAck {
-                last_id,
-                achieved_level: Some(WriteConcern::Applied),
-                results: None,
-            }));
+        };
+        let pending = Pending { commit, last_id };
+        if self.acks.queue.send(pending).await.is_err() {
+            tracing::error!(conn = self.outbox.conn(), "the ack task is gone");
         }
     }
 

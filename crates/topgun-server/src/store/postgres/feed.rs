@@ -19,9 +19,7 @@
 //! page: a reader whose position is below it may have missed deleted
 //! changes and is told to rebuild ([`FeedRead::Behind`]).
 
-use super::{
-    pg_error, pool_error, record_of, timestamp_of, Row, CHANNEL, LOCK_FEED, LOCK_PRUNE,
-};
+use super::{pg_error, pool_error, record_of, timestamp_of, Row, CHANNEL, LOCK_FEED, LOCK_PRUNE};
 use crate::store::{ChangeFeed, FeedRead, PostgresOptions};
 use deadpool_postgres::{Pool, Transaction};
 use std::collections::HashSet;
@@ -59,7 +57,11 @@ impl Feed {
         let doorbell = Arc::new(Notify::new());
         let mut tasks = vec![tokio::spawn(retain(pool.clone(), options.retention))];
         if options.notify {
-            tasks.push(tokio::spawn(listen(config, doorbell.clone(), origin.clone())));
+            tasks.push(tokio::spawn(listen(
+                config,
+                doorbell.clone(),
+                origin.clone(),
+            )));
         }
         Self {
             pool,
@@ -108,21 +110,32 @@ pub(super) async fn append(
         .iter()
         .map(|r| r.record.timestamp.node_id.as_str())
         .collect();
-    // Pipelined: one round trip for the three statements, run in order.
+    // Prepared first (cached), then pipelined: the three run in the order
+    // they are sent, in one round trip.
+    let lock = tx
+        .prepare_cached("SELECT pg_advisory_xact_lock($1)")
+        .await
+        .map_err(pg_error(during))?;
+    let insert = tx
+        .prepare_cached(
+            "INSERT INTO topgun_changes (seq, origin, map_names, keys, millis, counters, node_ids)
+             VALUES (nextval('topgun_change_seq'), $1, $2, $3, $4, $5, $6)",
+        )
+        .await
+        .map_err(pg_error(during))?;
+    let ring = tx
+        .prepare_cached("SELECT pg_notify($1, $2)")
+        .await
+        .map_err(pg_error(during))?;
     let lock_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&LOCK_FEED];
-    let lock = tx.execute("SELECT pg_advisory_xact_lock($1)", &lock_params);
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
         [&origin, &maps, &keys, &millis, &counters, &nodes];
-    let insert = tx.execute(
-        "INSERT INTO topgun_changes (seq, origin, map_names, keys, millis, counters, node_ids)
-         VALUES (nextval('topgun_change_seq'), $1, $2, $3, $4, $5, $6)",
-        &params,
-    );
+    let ring_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&CHANNEL, &origin];
+    let lock = tx.execute(&lock, &lock_params);
+    let insert = tx.execute(&insert, &params);
     let bell = async {
         if notify {
-            tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &origin])
-                .await
-                .map(drop)
+            tx.execute(&ring, &ring_params).await.map(drop)
         } else {
             Ok(())
         }
@@ -193,8 +206,12 @@ impl ChangeFeed for Feed {
             let millis: Vec<i64> = row.get(4);
             let counters: Vec<i64> = row.get(5);
             let nodes: Vec<String> = row.get(6);
-            for ((((map, key), millis), counter), node) in
-                maps.into_iter().zip(keys).zip(millis).zip(counters).zip(nodes)
+            for ((((map, key), millis), counter), node) in maps
+                .into_iter()
+                .zip(keys)
+                .zip(millis)
+                .zip(counters)
+                .zip(nodes)
             {
                 let timestamp = timestamp_of(millis, counter, node)?;
                 own.push((map, KeyStamp { key, timestamp }));
@@ -220,7 +237,10 @@ async fn current_records(
         return Ok(Vec::new());
     }
     let mut seen = HashSet::new();
-    let keys: Vec<(String, String)> = keys.into_iter().filter(|k| seen.insert(k.clone())).collect();
+    let keys: Vec<(String, String)> = keys
+        .into_iter()
+        .filter(|k| seen.insert(k.clone()))
+        .collect();
     let maps: Vec<&str> = keys.iter().map(|(m, _)| m.as_str()).collect();
     let names: Vec<&str> = keys.iter().map(|(_, k)| k.as_str()).collect();
     let statement = client

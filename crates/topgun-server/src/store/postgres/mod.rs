@@ -219,22 +219,19 @@ impl ServerStore for PostgresStore {
             )
             .await
             .map_err(pg_error(during))?;
-        let applied: HashSet<(String, String)> = applied_rows
+        let applied: HashSet<(&str, &str)> = applied_rows
             .iter()
             .map(|row| (row.get(0), row.get(1)))
             .collect();
+        let is_applied = |r: &StoreRecord| applied.contains(&(r.map_name.as_str(), r.key.as_str()));
         if !applied.is_empty() {
-            let changed: Vec<&Row<'_>> = rows
-                .iter()
-                .filter(|r| applied.contains(&(r.record.map_name.clone(), r.record.key.clone())))
-                .collect();
+            let changed: Vec<&Row<'_>> = rows.iter().filter(|r| is_applied(r.record)).collect();
             feed::append(&tx, self.feed.origin(), &changed, self.notify).await?;
         }
         tx.commit().await.map_err(pg_error(during))?;
         let mut flags = vec![false; records.len()];
         for i in winners {
-            let r = &records[i];
-            flags[i] = applied.contains(&(r.map_name.clone(), r.key.clone()));
+            flags[i] = is_applied(&records[i]);
         }
         Ok(flags)
     }
