@@ -171,11 +171,11 @@ async fn subscribe(
     let mut seen = 0;
     while seen < expected {
         let Some(received) = client.next_within(Duration::from_secs(20)).await else {
-            eprintln!("DEBUG node {mine} timeout after {seen}/{expected}");
+            eprintln!("subscriber on node {mine}: no event for 20 s after {seen} of {expected}");
             break;
         };
         let common::Received::Msg(msg) = received else {
-            eprintln!("DEBUG closed {received:?}");
+            eprintln!("subscriber on node {mine} closed: {received:?}");
             break;
         };
         let events = match msg {
