@@ -229,3 +229,41 @@ async fn writes_fan_out_across_nodes_and_trees_agree() {
         server.stop().await.unwrap();
     }
 }
+
+/// Nodes starting together migrate the schema once; a database from a
+/// newer version, a missing database and a malformed URL are clear errors.
+#[tokio::test]
+async fn startup_migrates_once_and_refuses_what_it_cannot_use() {
+    let Some(url) = pg::fresh_database("startup").await else { return };
+    let nodes = futures_util::future::join_all(
+        (0..4).map(|_| PostgresStore::connect(PostgresOptions::new(&url))),
+    )
+    .await;
+    assert!(nodes.iter().all(Result::is_ok), "{nodes:?}");
+    let admin = pg::connect(&url).await;
+    let versions: i64 = admin
+        .query_one("SELECT count(*) FROM topgun_schema", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(versions, 1);
+
+    admin
+        .execute("UPDATE topgun_schema SET version = 99", &[])
+        .await
+        .unwrap();
+    let error = PostgresStore::connect(PostgresOptions::new(&url))
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("99"), "{error}");
+
+    let missing = format!("{}_missing", url);
+    let error = PostgresStore::connect(PostgresOptions::new(&missing))
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("does not exist"), "{error}");
+    let error = PostgresStore::connect(PostgresOptions::new("postgres://[nope"))
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("URL"), "{error}");
+}
