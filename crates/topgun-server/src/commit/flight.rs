@@ -23,8 +23,36 @@ pub(super) const MAX_IN_FLIGHT: usize = 4;
 #[derive(Debug)]
 struct InFlight {
     group: Vec<Job>,
-    keys: HashSet<(String, String)>,
+    keys: Keys,
     merge: JoinHandle<Result<Vec<bool>, StorageError>>,
+}
+
+/// The keys a group writes, as hashes of (map, key): two groups whose sets
+/// meet may write the same key (a collision only makes one wait).
+#[derive(Debug)]
+pub(super) struct Keys(HashSet<u64>);
+
+impl Keys {
+    pub(super) fn of(group: &[Job]) -> Self {
+        use std::hash::BuildHasher;
+        let hasher = std::hash::BuildHasherDefault::<std::hash::DefaultHasher>::default();
+        Keys(
+            group
+                .iter()
+                .flat_map(|job| job.ops.iter())
+                .map(|op| hasher.hash_one((&op.map_name, &op.key)))
+                .collect(),
+        )
+    }
+
+    fn meets(&self, other: &Keys) -> bool {
+        let (small, large) = if self.0.len() <= other.0.len() {
+            (&self.0, &other.0)
+        } else {
+            (&other.0, &self.0)
+        };
+        small.iter().any(|k| large.contains(k))
+    }
 }
 
 /// A merge that finished, to apply to the trees and subscribers.
@@ -49,22 +77,18 @@ impl Flight {
         self.merges.is_empty()
     }
 
-    /// Whether `group` writes a key that a merge in flight writes too.
-    pub(super) fn overlaps(&self, group: &[Job]) -> bool {
-        let keys = keys_of(group);
-        self.merges
-            .iter()
-            .any(|m| m.keys.iter().any(|k| keys.contains(k)))
+    /// Whether a merge in flight may write one of `keys`.
+    pub(super) fn overlaps(&self, keys: &Keys) -> bool {
+        self.merges.iter().any(|m| m.keys.meets(keys))
     }
 
-    /// Starts merging `group` into `store`.
-    pub(super) fn start(&mut self, group: Vec<Job>, store: Arc<dyn ServerStore>) {
+    /// Starts merging `group` (writing `keys`) into `store`.
+    pub(super) fn start(&mut self, group: Vec<Job>, keys: Keys, store: Arc<dyn ServerStore>) {
         let input: Vec<StoreRecord> = group
             .iter()
             .flat_map(|job| job.ops.iter())
             .map(|op| records::to_store(&op.map_name, &op.key, &op.record))
             .collect();
-        let keys = keys_of(&group);
         let merge = tokio::spawn(async move { store.merge(input).await });
         self.merges.push_back(InFlight { group, keys, merge });
     }
@@ -86,14 +110,6 @@ impl Flight {
             result,
         })
     }
-}
-
-fn keys_of(group: &[Job]) -> HashSet<(String, String)> {
-    group
-        .iter()
-        .flat_map(|job| job.ops.iter())
-        .map(|op| (op.map_name.clone(), op.key.clone()))
-        .collect()
 }
 
 impl Landed {

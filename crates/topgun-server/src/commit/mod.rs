@@ -36,7 +36,7 @@ use topgun_storage::StorageError;
 
 /// Most records applied in one transaction; more waiting jobs go into the
 /// next one.
-const MAX_GROUP_RECORDS: usize = 8192;
+const MAX_GROUP_RECORDS: usize = 2048;
 /// Jobs that may wait for the commit task.
 const QUEUE: usize = 1024;
 /// Most changes read from a shared store's feed at once.
@@ -280,10 +280,11 @@ async fn run(
                         Err(_) => break,
                     }
                 }
-                while flight.overlaps(&group) {
+                let keys = flight::Keys::of(&group);
+                while flight.overlaps(&keys) {
                     land_one(&mut flight, &*store, &merkle, &hub, &context).await;
                 }
-                flight.start(group, store.clone());
+                flight.start(group, keys, store.clone());
             }
             Next::Task(Task::Subscribe(job)) => {
                 land_all(&mut flight, &*store, &merkle, &hub, &context).await;

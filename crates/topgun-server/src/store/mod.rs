@@ -64,8 +64,9 @@ pub trait ChangeFeed: Send + Sync {
     /// The changes of up to `limit` commits after position `after`, in
     /// commit order: other nodes' as the records stored when read (so a
     /// record may be newer than the change itself; a key changed several
-    /// times is listed once), and this node's own as the timestamps it
-    /// wrote (a commit whose confirmation was lost still shows here).
+    /// times is listed once), and those of this node's own commits whose
+    /// success it did not see (the connection dropped during `COMMIT`) as
+    /// the timestamps it wrote; its confirmed commits are skipped.
     async fn read(&self, after: u64, limit: usize) -> Result<FeedRead, StorageError>;
 
     /// Resolves when a change may have been committed (a doorbell rang)
@@ -81,7 +82,8 @@ pub enum FeedRead {
     Changes {
         /// Other nodes' changed records, in commit order.
         records: Vec<StoreRecord>,
-        /// This node's own changes: map, key and the timestamp written.
+        /// This node's own unconfirmed changes: map, key and the timestamp
+        /// written.
         own: Vec<(String, KeyStamp)>,
         /// Where to read next.
         next: u64,

@@ -22,7 +22,7 @@
 use super::{pg_error, pool_error, record_of, timestamp_of, Row, CHANNEL, LOCK_FEED, LOCK_PRUNE};
 use crate::store::{ChangeFeed, FeedRead, PostgresOptions};
 use deadpool_postgres::{Pool, Transaction};
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -41,6 +41,9 @@ pub(super) struct Feed {
     pool: Pool,
     origin: String,
     doorbell: Arc<Notify>,
+    /// This node's changes whose commit it saw succeed, not yet read past:
+    /// reading the feed skips them (their records are in its view).
+    own: Mutex<BTreeSet<i64>>,
     poll_interval: Duration,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -67,6 +70,7 @@ impl Feed {
             pool,
             origin,
             doorbell,
+            own: Mutex::new(BTreeSet::new()),
             poll_interval: options.poll_interval,
             tasks: Mutex::new(tasks),
         }
@@ -75,6 +79,16 @@ impl Feed {
     /// This node's id in `topgun_changes.origin` (new at every start).
     pub(super) fn origin(&self) -> &str {
         &self.origin
+    }
+
+    /// Notes that this node's change `seq` committed (its confirmation
+    /// arrived), so reading the feed can skip it.
+    pub(super) fn confirmed(&self, seq: i64) {
+        self.own_seqs().insert(seq);
+    }
+
+    fn own_seqs(&self) -> std::sync::MutexGuard<'_, BTreeSet<i64>> {
+        self.own.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Stops the background tasks.
@@ -94,13 +108,14 @@ impl Drop for Feed {
 
 /// Appends the change of a commit (its rows), in the caller's
 /// transaction, under the feed lock (held until that transaction ends);
-/// rings the doorbell at commit when `notify`, naming this node.
+/// rings the doorbell at commit when `notify`, naming this node. Returns
+/// the change's sequence number.
 pub(super) async fn append(
     tx: &Transaction<'_>,
     origin: &str,
     rows: &[&Row<'_>],
     notify: bool,
-) -> Result<(), StorageError> {
+) -> Result<i64, StorageError> {
     let during = "appending to the change feed";
     let maps: Vec<&str> = rows.iter().map(|r| r.record.map_name.as_str()).collect();
     let keys: Vec<&str> = rows.iter().map(|r| r.record.key.as_str()).collect();
@@ -119,7 +134,8 @@ pub(super) async fn append(
     let insert = tx
         .prepare_cached(
             "INSERT INTO topgun_changes (seq, origin, map_names, keys, millis, counters, node_ids)
-             VALUES (nextval('topgun_change_seq'), $1, $2, $3, $4, $5, $6)",
+             VALUES (nextval('topgun_change_seq'), $1, $2, $3, $4, $5, $6)
+             RETURNING seq",
         )
         .await
         .map_err(pg_error(during))?;
@@ -132,7 +148,7 @@ pub(super) async fn append(
         [&origin, &maps, &keys, &millis, &counters, &nodes];
     let ring_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&CHANNEL, &origin];
     let lock = tx.execute(&lock, &lock_params);
-    let insert = tx.execute(&insert, &params);
+    let insert = tx.query_one(&insert, &params);
     let bell = async {
         if notify {
             tx.execute(&ring, &ring_params).await.map(drop)
@@ -142,9 +158,9 @@ pub(super) async fn append(
     };
     let (locked, inserted, rang) = tokio::join!(lock, insert, bell);
     locked.map_err(pg_error(during))?;
-    inserted.map_err(pg_error(during))?;
+    let seq = inserted.map_err(pg_error(during))?.get(0);
     rang.map_err(pg_error(during))?;
-    Ok(())
+    Ok(seq)
 }
 
 #[async_trait::async_trait]
@@ -169,14 +185,18 @@ impl ChangeFeed for Feed {
         let statement = client
             .prepare_cached(
                 "SELECT seq, origin, map_names, keys, millis, counters, node_ids
-                 FROM topgun_changes WHERE seq > $1 ORDER BY seq LIMIT $2",
+                 FROM topgun_changes WHERE seq > $1 AND seq <> ALL($3)
+                 ORDER BY seq LIMIT $2",
             )
             .await
             .map_err(pg_error(during))?;
         let from = i64::try_from(after).unwrap_or(i64::MAX);
-        let limit = i64::try_from(limit.max(1)).unwrap_or(i64::MAX);
+        // Committed before the page is read, so visible to it.
+        let skipped: Vec<i64> = self.own_seqs().range(from + 1..).copied().collect();
+        let page = limit.max(1);
+        let limit = i64::try_from(page).unwrap_or(i64::MAX);
         let rows = client
-            .query(&statement, &[&from, &limit])
+            .query(&statement, &[&from, &limit, &skipped])
             .await
             .map_err(pg_error(during))?;
         // After the page: a pruning that committed before the page was
@@ -217,6 +237,16 @@ impl ChangeFeed for Feed {
                 own.push((map, KeyStamp { key, timestamp }));
             }
         }
+        if rows.len() < page {
+            // Every change after `after` but the skipped ones is in the
+            // page: the skipped ones are read past too (numbers commit in
+            // order, so nothing below them is still to come).
+            if let Some(last) = skipped.last() {
+                next = next.max(to_position(*last));
+            }
+        }
+        let read_past = i64::try_from(next).unwrap_or(i64::MAX);
+        self.own_seqs().retain(|seq| *seq > read_past);
         let records = current_records(&client, others).await?;
         Ok(FeedRead::Changes { records, own, next })
     }

@@ -224,11 +224,15 @@ impl ServerStore for PostgresStore {
             .map(|row| (row.get(0), row.get(1)))
             .collect();
         let is_applied = |r: &StoreRecord| applied.contains(&(r.map_name.as_str(), r.key.as_str()));
+        let mut seq = None;
         if !applied.is_empty() {
             let changed: Vec<&Row<'_>> = rows.iter().filter(|r| is_applied(r.record)).collect();
-            feed::append(&tx, self.feed.origin(), &changed, self.notify).await?;
+            seq = Some(feed::append(&tx, self.feed.origin(), &changed, self.notify).await?);
         }
         tx.commit().await.map_err(pg_error(during))?;
+        if let Some(seq) = seq {
+            self.feed.confirmed(seq);
+        }
         let mut flags = vec![false; records.len()];
         for i in winners {
             flags[i] = is_applied(&records[i]);
