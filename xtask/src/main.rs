@@ -238,7 +238,16 @@ fn bench(names: &[String]) -> Result<(), String> {
             "--features",
             features,
         ]);
+        // The PostgreSQL bench gets a throwaway server of its own.
+        let pg = if *features == "postgres" {
+            let pg = postgres::Postgres::start(&root())?;
+            cmd.env(postgres::URL_ENV, &pg.url);
+            Some(pg)
+        } else {
+            None
+        };
         run(&format!("bench {target}"), cmd)?;
+        drop(pg);
     }
     eprintln!(
         "figures written under {}",

@@ -232,7 +232,8 @@ async fn writes_fan_out_across_nodes_and_trees_agree() {
 }
 
 /// Nodes starting together migrate the schema once; a database from a
-/// newer version, a missing database and a malformed URL are clear errors.
+/// newer version, a missing database, an unknown user and a malformed URL
+/// are clear errors.
 #[tokio::test]
 async fn startup_migrates_once_and_refuses_what_it_cannot_use() {
     let Some(url) = pg::fresh_database("startup").await else {
@@ -265,6 +266,11 @@ async fn startup_migrates_once_and_refuses_what_it_cannot_use() {
         .await
         .unwrap_err();
     assert!(error.to_string().contains("does not exist"), "{error}");
+    let stranger = url.replacen("postgres@", "nobody_here@", 1);
+    let error = PostgresStore::connect(PostgresOptions::new(&stranger))
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("nobody_here"), "{error}");
     let error = PostgresStore::connect(PostgresOptions::new("postgres://[nope"))
         .await
         .unwrap_err();
