@@ -2,12 +2,37 @@
 
 use crate::store::ServerStore;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use tokio::sync::mpsc;
 use topgun_core::{MerkleTree, Timestamp};
-use topgun_storage::{ScanCursor, StorageError};
+use topgun_storage::{KeyStamp, ScanCursor, StorageError};
 
 /// Records read per page when building the trees at startup.
 const LOAD_PAGE: usize = 1024;
+/// Pages read ahead of the tree build.
+const READ_AHEAD: usize = 8;
+
+/// Sends the stamps of `map`, page by page, until the map ends, the
+/// store fails (the error is sent) or the receiver is gone.
+async fn read_stamps(
+    store: Arc<dyn ServerStore>,
+    map: String,
+    pages: mpsc::Sender<Result<Vec<KeyStamp>, StorageError>>,
+) {
+    let mut cursor = ScanCursor::new(map, LOAD_PAGE);
+    loop {
+        let page = match cursor.next_stamps(&*store).await {
+            Ok(Some(page)) => Ok(page),
+            Ok(None) => return,
+            Err(error) => Err(error),
+        };
+        let failed = page.is_err();
+        if pages.send(page).await.is_err() || failed {
+            return;
+        }
+    }
+}
 
 /// The Merkle trees of all maps. Only the commit task changes them (in
 /// commit order), right after each durable write; readers take a short
@@ -45,20 +70,24 @@ impl MapIndex {
 
 impl MerkleIndex {
     /// Builds the trees of every map in the store (tombstones included),
-    /// reading it page by page.
-    pub(crate) async fn load(store: &dyn ServerStore) -> Result<Self, StorageError> {
+    /// reading it page by page: a task reads the next pages while this one
+    /// adds the last to the tree.
+    pub(crate) async fn load(store: Arc<dyn ServerStore>) -> Result<Self, StorageError> {
         let mut maps = HashMap::new();
         for map in store.map_names().await? {
             let mut tree = MerkleTree::builder();
             let mut leaves = vec![Vec::new(); 1 << (4 * topgun_core::merkle::DEPTH)];
-            let mut pages = ScanCursor::new(map.as_str(), LOAD_PAGE);
-            while let Some(page) = pages.next_stamps(store).await? {
+            let (pages, mut read) = mpsc::channel(READ_AHEAD);
+            let reader = tokio::spawn(read_stamps(store.clone(), map.clone(), pages));
+            while let Some(page) = read.recv().await {
                 // A scan lists each key once.
-                for stamp in page {
+                for stamp in page? {
                     tree.add(&stamp.key, &stamp.timestamp);
                     leaves[MerkleTree::leaf_of(&stamp.key)].push(stamp.key);
                 }
             }
+            // The reader stops after the last page or an error, sent above.
+            let _ = reader.await;
             let index = MapIndex {
                 tree: tree.finish(),
                 leaves,

@@ -111,7 +111,7 @@ where
         None => 0,
     };
     let merkle = Arc::new(
-        MerkleIndex::load(&*store)
+        MerkleIndex::load(store.clone())
             .await
             .map_err(|source| ServerError::LoadStore { source })?,
     );

@@ -13,7 +13,7 @@ use topgun_storage::{StorageError, StoreRecord};
 /// queries to run again.
 pub(super) async fn read_feed(
     after: u64,
-    store: &dyn ServerStore,
+    store: &Arc<dyn ServerStore>,
     merkle: &MerkleIndex,
     hub: &Hub,
 ) -> (Result<u64, CommitError>, Vec<Refill>) {
@@ -29,7 +29,7 @@ pub(super) async fn read_feed(
                 position,
                 "behind the change feed's retention; rebuilding"
             );
-            match MerkleIndex::load(store).await {
+            match MerkleIndex::load(store.clone()).await {
                 Ok(fresh) => merkle.replace(fresh),
                 Err(error) => return (Err(storage(error)), Vec::new()),
             }
@@ -46,7 +46,7 @@ pub(super) async fn read_feed(
                 .map(|(map, stamp)| (map, stamp.key))
                 .collect();
             let mut records = records;
-            match read_records(store, unconfirmed).await {
+            match read_records(&**store, unconfirmed).await {
                 Ok(mine) => records.extend(mine),
                 Err(error) => return (Err(storage(error)), Vec::new()),
             }

@@ -292,7 +292,7 @@ async fn run(
             }
             Next::Task(Task::ReadFeed(job)) => {
                 land_all(&mut flight, &*store, &merkle, &hub, &context).await;
-                let (next, refills) = feed::read_feed(job.after, &*store, &merkle, &hub).await;
+                let (next, refills) = feed::read_feed(job.after, &store, &merkle, &hub).await;
                 let _ = job.done.send(next);
                 queries::refill(refills, &*store, &hub, &context).await;
             }
