@@ -154,9 +154,10 @@ pub struct Limits {
     /// A connection without any incoming frame for this long is closed
     /// (default 60 s; TopGun's client pings every 5 s).
     pub idle_timeout: Duration,
-    /// Frames waiting to be written to one client (default 1024). A client
-    /// whose queue is full is disconnected (close code 1008, "slow
-    /// consumer") instead of slowing down the server.
+    /// Items waiting to be written to one client (default 1024): a frame,
+    /// or the events or query updates of one commit. A client whose queue
+    /// is full is disconnected (close code 1008, "slow consumer") instead
+    /// of slowing down the server.
     pub outbox_capacity: usize,
     /// Most entries in one `QUERY_RESP` (default 1000); `hasMore` tells the
     /// client there were more.

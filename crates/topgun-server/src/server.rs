@@ -169,8 +169,12 @@ where
         let _ = follower.await;
     }
     // The commit task ends once the last connection dropped its handle.
-    if tokio::time::timeout(grace, commit_task).await.is_err() {
-        tracing::warn!("the commit task did not stop in time");
+    let mut commit_task = commit_task;
+    if tokio::time::timeout(grace, &mut commit_task).await.is_err() {
+        // Its unanswered batches get no ack; clients resend them.
+        tracing::warn!("the commit task did not stop in time; stopping it");
+        commit_task.abort();
+        let _ = commit_task.await;
     }
     served.map_err(|source| ServerError::Listener { source })
 }

@@ -136,13 +136,29 @@ async fn pages_follow_byte_order(store: &dyn ServerStore) {
     assert_eq!(maps, ["p", "pp"]);
 }
 
-/// A batch with a bad record stores nothing.
+/// A batch with a bad record stores nothing; what the store says it
+/// refuses, it refuses.
 async fn a_bad_batch_stores_nothing(store: &dyn ServerStore) {
     let good = rec("x", "good", Some(b"1"), 1, "n");
     let bad = rec("x", "", Some(b"1"), 1, "n");
-    let error = store.merge(vec![good, bad]).await.unwrap_err();
+    let error = store.merge(vec![good.clone(), bad]).await.unwrap_err();
     assert!(matches!(error, StorageError::InvalidInput(_)), "{error}");
     assert_eq!(stored(store, "x", "good").await, None);
+    for odd in [
+        rec("x", "nul\0key", Some(b"1"), 1, "n"),
+        rec("x", &"k".repeat(3_000), Some(b"1"), 1, "n"),
+        rec("x", "far", Some(b"1"), u64::MAX, "n"),
+    ] {
+        let refused = store.refuses(&odd.map_name, &odd.key, &odd.timestamp, odd.ttl_ms);
+        let merged = store.merge(vec![good.clone(), odd.clone()]).await;
+        match refused {
+            Some(_) => {
+                assert!(merged.is_err(), "refused yet merged: {}", odd.key.len());
+                assert_eq!(stored(store, "x", "good").await, None);
+            }
+            None => assert!(merged.unwrap()[1], "{}", odd.key.len()),
+        }
+    }
 }
 
 async fn conformance(make: impl AsyncFn() -> Arc<dyn ServerStore>) {

@@ -139,17 +139,22 @@ fn store_of_url(url: &str) -> Result<StoreConfig, CliError> {
     }
 }
 
-/// `url` without its password, to print.
+/// `url` without its password (in the user part or as a `password=`
+/// parameter) and without any other parameter, to print.
 fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+        return "<unparsed URL>".to_owned();
     };
-    match rest.split_once('@') {
+    let (rest, params) = match rest.split_once('?') {
+        Some((rest, _)) => (rest, "?…"),
+        None => (rest, ""),
+    };
+    match rest.rsplit_once('@') {
         Some((user, host)) if user.contains(':') => {
             let name = user.split(':').next().unwrap_or_default();
-            format!("{scheme}://{name}:***@{host}")
+            format!("{scheme}://{name}:***@{host}{params}")
         }
-        _ => url.to_owned(),
+        _ => format!("{scheme}://{rest}{params}"),
     }
 }
 
@@ -164,4 +169,24 @@ pub(crate) fn init_logging() {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn passwords_are_never_printed() {
+        assert_eq!(redact("postgres://u@h:5/d"), "postgres://u@h:5/d");
+        assert_eq!(
+            redact("postgres://u:s3cret@h:5/d"),
+            "postgres://u:***@h:5/d"
+        );
+        assert_eq!(redact("postgres://u:p@ss@h/d"), "postgres://u:***@h/d");
+        assert_eq!(
+            redact("postgres://u@h/d?password=s3cret"),
+            "postgres://u@h/d?…"
+        );
+        assert!(!redact("host=h password=s3cret").contains("s3cret"));
+    }
 }

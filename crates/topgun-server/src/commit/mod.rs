@@ -39,8 +39,9 @@ use topgun_storage::StorageError;
 const MAX_GROUP_RECORDS: usize = 2048;
 /// Jobs that may wait for the commit task.
 const QUEUE: usize = 1024;
-/// Most changes read from a shared store's feed at once.
-const FEED_PAGE: usize = 4096;
+/// Most commits read from a shared store's feed at once (each has at most
+/// `MAX_GROUP_RECORDS` records when this server wrote it).
+const FEED_PAGE: usize = 64;
 
 /// One op that passed every check, ready to apply.
 #[derive(Debug)]

@@ -158,6 +158,13 @@ impl Session {
                 format!("not allowed to write map {:?}", op.map_name),
             ));
         }
+        if let Some(reason) =
+            self.shared
+                .store
+                .refuses(&op.map_name, &op.key, &record.timestamp, record.ttl_ms)
+        {
+            return Err(reject(400, reason.to_owned()));
+        }
         if let Err(error) = self.shared.hlc.update(&record.timestamp) {
             return Err(reject(400, error.to_string()));
         }

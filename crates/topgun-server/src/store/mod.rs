@@ -17,6 +17,7 @@ pub use embedded::EmbeddedStore;
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresOptions, PostgresStore};
 
+use topgun_core::Timestamp;
 use topgun_storage::{KeyStamp, Paged, StorageError, StoreRecord};
 
 /// What the server keeps its records in.
@@ -41,6 +42,22 @@ pub trait ServerStore: Paged + Send + Sync {
         map_name: &str,
         keys: &[String],
     ) -> Result<Vec<Option<StoreRecord>>, StorageError>;
+
+    /// Whether the store can keep a write of `map_name`/`key` stamped
+    /// `timestamp` with `ttl_ms`; the reason when it cannot. The server
+    /// rejects such an op on its own (`OP_REJECTED`) instead of failing
+    /// the merge of every batch grouped with it. Stores that take anything
+    /// keep the default.
+    fn refuses(
+        &self,
+        map_name: &str,
+        key: &str,
+        timestamp: &Timestamp,
+        ttl_ms: Option<u64>,
+    ) -> Option<&'static str> {
+        let _ = (map_name, key, timestamp, ttl_ms);
+        None
+    }
 
     /// Every map that has at least one record (tombstones count).
     async fn map_names(&self) -> Result<Vec<String>, StorageError>;

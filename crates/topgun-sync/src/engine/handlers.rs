@@ -12,6 +12,8 @@ use topgun_core::Timestamp;
 /// carries no record (TopGun's own server sends those).
 pub const SERVER_NODE_ID: &str = "__server__";
 
+/// Longest wait for the answers of batches in flight before a resend.
+const RESEND_WAIT_MS: u64 = 5_000;
 impl SyncEngine {
     pub(super) fn on_frame(&mut self, now_ms: u64, msg: Message, out: &mut Vec<Output>) {
         let Some(auth) = self.auth else {
@@ -83,6 +85,9 @@ impl SyncEngine {
             }
             Message::Error(e) => {
                 let retry = e.code == 429 || e.code >= 500;
+                if retry && !self.push.in_flight.is_empty() {
+                    self.batch_errors += 1;
+                }
                 out.push(Output::Event(SyncEvent::ServerError {
                     code: e.code,
                     message: e.message,
@@ -347,10 +352,27 @@ impl SyncEngine {
             TimerKind::FetchTimeout => self.expire_fetches(now_ms, false, out),
             TimerKind::Resend => {
                 self.resend_set = false;
+                // Resend only once every batch in flight is answered: an ack
+                // of an old batch arriving after the resend could match a
+                // new batch with the same last op and mark ops synced that
+                // were never applied. A server that stays silent is waited
+                // for at most RESEND_WAIT_MS.
+                let unanswered = self.push.in_flight.len().saturating_sub(self.batch_errors);
+                let since = *self.resend_waiting_since.get_or_insert(now_ms);
+                if unanswered > 0 && now_ms.saturating_sub(since) < RESEND_WAIT_MS {
+                    self.resend_set = true;
+                    out.push(Output::SetTimer {
+                        timer: TimerKind::Resend,
+                        after_ms: 10,
+                    });
+                    return;
+                }
+                self.resend_waiting_since = None;
                 if self.auth == Some(Auth::Done) {
                     // Unacked ops go again, read afresh from the log (same op
                     // ids; the server treats a resent op as a no-op).
                     if self.push.rewind() {
+                        self.batch_errors = 0;
                         self.pump(out);
                     } else {
                         self.resend_set = true;

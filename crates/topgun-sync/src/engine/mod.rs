@@ -292,6 +292,12 @@ pub struct SyncEngine {
     /// batches' errors (one per batch) wait for it instead of growing the
     /// backoff each.
     resend_set: bool,
+    /// Retryable `ERROR`s received since the last resend: each answers one
+    /// batch in flight (the server answers every batch, in order, with an
+    /// ack or an error).
+    batch_errors: usize,
+    /// When the scheduled resend first found batches still unanswered.
+    resend_waiting_since: Option<u64>,
     client_id: String,
     /// Fetches of pruned keys waiting for their leaf, by map and leaf path.
     fetches: BTreeMap<(String, String), Fetch>,
@@ -330,6 +336,8 @@ impl SyncEngine {
             skew_ms: 0,
             push_timer_set: false,
             resend_set: false,
+            batch_errors: 0,
+            resend_waiting_since: None,
             client_id: String::new(),
             fetches: BTreeMap::new(),
         }
@@ -626,6 +634,8 @@ impl SyncEngine {
         self.push = Push::default();
         self.push_timer_set = false;
         self.resend_set = false;
+        self.batch_errors = 0;
+        self.resend_waiting_since = None;
         for phase in self.pulls.values_mut() {
             *phase = PullPhase::Idle;
         }

@@ -589,6 +589,70 @@ fn errors_of_all_in_flight_batches_schedule_one_resend() {
     assert!((500..=1_000).contains(&again), "{again}");
 }
 
+/// A resend waits until every batch in flight is answered: the ack of an
+/// old batch that arrives after the resend could otherwise match a new
+/// batch ending with the same op and mark unapplied ops synced.
+#[test]
+fn a_resend_waits_for_the_answers_of_every_batch_in_flight() {
+    let mut e = online();
+    e.handle(0, Input::LocalChange);
+    e.handle(2, Input::Timer(TimerKind::PushDelay));
+    let out = e.handle(
+        2,
+        Input::PendingLoaded {
+            ops: vec![op(1, "a", 1_000_000), op(2, "b", 1_000_000)],
+            exhausted: true,
+        },
+    );
+    assert_eq!(sent(&out).len(), 2);
+    // The first batch fails; the second is still unanswered.
+    e.handle(3, server_error(500));
+    let out = e.handle(1_000, Input::Timer(TimerKind::Resend));
+    assert!(
+        !out.iter().any(|o| matches!(o, Output::LoadPending { .. })),
+        "no resend while a batch is unanswered: {out:?}"
+    );
+    assert_eq!(resend_delay(&out), Some(10));
+    // Its ack arrives: only now are the unacked ops read again.
+    let out = e.handle(
+        1_005,
+        Input::frame(Message::OpAck(OpAck {
+            last_id: OpId::Text("2".into()),
+            achieved_level: None,
+            results: None,
+        })),
+    );
+    assert!(
+        out.iter().any(|o| o == &Output::MarkSynced(vec![2])),
+        "{out:?}"
+    );
+    let out = e.handle(1_010, Input::Timer(TimerKind::Resend));
+    assert!(
+        out.iter().any(|o| matches!(o, Output::LoadPending { .. })),
+        "{out:?}"
+    );
+
+    // A server that never answers is waited for at most 5 s.
+    let mut e = online();
+    e.handle(0, Input::LocalChange);
+    e.handle(2, Input::Timer(TimerKind::PushDelay));
+    e.handle(
+        2,
+        Input::PendingLoaded {
+            ops: vec![op(1, "a", 1_000_000), op(2, "b", 1_000_000)],
+            exhausted: true,
+        },
+    );
+    e.handle(3, server_error(500));
+    let out = e.handle(1_000, Input::Timer(TimerKind::Resend));
+    assert!(!out.iter().any(|o| matches!(o, Output::LoadPending { .. })));
+    let out = e.handle(6_001, Input::Timer(TimerKind::Resend));
+    assert!(
+        out.iter().any(|o| matches!(o, Output::LoadPending { .. })),
+        "{out:?}"
+    );
+}
+
 #[test]
 fn garbage_reconnects_and_a_server_error_resends() {
     let mut e = online();

@@ -31,6 +31,9 @@ use topgun_storage::{KeyStamp, Paged, StorageError, StoreRecord};
 const LOCK_MIGRATE: i64 = 0x7470_6775_6e00_0001;
 const LOCK_FEED: i64 = 0x7470_6775_6e00_0002;
 const LOCK_PRUNE: i64 = 0x7470_6775_6e00_0003;
+/// Longest map name and key together, in bytes: a B-tree entry must fit
+/// in a third of a page.
+const MAX_KEY_BYTES: usize = 2_000;
 /// The `LISTEN` / `NOTIFY` channel of the change feed's doorbell.
 const CHANNEL: &str = "topgun_changes";
 
@@ -111,6 +114,11 @@ impl PostgresStore {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(5));
         }
+        // A node that stalls or vanishes mid-transaction (holding the feed
+        // lock) is cut off by the server, and dead peers are noticed.
+        config
+            .options("-c idle_in_transaction_session_timeout=10000")
+            .keepalives_idle(Duration::from_secs(10));
         let manager = Manager::from_config(
             config.clone(),
             NoTls,
@@ -167,6 +175,9 @@ impl ServerStore for PostgresStore {
         for (i, r) in records.iter().enumerate() {
             if r.map_name.is_empty() || r.key.is_empty() {
                 return Err(StorageError::InvalidInput("empty map name or key"));
+            }
+            if let Some(reason) = self.refuses(&r.map_name, &r.key, &r.timestamp, r.ttl_ms) {
+                return Err(StorageError::InvalidInput(reason));
             }
             let slot = newest.entry((&r.map_name, &r.key)).or_insert(i);
             if r.timestamp > records[*slot].timestamp {
@@ -238,6 +249,27 @@ impl ServerStore for PostgresStore {
             flags[i] = is_applied(&records[i]);
         }
         Ok(flags)
+    }
+
+    fn refuses(
+        &self,
+        map_name: &str,
+        key: &str,
+        timestamp: &Timestamp,
+        ttl_ms: Option<u64>,
+    ) -> Option<&'static str> {
+        let text = [map_name, key, timestamp.node_id.as_str()];
+        if text.iter().any(|t| t.contains('\0')) {
+            Some("PostgreSQL text cannot hold a NUL character (map name, key or node id)")
+        } else if map_name.len() + key.len() > MAX_KEY_BYTES {
+            Some("map name and key are longer than this store indexes (2,000 bytes together)")
+        } else if i64::try_from(timestamp.millis).is_err()
+            || ttl_ms.is_some_and(|t| i64::try_from(t).is_err())
+        {
+            Some("a timestamp or TTL beyond PostgreSQL's bigint")
+        } else {
+            None
+        }
     }
 
     async fn get_many(

@@ -47,6 +47,8 @@ ALTER TABLE topgun_changes
     ALTER COLUMN millis SET STORAGE EXTERNAL,
     ALTER COLUMN counters SET STORAGE EXTERNAL,
     ALTER COLUMN node_ids SET STORAGE EXTERNAL;
+-- Retention deletes by age.
+CREATE INDEX topgun_changes_at ON topgun_changes (at);
 CREATE TABLE topgun_feed (pruned_through bigint NOT NULL);
 INSERT INTO topgun_feed VALUES (0);
 "#];
