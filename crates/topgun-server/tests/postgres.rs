@@ -276,3 +276,58 @@ async fn startup_migrates_once_and_refuses_what_it_cannot_use() {
         .unwrap_err();
     assert!(error.to_string().contains("URL"), "{error}");
 }
+
+/// A commit of this node whose confirmation it never saw (the connection
+/// dropped during COMMIT) comes back from the feed: the node's tree and
+/// subscribers take it. Simulated by writing a record and a change row in
+/// the node's name behind its back.
+#[tokio::test]
+async fn a_node_takes_its_own_commit_whose_confirmation_was_lost() {
+    let Some(url) = pg::fresh_database("unconfirmed").await else {
+        return;
+    };
+    let server = start_node(&url).await;
+    let mut client = server.connect().await;
+    client.subscribe("q", "m").await;
+    client
+        .write(vec![put("1", "m", "seen", "v", ts(1, "w"))])
+        .await;
+    let admin = pg::connect(&url).await;
+    let origin: String = admin
+        .query_one("SELECT origin FROM topgun_changes LIMIT 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let lost = ts(2, "w");
+    let millis = lost.millis as i64;
+    let value = {
+        let mut bytes = Vec::new();
+        rmpv::encode::write_value(&mut bytes, &rmpv::Value::from("ghost")).unwrap();
+        bytes
+    };
+    admin
+        .execute(
+            "INSERT INTO topgun_records VALUES ('m', 'lost', $1, $2, 0, 'w', NULL)",
+            &[&value, &millis],
+        )
+        .await
+        .unwrap();
+    admin
+        .execute(
+            "INSERT INTO topgun_changes (seq, origin, map_names, keys, millis, counters, node_ids)
+             VALUES (nextval('topgun_change_seq'), $1, '{m}', '{lost}', ARRAY[$2::int8], '{0}', '{w}')",
+            &[&origin, &millis],
+        )
+        .await
+        .unwrap();
+    // The next poll of the feed finds it.
+    let event = client
+        .recv_until(|m| matches!(m, Message::ServerEvent(_) | Message::ServerBatchEvent(_)))
+        .await;
+    assert!(format!("{event:?}").contains("ghost"), "{event:?}");
+    let mut want = topgun_core::MerkleTree::new();
+    want.update("seen", &ts(1, "w"));
+    want.update("lost", &lost);
+    assert_eq!(root_hash(&mut client, "m").await, want.root_hash());
+    server.stop().await.unwrap();
+}
