@@ -9,12 +9,11 @@
 mod common;
 
 use common::data::{assert_same_records, read_store, write_pending_puts, Records};
-use common::pg::{count, fresh_database, node};
+use common::pg::{count, fresh_database, node, push_until_stored};
 use common::{expect, topgun, topgun_cmd};
 use std::io::Write;
 use std::path::Path;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
 
 /// `import MAP` of `{"key":…,"value":…}` lines, offline.
 fn import(dir: &Path, map: &str, entries: &[(String, String)]) {
@@ -124,24 +123,8 @@ fn a_node_killed_mid_push_loses_nothing_and_applies_nothing_twice() {
     let client = tmp.path().join("client");
     let written = write_pending_puts(&client, "big", OPS);
 
-    let mut push = topgun_cmd()
-        .arg("--data")
-        .arg(&client)
-        .args(["--server", &first.url, "--timeout", "60", "sync"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
     // Kill the node once some ops are durable.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let stored = loop {
-        let n = count(&db, "SELECT count(*) FROM topgun_records");
-        if n > 0 {
-            break n;
-        }
-        assert!(Instant::now() < deadline, "nothing pushed");
-        std::thread::sleep(Duration::from_millis(5));
-    };
+    let (mut push, stored) = push_until_stored(&client, &first.url, &db);
     first.crash();
     push.kill().unwrap();
     push.wait().unwrap();

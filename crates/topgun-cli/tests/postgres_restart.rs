@@ -9,10 +9,9 @@
 mod common;
 
 use common::data::{assert_same_records, read_store, write_pending_puts};
-use common::pg::{count, fresh_database, node};
-use common::{expect, topgun, topgun_cmd};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use common::pg::{count, fresh_database, node, push_until_stored};
+use common::{expect, topgun};
+use std::process::Command;
 
 const RESTART_ENV: &str = "TOPGUN_TEST_POSTGRES_RESTART";
 
@@ -31,23 +30,7 @@ fn a_database_restart_under_load_loses_nothing() {
     let client = tmp.path().join("client");
     let written = write_pending_puts(&client, "big", OPS);
 
-    let push = topgun_cmd()
-        .arg("--data")
-        .arg(&client)
-        .args(["--server", &server.url, "--timeout", "120", "sync"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let stored = loop {
-        let n = count(&db, "SELECT count(*) FROM topgun_records");
-        if n > 0 {
-            break n;
-        }
-        assert!(Instant::now() < deadline, "nothing pushed");
-        std::thread::sleep(Duration::from_millis(5));
-    };
+    let (push, stored) = push_until_stored(&client, &server.url, &db);
     let restarted = Command::new(&restart).output().unwrap();
     assert!(
         restarted.status.success(),

@@ -46,3 +46,30 @@ pub fn count(url: &str, sql: &str) -> i64 {
 pub fn node(dir: &Path, url: &str) -> Server {
     Server::start(dir, "127.0.0.1:0", &["--no-auth", "--store", url])
 }
+
+/// Starts `topgun sync` of the client at `dir` through `server` (stderr
+/// piped, for a failure report) and returns it once the database at `db`
+/// holds some of its records, with how many it held then.
+pub fn push_until_stored(dir: &Path, server: &str, db: &str) -> (std::process::Child, i64) {
+    let mut push = super::topgun_cmd()
+        .arg("--data")
+        .arg(dir)
+        .args(["--server", server, "--timeout", "120", "sync"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let n = count(db, "SELECT count(*) FROM topgun_records");
+        if n > 0 {
+            return (push, n);
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = push.kill();
+            let _ = push.wait();
+            panic!("nothing pushed");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}

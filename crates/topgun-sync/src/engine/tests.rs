@@ -517,6 +517,22 @@ fn rejected_ops_are_dropped_and_reported() {
     })));
 }
 
+/// An online engine with two batches in flight (ops 1 and 2, 1 MB each).
+fn two_batches_in_flight() -> SyncEngine {
+    let mut e = online();
+    e.handle(0, Input::LocalChange);
+    e.handle(2, Input::Timer(TimerKind::PushDelay));
+    let out = e.handle(
+        2,
+        Input::PendingLoaded {
+            ops: vec![op(1, "a", 1_000_000), op(2, "b", 1_000_000)],
+            exhausted: true,
+        },
+    );
+    assert_eq!(sent(&out).len(), 2);
+    e
+}
+
 /// The resend delay a set of outputs schedules, if any.
 fn resend_delay(out: &[Output]) -> Option<u64> {
     out.iter().find_map(|o| match o {
@@ -541,18 +557,7 @@ fn server_error(code: u32) -> Input {
 /// with a delay doubled each time; an ack starts the delays afresh.
 #[test]
 fn errors_of_all_in_flight_batches_schedule_one_resend() {
-    let mut e = online();
-    e.handle(0, Input::LocalChange);
-    e.handle(2, Input::Timer(TimerKind::PushDelay));
-    // Two ops of 1 MB: two batches in flight.
-    let out = e.handle(
-        2,
-        Input::PendingLoaded {
-            ops: vec![op(1, "a", 1_000_000), op(2, "b", 1_000_000)],
-            exhausted: true,
-        },
-    );
-    assert_eq!(sent(&out).len(), 2);
+    let mut e = two_batches_in_flight();
     let first = resend_delay(&e.handle(3, server_error(500))).expect("a resend");
     assert!((500..=1_000).contains(&first), "{first}");
     assert_eq!(resend_delay(&e.handle(3, server_error(500))), None);
@@ -594,17 +599,7 @@ fn errors_of_all_in_flight_batches_schedule_one_resend() {
 /// batch ending with the same op and mark unapplied ops synced.
 #[test]
 fn a_resend_waits_for_the_answers_of_every_batch_in_flight() {
-    let mut e = online();
-    e.handle(0, Input::LocalChange);
-    e.handle(2, Input::Timer(TimerKind::PushDelay));
-    let out = e.handle(
-        2,
-        Input::PendingLoaded {
-            ops: vec![op(1, "a", 1_000_000), op(2, "b", 1_000_000)],
-            exhausted: true,
-        },
-    );
-    assert_eq!(sent(&out).len(), 2);
+    let mut e = two_batches_in_flight();
     // The first batch fails; the second is still unanswered.
     e.handle(3, server_error(500));
     let out = e.handle(1_000, Input::Timer(TimerKind::Resend));
@@ -633,16 +628,7 @@ fn a_resend_waits_for_the_answers_of_every_batch_in_flight() {
     );
 
     // A server that never answers is waited for at most 5 s.
-    let mut e = online();
-    e.handle(0, Input::LocalChange);
-    e.handle(2, Input::Timer(TimerKind::PushDelay));
-    e.handle(
-        2,
-        Input::PendingLoaded {
-            ops: vec![op(1, "a", 1_000_000), op(2, "b", 1_000_000)],
-            exhausted: true,
-        },
-    );
+    let mut e = two_batches_in_flight();
     e.handle(3, server_error(500));
     let out = e.handle(1_000, Input::Timer(TimerKind::Resend));
     assert!(!out.iter().any(|o| matches!(o, Output::LoadPending { .. })));
