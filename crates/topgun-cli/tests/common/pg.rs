@@ -50,6 +50,9 @@ pub fn node(dir: &Path, url: &str) -> Server {
 /// Starts `topgun sync` of the client at `dir` through `server` (stderr
 /// piped, for a failure report) and returns it once the database at `db`
 /// holds some of its records, with how many it held then.
+// The child is handed to the caller, which waits for it; on the panic
+// path it is killed and reaped first.
+#[allow(clippy::zombie_processes)]
 pub fn push_until_stored(dir: &Path, server: &str, db: &str) -> (std::process::Child, i64) {
     let mut push = super::topgun_cmd()
         .arg("--data")
