@@ -19,7 +19,7 @@
 //! page: a reader whose position is below it may have missed deleted
 //! changes and is told to rebuild ([`FeedRead::Behind`]).
 
-use super::{pg_error, pool_error, record_of, timestamp_of, Row, CHANNEL, LOCK_FEED, LOCK_PRUNE};
+use super::{pg_error, record_of, timestamp_of, Stamps, CHANNEL, LOCK_FEED, LOCK_PRUNE};
 use crate::store::{ChangeFeed, FeedRead, PostgresOptions};
 use deadpool_postgres::{Pool, Transaction};
 use std::collections::{BTreeSet, HashSet};
@@ -106,25 +106,17 @@ impl Drop for Feed {
     }
 }
 
-/// Appends the change of a commit (its rows), in the caller's
+/// Appends the change of a commit (the stamps it applied), in the caller's
 /// transaction, under the feed lock (held until that transaction ends);
 /// rings the doorbell at commit when `notify`, naming this node. Returns
 /// the change's sequence number.
 pub(super) async fn append(
     tx: &Transaction<'_>,
     origin: &str,
-    rows: &[&Row<'_>],
+    changed: &Stamps<'_>,
     notify: bool,
 ) -> Result<i64, StorageError> {
     let during = "appending to the change feed";
-    let maps: Vec<&str> = rows.iter().map(|r| r.record.map_name.as_str()).collect();
-    let keys: Vec<&str> = rows.iter().map(|r| r.record.key.as_str()).collect();
-    let millis: Vec<i64> = rows.iter().map(|r| r.millis).collect();
-    let counters: Vec<i64> = rows.iter().map(|r| r.counter).collect();
-    let nodes: Vec<&str> = rows
-        .iter()
-        .map(|r| r.record.timestamp.node_id.as_str())
-        .collect();
     // Prepared first (cached), then pipelined: the three run in the order
     // they are sent, in one round trip.
     let lock = tx
@@ -144,8 +136,14 @@ pub(super) async fn append(
         .await
         .map_err(pg_error(during))?;
     let lock_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&LOCK_FEED];
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
-        [&origin, &maps, &keys, &millis, &counters, &nodes];
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
+        &origin,
+        &changed.maps,
+        &changed.keys,
+        &changed.millis,
+        &changed.counters,
+        &changed.nodes,
+    ];
     let ring_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&CHANNEL, &origin];
     let lock = tx.execute(&lock, &lock_params);
     let insert = tx.query_one(&insert, &params);
@@ -167,7 +165,7 @@ pub(super) async fn append(
 impl ChangeFeed for Feed {
     async fn position(&self) -> Result<u64, StorageError> {
         let during = "reading the change feed's position";
-        let client = self.pool.get().await.map_err(pool_error(during))?;
+        let client = self.pool.get().await.map_err(pg_error(during))?;
         let row = client
             .query_one(
                 "SELECT GREATEST(COALESCE((SELECT max(seq) FROM topgun_changes), 0),
@@ -181,7 +179,7 @@ impl ChangeFeed for Feed {
 
     async fn read(&self, after: u64, limit: usize) -> Result<FeedRead, StorageError> {
         let during = "reading the change feed";
-        let client = self.pool.get().await.map_err(pool_error(during))?;
+        let client = self.pool.get().await.map_err(pg_error(during))?;
         let statement = client
             .prepare_cached(
                 "SELECT seq, origin, map_names, keys, millis, counters, node_ids
@@ -361,7 +359,7 @@ async fn retain(pool: Pool, retention: Duration) {
 /// prune lock, `None` when another node was pruning.
 pub(super) async fn prune(pool: &Pool, retention: Duration) -> Result<Option<u64>, StorageError> {
     let during = "pruning the change feed";
-    let mut client = pool.get().await.map_err(pool_error(during))?;
+    let mut client = pool.get().await.map_err(pg_error(during))?;
     let tx = client.transaction().await.map_err(pg_error(during))?;
     let locked: bool = tx
         .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&LOCK_PRUNE])

@@ -103,14 +103,8 @@ impl PostgresStore {
     /// URL, a server that cannot be reached, a missing database, wrong
     /// credentials), or [`StorageError::SchemaTooNew`].
     pub async fn connect(options: PostgresOptions) -> Result<Self, StorageError> {
-        let config = tokio_postgres::Config::from_str(&options.url).map_err(|source| {
-            StorageError::Backend {
-                backend: "postgres",
-                during: "parsing the connection URL",
-                source: Box::new(PgFailure::new(source)),
-            }
-        })?;
-        let mut config = config;
+        let mut config = tokio_postgres::Config::from_str(&options.url)
+            .map_err(pg_error("parsing the connection URL"))?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(5));
         }
@@ -137,7 +131,7 @@ impl PostgresStore {
                 during: "creating the connection pool",
                 source: Box::new(source),
             })?;
-        let mut client = pool.get().await.map_err(pool_error("connecting"))?;
+        let mut client = pool.get().await.map_err(pg_error("connecting"))?;
         schema::migrate(&mut client).await?;
         drop(client);
         let origin = uuid::Uuid::new_v4().to_string();
@@ -153,7 +147,7 @@ impl PostgresStore {
         &self,
         during: &'static str,
     ) -> Result<deadpool_postgres::Object, StorageError> {
-        self.pool.get().await.map_err(pool_error(during))
+        self.pool.get().await.map_err(pg_error(during))
     }
 }
 
@@ -163,6 +157,28 @@ struct Row<'a> {
     millis: i64,
     counter: i64,
     ttl: Option<i64>,
+}
+
+/// The keys and timestamps of some rows, as the array parameters of the
+/// upsert and of the change feed.
+struct Stamps<'a> {
+    maps: Vec<&'a str>,
+    keys: Vec<&'a str>,
+    millis: Vec<i64>,
+    counters: Vec<i64>,
+    nodes: Vec<&'a str>,
+}
+
+impl<'a> Stamps<'a> {
+    fn of(rows: impl Iterator<Item = &'a Row<'a>> + Clone) -> Self {
+        Self {
+            maps: rows.clone().map(|r| r.record.map_name.as_str()).collect(),
+            keys: rows.clone().map(|r| r.record.key.as_str()).collect(),
+            millis: rows.clone().map(|r| r.millis).collect(),
+            counters: rows.clone().map(|r| r.counter).collect(),
+            nodes: rows.map(|r| r.record.timestamp.node_id.as_str()).collect(),
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -194,15 +210,8 @@ impl ServerStore for PostgresStore {
             .iter()
             .map(|i| to_row(&records[*i]))
             .collect::<Result<Vec<_>, _>>()?;
-        let maps: Vec<&str> = rows.iter().map(|r| r.record.map_name.as_str()).collect();
-        let keys: Vec<&str> = rows.iter().map(|r| r.record.key.as_str()).collect();
+        let stamps = Stamps::of(rows.iter());
         let values: Vec<Option<&[u8]>> = rows.iter().map(|r| r.record.value.as_deref()).collect();
-        let millis: Vec<i64> = rows.iter().map(|r| r.millis).collect();
-        let counters: Vec<i64> = rows.iter().map(|r| r.counter).collect();
-        let nodes: Vec<&str> = rows
-            .iter()
-            .map(|r| r.record.timestamp.node_id.as_str())
-            .collect();
         let ttls: Vec<Option<i64>> = rows.iter().map(|r| r.ttl).collect();
 
         let mut client = self.client(during).await?;
@@ -226,7 +235,15 @@ impl ServerStore for PostgresStore {
         let applied_rows = tx
             .query(
                 &upsert,
-                &[&maps, &keys, &values, &millis, &counters, &nodes, &ttls],
+                &[
+                    &stamps.maps,
+                    &stamps.keys,
+                    &values,
+                    &stamps.millis,
+                    &stamps.counters,
+                    &stamps.nodes,
+                    &ttls,
+                ],
             )
             .await
             .map_err(pg_error(during))?;
@@ -237,7 +254,7 @@ impl ServerStore for PostgresStore {
         let is_applied = |r: &StoreRecord| applied.contains(&(r.map_name.as_str(), r.key.as_str()));
         let mut seq = None;
         if !applied.is_empty() {
-            let changed: Vec<&Row<'_>> = rows.iter().filter(|r| is_applied(r.record)).collect();
+            let changed = Stamps::of(rows.iter().filter(|r| is_applied(r.record)));
             seq = Some(feed::append(&tx, self.feed.origin(), &changed, self.notify).await?);
         }
         tx.commit().await.map_err(pg_error(during))?;
@@ -488,18 +505,12 @@ impl std::error::Error for PgFailure {
     }
 }
 
-/// Maps a driver error to a [`StorageError::Backend`].
-fn pg_error(during: &'static str) -> impl Fn(tokio_postgres::Error) -> StorageError {
-    move |source| StorageError::Backend {
-        backend: "postgres",
-        during,
-        source: Box::new(PgFailure::new(source)),
-    }
-}
-
-/// Maps a pool error (no connection could be had) to a
-/// [`StorageError::Backend`].
-fn pool_error(during: &'static str) -> impl Fn(deadpool_postgres::PoolError) -> StorageError {
+/// Maps an error of the driver, the pool (no connection could be had) or
+/// the URL parser to a [`StorageError::Backend`].
+fn pg_error<E>(during: &'static str) -> impl Fn(E) -> StorageError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
     move |source| StorageError::Backend {
         backend: "postgres",
         during,
