@@ -1,6 +1,7 @@
 //! Storage for TopGun: the [`Store`] trait every backend implements, the
-//! records it keeps, and the backends — [`MemoryStore`] (always built) and
-//! `RedbStore` (feature `redb`, native only).
+//! records it keeps, and the backends — [`MemoryStore`] (always built),
+//! `RedbStore` (feature `redb`, native only) and `IndexedDbStore`
+//! (feature `indexeddb`, wasm32 only).
 //!
 //! A store holds three things, as in TopGun's client:
 //! - **records** (`key_value_store`): the current [`StoreRecord`] of every
@@ -18,10 +19,18 @@
 //! Features:
 //! - `redb`: `RedbStore`, a durable single-file store with group commit
 //!   (native targets only; enabling it on wasm is a compile error);
+//! - `indexeddb`: `IndexedDbStore`, the store in the browser's IndexedDB
+//!   (wasm32 only; enabling it on a native target is a compile error);
 //! - `testing`: `conformance`, the test suite every [`Store`] must pass,
 //!   with a macro that instantiates it for a backend; `hooked`, a store
 //!   wrapper that runs a test's hook around every call.
 #![warn(missing_docs)]
+
+#[cfg(all(feature = "indexeddb", not(target_family = "wasm")))]
+compile_error!(
+    "feature `indexeddb` needs the wasm32 target (a browser); \
+     on native targets use RedbStore (feature `redb`)"
+);
 
 #[cfg(all(feature = "redb", target_family = "wasm"))]
 compile_error!(
@@ -40,6 +49,9 @@ mod validate;
 #[cfg(all(feature = "redb", not(target_family = "wasm")))]
 mod redb;
 
+#[cfg(all(feature = "indexeddb", target_family = "wasm"))]
+mod indexeddb;
+
 #[cfg(feature = "testing")]
 pub mod conformance;
 #[cfg(feature = "testing")]
@@ -50,6 +62,9 @@ pub use error::StorageError;
 pub use memory::MemoryStore;
 #[cfg(all(feature = "redb", not(target_family = "wasm")))]
 pub use redb::{Durability, RedbStore, RedbStoreBuilder, SUPPORTED_SCHEMA_VERSION};
+
+#[cfg(all(feature = "indexeddb", target_family = "wasm"))]
+pub use indexeddb::{IndexedDbStore, DEFAULT_DATABASE_NAME, INDEXEDDB_SCHEMA_VERSION};
 
 pub use model::{
     AppliedChange, ClearOutcome, KeyStamp, LocalWrite, OpId, OpLogEntry, OpType, PruneSums,

@@ -1,0 +1,102 @@
+//! The JavaScript boundary: IndexedDB errors become strings here (a
+//! [`JsFailure`]), and keys and bytes become JS values.
+
+use crate::error::StorageError;
+use js_sys::{Array, ArrayBuffer, Reflect, Uint8Array};
+use wasm_bindgen::{JsCast, JsValue};
+
+/// Backend name in [`StorageError::Backend`].
+pub(crate) const BACKEND: &str = "indexeddb";
+
+/// A JS exception, copied out of the JS heap so that it can travel as a
+/// `Send + Sync` error source.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{name}: {message}")]
+pub(crate) struct JsFailure {
+    /// The exception's name (`QuotaExceededError`, `VersionError`, …).
+    pub(crate) name: String,
+    /// Its message.
+    pub(crate) message: String,
+}
+
+impl JsFailure {
+    /// The failure behind an `idb` error; the DOM exception's name where
+    /// there is one.
+    pub(crate) fn from_idb(error: &idb::Error) -> Self {
+        let name = match error {
+            idb::Error::DomException(exception) => exception.name(),
+            _ => "Error".to_owned(),
+        };
+        Self {
+            name,
+            message: error.to_string(),
+        }
+    }
+
+    /// The failure behind a thrown JS value.
+    pub(crate) fn from_js(value: &JsValue) -> Self {
+        match value.dyn_ref::<js_sys::Error>() {
+            Some(error) => Self {
+                name: error.name().into(),
+                message: error.message().into(),
+            },
+            None => Self {
+                name: "Error".to_owned(),
+                message: value.as_string().unwrap_or_else(|| format!("{value:?}")),
+            },
+        }
+    }
+
+    /// This failure as the storage error of `during`.
+    pub(crate) fn into_error(self, during: &'static str) -> StorageError {
+        StorageError::Backend {
+            backend: BACKEND,
+            during,
+            source: Box::new(self),
+        }
+    }
+}
+
+/// Maps an `idb` error to the storage error of `during`.
+pub(crate) fn idb_error(during: &'static str) -> impl Fn(idb::Error) -> StorageError {
+    move |error| JsFailure::from_idb(&error).into_error(during)
+}
+
+/// Maps a thrown JS value to the storage error of `during`.
+pub(crate) fn js_error(during: &'static str) -> impl Fn(JsValue) -> StorageError {
+    move |value| JsFailure::from_js(&value).into_error(during)
+}
+
+/// A binary IndexedDB key (or value) holding `bytes`. Binary keys compare
+/// byte-wise, as `str` does; string keys would compare by UTF-16 units.
+pub(crate) fn bytes(bytes: &[u8]) -> JsValue {
+    Uint8Array::from(bytes).into()
+}
+
+/// The bytes of a binary key or value (`ArrayBuffer` or `Uint8Array`).
+pub(crate) fn to_bytes(value: &JsValue) -> Option<Vec<u8>> {
+    if let Some(array) = value.dyn_ref::<Uint8Array>() {
+        Some(array.to_vec())
+    } else {
+        value
+            .dyn_ref::<ArrayBuffer>()
+            .map(|buffer| Uint8Array::new(buffer).to_vec())
+    }
+}
+
+/// An array key of the given parts.
+pub(crate) fn array(parts: &[JsValue]) -> JsValue {
+    parts.iter().collect::<Array>().into()
+}
+
+/// Property `name` of `object`.
+pub(crate) fn field(object: &JsValue, name: &str) -> Result<JsValue, StorageError> {
+    Reflect::get(object, &JsValue::from_str(name)).map_err(js_error("reading a stored object"))
+}
+
+/// Sets property `name` of `object`.
+pub(crate) fn set(object: &JsValue, name: &str, value: &JsValue) -> Result<(), StorageError> {
+    Reflect::set(object, &JsValue::from_str(name), value)
+        .map(drop)
+        .map_err(js_error("building an object to store"))
+}

@@ -1,0 +1,368 @@
+//! The writes a [`WriteTxn`] applies: one [`WriteOp`] per writing
+//! [`Store`](crate::Store) method, with the same rules as every backend.
+
+use super::codec;
+use super::js::idb_error;
+use super::schema::{DIRTY_INDEX, SYNCED_INDEX};
+use super::txn::{PendingId, WriteTxn};
+use crate::error::StorageError;
+use crate::model::{
+    AppliedChange, ClearOutcome, LocalWrite, OpId, OpLogEntry, OpType, PruneSums, StoreRecord,
+};
+use std::collections::BTreeSet;
+use std::future::IntoFuture;
+use topgun_core::Timestamp;
+use wasm_bindgen::JsValue;
+
+/// Records read per request when a write walks a whole map.
+const PAGE: u32 = 512;
+
+/// One writing call, validated.
+#[derive(Debug)]
+pub(crate) enum WriteOp {
+    Local(LocalWrite),
+    Remote(Vec<StoreRecord>),
+    Clear(String, Timestamp),
+    Prune(String, Vec<String>, PruneSums),
+    MarkSynced(Vec<OpId>),
+    Acknowledge(Vec<OpId>),
+    DropSynced,
+    MetaPut(String, Vec<u8>),
+}
+
+/// What a [`WriteOp`] answers once its transaction commits.
+#[derive(Debug)]
+pub(crate) enum WriteOutcome {
+    OpId(OpId),
+    Changes(Vec<AppliedChange>),
+    Cleared(ClearOutcome),
+    Keys(Vec<String>),
+    Count(u64),
+    Done,
+}
+
+/// An outcome still waiting for the id of the op it added.
+pub(crate) enum Applied {
+    Ready(WriteOutcome),
+    OpId(PendingId),
+    Cleared(PendingId, Vec<String>),
+}
+
+impl Applied {
+    /// The outcome, once the op's id has arrived.
+    pub(crate) async fn resolve(self) -> Result<WriteOutcome, StorageError> {
+        const DURING: &str = "appending to the operation log";
+        Ok(match self {
+            Applied::Ready(outcome) => outcome,
+            Applied::OpId(request) => {
+                WriteOutcome::OpId(codec::op_id(&request.await.map_err(idb_error(DURING))?)?)
+            }
+            Applied::Cleared(request, removed_keys) => WriteOutcome::Cleared(ClearOutcome {
+                op_id: codec::op_id(&request.await.map_err(idb_error(DURING))?)?,
+                removed_keys,
+            }),
+        })
+    }
+}
+
+impl WriteOp {
+    /// The records this op reads by key, so that a group of ops reads
+    /// them all in one go before applying any.
+    pub(crate) fn keys(&self) -> Vec<(&str, &str)> {
+        match self {
+            WriteOp::Local(write) => vec![(&write.map_name, &write.key)],
+            WriteOp::Remote(records) => records
+                .iter()
+                .map(|r| (r.map_name.as_str(), r.key.as_str()))
+                .collect(),
+            WriteOp::Prune(map_name, keys, _) => {
+                keys.iter().map(|k| (map_name.as_str(), k.as_str())).collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Applies this op in `txn`.
+    pub(crate) async fn apply(&self, txn: &mut WriteTxn) -> Result<Applied, StorageError> {
+        Ok(match self {
+            WriteOp::Local(write) => Applied::OpId(write_local(txn, write).await?),
+            WriteOp::Remote(records) => {
+                Applied::Ready(WriteOutcome::Changes(apply_remote(txn, records).await?))
+            }
+            WriteOp::Clear(map_name, timestamp) => {
+                let (request, removed) = clear_map(txn, map_name, timestamp).await?;
+                Applied::Cleared(request, removed)
+            }
+            WriteOp::Prune(map_name, keys, sums) => Applied::Ready(WriteOutcome::Keys(
+                prune_clean(txn, map_name, keys, *sums).await?,
+            )),
+            WriteOp::MarkSynced(ids) => {
+                Applied::Ready(WriteOutcome::Count(settle(txn, ids, Settle::Mark).await?))
+            }
+            WriteOp::Acknowledge(ids) => {
+                Applied::Ready(WriteOutcome::Count(settle(txn, ids, Settle::Delete).await?))
+            }
+            WriteOp::DropSynced => Applied::Ready(WriteOutcome::Count(drop_synced(txn).await?)),
+            WriteOp::MetaPut(key, value) => {
+                txn.meta
+                    .put(&super::js::bytes(value), Some(&codec::app_meta_key(key)))
+                    .map_err(idb_error("writing a meta value"))?;
+                Applied::Ready(WriteOutcome::Done)
+            }
+        })
+    }
+}
+
+async fn write_local(txn: &mut WriteTxn, write: &LocalWrite) -> Result<PendingId, StorageError> {
+    txn.load(&write.map_name, [write.key.as_str()]).await?;
+    txn.store(StoreRecord {
+        map_name: write.map_name.clone(),
+        key: write.key.clone(),
+        value: write.value.clone(),
+        timestamp: write.timestamp.clone(),
+        ttl_ms: write.ttl_ms,
+        dirty: true,
+    })
+    .await?;
+    txn.add_op(
+        &write.map_name,
+        write.op_type,
+        &write.key,
+        write.value.as_deref(),
+        &write.timestamp,
+        write.ttl_ms,
+    )
+}
+
+async fn apply_remote(
+    txn: &mut WriteTxn,
+    records: &[StoreRecord],
+) -> Result<Vec<AppliedChange>, StorageError> {
+    let mut changes = Vec::new();
+    for record in records {
+        txn.load(&record.map_name, [record.key.as_str()]).await?;
+        let previous = txn.current(&record.map_name, &record.key).cloned();
+        if previous
+            .as_ref()
+            .is_some_and(|old| record.timestamp <= old.timestamp)
+        {
+            continue;
+        }
+        let mut current = record.clone();
+        current.dirty = false;
+        txn.store(current.clone()).await?;
+        changes.push(AppliedChange { previous, current });
+    }
+    Ok(changes)
+}
+
+/// Reads every record of `map_name` into the overlay, a page at a time.
+async fn load_map(txn: &mut WriteTxn, map_name: &str) -> Result<Vec<String>, StorageError> {
+    const DURING: &str = "reading a map to clear";
+    let mut keys = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let range = codec::map_range(map_name, after.as_deref())?;
+        let page = txn
+            .records
+            .get_all(Some(range.into()), Some(PAGE))
+            .map_err(idb_error(DURING))?
+            .await
+            .map_err(idb_error(DURING))?;
+        let full = page.len() == PAGE as usize;
+        for object in &page {
+            let record = codec::record_from_js(object)?;
+            keys.push(record.key.clone());
+            txn.adopt(record);
+        }
+        match (full, keys.last()) {
+            (true, Some(last)) => after = Some(last.clone()),
+            _ => return Ok(keys),
+        }
+    }
+}
+
+async fn clear_map(
+    txn: &mut WriteTxn,
+    map_name: &str,
+    timestamp: &Timestamp,
+) -> Result<(PendingId, Vec<String>), StorageError> {
+    let mut removed = Vec::new();
+    for key in load_map(txn, map_name).await? {
+        let Some(record) = txn.current(map_name, &key) else {
+            continue;
+        };
+        // Only live records older than the clear (a newer write wins).
+        if record.value.is_none() || record.timestamp >= *timestamp {
+            continue;
+        }
+        let tombstone = StoreRecord {
+            value: None,
+            ttl_ms: None,
+            timestamp: timestamp.clone(),
+            dirty: true,
+            ..record.clone()
+        };
+        txn.store(tombstone).await?;
+        removed.push(key);
+    }
+    let request = txn.add_op(map_name, OpType::Clear, "", None, timestamp, None)?;
+    Ok((request, removed))
+}
+
+/// Every unsynced op in the log.
+async fn pending(txn: &WriteTxn) -> Result<Vec<OpLogEntry>, StorageError> {
+    const DURING: &str = "reading pending ops";
+    let objects = txn
+        .ops
+        .index(SYNCED_INDEX)
+        .map_err(idb_error(DURING))?
+        .get_all(Some(JsValue::from_f64(0.0).into()), None)
+        .map_err(idb_error(DURING))?
+        .await
+        .map_err(idb_error(DURING))?;
+    objects.iter().map(codec::op_from_js).collect()
+}
+
+async fn prune_clean(
+    txn: &mut WriteTxn,
+    map_name: &str,
+    keys: &[String],
+    sums: PruneSums,
+) -> Result<Vec<String>, StorageError> {
+    let mut pending_keys = BTreeSet::new();
+    for op in pending(txn).await? {
+        if op.map_name != map_name {
+            continue;
+        }
+        if op.op_type == OpType::Clear {
+            return Ok(Vec::new());
+        }
+        pending_keys.insert(op.key);
+    }
+    txn.load(map_name, keys.iter().map(String::as_str)).await?;
+    let mut removed = Vec::new();
+    for key in keys {
+        if pending_keys.contains(key) {
+            continue;
+        }
+        if txn.current(map_name, key).is_some_and(|r| !r.dirty) {
+            txn.delete(map_name, key, sums).await?;
+            removed.push(key.clone());
+        }
+    }
+    Ok(removed)
+}
+
+/// What [`settle`] does with an acknowledged op.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Settle {
+    /// Keep it, marked synced.
+    Mark,
+    /// Delete it (synced ones too).
+    Delete,
+}
+
+/// Marks ops synced (cleaning the records that still carry their
+/// timestamp) and keeps or deletes them.
+async fn settle(txn: &mut WriteTxn, ids: &[OpId], how: Settle) -> Result<u64, StorageError> {
+    const DURING: &str = "settling acknowledged ops";
+    let mut requests = Vec::new();
+    let mut asked = BTreeSet::new();
+    for id in ids {
+        // A repeated id is settled once.
+        if asked.insert(*id) {
+            let request = txn.ops.get(codec::op_key(*id)).map_err(idb_error(DURING))?;
+            requests.push(request.into_future());
+        }
+    }
+    let mut changed = 0;
+    for request in requests {
+        let Some(object) = request.await.map_err(idb_error(DURING))? else {
+            continue;
+        };
+        let op = codec::op_from_js(&object)?;
+        if !op.synced {
+            changed += 1;
+            txn.counters.pending_ops -= 1;
+            clean(txn, &op).await?;
+        }
+        match how {
+            Settle::Mark if !op.synced => {
+                codec::mark_op_synced(&object)?;
+                txn.ops.put(&object, None).map_err(idb_error(DURING))?;
+            }
+            Settle::Mark => {}
+            Settle::Delete => {
+                txn.ops
+                    .delete(codec::op_key(op.id))
+                    .map_err(idb_error(DURING))?;
+                txn.counters.bytes -= op.approx_size();
+            }
+        }
+    }
+    Ok(changed)
+}
+
+/// Clears `dirty` on the records that still carry `op`'s timestamp.
+async fn clean(txn: &mut WriteTxn, op: &OpLogEntry) -> Result<(), StorageError> {
+    let keys = if op.op_type == OpType::Clear {
+        dirty_keys(txn, &op.map_name).await?
+    } else {
+        txn.load(&op.map_name, [op.key.as_str()]).await?;
+        vec![op.key.clone()]
+    };
+    for key in keys {
+        match txn.current(&op.map_name, &key) {
+            Some(record) if record.dirty && record.timestamp == op.timestamp => {
+                let clean = StoreRecord {
+                    dirty: false,
+                    ..record.clone()
+                };
+                txn.store(clean).await?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The keys of `map_name`'s dirty records, read into the overlay.
+async fn dirty_keys(txn: &mut WriteTxn, map_name: &str) -> Result<Vec<String>, StorageError> {
+    const DURING: &str = "reading dirty records";
+    let objects = txn
+        .records
+        .index(DIRTY_INDEX)
+        .map_err(idb_error(DURING))?
+        .get_all(Some(codec::dirty_key(map_name).into()), None)
+        .map_err(idb_error(DURING))?
+        .await
+        .map_err(idb_error(DURING))?;
+    let mut keys = Vec::with_capacity(objects.len());
+    for object in &objects {
+        let record = codec::record_from_js(object)?;
+        keys.push(record.key.clone());
+        txn.adopt(record);
+    }
+    Ok(keys)
+}
+
+async fn drop_synced(txn: &mut WriteTxn) -> Result<u64, StorageError> {
+    const DURING: &str = "dropping synced ops";
+    let objects = txn
+        .ops
+        .index(SYNCED_INDEX)
+        .map_err(idb_error(DURING))?
+        .get_all(Some(JsValue::from_f64(1.0).into()), None)
+        .map_err(idb_error(DURING))?
+        .await
+        .map_err(idb_error(DURING))?;
+    for object in &objects {
+        let op = codec::op_from_js(object)?;
+        txn.ops
+            .delete(codec::op_key(op.id))
+            .map_err(idb_error(DURING))?;
+        txn.counters.bytes -= op.approx_size();
+    }
+    Ok(objects.len() as u64)
+}

@@ -1,0 +1,279 @@
+//! Reads, each in a read-only transaction of its own.
+
+use super::codec::{self, Counters};
+use super::js::{idb_error, to_bytes};
+use super::schema::{DIRTY_INDEX, META, OPS, RECORDS};
+use crate::error::StorageError;
+use crate::model::{KeyStamp, OpId, OpLogEntry, StoreRecord, StoreStats};
+use idb::{CursorDirection, Database, ObjectStore, Query, TransactionMode};
+use std::future::IntoFuture;
+use wasm_bindgen::JsValue;
+
+/// A page size IndexedDB takes (`u32`), from a `usize` limit.
+fn page_limit(limit: usize) -> u32 {
+    u32::try_from(limit).unwrap_or(u32::MAX)
+}
+
+/// One object store in a read-only transaction.
+fn reading(database: &Database, name: &str, during: &'static str) -> Result<ObjectStore, StorageError> {
+    database
+        .transaction(&[name], TransactionMode::ReadOnly)
+        .map_err(idb_error(during))?
+        .object_store(name)
+        .map_err(idb_error(during))
+}
+
+pub(crate) async fn get_many(
+    database: &Database,
+    map_name: &str,
+    keys: &[String],
+) -> Result<Vec<Option<StoreRecord>>, StorageError> {
+    const DURING: &str = "reading records";
+    if map_name.is_empty() || keys.is_empty() {
+        return Ok(vec![None; keys.len()]);
+    }
+    let store = reading(database, RECORDS, DURING)?;
+    let mut requests = Vec::with_capacity(keys.len());
+    for key in keys {
+        requests.push(if key.is_empty() {
+            None
+        } else {
+            // Listening from now on: see `txn::PendingId`.
+            Some(
+                store
+                    .get(codec::record_key(map_name, key))
+                    .map_err(idb_error(DURING))?
+                    .into_future(),
+            )
+        });
+    }
+    let mut out = Vec::with_capacity(keys.len());
+    for request in requests {
+        let found = match request {
+            Some(request) => request.await.map_err(idb_error(DURING))?,
+            None => None,
+        };
+        out.push(found.as_ref().map(codec::record_from_js).transpose()?);
+    }
+    Ok(out)
+}
+
+pub(crate) async fn scan(
+    database: &Database,
+    map_name: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<StoreRecord>, StorageError> {
+    const DURING: &str = "scanning a map";
+    if limit == 0 || map_name.is_empty() {
+        return Ok(Vec::new());
+    }
+    let range = codec::map_range(map_name, after)?;
+    let objects = reading(database, RECORDS, DURING)?
+        .get_all(Some(range.into()), Some(page_limit(limit)))
+        .map_err(idb_error(DURING))?
+        .await
+        .map_err(idb_error(DURING))?;
+    objects.iter().map(codec::record_from_js).collect()
+}
+
+pub(crate) async fn scan_stamps(
+    database: &Database,
+    map_name: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<KeyStamp>, StorageError> {
+    Ok(scan(database, map_name, after, limit)
+        .await?
+        .into_iter()
+        .map(|r| KeyStamp {
+            key: r.key,
+            timestamp: r.timestamp,
+        })
+        .collect())
+}
+
+/// Dirty records of a map in key order: a cursor over the
+/// `[mapName, dirty]` index, whose entries with one index key are in
+/// primary-key order, started after `[map, after]`.
+pub(crate) async fn dirty_records(
+    database: &Database,
+    map_name: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<StoreRecord>, StorageError> {
+    const DURING: &str = "reading dirty records";
+    if limit == 0 || map_name.is_empty() {
+        return Ok(Vec::new());
+    }
+    let dirty = codec::dirty_key(map_name);
+    let index = reading(database, RECORDS, DURING)?
+        .index(DIRTY_INDEX)
+        .map_err(idb_error(DURING))?;
+    let Some(cursor) = index
+        .open_cursor(Some(Query::Key(dirty.clone())), Some(CursorDirection::Next))
+        .map_err(idb_error(DURING))?
+        .await
+        .map_err(idb_error(DURING))?
+    else {
+        return Ok(Vec::new());
+    };
+    let mut cursor = cursor.into_managed();
+    if let Some(after) = after {
+        let at = |cursor: &idb::ManagedCursor| -> Result<Option<Vec<u8>>, StorageError> {
+            Ok(cursor
+                .primary_key()
+                .map_err(idb_error(DURING))?
+                .and_then(|primary| js_sys::Reflect::get_u32(&primary, 1).ok())
+                .and_then(|key| to_bytes(&key)))
+        };
+        let target = after.as_bytes();
+        if at(&cursor)?.is_some_and(|key| key.as_slice() < target) {
+            // `continuePrimaryKey` needs a target past the cursor.
+            cursor
+                .next_primary_key(&dirty, &codec::record_key(map_name, after))
+                .await
+                .map_err(idb_error(DURING))?;
+        }
+        // It stops at `after` itself if that record is dirty.
+        if at(&cursor)?.is_some_and(|key| key.as_slice() == target) {
+            cursor.next(None).await.map_err(idb_error(DURING))?;
+        }
+    }
+    let mut out = Vec::new();
+    while out.len() < limit {
+        let Some(object) = cursor.value().map_err(idb_error(DURING))? else {
+            break;
+        };
+        out.push(codec::record_from_js(&object)?);
+        cursor.next(None).await.map_err(idb_error(DURING))?;
+    }
+    Ok(out)
+}
+
+pub(crate) async fn pending_ops(
+    database: &Database,
+    after: Option<OpId>,
+    limit: usize,
+) -> Result<Vec<OpLogEntry>, StorageError> {
+    const DURING: &str = "reading pending ops";
+    let store = reading(database, OPS, DURING)?;
+    let mut out = Vec::new();
+    let mut after = after;
+    // Synced ops wait in the log only between `mark_synced` and
+    // `drop_synced_ops`; skip them page by page.
+    while out.len() < limit {
+        let range = match after {
+            Some(id) => Some(
+                idb::KeyRange::lower_bound(&codec::op_key(id), Some(true))
+                    .map_err(idb_error(DURING))?
+                    .into(),
+            ),
+            None => None,
+        };
+        let want = page_limit(limit - out.len());
+        let page = store
+            .get_all(range, Some(want))
+            .map_err(idb_error(DURING))?
+            .await
+            .map_err(idb_error(DURING))?;
+        let full = page.len() == want as usize;
+        for object in &page {
+            let op = codec::op_from_js(object)?;
+            after = Some(op.id);
+            if !op.synced {
+                out.push(op);
+            }
+        }
+        if !full {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+pub(crate) async fn map_names(database: &Database) -> Result<Vec<String>, StorageError> {
+    const DURING: &str = "listing maps";
+    let store = reading(database, RECORDS, DURING)?;
+    let mut names = Vec::new();
+    let mut from: Option<JsValue> = None;
+    loop {
+        let range = match &from {
+            Some(lower) => Some(
+                idb::KeyRange::lower_bound(lower, Some(false))
+                    .map_err(idb_error(DURING))?
+                    .into(),
+            ),
+            None => None,
+        };
+        let keys = store
+            .get_all_keys(range, Some(1))
+            .map_err(idb_error(DURING))?
+            .await
+            .map_err(idb_error(DURING))?;
+        let Some(key) = keys.first() else {
+            return Ok(names);
+        };
+        let map = js_sys::Reflect::get_u32(key, 0)
+            .ok()
+            .and_then(|part| to_bytes(&part))
+            .ok_or_else(|| codec::corrupt(RECORDS, "a key is not [mapName, key]"))?;
+        let name = String::from_utf8(map)
+            .map_err(|e| StorageError::Corrupt {
+                what: RECORDS,
+                source: Box::new(e),
+            })?;
+        // Jump past every key of this map.
+        from = Some(codec::next_map(&name));
+        names.push(name);
+    }
+}
+
+async fn meta_value(
+    database: &Database,
+    key: JsValue,
+    during: &'static str,
+) -> Result<Option<JsValue>, StorageError> {
+    reading(database, META, during)?
+        .get(key)
+        .map_err(idb_error(during))?
+        .await
+        .map_err(idb_error(during))
+}
+
+pub(crate) async fn merkle_leaves(
+    database: &Database,
+    map_name: &str,
+) -> Result<Vec<u32>, StorageError> {
+    codec::sums_from_js(meta_value(database, codec::sums_key(map_name), "reading Merkle sums").await?)
+}
+
+pub(crate) async fn is_pruned(
+    database: &Database,
+    map_name: &str,
+    key: &str,
+) -> Result<bool, StorageError> {
+    if map_name.is_empty() || key.is_empty() {
+        return Ok(false);
+    }
+    let found = meta_value(database, codec::pruned_key(map_name, key), "reading pruned records");
+    Ok(found.await?.is_some())
+}
+
+pub(crate) async fn meta_get(database: &Database, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+    let found = meta_value(database, codec::app_meta_key(key), "reading a meta value").await?;
+    found
+        .map(|value| to_bytes(&value).ok_or_else(|| codec::corrupt(META, "a meta value is not binary")))
+        .transpose()
+}
+
+pub(crate) async fn stats(database: &Database) -> Result<StoreStats, StorageError> {
+    let counters =
+        Counters::from_js(meta_value(database, codec::counters_key(), "reading stats").await?)?;
+    Ok(StoreStats {
+        records: counters.records,
+        dirty_records: counters.dirty_records,
+        pending_ops: counters.pending_ops,
+        bytes: counters.bytes,
+    })
+}

@@ -1,0 +1,96 @@
+//! The database schema and its versioned upgrades.
+//!
+//! Version 1 (TopGun's browser client schema):
+//! - `key_value_store`: key path `[mapName, key]`, index `mapName_dirty`
+//!   over `[mapName, dirty]`;
+//! - `operation_log`: auto-increment key path `id`, index `synced`;
+//! - `meta_store`: out-of-line keys.
+//!
+//! The IndexedDB version is the schema version. Each upgrade step runs in
+//! the browser's `upgradeneeded` transaction, from the version found to
+//! [`SCHEMA_VERSION`]; a database of a newer version is refused with
+//! [`StorageError::SchemaTooNew`] and left untouched.
+
+use super::js::{idb_error, JsFailure};
+use crate::error::StorageError;
+use idb::{Database, DatabaseEvent, Factory, IndexParams, KeyPath, ObjectStoreParams};
+
+/// The schema version this build writes and reads.
+pub const INDEXEDDB_SCHEMA_VERSION: u32 = 1;
+
+pub(crate) const RECORDS: &str = "key_value_store";
+pub(crate) const OPS: &str = "operation_log";
+pub(crate) const META: &str = "meta_store";
+pub(crate) const DIRTY_INDEX: &str = "mapName_dirty";
+pub(crate) const SYNCED_INDEX: &str = "synced";
+
+/// Opens (creating or upgrading) database `name`.
+pub(crate) async fn open(name: &str) -> Result<Database, StorageError> {
+    let factory = Factory::new().map_err(idb_error("opening IndexedDB"))?;
+    let mut request = factory
+        .open(name, Some(INDEXEDDB_SCHEMA_VERSION))
+        .map_err(idb_error("opening the database"))?;
+    request.on_upgrade_needed(|event| {
+        // A JS exception thrown from `upgradeneeded` aborts the upgrade
+        // transaction, which fails the open request below.
+        if let Err(error) = upgrade(&event) {
+            wasm_bindgen::throw_str(&format!("IndexedDB schema upgrade failed: {error}"));
+        }
+    });
+    match request.await {
+        Ok(database) => Ok(database),
+        Err(error) => {
+            let failure = JsFailure::from_idb(&error);
+            if failure.name == "VersionError" {
+                return Err(StorageError::SchemaTooNew {
+                    found: stored_version(&factory, name).await?,
+                    supported: INDEXEDDB_SCHEMA_VERSION,
+                });
+            }
+            Err(failure.into_error("opening the database"))
+        }
+    }
+}
+
+/// The version of an existing database, read by opening it unversioned.
+async fn stored_version(factory: &Factory, name: &str) -> Result<u32, StorageError> {
+    let database = factory
+        .open(name, None)
+        .map_err(idb_error("reading the database version"))?
+        .await
+        .map_err(idb_error("reading the database version"))?;
+    let version = database
+        .version()
+        .map_err(idb_error("reading the database version"));
+    database.close();
+    version
+}
+
+fn upgrade(event: &idb::event::VersionChangeEvent) -> Result<(), idb::Error> {
+    let database = event.database()?;
+    let from = event.old_version()?;
+    if from < 1 {
+        let mut params = ObjectStoreParams::new();
+        params.key_path(Some(KeyPath::new_array(["mapName", "key"])));
+        let records = database.create_object_store(RECORDS, params)?;
+        records.create_index(
+            DIRTY_INDEX,
+            KeyPath::new_array(["mapName", "dirty"]),
+            Some(IndexParams::new()),
+        )?;
+
+        let mut params = ObjectStoreParams::new();
+        params
+            .key_path(Some(KeyPath::new_single("id")))
+            .auto_increment(true);
+        let ops = database.create_object_store(OPS, params)?;
+        ops.create_index(
+            SYNCED_INDEX,
+            KeyPath::new_single("synced"),
+            Some(IndexParams::new()),
+        )?;
+
+        database.create_object_store(META, ObjectStoreParams::new())?;
+    }
+    Ok(())
+}

@@ -1,0 +1,314 @@
+//! [`WriteTxn`]: one read-write transaction over all three object stores,
+//! with what the store keeps in step with its records (Merkle leaf sums,
+//! counters, pruned entries).
+//!
+//! Requests are issued without waiting where nothing depends on their
+//! answer (IndexedDB runs a transaction's requests in order), and only
+//! IndexedDB requests are awaited while the transaction is open: anything
+//! else would let it commit early.
+
+use super::codec::{self, Counters};
+use super::js::idb_error;
+use super::schema::{META, OPS, RECORDS};
+use crate::error::StorageError;
+use crate::model::{approx_op_size, OpType, PruneSums, StoreRecord};
+use idb::request::futures::AddStoreRequestFuture;
+use std::future::IntoFuture;
+use idb::{Database, ObjectStore, Transaction, TransactionMode};
+use std::collections::HashMap;
+use topgun_core::{MerkleSums, MerkleTree, Timestamp};
+use wasm_bindgen::JsValue;
+
+/// An op added in this transaction whose id arrives with its request.
+///
+/// `idb` listens for a request's answer from `into_future` on, so every
+/// request awaited later is turned into its future when it is issued:
+/// an answer that came before would be missed.
+pub(crate) type PendingId = AddStoreRequestFuture;
+
+/// A read-write transaction and the state it changes.
+pub(crate) struct WriteTxn {
+    tx: Transaction,
+    pub(crate) records: ObjectStore,
+    pub(crate) ops: ObjectStore,
+    pub(crate) meta: ObjectStore,
+    /// Every record read or written in this transaction, as it now is
+    /// (`None`: no record).
+    overlay: HashMap<(String, String), Option<StoreRecord>>,
+    /// Leaf sums of the maps touched, written back at commit.
+    sums: HashMap<String, Vec<u32>>,
+    pub(crate) counters: Counters,
+    counters_at_start: Counters,
+}
+
+impl std::fmt::Debug for WriteTxn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteTxn")
+            .field("records", &self.overlay.len())
+            .field("counters", &self.counters)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `key`'s Merkle contribution at `timestamp` (0 for none) and its leaf.
+fn contribution(key: &str, timestamp: Option<&Timestamp>) -> (usize, u32) {
+    match timestamp {
+        Some(t) => MerkleSums::contribution(key, t.millis, t.counter, &t.node_id),
+        None => (MerkleTree::leaf_of(key), 0),
+    }
+}
+
+impl WriteTxn {
+    /// Starts a read-write transaction and reads the counters.
+    pub(crate) async fn begin(database: &Database) -> Result<Self, StorageError> {
+        const DURING: &str = "starting a write";
+        let tx = database
+            .transaction(&[RECORDS, OPS, META], TransactionMode::ReadWrite)
+            .map_err(idb_error(DURING))?;
+        let store = |name| tx.object_store(name).map_err(idb_error(DURING));
+        let (records, ops, meta) = (store(RECORDS)?, store(OPS)?, store(META)?);
+        let counters = Counters::from_js(
+            meta.get(codec::counters_key())
+                .map_err(idb_error(DURING))?
+                .await
+                .map_err(idb_error(DURING))?,
+        )?;
+        Ok(Self {
+            tx,
+            records,
+            ops,
+            meta,
+            overlay: HashMap::new(),
+            sums: HashMap::new(),
+            counters,
+            counters_at_start: counters,
+        })
+    }
+
+    /// Reads the records of `keys` of `map_name` not yet read in this
+    /// transaction, all requests at once.
+    pub(crate) async fn load<'k>(
+        &mut self,
+        map_name: &str,
+        keys: impl IntoIterator<Item = &'k str>,
+    ) -> Result<(), StorageError> {
+        self.load_slots(keys.into_iter().map(|key| (map_name, key)))
+            .await
+    }
+
+    /// Reads the records of `(map, key)` slots not yet read in this
+    /// transaction, all requests at once.
+    pub(crate) async fn load_slots<'k>(
+        &mut self,
+        slots: impl IntoIterator<Item = (&'k str, &'k str)>,
+    ) -> Result<(), StorageError> {
+        const DURING: &str = "reading records to write";
+        let mut requests = Vec::new();
+        for (map_name, key) in slots {
+            let slot = (map_name.to_owned(), key.to_owned());
+            if self.overlay.contains_key(&slot) {
+                continue;
+            }
+            let request = self
+                .records
+                .get(codec::record_key(map_name, key))
+                .map_err(idb_error(DURING))?;
+            // Mark it read, so that a repeated key is asked for once.
+            self.overlay.insert(slot.clone(), None);
+            requests.push((slot, request.into_future()));
+        }
+        for (slot, request) in requests {
+            let found = request.await.map_err(idb_error(DURING))?;
+            let record = found.as_ref().map(codec::record_from_js).transpose()?;
+            self.overlay.insert(slot, record);
+        }
+        Ok(())
+    }
+
+    /// Adds records read by a range request to the overlay (those written
+    /// in this transaction are already there, as they now are).
+    pub(crate) fn adopt(&mut self, record: StoreRecord) {
+        self.overlay
+            .entry((record.map_name.clone(), record.key.clone()))
+            .or_insert(Some(record));
+    }
+
+    /// The record of `(map_name, key)`; [`WriteTxn::load`] it first.
+    pub(crate) fn current(&self, map_name: &str, key: &str) -> Option<&StoreRecord> {
+        self.overlay
+            .get(&(map_name.to_owned(), key.to_owned()))
+            .and_then(Option::as_ref)
+    }
+
+    /// Stores `record`, replacing the loaded one, and keeps the sums and
+    /// counters in step.
+    pub(crate) async fn store(&mut self, record: StoreRecord) -> Result<(), StorageError> {
+        self.records
+            .put(&codec::record_to_js(&record)?, None)
+            .map_err(idb_error("writing a record"))?;
+        let (map_name, key) = (record.map_name.clone(), record.key.clone());
+        let new_stamp = record.timestamp.clone();
+        let (new_size, new_dirty) = (record.approx_size(), record.dirty);
+        let previous = self
+            .overlay
+            .insert((map_name.clone(), key.clone()), Some(record))
+            .flatten();
+        let c = &mut self.counters;
+        match &previous {
+            Some(old) => {
+                c.bytes -= old.approx_size();
+                c.dirty_records -= u64::from(old.dirty);
+            }
+            None => c.records += 1,
+        }
+        c.bytes += new_size;
+        c.dirty_records += u64::from(new_dirty);
+        let old_stamp = previous.map(|p| p.timestamp);
+        self.account(&map_name, &key, old_stamp.as_ref(), Some(&new_stamp))
+            .await
+    }
+
+    /// Deletes the loaded record of `(map_name, key)`; with
+    /// [`PruneSums::Keep`] its contribution stays in the sums and is
+    /// remembered as pruned.
+    pub(crate) async fn delete(
+        &mut self,
+        map_name: &str,
+        key: &str,
+        sums: PruneSums,
+    ) -> Result<(), StorageError> {
+        let slot = (map_name.to_owned(), key.to_owned());
+        let Some(old) = self.overlay.insert(slot, None).flatten() else {
+            return Ok(());
+        };
+        self.records
+            .delete(codec::record_key(map_name, key))
+            .map_err(idb_error("deleting a record"))?;
+        let c = &mut self.counters;
+        c.records -= 1;
+        c.dirty_records -= u64::from(old.dirty);
+        c.bytes -= old.approx_size();
+        match sums {
+            PruneSums::Keep => {
+                let (_, kept) = contribution(key, Some(&old.timestamp));
+                self.meta
+                    .put(
+                        &JsValue::from_f64(f64::from(kept)),
+                        Some(&codec::pruned_key(map_name, key)),
+                    )
+                    .map_err(idb_error("remembering a pruned record"))?;
+                self.counters.pruned += 1;
+            }
+            PruneSums::Drop => self.account(map_name, key, Some(&old.timestamp), None).await?,
+        }
+        Ok(())
+    }
+
+    /// Moves `key`'s contribution to its map's leaf sums from `old` (with
+    /// none, its pruned entry's) to `new`.
+    async fn account(
+        &mut self,
+        map_name: &str,
+        key: &str,
+        old: Option<&Timestamp>,
+        new: Option<&Timestamp>,
+    ) -> Result<(), StorageError> {
+        const DURING: &str = "updating the Merkle sums";
+        let (leaf, mut sub) = contribution(key, old);
+        if old.is_none() && self.counters.pruned > 0 {
+            let pruned = codec::pruned_key(map_name, key);
+            let found = self
+                .meta
+                .get(pruned.clone())
+                .map_err(idb_error(DURING))?
+                .await
+                .map_err(idb_error(DURING))?;
+            if let Some(kept) = found {
+                sub = codec::contribution_from_js(&kept)?;
+                self.meta.delete(pruned).map_err(idb_error(DURING))?;
+                self.counters.pruned -= 1;
+            }
+        }
+        let (_, add) = contribution(key, new);
+        let sums = self.sums(map_name).await?;
+        MerkleSums::shift(sums, leaf, sub, add);
+        Ok(())
+    }
+
+    /// `map_name`'s leaf sums, read once per transaction.
+    async fn sums(&mut self, map_name: &str) -> Result<&mut Vec<u32>, StorageError> {
+        const DURING: &str = "reading the Merkle sums";
+        if !self.sums.contains_key(map_name) {
+            let stored = self
+                .meta
+                .get(codec::sums_key(map_name))
+                .map_err(idb_error(DURING))?
+                .await
+                .map_err(idb_error(DURING))?;
+            self.sums
+                .insert(map_name.to_owned(), codec::sums_from_js(stored)?);
+        }
+        Ok(self
+            .sums
+            .entry(map_name.to_owned())
+            .or_insert_with(|| vec![0; topgun_core::merkle::LEAVES]))
+    }
+
+    /// Adds an op (unsynced) to the log; its id comes with the request.
+    pub(crate) fn add_op(
+        &mut self,
+        map_name: &str,
+        op_type: OpType,
+        key: &str,
+        value: Option<&[u8]>,
+        timestamp: &Timestamp,
+        ttl_ms: Option<u64>,
+    ) -> Result<PendingId, StorageError> {
+        let object = codec::op_to_js(map_name, op_type, key, value, timestamp, ttl_ms)?;
+        let request = self
+            .ops
+            .add(&object, None)
+            .map_err(idb_error("appending to the operation log"))?
+            .into_future();
+        self.counters.pending_ops += 1;
+        self.counters.bytes += approx_op_size(map_name, key, value, timestamp);
+        Ok(request)
+    }
+
+    /// Writes back the sums and counters, commits, and waits until the
+    /// transaction is complete.
+    pub(crate) async fn commit(self) -> Result<(), StorageError> {
+        const DURING: &str = "committing";
+        for (map_name, sums) in &self.sums {
+            self.meta
+                .put(&codec::sums_to_js(sums), Some(&codec::sums_key(map_name)))
+                .map_err(idb_error(DURING))?;
+        }
+        if self.counters != self.counters_at_start {
+            self.meta
+                .put(&self.counters.to_js()?, Some(&codec::counters_key()))
+                .map_err(idb_error(DURING))?;
+        }
+        let result = self
+            .tx
+            .commit()
+            .map_err(idb_error(DURING))?
+            .await
+            .map_err(idb_error(DURING))?;
+        if result.is_aborted() {
+            return Err(super::js::JsFailure {
+                name: "AbortError".to_owned(),
+                message: "the transaction was aborted".to_owned(),
+            }
+            .into_error(DURING));
+        }
+        Ok(())
+    }
+
+    /// Aborts the transaction: nothing it did is stored.
+    pub(crate) fn abort(self) {
+        // Aborting a transaction that already failed throws; either way
+        // nothing of it is stored.
+        let _ = self.tx.abort();
+    }
+}

@@ -1,0 +1,170 @@
+//! Group commit: writes that arrive while a transaction is running wait
+//! and go together into the next one, as `RedbStore` groups commits.
+//!
+//! One task (spawned on the browser's event loop) drains the queue; each
+//! group is one read-write transaction. A write that fails inside a group
+//! is answered with its error and the rest of the group is retried in a
+//! fresh transaction without it, so one bad write never takes another
+//! with it and none is half applied.
+
+use super::js::JsFailure;
+use super::ops::{WriteOp, WriteOutcome};
+use super::txn::WriteTxn;
+use crate::error::StorageError;
+use idb::Database;
+use std::cell::RefCell;
+use std::rc::Rc;
+use tokio::sync::oneshot;
+
+/// Writes per transaction at most.
+const MAX_GROUP: usize = 1024;
+
+struct Job {
+    op: WriteOp,
+    reply: oneshot::Sender<Result<WriteOutcome, StorageError>>,
+}
+
+#[derive(Default)]
+struct Queue {
+    jobs: Vec<Job>,
+    draining: bool,
+}
+
+/// The write queue of one database connection.
+pub(crate) struct Writer {
+    database: Database,
+    queue: RefCell<Queue>,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer")
+            .field("database", &self.database.name())
+            .field("queued", &self.queue.borrow().jobs.len())
+            .finish()
+    }
+}
+
+impl Writer {
+    pub(crate) fn new(database: Database) -> Rc<Self> {
+        Rc::new(Self {
+            database,
+            queue: RefCell::default(),
+        })
+    }
+
+    pub(crate) fn database(&self) -> &Database {
+        &self.database
+    }
+
+    /// Queues `op` and waits until its transaction has committed.
+    pub(crate) async fn submit(self: &Rc<Self>, op: WriteOp) -> Result<WriteOutcome, StorageError> {
+        let (reply, answer) = oneshot::channel();
+        let start = {
+            let mut queue = self.queue.borrow_mut();
+            queue.jobs.push(Job { op, reply });
+            !std::mem::replace(&mut queue.draining, true)
+        };
+        if start {
+            wasm_bindgen_futures::spawn_local(Rc::clone(self).drain());
+        }
+        answer.await.map_err(|_| StorageError::Closed)?
+    }
+
+    async fn drain(self: Rc<Self>) {
+        loop {
+            let group: Vec<Job> = {
+                let mut queue = self.queue.borrow_mut();
+                if queue.jobs.is_empty() {
+                    queue.draining = false;
+                    return;
+                }
+                let take = queue.jobs.len().min(MAX_GROUP);
+                queue.jobs.drain(..take).collect()
+            };
+            self.commit(group).await;
+        }
+    }
+
+    /// Commits `group` in one transaction, answering every job.
+    async fn commit(&self, mut group: Vec<Job>) {
+        while !group.is_empty() {
+            match self.try_commit(&group).await {
+                Ok(outcomes) => {
+                    for (job, outcome) in group.into_iter().zip(outcomes) {
+                        let _ = job.reply.send(Ok(outcome));
+                    }
+                    return;
+                }
+                Err(Failure::Job(index, error)) => {
+                    let job = group.remove(index);
+                    let _ = job.reply.send(Err(error));
+                }
+                Err(Failure::All(error)) => {
+                    for job in group {
+                        let _ = job.reply.send(Err(replicate(&error)));
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn try_commit(&self, group: &[Job]) -> Result<Vec<WriteOutcome>, Failure> {
+        let mut txn = WriteTxn::begin(&self.database).await.map_err(Failure::All)?;
+        let mut applied = Vec::with_capacity(group.len());
+        let mut result = Ok(());
+        // Read every record the group writes by key in one go.
+        let slots = group.iter().flat_map(|job| job.op.keys());
+        if let Err(error) = txn.load_slots(slots).await {
+            result = Err(Failure::All(error));
+        }
+        if result.is_ok() {
+            for (index, job) in group.iter().enumerate() {
+                match job.op.apply(&mut txn).await {
+                    Ok(done) => applied.push(done),
+                    Err(error) => {
+                        result = Err(Failure::Job(index, error));
+                        break;
+                    }
+                }
+            }
+        }
+        if let Err(failure) = result {
+            txn.abort();
+            return Err(failure);
+        }
+        let mut outcomes = Vec::with_capacity(applied.len());
+        for done in applied {
+            outcomes.push(done.resolve().await.map_err(Failure::All)?);
+        }
+        txn.commit().await.map_err(Failure::All)?;
+        Ok(outcomes)
+    }
+}
+
+/// Why a group did not commit.
+enum Failure {
+    /// Job `index` failed; the others can be retried without it.
+    Job(usize, StorageError),
+    /// The transaction failed: every job gets the error.
+    All(StorageError),
+}
+
+/// A copy of a transaction's error for each write of its group (the
+/// JS exception's name, `QuotaExceededError` say, included).
+fn replicate(error: &StorageError) -> StorageError {
+    let failure = match error {
+        StorageError::Backend { source, .. } => source.downcast_ref::<JsFailure>().cloned(),
+        _ => None,
+    };
+    let failure = failure.unwrap_or_else(|| JsFailure {
+        name: "Error".to_owned(),
+        message: error.to_string(),
+    });
+    let during = match error {
+        StorageError::Backend { during, .. } => during,
+        _ => "committing",
+    };
+    failure.into_error(during)
+}

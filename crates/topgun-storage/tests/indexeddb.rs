@@ -1,0 +1,92 @@
+//! The `Store` conformance suite and IndexedDB-specific checks against a
+//! real IndexedDB in headless Chromium (`cargo xtask ci` runs them with
+//! `wasm-bindgen-test-runner`).
+#![cfg(all(target_family = "wasm", feature = "indexeddb"))]
+// Test helpers outside #[test] fns fail loudly too.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::cell::Cell;
+use topgun_storage::{IndexedDbStore, Store};
+use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+thread_local! {
+    static NEXT: Cell<u32> = const { Cell::new(0) };
+}
+
+/// A fresh database of its own for each test (tests share one page).
+async fn fresh() -> (IndexedDbStore, ()) {
+    std::panic::set_hook(Box::new(|info| wasm_bindgen_test::console_log!("panic: {info}")));
+    let n = NEXT.with(|next| {
+        let n = next.get();
+        next.set(n + 1);
+        n
+    });
+    let name = format!("conformance-{}-{n}", js_sys::Date::now());
+    (IndexedDbStore::open_named(&name).await.unwrap(), ())
+}
+
+topgun_storage::store_conformance_tests!(#[wasm_bindgen_test] fresh);
+
+#[wasm_bindgen_test]
+async fn reopening_keeps_records_ops_and_counts() {
+    let (store, ()) = fresh().await;
+    let name = store.name();
+    let write = topgun_storage::conformance::put("m", "k", b"v", topgun_storage::conformance::ts(1));
+    let id = store.write_local(write).await.unwrap();
+    let stats = store.stats().await.unwrap();
+    store.close();
+
+    let reopened = IndexedDbStore::open_named(&name).await.unwrap();
+    let record = reopened.get("m", "k").await.unwrap().unwrap();
+    assert_eq!(record.value.as_deref(), Some(&b"v"[..]));
+    assert!(record.dirty);
+    let ops = reopened.pending_ops(None, 10).await.unwrap();
+    assert_eq!(ops.iter().map(|op| op.id).collect::<Vec<_>>(), [id]);
+    assert_eq!(reopened.stats().await.unwrap(), stats);
+}
+
+#[wasm_bindgen_test]
+async fn a_newer_schema_is_refused_and_left_alone() {
+    let name = format!("newer-{}", js_sys::Date::now());
+    // A database at a version past this build's schema.
+    let factory = idb::Factory::new().unwrap();
+    let newer = factory
+        .open(&name, Some(topgun_storage::INDEXEDDB_SCHEMA_VERSION + 1))
+        .unwrap()
+        .await
+        .unwrap();
+    newer.close();
+
+    let error = IndexedDbStore::open_named(&name).await.unwrap_err();
+    match error {
+        topgun_storage::StorageError::SchemaTooNew { found, supported } => {
+            assert_eq!(found, topgun_storage::INDEXEDDB_SCHEMA_VERSION + 1);
+            assert_eq!(supported, topgun_storage::INDEXEDDB_SCHEMA_VERSION);
+        }
+        other => panic!("expected SchemaTooNew, got {other}"),
+    }
+}
+
+#[wasm_bindgen_test]
+async fn concurrent_writes_all_land_with_increasing_ids() {
+    let (store, ()) = fresh().await;
+    let writes = (0..200u64).map(|i| {
+        let write = topgun_storage::conformance::put(
+            "m",
+            &format!("k{i:03}"),
+            b"v",
+            topgun_storage::conformance::ts(i + 1),
+        );
+        store.write_local(write)
+    });
+    let ids: Vec<u64> = futures_util::future::try_join_all(writes).await.unwrap();
+    let mut sorted = ids.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), 200, "every write got its own id");
+    assert_eq!(ids, sorted, "ids follow the order of the calls");
+    assert_eq!(store.stats().await.unwrap().records, 200);
+    assert_eq!(store.pending_ops(None, 1000).await.unwrap().len(), 200);
+}
