@@ -2,16 +2,21 @@
 //!
 //! - `cargo xtask ci` runs everything CI runs, in order, stopping at the
 //!   first failure: format check, clippy with warnings denied, every test
-//!   (unit, integration, doc), and the docs with warnings denied.
+//!   (unit, integration, doc), the docs with warnings denied, and the
+//!   browser build: the wasm-ready crates checked for wasm32 and the
+//!   IndexedDB store tested in headless Chromium ([`wasm`]).
 //! - `cargo xtask bench` runs the benchmarks in release mode; each prints a
 //!   table and writes its figures under `target/bench/`.
 //!
 //! Both start a throwaway PostgreSQL ([`postgres`]) for the tests and the
-//! benchmark that need one.
+//! benchmark that need one, and install what is missing from Debian's
+//! packages ([`apt`]).
 //!
 //! This crate has no dependencies so that it builds in a second.
 
+mod apt;
 mod postgres;
+mod wasm;
 
 use std::env;
 use std::path::PathBuf;
@@ -72,7 +77,7 @@ fn cargo() -> Command {
     cmd
 }
 
-fn run(step: &str, mut cmd: Command) -> Result<(), String> {
+pub(crate) fn run(step: &str, mut cmd: Command) -> Result<(), String> {
     eprintln!("==> {step}: {cmd:?}");
     let start = Instant::now();
     let status = cmd
@@ -148,7 +153,7 @@ fn ci(steps: &[String]) -> Result<(), String> {
                 continue;
             }
             "wasm" => {
-                wasm_check()?;
+                wasm_steps()?;
                 continue;
             }
             "doc" => {
@@ -180,42 +185,27 @@ const WASM_CRATES: &[&str] = &[
     "topgun-client",
 ];
 
-/// Type-checks the wasm-ready crates for `wasm32-unknown-unknown` with
-/// Debian's `rustc-web` toolchain and `-Zbuild-std` (rustup cannot add
-/// targets on these machines). `.ci/run` installs the toolchain; without
-/// it this step fails and says how to get it.
-fn wasm_check() -> Result<(), String> {
-    let rustc = PathBuf::from("/usr/bin/rustc");
-    let cargo_web = PathBuf::from("/usr/bin/cargo");
-    if !rustc.exists() || !cargo_web.exists() {
-        return Err(
-            "step wasm needs Debian's wasm toolchain: apt-get install -y --no-install-recommends \
-             rustc-web cargo-web rust-web-src lld-22 (.ci/run does this)"
-                .into(),
-        );
-    }
-    let mut cmd = Command::new(cargo_web);
-    cmd.current_dir(root());
-    cmd.args([
-        "check",
-        "-Zbuild-std=std,panic_abort",
-        "--target",
-        "wasm32-unknown-unknown",
-        "--no-default-features",
-    ]);
+/// The browser build: checks the wasm-ready crates for
+/// `wasm32-unknown-unknown`, then runs the browser tests (the `Store`
+/// conformance suite on IndexedDB) in headless Chromium.
+fn wasm_steps() -> Result<(), String> {
+    let wasm = wasm::Wasm::prepare(&root())?;
+    let mut cmd = wasm.cargo("check");
+    cmd.arg("--no-default-features");
     for krate in WASM_CRATES {
         cmd.args(["-p", krate]);
     }
-    cmd.env("RUSTC_BOOTSTRAP", "1")
-        .env("RUSTC", rustc)
-        .env("RUSTDOC", "/usr/bin/rustdoc")
-        .env("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER", "wasm-ld-22")
-        // A separate target dir: the two toolchains' artefacts do not mix.
-        .env("CARGO_TARGET_DIR", root().join("target/wasm"))
-        // rustup's environment would point Debian's cargo at rustup's rustc.
-        .env_remove("RUSTUP_TOOLCHAIN")
-        .env_remove("CARGO");
-    run("wasm", cmd)
+    run("wasm check", cmd)?;
+    let mut cmd = wasm.cargo("test");
+    cmd.args([
+        "-p",
+        "topgun-storage",
+        "--features",
+        "indexeddb",
+        "--test",
+        "indexeddb",
+    ]);
+    run("wasm test (headless Chromium)", cmd)
 }
 
 fn bench(names: &[String]) -> Result<(), String> {

@@ -4,6 +4,7 @@
 //! root), `pg_ctl start` on a free port of 127.0.0.1, trust auth; stopped
 //! and removed when dropped.
 
+use crate::apt::{self, check, is_root};
 use std::fs;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -130,33 +131,9 @@ fn bin_dir() -> Result<PathBuf, String> {
         .ok_or_else(|| "no initdb under /usr/lib/postgresql/*/bin".to_owned())
 }
 
-/// `apt-get install postgresql` (with sudo when not root).
+/// `apt-get install postgresql`.
 fn install() -> Result<(), String> {
-    eprintln!("==> postgres: installing Debian's postgresql package");
-    let sudo = |args: &[&str]| {
-        let mut cmd = if is_root() {
-            Command::new(args[0])
-        } else {
-            let mut cmd = Command::new("sudo");
-            cmd.arg(args[0]);
-            cmd
-        };
-        cmd.args(&args[1..]);
-        cmd.env("DEBIAN_FRONTEND", "noninteractive");
-        cmd
-    };
-    check(&mut sudo(&["apt-get", "update", "-qq"]), "apt-get update")?;
-    check(
-        &mut sudo(&[
-            "apt-get",
-            "install",
-            "-y",
-            "-qq",
-            "--no-install-recommends",
-            "postgresql",
-        ]),
-        "apt-get install postgresql",
-    )
+    apt::install(&["postgresql"])
 }
 
 fn as_postgres(program: &Path) -> Command {
@@ -169,33 +146,10 @@ fn as_postgres(program: &Path) -> Command {
     }
 }
 
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|out| out.stdout.trim_ascii() == b"0")
-}
-
 fn free_port() -> Result<u16, String> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("finding a port: {e}"))?;
     listener
         .local_addr()
         .map(|addr| addr.port())
         .map_err(|e| format!("finding a port: {e}"))
-}
-
-fn check(cmd: &mut Command, what: &str) -> Result<(), String> {
-    let out = cmd
-        .output()
-        .map_err(|e| format!("{what}: could not run {cmd:?}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{what} failed ({}): {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
 }

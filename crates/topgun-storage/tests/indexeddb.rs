@@ -17,7 +17,9 @@ thread_local! {
 
 /// A fresh database of its own for each test (tests share one page).
 async fn fresh() -> (IndexedDbStore, ()) {
-    std::panic::set_hook(Box::new(|info| wasm_bindgen_test::console_log!("panic: {info}")));
+    std::panic::set_hook(Box::new(|info| {
+        wasm_bindgen_test::console_log!("panic: {info}")
+    }));
     let n = NEXT.with(|next| {
         let n = next.get();
         next.set(n + 1);
@@ -27,13 +29,17 @@ async fn fresh() -> (IndexedDbStore, ()) {
     (IndexedDbStore::open_named(&name).await.unwrap(), ())
 }
 
-topgun_storage::store_conformance_tests!(#[wasm_bindgen_test] fresh);
+topgun_storage::store_conformance_tests!(
+    #[wasm_bindgen_test]
+    fresh
+);
 
 #[wasm_bindgen_test]
 async fn reopening_keeps_records_ops_and_counts() {
     let (store, ()) = fresh().await;
     let name = store.name();
-    let write = topgun_storage::conformance::put("m", "k", b"v", topgun_storage::conformance::ts(1));
+    let write =
+        topgun_storage::conformance::put("m", "k", b"v", topgun_storage::conformance::ts(1));
     let id = store.write_local(write).await.unwrap();
     let stats = store.stats().await.unwrap();
     store.close();

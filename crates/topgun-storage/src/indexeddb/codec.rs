@@ -85,7 +85,8 @@ fn utf8(raw: Vec<u8>, what: &'static str) -> Result<String, StorageError> {
 }
 
 fn binary_string(object: &JsValue, name: &str, what: &'static str) -> Result<String, StorageError> {
-    let raw = to_bytes(&field(object, name)?).ok_or_else(|| corrupt(what, "a name is not binary"))?;
+    let raw =
+        to_bytes(&field(object, name)?).ok_or_else(|| corrupt(what, "a name is not binary"))?;
     utf8(raw, what)
 }
 
@@ -96,7 +97,10 @@ pub(crate) fn record_key(map_name: &str, key: &str) -> JsValue {
 
 /// The key range of `map_name`'s records after `after` (all of them
 /// with `None`).
-pub(crate) fn map_range(map_name: &str, after: Option<&str>) -> Result<idb::KeyRange, StorageError> {
+pub(crate) fn map_range(
+    map_name: &str,
+    after: Option<&str>,
+) -> Result<idb::KeyRange, StorageError> {
     // `[map]` sorts before every `[map, key]`; `[map ++ "\0"]` after them
     // and before every record of any later map.
     let (lower, lower_open) = match after {

@@ -75,9 +75,10 @@ impl WriteOp {
                 .iter()
                 .map(|r| (r.map_name.as_str(), r.key.as_str()))
                 .collect(),
-            WriteOp::Prune(map_name, keys, _) => {
-                keys.iter().map(|k| (map_name.as_str(), k.as_str())).collect()
-            }
+            WriteOp::Prune(map_name, keys, _) => keys
+                .iter()
+                .map(|k| (map_name.as_str(), k.as_str()))
+                .collect(),
             _ => Vec::new(),
         }
     }

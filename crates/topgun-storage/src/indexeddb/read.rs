@@ -15,7 +15,11 @@ fn page_limit(limit: usize) -> u32 {
 }
 
 /// One object store in a read-only transaction.
-fn reading(database: &Database, name: &str, during: &'static str) -> Result<ObjectStore, StorageError> {
+fn reading(
+    database: &Database,
+    name: &str,
+    during: &'static str,
+) -> Result<ObjectStore, StorageError> {
     database
         .transaction(&[name], TransactionMode::ReadOnly)
         .map_err(idb_error(during))?
@@ -218,11 +222,10 @@ pub(crate) async fn map_names(database: &Database) -> Result<Vec<String>, Storag
             .ok()
             .and_then(|part| to_bytes(&part))
             .ok_or_else(|| codec::corrupt(RECORDS, "a key is not [mapName, key]"))?;
-        let name = String::from_utf8(map)
-            .map_err(|e| StorageError::Corrupt {
-                what: RECORDS,
-                source: Box::new(e),
-            })?;
+        let name = String::from_utf8(map).map_err(|e| StorageError::Corrupt {
+            what: RECORDS,
+            source: Box::new(e),
+        })?;
         // Jump past every key of this map.
         from = Some(codec::next_map(&name));
         names.push(name);
@@ -245,7 +248,9 @@ pub(crate) async fn merkle_leaves(
     database: &Database,
     map_name: &str,
 ) -> Result<Vec<u32>, StorageError> {
-    codec::sums_from_js(meta_value(database, codec::sums_key(map_name), "reading Merkle sums").await?)
+    codec::sums_from_js(
+        meta_value(database, codec::sums_key(map_name), "reading Merkle sums").await?,
+    )
 }
 
 pub(crate) async fn is_pruned(
@@ -256,14 +261,23 @@ pub(crate) async fn is_pruned(
     if map_name.is_empty() || key.is_empty() {
         return Ok(false);
     }
-    let found = meta_value(database, codec::pruned_key(map_name, key), "reading pruned records");
+    let found = meta_value(
+        database,
+        codec::pruned_key(map_name, key),
+        "reading pruned records",
+    );
     Ok(found.await?.is_some())
 }
 
-pub(crate) async fn meta_get(database: &Database, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+pub(crate) async fn meta_get(
+    database: &Database,
+    key: &str,
+) -> Result<Option<Vec<u8>>, StorageError> {
     let found = meta_value(database, codec::app_meta_key(key), "reading a meta value").await?;
     found
-        .map(|value| to_bytes(&value).ok_or_else(|| codec::corrupt(META, "a meta value is not binary")))
+        .map(|value| {
+            to_bytes(&value).ok_or_else(|| codec::corrupt(META, "a meta value is not binary"))
+        })
         .transpose()
 }
 

@@ -13,9 +13,9 @@ use super::schema::{META, OPS, RECORDS};
 use crate::error::StorageError;
 use crate::model::{approx_op_size, OpType, PruneSums, StoreRecord};
 use idb::request::futures::AddStoreRequestFuture;
-use std::future::IntoFuture;
 use idb::{Database, ObjectStore, Transaction, TransactionMode};
 use std::collections::HashMap;
+use std::future::IntoFuture;
 use topgun_core::{MerkleSums, MerkleTree, Timestamp};
 use wasm_bindgen::JsValue;
 
@@ -199,7 +199,10 @@ impl WriteTxn {
                     .map_err(idb_error("remembering a pruned record"))?;
                 self.counters.pruned += 1;
             }
-            PruneSums::Drop => self.account(map_name, key, Some(&old.timestamp), None).await?,
+            PruneSums::Drop => {
+                self.account(map_name, key, Some(&old.timestamp), None)
+                    .await?
+            }
         }
         Ok(())
     }

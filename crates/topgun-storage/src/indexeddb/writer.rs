@@ -111,7 +111,9 @@ impl Writer {
     }
 
     async fn try_commit(&self, group: &[Job]) -> Result<Vec<WriteOutcome>, Failure> {
-        let mut txn = WriteTxn::begin(&self.database).await.map_err(Failure::All)?;
+        let mut txn = WriteTxn::begin(&self.database)
+            .await
+            .map_err(Failure::All)?;
         let mut applied = Vec::with_capacity(group.len());
         let mut result = Ok(());
         // Read every record the group writes by key in one go.

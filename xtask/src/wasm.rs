@@ -1,0 +1,159 @@
+//! The browser build in CI: a wasm32 toolchain, wasm-bindgen's test
+//! runner and headless Chromium, each installed when missing; then the
+//! wasm-ready crates are checked and the browser tests run in Chromium.
+//!
+//! The toolchain is rustup's `wasm32-unknown-unknown` target where it is
+//! installed (a developer's laptop), else Debian's `rustc-web` compiling
+//! std from source (`-Zbuild-std`): rustup cannot add targets on the CI
+//! machines. `wasm-bindgen-cli` must match the `wasm-bindgen` crate in
+//! `Cargo.lock`; it is built once into `target/wasm-tools`.
+
+use crate::apt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const TARGET: &str = "wasm32-unknown-unknown";
+
+/// Debian's wasm toolchain: packages and the paths they provide.
+const DEBIAN_TOOLCHAIN: &[(&str, &str)] = &[
+    ("rustc-web", "/usr/bin/rustc"),
+    ("cargo-web", "/usr/bin/cargo"),
+    ("rust-web-src", "/usr/lib/rustlib/src/rust"),
+    ("lld-22", "/usr/bin/wasm-ld-22"),
+];
+
+/// Headless Chromium and its WebDriver.
+const BROWSER: &[(&str, &str)] = &[
+    ("chromium", "/usr/bin/chromium"),
+    ("chromium-driver", "/usr/bin/chromedriver"),
+];
+
+/// A prepared wasm32 toolchain.
+#[derive(Debug)]
+pub(crate) struct Wasm {
+    root: PathBuf,
+    /// rustup's target is installed: no build-std.
+    rustup: bool,
+    tools: PathBuf,
+}
+
+impl Wasm {
+    /// Installs what is missing and returns the toolchain.
+    pub(crate) fn prepare(root: &Path) -> Result<Self, String> {
+        let rustup = rustup_has_target();
+        let mut wanted: Vec<(&str, &str)> = BROWSER.to_vec();
+        if !rustup {
+            wanted.extend_from_slice(DEBIAN_TOOLCHAIN);
+        }
+        let missing: Vec<&str> = wanted
+            .iter()
+            .filter(|(_, path)| !Path::new(path).exists())
+            .map(|(package, _)| *package)
+            .collect();
+        if !missing.is_empty() {
+            apt::install(&missing)?;
+        }
+        let wasm = Self {
+            root: root.to_owned(),
+            rustup,
+            tools: root.join("target/wasm-tools"),
+        };
+        wasm.install_bindgen()?;
+        Ok(wasm)
+    }
+
+    /// `cargo <subcommand>` for wasm32, run from the workspace root.
+    pub(crate) fn cargo(&self, subcommand: &str) -> Command {
+        let mut cmd = if self.rustup {
+            Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        } else {
+            let mut cmd = Command::new("/usr/bin/cargo");
+            cmd.env("RUSTC_BOOTSTRAP", "1")
+                .env("RUSTC", "/usr/bin/rustc")
+                .env("RUSTDOC", "/usr/bin/rustdoc")
+                // rustc-web ships no rust-lld.
+                .env("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER", "wasm-ld-22")
+                // rustup's environment would point Debian's cargo at
+                // rustup's rustc.
+                .env_remove("RUSTUP_TOOLCHAIN")
+                .env_remove("CARGO");
+            cmd
+        };
+        cmd.current_dir(&self.root).arg(subcommand);
+        if !self.rustup {
+            cmd.arg("-Zbuild-std=std,panic_abort");
+        }
+        cmd.args(["--target", TARGET])
+            // A target dir of its own: the toolchains' artefacts do not mix.
+            .env("CARGO_TARGET_DIR", self.root.join("target/wasm"))
+            .env(
+                "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER",
+                self.tools.join("bin/wasm-bindgen-test-runner"),
+            )
+            .env("CHROMEDRIVER", "/usr/bin/chromedriver")
+            // A cold page load of a debug build takes a while on 2 cores.
+            .env("WASM_BINDGEN_TEST_TIMEOUT", "120");
+        cmd
+    }
+
+    /// Builds `wasm-bindgen-cli` at the version of `Cargo.lock` into
+    /// `target/wasm-tools`, unless it is there already.
+    fn install_bindgen(&self) -> Result<(), String> {
+        let version = locked_version(&self.root, "wasm-bindgen")?;
+        let bindgen = self.tools.join("bin/wasm-bindgen");
+        let installed = Command::new(&bindgen)
+            .arg("--version")
+            .output()
+            .is_ok_and(|out| {
+                String::from_utf8_lossy(&out.stdout).trim() == format!("wasm-bindgen {version}")
+            });
+        if installed {
+            return Ok(());
+        }
+        eprintln!("==> wasm: building wasm-bindgen-cli {version} (a few minutes, once)");
+        // Not `--locked`: its lockfile pins a crate version the registry
+        // may no longer serve.
+        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cmd.args([
+            "install",
+            "wasm-bindgen-cli",
+            "--version",
+            &version,
+            "--root",
+        ])
+        .arg(&self.tools);
+        crate::run("wasm-bindgen-cli", cmd)
+    }
+}
+
+/// Whether rustup's `wasm32-unknown-unknown` target is installed.
+fn rustup_has_target() -> bool {
+    Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .is_ok_and(|out| {
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .any(|l| l.trim() == TARGET)
+        })
+}
+
+/// The version of `package` in `Cargo.lock`.
+fn locked_version(root: &Path, package: &str) -> Result<String, String> {
+    let lock = std::fs::read_to_string(root.join("Cargo.lock"))
+        .map_err(|e| format!("reading Cargo.lock: {e}"))?;
+    let name = format!("name = \"{package}\"");
+    let mut lines = lock.lines();
+    while let Some(line) = lines.next() {
+        if line == name {
+            if let Some(version) = lines
+                .next()
+                .and_then(|l| l.strip_prefix("version = \""))
+                .and_then(|l| l.strip_suffix('"'))
+            {
+                return Ok(version.to_owned());
+            }
+        }
+    }
+    Err(format!("{package} is not in Cargo.lock"))
+}
