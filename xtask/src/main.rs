@@ -71,7 +71,7 @@ fn root() -> PathBuf {
     manifest.parent().map(PathBuf::from).unwrap_or(manifest)
 }
 
-fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     let mut cmd = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(root());
     cmd
@@ -183,6 +183,7 @@ const WASM_CRATES: &[&str] = &[
     "topgun-query",
     "topgun-sync",
     "topgun-client",
+    "topgun-wasm",
 ];
 
 /// The browser build: checks the wasm-ready crates for
@@ -205,7 +206,13 @@ fn wasm_steps() -> Result<(), String> {
         "--test",
         "indexeddb",
     ]);
-    run("wasm test (headless Chromium)", cmd)
+    run("wasm test: IndexedDB store (headless Chromium)", cmd)?;
+    // The JS API, with a real server for the sync test.
+    let server = wasm::TestServer::start(&root())?;
+    let mut cmd = wasm.cargo("test");
+    cmd.args(["-p", "topgun-wasm", "--test", "browser"])
+        .env("TOPGUN_TEST_SERVER", &server.url);
+    run("wasm test: JS API and sync (headless Chromium)", cmd)
 }
 
 fn bench(names: &[String]) -> Result<(), String> {

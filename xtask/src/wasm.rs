@@ -157,3 +157,56 @@ fn locked_version(root: &Path, package: &str) -> Result<String, String> {
     }
     Err(format!("{package} is not in Cargo.lock"))
 }
+
+/// A `topgun serve` process for the browser tests, on a free port of
+/// 127.0.0.1 with a fresh data directory; killed when dropped.
+#[derive(Debug)]
+pub(crate) struct TestServer {
+    pub(crate) url: String,
+    child: std::process::Child,
+    data: PathBuf,
+}
+
+impl TestServer {
+    /// Builds the `topgun` binary and starts it; returns once it accepts
+    /// connections.
+    pub(crate) fn start(root: &Path) -> Result<Self, String> {
+        let mut build = crate::cargo();
+        build.args(["build", "--locked", "-p", "topgun-cli"]);
+        crate::run("build topgun", build)?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .map_err(|e| format!("finding a port: {e}"))?
+            .port();
+        let data = root.join("target/wasm-e2e-data");
+        let _ = std::fs::remove_dir_all(&data);
+        let child = Command::new(root.join("target/debug/topgun"))
+            .args(["serve", "--no-auth", "--addr", &format!("127.0.0.1:{port}")])
+            .arg("--data")
+            .arg(&data)
+            .spawn()
+            .map_err(|e| format!("starting topgun serve: {e}"))?;
+        let server = Self {
+            url: format!("ws://127.0.0.1:{port}/ws"),
+            child,
+            data,
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if std::time::Instant::now() > deadline {
+                return Err("topgun serve did not listen within 30 s".into());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        eprintln!("==> wasm: topgun serve at {}", server.url);
+        Ok(server)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
+}

@@ -450,11 +450,21 @@ impl crate::shared_dir::Opener for DirOpener {
     }
 }
 
-/// The tokio runtime the caller runs on, natively; none on wasm.
+/// The tokio runtime the caller runs on, natively; the browser's with
+/// feature `indexeddb` on wasm; else none.
 fn default_runtime() -> Option<Arc<dyn Runtime>> {
     #[cfg(not(target_family = "wasm"))]
-    if let Ok(runtime) = topgun_sync::TokioRuntime::current() {
-        return Some(Arc::new(runtime));
+    {
+        topgun_sync::TokioRuntime::current()
+            .ok()
+            .map(|runtime| Arc::new(runtime) as Arc<dyn Runtime>)
     }
-    None
+    #[cfg(all(feature = "indexeddb", target_family = "wasm"))]
+    {
+        Some(Arc::new(topgun_sync::BrowserRuntime))
+    }
+    #[cfg(all(not(feature = "indexeddb"), target_family = "wasm"))]
+    {
+        None
+    }
 }

@@ -7,7 +7,8 @@
 //! write; a bounded LRU working set keeps hot records in RAM in front of the
 //! store. Storage backends are chosen by cargo feature (`redb` for a durable
 //! file, which several processes can share through
-//! [`TopGunClientBuilder::shared_dir`]; an in-memory store always).
+//! [`TopGunClientBuilder::shared_dir`]; `indexeddb` for the browser build
+//! on wasm32, with the browser's WebSocket; an in-memory store always).
 //!
 //! This crate depends on `topgun-core`, `topgun-storage` and `topgun-sync`;
 //! it must not depend on the server (its tests use one).
@@ -42,6 +43,8 @@ pub use role::Role;
 pub use topgun_sync::TrafficSnapshot;
 pub use topgun_sync::{ConnectionState, Runtime, SyncConfig, SyncEvent};
 pub use working_set::{WorkingSetLimits, WorkingSetStats};
+#[cfg(all(feature = "indexeddb", target_family = "wasm"))]
+pub use {topgun_storage::IndexedDbStore, topgun_sync::BrowserRuntime};
 
 /// Largest accepted value, encoded, in bytes (1 MiB): every write must fit
 /// one sync frame (TopGun servers cap frames at 2 MiB).

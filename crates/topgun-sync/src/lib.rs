@@ -12,6 +12,8 @@
 #![warn(missing_docs)]
 
 pub mod backoff;
+#[cfg(all(feature = "browser-transport", target_family = "wasm"))]
+mod browser;
 mod coalesce;
 mod driver;
 pub mod engine;
@@ -24,6 +26,8 @@ mod status;
 #[cfg(all(feature = "native-transport", not(target_family = "wasm")))]
 pub mod transport;
 
+#[cfg(all(feature = "browser-transport", target_family = "wasm"))]
+pub use browser::BrowserRuntime;
 pub use coalesce::coalesce;
 pub use driver::{DriverSettings, SyncDriver};
 pub use engine::{

@@ -1,0 +1,184 @@
+//! `TopGunClient` for JavaScript.
+
+use crate::error::{from_client, from_storage, invalid};
+use crate::listen::{call, Listener};
+use crate::map::JsMap;
+use serde::Deserialize;
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+use topgun_client::{IndexedDbStore, TopGunClient, WorkingSetLimits};
+use wasm_bindgen::closure::Closure;
+use wasm_bindgen::prelude::wasm_bindgen;
+use wasm_bindgen::{JsCast, JsValue};
+
+/// Options of `TopGunClient.open` (all optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Options {
+    /// The server's WebSocket URL; without one the client stays offline.
+    server_url: Option<String>,
+    /// A token for the server's `AUTH`.
+    token: Option<String>,
+    /// The IndexedDB database name (default `hz_client_db`).
+    database_name: Option<String>,
+    /// Records kept in memory in front of IndexedDB.
+    working_set: Option<usize>,
+    /// Maps to sync from the start (others start syncing when opened).
+    maps: Option<Vec<String>>,
+    /// A storage budget in bytes: past it, synced records are pruned.
+    quota_bytes: Option<u64>,
+}
+
+/// A local-first client: reads and writes answer from IndexedDB at once;
+/// with a server URL, changes sync in the background.
+#[wasm_bindgen(js_name = TopGunClient)]
+#[derive(Debug)]
+pub struct JsClient {
+    client: Rc<TopGunClient>,
+    /// `online` / `offline` handlers on the window, removed at close.
+    network: RefCell<Option<NetworkListeners>>,
+}
+
+#[derive(Debug)]
+struct NetworkListeners {
+    online: Closure<dyn FnMut()>,
+    offline: Closure<dyn FnMut()>,
+}
+
+#[wasm_bindgen(js_class = TopGunClient)]
+impl JsClient {
+    /// Opens a client: `TopGunClient.open({serverUrl?, token?,
+    /// databaseName?, workingSet?, maps?, quotaBytes?})`.
+    pub async fn open(options: JsValue) -> Result<JsClient, JsValue> {
+        let options: Options = if options.is_undefined() || options.is_null() {
+            Options::default()
+        } else {
+            serde_wasm_bindgen::from_value(options).map_err(|e| invalid("options", e))?
+        };
+        let store = match &options.database_name {
+            Some(name) => IndexedDbStore::open_named(name).await,
+            None => IndexedDbStore::open().await,
+        }
+        .map_err(|e| from_storage(&e))?;
+        let mut builder = TopGunClient::builder().store(Arc::new(store));
+        if let Some(url) = options.server_url {
+            builder = builder.server_url(url);
+        }
+        if let Some(token) = options.token {
+            builder = builder.token(token);
+        }
+        if let Some(records) = options.working_set {
+            builder = builder.working_set(WorkingSetLimits {
+                max_records: records,
+                ..WorkingSetLimits::default()
+            });
+        }
+        if let Some(maps) = options.maps {
+            builder = builder.sync_maps(maps);
+        }
+        if let Some(budget) = options.quota_bytes {
+            builder = builder.quota_bytes(budget);
+        }
+        let client = Rc::new(builder.build().await.map_err(|e| from_client(&e))?);
+        let network = watch_network(&client);
+        Ok(JsClient {
+            client,
+            network: RefCell::new(network),
+        })
+    }
+
+    /// The map `name` (created on first write).
+    #[wasm_bindgen(js_name = getMap)]
+    pub fn get_map(&self, name: &str) -> Result<JsMap, JsValue> {
+        let map = self
+            .client
+            .get_json_map(name)
+            .map_err(|e| from_client(&e))?;
+        Ok(JsMap::new(map))
+    }
+
+    /// The connection state: `INITIAL`, `OFFLINE`, `CONNECTING`,
+    /// `SYNCING` or `ONLINE`.
+    #[wasm_bindgen(getter)]
+    pub fn state(&self) -> String {
+        self.client.state().as_str().to_owned()
+    }
+
+    /// Calls `callback(state)` on every change of [`state`](Self::state).
+    #[wasm_bindgen(js_name = onStateChange)]
+    pub fn on_state_change(&self, callback: js_sys::Function) -> Listener {
+        let mut states = self.client.watch_state();
+        Listener::spawn(async move {
+            while states.changed().await.is_ok() {
+                let state = states.borrow_and_update().as_str();
+                call(&callback, &JsValue::from_str(state));
+            }
+        })
+    }
+
+    /// Local writes not yet acknowledged by the server.
+    #[wasm_bindgen(js_name = pendingOps)]
+    pub async fn pending_ops(&self) -> Result<f64, JsValue> {
+        let pending = self
+            .client
+            .pending_ops()
+            .await
+            .map_err(|e| from_client(&e))?;
+        Ok(pending as f64)
+    }
+
+    /// This client's node id (stamps every write).
+    #[wasm_bindgen(getter, js_name = nodeId)]
+    pub fn node_id(&self) -> String {
+        self.client.node_id().to_owned()
+    }
+
+    /// Stops syncing and closes the database; later calls fail with code
+    /// `CLOSED`.
+    pub async fn close(&self) {
+        let listeners = self.network.borrow_mut().take();
+        if let Some(listeners) = listeners {
+            unwatch_network(&listeners);
+        }
+        self.client.close().await;
+    }
+}
+
+/// Feeds the window's `online` / `offline` events to the client, so that
+/// it reconnects as soon as the network is back.
+fn watch_network(client: &Rc<TopGunClient>) -> Option<NetworkListeners> {
+    let window = web_sys::window()?;
+    let handler = |online: bool| {
+        let client = Rc::downgrade(client);
+        Closure::<dyn FnMut()>::new(move || {
+            if let Some(client) = client.upgrade() {
+                client.set_network_online(online);
+            }
+        })
+    };
+    let listeners = NetworkListeners {
+        online: handler(true),
+        offline: handler(false),
+    };
+    let target: &web_sys::EventTarget = window.as_ref();
+    let _ = target
+        .add_event_listener_with_callback("online", listeners.online.as_ref().unchecked_ref());
+    let _ = target
+        .add_event_listener_with_callback("offline", listeners.offline.as_ref().unchecked_ref());
+    Some(listeners)
+}
+
+fn unwatch_network(listeners: &NetworkListeners) {
+    if let Some(window) = web_sys::window() {
+        let target: &web_sys::EventTarget = window.as_ref();
+        let _ = target.remove_event_listener_with_callback(
+            "online",
+            listeners.online.as_ref().unchecked_ref(),
+        );
+        let _ = target.remove_event_listener_with_callback(
+            "offline",
+            listeners.offline.as_ref().unchecked_ref(),
+        );
+    }
+}

@@ -1,0 +1,204 @@
+//! The JavaScript API in headless Chromium, on a real IndexedDB; with
+//! `TOPGUN_TEST_SERVER` set at build time (`cargo xtask ci` starts a
+//! `topgun serve` and sets it), two clients also sync through that real
+//! server over the browser's WebSocket.
+#![cfg(target_family = "wasm")]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use js_sys::Reflect;
+use topgun_wasm::{JsClient, JsMap};
+use wasm_bindgen::JsValue;
+use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}-{}",
+        js_sys::Date::now(),
+        js_sys::Math::random()
+    )
+}
+
+fn options(pairs: &[(&str, JsValue)]) -> JsValue {
+    let object = js_sys::Object::new();
+    for (name, value) in pairs {
+        Reflect::set(&object, &JsValue::from_str(name), value).unwrap();
+    }
+    object.into()
+}
+
+fn json(value: &JsValue) -> String {
+    js_sys::JSON::stringify(value).unwrap().into()
+}
+
+async fn open_db(name: &str) -> JsClient {
+    JsClient::open(options(&[("databaseName", name.into())]))
+        .await
+        .unwrap()
+}
+
+fn todo(title: &str, done: bool) -> JsValue {
+    js_sys::JSON::parse(&format!(r#"{{"title":"{title}","done":{done}}}"#)).unwrap()
+}
+
+#[wasm_bindgen_test]
+async fn put_get_remove_clear_and_entries_answer_locally() {
+    let client = open_db(&unique("local")).await;
+    assert_eq!(client.state(), "OFFLINE");
+    let todos = client.get_map("todos").unwrap();
+    todos.put("t2".into(), todo("bread", true)).await.unwrap();
+    todos.put("t1".into(), todo("milk", false)).await.unwrap();
+    assert_eq!(
+        json(&todos.get("t1".into()).await.unwrap()),
+        r#"{"title":"milk","done":false}"#
+    );
+    assert_eq!(
+        json(&todos.entries().await.unwrap()),
+        r#"[["t1",{"title":"milk","done":false}],["t2",{"title":"bread","done":true}]]"#
+    );
+    let page = todos
+        .query(js_sys::JSON::parse(r#"{"where":{"done":true}}"#).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        json(&page),
+        r#"{"results":[{"key":"t2","value":{"title":"bread","done":true}}],"hasMore":false,"nextCursor":null}"#
+    );
+    assert_eq!(client.pending_ops().await.unwrap(), 2.0);
+
+    todos.remove("t1".into()).await.unwrap();
+    assert!(todos.get("t1".into()).await.unwrap().is_undefined());
+    todos.clear().await.unwrap();
+    assert_eq!(json(&todos.entries().await.unwrap()), "[]");
+}
+
+#[wasm_bindgen_test]
+async fn data_survives_a_reopen_of_the_database() {
+    let name = unique("reopen");
+    let client = open_db(&name).await;
+    let node_id = client.node_id();
+    client
+        .get_map("notes")
+        .unwrap()
+        .put("n".into(), JsValue::from_str("kept"))
+        .await
+        .unwrap();
+    client.close().await;
+
+    let reopened = open_db(&name).await;
+    assert_eq!(reopened.node_id(), node_id, "the node id is stored");
+    let value = reopened
+        .get_map("notes")
+        .unwrap()
+        .get("n".into())
+        .await
+        .unwrap();
+    assert_eq!(value.as_string().as_deref(), Some("kept"));
+    assert_eq!(reopened.pending_ops().await.unwrap(), 1.0);
+}
+
+#[wasm_bindgen_test]
+async fn errors_are_js_errors_with_a_stable_code() {
+    let client = open_db(&unique("errors")).await;
+    let code = |error: &JsValue| {
+        assert!(
+            error.is_instance_of::<js_sys::Error>(),
+            "{error:?} is an Error"
+        );
+        Reflect::get(error, &"code".into())
+            .unwrap()
+            .as_string()
+            .unwrap()
+    };
+    let empty_key = client
+        .get_map("m")
+        .unwrap()
+        .put(String::new(), 1.into())
+        .await;
+    assert_eq!(code(&empty_key.unwrap_err()), "INVALID_ARGUMENT");
+    let bad_option = JsClient::open(options(&[("colour", "red".into())])).await;
+    assert_eq!(code(&bad_option.unwrap_err()), "INVALID_ARGUMENT");
+    let map = client.get_map("m").unwrap();
+    client.close().await;
+    assert_eq!(code(&map.get("k".into()).await.unwrap_err()), "CLOSED");
+}
+
+#[wasm_bindgen_test]
+async fn subscribers_see_local_changes() {
+    let client = open_db(&unique("subscribe")).await;
+    let map = client.get_map("m").unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let callback = wasm_bindgen::closure::Closure::<dyn FnMut(JsValue)>::new(move |event| {
+        let _ = tx.send(json(&event));
+    });
+    let listener = map.subscribe(callback.as_ref().clone().into());
+    map.put("k".into(), 7.into()).await.unwrap();
+    assert_eq!(
+        rx.recv().await.unwrap(),
+        r#"{"key":"k","oldValue":null,"newValue":7,"origin":"local"}"#
+    );
+    listener.stop();
+    drop(callback);
+}
+
+/// The server `cargo xtask ci` started, if any.
+const SERVER: Option<&str> = option_env!("TOPGUN_TEST_SERVER");
+
+async fn online(url: &str, name: &str) -> JsClient {
+    let client = JsClient::open(options(&[
+        ("databaseName", name.into()),
+        ("serverUrl", url.into()),
+        ("maps", js_sys::JSON::parse(r#"["shared"]"#).unwrap()),
+    ]))
+    .await
+    .unwrap();
+    client
+}
+
+/// Waits until `map` holds `key` (the client applies remote changes in
+/// the background; its change events say when).
+async fn until_present(map: &JsMap, key: &str) -> JsValue {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let callback = wasm_bindgen::closure::Closure::<dyn FnMut(JsValue)>::new(move |_| {
+        let _ = tx.send(());
+    });
+    let listener = map.subscribe(callback.as_ref().clone().into());
+    loop {
+        let value = map.get(key.into()).await.unwrap();
+        if !value.is_undefined() {
+            listener.stop();
+            return value;
+        }
+        rx.recv().await.unwrap();
+    }
+}
+
+#[wasm_bindgen_test]
+async fn two_browser_clients_sync_through_a_real_server() {
+    let Some(url) = SERVER else {
+        wasm_bindgen_test::console_log!("TOPGUN_TEST_SERVER unset: sync test skipped");
+        return;
+    };
+    let run = unique("run");
+    let alice = online(url, &format!("alice-{run}")).await;
+    let bob = online(url, &format!("bob-{run}")).await;
+    let key = format!("from-alice-{run}");
+    alice
+        .get_map("shared")
+        .unwrap()
+        .put(key.clone(), todo("synced", false))
+        .await
+        .unwrap();
+    let seen = until_present(&bob.get_map("shared").unwrap(), &key).await;
+    assert_eq!(json(&seen), r#"{"title":"synced","done":false}"#);
+
+    let back = format!("from-bob-{run}");
+    bob.get_map("shared")
+        .unwrap()
+        .put(back.clone(), JsValue::from_str("reply"))
+        .await
+        .unwrap();
+    let seen = until_present(&alice.get_map("shared").unwrap(), &back).await;
+    assert_eq!(seen.as_string().as_deref(), Some("reply"));
+}
