@@ -123,15 +123,21 @@ impl BrowserConnection {
             },
         };
 
-        let first = Box::pin(connection.events.recv());
-        let timeout = gloo_timers::future::TimeoutFuture::new(CONNECT_TIMEOUT_MS);
-        match select(first, timeout).await {
-            Either::Left((Some(SocketEvent::Open), _)) => Ok(connection),
-            Either::Left((Some(SocketEvent::Closed(reason)), _)) => {
+        let first = {
+            let first = Box::pin(connection.events.recv());
+            let timeout = gloo_timers::future::TimeoutFuture::new(CONNECT_TIMEOUT_MS);
+            match select(first, timeout).await {
+                Either::Left((event, _)) => Some(event),
+                Either::Right(((), _)) => None,
+            }
+        };
+        match first {
+            Some(Some(SocketEvent::Open)) => Ok(connection),
+            Some(Some(SocketEvent::Closed(reason))) => {
                 Err(format!("cannot connect to {url}: {reason}"))
             }
-            Either::Left((Some(_) | None, _)) => Err(format!("cannot connect to {url}")),
-            Either::Right(((), _)) => Err(format!(
+            Some(_) => Err(format!("cannot connect to {url}")),
+            None => Err(format!(
                 "cannot connect to {url}: no answer in {CONNECT_TIMEOUT_MS} ms"
             )),
         }

@@ -12,9 +12,19 @@ use wasm_bindgen::closure::Closure;
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast, JsValue};
 
+/// The option names `TopGunClient.open` takes.
+const OPTION_NAMES: &[&str] = &[
+    "serverUrl",
+    "token",
+    "databaseName",
+    "workingSet",
+    "maps",
+    "quotaBytes",
+];
+
 /// Options of `TopGunClient.open` (all optional).
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 struct Options {
     /// The server's WebSocket URL; without one the client stays offline.
     server_url: Option<String>,
@@ -54,6 +64,18 @@ impl JsClient {
         let options: Options = if options.is_undefined() || options.is_null() {
             Options::default()
         } else {
+            // serde-wasm-bindgen reads only the fields it knows, so a
+            // misspelt option would pass unnoticed.
+            let object: &js_sys::Object = options.unchecked_ref();
+            for name in js_sys::Object::keys(object).iter() {
+                let name = name.as_string().unwrap_or_default();
+                if !OPTION_NAMES.contains(&name.as_str()) {
+                    return Err(invalid(
+                        "options",
+                        format!("unknown option {name:?}; options are {OPTION_NAMES:?}"),
+                    ));
+                }
+            }
             serde_wasm_bindgen::from_value(options).map_err(|e| invalid("options", e))?
         };
         let store = match &options.database_name {
@@ -70,7 +92,7 @@ impl JsClient {
         }
         if let Some(records) = options.working_set {
             builder = builder.working_set(WorkingSetLimits {
-                max_records: records,
+                max_entries: records,
                 ..WorkingSetLimits::default()
             });
         }

@@ -7,7 +7,7 @@
 
 use js_sys::Reflect;
 use topgun_wasm::{JsClient, JsMap};
-use wasm_bindgen::JsValue;
+use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
 
 wasm_bindgen_test_configure!(run_in_browser);
@@ -51,11 +51,11 @@ async fn put_get_remove_clear_and_entries_answer_locally() {
     todos.put("t1".into(), todo("milk", false)).await.unwrap();
     assert_eq!(
         json(&todos.get("t1".into()).await.unwrap()),
-        r#"{"title":"milk","done":false}"#
+        r#"{"done":false,"title":"milk"}"#
     );
     assert_eq!(
         json(&todos.entries().await.unwrap()),
-        r#"[["t1",{"title":"milk","done":false}],["t2",{"title":"bread","done":true}]]"#
+        r#"[["t1",{"done":false,"title":"milk"}],["t2",{"done":true,"title":"bread"}]]"#
     );
     let page = todos
         .query(js_sys::JSON::parse(r#"{"where":{"done":true}}"#).unwrap())
@@ -63,7 +63,7 @@ async fn put_get_remove_clear_and_entries_answer_locally() {
         .unwrap();
     assert_eq!(
         json(&page),
-        r#"{"results":[{"key":"t2","value":{"title":"bread","done":true}}],"hasMore":false,"nextCursor":null}"#
+        r#"{"results":[{"key":"t2","value":{"done":true,"title":"bread"}}],"hasMore":false,"nextCursor":null}"#
     );
     assert_eq!(client.pending_ops().await.unwrap(), 2.0);
 
@@ -191,7 +191,7 @@ async fn two_browser_clients_sync_through_a_real_server() {
         .await
         .unwrap();
     let seen = until_present(&bob.get_map("shared").unwrap(), &key).await;
-    assert_eq!(json(&seen), r#"{"title":"synced","done":false}"#);
+    assert_eq!(json(&seen), r#"{"done":false,"title":"synced"}"#);
 
     let back = format!("from-bob-{run}");
     bob.get_map("shared")
