@@ -43,6 +43,8 @@ pub struct TopGunClientBuilder {
     sync_config: topgun_sync::SyncConfig,
     sync_maps: Vec<String>,
     runtime: Option<Arc<dyn Runtime>>,
+    #[cfg(all(feature = "indexeddb", target_family = "wasm"))]
+    tabs: Option<String>,
 }
 
 impl Default for TopGunClientBuilder {
@@ -65,6 +67,8 @@ impl Default for TopGunClientBuilder {
             sync_config: topgun_sync::SyncConfig::default(),
             sync_maps: Vec::new(),
             runtime: None,
+            #[cfg(all(feature = "indexeddb", target_family = "wasm"))]
+            tabs: None,
         }
     }
 }
@@ -215,6 +219,19 @@ impl TopGunClientBuilder {
         self
     }
 
+    /// Opens IndexedDB database `database` shared with the page's other
+    /// tabs (feature `indexeddb`, wasm32): every tab reads and writes it,
+    /// one tab at a time (the leader, chosen with the Web Locks API) holds
+    /// the server connection, and each tab sees the others' changes. A
+    /// store given with [`store`](Self::store) is used instead of opening
+    /// `database`; the database name still names the group.
+    #[cfg(all(feature = "indexeddb", target_family = "wasm"))]
+    #[must_use]
+    pub fn browser_tabs(mut self, database: impl Into<String>) -> Self {
+        self.tabs = Some(database.into());
+        self
+    }
+
     /// Opens the store, settles the node id, warms up the working set and
     /// returns the client in state `OFFLINE`.
     ///
@@ -223,6 +240,10 @@ impl TopGunClientBuilder {
     /// a newer version); [`ClientError::Clock`] for a node id that is empty
     /// or contains `:`.
     pub async fn build(#[allow(unused_mut)] mut self) -> Result<TopGunClient, ClientError> {
+        #[cfg(all(feature = "indexeddb", target_family = "wasm"))]
+        if let Some(database) = self.tabs.clone() {
+            return self.build_tabs(&database).await;
+        }
         #[cfg(all(feature = "redb", unix))]
         if let Some(dir) = self.shared_dir.clone() {
             return self.build_shared(&dir).await;
@@ -293,6 +314,41 @@ impl TopGunClientBuilder {
             });
         }
         Ok(TopGunClient::new(local, status, None).with_dir(shared))
+    }
+
+    /// [`build`](Self::build) for a tab of [`browser_tabs`](Self::browser_tabs).
+    #[cfg(all(feature = "indexeddb", target_family = "wasm"))]
+    async fn build_tabs(self, database: &str) -> Result<TopGunClient, ClientError> {
+        use crate::tabs::{Fence, FencedStore, StartSync, Tabs};
+        let inner = match &self.store {
+            Some(store) => store.clone(),
+            None => Arc::new(topgun_storage::IndexedDbStore::open_named(database).await?),
+        };
+        let fence = std::rc::Rc::new(Fence::default());
+        let store: Arc<dyn Store> = Arc::new(FencedStore::new(inner, fence.clone()));
+        let runtime = self.runtime.clone().or_else(default_runtime);
+        // A node id per tab: two tabs never issue the same timestamp.
+        let node_id = match &self.node_id {
+            Some(id) => id.clone(),
+            None => uuid::Uuid::new_v4().to_string(),
+        };
+        let local = self
+            .local_data(store, node_id, runtime.clone(), true)
+            .await?;
+        let status = Arc::new(SyncStatus::new());
+        status.set_state(ConnectionState::Offline);
+        let setup = self.sync_settings(runtime)?.map(std::rc::Rc::new);
+        let sync_status = status.clone();
+        let start_sync: StartSync = Box::new(move |local| {
+            let (setup, status) = (setup.clone(), sync_status.clone());
+            Box::pin(async move {
+                let setup = setup?;
+                let maps = local.store().map_names().await.unwrap_or_default();
+                Some(setup.start(&local, status, maps))
+            })
+        });
+        let tabs = Tabs::join(database, &local, &status, fence, start_sync)?;
+        Ok(TopGunClient::new(local, status, None).with_tabs(tabs))
     }
 
     /// The configured node id (stored), else the stored one, else a new

@@ -64,6 +64,13 @@ impl TopGunClient {
         self
     }
 
+    /// The client of a browser tab that shares its database with others.
+    #[cfg(all(feature = "indexeddb", target_family = "wasm"))]
+    pub(crate) fn with_tabs(mut self, tabs: std::rc::Rc<crate::tabs::Tabs>) -> Self {
+        self.keep.tabs = Some(tabs);
+        self
+    }
+
     /// Whether this process holds its data ([`Role::Leader`](crate::Role::Leader):
     /// always, except for a follower on a
     /// [`shared_dir`](crate::TopGunClientBuilder::shared_dir)).
@@ -77,6 +84,10 @@ impl TopGunClient {
         #[cfg(all(feature = "redb", unix))]
         if let Some(dir) = &self.keep.dir {
             return dir.watch_role();
+        }
+        #[cfg(all(feature = "indexeddb", target_family = "wasm"))]
+        if let Some(tabs) = &self.keep.tabs {
+            return tabs.watch_role();
         }
         watch::Sender::new(crate::Role::Leader).subscribe()
     }
@@ -95,6 +106,10 @@ impl TopGunClient {
             dir.open_map(name);
         }
         if let Some(sync) = &self.keep.sync {
+            sync.open_map(name);
+        }
+        #[cfg(all(feature = "indexeddb", target_family = "wasm"))]
+        if let Some(sync) = self.keep.tabs.as_ref().and_then(|tabs| tabs.sync()) {
             sync.open_map(name);
         }
         Ok(IMap::new(
@@ -245,6 +260,10 @@ impl TopGunClient {
         #[cfg(all(feature = "redb", unix))]
         if let Some(dir) = &self.keep.dir {
             dir.close().await;
+        }
+        #[cfg(all(feature = "indexeddb", target_family = "wasm"))]
+        if let Some(tabs) = &self.keep.tabs {
+            tabs.close().await;
         }
         self.local.close();
     }

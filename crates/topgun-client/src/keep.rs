@@ -9,6 +9,8 @@ pub(crate) struct KeepAlive {
     pub(crate) sync: Option<SyncHandle>,
     #[cfg(all(feature = "redb", unix))]
     pub(crate) dir: Option<std::sync::Arc<crate::shared_dir::SharedDir>>,
+    #[cfg(all(feature = "indexeddb", target_family = "wasm"))]
+    pub(crate) tabs: Option<std::rc::Rc<crate::tabs::Tabs>>,
 }
 
 impl KeepAlive {
@@ -17,6 +19,10 @@ impl KeepAlive {
         #[cfg(all(feature = "redb", unix))]
         if let Some(dir) = &self.dir {
             return dir.sync();
+        }
+        #[cfg(all(feature = "indexeddb", target_family = "wasm"))]
+        if let Some(tabs) = &self.tabs {
+            return tabs.sync();
         }
         self.sync.clone()
     }

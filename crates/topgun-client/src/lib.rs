@@ -30,6 +30,8 @@ mod quota;
 mod role;
 #[cfg(all(feature = "redb", unix))]
 pub mod shared_dir;
+#[cfg(all(feature = "indexeddb", target_family = "wasm"))]
+mod tabs;
 mod working_set;
 
 pub use builder::TopGunClientBuilder;

@@ -464,7 +464,13 @@ impl LocalData {
     }
 
     /// Every change published from now on, in every map.
-    #[cfg_attr(not(all(feature = "redb", unix)), allow(dead_code))] // Used by `shared_dir`.
+    #[cfg_attr(
+        not(any(
+            all(feature = "redb", unix),
+            all(feature = "indexeddb", target_family = "wasm")
+        )),
+        allow(dead_code)
+    )] // Used by `shared_dir` and `tabs`.
     pub(crate) fn changes(&self) -> broadcast::Receiver<Change> {
         self.hub.changes()
     }
@@ -473,7 +479,13 @@ impl LocalData {
     /// (this client forwards its calls there): the clock observes it, a
     /// cached copy is replaced (this client's own writes are cached),
     /// subscribers and live queries see it.
-    #[cfg_attr(not(all(feature = "redb", unix)), allow(dead_code))] // Used by `shared_dir`.
+    #[cfg_attr(
+        not(any(
+            all(feature = "redb", unix),
+            all(feature = "indexeddb", target_family = "wasm")
+        )),
+        allow(dead_code)
+    )] // Used by `shared_dir` and `tabs`.
     pub(crate) fn apply_change(&self, change: Change) {
         let _ = self.hlc.update(&change.timestamp);
         let map = self.map(&change.map);
@@ -525,7 +537,7 @@ impl LocalData {
         }
     }
 
-    fn signal_sync(&self, map: &str) {
+    pub(crate) fn signal_sync(&self, map: &str) {
         if let Some(sync) = self.sync.get() {
             sync.local_change(map);
         }

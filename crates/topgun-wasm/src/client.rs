@@ -1,13 +1,13 @@
 //! `TopGunClient` for JavaScript.
 
-use crate::error::{from_client, from_storage, invalid};
+use crate::error::{from_client, invalid};
 use crate::listen::{call, Listener};
 use crate::map::JsMap;
 use serde::Deserialize;
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::sync::Arc;
-use topgun_client::{IndexedDbStore, TopGunClient, WorkingSetLimits};
+use topgun_client::{TopGunClient, WorkingSetLimits};
+use topgun_storage::DEFAULT_DATABASE_NAME;
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast, JsValue};
@@ -78,12 +78,12 @@ impl JsClient {
             }
             serde_wasm_bindgen::from_value(options).map_err(|e| invalid("options", e))?
         };
-        let store = match &options.database_name {
-            Some(name) => IndexedDbStore::open_named(name).await,
-            None => IndexedDbStore::open().await,
-        }
-        .map_err(|e| from_storage(&e))?;
-        let mut builder = TopGunClient::builder().store(Arc::new(store));
+        // Tabs of the page's origin share the database (one of them syncs).
+        let database = options
+            .database_name
+            .as_deref()
+            .unwrap_or(DEFAULT_DATABASE_NAME);
+        let mut builder = TopGunClient::builder().browser_tabs(database);
         if let Some(url) = options.server_url {
             builder = builder.server_url(url);
         }
@@ -148,6 +148,26 @@ impl JsClient {
             .await
             .map_err(|e| from_client(&e))?;
         Ok(pending as f64)
+    }
+
+    /// `leader` while this tab holds the server connection for the tabs
+    /// sharing its database, else `follower`.
+    #[wasm_bindgen(getter)]
+    pub fn role(&self) -> String {
+        self.client.role().as_str().to_owned()
+    }
+
+    /// Calls `callback(role)` when this tab's role changes (a follower
+    /// takes over when the leader tab closes).
+    #[wasm_bindgen(js_name = onRoleChange)]
+    pub fn on_role_change(&self, callback: js_sys::Function) -> Listener {
+        let mut roles = self.client.watch_role();
+        Listener::spawn(async move {
+            while roles.changed().await.is_ok() {
+                let role = roles.borrow_and_update().as_str();
+                call(&callback, &JsValue::from_str(role));
+            }
+        })
     }
 
     /// This client's node id (stamps every write).

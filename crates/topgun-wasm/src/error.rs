@@ -51,11 +51,6 @@ pub(crate) fn from_client(error: &ClientError) -> JsValue {
     js_error(code, &error.to_string())
 }
 
-/// A storage error as a JS `Error`.
-pub(crate) fn from_storage(error: &StorageError) -> JsValue {
-    js_error(storage_code(error), &error.to_string())
-}
-
 /// An argument that could not be read.
 pub(crate) fn invalid(what: &str, detail: impl std::fmt::Display) -> JsValue {
     js_error("INVALID_ARGUMENT", &format!("{what}: {detail}"))

@@ -77,7 +77,6 @@ async fn put_get_remove_clear_and_entries_answer_locally() {
 async fn data_survives_a_reopen_of_the_database() {
     let name = unique("reopen");
     let client = open_db(&name).await;
-    let node_id = client.node_id();
     client
         .get_map("notes")
         .unwrap()
@@ -87,7 +86,6 @@ async fn data_survives_a_reopen_of_the_database() {
     client.close().await;
 
     let reopened = open_db(&name).await;
-    assert_eq!(reopened.node_id(), node_id, "the node id is stored");
     let value = reopened
         .get_map("notes")
         .unwrap()
@@ -201,4 +199,134 @@ async fn two_browser_clients_sync_through_a_real_server() {
         .unwrap();
     let seen = until_present(&alice.get_map("shared").unwrap(), &back).await;
     assert_eq!(seen.as_string().as_deref(), Some("reply"));
+}
+
+/// Waits until `client`'s role is `role` (its role changes are events).
+async fn until_role(client: &JsClient, role: &str) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let callback = wasm_bindgen::closure::Closure::<dyn FnMut(JsValue)>::new(move |_| {
+        let _ = tx.send(());
+    });
+    let listener = client.on_role_change(callback.as_ref().clone().into());
+    while client.role() != role {
+        rx.recv().await.unwrap();
+    }
+    listener.stop();
+}
+
+/// Waits until `client` shows `state`.
+async fn until_state(client: &JsClient, state: &str) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let callback = wasm_bindgen::closure::Closure::<dyn FnMut(JsValue)>::new(move |_| {
+        let _ = tx.send(());
+    });
+    let listener = client.on_state_change(callback.as_ref().clone().into());
+    while client.state() != state {
+        rx.recv().await.unwrap();
+    }
+    listener.stop();
+}
+
+/// Two clients on one database stand for two tabs of one origin (Web Locks
+/// and BroadcastChannel work alike between objects of one page).
+#[wasm_bindgen_test]
+async fn tabs_share_a_database_and_one_leader_syncs() {
+    let database = unique("tabs");
+    let first = open_db(&database).await;
+    until_role(&first, "leader").await;
+    let second = open_db(&database).await;
+    assert_eq!(second.role(), "follower");
+
+    // A follower's write reaches the leader's map and its subscribers.
+    let leader_map = first.get_map("todos").unwrap();
+    second
+        .get_map("todos")
+        .unwrap()
+        .put("from-follower".into(), todo("shared", false))
+        .await
+        .unwrap();
+    let seen = until_present(&leader_map, "from-follower").await;
+    assert_eq!(json(&seen), r#"{"done":false,"title":"shared"}"#);
+
+    // And the other way round: the follower's subscribers see the
+    // leader's writes in order, with the values before them.
+    let follower_map = second.get_map("todos").unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let callback = wasm_bindgen::closure::Closure::<dyn FnMut(JsValue)>::new(move |event| {
+        let _ = tx.send(json(&event));
+    });
+    let listener = follower_map.subscribe(callback.as_ref().clone().into());
+    for value in 1..=3 {
+        leader_map.put("k".into(), value.into()).await.unwrap();
+    }
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        seen.push(rx.recv().await.unwrap());
+    }
+    assert_eq!(
+        seen,
+        [
+            r#"{"key":"k","oldValue":null,"newValue":1,"origin":"local"}"#,
+            r#"{"key":"k","oldValue":1,"newValue":2,"origin":"local"}"#,
+            r#"{"key":"k","oldValue":2,"newValue":3,"origin":"local"}"#,
+        ]
+    );
+    listener.stop();
+    assert_eq!(
+        follower_map.get("k".into()).await.unwrap().as_f64(),
+        Some(3.0)
+    );
+
+    // The leader closes: the follower takes over.
+    first.close().await;
+    until_role(&second, "leader").await;
+}
+
+#[wasm_bindgen_test]
+async fn a_follower_tab_syncs_through_the_leader_and_takes_over() {
+    let Some(url) = SERVER else {
+        wasm_bindgen_test::console_log!("TOPGUN_TEST_SERVER unset: sync test skipped");
+        return;
+    };
+    let run = unique("handover");
+    let database = format!("tabs-{run}");
+    let leader = online(url, &database).await;
+    until_role(&leader, "leader").await;
+    let follower = online(url, &database).await;
+    assert_eq!(follower.role(), "follower");
+    until_state(&leader, "ONLINE").await;
+    until_state(&follower, "ONLINE").await;
+    let observer = online(url, &format!("observer-{run}")).await;
+    let watched = observer.get_map("shared").unwrap();
+
+    // A follower's write reaches the server through the leader.
+    let key = format!("follower-{run}");
+    follower
+        .get_map("shared")
+        .unwrap()
+        .put(key.clone(), JsValue::from_str("via leader"))
+        .await
+        .unwrap();
+    let seen = until_present(&watched, &key).await;
+    assert_eq!(seen.as_string().as_deref(), Some("via leader"));
+
+    // The leader goes; a write made meanwhile reaches the server from the
+    // new leader.
+    leader.close().await;
+    let key = format!("after-{run}");
+    follower
+        .get_map("shared")
+        .unwrap()
+        .put(key.clone(), JsValue::from_str("after handover"))
+        .await
+        .unwrap();
+    until_role(&follower, "leader").await;
+    let seen = until_present(&watched, &key).await;
+    assert_eq!(seen.as_string().as_deref(), Some("after handover"));
+    until_state(&follower, "ONLINE").await;
+    assert_eq!(
+        follower.pending_ops().await.unwrap(),
+        0.0,
+        "sent once and acknowledged"
+    );
 }

@@ -1,0 +1,489 @@
+//! Several browser tabs on one IndexedDB database (feature `indexeddb`,
+//! wasm32): every tab reads and writes the database itself; exactly one,
+//! the **leader**, holds the server connection.
+//!
+//! - **Election**: each tab asks for the Web Lock `topgun:<database>`
+//!   (`navigator.locks`); the browser grants it to one tab at a time and
+//!   to the next in line when the holder closes or crashes. The holder
+//!   starts sync; the lock is never given back while the tab lives.
+//! - **Fencing**: the new leader increments an epoch in `meta_store`; its
+//!   sync reads the op log through a store that checks the epoch first
+//!   ([`FencedStore`]), so a leader that was superseded (its lock stolen
+//!   while it was frozen) can never push again.
+//! - **Changes**: every tab posts the changes it makes (its local writes;
+//!   the leader also its merges of server records) on the
+//!   `BroadcastChannel` `topgun:<database>`; the other tabs apply them to
+//!   their working sets, events and live queries, and the leader tells its
+//!   sync about a follower's write, which reaches the server within one
+//!   push.
+//!
+//! Each tab stamps its writes with a node id of its own, so two tabs never
+//! issue the same timestamp.
+
+use crate::hub::Change;
+use crate::local::LocalData;
+use crate::role::Role;
+use crate::Origin;
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+use tokio::sync::watch;
+use topgun_core::Timestamp;
+use topgun_storage::{
+    AppliedChange, ClearOutcome, KeyStamp, LocalWrite, OpId, OpLogEntry, PruneSums, StorageError,
+    Store, StoreRecord, StoreStats,
+};
+use topgun_sync::{ConnectionState, SyncHandle, SyncStatus};
+use wasm_bindgen::closure::Closure;
+use wasm_bindgen::prelude::wasm_bindgen;
+use wasm_bindgen::{JsCast, JsValue};
+
+/// Meta key of the leader epoch.
+const EPOCH_KEY: &str = "tabs.epoch";
+
+#[wasm_bindgen]
+extern "C" {
+    /// `navigator.locks.request(name, callback)`.
+    #[wasm_bindgen(js_namespace = ["navigator", "locks"], js_name = request, catch)]
+    fn request_lock(
+        name: &str,
+        callback: &Closure<dyn FnMut(JsValue) -> js_sys::Promise>,
+    ) -> Result<js_sys::Promise, JsValue>;
+}
+
+/// What tabs post to each other.
+#[derive(Debug, Serialize, Deserialize)]
+enum Message {
+    /// A change to apply.
+    Change(Posted),
+    /// The leader's connection state (`ONLINE`, …), which every tab shows.
+    State(String),
+    /// A tab joined: the leader answers with its state.
+    Hello,
+}
+
+/// A change as posted between tabs.
+#[derive(Debug, Serialize, Deserialize)]
+struct Posted {
+    map: String,
+    key: String,
+    #[serde(with = "serde_bytes")]
+    old: Option<Vec<u8>>,
+    #[serde(with = "serde_bytes")]
+    new: Option<Vec<u8>>,
+    remote: bool,
+    timestamp: Timestamp,
+    ttl_ms: Option<u64>,
+}
+
+impl Posted {
+    fn from_change(change: &Change) -> Self {
+        Self {
+            map: change.map.to_string(),
+            key: change.key.to_string(),
+            old: change.old.as_deref().map(<[u8]>::to_vec),
+            new: change.new.as_deref().map(<[u8]>::to_vec),
+            remote: change.origin == Origin::Remote,
+            timestamp: change.timestamp.clone(),
+            ttl_ms: change.ttl_ms,
+        }
+    }
+
+    fn into_change(self) -> Change {
+        Change {
+            map: self.map.into(),
+            key: self.key.into(),
+            old: self.old.map(Into::into),
+            new: self.new.map(Into::into),
+            origin: if self.remote {
+                Origin::Remote
+            } else {
+                Origin::Local
+            },
+            timestamp: self.timestamp,
+            ttl_ms: self.ttl_ms,
+        }
+    }
+}
+
+/// Starts sync for a tab that became the leader.
+pub(crate) type StartSync = Box<
+    dyn Fn(
+        Arc<LocalData>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<SyncHandle>>>>,
+>;
+
+/// One tab's part in its database's tab group.
+pub(crate) struct Tabs {
+    role: watch::Sender<Role>,
+    sync: RefCell<Option<SyncHandle>>,
+    channel: web_sys::BroadcastChannel,
+    _on_message: Closure<dyn FnMut(web_sys::MessageEvent)>,
+    _on_lock: Closure<dyn FnMut(JsValue) -> js_sys::Promise>,
+    /// Resolving it gives the lock back (at close).
+    release: RefCell<Option<js_sys::Function>>,
+}
+
+impl std::fmt::Debug for Tabs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tabs")
+            .field("role", &*self.role.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tabs {
+    /// Joins the tab group of `database` with `local` (on a
+    /// [`FencedStore`]), as a follower until the lock is granted.
+    pub(crate) fn join(
+        database: &str,
+        local: &Arc<LocalData>,
+        status: &Arc<SyncStatus>,
+        fence: Rc<Fence>,
+        start_sync: StartSync,
+    ) -> Result<Rc<Self>, StorageError> {
+        let start_sync = Rc::new(start_sync);
+        let name = format!("topgun:{database}");
+        let channel = web_sys::BroadcastChannel::new(&name).map_err(js_failure)?;
+        let role = watch::Sender::new(Role::Follower);
+
+        let weak_local = Arc::downgrade(local);
+        let is_leader = role.subscribe();
+        let state = status.clone();
+        let answer = channel.clone();
+        let on_message = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(
+            move |event: web_sys::MessageEvent| {
+                let Some(local) = weak_local.upgrade() else {
+                    return;
+                };
+                let leader = *is_leader.borrow() == Role::Leader;
+                let bytes = js_sys::Uint8Array::new(&event.data()).to_vec();
+                match rmp_serde::from_slice::<Message>(&bytes) {
+                    Ok(Message::Change(posted)) => {
+                        let change = posted.into_change();
+                        let from_follower = change.origin == Origin::Local;
+                        let map = change.map.clone();
+                        local.apply_change(change);
+                        if from_follower && leader {
+                            local.signal_sync(&map);
+                        }
+                    }
+                    Ok(Message::State(name)) if !leader => {
+                        if let Some(known) = parse_state(&name) {
+                            state.set_state(known);
+                        }
+                    }
+                    Ok(Message::Hello) if leader => {
+                        post(&answer, &Message::State(state.state().as_str().to_owned()))
+                    }
+                    Ok(_) => {}
+                    Err(_) => tracing::warn!("ignoring an undecodable message from another tab"),
+                }
+            },
+        );
+        channel.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+
+        let tabs = Rc::new_cyclic(|weak: &std::rc::Weak<Tabs>| {
+            let weak = weak.clone();
+            let weak_local = Arc::downgrade(local);
+            let on_lock = Closure::<dyn FnMut(JsValue) -> js_sys::Promise>::new(move |_lock| {
+                // Held until the promise resolves: at close, or never.
+                let mut release = None;
+                let held = js_sys::Promise::new(&mut |resolve, _reject| release = Some(resolve));
+                if let (Some(tabs), Some(local)) = (weak.upgrade(), weak_local.upgrade()) {
+                    *tabs.release.borrow_mut() = release;
+                    let (fence, start_sync) = (fence.clone(), start_sync.clone());
+                    wasm_bindgen_futures::spawn_local(async move {
+                        if let Err(error) = fence.take_over(local.store().as_ref()).await {
+                            tracing::error!(%error, "could not take over as the leader tab");
+                            return;
+                        }
+                        tabs.role.send_replace(Role::Leader);
+                        let handle = start_sync(local).await;
+                        *tabs.sync.borrow_mut() = handle;
+                    });
+                }
+                held
+            });
+            Tabs {
+                role,
+                sync: RefCell::new(None),
+                channel,
+                _on_message: on_message,
+                _on_lock: on_lock,
+                release: RefCell::new(None),
+            }
+        });
+        // The promise settles when the lock is given back; nothing waits
+        // for that.
+        let _held = request_lock(&name, &tabs._on_lock).map_err(js_failure)?;
+        tabs.relay(local);
+        tabs.relay_state(status);
+        post(&tabs.channel, &Message::Hello);
+        Ok(tabs)
+    }
+
+    /// Posts this tab's changes to the others: its own local writes, and,
+    /// while it leads, the server records it merges.
+    fn relay(self: &Rc<Self>, local: &Arc<LocalData>) {
+        let mut changes = local.changes();
+        let node_id = local.hlc().node_id().to_owned();
+        let weak = Rc::downgrade(self);
+        wasm_bindgen_futures::spawn_local(async move {
+            loop {
+                let change = match changes.recv().await {
+                    Ok(change) => change,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                };
+                let Some(tabs) = weak.upgrade() else { return };
+                let own = match change.origin {
+                    Origin::Local => change.timestamp.node_id == node_id,
+                    Origin::Remote => *tabs.role.borrow() == Role::Leader,
+                };
+                if !own {
+                    continue;
+                }
+                post(
+                    &tabs.channel,
+                    &Message::Change(Posted::from_change(&change)),
+                );
+            }
+        });
+    }
+
+    /// While this tab leads, posts its connection state to the others.
+    fn relay_state(self: &Rc<Self>, status: &Arc<SyncStatus>) {
+        let mut states = status.watch_state();
+        let weak = Rc::downgrade(self);
+        wasm_bindgen_futures::spawn_local(async move {
+            while states.changed().await.is_ok() {
+                let state = states.borrow_and_update().as_str().to_owned();
+                let Some(tabs) = weak.upgrade() else { return };
+                if *tabs.role.borrow() == Role::Leader {
+                    post(&tabs.channel, &Message::State(state));
+                }
+            }
+        });
+    }
+
+    /// This tab's role, as it changes.
+    pub(crate) fn watch_role(&self) -> watch::Receiver<Role> {
+        self.role.subscribe()
+    }
+
+    /// The sync handle, while this tab leads.
+    pub(crate) fn sync(&self) -> Option<SyncHandle> {
+        self.sync.borrow().clone()
+    }
+
+    /// Leaves the group: stops sync, gives the lock to the next tab.
+    pub(crate) async fn close(&self) {
+        let sync = self.sync.borrow_mut().take();
+        if let Some(sync) = sync {
+            sync.close().await;
+        }
+        self.channel.set_onmessage(None);
+        self.channel.close();
+        if let Some(release) = self.release.borrow_mut().take() {
+            let _ = release.call0(&JsValue::NULL);
+        }
+    }
+}
+
+/// Posts `message` to the other tabs, best effort.
+fn post(channel: &web_sys::BroadcastChannel, message: &Message) {
+    match rmp_serde::to_vec_named(message) {
+        Ok(bytes) => {
+            let bytes = js_sys::Uint8Array::from(bytes.as_slice());
+            if let Err(error) = channel.post_message(&bytes) {
+                tracing::warn!(?error, "could not post to the other tabs");
+            }
+        }
+        Err(error) => tracing::warn!(%error, "could not encode a message to the other tabs"),
+    }
+}
+
+fn parse_state(name: &str) -> Option<ConnectionState> {
+    [
+        ConnectionState::Initial,
+        ConnectionState::Offline,
+        ConnectionState::Connecting,
+        ConnectionState::Syncing,
+        ConnectionState::Online,
+    ]
+    .into_iter()
+    .find(|state| state.as_str() == name)
+}
+
+fn js_failure(value: JsValue) -> StorageError {
+    let message = value
+        .dyn_ref::<js_sys::Error>()
+        .map(|e| String::from(e.message()))
+        .or_else(|| value.as_string())
+        .unwrap_or_else(|| format!("{value:?}"));
+    StorageError::Backend {
+        backend: "indexeddb",
+        during: "joining the other tabs",
+        source: message.into(),
+    }
+}
+
+/// The leader epoch this tab took over with, if any.
+#[derive(Debug, Default)]
+pub(crate) struct Fence {
+    epoch: RefCell<Option<u64>>,
+}
+
+fn decode_epoch(bytes: Option<Vec<u8>>) -> u64 {
+    bytes
+        .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+        .map_or(0, u64::from_le_bytes)
+}
+
+impl Fence {
+    /// Makes this tab's epoch the newest.
+    async fn take_over(&self, store: &dyn Store) -> Result<(), StorageError> {
+        let next = decode_epoch(store.meta_get(EPOCH_KEY).await?) + 1;
+        store
+            .meta_put(EPOCH_KEY, next.to_le_bytes().to_vec())
+            .await?;
+        *self.epoch.borrow_mut() = Some(next);
+        Ok(())
+    }
+
+    /// Fails unless this tab holds the newest epoch.
+    async fn check(&self, store: &dyn Store) -> Result<(), StorageError> {
+        let mine = *self.epoch.borrow();
+        let Some(mine) = mine else {
+            return Ok(());
+        };
+        let stored = decode_epoch(store.meta_get(EPOCH_KEY).await?);
+        if stored == mine {
+            Ok(())
+        } else {
+            Err(StorageError::Closed)
+        }
+    }
+}
+
+/// A store whose op-log reads and acknowledgements fail once another tab
+/// took over (see the module doc): what a superseded leader's sync sees.
+#[derive(Debug)]
+pub(crate) struct FencedStore {
+    inner: Arc<dyn Store>,
+    fence: Rc<Fence>,
+}
+
+impl FencedStore {
+    pub(crate) fn new(inner: Arc<dyn Store>, fence: Rc<Fence>) -> Self {
+        Self { inner, fence }
+    }
+}
+
+#[async_trait(?Send)]
+impl Store for FencedStore {
+    async fn write_local(&self, write: LocalWrite) -> Result<OpId, StorageError> {
+        self.inner.write_local(write).await
+    }
+    async fn get(&self, map_name: &str, key: &str) -> Result<Option<StoreRecord>, StorageError> {
+        self.inner.get(map_name, key).await
+    }
+    async fn get_many(
+        &self,
+        map_name: &str,
+        keys: &[String],
+    ) -> Result<Vec<Option<StoreRecord>>, StorageError> {
+        self.inner.get_many(map_name, keys).await
+    }
+    async fn scan(
+        &self,
+        map_name: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoreRecord>, StorageError> {
+        self.inner.scan(map_name, after, limit).await
+    }
+    async fn scan_stamps(
+        &self,
+        map_name: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<KeyStamp>, StorageError> {
+        self.inner.scan_stamps(map_name, after, limit).await
+    }
+    async fn dirty_records(
+        &self,
+        map_name: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoreRecord>, StorageError> {
+        self.inner.dirty_records(map_name, after, limit).await
+    }
+    async fn pending_ops(
+        &self,
+        after: Option<OpId>,
+        limit: usize,
+    ) -> Result<Vec<OpLogEntry>, StorageError> {
+        self.fence.check(self.inner.as_ref()).await?;
+        self.inner.pending_ops(after, limit).await
+    }
+    async fn mark_synced(&self, ids: &[OpId]) -> Result<u64, StorageError> {
+        self.fence.check(self.inner.as_ref()).await?;
+        self.inner.mark_synced(ids).await
+    }
+    async fn acknowledge(&self, ids: &[OpId]) -> Result<u64, StorageError> {
+        self.fence.check(self.inner.as_ref()).await?;
+        self.inner.acknowledge(ids).await
+    }
+    async fn drop_synced_ops(&self) -> Result<u64, StorageError> {
+        self.inner.drop_synced_ops().await
+    }
+    async fn apply_remote(
+        &self,
+        records: Vec<StoreRecord>,
+    ) -> Result<Vec<AppliedChange>, StorageError> {
+        self.inner.apply_remote(records).await
+    }
+    async fn apply_remote_relaxed(
+        &self,
+        records: Vec<StoreRecord>,
+    ) -> Result<Vec<AppliedChange>, StorageError> {
+        self.inner.apply_remote_relaxed(records).await
+    }
+    async fn clear_map(
+        &self,
+        map_name: &str,
+        timestamp: Timestamp,
+    ) -> Result<ClearOutcome, StorageError> {
+        self.inner.clear_map(map_name, timestamp).await
+    }
+    async fn prune_clean(
+        &self,
+        map_name: &str,
+        keys: &[String],
+        sums: PruneSums,
+    ) -> Result<Vec<String>, StorageError> {
+        self.inner.prune_clean(map_name, keys, sums).await
+    }
+    async fn is_pruned(&self, map_name: &str, key: &str) -> Result<bool, StorageError> {
+        self.inner.is_pruned(map_name, key).await
+    }
+    async fn map_names(&self) -> Result<Vec<String>, StorageError> {
+        self.inner.map_names().await
+    }
+    async fn merkle_leaves(&self, map_name: &str) -> Result<Vec<u32>, StorageError> {
+        self.inner.merkle_leaves(map_name).await
+    }
+    async fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        self.inner.meta_get(key).await
+    }
+    async fn meta_put(&self, key: &str, value: Vec<u8>) -> Result<(), StorageError> {
+        self.inner.meta_put(key, value).await
+    }
+    async fn stats(&self) -> Result<StoreStats, StorageError> {
+        self.inner.stats().await
+    }
+}
