@@ -1,4 +1,4 @@
-//! TopGun for the browser: the Rust client ([`topgun_client`]) as a
+//! TopGun for the browser: the Rust client (`topgun-client`) as a
 //! JavaScript API, built with wasm-bindgen for wasm32.
 //!
 //! ```js
@@ -10,10 +10,10 @@
 //! console.log(await todos.get("t1"), client.state);
 //! ```
 //!
-//! Records live in IndexedDB ([`topgun_storage::IndexedDbStore`]); sync
+//! Records live in IndexedDB (`IndexedDbStore`); sync
 //! runs on the browser's WebSocket and timers. Values are plain JS values
 //! (anything JSON can hold); async calls return promises; errors are JS
-//! `Error`s with a stable `code` ([`error`]).
+//! `Error`s with a stable `code` (module `error`).
 //!
 //! On a native target this crate is empty.
 #![warn(missing_docs)]
