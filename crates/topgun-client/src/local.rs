@@ -378,7 +378,23 @@ impl LocalData {
         let timestamp = write.timestamp.clone();
         let ttl_ms = write.ttl_ms;
         let value: Option<Arc<[u8]>> = write.value.as_deref().map(Arc::from);
-        let op_id = self.store.write_local(write).await?;
+        let op_id = match self.store.write_local(write.clone()).await {
+            // The store itself is full (the browser's quota): prune synced
+            // records and try once more.
+            Err(StorageError::Full { .. }) => {
+                let used = self
+                    .quota
+                    .make_room_when_full(self.store.as_ref(), &self.working_set)
+                    .await?;
+                match self.store.write_local(write).await {
+                    Err(StorageError::Full { .. }) => {
+                        return Err(ClientError::QuotaExceeded { used, budget: used });
+                    }
+                    result => result?,
+                }
+            }
+            result => result?,
+        };
         self.after_commit(map, previous, &key, value, timestamp, ttl_ms);
         Ok(op_id)
     }

@@ -98,6 +98,21 @@ impl Quota {
         Ok(())
     }
 
+    /// The store refused a write as full ([`StorageError::Full`]: the
+    /// browser's quota is used up, whatever the budget says): prunes as if
+    /// the budget were what the store holds now, down to 90% of it.
+    /// Returns the bytes in use afterwards.
+    ///
+    /// [`StorageError::Full`]: topgun_storage::StorageError::Full
+    pub(crate) async fn make_room_when_full(
+        &self,
+        store: &dyn Store,
+        ws: &Mutex<WorkingSet>,
+    ) -> Result<u64, ClientError> {
+        let before = store.stats().await?.bytes;
+        prune(self, store, ws, before.max(1)).await
+    }
+
     /// After records from the server were merged: prunes when the store is
     /// over budget (the merge itself is never refused; the server holds
     /// those records).

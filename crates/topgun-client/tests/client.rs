@@ -416,6 +416,111 @@ async fn quota_prunes_synced_records_and_never_dirty_ones() {
     );
 }
 
+/// A store that is full (a browser's `QuotaExceededError`) until synced
+/// records are pruned: the client prunes and retries the write once; with
+/// nothing left to prune the write fails and changes nothing.
+#[tokio::test]
+async fn a_full_store_prunes_synced_records_and_retries_the_write() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use topgun_storage::hooked::{HookedStore, Phase, StoreCall};
+    use topgun_storage::StorageError;
+
+    let full = Arc::new(AtomicBool::new(false));
+    let emptied = full.clone();
+    let hook = Arc::new(move |call, phase| {
+        // Pruning frees room.
+        if call == StoreCall::PruneClean && phase == Phase::After {
+            emptied.store(false, Ordering::SeqCst);
+        }
+        Box::pin(async {}) as topgun_storage::hooked::HookFuture
+    });
+    let refusing = full.clone();
+    let gate = Arc::new(move |_: &topgun_storage::LocalWrite| {
+        refusing.load(Ordering::SeqCst).then(|| StorageError::Full {
+            backend: "test",
+            source: "QuotaExceededError".into(),
+        })
+    });
+    let store = Arc::new(HookedStore::new(MemoryStore::new(), hook).with_write_gate(gate));
+    let client = TopGunClient::builder()
+        .store(store.clone())
+        .build()
+        .await
+        .unwrap();
+    let mut quota_events = client.events();
+    let m = client.get_map::<String>("m").unwrap();
+    for i in 0..20 {
+        m.put(&format!("old-{i:02}"), "synced".to_owned())
+            .await
+            .unwrap();
+    }
+    let ids: Vec<u64> = store
+        .inner()
+        .pending_ops(None, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|o| o.id)
+        .collect();
+    store.inner().acknowledge(&ids).await.unwrap();
+
+    full.store(true, Ordering::SeqCst);
+    m.put("new", "fits after pruning".to_owned()).await.unwrap();
+    assert_eq!(
+        m.get("new").await.unwrap().as_deref(),
+        Some("fits after pruning")
+    );
+    // As with a budget: the warning, then the pruning.
+    assert!(matches!(
+        quota_events.try_recv(),
+        Ok(ClientEvent::QuotaWarning { .. })
+    ));
+    match quota_events.try_recv() {
+        Ok(ClientEvent::QuotaPruned { records, .. }) => assert!(records > 0),
+        other => panic!("expected the pruning to be reported, got {other:?}"),
+    }
+    assert!(
+        store.inner().stats().await.unwrap().records < 21,
+        "synced records went"
+    );
+
+    // Nothing synced is left, and the store stays full.
+    let stay_full = Arc::new(AtomicBool::new(true));
+    let refusing = stay_full.clone();
+    let gate = Arc::new(move |_: &topgun_storage::LocalWrite| {
+        refusing.load(Ordering::SeqCst).then(|| StorageError::Full {
+            backend: "test",
+            source: "QuotaExceededError".into(),
+        })
+    });
+    let hook = Arc::new(|_, _| Box::pin(async {}) as topgun_storage::hooked::HookFuture);
+    let store = Arc::new(HookedStore::new(MemoryStore::new(), hook).with_write_gate(gate));
+    let client = TopGunClient::builder()
+        .store(store.clone())
+        .build()
+        .await
+        .unwrap();
+    let m = client.get_map::<String>("m").unwrap();
+    stay_full.store(false, Ordering::SeqCst);
+    m.put("k", "kept".to_owned()).await.unwrap();
+    stay_full.store(true, Ordering::SeqCst);
+    let refused = m.put("k", "refused".to_owned()).await;
+    assert!(
+        matches!(refused, Err(ClientError::QuotaExceeded { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(
+        m.get("k").await.unwrap().as_deref(),
+        Some("kept"),
+        "nothing written"
+    );
+    assert_eq!(
+        store.inner().pending_ops(None, 10).await.unwrap().len(),
+        1,
+        "no op lost or added"
+    );
+}
+
 #[cfg(feature = "redb")]
 #[tokio::test]
 async fn data_and_node_id_survive_a_restart_on_redb() {

@@ -53,6 +53,17 @@ pub enum StorageError {
         /// The file.
         path: std::path::PathBuf,
     },
+    /// The backend has no room left: the browser's storage quota for the
+    /// origin is used up (`QuotaExceededError`). Nothing was written; free
+    /// space (a client prunes synced records) and try again.
+    #[error("{backend} storage is full: {source}")]
+    Full {
+        /// Backend name, e.g. `indexeddb`.
+        backend: &'static str,
+        /// The backend's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The store was closed, or its writer stopped after a fatal error;
     /// reopen it.
     #[error("the store is closed")]

@@ -64,17 +64,39 @@ pub type Hook = Arc<dyn Fn(StoreCall, Phase) -> HookFuture + Send + Sync>;
 #[cfg(target_family = "wasm")]
 pub type Hook = Arc<dyn Fn(StoreCall, Phase) -> HookFuture>;
 
+/// Decides whether a local write is refused, and with which error,
+/// before it reaches the inner store (a full disk, say).
+#[cfg(not(target_family = "wasm"))]
+pub type WriteGate = Arc<dyn Fn(&LocalWrite) -> Option<StorageError> + Send + Sync>;
+/// Decides whether a local write is refused, and with which error,
+/// before it reaches the inner store (a full disk, say).
+#[cfg(target_family = "wasm")]
+pub type WriteGate = Arc<dyn Fn(&LocalWrite) -> Option<StorageError>>;
+
 /// Forwards every [`Store`] method (the provided ones too) to `inner`,
 /// awaiting the hook before and after each.
 pub struct HookedStore<S> {
     inner: S,
     hook: Hook,
+    gate: Option<WriteGate>,
 }
 
 impl<S> HookedStore<S> {
     /// Wraps `inner`; `hook` decides what happens around each call.
     pub fn new(inner: S, hook: Hook) -> Self {
-        Self { inner, hook }
+        Self {
+            inner,
+            hook,
+            gate: None,
+        }
+    }
+
+    /// Refuses the local writes `gate` returns an error for (after the
+    /// hook's `Before`), without calling the inner store.
+    #[must_use]
+    pub fn with_write_gate(mut self, gate: WriteGate) -> Self {
+        self.gate = Some(gate);
+        self
     }
 
     /// The wrapped store, to check its contents without running the hook.
@@ -102,8 +124,14 @@ impl<S: std::fmt::Debug> std::fmt::Debug for HookedStore<S> {
 #[cfg_attr(target_family = "wasm", async_trait::async_trait(?Send))]
 impl<S: Store> Store for HookedStore<S> {
     async fn write_local(&self, write: LocalWrite) -> Result<OpId, StorageError> {
-        self.around(StoreCall::WriteLocal, self.inner.write_local(write))
-            .await
+        let refused = self.gate.as_ref().and_then(|gate| gate(&write));
+        let call = async {
+            match refused {
+                Some(error) => Err(error),
+                None => self.inner.write_local(write).await,
+            }
+        };
+        self.around(StoreCall::WriteLocal, call).await
     }
     async fn get(&self, map_name: &str, key: &str) -> Result<Option<StoreRecord>, StorageError> {
         self.around(StoreCall::Get, self.inner.get(map_name, key))

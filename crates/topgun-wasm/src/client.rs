@@ -1,12 +1,13 @@
 //! `TopGunClient` for JavaScript.
 
-use crate::error::{from_client, invalid};
+use crate::error::{from_client, invalid, js_error};
 use crate::listen::{call, Listener};
 use crate::map::JsMap;
-use serde::Deserialize;
+use crate::values::to_js;
+use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::rc::Rc;
-use topgun_client::{TopGunClient, WorkingSetLimits};
+use topgun_client::{ClientEvent, TopGunClient, WorkingSetLimits};
 use topgun_storage::DEFAULT_DATABASE_NAME;
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::prelude::wasm_bindgen;
@@ -170,6 +171,48 @@ impl JsClient {
         })
     }
 
+    /// The browser's storage estimate for this origin:
+    /// `{usage, quota}` in bytes (`navigator.storage.estimate()`).
+    pub async fn estimate() -> Result<JsValue, JsValue> {
+        let storage = storage_manager()?;
+        let estimate = call_method(&storage, "estimate")?;
+        wasm_bindgen_futures::JsFuture::from(estimate.unchecked_into::<js_sys::Promise>()).await
+    }
+
+    /// Asks the browser to keep this origin's data under storage pressure
+    /// (`navigator.storage.persist()`); resolves to whether it will.
+    pub async fn persist() -> Result<bool, JsValue> {
+        let storage = storage_manager()?;
+        let granted = call_method(&storage, "persist")?;
+        let granted =
+            wasm_bindgen_futures::JsFuture::from(granted.unchecked_into::<js_sys::Promise>())
+                .await?;
+        Ok(granted.as_bool() == Some(true))
+    }
+
+    /// Calls `callback(event)` on storage quota events:
+    /// `{type: "warning", used, budget}` (80% of `quotaBytes` reached),
+    /// `{type: "pruned", records, bytesBefore, bytesAfter}` (synced
+    /// records were dropped to make room, on the budget or on the
+    /// browser's `QuotaExceededError`), `{type: "exhausted", used, budget}`
+    /// (only unsynced data is left: writes fail with `QUOTA_EXCEEDED`).
+    #[wasm_bindgen(js_name = onQuotaEvent)]
+    pub fn on_quota_event(&self, callback: js_sys::Function) -> Listener {
+        let mut events = self.client.events();
+        Listener::spawn(async move {
+            loop {
+                let event = match events.recv().await {
+                    Ok(event) => event,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                };
+                if let Ok(value) = to_js(&QuotaEvent::from(event)) {
+                    call(&callback, &value);
+                }
+            }
+        })
+    }
+
     /// This client's node id (stamps every write).
     #[wasm_bindgen(getter, js_name = nodeId)]
     pub fn node_id(&self) -> String {
@@ -185,6 +228,65 @@ impl JsClient {
         }
         self.client.close().await;
     }
+}
+
+/// A quota event as JavaScript sees it.
+#[derive(Serialize)]
+#[serde(
+    tag = "type",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
+enum QuotaEvent {
+    Warning {
+        used: u64,
+        budget: u64,
+    },
+    Pruned {
+        records: u64,
+        bytes_before: u64,
+        bytes_after: u64,
+    },
+    Exhausted {
+        used: u64,
+        budget: u64,
+    },
+    Other,
+}
+
+impl From<ClientEvent> for QuotaEvent {
+    fn from(event: ClientEvent) -> Self {
+        match event {
+            ClientEvent::QuotaWarning { used, budget } => Self::Warning { used, budget },
+            ClientEvent::QuotaPruned {
+                records,
+                bytes_before,
+                bytes_after,
+            } => Self::Pruned {
+                records,
+                bytes_before,
+                bytes_after,
+            },
+            ClientEvent::QuotaExhausted { used, budget } => Self::Exhausted { used, budget },
+            _ => Self::Other,
+        }
+    }
+}
+
+/// `navigator.storage`, in a page or a worker.
+fn storage_manager() -> Result<JsValue, JsValue> {
+    let navigator = js_sys::Reflect::get(&js_sys::global(), &"navigator".into())?;
+    let storage = js_sys::Reflect::get(&navigator, &"storage".into())?;
+    if storage.is_undefined() {
+        return Err(js_error("UNSUPPORTED", "navigator.storage is missing here"));
+    }
+    Ok(storage)
+}
+
+/// `object[name]()`.
+fn call_method(object: &JsValue, name: &str) -> Result<JsValue, JsValue> {
+    let method: js_sys::Function = js_sys::Reflect::get(object, &name.into())?.dyn_into()?;
+    method.call0(object)
 }
 
 /// Feeds the window's `online` / `offline` events to the client, so that

@@ -9,6 +9,8 @@
 //! | `STORAGE` | IndexedDB failed (the message says how) |
 //! | `SCHEMA_TOO_NEW` | the database was written by a newer version |
 //! | `CLOSED` | the client was closed |
+//! | `UNSUPPORTED` | the browser lacks an API this call needs |
+//! | `LAGGED` | (to a subscriber) events were dropped; read the map again |
 //! | `INTERNAL` | anything else (a bug: please report it) |
 
 use topgun_client::ClientError;
@@ -29,9 +31,7 @@ fn storage_code(error: &StorageError) -> &'static str {
         StorageError::InvalidInput(_) => "INVALID_ARGUMENT",
         StorageError::SchemaTooNew { .. } => "SCHEMA_TOO_NEW",
         StorageError::Closed => "CLOSED",
-        StorageError::Backend { .. } if error.to_string().contains("QuotaExceededError") => {
-            "QUOTA_EXCEEDED"
-        }
+        StorageError::Full { .. } => "QUOTA_EXCEEDED",
         _ => "STORAGE",
     }
 }

@@ -330,3 +330,53 @@ async fn a_follower_tab_syncs_through_the_leader_and_takes_over() {
         "sent once and acknowledged"
     );
 }
+
+#[wasm_bindgen_test]
+async fn the_storage_estimate_and_persistence_are_visible() {
+    let estimate = JsClient::estimate().await.unwrap();
+    let usage = Reflect::get(&estimate, &"usage".into()).unwrap().as_f64();
+    let quota = Reflect::get(&estimate, &"quota".into()).unwrap().as_f64();
+    assert!(
+        usage.is_some() && quota.is_some_and(|q| q > 0.0),
+        "{}",
+        json(&estimate)
+    );
+    // Headless Chromium answers; either answer is a boolean.
+    let _granted: bool = JsClient::persist().await.unwrap();
+}
+
+#[wasm_bindgen_test]
+async fn quota_events_reach_javascript() {
+    let client = JsClient::open(options(&[
+        ("databaseName", unique("quota").into()),
+        ("quotaBytes", 2_000.into()),
+    ]))
+    .await
+    .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let callback = wasm_bindgen::closure::Closure::<dyn FnMut(JsValue)>::new(move |event| {
+        let _ = tx.send(json(&event));
+    });
+    let listener = client.on_quota_event(callback.as_ref().clone().into());
+    let map = client.get_map("m").unwrap();
+    let value = JsValue::from_str(&"v".repeat(200));
+    // Only unsynced writes: the budget fills, warns, then refuses.
+    let mut refused = None;
+    for i in 0..20 {
+        if let Err(error) = map.put(format!("k{i}"), value.clone()).await {
+            refused = Some(error);
+            break;
+        }
+    }
+    let error = refused.expect("the budget refuses a write");
+    let code = Reflect::get(&error, &"code".into()).unwrap().as_string();
+    assert_eq!(code.as_deref(), Some("QUOTA_EXCEEDED"));
+    let first = rx.recv().await.unwrap();
+    assert!(first.starts_with(r#"{"type":"warning","used":"#), "{first}");
+    let second = rx.recv().await.unwrap();
+    assert!(
+        second.starts_with(r#"{"type":"exhausted","used":"#),
+        "{second}"
+    );
+    listener.stop();
+}

@@ -47,8 +47,15 @@ impl JsFailure {
         }
     }
 
-    /// This failure as the storage error of `during`.
+    /// This failure as the storage error of `during`
+    /// ([`StorageError::Full`] for a `QuotaExceededError`).
     pub(crate) fn into_error(self, during: &'static str) -> StorageError {
+        if self.name == "QuotaExceededError" {
+            return StorageError::Full {
+                backend: BACKEND,
+                source: Box::new(self),
+            };
+        }
         StorageError::Backend {
             backend: BACKEND,
             during,

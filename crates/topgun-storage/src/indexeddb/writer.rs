@@ -157,7 +157,9 @@ enum Failure {
 /// JS exception's name, `QuotaExceededError` say, included).
 fn replicate(error: &StorageError) -> StorageError {
     let failure = match error {
-        StorageError::Backend { source, .. } => source.downcast_ref::<JsFailure>().cloned(),
+        StorageError::Backend { source, .. } | StorageError::Full { source, .. } => {
+            source.downcast_ref::<JsFailure>().cloned()
+        }
         _ => None,
     };
     let failure = failure.unwrap_or_else(|| JsFailure {
