@@ -42,6 +42,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(&args[1..]),
         Some("bench") => bench(&args[1..]),
+        Some("demo") => demo(),
         Some("help" | "-h" | "--help") | None => {
             eprintln!("{}", HELP);
             Ok(())
@@ -63,7 +64,9 @@ usage: cargo xtask <command>
 commands:
   ci [STEP…]    run the CI steps (all by default): fmt, clippy, test, doc, wasm
   bench [NAME…] run the benchmarks (all by default): storage, client, sync,
-                shared_dir, server, postgres";
+                shared_dir, server, postgres
+  demo          build the browser demo (a shared todo list) and serve it
+                with a sync server at http://127.0.0.1:8080/";
 
 fn root() -> PathBuf {
     // xtask/ sits directly under the workspace root.
@@ -246,11 +249,34 @@ fn wasm_steps() -> Result<(), String> {
     ]);
     run("wasm test: IndexedDB store (headless Chromium)", cmd)?;
     // The JS API, with a real server for the sync test.
-    let server = wasm::TestServer::start(&root())?;
+    let server = wasm::TestServer::start(&root(), None)?;
     let mut cmd = wasm.cargo("test");
     cmd.args(["-p", "topgun-wasm", "--test", "browser"])
         .env("TOPGUN_TEST_SERVER", &server.url);
-    run("wasm test: JS API and sync (headless Chromium)", cmd)
+    run("wasm test: JS API and sync (headless Chromium)", cmd)?;
+    drop(server);
+    // The demo page in tabs and profiles of a real browser.
+    let web = wasm.build_web()?;
+    let server = wasm::TestServer::start(&root(), Some(&web))?;
+    wasm::end_to_end(&root(), &server)
+}
+
+/// `cargo xtask demo`: builds the browser demo and serves it with a sync
+/// server at http://127.0.0.1:8080/ until Ctrl-C.
+fn demo() -> Result<(), String> {
+    let wasm = wasm::Wasm::prepare(&root())?;
+    let web = wasm.build_web()?;
+    let mut build = cargo();
+    build.args(["build", "--locked", "--release", "-p", "topgun-cli"]);
+    run("build topgun (release)", build)?;
+    eprintln!("==> demo: open http://127.0.0.1:8080/ in several tabs and browsers");
+    let mut serve = Command::new(root().join("target/release/topgun"));
+    serve
+        .args(["serve", "--no-auth", "--addr", "127.0.0.1:8080", "--data"])
+        .arg(root().join("target/demo-data"))
+        .arg("--web")
+        .arg(web);
+    run("demo", serve)
 }
 
 fn bench(names: &[String]) -> Result<(), String> {

@@ -96,6 +96,34 @@ impl Wasm {
         cmd
     }
 
+    /// Builds the browser demo into `target/web`: `topgun-wasm` in release
+    /// for wasm32, turned into an ES module with its TypeScript types by
+    /// `wasm-bindgen --target web` (`target/web/pkg`), and the demo page
+    /// (`crates/topgun-wasm/demo`) beside it.
+    pub(crate) fn build_web(&self) -> Result<PathBuf, String> {
+        let mut cmd = self.cargo("build");
+        cmd.args(["--release", "-p", "topgun-wasm"]);
+        crate::run("wasm build topgun-wasm (release)", cmd)?;
+        let web = self.root.join("target/web");
+        let wasm = self
+            .root
+            .join("target/wasm/wasm32-unknown-unknown/release/topgun_wasm.wasm");
+        let mut bindgen = Command::new(self.tools.join("bin/wasm-bindgen"));
+        bindgen
+            .args(["--target", "web", "--out-dir"])
+            .arg(web.join("pkg"))
+            .arg(&wasm);
+        crate::run("wasm-bindgen --target web", bindgen)?;
+        let demo = self.root.join("crates/topgun-wasm/demo");
+        let entries =
+            std::fs::read_dir(&demo).map_err(|e| format!("reading {}: {e}", demo.display()))?;
+        for entry in entries.filter_map(Result::ok) {
+            std::fs::copy(entry.path(), web.join(entry.file_name()))
+                .map_err(|e| format!("copying {}: {e}", entry.path().display()))?;
+        }
+        Ok(web)
+    }
+
     /// Builds `wasm-bindgen-cli` at the version of `Cargo.lock` into
     /// `target/wasm-tools`, unless it is there already.
     fn install_bindgen(&self) -> Result<(), String> {
@@ -124,6 +152,28 @@ impl Wasm {
         .arg(&self.tools);
         crate::run("wasm-bindgen-cli", cmd)
     }
+}
+
+/// Runs the browser end-to-end tests (`tests/browser-e2e`, Playwright on
+/// headless Chromium) against the demo served by `server`; the screenshot
+/// of the converged page lands in `target/e2e/`.
+pub(crate) fn end_to_end(root: &Path, server: &TestServer) -> Result<(), String> {
+    let dir = root.join("tests/browser-e2e");
+    if !dir.join("node_modules/playwright-core").exists() {
+        let mut npm = Command::new("npm");
+        npm.current_dir(&dir)
+            .args(["ci", "--no-audit", "--no-fund"]);
+        crate::run("npm ci (tests/browser-e2e)", npm)?;
+    }
+    let out = root.join("target/e2e");
+    std::fs::create_dir_all(&out).map_err(|e| format!("creating {}: {e}", out.display()))?;
+    let mut node = Command::new("node");
+    node.current_dir(&dir)
+        .arg("e2e.mjs")
+        .env("TOPGUN_E2E_URL", &server.page)
+        .env("TOPGUN_E2E_OUT", &out)
+        .env("CHROMIUM", BROWSER[0].1);
+    crate::run("browser end-to-end (Playwright, headless Chromium)", node)
 }
 
 /// Whether rustup's `wasm32-unknown-unknown` target is installed.
@@ -162,15 +212,18 @@ fn locked_version(root: &Path, package: &str) -> Result<String, String> {
 /// 127.0.0.1 with a fresh data directory; killed when dropped.
 #[derive(Debug)]
 pub(crate) struct TestServer {
+    /// The WebSocket endpoint.
     pub(crate) url: String,
+    /// The web root's URL (with a web root).
+    pub(crate) page: String,
     child: std::process::Child,
     data: PathBuf,
 }
 
 impl TestServer {
-    /// Builds the `topgun` binary and starts it; returns once it accepts
-    /// connections.
-    pub(crate) fn start(root: &Path) -> Result<Self, String> {
+    /// Builds the `topgun` binary and starts it (serving `web` as static
+    /// files, if given); returns once it accepts connections.
+    pub(crate) fn start(root: &Path, web: Option<&Path>) -> Result<Self, String> {
         let mut build = crate::cargo();
         build.args(["build", "--locked", "-p", "topgun-cli"]);
         crate::run("build topgun", build)?;
@@ -178,16 +231,22 @@ impl TestServer {
             .and_then(|listener| listener.local_addr())
             .map_err(|e| format!("finding a port: {e}"))?
             .port();
-        let data = root.join("target/wasm-e2e-data");
+        let data = root.join(format!("target/wasm-e2e-data-{port}"));
         let _ = std::fs::remove_dir_all(&data);
-        let child = Command::new(root.join("target/debug/topgun"))
+        let mut serve = Command::new(root.join("target/debug/topgun"));
+        serve
             .args(["serve", "--no-auth", "--addr", &format!("127.0.0.1:{port}")])
             .arg("--data")
-            .arg(&data)
+            .arg(&data);
+        if let Some(web) = web {
+            serve.arg("--web").arg(web);
+        }
+        let child = serve
             .spawn()
             .map_err(|e| format!("starting topgun serve: {e}"))?;
         let server = Self {
             url: format!("ws://127.0.0.1:{port}/ws"),
+            page: format!("http://127.0.0.1:{port}/"),
             child,
             data,
         };

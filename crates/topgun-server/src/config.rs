@@ -35,6 +35,10 @@ pub struct ServerConfig {
     /// How far ahead of the server's wall clock a client timestamp may lie,
     /// in ms; ops beyond it get `OP_REJECTED` and are not applied.
     pub max_drift_ms: u64,
+    /// A directory of static files served over HTTP at every path other
+    /// than `/ws` and `/health` (a web app next to its sync server);
+    /// `None` serves none.
+    pub web_root: Option<PathBuf>,
 }
 
 impl ServerConfig {
@@ -49,6 +53,7 @@ impl ServerConfig {
             limits: Limits::default(),
             node_id: "topgun-server".to_owned(),
             max_drift_ms: topgun_core::hlc::DEFAULT_MAX_DRIFT_MS,
+            web_root: None,
         }
     }
 }

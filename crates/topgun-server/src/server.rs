@@ -77,6 +77,7 @@ where
         jwt,
         config.rules,
         config.limits,
+        config.web_root,
         shutdown,
     )
     .await;
@@ -95,6 +96,7 @@ async fn serve<F>(
     jwt: Option<JwtVerifier>,
     rules: crate::AccessRules,
     limits: crate::Limits,
+    web_root: Option<std::path::PathBuf>,
     shutdown: F,
 ) -> Result<(), ServerError>
 where
@@ -134,7 +136,7 @@ where
     ));
     let (stop_tx, stop_rx) = watch::channel(false);
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
-    let app = Router::new()
+    let mut app = Router::new()
         .route("/health", get(health))
         .route("/ws", get(upgrade))
         .with_state(App {
@@ -142,6 +144,10 @@ where
             stop: stop_rx,
             done: done_tx,
         });
+    if let Some(root) = web_root {
+        tracing::info!(root = %root.display(), "serving static files");
+        app = app.fallback_service(tower_http::services::ServeDir::new(root));
+    }
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "topgun server listening");
     }

@@ -34,6 +34,7 @@ match = denied); ignored with --no-auth:
 Examples:
   topgun serve --no-auth --data ./server-data
   topgun serve --no-auth --store postgres://topgun@127.0.0.1:5432/topgun
+  topgun serve --no-auth --data ./server-data --web ./target/web   (the browser demo)
   TOPGUN_JWT_SECRET=s3cret topgun serve --addr 0.0.0.0:8080 --rules rules.toml
   RUST_LOG=debug topgun serve --no-auth --addr 127.0.0.1:0";
 
@@ -60,6 +61,10 @@ pub(crate) struct ServeArgs {
     /// colon), instead of the data directory; several nodes may share it.
     #[arg(long, value_name = "URL", env = "TOPGUN_STORE")]
     store: Option<String>,
+    /// Also serve the static files of this directory over HTTP at every
+    /// other path (a web app next to /ws, e.g. the browser demo).
+    #[arg(long, value_name = "DIR")]
+    web: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -124,8 +129,12 @@ pub(crate) async fn serve(data: &Path, args: ServeArgs) -> Result<(), CliError> 
     let mut config = ServerConfig::new(store);
     config.auth = auth;
     config.rules = rules;
+    config.web_root = args.web.clone();
     // Scripts and tests parse this line: keep its format.
     eprintln!("topgun server listening on ws://{local}/ws (data: {shown}, auth: {auth_name})");
+    if let Some(web) = &args.web {
+        eprintln!("serving {} at http://{local}/", web.display());
+    }
     topgun_server::run(listener, config, shutdown).await?;
     Ok(())
 }
