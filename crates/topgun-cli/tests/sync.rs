@@ -334,3 +334,33 @@ fn a_server_killed_mid_push_loses_no_acked_op_and_the_client_converges() {
         assert_same_records(&client_final, &written, "client after convergence");
     }
 }
+
+/// `serve --web DIR` serves DIR's files over HTTP beside `/ws` and
+/// `/health` (the browser demo's page next to its sync server).
+#[test]
+fn serve_web_serves_static_files_beside_the_sync_endpoint() {
+    use std::io::{Read, Write};
+    let data = tempfile::tempdir().unwrap();
+    let web = tempfile::tempdir().unwrap();
+    std::fs::write(web.path().join("index.html"), "<h1>todos</h1>").unwrap();
+    let web_dir = web.path().to_str().unwrap();
+    let server =
+        common::Server::start(data.path(), "127.0.0.1:0", &["--no-auth", "--web", web_dir]);
+    let get = |path: &str| {
+        let mut stream = std::net::TcpStream::connect(&server.addr).unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response
+    };
+    let page = get("/");
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(page.contains("text/html"), "{page}");
+    assert!(page.ends_with("<h1>todos</h1>"), "{page}");
+    assert!(get("/missing.js").starts_with("HTTP/1.1 404"));
+    assert!(get("/health").starts_with("HTTP/1.1 200"));
+}

@@ -75,9 +75,11 @@ where
         store.clone(),
         hlc,
         jwt,
-        config.rules,
-        config.limits,
-        config.web_root,
+        Policy {
+            rules: config.rules,
+            limits: config.limits,
+            web_root: config.web_root,
+        },
         shutdown,
     )
     .await;
@@ -89,19 +91,29 @@ where
     result.and(closed)
 }
 
+/// What the server enforces and serves besides the protocol.
+struct Policy {
+    rules: crate::AccessRules,
+    limits: crate::Limits,
+    web_root: Option<std::path::PathBuf>,
+}
+
 async fn serve<F>(
     listener: TcpListener,
     store: Arc<dyn ServerStore>,
     hlc: Hlc,
     jwt: Option<JwtVerifier>,
-    rules: crate::AccessRules,
-    limits: crate::Limits,
-    web_root: Option<std::path::PathBuf>,
+    policy: Policy,
     shutdown: F,
 ) -> Result<(), ServerError>
 where
     F: Future<Output = ()> + Send + 'static,
 {
+    let Policy {
+        rules,
+        limits,
+        web_root,
+    } = policy;
     let started = std::time::Instant::now();
     // Before the trees are built: changes committed meanwhile are read
     // again from the feed (harmless) rather than missed.
