@@ -132,6 +132,7 @@ try {
   await alice.setOffline(true);
   await state(leader, "OFFLINE");
   await add(leader, "cake");
+  await showsExactly(leader, [...all, "cake"]);
   const pending = await leader.evaluate(() => window.topgun.client.pendingOps());
   if (pending < 1) throw new Error(`the leader's offline write should be pending, got ${pending}`);
   await leader.close();

@@ -320,9 +320,12 @@ impl TopGunClientBuilder {
     #[cfg(all(feature = "indexeddb", target_family = "wasm"))]
     async fn build_tabs(self, database: &str) -> Result<TopGunClient, ClientError> {
         use crate::tabs::{Fence, FencedStore, StartSync, Tabs};
-        let inner = match &self.store {
-            Some(store) => store.clone(),
-            None => Arc::new(topgun_storage::IndexedDbStore::open_named(database).await?),
+        let (inner, opened): (Arc<dyn Store>, _) = match &self.store {
+            Some(store) => (store.clone(), None),
+            None => {
+                let opened = topgun_storage::IndexedDbStore::open_named(database).await?;
+                (Arc::new(opened.clone()), Some(opened))
+            }
         };
         let fence = std::rc::Rc::new(Fence::default());
         let store: Arc<dyn Store> = Arc::new(FencedStore::new(inner, fence.clone()));
@@ -347,7 +350,7 @@ impl TopGunClientBuilder {
                 Some(setup.start(&local, status, maps))
             })
         });
-        let tabs = Tabs::join(database, &local, &status, fence, start_sync)?;
+        let tabs = Tabs::join(database, &local, &status, fence, start_sync, opened)?;
         Ok(TopGunClient::new(local, status, None).with_tabs(tabs))
     }
 

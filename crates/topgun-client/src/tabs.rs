@@ -124,6 +124,8 @@ pub(crate) struct Tabs {
     _on_lock: Closure<dyn FnMut(JsValue) -> js_sys::Promise>,
     /// Resolving it gives the lock back (at close).
     release: RefCell<Option<js_sys::Function>>,
+    /// The database connection this tab opened, closed with the tab.
+    database: Option<topgun_storage::IndexedDbStore>,
 }
 
 impl std::fmt::Debug for Tabs {
@@ -143,6 +145,7 @@ impl Tabs {
         status: &Arc<SyncStatus>,
         fence: Rc<Fence>,
         start_sync: StartSync,
+        opened: Option<topgun_storage::IndexedDbStore>,
     ) -> Result<Rc<Self>, StorageError> {
         let start_sync = Rc::new(start_sync);
         let name = format!("topgun:{database}");
@@ -214,6 +217,7 @@ impl Tabs {
                 _on_message: on_message,
                 _on_lock: on_lock,
                 release: RefCell::new(None),
+                database: opened,
             }
         });
         // The promise settles when the lock is given back; nothing waits
@@ -279,7 +283,8 @@ impl Tabs {
         self.sync.borrow().clone()
     }
 
-    /// Leaves the group: stops sync, gives the lock to the next tab.
+    /// Leaves the group: stops sync, gives the lock to the next tab, closes
+    /// the database connection this tab opened.
     pub(crate) async fn close(&self) {
         let sync = self.sync.borrow_mut().take();
         if let Some(sync) = sync {
@@ -289,6 +294,10 @@ impl Tabs {
         self.channel.close();
         if let Some(release) = self.release.borrow_mut().take() {
             let _ = release.call0(&JsValue::NULL);
+        }
+        // Lets the database be deleted or upgraded by another tab.
+        if let Some(database) = &self.database {
+            database.close();
         }
     }
 }

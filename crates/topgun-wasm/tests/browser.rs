@@ -380,3 +380,43 @@ async fn quota_events_reach_javascript() {
     );
     listener.stop();
 }
+
+/// `indexedDB.deleteDatabase(name)`, resolved at its `success` (a
+/// `blocked` event first only means a connection was still finishing its
+/// transactions; one never closed leaves the deletion waiting for ever).
+async fn delete_database(name: &str) -> String {
+    let factory = Reflect::get(&js_sys::global(), &"indexedDB".into()).unwrap();
+    let delete: js_sys::Function = Reflect::get(&factory, &"deleteDatabase".into())
+        .unwrap()
+        .dyn_into()
+        .unwrap();
+    let request = delete.call1(&factory, &name.into()).unwrap();
+    let outcome = js_sys::Promise::new(&mut |resolve, _reject| {
+        for event in ["success"] {
+            let resolve = resolve.clone();
+            let handler = wasm_bindgen::closure::Closure::once_into_js(move || {
+                let _ = resolve.call1(&JsValue::NULL, &event.into());
+            });
+            Reflect::set(&request, &format!("on{event}").into(), &handler).unwrap();
+        }
+    });
+    wasm_bindgen_futures::JsFuture::from(outcome)
+        .await
+        .unwrap()
+        .as_string()
+        .unwrap()
+}
+
+#[wasm_bindgen_test]
+async fn close_releases_the_database() {
+    let name = unique("release");
+    let client = open_db(&name).await;
+    client
+        .get_map("m")
+        .unwrap()
+        .put("k".into(), 1.into())
+        .await
+        .unwrap();
+    client.close().await;
+    assert_eq!(delete_database(&name).await, "success");
+}
