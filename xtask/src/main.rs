@@ -64,7 +64,7 @@ usage: cargo xtask <command>
 commands:
   ci [STEP…]    run the CI steps (all by default): fmt, clippy, test, doc, wasm
   bench [NAME…] run the benchmarks (all by default): storage, client, sync,
-                shared_dir, server, postgres
+                shared_dir, server, postgres, browser
   demo          build the browser demo (a shared todo list) and serve it
                 with a sync server at http://127.0.0.1:8080/";
 
@@ -261,6 +261,29 @@ fn wasm_steps() -> Result<(), String> {
     wasm::end_to_end(&root(), &server)
 }
 
+/// The browser bench: TopGun's JS API beside raw IndexedDB and Dexie in
+/// headless Chromium (`crates/topgun-wasm/bench`), into
+/// `target/bench/browser.json`.
+fn browser_bench() -> Result<(), String> {
+    let wasm = wasm::Wasm::prepare(&root())?;
+    let web = wasm.build_web()?;
+    let dir = root().join("crates/topgun-wasm/bench");
+    if !dir.join("node_modules/esbuild").exists() {
+        let mut npm = Command::new("npm");
+        npm.current_dir(&dir)
+            .args(["ci", "--no-audit", "--no-fund"]);
+        run("npm ci (browser bench)", npm)?;
+    }
+    let mut node = Command::new("node");
+    node.current_dir(&dir)
+        .arg("run.mjs")
+        .arg("--pkg")
+        .arg(web.join("pkg"))
+        .arg("--out")
+        .arg(root().join("target/bench/browser.json"));
+    run("bench browser", node)
+}
+
 /// `cargo xtask demo`: builds the browser demo and serves it with a sync
 /// server at http://127.0.0.1:8080/ until Ctrl-C.
 fn demo() -> Result<(), String> {
@@ -280,7 +303,8 @@ fn demo() -> Result<(), String> {
 }
 
 fn bench(names: &[String]) -> Result<(), String> {
-    let known: Vec<&str> = BENCHES.iter().map(|b| b.1).collect();
+    let mut known: Vec<&str> = BENCHES.iter().map(|b| b.1).collect();
+    known.push("browser");
     if let Some(bad) = names.iter().find(|n| !known.contains(&n.as_str())) {
         return Err(format!("unknown bench {bad:?}; benches are {known:?}"));
     }
@@ -309,6 +333,9 @@ fn bench(names: &[String]) -> Result<(), String> {
         };
         run(&format!("bench {target}"), cmd)?;
         drop(pg);
+    }
+    if names.is_empty() || names.iter().any(|n| n == "browser") {
+        browser_bench()?;
     }
     eprintln!(
         "figures written under {}",

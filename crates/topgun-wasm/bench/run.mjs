@@ -1,0 +1,106 @@
+// Runs the browser bench: bundles src/ with esbuild (the `topgun-wasm`
+// import resolved to the wasm-bindgen package, as an app's bundler would),
+// serves it on 127.0.0.1, runs it in headless Chromium and writes the
+// medians and ratios as JSON. `cargo xtask bench browser` builds the
+// package and calls this with:
+//   node run.mjs --pkg <dir> --out <file> [--runs 5] [--warmup 1]
+import { build } from "esbuild";
+import { chromium } from "playwright-core";
+import { createServer } from "node:http";
+import { readFile, writeFile, mkdir } from "node:fs/promises";
+import { dirname, extname, join, resolve } from "node:path";
+
+const args = Object.fromEntries(
+  process.argv.slice(2).reduce((pairs, arg, i, all) => {
+    if (arg.startsWith("--")) pairs.push([arg.slice(2), all[i + 1]]);
+    return pairs;
+  }, []),
+);
+const pkg = resolve(args.pkg ?? "../../../target/web/pkg");
+const out = resolve(args.out ?? "../../../target/bench/browser.json");
+const runs = Number(args.runs ?? 5);
+const warmup = Number(args.warmup ?? 1);
+const here = dirname(new URL(import.meta.url).pathname);
+
+await build({
+  entryPoints: [join(here, "src/main.js")],
+  bundle: true,
+  format: "esm",
+  platform: "browser",
+  target: "es2022",
+  alias: { "topgun-wasm": join(pkg, "topgun_wasm.js") },
+  outfile: join(here, "dist/bundle.js"),
+  logLevel: "warning",
+});
+
+const TYPES = { ".html": "text/html", ".js": "text/javascript", ".wasm": "application/wasm" };
+const server = createServer(async (req, res) => {
+  const path = new URL(req.url, "http://x").pathname;
+  const file =
+    path === "/" ? join(here, "index.html")
+    : path === "/bundle.js" ? join(here, "dist/bundle.js")
+    : path.startsWith("/pkg/") ? join(pkg, path.slice(5))
+    : null;
+  try {
+    if (!file) throw new Error("not found");
+    const body = await readFile(file);
+    res.writeHead(200, { "content-type": TYPES[extname(file)] ?? "application/octet-stream" });
+    res.end(body);
+  } catch {
+    res.writeHead(404).end();
+  }
+});
+await new Promise((ok) => server.listen(0, "127.0.0.1", ok));
+const url = `http://127.0.0.1:${server.address().port}/?runs=${runs}&warmup=${warmup}`;
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"],
+});
+let result;
+try {
+  const page = await browser.newPage();
+  page.on("pageerror", (error) => console.error(`page error: ${error.message}`));
+  await page.goto(url);
+  await page.waitForFunction(() => window.benchResult, null, { timeout: 30 * 60_000, polling: 500 });
+  result = await page.evaluate(() => window.benchResult);
+} finally {
+  await browser.close();
+  server.close();
+}
+if (result.error) {
+  console.error(`bench failed: ${result.error}`);
+  process.exit(1);
+}
+
+const { medians } = result;
+const metrics = Object.keys(medians["raw-idb"]);
+const ratio = (a, b) => Object.fromEntries(metrics.map((m) => [m, +(medians[a][m] / medians[b][m]).toFixed(2)]));
+const report = {
+  bench: "browser",
+  date: new Date().toISOString(),
+  browser: result.userAgent,
+  runs: result.runs,
+  warmup: result.warmup,
+  medians_ms: medians,
+  ratios: {
+    topgun_vs_raw_idb: ratio("topgun", "raw-idb"),
+    topgun_vs_dexie: ratio("topgun", "dexie"),
+    dexie_vs_raw_idb: ratio("dexie", "raw-idb"),
+  },
+  samples_ms: result.samples,
+};
+await mkdir(dirname(out), { recursive: true });
+await writeFile(out, JSON.stringify(report, null, 2));
+
+const pad = (s, n) => String(s).padEnd(n);
+console.log(`${pad("metric (median ms)", 22)}${pad("raw-idb", 10)}${pad("dexie", 10)}${pad("topgun", 10)}${pad("tg/raw", 8)}tg/dexie`);
+for (const m of metrics) {
+  console.log(
+    pad(m, 22) + pad(medians["raw-idb"][m].toFixed(1), 10) + pad(medians.dexie[m].toFixed(1), 10) +
+      pad(medians.topgun[m].toFixed(1), 10) + pad(report.ratios.topgun_vs_raw_idb[m], 8) +
+      report.ratios.topgun_vs_dexie[m],
+  );
+}
+console.log(`written to ${out}`);

@@ -1,0 +1,138 @@
+// The systems measured, one object each with the same async methods:
+// open(name), insertOne(doc), bulkInsert(docs), findByIds(ids),
+// findById(id), querySorted(), queryEq(var2), countEq(var2), readAll(),
+// close(), destroy(name). Documents have `id`, `var1` (string), `var2`
+// (integer), `deep` and `list`.
+import Dexie from "dexie";
+import init, { TopGunClient } from "topgun-wasm";
+
+function request(req) {
+  return new Promise((resolve, reject) => {
+    req.onsuccess = () => resolve(req.result);
+    req.onerror = () => reject(req.error);
+  });
+}
+
+function done(tx) {
+  return new Promise((resolve, reject) => {
+    tx.oncomplete = () => resolve();
+    tx.onerror = () => reject(tx.error);
+    tx.onabort = () => reject(tx.error);
+  });
+}
+
+function deleteDatabase(name) {
+  return request(indexedDB.deleteDatabase(name));
+}
+
+/** Plain IndexedDB: one object store keyed by `id`, native indexes. */
+export function rawIdb() {
+  let db;
+  const store = (mode) => db.transaction("docs", mode).objectStore("docs");
+  return {
+    id: "raw-idb",
+    async open(name) {
+      const req = indexedDB.open(name, 1);
+      req.onupgradeneeded = () => {
+        const docs = req.result.createObjectStore("docs", { keyPath: "id" });
+        docs.createIndex("var1", "var1");
+        docs.createIndex("var2", "var2");
+        docs.createIndex("var2_var1", ["var2", "var1"]);
+      };
+      db = await request(req);
+    },
+    async insertOne(doc) {
+      const tx = db.transaction("docs", "readwrite");
+      tx.objectStore("docs").put(doc);
+      await done(tx);
+    },
+    async bulkInsert(docs) {
+      const tx = db.transaction("docs", "readwrite");
+      const os = tx.objectStore("docs");
+      for (const doc of docs) os.put(doc);
+      await done(tx);
+    },
+    async findByIds(ids) {
+      const os = store("readonly");
+      return Promise.all(ids.map((id) => request(os.get(id))));
+    },
+    findById: (id) => request(store("readonly").get(id)),
+    querySorted: () => request(store("readonly").index("var2_var1").getAll()),
+    queryEq: (k) => request(store("readonly").index("var2").getAll(k)),
+    countEq: (k) => request(store("readonly").index("var2").count(k)),
+    readAll: () => request(store("readonly").getAll()),
+    async close() {
+      db.close();
+    },
+    destroy: deleteDatabase,
+  };
+}
+
+/** Dexie.js with the same schema. */
+export function dexie() {
+  let db;
+  return {
+    id: "dexie",
+    async open(name) {
+      db = new Dexie(name);
+      db.version(1).stores({ docs: "id, var1, var2, [var2+var1]" });
+      await db.open();
+    },
+    insertOne: (doc) => db.docs.put(doc),
+    bulkInsert: (docs) => db.docs.bulkPut(docs),
+    findByIds: (ids) => db.docs.bulkGet(ids),
+    findById: (id) => db.docs.get(id),
+    querySorted: () => db.docs.orderBy("[var2+var1]").toArray(),
+    queryEq: (k) => db.docs.where("var2").equals(k).toArray(),
+    countEq: (k) => db.docs.where("var2").equals(k).count(),
+    readAll: () => db.docs.toArray(),
+    async close() {
+      db.close();
+    },
+    destroy: (name) => Dexie.delete(name),
+  };
+}
+
+let initialised;
+
+/** TopGun's JS API: one map, writes recorded in the op log too. */
+export function topgun() {
+  let client;
+  let docs;
+  return {
+    id: "topgun",
+    async open(name) {
+      initialised ??= init({ module_or_path: "/pkg/topgun_wasm_bg.wasm" });
+      await initialised;
+      client = await TopGunClient.open({ databaseName: name });
+      docs = client.getMap("docs");
+    },
+    insertOne: (doc) => docs.put(doc.id, doc),
+    bulkInsert: (batch) => Promise.all(batch.map((doc) => docs.put(doc.id, doc))),
+    findByIds: (ids) => Promise.all(ids.map((id) => docs.get(id))),
+    findById: (id) => docs.get(id),
+    async querySorted() {
+      const page = await docs.query({
+        sort: [
+          { field: "var2", direction: "asc" },
+          { field: "var1", direction: "asc" },
+        ],
+      });
+      return page.results;
+    },
+    async queryEq(k) {
+      return (await docs.query({ where: { var2: k } })).results;
+    },
+    async countEq(k) {
+      return (await docs.query({ where: { var2: k } })).results.length;
+    },
+    readAll: () => docs.entries(),
+    async close() {
+      await client.close();
+      client.free();
+    },
+    destroy: deleteDatabase,
+  };
+}
+
+export const SYSTEMS = { "raw-idb": rawIdb, dexie, topgun };
