@@ -73,7 +73,7 @@ fn flag(value: bool) -> JsValue {
     JsValue::from_f64(if value { 1.0 } else { 0.0 })
 }
 
-fn read_flag(object: &JsValue, name: &str) -> Result<bool, StorageError> {
+fn read_flag(object: &JsValue, name: &'static str) -> Result<bool, StorageError> {
     Ok(field(object, name)?.as_f64() == Some(1.0))
 }
 
@@ -84,7 +84,11 @@ fn utf8(raw: Vec<u8>, what: &'static str) -> Result<String, StorageError> {
     })
 }
 
-fn binary_string(object: &JsValue, name: &str, what: &'static str) -> Result<String, StorageError> {
+fn binary_string(
+    object: &JsValue,
+    name: &'static str,
+    what: &'static str,
+) -> Result<String, StorageError> {
     let raw =
         to_bytes(&field(object, name)?).ok_or_else(|| corrupt(what, "a name is not binary"))?;
     utf8(raw, what)
@@ -181,7 +185,7 @@ pub(crate) fn op_to_js(
 pub(crate) fn op_from_js(object: &JsValue) -> Result<OpLogEntry, StorageError> {
     const WHAT: &str = "operation_log";
     let body = decode_body(object, WHAT)?;
-    let text = |name: &str| {
+    let text = |name: &'static str| {
         field(object, name)?
             .as_string()
             .ok_or_else(|| corrupt(WHAT, "a name is not a string"))
@@ -227,9 +231,46 @@ pub(crate) fn app_meta_key(key: &str) -> JsValue {
     JsValue::from_str(key)
 }
 
-/// The meta key of `map_name`'s Merkle leaf sums.
-pub(crate) fn sums_key(map_name: &str) -> JsValue {
-    array(&[JsValue::from_str("merkle"), bytes(map_name.as_bytes())])
+/// Leaves per stored chunk of a map's Merkle leaf sums: a write reads
+/// and rewrites only the chunk of its key's leaf (256 bytes), not all
+/// [`LEAVES`] sums (16 KiB).
+pub(crate) const SUMS_CHUNK: usize = 64;
+
+/// The meta key of chunk `chunk` of `map_name`'s Merkle leaf sums.
+pub(crate) fn sums_key(map_name: &str, chunk: usize) -> JsValue {
+    array(&[
+        JsValue::from_str("merkle"),
+        bytes(map_name.as_bytes()),
+        JsValue::from_f64(chunk as f64),
+    ])
+}
+
+/// The key range of every chunk of `map_name`'s sums.
+pub(crate) fn sums_range(map_name: &str) -> Result<idb::KeyRange, StorageError> {
+    let prefix = |at: f64| {
+        array(&[
+            JsValue::from_str("merkle"),
+            bytes(map_name.as_bytes()),
+            JsValue::from_f64(at),
+        ])
+    };
+    idb::KeyRange::bound(
+        &prefix(0.0),
+        &prefix((LEAVES / SUMS_CHUNK) as f64),
+        Some(false),
+        Some(true),
+    )
+    .map_err(js::idb_error("building a key range"))
+}
+
+/// The chunk number of a sums key.
+pub(crate) fn sums_chunk_of(key: &JsValue) -> Result<usize, StorageError> {
+    js_sys::Reflect::get_u32(key, 2)
+        .ok()
+        .and_then(|n| n.as_f64())
+        .filter(|n| *n >= 0.0 && (*n as usize) < LEAVES / SUMS_CHUNK)
+        .map(|n| n as usize)
+        .ok_or_else(|| corrupt("merkle sums", "a chunk key is out of range"))
 }
 
 /// The meta key of a record pruned with its sums kept.
@@ -246,19 +287,19 @@ pub(crate) fn counters_key() -> JsValue {
     array(&[JsValue::from_str("counters")])
 }
 
-/// Leaf sums as stored: [`LEAVES`] little-endian `u32`s.
+/// A chunk of leaf sums as stored: [`SUMS_CHUNK`] little-endian `u32`s.
 pub(crate) fn sums_to_js(sums: &[u32]) -> JsValue {
     let raw: Vec<u8> = sums.iter().flat_map(|s| s.to_le_bytes()).collect();
     bytes(&raw)
 }
 
-/// Leaf sums back; all zero for a map without any.
-pub(crate) fn sums_from_js(value: Option<JsValue>) -> Result<Vec<u32>, StorageError> {
+/// A chunk of leaf sums back; all zero for one never written.
+pub(crate) fn sums_from_js(value: Option<&JsValue>) -> Result<Vec<u32>, StorageError> {
     let Some(value) = value else {
-        return Ok(vec![0; LEAVES]);
+        return Ok(vec![0; SUMS_CHUNK]);
     };
-    let raw = to_bytes(&value).ok_or_else(|| corrupt("merkle sums", "not binary"))?;
-    if raw.len() != LEAVES * 4 {
+    let raw = to_bytes(value).ok_or_else(|| corrupt("merkle sums", "not binary"))?;
+    if raw.len() != SUMS_CHUNK * 4 {
         return Err(corrupt("merkle sums", "wrong length"));
     }
     Ok(raw

@@ -96,14 +96,38 @@ pub(crate) fn array(parts: &[JsValue]) -> JsValue {
     parts.iter().collect::<Array>().into()
 }
 
+thread_local! {
+    /// Property names as JS strings, made once: creating a JS string per
+    /// property access costs more than the access.
+    static NAMES: std::cell::RefCell<Vec<(&'static str, JsValue)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `name` as a JS string, from the cache.
+fn name_of(name: &'static str) -> JsValue {
+    NAMES.with(|names| {
+        let mut names = names.borrow_mut();
+        if let Some((_, value)) = names.iter().find(|(n, _)| *n == name) {
+            return value.clone();
+        }
+        let value = JsValue::from_str(name);
+        names.push((name, value.clone()));
+        value
+    })
+}
+
 /// Property `name` of `object`.
-pub(crate) fn field(object: &JsValue, name: &str) -> Result<JsValue, StorageError> {
-    Reflect::get(object, &JsValue::from_str(name)).map_err(js_error("reading a stored object"))
+pub(crate) fn field(object: &JsValue, name: &'static str) -> Result<JsValue, StorageError> {
+    Reflect::get(object, &name_of(name)).map_err(js_error("reading a stored object"))
 }
 
 /// Sets property `name` of `object`.
-pub(crate) fn set(object: &JsValue, name: &str, value: &JsValue) -> Result<(), StorageError> {
-    Reflect::set(object, &JsValue::from_str(name), value)
+pub(crate) fn set(
+    object: &JsValue,
+    name: &'static str,
+    value: &JsValue,
+) -> Result<(), StorageError> {
+    Reflect::set(object, &name_of(name), value)
         .map(drop)
         .map_err(js_error("building an object to store"))
 }

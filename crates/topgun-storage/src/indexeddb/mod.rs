@@ -5,7 +5,8 @@
 //! each stored object is in [`codec`]. Writes go through one queue that
 //! groups them into few read-write transactions ([`writer`]); each write
 //! is all-or-nothing, and a local write stores its record and appends its
-//! op in one transaction. Reads use read-only transactions of their own.
+//! op in one transaction. Reads use read-only transactions of their own;
+//! `get`s issued together share one ([`reader`]).
 //!
 //! Transactions use the browser's default durability: a committed write
 //! survives a crash or close of the tab and of the browser; like every
@@ -16,6 +17,7 @@ mod codec;
 mod js;
 mod ops;
 mod read;
+mod reader;
 mod schema;
 mod txn;
 mod writer;
@@ -45,6 +47,7 @@ pub const DEFAULT_DATABASE_NAME: &str = "hz_client_db";
 #[derive(Debug, Clone)]
 pub struct IndexedDbStore {
     writer: Rc<Writer>,
+    reader: Rc<reader::Reader>,
 }
 
 impl IndexedDbStore {
@@ -65,8 +68,10 @@ impl IndexedDbStore {
     /// private window that disallows it, say).
     pub async fn open_named(name: &str) -> Result<Self, StorageError> {
         let database = schema::open(name).await?;
+        let writer = Writer::new(database);
         Ok(Self {
-            writer: Writer::new(database),
+            reader: reader::Reader::new(writer.clone()),
+            writer,
         })
     }
 
@@ -104,8 +109,7 @@ impl Store for IndexedDbStore {
     }
 
     async fn get(&self, map_name: &str, key: &str) -> Result<Option<StoreRecord>, StorageError> {
-        let mut found = read::get_many(self.writer.database(), map_name, &[key.to_owned()]).await?;
-        Ok(found.pop().flatten())
+        self.reader.get(map_name, key).await
     }
 
     async fn get_many(

@@ -248,9 +248,29 @@ pub(crate) async fn merkle_leaves(
     database: &Database,
     map_name: &str,
 ) -> Result<Vec<u32>, StorageError> {
-    codec::sums_from_js(
-        meta_value(database, codec::sums_key(map_name), "reading Merkle sums").await?,
-    )
+    const DURING: &str = "reading Merkle sums";
+    let meta = reading(database, META, DURING)?;
+    let range = codec::sums_range(map_name)?;
+    // Keys and values of one range in one transaction: the same order.
+    let keys = meta
+        .get_all_keys(Some(range.clone().into()), None)
+        .map_err(idb_error(DURING))?
+        .into_future();
+    let values = meta
+        .get_all(Some(range.into()), None)
+        .map_err(idb_error(DURING))?
+        .into_future();
+    let (keys, values) = (
+        keys.await.map_err(idb_error(DURING))?,
+        values.await.map_err(idb_error(DURING))?,
+    );
+    let mut leaves = vec![0; topgun_core::merkle::LEAVES];
+    for (key, value) in keys.iter().zip(&values) {
+        let chunk = codec::sums_chunk_of(key)?;
+        let sums = codec::sums_from_js(Some(value))?;
+        leaves[chunk * codec::SUMS_CHUNK..(chunk + 1) * codec::SUMS_CHUNK].copy_from_slice(&sums);
+    }
+    Ok(leaves)
 }
 
 pub(crate) async fn is_pruned(

@@ -35,8 +35,9 @@ pub(crate) struct WriteTxn {
     /// Every record read or written in this transaction, as it now is
     /// (`None`: no record).
     overlay: HashMap<(String, String), Option<StoreRecord>>,
-    /// Leaf sums of the maps touched, written back at commit.
-    sums: HashMap<String, Vec<u32>>,
+    /// The chunks of leaf sums touched, by map and chunk number, written
+    /// back at commit.
+    sums: HashMap<(String, usize), Vec<u32>>,
     pub(crate) counters: Counters,
     counters_at_start: Counters,
 }
@@ -233,28 +234,29 @@ impl WriteTxn {
             }
         }
         let (_, add) = contribution(key, new);
-        let sums = self.sums(map_name).await?;
-        MerkleSums::shift(sums, leaf, sub, add);
+        let chunk = self.sums(map_name, leaf / codec::SUMS_CHUNK).await?;
+        MerkleSums::shift(chunk, leaf % codec::SUMS_CHUNK, sub, add);
         Ok(())
     }
 
-    /// `map_name`'s leaf sums, read once per transaction.
-    async fn sums(&mut self, map_name: &str) -> Result<&mut Vec<u32>, StorageError> {
+    /// Chunk `chunk` of `map_name`'s leaf sums, read once per transaction.
+    async fn sums(&mut self, map_name: &str, chunk: usize) -> Result<&mut Vec<u32>, StorageError> {
         const DURING: &str = "reading the Merkle sums";
-        if !self.sums.contains_key(map_name) {
+        let slot = (map_name.to_owned(), chunk);
+        if !self.sums.contains_key(&slot) {
             let stored = self
                 .meta
-                .get(codec::sums_key(map_name))
+                .get(codec::sums_key(map_name, chunk))
                 .map_err(idb_error(DURING))?
                 .await
                 .map_err(idb_error(DURING))?;
             self.sums
-                .insert(map_name.to_owned(), codec::sums_from_js(stored)?);
+                .insert(slot.clone(), codec::sums_from_js(stored.as_ref())?);
         }
         Ok(self
             .sums
-            .entry(map_name.to_owned())
-            .or_insert_with(|| vec![0; topgun_core::merkle::LEAVES]))
+            .entry(slot)
+            .or_insert_with(|| vec![0; codec::SUMS_CHUNK]))
     }
 
     /// Adds an op (unsynced) to the log; its id comes with the request.
@@ -282,9 +284,12 @@ impl WriteTxn {
     /// transaction is complete.
     pub(crate) async fn commit(self) -> Result<(), StorageError> {
         const DURING: &str = "committing";
-        for (map_name, sums) in &self.sums {
+        for ((map_name, chunk), sums) in &self.sums {
             self.meta
-                .put(&codec::sums_to_js(sums), Some(&codec::sums_key(map_name)))
+                .put(
+                    &codec::sums_to_js(sums),
+                    Some(&codec::sums_key(map_name, *chunk)),
+                )
                 .map_err(idb_error(DURING))?;
         }
         if self.counters != self.counters_at_start {

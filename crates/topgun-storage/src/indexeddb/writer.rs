@@ -155,7 +155,7 @@ enum Failure {
 
 /// A copy of a transaction's error for each write of its group (the
 /// JS exception's name, `QuotaExceededError` say, included).
-fn replicate(error: &StorageError) -> StorageError {
+pub(crate) fn replicate(error: &StorageError) -> StorageError {
     let failure = match error {
         StorageError::Backend { source, .. } | StorageError::Full { source, .. } => {
             source.downcast_ref::<JsFailure>().cloned()
