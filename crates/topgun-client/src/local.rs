@@ -528,7 +528,13 @@ impl LocalData {
     /// After changes may have gone unseen (no leader streamed them): forgets
     /// every cached record and has live queries read their results again.
     /// Subscribers miss those changes.
-    #[cfg_attr(not(all(feature = "redb", unix)), allow(dead_code))] // Used by `shared_dir`.
+    #[cfg_attr(
+        not(any(
+            all(feature = "redb", unix),
+            all(feature = "indexeddb", target_family = "wasm")
+        )),
+        allow(dead_code)
+    )] // Used by `shared_dir` and `tabs`.
     pub(crate) fn forget_unseen_changes(&self) {
         self.ws().invalidate_all();
         self.hub.resync_live_queries();

@@ -56,8 +56,11 @@ extern "C" {
 /// What tabs post to each other.
 #[derive(Debug, Serialize, Deserialize)]
 enum Message {
-    /// A change to apply.
-    Change(Posted),
+    /// Changes to apply, in order.
+    Changes(Vec<Posted>),
+    /// Changes were lost on the way (the sender fell behind): forget what
+    /// is cached and read the database again.
+    Resync,
     /// The leader's connection state (`ONLINE`, …), which every tab shows.
     State(String),
     /// A tab joined: the leader answers with its state.
@@ -164,15 +167,18 @@ impl Tabs {
                 let leader = *is_leader.borrow() == Role::Leader;
                 let bytes = js_sys::Uint8Array::new(&event.data()).to_vec();
                 match rmp_serde::from_slice::<Message>(&bytes) {
-                    Ok(Message::Change(posted)) => {
-                        let change = posted.into_change();
-                        let from_follower = change.origin == Origin::Local;
-                        let map = change.map.clone();
-                        local.apply_change(change);
-                        if from_follower && leader {
-                            local.signal_sync(&map);
+                    Ok(Message::Changes(changes)) => {
+                        for posted in changes {
+                            let change = posted.into_change();
+                            let from_follower = change.origin == Origin::Local;
+                            let map = change.map.clone();
+                            local.apply_change(change);
+                            if from_follower && leader {
+                                local.signal_sync(&map);
+                            }
                         }
                     }
+                    Ok(Message::Resync) => local.forget_unseen_changes(),
                     Ok(Message::State(name)) if !leader => {
                         if let Some(known) = parse_state(&name) {
                             state.set_state(known);
@@ -236,24 +242,39 @@ impl Tabs {
         let node_id = local.hlc().node_id().to_owned();
         let weak = Rc::downgrade(self);
         wasm_bindgen_futures::spawn_local(async move {
+            use tokio::sync::broadcast::error::{RecvError, TryRecvError};
             loop {
-                let change = match changes.recv().await {
-                    Ok(change) => change,
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                };
-                let Some(tabs) = weak.upgrade() else { return };
-                let own = match change.origin {
-                    Origin::Local => change.timestamp.node_id == node_id,
-                    Origin::Remote => *tabs.role.borrow() == Role::Leader,
-                };
-                if !own {
-                    continue;
+                // Everything published by now goes in one message.
+                let mut batch = Vec::new();
+                let mut lagged = false;
+                match changes.recv().await {
+                    Ok(change) => batch.push(change),
+                    Err(RecvError::Lagged(_)) => lagged = true,
+                    Err(RecvError::Closed) => return,
                 }
-                post(
-                    &tabs.channel,
-                    &Message::Change(Posted::from_change(&change)),
-                );
+                loop {
+                    match changes.try_recv() {
+                        Ok(change) => batch.push(change),
+                        Err(TryRecvError::Lagged(_)) => lagged = true,
+                        Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+                    }
+                }
+                let Some(tabs) = weak.upgrade() else { return };
+                if lagged {
+                    post(&tabs.channel, &Message::Resync);
+                }
+                let leader = *tabs.role.borrow() == Role::Leader;
+                let own: Vec<Posted> = batch
+                    .iter()
+                    .filter(|change| match change.origin {
+                        Origin::Local => change.timestamp.node_id == node_id,
+                        Origin::Remote => leader,
+                    })
+                    .map(Posted::from_change)
+                    .collect();
+                if !own.is_empty() {
+                    post(&tabs.channel, &Message::Changes(own));
+                }
             }
         });
     }
