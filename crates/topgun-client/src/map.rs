@@ -13,8 +13,13 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use topgun_storage::{OpId, ScanCursor, StoreRecord};
 
-/// Records read per store page by [`EntryStream`].
-const PAGE: usize = 256;
+/// Records read per store page by [`EntryStream`] (larger in the browser,
+/// where a page is a round trip to IndexedDB's backend).
+const PAGE: usize = if cfg!(target_family = "wasm") {
+    4096
+} else {
+    256
+};
 
 /// Whether a record's latest local change reached a server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

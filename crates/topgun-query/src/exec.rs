@@ -17,8 +17,13 @@ pub fn expires_at(timestamp: &Timestamp, ttl_ms: Option<u64>) -> Option<u64> {
     ttl_ms.map(|ttl| timestamp.millis.saturating_add(ttl).saturating_add(1))
 }
 
-/// Records read from the store per `scan` call.
-pub(crate) const PAGE_SIZE: usize = 512;
+/// Records read from the store per `scan` call: larger in the browser,
+/// where each page is a round trip to IndexedDB's backend.
+pub(crate) const PAGE_SIZE: usize = if cfg!(target_family = "wasm") {
+    4096
+} else {
+    512
+};
 
 /// The result of a query run.
 #[derive(Debug, Clone, PartialEq)]

@@ -143,10 +143,20 @@ pub(crate) fn record_to_js(record: &StoreRecord) -> Result<JsValue, StorageError
 
 /// A stored record back from `key_value_store`.
 pub(crate) fn record_from_js(object: &JsValue) -> Result<StoreRecord, StorageError> {
+    let map_name = binary_string(object, "mapName", "key_value_store")?;
+    record_of_map(map_name, object)
+}
+
+/// A stored record of a map already known (read from that map's range),
+/// without decoding its `mapName` again.
+pub(crate) fn record_of_map(
+    map_name: String,
+    object: &JsValue,
+) -> Result<StoreRecord, StorageError> {
     const WHAT: &str = "key_value_store";
     let body = decode_body(object, WHAT)?;
     Ok(StoreRecord {
-        map_name: binary_string(object, "mapName", WHAT)?,
+        map_name,
         key: binary_string(object, "key", WHAT)?,
         value: body.value.map(serde_bytes::ByteBuf::into_vec),
         timestamp: body.timestamp,

@@ -78,7 +78,10 @@ pub(crate) async fn scan(
         .map_err(idb_error(DURING))?
         .await
         .map_err(idb_error(DURING))?;
-    objects.iter().map(codec::record_from_js).collect()
+    objects
+        .iter()
+        .map(|object| codec::record_of_map(map_name.to_owned(), object))
+        .collect()
 }
 
 pub(crate) async fn scan_stamps(
