@@ -43,6 +43,11 @@ function step(name) {
 async function open(context) {
   const page = await context.newPage();
   page.on("pageerror", (error) => console.error(`page error: ${error.message}`));
+  page.on("console", (message) => {
+    if (message.type() === "error" || message.type() === "warning") {
+      console.error(`page console ${message.type()}: ${message.text()}`);
+    }
+  });
   await page.goto(url);
   await page.waitForSelector("body[data-ready=true]", WAIT);
   return page;
@@ -145,6 +150,25 @@ try {
   const count = await b1.$$eval("#todos li", (items) => items.filter((li) => li.textContent.includes("cake")).length);
   if (count !== 1) throw new Error(`cake arrived ${count} times`);
   step("the leader tab closed with a pending write: the other tab took over and the write arrived once");
+
+  // A hung (or frozen) leader keeps its lock: the other tab takes over
+  // within 2 s, and the old one steps down when it runs again.
+  const a3 = await open(alice);
+  await state(a3, "ONLINE");
+  const hung = follower;
+  if ((await role(a3)) !== "follower") throw new Error("a new tab should follow");
+  // The leader's page stops running for 4 s (a busy loop, as a hung tab).
+  await hung.evaluate(() => setTimeout(() => { const end = Date.now() + 4000; while (Date.now() < end); }, 0));
+  const hungAt = Date.now();
+  await until(a3, "waiting for the other tab to take over from the hung leader", () => window.topgun.client.role === "leader");
+  const takeover = Date.now() - hungAt;
+  if (takeover > 2500) throw new Error(`takeover took ${takeover} ms`);
+  await add(a3, "pie");
+  const withPie = [...withCake, "pie"];
+  await showsExactly(b1, withPie);
+  await until(hung, "waiting for the old leader to step down", () => window.topgun.client.role === "follower");
+  await showsExactly(hung, withPie);
+  step(`a hung leader tab: the other tab took over in ${takeover} ms; the old one stepped down when it ran again`);
 
   const screenshot = join(out, "converged.png");
   await b1.screenshot({ path: screenshot, fullPage: true });

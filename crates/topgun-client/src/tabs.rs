@@ -5,7 +5,11 @@
 //! - **Election**: each tab asks for the Web Lock `topgun:<database>`
 //!   (`navigator.locks`); the browser grants it to one tab at a time and
 //!   to the next in line when the holder closes or crashes. The holder
-//!   starts sync; the lock is never given back while the tab lives.
+//!   starts sync; the lock is never given back while the tab lives. The
+//!   leader posts a heartbeat every 500 ms; a follower that hears nothing
+//!   for 1.5 s (the leader's tab was frozen or hangs, and keeps its lock)
+//!   takes the lock from it (`steal`), and the old leader steps down when
+//!   it runs again.
 //! - **Fencing**: the new leader increments an epoch in `meta_store`; its
 //!   sync reads the op log through a store that checks the epoch first
 //!   ([`FencedStore`]), so a leader that was superseded (its lock stolen
@@ -51,7 +55,22 @@ extern "C" {
         name: &str,
         callback: &Closure<dyn FnMut(JsValue) -> js_sys::Promise>,
     ) -> Result<js_sys::Promise, JsValue>;
+
+    /// `navigator.locks.request(name, options, callback)`.
+    #[wasm_bindgen(js_namespace = ["navigator", "locks"], js_name = request, catch)]
+    fn request_lock_with(
+        name: &str,
+        options: &JsValue,
+        callback: &Closure<dyn FnMut(JsValue) -> js_sys::Promise>,
+    ) -> Result<js_sys::Promise, JsValue>;
 }
+
+/// How often the leader tab says it is alive.
+const HEARTBEAT_MS: u64 = 500;
+/// How long followers wait without a word from the leader before one
+/// takes the lock from it (a frozen or hung tab keeps its lock); checked
+/// every [`HEARTBEAT_MS`], so a follower takes over within 2 s.
+const LEADER_SILENCE_MS: u64 = 1_500;
 
 /// What tabs post to each other.
 #[derive(Debug, Serialize, Deserialize)]
@@ -65,6 +84,8 @@ enum Message {
     State(String),
     /// A tab joined: the leader answers with its state.
     Hello,
+    /// The leader is alive.
+    Heartbeat,
 }
 
 /// A change as posted between tabs.
@@ -129,6 +150,11 @@ pub(crate) struct Tabs {
     release: RefCell<Option<js_sys::Function>>,
     /// The database connection this tab opened, closed with the tab.
     database: Option<topgun_storage::IndexedDbStore>,
+    /// The lock's (and the channel's) name.
+    name: String,
+    /// Runs when the lock is taken from this tab.
+    _on_stolen: Closure<dyn FnMut(JsValue)>,
+    closed: std::cell::Cell<bool>,
 }
 
 impl std::fmt::Debug for Tabs {
@@ -159,6 +185,8 @@ impl Tabs {
         let is_leader = role.subscribe();
         let state = status.clone();
         let answer = channel.clone();
+        let heard = Rc::new(std::cell::Cell::new(local.now_millis()));
+        let heard_here = heard.clone();
         let on_message = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(
             move |event: web_sys::MessageEvent| {
                 let Some(local) = weak_local.upgrade() else {
@@ -166,7 +194,11 @@ impl Tabs {
                 };
                 let leader = *is_leader.borrow() == Role::Leader;
                 let bytes = js_sys::Uint8Array::new(&event.data()).to_vec();
-                match rmp_serde::from_slice::<Message>(&bytes) {
+                let message = rmp_serde::from_slice::<Message>(&bytes);
+                if matches!(message, Ok(Message::Heartbeat | Message::State(_))) {
+                    heard_here.set(local.now_millis());
+                }
+                match message {
                     Ok(Message::Changes(changes)) => {
                         for posted in changes {
                             let change = posted.into_change();
@@ -194,8 +226,9 @@ impl Tabs {
         );
         channel.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
 
-        let tabs = Rc::new_cyclic(|weak: &std::rc::Weak<Tabs>| {
-            let weak = weak.clone();
+        let tabs = Rc::new_cyclic(|this: &std::rc::Weak<Tabs>| {
+            let weak = this.clone();
+            let stolen_from = this.clone();
             let weak_local = Arc::downgrade(local);
             let on_lock = Closure::<dyn FnMut(JsValue) -> js_sys::Promise>::new(move |_lock| {
                 // Held until the promise resolves: at close, or never.
@@ -216,6 +249,11 @@ impl Tabs {
                 }
                 held
             });
+            let on_stolen = Closure::<dyn FnMut(JsValue)>::new(move |_error| {
+                if let Some(tabs) = stolen_from.upgrade() {
+                    tabs.step_down();
+                }
+            });
             Tabs {
                 role,
                 sync: RefCell::new(None),
@@ -224,15 +262,88 @@ impl Tabs {
                 _on_lock: on_lock,
                 release: RefCell::new(None),
                 database: opened,
+                name: name.clone(),
+                _on_stolen: on_stolen,
+                closed: std::cell::Cell::new(false),
             }
         });
-        // The promise settles when the lock is given back; nothing waits
-        // for that.
-        let _held = request_lock(&name, &tabs._on_lock).map_err(js_failure)?;
+        tabs.request(false)?;
+        tabs.watch_leader(local, heard);
         tabs.relay(local);
         tabs.relay_state(status);
         post(&tabs.channel, &Message::Hello);
         Ok(tabs)
+    }
+
+    /// Asks for the lock (taking it from its holder with `steal`); when
+    /// it is taken from this tab later, the tab steps down.
+    fn request(&self, steal: bool) -> Result<(), StorageError> {
+        let held = if steal {
+            let options = js_sys::Object::new();
+            js_sys::Reflect::set(&options, &"steal".into(), &JsValue::TRUE).map_err(js_failure)?;
+            request_lock_with(&self.name, &options, &self._on_lock)
+        } else {
+            request_lock(&self.name, &self._on_lock)
+        }
+        .map_err(js_failure)?;
+        // Resolves when this tab gives the lock back; rejects when another
+        // tab took it.
+        let _ = held.catch(&self._on_stolen);
+        Ok(())
+    }
+
+    /// The lock was taken from this tab (it was frozen or hung): it stops
+    /// syncing — its epoch is stale, so its sync could not push anyway —
+    /// and queues for the lock again.
+    fn step_down(&self) {
+        if self.closed.get() || *self.role.borrow() != Role::Leader {
+            return;
+        }
+        tracing::warn!("another tab took over as the leader");
+        self.role.send_replace(Role::Follower);
+        self.release.borrow_mut().take();
+        if let Some(sync) = self.sync.borrow_mut().take() {
+            wasm_bindgen_futures::spawn_local(async move { sync.close().await });
+        }
+        if let Err(error) = self.request(false) {
+            tracing::error!(%error, "could not queue for the leader lock again");
+        }
+    }
+
+    /// The leader says it is alive every [`HEARTBEAT_MS`]; a follower that
+    /// has not heard from it for [`LEADER_SILENCE_MS`] takes the lock.
+    fn watch_leader(self: &Rc<Self>, local: &Arc<LocalData>, heard: Rc<std::cell::Cell<u64>>) {
+        let weak = Rc::downgrade(self);
+        let weak_local = Arc::downgrade(local);
+        wasm_bindgen_futures::spawn_local(async move {
+            loop {
+                let Some(local) = weak_local.upgrade() else {
+                    return;
+                };
+                let now = local.now_millis();
+                let Some(pause) = local.sleep_until(now + HEARTBEAT_MS) else {
+                    return;
+                };
+                drop(local);
+                pause.await;
+                let (Some(tabs), Some(local)) = (weak.upgrade(), weak_local.upgrade()) else {
+                    return;
+                };
+                if tabs.closed.get() {
+                    return;
+                }
+                let now = local.now_millis();
+                if *tabs.role.borrow() == Role::Leader {
+                    post(&tabs.channel, &Message::Heartbeat);
+                } else if now.saturating_sub(heard.get()) > LEADER_SILENCE_MS {
+                    tracing::warn!("the leader tab went silent; taking over");
+                    heard.set(now);
+                    if let Err(error) = tabs.request(true) {
+                        tracing::error!(%error, "could not take the leader lock");
+                    }
+                }
+            }
+        });
     }
 
     /// Posts this tab's changes to the others: its own local writes, and,
@@ -307,6 +418,7 @@ impl Tabs {
     /// Leaves the group: stops sync, gives the lock to the next tab, closes
     /// the database connection this tab opened.
     pub(crate) async fn close(&self) {
+        self.closed.set(true);
         let sync = self.sync.borrow_mut().take();
         if let Some(sync) = sync {
             sync.close().await;
