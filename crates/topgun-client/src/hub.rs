@@ -167,3 +167,57 @@ impl MapHub {
             .clear();
     }
 }
+
+/// A [`Change`] as bytes travel it to another process (a shared data
+/// directory's socket) or tab (a BroadcastChannel).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct ChangeFrame {
+    map: String,
+    key: String,
+    #[serde(with = "serde_bytes")]
+    old: Option<Vec<u8>>,
+    #[serde(with = "serde_bytes")]
+    new: Option<Vec<u8>>,
+    remote: bool,
+    timestamp: Timestamp,
+    ttl_ms: Option<u64>,
+}
+
+#[cfg_attr(
+    not(any(
+        all(feature = "redb", unix),
+        all(feature = "indexeddb", target_family = "wasm")
+    )),
+    allow(dead_code)
+)]
+impl From<&Change> for ChangeFrame {
+    fn from(c: &Change) -> Self {
+        Self {
+            map: c.map.to_string(),
+            key: c.key.to_string(),
+            old: c.old.as_deref().map(<[u8]>::to_vec),
+            new: c.new.as_deref().map(<[u8]>::to_vec),
+            remote: c.origin == Origin::Remote,
+            timestamp: c.timestamp.clone(),
+            ttl_ms: c.ttl_ms,
+        }
+    }
+}
+
+impl From<ChangeFrame> for Change {
+    fn from(c: ChangeFrame) -> Self {
+        Self {
+            map: Arc::from(c.map),
+            key: Arc::from(c.key),
+            old: c.old.map(Arc::from),
+            new: c.new.map(Arc::from),
+            origin: if c.remote {
+                Origin::Remote
+            } else {
+                Origin::Local
+            },
+            timestamp: c.timestamp,
+            ttl_ms: c.ttl_ms,
+        }
+    }
+}

@@ -24,7 +24,7 @@
 //! Each tab stamps its writes with a node id of its own, so two tabs never
 //! issue the same timestamp.
 
-use crate::hub::Change;
+use crate::hub::{Change, ChangeFrame};
 use crate::local::LocalData;
 use crate::role::Role;
 use crate::Origin;
@@ -76,7 +76,7 @@ const LEADER_SILENCE_MS: u64 = 1_500;
 #[derive(Debug, Serialize, Deserialize)]
 enum Message {
     /// Changes to apply, in order.
-    Changes(Vec<Posted>),
+    Changes(Vec<ChangeFrame>),
     /// Changes were lost on the way (the sender fell behind): forget what
     /// is cached and read the database again.
     Resync,
@@ -86,50 +86,6 @@ enum Message {
     Hello,
     /// The leader is alive.
     Heartbeat,
-}
-
-/// A change as posted between tabs.
-#[derive(Debug, Serialize, Deserialize)]
-struct Posted {
-    map: String,
-    key: String,
-    #[serde(with = "serde_bytes")]
-    old: Option<Vec<u8>>,
-    #[serde(with = "serde_bytes")]
-    new: Option<Vec<u8>>,
-    remote: bool,
-    timestamp: Timestamp,
-    ttl_ms: Option<u64>,
-}
-
-impl Posted {
-    fn from_change(change: &Change) -> Self {
-        Self {
-            map: change.map.to_string(),
-            key: change.key.to_string(),
-            old: change.old.as_deref().map(<[u8]>::to_vec),
-            new: change.new.as_deref().map(<[u8]>::to_vec),
-            remote: change.origin == Origin::Remote,
-            timestamp: change.timestamp.clone(),
-            ttl_ms: change.ttl_ms,
-        }
-    }
-
-    fn into_change(self) -> Change {
-        Change {
-            map: self.map.into(),
-            key: self.key.into(),
-            old: self.old.map(Into::into),
-            new: self.new.map(Into::into),
-            origin: if self.remote {
-                Origin::Remote
-            } else {
-                Origin::Local
-            },
-            timestamp: self.timestamp,
-            ttl_ms: self.ttl_ms,
-        }
-    }
 }
 
 /// Starts sync for a tab that became the leader.
@@ -200,8 +156,8 @@ impl Tabs {
                 }
                 match message {
                     Ok(Message::Changes(changes)) => {
-                        for posted in changes {
-                            let change = posted.into_change();
+                        for frame in changes {
+                            let change = Change::from(frame);
                             let from_follower = change.origin == Origin::Local;
                             let map = change.map.clone();
                             local.apply_change(change);
@@ -375,13 +331,13 @@ impl Tabs {
                     post(&tabs.channel, &Message::Resync);
                 }
                 let leader = *tabs.role.borrow() == Role::Leader;
-                let own: Vec<Posted> = batch
+                let own: Vec<ChangeFrame> = batch
                     .iter()
                     .filter(|change| match change.origin {
                         Origin::Local => change.timestamp.node_id == node_id,
                         Origin::Remote => leader,
                     })
-                    .map(Posted::from_change)
+                    .map(ChangeFrame::from)
                     .collect();
                 if !own.is_empty() {
                     post(&tabs.channel, &Message::Changes(own));

@@ -416,32 +416,41 @@ async fn quota_prunes_synced_records_and_never_dirty_ones() {
     );
 }
 
-/// A store that is full (a browser's `QuotaExceededError`) until synced
-/// records are pruned: the client prunes and retries the write once; with
-/// nothing left to prune the write fails and changes nothing.
+/// A memory store whose local writes fail as full (a browser's
+/// `QuotaExceededError`) while `full` is set; a prune (which frees room)
+/// clears it when `prune_frees` is.
+fn full_store(
+    full: Arc<std::sync::atomic::AtomicBool>,
+    prune_frees: bool,
+) -> Arc<topgun_storage::hooked::HookedStore<MemoryStore>> {
+    use std::sync::atomic::Ordering;
+    use topgun_storage::hooked::{HookFuture, HookedStore, Phase, StoreCall};
+    let emptied = full.clone();
+    let hook = Arc::new(move |call, phase| {
+        if prune_frees && call == StoreCall::PruneClean && phase == Phase::After {
+            emptied.store(false, Ordering::SeqCst);
+        }
+        Box::pin(async {}) as HookFuture
+    });
+    let gate = Arc::new(move |_: &topgun_storage::LocalWrite| {
+        full.load(Ordering::SeqCst)
+            .then(|| topgun_storage::StorageError::Full {
+                backend: "test",
+                source: "QuotaExceededError".into(),
+            })
+    });
+    Arc::new(HookedStore::new(MemoryStore::new(), hook).with_write_gate(gate))
+}
+
+/// A store that is full until synced records are pruned: the client
+/// prunes and retries the write once; with nothing left to prune the
+/// write fails and changes nothing.
 #[tokio::test]
 async fn a_full_store_prunes_synced_records_and_retries_the_write() {
     use std::sync::atomic::{AtomicBool, Ordering};
-    use topgun_storage::hooked::{HookedStore, Phase, StoreCall};
-    use topgun_storage::StorageError;
 
     let full = Arc::new(AtomicBool::new(false));
-    let emptied = full.clone();
-    let hook = Arc::new(move |call, phase| {
-        // Pruning frees room.
-        if call == StoreCall::PruneClean && phase == Phase::After {
-            emptied.store(false, Ordering::SeqCst);
-        }
-        Box::pin(async {}) as topgun_storage::hooked::HookFuture
-    });
-    let refusing = full.clone();
-    let gate = Arc::new(move |_: &topgun_storage::LocalWrite| {
-        refusing.load(Ordering::SeqCst).then(|| StorageError::Full {
-            backend: "test",
-            source: "QuotaExceededError".into(),
-        })
-    });
-    let store = Arc::new(HookedStore::new(MemoryStore::new(), hook).with_write_gate(gate));
+    let store = full_store(full.clone(), true);
     let client = TopGunClient::builder()
         .store(store.clone())
         .build()
@@ -454,14 +463,8 @@ async fn a_full_store_prunes_synced_records_and_retries_the_write() {
             .await
             .unwrap();
     }
-    let ids: Vec<u64> = store
-        .inner()
-        .pending_ops(None, 100)
-        .await
-        .unwrap()
-        .iter()
-        .map(|o| o.id)
-        .collect();
+    let pending = store.inner().pending_ops(None, 100).await.unwrap();
+    let ids: Vec<u64> = pending.iter().map(|o| o.id).collect();
     store.inner().acknowledge(&ids).await.unwrap();
 
     full.store(true, Ordering::SeqCst);
@@ -485,25 +488,16 @@ async fn a_full_store_prunes_synced_records_and_retries_the_write() {
     );
 
     // Nothing synced is left, and the store stays full.
-    let stay_full = Arc::new(AtomicBool::new(true));
-    let refusing = stay_full.clone();
-    let gate = Arc::new(move |_: &topgun_storage::LocalWrite| {
-        refusing.load(Ordering::SeqCst).then(|| StorageError::Full {
-            backend: "test",
-            source: "QuotaExceededError".into(),
-        })
-    });
-    let hook = Arc::new(|_, _| Box::pin(async {}) as topgun_storage::hooked::HookFuture);
-    let store = Arc::new(HookedStore::new(MemoryStore::new(), hook).with_write_gate(gate));
+    let full = Arc::new(AtomicBool::new(false));
+    let store = full_store(full.clone(), false);
     let client = TopGunClient::builder()
         .store(store.clone())
         .build()
         .await
         .unwrap();
     let m = client.get_map::<String>("m").unwrap();
-    stay_full.store(false, Ordering::SeqCst);
     m.put("k", "kept".to_owned()).await.unwrap();
-    stay_full.store(true, Ordering::SeqCst);
+    full.store(true, Ordering::SeqCst);
     let refused = m.put("k", "refused".to_owned()).await;
     assert!(
         matches!(refused, Err(ClientError::QuotaExceeded { .. })),

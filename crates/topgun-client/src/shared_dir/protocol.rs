@@ -5,7 +5,6 @@
 //! one place a call meets a store.
 
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use topgun_core::Timestamp;
 use topgun_storage::{
@@ -14,8 +13,7 @@ use topgun_storage::{
 };
 use topgun_sync::{ConnectionState, SyncEvent};
 
-use crate::events::Origin;
-use crate::hub::Change;
+pub(crate) use crate::hub::ChangeFrame;
 
 /// The largest frame either side accepts. A reply that would be larger (a
 /// scan page of very large values) is answered with an error instead.
@@ -132,52 +130,6 @@ pub(crate) enum Frame {
     State(ConnectionState),
     /// One of the leader's sync events (auth failures, rejected ops, …).
     Event(SyncEvent),
-}
-
-/// A [`Change`] on the socket.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct ChangeFrame {
-    map: String,
-    key: String,
-    #[serde(with = "serde_bytes")]
-    old: Option<Vec<u8>>,
-    #[serde(with = "serde_bytes")]
-    new: Option<Vec<u8>>,
-    remote: bool,
-    timestamp: Timestamp,
-    ttl_ms: Option<u64>,
-}
-
-impl From<&Change> for ChangeFrame {
-    fn from(c: &Change) -> Self {
-        Self {
-            map: c.map.to_string(),
-            key: c.key.to_string(),
-            old: c.old.as_deref().map(<[u8]>::to_vec),
-            new: c.new.as_deref().map(<[u8]>::to_vec),
-            remote: c.origin == Origin::Remote,
-            timestamp: c.timestamp.clone(),
-            ttl_ms: c.ttl_ms,
-        }
-    }
-}
-
-impl From<ChangeFrame> for Change {
-    fn from(c: ChangeFrame) -> Self {
-        Self {
-            map: Arc::from(c.map),
-            key: Arc::from(c.key),
-            old: c.old.map(Arc::from),
-            new: c.new.map(Arc::from),
-            origin: if c.remote {
-                Origin::Remote
-            } else {
-                Origin::Local
-            },
-            timestamp: c.timestamp,
-            ttl_ms: c.ttl_ms,
-        }
-    }
 }
 
 /// Appends `message` to `buf` as one frame.
