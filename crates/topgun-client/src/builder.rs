@@ -35,7 +35,7 @@ pub struct TopGunClientBuilder {
     #[cfg(all(feature = "redb", not(target_family = "wasm")))]
     shared_dir: Option<std::path::PathBuf>,
     limits: WorkingSetLimits,
-    quota_bytes: Option<u64>,
+    quota: crate::quota::QuotaSettings,
     warm_up: usize,
     clock: Arc<dyn Clock>,
     server_url: Option<String>,
@@ -59,7 +59,7 @@ impl Default for TopGunClientBuilder {
             #[cfg(all(feature = "redb", not(target_family = "wasm")))]
             shared_dir: None,
             limits: WorkingSetLimits::default(),
-            quota_bytes: None,
+            quota: crate::quota::QuotaSettings::default(),
             warm_up: 0,
             clock: Arc::new(SystemClock),
             server_url: None,
@@ -156,7 +156,16 @@ impl TopGunClientBuilder {
     /// [`ClientError::QuotaExceeded`]. Default: no budget.
     #[must_use]
     pub fn quota_bytes(mut self, budget: u64) -> Self {
-        self.quota_bytes = Some(budget);
+        self.quota.budget = Some(budget);
+        self
+    }
+
+    /// The share of the budget, in percent (1 to 100), at which
+    /// [`ClientEvent::QuotaWarning`](crate::ClientEvent::QuotaWarning) is
+    /// sent. Default: 80.
+    #[must_use]
+    pub fn quota_warning_percent(mut self, percent: u8) -> Self {
+        self.quota.warn_percent = percent.clamp(1, 100);
         self
     }
 
@@ -388,7 +397,10 @@ impl TopGunClientBuilder {
             store,
             hlc,
             self.limits,
-            self.quota_bytes.filter(|_| owner),
+            crate::quota::QuotaSettings {
+                budget: self.quota.budget.filter(|_| owner),
+                ..self.quota
+            },
             runtime,
         ));
         if owner {

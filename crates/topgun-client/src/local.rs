@@ -7,7 +7,7 @@ use crate::error::{check_name, ClientError};
 use crate::events::Origin;
 use crate::hub::{Change, MapHub, MapShared};
 use crate::keylock::KeyLocks;
-use crate::quota::{ClientEvent, Quota};
+use crate::quota::{ClientEvent, Quota, QuotaSettings};
 use crate::working_set::{CachedRecord, WorkingSet, WorkingSetLimits, WorkingSetStats};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
@@ -50,7 +50,7 @@ impl LocalData {
         store: Arc<dyn Store>,
         hlc: Hlc,
         limits: WorkingSetLimits,
-        quota_bytes: Option<u64>,
+        quota: QuotaSettings,
         timer: Option<Arc<dyn Runtime>>,
     ) -> Self {
         Self {
@@ -58,7 +58,7 @@ impl LocalData {
             hlc,
             working_set: Mutex::new(WorkingSet::new(limits)),
             locks: KeyLocks::default(),
-            quota: Quota::new(quota_bytes),
+            quota: Quota::new(quota),
             hub: MapHub::default(),
             sync: OnceLock::new(),
             timer,

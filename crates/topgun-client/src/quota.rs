@@ -20,8 +20,9 @@ const EVENT_BUFFER: usize = 64;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ClientEvent {
-    /// The store reached 80% of its byte budget (sent once per crossing):
-    /// time to sync or delete before pruning starts.
+    /// The store reached the warning share of its byte budget (80% unless
+    /// set with `TopGunClientBuilder::quota_warning_percent`; sent once
+    /// per crossing): time to sync or delete before pruning starts.
     QuotaWarning {
         /// Store bytes in use.
         used: u64,
@@ -47,10 +48,29 @@ pub enum ClientEvent {
     },
 }
 
+/// What the quota enforces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct QuotaSettings {
+    /// The store's byte budget; `None`: none.
+    pub(crate) budget: Option<u64>,
+    /// The share of the budget, in percent, at which the warning goes.
+    pub(crate) warn_percent: u8,
+}
+
+impl Default for QuotaSettings {
+    fn default() -> Self {
+        Self {
+            budget: None,
+            warn_percent: 80,
+        }
+    }
+}
+
 /// The storage budget and its events.
 #[derive(Debug)]
 pub(crate) struct Quota {
     budget: Option<u64>,
+    warn_percent: u8,
     events: broadcast::Sender<ClientEvent>,
     warned: AtomicBool,
 }
@@ -60,9 +80,10 @@ fn lock(ws: &Mutex<WorkingSet>) -> MutexGuard<'_, WorkingSet> {
 }
 
 impl Quota {
-    pub(crate) fn new(budget: Option<u64>) -> Self {
+    pub(crate) fn new(settings: QuotaSettings) -> Self {
         Self {
-            budget,
+            budget: settings.budget,
+            warn_percent: settings.warn_percent.clamp(1, 100),
             events: broadcast::Sender::new(EVENT_BUFFER),
             warned: AtomicBool::new(false),
         }
@@ -142,7 +163,8 @@ async fn prune(
     budget: u64,
 ) -> Result<u64, ClientError> {
     let before = store.stats().await?.bytes;
-    let warn_at = budget - budget / 5;
+    let warn_at = budget / 100 * u64::from(quota.warn_percent)
+        + budget % 100 * u64::from(quota.warn_percent) / 100;
     if before < warn_at {
         quota.warned.store(false, Ordering::Relaxed);
     } else if !quota.warned.swap(true, Ordering::Relaxed) {

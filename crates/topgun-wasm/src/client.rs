@@ -21,6 +21,7 @@ const OPTION_NAMES: &[&str] = &[
     "workingSet",
     "maps",
     "quotaBytes",
+    "quotaWarningPercent",
 ];
 
 /// Options of `TopGunClient.open` (all optional).
@@ -39,6 +40,9 @@ struct Options {
     maps: Option<Vec<String>>,
     /// A storage budget in bytes: past it, synced records are pruned.
     quota_bytes: Option<u64>,
+    /// The share of `quotaBytes`, in percent, at which the quota warning
+    /// goes (default 80).
+    quota_warning_percent: Option<u8>,
 }
 
 /// A local-first client: reads and writes answer from IndexedDB at once;
@@ -60,7 +64,8 @@ struct NetworkListeners {
 #[wasm_bindgen(js_class = TopGunClient)]
 impl JsClient {
     /// Opens a client: `TopGunClient.open({serverUrl?, token?,
-    /// databaseName?, workingSet?, maps?, quotaBytes?})`.
+    /// databaseName?, workingSet?, maps?, quotaBytes?,
+    /// quotaWarningPercent?})`.
     pub async fn open(options: JsValue) -> Result<JsClient, JsValue> {
         let options: Options = if options.is_undefined() || options.is_null() {
             Options::default()
@@ -102,6 +107,9 @@ impl JsClient {
         }
         if let Some(budget) = options.quota_bytes {
             builder = builder.quota_bytes(budget);
+        }
+        if let Some(percent) = options.quota_warning_percent {
+            builder = builder.quota_warning_percent(percent);
         }
         let client = Rc::new(builder.build().await.map_err(|e| from_client(&e))?);
         let network = watch_network(&client);
@@ -191,7 +199,8 @@ impl JsClient {
     }
 
     /// Calls `callback(event)` on storage quota events:
-    /// `{type: "warning", used, budget}` (80% of `quotaBytes` reached),
+    /// `{type: "warning", used, budget}` (`quotaWarningPercent`, default
+    /// 80, of `quotaBytes` reached),
     /// `{type: "pruned", records, bytesBefore, bytesAfter}` (synced
     /// records were dropped to make room, on the budget or on the
     /// browser's `QuotaExceededError`), `{type: "exhausted", used, budget}`

@@ -350,6 +350,7 @@ async fn quota_events_reach_javascript() {
     let client = JsClient::open(options(&[
         ("databaseName", unique("quota").into()),
         ("quotaBytes", 2_000.into()),
+        ("quotaWarningPercent", 50.into()),
     ]))
     .await
     .unwrap();
@@ -373,6 +374,14 @@ async fn quota_events_reach_javascript() {
     assert_eq!(code.as_deref(), Some("QUOTA_EXCEEDED"));
     let first = rx.recv().await.unwrap();
     assert!(first.starts_with(r#"{"type":"warning","used":"#), "{first}");
+    // At half the budget, as asked.
+    let used: u64 = first["{\"type\":\"warning\",\"used\":".len()..]
+        .split(',')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1_000..1_500).contains(&used), "{first}");
     let second = rx.recv().await.unwrap();
     assert!(
         second.starts_with(r#"{"type":"exhausted","used":"#),

@@ -247,7 +247,7 @@ mod tests {
             Arc::new(MemoryStore::new()),
             Hlc::new("leader").unwrap_or_else(|e| panic!("{e}")),
             WorkingSetLimits::default(),
-            None,
+            crate::quota::QuotaSettings::default(),
             None,
         );
         LeaderParts {
