@@ -40,6 +40,7 @@ pub struct TopGunClientBuilder {
     clock: Arc<dyn Clock>,
     server_url: Option<String>,
     token: Option<String>,
+    token_provider: Option<Arc<dyn topgun_sync::TokenProvider>>,
     sync_config: topgun_sync::SyncConfig,
     sync_maps: Vec<String>,
     runtime: Option<Arc<dyn Runtime>>,
@@ -64,6 +65,7 @@ impl Default for TopGunClientBuilder {
             clock: Arc::new(SystemClock),
             server_url: None,
             token: None,
+            token_provider: None,
             sync_config: topgun_sync::SyncConfig::default(),
             sync_maps: Vec::new(),
             runtime: None,
@@ -200,6 +202,15 @@ impl TopGunClientBuilder {
     #[must_use]
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.token = Some(token.into());
+        self
+    }
+
+    /// Asks `provider` for the `AUTH` token before each connection (an
+    /// expiring token is fetched afresh on reconnect); replaces
+    /// [`token`](Self::token).
+    #[must_use]
+    pub fn token_provider(mut self, provider: Arc<dyn topgun_sync::TokenProvider>) -> Self {
+        self.token_provider = Some(provider);
         self
     }
 
@@ -425,6 +436,7 @@ impl TopGunClientBuilder {
             settings: topgun_sync::DriverSettings {
                 url,
                 token: self.token.clone(),
+                token_provider: self.token_provider.clone(),
                 config: self.sync_config.clone(),
                 maps: self.sync_maps.clone(),
             },
@@ -513,6 +525,7 @@ impl crate::shared_dir::Opener for DirOpener {
             settings: topgun_sync::DriverSettings {
                 url: requested.url.clone(),
                 token: requested.token.clone(),
+                token_provider: None,
                 config: self.config.clone(),
                 maps: requested.maps.clone(),
             },

@@ -43,7 +43,7 @@ pub use map::{EntryStream, IMap, SyncState};
 pub use quota::ClientEvent;
 pub use role::Role;
 pub use topgun_sync::TrafficSnapshot;
-pub use topgun_sync::{ConnectionState, Runtime, SyncConfig, SyncEvent};
+pub use topgun_sync::{BoxFuture, ConnectionState, Runtime, SyncConfig, SyncEvent, TokenProvider};
 pub use working_set::{WorkingSetLimits, WorkingSetStats};
 #[cfg(all(feature = "indexeddb", target_family = "wasm"))]
 pub use {topgun_storage::IndexedDbStore, topgun_sync::BrowserRuntime};

@@ -510,6 +510,62 @@ async fn auth_missing_bad_and_forbidden() {
     server.stop().await;
 }
 
+/// Hands out tokens, counting how often it was asked.
+#[derive(Debug, Default)]
+struct CountingTokens {
+    asked: std::sync::atomic::AtomicUsize,
+}
+
+impl topgun_client::TokenProvider for CountingTokens {
+    fn token(&self) -> topgun_sync::BoxFuture<'static, Result<Option<String>, String>> {
+        self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Box::pin(async { Ok(Some(token("s3cret", "alice"))) })
+    }
+}
+
+/// A token provider is asked for the token on each connection: the first
+/// one, and again after the server went away and came back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_provider_is_asked_on_every_connection() {
+    let rules: AccessRules = toml_rules();
+    let server = Server::start_with(Arc::new(MemoryStore::new()), 0, |c| {
+        c.auth = AuthMode::Jwt {
+            secret: b"s3cret".to_vec(),
+        };
+        c.rules = rules;
+    })
+    .await;
+    let tokens = Arc::new(CountingTokens::default());
+    let c = TopGunClient::builder()
+        .server_url(&server.url)
+        .token_provider(tokens.clone())
+        .sync_config(fast_sync())
+        .sync_maps(["public"])
+        .build()
+        .await
+        .unwrap();
+    synced(&c).await;
+    // Alice may write `public`: the token the provider gave was used.
+    c.get_json_map("public")
+        .unwrap()
+        .put("x", serde_json::json!(1))
+        .await
+        .unwrap();
+    synced(&c).await;
+    assert_eq!(dump(server.store.as_ref(), "public").await.len(), 1);
+    assert_eq!(tokens.asked.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+    // Offline and back: a new connection asks again.
+    let mut states = c.state_changes();
+    c.set_network_online(false);
+    while states.recv().await.unwrap() != ConnectionState::Offline {}
+    c.set_network_online(true);
+    while states.recv().await.unwrap() != ConnectionState::Online {}
+    assert!(tokens.asked.load(std::sync::atomic::Ordering::SeqCst) >= 2);
+    c.close().await;
+    server.stop().await;
+}
+
 fn toml_rules() -> AccessRules {
     AccessRules::from_toml("[[rule]]\nmap = \"public\"\nread = [\"*\"]\nwrite = [\"user:alice\"]\n")
         .unwrap()

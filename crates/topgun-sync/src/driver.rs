@@ -37,6 +37,9 @@ pub struct DriverSettings {
     pub url: String,
     /// The token sent in `AUTH`.
     pub token: Option<String>,
+    /// Asked for the token before each connection instead (it replaces
+    /// `token`).
+    pub token_provider: Option<Arc<dyn crate::TokenProvider>>,
     /// Engine tunables.
     pub config: SyncConfig,
     /// Maps to sync from the start (the caller lists the store's, so that
@@ -45,7 +48,12 @@ pub struct DriverSettings {
     pub maps: Vec<String>,
 }
 
-type Connecting = BoxFuture<'static, Result<Box<dyn Connection>, String>>;
+/// An open connection, with the token fetched for it (when a provider
+/// gives tokens).
+type Opened = (Box<dyn Connection>, Option<Option<String>>);
+
+/// A connection being opened.
+type Connecting = BoxFuture<'static, Result<Opened, String>>;
 
 /// The I/O side of the loop: what it waits on.
 struct Io {
@@ -64,7 +72,8 @@ struct Io {
 /// What woke the loop.
 enum Wake {
     Command(Option<Command>),
-    Connected(Result<Box<dyn Connection>, String>),
+    /// A connection opened (with the token fetched for it) or failed.
+    Connected(Result<Opened, String>),
     Frame(Frame),
     Timer,
 }
@@ -76,6 +85,7 @@ pub struct SyncDriver<R: Runtime + ?Sized> {
     replica: Arc<dyn Replica>,
     status: Arc<SyncStatus>,
     url: String,
+    token_provider: Option<Arc<dyn crate::TokenProvider>>,
     codec: Codec,
     /// Wall-clock ms at start, and the runtime's monotonic ms then: the
     /// engine's time is monotonic but anchored to the wall clock, so that
@@ -122,6 +132,7 @@ impl<R: Runtime + ?Sized> SyncDriver<R> {
             replica,
             status,
             url: settings.url,
+            token_provider: settings.token_provider,
             codec: Codec::default(),
             unsendable: BTreeSet::new(),
         };
@@ -178,7 +189,10 @@ impl<R: Runtime + ?Sized> SyncDriver<R> {
                 Wake::Connected(result) => {
                     io.connecting = None;
                     let input = match result {
-                        Ok(conn) => {
+                        Ok((conn, token)) => {
+                            if let Some(token) = token {
+                                self.engine.set_token(token);
+                            }
                             io.conn = Some(conn);
                             // The pulls of this connection compare against
                             // the store's leaf sums as they are now.
@@ -387,7 +401,22 @@ impl<R: Runtime + ?Sized> SyncDriver<R> {
     async fn execute_one(&mut self, io: &mut Io, output: Output) -> Option<Input> {
         match output {
             Output::Connect => {
-                io.connecting = Some(self.runtime.connect(&self.url, self.codec.max_frame_len()));
+                let connect = self.runtime.connect(&self.url, self.codec.max_frame_len());
+                let token = self
+                    .token_provider
+                    .as_ref()
+                    .map(|provider| provider.token());
+                io.connecting = Some(Box::pin(async move {
+                    let token = match token {
+                        Some(token) => Some(
+                            token
+                                .await
+                                .map_err(|e| format!("the token provider failed: {e}"))?,
+                        ),
+                        None => None,
+                    };
+                    Ok((connect.await?, token))
+                }));
                 None
             }
             Output::Disconnect(reason) => {

@@ -188,6 +188,7 @@ fn start(store: MemoryStore) -> Harness {
     let status = Arc::new(SyncStatus::new());
     let settings = DriverSettings {
         url: "ws://scripted".into(),
+        token_provider: None,
         token: None,
         config: SyncConfig {
             auth_grace_ms: 50,

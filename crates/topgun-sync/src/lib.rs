@@ -35,7 +35,7 @@ pub use engine::{
 };
 pub use handle::{SyncHandle, SyncNotifier};
 pub use replica::{Applied, Replica, ReplicaError};
-pub use runtime::{BoxFuture, Connection, Frame, MaybeSend, Runtime};
+pub use runtime::{BoxFuture, Connection, Frame, MaybeSend, MaybeSync, Runtime, TokenProvider};
 pub use state::ConnectionState;
 pub use status::{SyncStatus, TrafficSnapshot};
 #[cfg(all(feature = "native-transport", not(target_family = "wasm")))]

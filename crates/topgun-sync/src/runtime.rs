@@ -27,6 +27,17 @@ pub trait MaybeSend {}
 #[cfg(target_family = "wasm")]
 impl<T: ?Sized> MaybeSend for T {}
 
+/// `Sync` on native targets; nothing on wasm.
+#[cfg(not(target_family = "wasm"))]
+pub trait MaybeSync: Sync {}
+#[cfg(not(target_family = "wasm"))]
+impl<T: Sync + ?Sized> MaybeSync for T {}
+/// `Sync` on native targets; nothing on wasm.
+#[cfg(target_family = "wasm")]
+pub trait MaybeSync {}
+#[cfg(target_family = "wasm")]
+impl<T: ?Sized> MaybeSync for T {}
+
 /// A boxed future, `Send` on native targets.
 #[cfg(not(target_family = "wasm"))]
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -75,4 +86,12 @@ pub trait Runtime: std::fmt::Debug + MaybeSend + Sync + 'static {
     ) -> BoxFuture<'static, Result<Box<dyn Connection>, String>>;
     /// Runs `task` in the background until it completes.
     fn spawn(&self, task: BoxFuture<'static, ()>);
+}
+
+/// Where a driver gets the token it sends in `AUTH`: asked before every
+/// connection, so a token that expires is fetched afresh on reconnect.
+pub trait TokenProvider: std::fmt::Debug + MaybeSend + MaybeSync + 'static {
+    /// The token (`None`: connect without one). An error fails this
+    /// connection attempt, which is retried after the usual backoff.
+    fn token(&self) -> BoxFuture<'static, Result<Option<String>, String>>;
 }

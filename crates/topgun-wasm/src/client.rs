@@ -7,6 +7,7 @@ use crate::values::to_js;
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::Arc;
 use topgun_client::{ClientEvent, TopGunClient, WorkingSetLimits};
 use topgun_storage::DEFAULT_DATABASE_NAME;
 use wasm_bindgen::closure::Closure;
@@ -22,6 +23,7 @@ const OPTION_NAMES: &[&str] = &[
     "maps",
     "quotaBytes",
     "quotaWarningPercent",
+    "tokenProvider",
 ];
 
 /// Options of `TopGunClient.open` (all optional).
@@ -64,9 +66,11 @@ struct NetworkListeners {
 #[wasm_bindgen(js_class = TopGunClient)]
 impl JsClient {
     /// Opens a client: `TopGunClient.open({serverUrl?, token?,
-    /// databaseName?, workingSet?, maps?, quotaBytes?,
-    /// quotaWarningPercent?})`.
+    /// tokenProvider?, databaseName?, workingSet?, maps?, quotaBytes?,
+    /// quotaWarningPercent?})`; `tokenProvider` is a function returning
+    /// the token (or a promise of it), called before each connection.
     pub async fn open(options: JsValue) -> Result<JsClient, JsValue> {
+        let options_object = options.clone();
         let options: Options = if options.is_undefined() || options.is_null() {
             Options::default()
         } else {
@@ -82,7 +86,12 @@ impl JsClient {
                     ));
                 }
             }
-            serde_wasm_bindgen::from_value(options).map_err(|e| invalid("options", e))?
+            serde_wasm_bindgen::from_value(options.clone()).map_err(|e| invalid("options", e))?
+        };
+        let provider = if options_object.is_object() {
+            js_sys::Reflect::get(&options_object, &"tokenProvider".into())?
+        } else {
+            JsValue::UNDEFINED
         };
         // Tabs of the page's origin share the database (one of them syncs).
         let database = options
@@ -95,6 +104,12 @@ impl JsClient {
         }
         if let Some(token) = options.token {
             builder = builder.token(token);
+        }
+        if !provider.is_undefined() && !provider.is_null() {
+            let function: js_sys::Function = provider
+                .dyn_into()
+                .map_err(|_| invalid("options", "tokenProvider must be a function"))?;
+            builder = builder.token_provider(Arc::new(JsTokenProvider { function }));
         }
         if let Some(records) = options.working_set {
             builder = builder.working_set(WorkingSetLimits {
@@ -236,6 +251,38 @@ impl JsClient {
             unwatch_network(&listeners);
         }
         self.client.close().await;
+    }
+}
+
+/// A JS function that gives the `AUTH` token (or a promise of it).
+#[derive(Debug)]
+struct JsTokenProvider {
+    function: js_sys::Function,
+}
+
+impl topgun_client::TokenProvider for JsTokenProvider {
+    fn token(&self) -> topgun_client::BoxFuture<'static, Result<Option<String>, String>> {
+        let returned = self.function.call0(&JsValue::NULL);
+        Box::pin(async move {
+            let describe = |e: JsValue| {
+                e.dyn_ref::<js_sys::Error>()
+                    .map(|e| String::from(e.message()))
+                    .unwrap_or_else(|| format!("{e:?}"))
+            };
+            let mut value = returned.map_err(describe)?;
+            if let Some(promise) = value.dyn_ref::<js_sys::Promise>() {
+                value = wasm_bindgen_futures::JsFuture::from(promise.clone())
+                    .await
+                    .map_err(describe)?;
+            }
+            if value.is_undefined() || value.is_null() {
+                return Ok(None);
+            }
+            value
+                .as_string()
+                .map(Some)
+                .ok_or_else(|| "tokenProvider gave something else than a string".to_owned())
+        })
     }
 }
 

@@ -429,3 +429,38 @@ async fn close_releases_the_database() {
     client.close().await;
     assert_eq!(delete_database(&name).await, "success");
 }
+
+#[wasm_bindgen_test]
+async fn a_token_provider_function_is_called_to_connect() {
+    let Some(url) = SERVER else {
+        wasm_bindgen_test::console_log!("TOPGUN_TEST_SERVER unset: sync test skipped");
+        return;
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    // The server runs without auth: any token is accepted, and asking for
+    // it is what this checks.
+    let provider =
+        wasm_bindgen::closure::Closure::<dyn FnMut() -> js_sys::Promise>::new(move || {
+            let _ = tx.send(());
+            js_sys::Promise::resolve(&JsValue::from_str("a-token"))
+        });
+    let client = JsClient::open(options(&[
+        ("databaseName", unique("token").into()),
+        ("serverUrl", url.into()),
+        ("tokenProvider", provider.as_ref().clone()),
+    ]))
+    .await
+    .unwrap();
+    rx.recv().await.unwrap();
+    until_state(&client, "ONLINE").await;
+    client.close().await;
+    let not_a_function = JsClient::open(options(&[
+        ("databaseName", unique("token").into()),
+        ("tokenProvider", 5.into()),
+    ]))
+    .await;
+    let error = not_a_function.unwrap_err();
+    let code = Reflect::get(&error, &"code".into()).unwrap().as_string();
+    assert_eq!(code.as_deref(), Some("INVALID_ARGUMENT"));
+    drop(provider);
+}
