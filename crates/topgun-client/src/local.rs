@@ -275,17 +275,92 @@ impl LocalData {
             };
             return self.forward(map, write).await;
         }
-        let previous = self.current(map, key).await?;
-        let timestamp = self.stamp_after(previous.as_ref().map(|p| &p.timestamp));
-        let write = LocalWrite {
+        let write = |timestamp| LocalWrite {
             map_name: map.name().to_string(),
             key: key.to_owned(),
             op_type,
-            value,
+            value: value.clone(),
             timestamp,
             ttl_ms,
         };
-        self.commit(map, previous.as_ref(), write).await
+        let cached = self.ws().get(map.name(), key).cloned();
+        match cached {
+            Some(previous) => {
+                let timestamp = self.stamp_after(Some(&previous.timestamp));
+                self.commit(map, Some(&previous), write(timestamp)).await
+            }
+            // Not in RAM: the store reads the previous record in the
+            // write's own transaction (one read instead of two on
+            // IndexedDB) and refuses a stamp that is not newer.
+            None => self.commit_unread(map, write).await,
+        }
+    }
+
+    /// [`commit`](Self::commit) of a key this client has not read: makes
+    /// room, stores the write if the stored record is older (else stamps
+    /// again after it), caches it, signals sync and publishes the change
+    /// from the record it replaced.
+    async fn commit_unread(
+        &self,
+        map: &MapShared,
+        write: impl Fn(Timestamp) -> LocalWrite,
+    ) -> Result<OpId, ClientError> {
+        self.quota
+            .ensure_room(self.store.as_ref(), &self.working_set)
+            .await?;
+        let mut after: Option<Timestamp> = None;
+        let mut attempts = 0;
+        loop {
+            let stamped = write(self.stamp_after(after.as_ref()));
+            let attempt = self
+                .with_room(|| self.store.write_local_checked(stamped.clone()))
+                .await;
+            match attempt {
+                Ok((op_id, previous)) => {
+                    let previous = previous.as_ref().map(CachedRecord::from_store);
+                    let value = stamped.value.map(Arc::from);
+                    let LocalWrite {
+                        key,
+                        timestamp,
+                        ttl_ms,
+                        ..
+                    } = stamped;
+                    self.after_commit(map, previous.as_ref(), &key, value, timestamp, ttl_ms);
+                    return Ok(op_id);
+                }
+                // Beyond the drift bound the clock keeps its own stamp and
+                // the retry is refused again; the loop is bounded.
+                Err(ClientError::Storage(StorageError::Stale { current })) if attempts < 8 => {
+                    attempts += 1;
+                    after = Some(current);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Runs a store write; if the store is full ([`StorageError::Full`]:
+    /// the browser's quota), prunes synced records and runs it once more.
+    async fn with_room<T, F, Fut>(&self, attempt: F) -> Result<T, ClientError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, StorageError>>,
+    {
+        match attempt().await {
+            Err(StorageError::Full { .. }) => {
+                let used = self
+                    .quota
+                    .make_room_when_full(self.store.as_ref(), &self.working_set)
+                    .await?;
+                match attempt().await {
+                    Err(StorageError::Full { .. }) => {
+                        Err(ClientError::QuotaExceeded { used, budget: used })
+                    }
+                    result => Ok(result?),
+                }
+            }
+            result => Ok(result?),
+        }
     }
 
     /// A follower's write: stamped here, run by the process holding the
@@ -378,23 +453,9 @@ impl LocalData {
         let timestamp = write.timestamp.clone();
         let ttl_ms = write.ttl_ms;
         let value: Option<Arc<[u8]>> = write.value.as_deref().map(Arc::from);
-        let op_id = match self.store.write_local(write.clone()).await {
-            // The store itself is full (the browser's quota): prune synced
-            // records and try once more.
-            Err(StorageError::Full { .. }) => {
-                let used = self
-                    .quota
-                    .make_room_when_full(self.store.as_ref(), &self.working_set)
-                    .await?;
-                match self.store.write_local(write).await {
-                    Err(StorageError::Full { .. }) => {
-                        return Err(ClientError::QuotaExceeded { used, budget: used });
-                    }
-                    result => result?,
-                }
-            }
-            result => result?,
-        };
+        let op_id = self
+            .with_room(|| self.store.write_local(write.clone()))
+            .await?;
         self.after_commit(map, previous, &key, value, timestamp, ttl_ms);
         Ok(op_id)
     }

@@ -486,6 +486,12 @@ impl Store for FencedStore {
     async fn write_local(&self, write: LocalWrite) -> Result<OpId, StorageError> {
         self.inner.write_local(write).await
     }
+    async fn write_local_checked(
+        &self,
+        write: LocalWrite,
+    ) -> Result<(OpId, Option<StoreRecord>), StorageError> {
+        self.inner.write_local_checked(write).await
+    }
     async fn get(&self, map_name: &str, key: &str) -> Result<Option<StoreRecord>, StorageError> {
         self.inner.get(map_name, key).await
     }

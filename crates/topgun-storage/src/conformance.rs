@@ -47,6 +47,7 @@ macro_rules! store_conformance_tests {
             use super::*;
             $crate::__store_conformance_cases!(#[$attr] $make;
                 write_local_stores_record_and_op,
+                write_local_checked_refuses_stale_stamps,
                 write_local_rejects_invalid_input,
                 get_returns_none_for_unknown_keys,
                 get_many_answers_like_get_in_key_order_given,
@@ -217,6 +218,64 @@ pub trait StoreConformance: Store {
         assert_eq!(
             (stats.records, stats.dirty_records, stats.pending_ops),
             (21, 21, 23)
+        );
+    }
+
+    /// `write_local_checked` writes only over an older record (or none),
+    /// answers the record it replaced, and refuses a stamp that is not
+    /// newer with `Stale` and the stored stamp, writing nothing.
+    async fn write_local_checked_refuses_stale_stamps(&self) {
+        let (id1, previous) = self
+            .write_local_checked(put("m", "k", b"v1", ts(5)))
+            .await
+            .unwrap();
+        assert_eq!(previous, None);
+        let (id2, previous) = self
+            .write_local_checked(put("m", "k", b"v2", ts(6)))
+            .await
+            .unwrap();
+        assert!(id2 > id1);
+        let previous = previous.expect("the replaced record");
+        assert_eq!(
+            (previous.value.as_deref(), previous.timestamp),
+            (Some(&b"v1"[..]), ts(5))
+        );
+        for stale in [ts(6), ts(4)] {
+            match self.write_local_checked(put("m", "k", b"old", stale)).await {
+                Err(StorageError::Stale { current }) => assert_eq!(current, ts(6)),
+                other => panic!("expected Stale, got {other:?}"),
+            }
+        }
+        assert_eq!(
+            record(self, "m", "k").await.value.as_deref(),
+            Some(&b"v2"[..])
+        );
+        assert_eq!(
+            all_pending(self).await.len(),
+            2,
+            "a refused write adds no op"
+        );
+        // A remote record newer than the client's clock refuses it too.
+        self.apply_remote(vec![StoreRecord {
+            map_name: "m".into(),
+            key: "r".into(),
+            value: Some(b"remote".to_vec()),
+            timestamp: ts(100),
+            ttl_ms: None,
+            dirty: false,
+        }])
+        .await
+        .unwrap();
+        assert!(matches!(
+            self.write_local_checked(put("m", "r", b"local", ts(50)))
+                .await,
+            Err(StorageError::Stale { .. })
+        ));
+        assert_invalid(
+            self.write_local_checked(put("m", "", b"v", ts(200)))
+                .await
+                .map(|(id, _)| id),
+            "empty key",
         );
     }
 

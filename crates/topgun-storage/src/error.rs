@@ -38,9 +38,10 @@ pub enum StorageError {
         source: rmp_serde::encode::Error,
     },
     /// A conditional write was refused: the stored record is already as
-    /// new as the write (`current`). Only a store that forwards writes to
-    /// another process answers this (see `topgun-client`'s shared data
-    /// directory); the writer restamps after `current` and tries again.
+    /// new as the write (`current`). `Store::write_local_checked` answers
+    /// this, and a store that forwards writes to another process (see
+    /// `topgun-client`'s shared data directory); the writer restamps after
+    /// `current` and tries again.
     #[error("the stored record (written at {current}) is newer than the write")]
     Stale {
         /// The stored record's timestamp.

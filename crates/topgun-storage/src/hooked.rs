@@ -133,6 +133,19 @@ impl<S: Store> Store for HookedStore<S> {
         };
         self.around(StoreCall::WriteLocal, call).await
     }
+    async fn write_local_checked(
+        &self,
+        write: LocalWrite,
+    ) -> Result<(OpId, Option<StoreRecord>), StorageError> {
+        let refused = self.gate.as_ref().and_then(|gate| gate(&write));
+        let call = async {
+            match refused {
+                Some(error) => Err(error),
+                None => self.inner.write_local_checked(write).await,
+            }
+        };
+        self.around(StoreCall::WriteLocal, call).await
+    }
     async fn get(&self, map_name: &str, key: &str) -> Result<Option<StoreRecord>, StorageError> {
         self.around(StoreCall::Get, self.inner.get(map_name, key))
             .await

@@ -46,6 +46,33 @@ pub trait Store: std::fmt::Debug + crate::SendSync {
     /// nothing was written.
     async fn write_local(&self, write: LocalWrite) -> Result<OpId, StorageError>;
 
+    /// [`Store::write_local`] for a caller that has not read the key: the
+    /// write is applied only if the key has no record or one with an older
+    /// timestamp, and the answer carries the record it replaced (the caller
+    /// publishes its old value). Backends that can read it in the write's
+    /// own transaction override this; the default reads with
+    /// [`Store::get`] first, which is atomic only for callers that
+    /// serialise their writes per key (the client does).
+    ///
+    /// # Errors
+    /// [`StorageError::Stale`] with the stored timestamp when the stored
+    /// record is as new as the write or newer (nothing is written; stamp
+    /// again after it); otherwise as [`Store::write_local`].
+    async fn write_local_checked(
+        &self,
+        write: LocalWrite,
+    ) -> Result<(OpId, Option<StoreRecord>), StorageError> {
+        crate::validate::local_write(&write)?;
+        let previous = self.get(&write.map_name, &write.key).await?;
+        if let Some(stored) = previous.as_ref().filter(|p| p.timestamp >= write.timestamp) {
+            return Err(StorageError::Stale {
+                current: stored.timestamp.clone(),
+            });
+        }
+        let op_id = self.write_local(write).await?;
+        Ok((op_id, previous))
+    }
+
     /// The record of `(map, key)`, tombstones included; `None` if the key
     /// was never stored (or was pruned).
     async fn get(&self, map_name: &str, key: &str) -> Result<Option<StoreRecord>, StorageError>;

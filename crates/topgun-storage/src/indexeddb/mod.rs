@@ -108,6 +108,19 @@ impl Store for IndexedDbStore {
         expect_outcome!(self.write(WriteOp::Local(write)).await?, OpId)
     }
 
+    /// Reads the stored record in the write's own transaction.
+    async fn write_local_checked(
+        &self,
+        write: LocalWrite,
+    ) -> Result<(OpId, Option<StoreRecord>), StorageError> {
+        validate::local_write(&write)?;
+        match self.write(WriteOp::LocalChecked(write)).await? {
+            WriteOutcome::Checked(op_id, previous) => Ok((op_id, previous)),
+            WriteOutcome::Stale(current) => Err(StorageError::Stale { current }),
+            other => unreachable!("a write answered {other:?}"),
+        }
+    }
+
     async fn get(&self, map_name: &str, key: &str) -> Result<Option<StoreRecord>, StorageError> {
         self.reader.get(map_name, key).await
     }

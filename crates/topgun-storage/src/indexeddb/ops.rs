@@ -21,6 +21,9 @@ const PAGE: u32 = 512;
 #[derive(Debug)]
 pub(crate) enum WriteOp {
     Local(LocalWrite),
+    /// A local write refused if the stored record is as new (see
+    /// `Store::write_local_checked`).
+    LocalChecked(LocalWrite),
     Remote(Vec<StoreRecord>),
     Clear(String, Timestamp),
     Prune(String, Vec<String>, PruneSums),
@@ -34,6 +37,8 @@ pub(crate) enum WriteOp {
 #[derive(Debug)]
 pub(crate) enum WriteOutcome {
     OpId(OpId),
+    Checked(OpId, Option<StoreRecord>),
+    Stale(Timestamp),
     Changes(Vec<AppliedChange>),
     Cleared(ClearOutcome),
     Keys(Vec<String>),
@@ -45,6 +50,7 @@ pub(crate) enum WriteOutcome {
 pub(crate) enum Applied {
     Ready(WriteOutcome),
     OpId(PendingId),
+    Checked(PendingId, Option<StoreRecord>),
     Cleared(PendingId, Vec<String>),
 }
 
@@ -57,6 +63,10 @@ impl Applied {
             Applied::OpId(request) => {
                 WriteOutcome::OpId(codec::op_id(&request.await.map_err(idb_error(DURING))?)?)
             }
+            Applied::Checked(request, previous) => WriteOutcome::Checked(
+                codec::op_id(&request.await.map_err(idb_error(DURING))?)?,
+                previous,
+            ),
             Applied::Cleared(request, removed_keys) => WriteOutcome::Cleared(ClearOutcome {
                 op_id: codec::op_id(&request.await.map_err(idb_error(DURING))?)?,
                 removed_keys,
@@ -70,7 +80,9 @@ impl WriteOp {
     /// them all in one go before applying any.
     pub(crate) fn keys(&self) -> Vec<(&str, &str)> {
         match self {
-            WriteOp::Local(write) => vec![(&write.map_name, &write.key)],
+            WriteOp::Local(write) | WriteOp::LocalChecked(write) => {
+                vec![(&write.map_name, &write.key)]
+            }
             WriteOp::Remote(records) => records
                 .iter()
                 .map(|r| (r.map_name.as_str(), r.key.as_str()))
@@ -87,6 +99,16 @@ impl WriteOp {
     pub(crate) async fn apply(&self, txn: &mut WriteTxn) -> Result<Applied, StorageError> {
         Ok(match self {
             WriteOp::Local(write) => Applied::OpId(write_local(txn, write).await?),
+            WriteOp::LocalChecked(write) => {
+                txn.load(&write.map_name, [write.key.as_str()]).await?;
+                let previous = txn.current(&write.map_name, &write.key).cloned();
+                match previous {
+                    Some(stored) if stored.timestamp >= write.timestamp => {
+                        Applied::Ready(WriteOutcome::Stale(stored.timestamp))
+                    }
+                    previous => Applied::Checked(write_local(txn, write).await?, previous),
+                }
+            }
             WriteOp::Remote(records) => {
                 Applied::Ready(WriteOutcome::Changes(apply_remote(txn, records).await?))
             }
