@@ -187,6 +187,15 @@ impl Tabs {
             let stolen_from = this.clone();
             let weak_local = Arc::downgrade(local);
             let on_lock = Closure::<dyn FnMut(JsValue) -> js_sys::Promise>::new(move |_lock| {
+                // A tab can have two requests out (queued, then a steal):
+                // a grant that finds it closed or leading already is
+                // given back at once.
+                let redundant = weak
+                    .upgrade()
+                    .is_none_or(|tabs| tabs.closed.get() || *tabs.role.borrow() == Role::Leader);
+                if redundant {
+                    return js_sys::Promise::resolve(&JsValue::UNDEFINED);
+                }
                 // Held until the promise resolves: at close, or never.
                 let mut release = None;
                 let held = js_sys::Promise::new(&mut |resolve, _reject| release = Some(resolve));
