@@ -96,3 +96,24 @@ async fn concurrent_writes_all_land_with_increasing_ids() {
     assert_eq!(store.stats().await.unwrap().records, 200);
     assert_eq!(store.pending_ops(None, 1000).await.unwrap().len(), 200);
 }
+
+#[wasm_bindgen_test]
+async fn an_open_store_does_not_block_an_upgrade_elsewhere() {
+    let (store, ()) = fresh().await;
+    let name = store.name();
+    // Another tab (a newer version of the app) upgrades the database: the
+    // open store's connection closes for it instead of blocking it.
+    let factory = idb::Factory::new().unwrap();
+    let newer = factory
+        .open(&name, Some(topgun_storage::INDEXEDDB_SCHEMA_VERSION + 1))
+        .unwrap()
+        .await
+        .unwrap();
+    assert_eq!(
+        newer.version().unwrap(),
+        topgun_storage::INDEXEDDB_SCHEMA_VERSION + 1
+    );
+    newer.close();
+    // The old connection is gone: its calls fail, clearly.
+    assert!(store.get("m", "k").await.is_err());
+}

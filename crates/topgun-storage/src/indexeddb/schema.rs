@@ -14,6 +14,7 @@
 use super::js::{idb_error, JsFailure};
 use crate::error::StorageError;
 use idb::{Database, DatabaseEvent, Factory, IndexParams, KeyPath, ObjectStoreParams};
+use wasm_bindgen::JsCast;
 
 /// The schema version this build writes and reads.
 pub const INDEXEDDB_SCHEMA_VERSION: u32 = 1;
@@ -38,7 +39,21 @@ pub(crate) async fn open(name: &str) -> Result<Database, StorageError> {
         }
     });
     match request.await {
-        Ok(database) => Ok(database),
+        Ok(mut database) => {
+            // Another tab upgrading or deleting the database waits for
+            // every connection to close: this one closes at once (later
+            // calls fail) instead of blocking it.
+            database.on_version_change(|event| {
+                let target = js_sys::Reflect::get(&event, &"target".into());
+                if let Ok(target) = target {
+                    let close = js_sys::Reflect::get(&target, &"close".into());
+                    if let Ok(close) = close.and_then(|c| c.dyn_into::<js_sys::Function>()) {
+                        let _ = close.call0(&target);
+                    }
+                }
+            });
+            Ok(database)
+        }
         Err(error) => {
             let failure = JsFailure::from_idb(&error);
             if failure.name == "VersionError" {
