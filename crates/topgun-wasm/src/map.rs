@@ -130,6 +130,14 @@ impl JsMap {
         })
     }
 
+    /// How many records a query (`{where?, predicate?}`) matches, without
+    /// handing them to JavaScript.
+    pub async fn count(&self, query: JsValue) -> Result<f64, JsValue> {
+        let query = query_from_js(query)?;
+        let page = self.map.query(&query).await.map_err(|e| from_client(&e))?;
+        Ok(page.results.len() as f64)
+    }
+
     /// Calls `callback({key, oldValue, newValue, origin})` on every change.
     pub fn subscribe(&self, callback: js_sys::Function) -> Listener {
         let mut events = self.map.subscribe();

@@ -66,6 +66,9 @@ async fn put_get_remove_clear_and_entries_answer_locally() {
         r#"{"results":[{"key":"t2","value":{"done":true,"title":"bread"}}],"hasMore":false,"nextCursor":null}"#
     );
     assert_eq!(client.pending_ops().await.unwrap(), 2.0);
+    let done = js_sys::JSON::parse(r#"{"where":{"done":true}}"#).unwrap();
+    assert_eq!(todos.count(done).await.unwrap(), 1.0);
+    assert_eq!(todos.count(JsValue::UNDEFINED).await.unwrap(), 2.0);
 
     todos.remove("t1".into()).await.unwrap();
     assert!(todos.get("t1".into()).await.unwrap().is_undefined());
