@@ -6,7 +6,6 @@
 
 use crate::apt::{self, check, is_root};
 use std::fs;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -58,7 +57,7 @@ impl Postgres {
                 .arg(&data),
             "initdb",
         )?;
-        let port = free_port()?;
+        let port = crate::free_port()?;
         let options = format!(
             "-p {port} -k {} -c listen_addresses=127.0.0.1 -c synchronous_commit=on -c max_connections=300",
             dir.display()
@@ -144,12 +143,4 @@ fn as_postgres(program: &Path) -> Command {
     } else {
         Command::new(program)
     }
-}
-
-fn free_port() -> Result<u16, String> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("finding a port: {e}"))?;
-    listener
-        .local_addr()
-        .map(|addr| addr.port())
-        .map_err(|e| format!("finding a port: {e}"))
 }

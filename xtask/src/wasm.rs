@@ -227,10 +227,7 @@ impl TestServer {
         let mut build = crate::cargo();
         build.args(["build", "--locked", "-p", "topgun-cli"]);
         crate::run("build topgun", build)?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .map_err(|e| format!("finding a port: {e}"))?
-            .port();
+        let port = crate::free_port()?;
         let data = root.join(format!("target/wasm-e2e-data-{port}"));
         let _ = std::fs::remove_dir_all(&data);
         let mut serve = Command::new(root.join("target/debug/topgun"));

@@ -308,26 +308,40 @@ impl LocalData {
         self.quota
             .ensure_room(self.store.as_ref(), &self.working_set)
             .await?;
+        let ((op_id, previous), stamped) = self
+            .restamping(write, |stamped| {
+                self.with_room(move || self.store.write_local_checked(stamped.clone()))
+            })
+            .await?;
+        let previous = previous.as_ref().map(CachedRecord::from_store);
+        let value = stamped.value.map(Arc::from);
+        let LocalWrite {
+            key,
+            timestamp,
+            ttl_ms,
+            ..
+        } = stamped;
+        self.after_commit(map, previous.as_ref(), &key, value, timestamp, ttl_ms);
+        Ok(op_id)
+    }
+
+    /// Runs `attempt` with `write` stamped now; while the store refuses
+    /// the stamp as stale, stamps again after the stored record and
+    /// retries. Returns the answer and the write that was stored.
+    async fn restamping<T, Fut>(
+        &self,
+        write: impl Fn(Timestamp) -> LocalWrite,
+        attempt: impl Fn(LocalWrite) -> Fut,
+    ) -> Result<(T, LocalWrite), ClientError>
+    where
+        Fut: std::future::Future<Output = Result<T, ClientError>>,
+    {
         let mut after: Option<Timestamp> = None;
         let mut attempts = 0;
         loop {
             let stamped = write(self.stamp_after(after.as_ref()));
-            let attempt = self
-                .with_room(|| self.store.write_local_checked(stamped.clone()))
-                .await;
-            match attempt {
-                Ok((op_id, previous)) => {
-                    let previous = previous.as_ref().map(CachedRecord::from_store);
-                    let value = stamped.value.map(Arc::from);
-                    let LocalWrite {
-                        key,
-                        timestamp,
-                        ttl_ms,
-                        ..
-                    } = stamped;
-                    self.after_commit(map, previous.as_ref(), &key, value, timestamp, ttl_ms);
-                    return Ok(op_id);
-                }
+            match attempt(stamped.clone()).await {
+                Ok(answer) => return Ok((answer, stamped)),
                 // Beyond the drift bound the clock keeps its own stamp and
                 // the retry is refused again; the loop is bounded.
                 Err(ClientError::Storage(StorageError::Stale { current })) if attempts < 8 => {
@@ -374,29 +388,17 @@ impl LocalData {
         map: &MapShared,
         write: impl Fn(Timestamp) -> LocalWrite,
     ) -> Result<OpId, ClientError> {
-        let mut after: Option<Timestamp> = None;
-        let mut attempts = 0;
-        loop {
-            let stamped = write(self.stamp_after(after.as_ref()));
-            let timestamp = stamped.timestamp.clone();
-            match self.store.write_local(stamped).await {
-                Ok(op_id) => {
-                    if !self.forwarding() {
-                        let w = write(timestamp);
-                        let value = w.value.map(Arc::from);
-                        self.after_commit(map, None, &w.key, value, w.timestamp, w.ttl_ms);
-                    }
-                    return Ok(op_id);
-                }
-                // Beyond the drift bound the clock keeps its own stamp and
-                // the retry is refused again; the loop is bounded.
-                Err(StorageError::Stale { current }) if attempts < 8 => {
-                    attempts += 1;
-                    after = Some(current);
-                }
-                Err(e) => return Err(e.into()),
-            }
+        let (op_id, stamped) = self
+            .restamping(write, |stamped| async move {
+                Ok(self.store.write_local(stamped).await?)
+            })
+            .await?;
+        if !self.forwarding() {
+            let value = stamped.value.map(Arc::from);
+            let key = stamped.key;
+            self.after_commit(map, None, &key, value, stamped.timestamp, stamped.ttl_ms);
         }
+        Ok(op_id)
     }
 
     /// Whether another process holds the store.

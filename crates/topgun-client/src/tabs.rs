@@ -80,8 +80,8 @@ enum Message {
     /// Changes were lost on the way (the sender fell behind): forget what
     /// is cached and read the database again.
     Resync,
-    /// The leader's connection state (`ONLINE`, …), which every tab shows.
-    State(String),
+    /// The leader's connection state, which every tab shows.
+    State(ConnectionState),
     /// A tab joined: the leader answers with its state.
     Hello,
     /// The leader is alive.
@@ -167,14 +167,8 @@ impl Tabs {
                         }
                     }
                     Ok(Message::Resync) => local.forget_unseen_changes(),
-                    Ok(Message::State(name)) if !leader => {
-                        if let Some(known) = parse_state(&name) {
-                            state.set_state(known);
-                        }
-                    }
-                    Ok(Message::Hello) if leader => {
-                        post(&answer, &Message::State(state.state().as_str().to_owned()))
-                    }
+                    Ok(Message::State(known)) if !leader => state.set_state(known),
+                    Ok(Message::Hello) if leader => post(&answer, &Message::State(state.state())),
                     Ok(_) => {}
                     Err(_) => tracing::warn!("ignoring an undecodable message from another tab"),
                 }
@@ -361,7 +355,7 @@ impl Tabs {
         let weak = Rc::downgrade(self);
         wasm_bindgen_futures::spawn_local(async move {
             while states.changed().await.is_ok() {
-                let state = states.borrow_and_update().as_str().to_owned();
+                let state = *states.borrow_and_update();
                 let Some(tabs) = weak.upgrade() else { return };
                 if *tabs.role.borrow() == Role::Leader {
                     post(&tabs.channel, &Message::State(state));
@@ -411,18 +405,6 @@ fn post(channel: &web_sys::BroadcastChannel, message: &Message) {
         }
         Err(error) => tracing::warn!(%error, "could not encode a message to the other tabs"),
     }
-}
-
-fn parse_state(name: &str) -> Option<ConnectionState> {
-    [
-        ConnectionState::Initial,
-        ConnectionState::Offline,
-        ConnectionState::Connecting,
-        ConnectionState::Syncing,
-        ConnectionState::Online,
-    ]
-    .into_iter()
-    .find(|state| state.as_str() == name)
 }
 
 fn js_failure(value: JsValue) -> StorageError {

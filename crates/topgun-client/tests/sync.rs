@@ -448,14 +448,7 @@ fn token(secret: &str, sub: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_missing_bad_and_forbidden() {
-    let rules: AccessRules = toml_rules();
-    let server = Server::start_with(Arc::new(MemoryStore::new()), 0, |c| {
-        c.auth = AuthMode::Jwt {
-            secret: b"s3cret".to_vec(),
-        };
-        c.rules = rules;
-    })
-    .await;
+    let server = jwt_server().await;
     // No token.
     let c = client(&server.url, &["public"]).await;
     let mut ev = c.sync_events();
@@ -527,14 +520,7 @@ impl topgun_client::TokenProvider for CountingTokens {
 /// one, and again after the server went away and came back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_provider_is_asked_on_every_connection() {
-    let rules: AccessRules = toml_rules();
-    let server = Server::start_with(Arc::new(MemoryStore::new()), 0, |c| {
-        c.auth = AuthMode::Jwt {
-            secret: b"s3cret".to_vec(),
-        };
-        c.rules = rules;
-    })
-    .await;
+    let server = jwt_server().await;
     let tokens = Arc::new(CountingTokens::default());
     let c = TopGunClient::builder()
         .server_url(&server.url)
@@ -564,6 +550,18 @@ async fn a_token_provider_is_asked_on_every_connection() {
     assert!(tokens.asked.load(std::sync::atomic::Ordering::SeqCst) >= 2);
     c.close().await;
     server.stop().await;
+}
+
+/// A server that wants JWTs signed with `s3cret`, under [`toml_rules`].
+async fn jwt_server() -> Server {
+    let rules = toml_rules();
+    Server::start_with(Arc::new(MemoryStore::new()), 0, |c| {
+        c.auth = AuthMode::Jwt {
+            secret: b"s3cret".to_vec(),
+        };
+        c.rules = rules;
+    })
+    .await
 }
 
 fn toml_rules() -> AccessRules {

@@ -6,8 +6,8 @@
 
 use crate::error::StorageError;
 use crate::model::{
-    AppliedChange, ClearOutcome, LocalWrite, OpId, OpLogEntry, OpType, PruneSums, StoreRecord,
-    StoreStats,
+    merkle_contribution, AppliedChange, ClearOutcome, LocalWrite, OpId, OpLogEntry, OpType,
+    PruneSums, StoreRecord, StoreStats,
 };
 use crate::store::Store;
 use crate::validate;
@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use topgun_core::merkle::LEAVES;
-use topgun_core::{MerkleSums, MerkleTree, Timestamp};
+use topgun_core::{MerkleSums, Timestamp};
 
 /// A [`Store`] held in memory: `BTreeMap`s behind one `std` mutex.
 ///
@@ -75,14 +75,6 @@ fn map_range<'a>(
         .map(|(_, record)| record)
 }
 
-/// `key`'s contribution at `timestamp` (0 for none) and its leaf.
-fn contribution(key: &str, timestamp: Option<&Timestamp>) -> (usize, u32) {
-    match timestamp {
-        Some(t) => MerkleSums::contribution(key, t.millis, t.counter, &t.node_id),
-        None => (MerkleTree::leaf_of(key), 0),
-    }
-}
-
 impl Inner {
     /// Moves `key`'s contribution to its map's leaf sums from its previous
     /// record's (or, with none, its pruned record's) to `new`'s.
@@ -93,14 +85,14 @@ impl Inner {
         old: Option<&Timestamp>,
         new: Option<&Timestamp>,
     ) {
-        let (leaf, mut sub) = contribution(key, old);
+        let (leaf, mut sub) = merkle_contribution(key, old);
         if old.is_none() {
             sub = self
                 .pruned
                 .remove(&(map_name.to_owned(), key.to_owned()))
                 .unwrap_or(0);
         }
-        let (_, add) = contribution(key, new);
+        let (_, add) = merkle_contribution(key, new);
         let sums = self
             .merkle
             .entry(map_name.to_owned())
@@ -228,8 +220,8 @@ impl Inner {
         {
             // Only records older than the clear (a newer write wins).
             if record.value.is_some() && record.timestamp < timestamp {
-                let (leaf, sub) = contribution(key, Some(&record.timestamp));
-                let (_, add) = contribution(key, Some(&timestamp));
+                let (leaf, sub) = merkle_contribution(key, Some(&record.timestamp));
+                let (_, add) = merkle_contribution(key, Some(&timestamp));
                 MerkleSums::shift(sums, leaf, sub, add);
                 record.value = None;
                 record.ttl_ms = None;
@@ -269,7 +261,7 @@ impl Inner {
                 if let Some(record) = self.records.remove(&slot) {
                     match sums {
                         PruneSums::Keep => {
-                            let (_, c) = contribution(key, Some(&record.timestamp));
+                            let (_, c) = merkle_contribution(key, Some(&record.timestamp));
                             self.pruned.insert(slot, c);
                         }
                         PruneSums::Drop => {

@@ -92,6 +92,15 @@ pub(crate) fn approx_record_size_by_node(
     (map_name.len() + key.len() + value.map_or(0, <[u8]>::len) + node_id.len() + 32) as u64
 }
 
+/// `key`'s Merkle leaf and its contribution to that leaf's sum at
+/// `timestamp` (0 for none), for stores that keep leaf sums.
+pub(crate) fn merkle_contribution(key: &str, timestamp: Option<&Timestamp>) -> (usize, u32) {
+    match timestamp {
+        Some(t) => topgun_core::MerkleSums::contribution(key, t.millis, t.counter, &t.node_id),
+        None => (topgun_core::MerkleTree::leaf_of(key), 0),
+    }
+}
+
 /// [`OpLogEntry::approx_size`] from the parts.
 pub(crate) fn approx_op_size(
     map_name: &str,

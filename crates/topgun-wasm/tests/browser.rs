@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use js_sys::Reflect;
-use topgun_wasm::{JsClient, JsMap};
+use topgun_wasm::{JsClient, JsMap, Listener};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
 
@@ -204,30 +204,28 @@ async fn two_browser_clients_sync_through_a_real_server() {
     assert_eq!(seen.as_string().as_deref(), Some("reply"));
 }
 
-/// Waits until `client`'s role is `role` (its role changes are events).
-async fn until_role(client: &JsClient, role: &str) {
+/// Waits until `done()` holds, checking again on every call of the
+/// callback given to `register` (an event source of the client).
+async fn until(register: impl FnOnce(js_sys::Function) -> Listener, done: impl Fn() -> bool) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     let callback = wasm_bindgen::closure::Closure::<dyn FnMut(JsValue)>::new(move |_| {
         let _ = tx.send(());
     });
-    let listener = client.on_role_change(callback.as_ref().clone().into());
-    while client.role() != role {
+    let listener = register(callback.as_ref().clone().into());
+    while !done() {
         rx.recv().await.unwrap();
     }
     listener.stop();
 }
 
+/// Waits until `client`'s role is `role`.
+async fn until_role(client: &JsClient, role: &str) {
+    until(|f| client.on_role_change(f), || client.role() == role).await;
+}
+
 /// Waits until `client` shows `state`.
 async fn until_state(client: &JsClient, state: &str) {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let callback = wasm_bindgen::closure::Closure::<dyn FnMut(JsValue)>::new(move |_| {
-        let _ = tx.send(());
-    });
-    let listener = client.on_state_change(callback.as_ref().clone().into());
-    while client.state() != state {
-        rx.recv().await.unwrap();
-    }
-    listener.stop();
+    until(|f| client.on_state_change(f), || client.state() == state).await;
 }
 
 /// Two clients on one database stand for two tabs of one origin (Web Locks

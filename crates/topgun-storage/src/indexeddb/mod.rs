@@ -24,8 +24,7 @@ mod writer;
 
 use crate::error::StorageError;
 use crate::model::{
-    AppliedChange, ClearOutcome, KeyStamp, LocalWrite, OpId, OpLogEntry, PruneSums, StoreRecord,
-    StoreStats,
+    AppliedChange, ClearOutcome, LocalWrite, OpId, OpLogEntry, PruneSums, StoreRecord, StoreStats,
 };
 use crate::store::Store;
 use crate::validate;
@@ -130,7 +129,9 @@ impl Store for IndexedDbStore {
         map_name: &str,
         keys: &[String],
     ) -> Result<Vec<Option<StoreRecord>>, StorageError> {
-        read::get_many(self.writer.database(), map_name, keys).await
+        // Issued together, the reads share one transaction (see `reader`).
+        let reads = keys.iter().map(|key| self.reader.get(map_name, key));
+        futures_util::future::try_join_all(reads).await
     }
 
     async fn scan(
@@ -140,15 +141,6 @@ impl Store for IndexedDbStore {
         limit: usize,
     ) -> Result<Vec<StoreRecord>, StorageError> {
         read::scan(self.writer.database(), map_name, after, limit).await
-    }
-
-    async fn scan_stamps(
-        &self,
-        map_name: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<KeyStamp>, StorageError> {
-        read::scan_stamps(self.writer.database(), map_name, after, limit).await
     }
 
     async fn dirty_records(

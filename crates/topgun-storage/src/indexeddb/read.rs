@@ -4,7 +4,7 @@ use super::codec::{self, Counters};
 use super::js::{idb_error, to_bytes};
 use super::schema::{DIRTY_INDEX, META, OPS, RECORDS};
 use crate::error::StorageError;
-use crate::model::{KeyStamp, OpId, OpLogEntry, StoreRecord, StoreStats};
+use crate::model::{OpId, OpLogEntry, StoreRecord, StoreStats};
 use idb::{CursorDirection, Database, ObjectStore, Query, TransactionMode};
 use std::future::IntoFuture;
 use wasm_bindgen::JsValue;
@@ -27,41 +27,6 @@ fn reading(
         .map_err(idb_error(during))
 }
 
-pub(crate) async fn get_many(
-    database: &Database,
-    map_name: &str,
-    keys: &[String],
-) -> Result<Vec<Option<StoreRecord>>, StorageError> {
-    const DURING: &str = "reading records";
-    if map_name.is_empty() || keys.is_empty() {
-        return Ok(vec![None; keys.len()]);
-    }
-    let store = reading(database, RECORDS, DURING)?;
-    let mut requests = Vec::with_capacity(keys.len());
-    for key in keys {
-        requests.push(if key.is_empty() {
-            None
-        } else {
-            // Listening from now on: see `txn::PendingId`.
-            Some(
-                store
-                    .get(codec::record_key(map_name, key))
-                    .map_err(idb_error(DURING))?
-                    .into_future(),
-            )
-        });
-    }
-    let mut out = Vec::with_capacity(keys.len());
-    for request in requests {
-        let found = match request {
-            Some(request) => request.await.map_err(idb_error(DURING))?,
-            None => None,
-        };
-        out.push(found.as_ref().map(codec::record_from_js).transpose()?);
-    }
-    Ok(out)
-}
-
 pub(crate) async fn scan(
     database: &Database,
     map_name: &str,
@@ -82,22 +47,6 @@ pub(crate) async fn scan(
         .iter()
         .map(|object| codec::record_of_map(map_name.to_owned(), object))
         .collect()
-}
-
-pub(crate) async fn scan_stamps(
-    database: &Database,
-    map_name: &str,
-    after: Option<&str>,
-    limit: usize,
-) -> Result<Vec<KeyStamp>, StorageError> {
-    Ok(scan(database, map_name, after, limit)
-        .await?
-        .into_iter()
-        .map(|r| KeyStamp {
-            key: r.key,
-            timestamp: r.timestamp,
-        })
-        .collect())
 }
 
 /// Dirty records of a map in key order: a cursor over the

@@ -11,12 +11,12 @@ use super::codec::{self, Counters};
 use super::js::idb_error;
 use super::schema::{META, OPS, RECORDS};
 use crate::error::StorageError;
-use crate::model::{approx_op_size, OpType, PruneSums, StoreRecord};
+use crate::model::{approx_op_size, merkle_contribution, OpType, PruneSums, StoreRecord};
 use idb::request::futures::AddStoreRequestFuture;
 use idb::{Database, ObjectStore, Transaction, TransactionMode};
 use std::collections::HashMap;
 use std::future::IntoFuture;
-use topgun_core::{MerkleSums, MerkleTree, Timestamp};
+use topgun_core::{MerkleSums, Timestamp};
 use wasm_bindgen::JsValue;
 
 /// An op added in this transaction whose id arrives with its request.
@@ -48,14 +48,6 @@ impl std::fmt::Debug for WriteTxn {
             .field("records", &self.overlay.len())
             .field("counters", &self.counters)
             .finish_non_exhaustive()
-    }
-}
-
-/// `key`'s Merkle contribution at `timestamp` (0 for none) and its leaf.
-fn contribution(key: &str, timestamp: Option<&Timestamp>) -> (usize, u32) {
-    match timestamp {
-        Some(t) => MerkleSums::contribution(key, t.millis, t.counter, &t.node_id),
-        None => (MerkleTree::leaf_of(key), 0),
     }
 }
 
@@ -191,7 +183,7 @@ impl WriteTxn {
         c.bytes -= old.approx_size();
         match sums {
             PruneSums::Keep => {
-                let (_, kept) = contribution(key, Some(&old.timestamp));
+                let (_, kept) = merkle_contribution(key, Some(&old.timestamp));
                 self.meta
                     .put(
                         &JsValue::from_f64(f64::from(kept)),
@@ -218,7 +210,7 @@ impl WriteTxn {
         new: Option<&Timestamp>,
     ) -> Result<(), StorageError> {
         const DURING: &str = "updating the Merkle sums";
-        let (leaf, mut sub) = contribution(key, old);
+        let (leaf, mut sub) = merkle_contribution(key, old);
         if old.is_none() && self.counters.pruned > 0 {
             let pruned = codec::pruned_key(map_name, key);
             let found = self
@@ -233,7 +225,7 @@ impl WriteTxn {
                 self.counters.pruned -= 1;
             }
         }
-        let (_, add) = contribution(key, new);
+        let (_, add) = merkle_contribution(key, new);
         let chunk = self.sums(map_name, leaf / codec::SUMS_CHUNK).await?;
         MerkleSums::shift(chunk, leaf % codec::SUMS_CHUNK, sub, add);
         Ok(())
