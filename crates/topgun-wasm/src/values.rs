@@ -1,17 +1,41 @@
 //! JS values in and out: anything JSON can hold, as `serde_json::Value`
 //! on the Rust side (the client stores it as MessagePack).
+//!
+//! Values cross the boundary as one JSON string each way
+//! (`JSON.stringify` in, `JSON.parse` out): the engine's own JSON code
+//! builds and reads whole object trees natively, where a field-by-field
+//! conversion would call across the boundary once per property. A value
+//! is therefore whatever `JSON.stringify` makes of it (a `Date` becomes
+//! its ISO string, `undefined` properties are left out, `NaN` is `null`).
 
 use serde::Serialize;
-use wasm_bindgen::JsValue;
+use wasm_bindgen::{JsCast, JsValue};
 
 /// A JS value as JSON.
 pub(crate) fn from_js(value: JsValue, what: &str) -> Result<serde_json::Value, JsValue> {
-    serde_wasm_bindgen::from_value(value).map_err(|e| crate::error::invalid(what, e))
+    let text = js_sys::JSON::stringify(&value)
+        .map_err(|e| crate::error::invalid(what, describe(&e)))?;
+    // `JSON.stringify(undefined)` (or of a function) is `undefined`.
+    let text = text
+        .dyn_into::<js_sys::JsString>()
+        .ok()
+        .and_then(|s| s.as_string())
+        .ok_or_else(|| crate::error::invalid(what, "not a JSON value"))?;
+    serde_json::from_str(&text).map_err(|e| crate::error::invalid(what, e))
 }
 
 /// A Rust value as a plain JS value (objects, not `Map`s).
 pub(crate) fn to_js<T: Serialize + ?Sized>(value: &T) -> Result<JsValue, JsValue> {
-    value
-        .serialize(&serde_wasm_bindgen::Serializer::json_compatible())
-        .map_err(|e| crate::error::js_error("INTERNAL", &e.to_string()))
+    let text = serde_json::to_string(value)
+        .map_err(|e| crate::error::js_error("INTERNAL", &e.to_string()))?;
+    js_sys::JSON::parse(&text).map_err(|e| crate::error::js_error("INTERNAL", &describe(&e)))
+}
+
+/// A thrown JS value as text.
+fn describe(error: &JsValue) -> String {
+    error
+        .dyn_ref::<js_sys::Error>()
+        .map(|e| String::from(e.message()))
+        .or_else(|| error.as_string())
+        .unwrap_or_else(|| format!("{error:?}"))
 }

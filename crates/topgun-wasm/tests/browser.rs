@@ -118,6 +118,12 @@ async fn errors_are_js_errors_with_a_stable_code() {
         .put(String::new(), 1.into())
         .await;
     assert_eq!(code(&empty_key.unwrap_err()), "INVALID_ARGUMENT");
+    // Values are what JSON holds: `undefined` and a BigInt are refused.
+    let map = client.get_map("m").unwrap();
+    let undefined = map.put("u".into(), JsValue::UNDEFINED).await;
+    assert_eq!(code(&undefined.unwrap_err()), "INVALID_ARGUMENT");
+    let big = map.put("b".into(), js_sys::BigInt::from(7).into()).await;
+    assert_eq!(code(&big.unwrap_err()), "INVALID_ARGUMENT");
     let bad_option = JsClient::open(options(&[("colour", "red".into())])).await;
     assert_eq!(code(&bad_option.unwrap_err()), "INVALID_ARGUMENT");
     let map = client.get_map("m").unwrap();

@@ -26,6 +26,15 @@ use wasm_bindgen::JsValue;
 /// an answer that came before would be missed.
 pub(crate) type PendingId = AddStoreRequestFuture;
 
+type GetFuture = idb::request::futures::GetStoreRequestFuture;
+
+/// Reads issued by [`WriteTxn::request_slots`], not yet answered.
+#[derive(Default)]
+struct Pending {
+    records: Vec<((String, String), GetFuture)>,
+    chunks: Vec<((String, usize), GetFuture)>,
+}
+
 /// A read-write transaction and the state it changes.
 pub(crate) struct WriteTxn {
     tx: Transaction,
@@ -53,50 +62,57 @@ impl std::fmt::Debug for WriteTxn {
 
 impl WriteTxn {
     /// Starts a read-write transaction and reads the counters.
-    pub(crate) async fn begin(database: &Database) -> Result<Self, StorageError> {
+    pub(crate) async fn begin<'k>(
+        database: &Database,
+        slots: impl IntoIterator<Item = (&'k str, &'k str)>,
+    ) -> Result<Self, StorageError> {
         const DURING: &str = "starting a write";
         let tx = database
             .transaction(&[RECORDS, OPS, META], TransactionMode::ReadWrite)
             .map_err(idb_error(DURING))?;
         let store = |name| tx.object_store(name).map_err(idb_error(DURING));
         let (records, ops, meta) = (store(RECORDS)?, store(OPS)?, store(META)?);
-        let counters = Counters::from_js(
-            meta.get(codec::counters_key())
-                .map_err(idb_error(DURING))?
-                .await
-                .map_err(idb_error(DURING))?,
-        )?;
-        Ok(Self {
+        let counters = meta
+            .get(codec::counters_key())
+            .map_err(idb_error(DURING))?
+            .into_future();
+        let mut txn = Self {
             tx,
             records,
             ops,
             meta,
             overlay: HashMap::new(),
             sums: HashMap::new(),
-            counters,
-            counters_at_start: counters,
-        })
+            counters: Counters::default(),
+            counters_at_start: Counters::default(),
+        };
+        // The counters, the records and their Merkle sum chunks are read
+        // by requests issued together: one wait, not one per request.
+        let pending = txn.request_slots(slots)?;
+        let counters = counters.await.map_err(idb_error(DURING))?;
+        txn.counters = Counters::from_js(counters)?;
+        txn.counters_at_start = txn.counters;
+        txn.receive(pending).await?;
+        Ok(txn)
     }
 
-    /// Reads the records of `keys` of `map_name` not yet read in this
-    /// transaction, all requests at once.
     pub(crate) async fn load<'k>(
         &mut self,
         map_name: &str,
         keys: impl IntoIterator<Item = &'k str>,
     ) -> Result<(), StorageError> {
-        self.load_slots(keys.into_iter().map(|key| (map_name, key)))
-            .await
+        let pending = self.request_slots(keys.into_iter().map(|key| (map_name, key)))?;
+        self.receive(pending).await
     }
 
-    /// Reads the records of `(map, key)` slots not yet read in this
-    /// transaction, all requests at once.
-    pub(crate) async fn load_slots<'k>(
+    /// Issues a read of every record in `slots` not read yet, and of the
+    /// Merkle sum chunk each one falls in.
+    fn request_slots<'k>(
         &mut self,
         slots: impl IntoIterator<Item = (&'k str, &'k str)>,
-    ) -> Result<(), StorageError> {
+    ) -> Result<Pending, StorageError> {
         const DURING: &str = "reading records to write";
-        let mut requests = Vec::new();
+        let mut pending = Pending::default();
         for (map_name, key) in slots {
             let slot = (map_name.to_owned(), key.to_owned());
             if self.overlay.contains_key(&slot) {
@@ -106,20 +122,37 @@ impl WriteTxn {
                 .records
                 .get(codec::record_key(map_name, key))
                 .map_err(idb_error(DURING))?;
-            // Mark it read, so that a repeated key is asked for once.
             self.overlay.insert(slot.clone(), None);
-            requests.push((slot, request.into_future()));
+            pending.records.push((slot, request.into_future()));
+            let (leaf, _) = merkle_contribution(key, None);
+            let chunk = (map_name.to_owned(), leaf / codec::SUMS_CHUNK);
+            if self.sums.contains_key(&chunk) || pending.chunks.iter().any(|(c, _)| *c == chunk) {
+                continue;
+            }
+            let request = self
+                .meta
+                .get(codec::sums_key(map_name, chunk.1))
+                .map_err(idb_error(DURING))?;
+            pending.chunks.push((chunk, request.into_future()));
         }
-        for (slot, request) in requests {
+        Ok(pending)
+    }
+
+    /// Waits for the reads `request_slots` issued.
+    async fn receive(&mut self, pending: Pending) -> Result<(), StorageError> {
+        const DURING: &str = "reading records to write";
+        for (slot, request) in pending.records {
             let found = request.await.map_err(idb_error(DURING))?;
             let record = found.as_ref().map(codec::record_from_js).transpose()?;
             self.overlay.insert(slot, record);
         }
+        for (chunk, request) in pending.chunks {
+            let found = request.await.map_err(idb_error(DURING))?;
+            self.sums.insert(chunk, codec::sums_from_js(found.as_ref())?);
+        }
         Ok(())
     }
 
-    /// Adds records read by a range request to the overlay (those written
-    /// in this transaction are already there, as they now are).
     pub(crate) fn adopt(&mut self, record: StoreRecord) {
         self.overlay
             .entry((record.map_name.clone(), record.key.clone()))
@@ -274,35 +307,22 @@ impl WriteTxn {
 
     /// Writes back the sums and counters, commits, and waits until the
     /// transaction is complete.
-    pub(crate) async fn commit(self) -> Result<(), StorageError> {
-        const DURING: &str = "committing";
+    pub(crate) fn commit(self) -> Result<Committing, StorageError> {
         for ((map_name, chunk), sums) in &self.sums {
             self.meta
                 .put(
                     &codec::sums_to_js(sums),
                     Some(&codec::sums_key(map_name, *chunk)),
                 )
-                .map_err(idb_error(DURING))?;
+                .map_err(idb_error(COMMITTING))?;
         }
         if self.counters != self.counters_at_start {
             self.meta
                 .put(&self.counters.to_js()?, Some(&codec::counters_key()))
-                .map_err(idb_error(DURING))?;
+                .map_err(idb_error(COMMITTING))?;
         }
-        let result = self
-            .tx
-            .commit()
-            .map_err(idb_error(DURING))?
-            .await
-            .map_err(idb_error(DURING))?;
-        if result.is_aborted() {
-            return Err(super::js::JsFailure {
-                name: "AbortError".to_owned(),
-                message: "the transaction was aborted".to_owned(),
-            }
-            .into_error(DURING));
-        }
-        Ok(())
+        let tx = self.tx.commit().map_err(idb_error(COMMITTING))?;
+        Ok(Committing(tx.into_future()))
     }
 
     /// Aborts the transaction: nothing it did is stored.
@@ -310,5 +330,25 @@ impl WriteTxn {
         // Aborting a transaction that already failed throws; either way
         // nothing of it is stored.
         let _ = self.tx.abort();
+    }
+}
+
+const COMMITTING: &str = "committing";
+
+/// A transaction told to commit; awaiting it waits for the commit (the
+/// answers of its requests arrive before).
+pub(crate) struct Committing(idb::TransactionFuture);
+
+impl Committing {
+    pub(crate) async fn done(self) -> Result<(), StorageError> {
+        let result = self.0.await.map_err(idb_error(COMMITTING))?;
+        if result.is_aborted() {
+            return Err(super::js::JsFailure {
+                name: "AbortError".to_owned(),
+                message: "the transaction was aborted".to_owned(),
+            }
+            .into_error(COMMITTING));
+        }
+        Ok(())
     }
 }

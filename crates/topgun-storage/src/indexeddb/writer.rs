@@ -111,36 +111,28 @@ impl Writer {
     }
 
     async fn try_commit(&self, group: &[Job]) -> Result<Vec<WriteOutcome>, Failure> {
-        let mut txn = WriteTxn::begin(&self.database)
+        // Every record the group writes by key is read in one go.
+        let slots = group.iter().flat_map(|job| job.op.keys());
+        let mut txn = WriteTxn::begin(&self.database, slots)
             .await
             .map_err(Failure::All)?;
         let mut applied = Vec::with_capacity(group.len());
-        let mut result = Ok(());
-        // Read every record the group writes by key in one go.
-        let slots = group.iter().flat_map(|job| job.op.keys());
-        if let Err(error) = txn.load_slots(slots).await {
-            result = Err(Failure::All(error));
-        }
-        if result.is_ok() {
-            for (index, job) in group.iter().enumerate() {
-                match job.op.apply(&mut txn).await {
-                    Ok(done) => applied.push(done),
-                    Err(error) => {
-                        result = Err(Failure::Job(index, error));
-                        break;
-                    }
+        for (index, job) in group.iter().enumerate() {
+            match job.op.apply(&mut txn).await {
+                Ok(done) => applied.push(done),
+                Err(error) => {
+                    txn.abort();
+                    return Err(Failure::Job(index, error));
                 }
             }
         }
-        if let Err(failure) = result {
-            txn.abort();
-            return Err(failure);
-        }
+        // Committing first: the op ids arrive while it commits.
+        let committing = txn.commit().map_err(Failure::All)?;
         let mut outcomes = Vec::with_capacity(applied.len());
         for done in applied {
             outcomes.push(done.resolve().await.map_err(Failure::All)?);
         }
-        txn.commit().await.map_err(Failure::All)?;
+        committing.done().await.map_err(Failure::All)?;
         Ok(outcomes)
     }
 }
