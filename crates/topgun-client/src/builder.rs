@@ -347,7 +347,7 @@ impl TopGunClientBuilder {
                 (Arc::new(opened.clone()), Some(opened))
             }
         };
-        let fence = std::rc::Rc::new(Fence::default());
+        let fence = std::rc::Rc::new(Fence::new(&uuid::Uuid::new_v4().to_string()));
         let store: Arc<dyn Store> = Arc::new(FencedStore::new(inner, fence.clone()));
         let runtime = self.runtime.clone().or_else(default_runtime);
         // A node id per tab: two tabs never issue the same timestamp.

@@ -10,6 +10,12 @@
 //!   for 1.5 s (the leader's tab was frozen or hangs, and keeps its lock)
 //!   takes the lock from it (`steal`), and the old leader steps down when
 //!   it runs again.
+//! - **Without Web Locks** (a browser that lacks `navigator.locks`) the
+//!   heartbeats are the election: a tab that hears no leader for 1.5 s
+//!   claims the lead by writing a new epoch, waits one heartbeat, and
+//!   leads if its epoch is still the stored one; a leader checks its epoch
+//!   on every heartbeat and steps down when another tab's is newer. A
+//!   leader that closes says so, and a follower claims at once.
 //! - **Fencing**: the new leader increments an epoch in `meta_store`; its
 //!   sync reads the op log through a store that checks the epoch first
 //!   ([`FencedStore`]), so a leader that was superseded (its lock stolen
@@ -86,6 +92,8 @@ enum Message {
     Hello,
     /// The leader is alive.
     Heartbeat,
+    /// The leader is closing: a follower may claim the lead now.
+    Leaving,
 }
 
 /// Starts sync for a tab that became the leader.
@@ -111,6 +119,13 @@ pub(crate) struct Tabs {
     /// Runs when the lock is taken from this tab.
     _on_stolen: Closure<dyn FnMut(JsValue)>,
     closed: std::cell::Cell<bool>,
+    /// Whether the browser has Web Locks; without them the heartbeats
+    /// elect the leader (see the module doc).
+    locks: bool,
+    fence: Rc<Fence>,
+    start_sync: Rc<StartSync>,
+    /// When this tab last heard from a leader (or claimed the lead).
+    heard: Rc<std::cell::Cell<u64>>,
 }
 
 impl std::fmt::Debug for Tabs {
@@ -151,8 +166,12 @@ impl Tabs {
                 let leader = *is_leader.borrow() == Role::Leader;
                 let bytes = js_sys::Uint8Array::new(&event.data()).to_vec();
                 let message = rmp_serde::from_slice::<Message>(&bytes);
-                if matches!(message, Ok(Message::Heartbeat | Message::State(_))) {
-                    heard_here.set(local.now_millis());
+                match message {
+                    Ok(Message::Heartbeat | Message::State(_)) => {
+                        heard_here.set(local.now_millis());
+                    }
+                    Ok(Message::Leaving) => heard_here.set(0),
+                    _ => {}
                 }
                 match message {
                     Ok(Message::Changes(changes)) => {
@@ -195,16 +214,7 @@ impl Tabs {
                 let held = js_sys::Promise::new(&mut |resolve, _reject| release = Some(resolve));
                 if let (Some(tabs), Some(local)) = (weak.upgrade(), weak_local.upgrade()) {
                     *tabs.release.borrow_mut() = release;
-                    let (fence, start_sync) = (fence.clone(), start_sync.clone());
-                    wasm_bindgen_futures::spawn_local(async move {
-                        if let Err(error) = fence.take_over(local.store().as_ref()).await {
-                            tracing::error!(%error, "could not take over as the leader tab");
-                            return;
-                        }
-                        tabs.role.send_replace(Role::Leader);
-                        let handle = start_sync(local).await;
-                        *tabs.sync.borrow_mut() = handle;
-                    });
+                    tabs.lead(local);
                 }
                 held
             });
@@ -224,10 +234,18 @@ impl Tabs {
                 name: name.clone(),
                 _on_stolen: on_stolen,
                 closed: std::cell::Cell::new(false),
+                locks: locks_available(),
+                fence,
+                start_sync,
+                heard,
             }
         });
-        tabs.request(false)?;
-        tabs.watch_leader(local, heard);
+        if tabs.locks {
+            tabs.request(false)?;
+        } else {
+            tracing::info!("no Web Locks in this browser: tabs elect a leader by heartbeats");
+        }
+        tabs.watch_leader(local);
         tabs.relay(local);
         tabs.relay_state(status);
         post(&tabs.channel, &Message::Hello);
@@ -264,14 +282,49 @@ impl Tabs {
         if let Some(sync) = self.sync.borrow_mut().take() {
             wasm_bindgen_futures::spawn_local(async move { sync.close().await });
         }
-        if let Err(error) = self.request(false) {
-            tracing::error!(%error, "could not queue for the leader lock again");
+        if self.locks {
+            if let Err(error) = self.request(false) {
+                tracing::error!(%error, "could not queue for the leader lock again");
+            }
         }
     }
 
+    /// Makes this tab the leader: a new epoch, then sync. Without Web
+    /// Locks the claim stands only if no other tab's epoch replaced it
+    /// within one heartbeat (two tabs that claimed at once: the later
+    /// write wins, and the other never starts syncing).
+    fn lead(self: &Rc<Self>, local: Arc<LocalData>) {
+        let tabs = self.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            if let Err(error) = tabs.fence.take_over(local.store().as_ref()).await {
+                tracing::error!(%error, "could not take over as the leader tab");
+                return;
+            }
+            if !tabs.locks {
+                let Some(pause) = local.sleep_until(local.now_millis() + HEARTBEAT_MS) else {
+                    return;
+                };
+                pause.await;
+                if tabs.fence.check(local.store().as_ref()).await.is_err() {
+                    tracing::info!("another tab claimed the lead at the same time");
+                    return;
+                }
+            }
+            if tabs.closed.get() {
+                return;
+            }
+            tabs.role.send_replace(Role::Leader);
+            post(&tabs.channel, &Message::Heartbeat);
+            let handle = (tabs.start_sync)(local).await;
+            *tabs.sync.borrow_mut() = handle;
+        });
+    }
+
     /// The leader says it is alive every [`HEARTBEAT_MS`]; a follower that
-    /// has not heard from it for [`LEADER_SILENCE_MS`] takes the lock.
-    fn watch_leader(self: &Rc<Self>, local: &Arc<LocalData>, heard: Rc<std::cell::Cell<u64>>) {
+    /// has not heard from it for [`LEADER_SILENCE_MS`] takes the lock (or,
+    /// without Web Locks, claims the lead); a leader without Web Locks
+    /// checks that its epoch is still the newest.
+    fn watch_leader(self: &Rc<Self>, local: &Arc<LocalData>) {
         let weak = Rc::downgrade(self);
         let weak_local = Arc::downgrade(local);
         wasm_bindgen_futures::spawn_local(async move {
@@ -293,11 +346,18 @@ impl Tabs {
                 }
                 let now = local.now_millis();
                 if *tabs.role.borrow() == Role::Leader {
+                    if !tabs.locks && tabs.fence.check(local.store().as_ref()).await.is_err() {
+                        tabs.step_down();
+                        tabs.heard.set(local.now_millis());
+                        continue;
+                    }
                     post(&tabs.channel, &Message::Heartbeat);
-                } else if now.saturating_sub(heard.get()) > LEADER_SILENCE_MS {
-                    tracing::warn!("the leader tab went silent; taking over");
-                    heard.set(now);
-                    if let Err(error) = tabs.request(true) {
+                } else if now.saturating_sub(tabs.heard.get()) > LEADER_SILENCE_MS {
+                    tracing::warn!("no leader tab is heard; taking over");
+                    tabs.heard.set(now);
+                    if !tabs.locks {
+                        tabs.lead(local);
+                    } else if let Err(error) = tabs.request(true) {
                         tracing::error!(%error, "could not take the leader lock");
                     }
                 }
@@ -382,6 +442,9 @@ impl Tabs {
         if let Some(sync) = sync {
             sync.close().await;
         }
+        if self.role.send_replace(Role::Follower) == Role::Leader {
+            post(&self.channel, &Message::Leaving);
+        }
         self.channel.set_onmessage(None);
         self.channel.close();
         if let Some(release) = self.release.borrow_mut().take() {
@@ -392,6 +455,15 @@ impl Tabs {
             database.close();
         }
     }
+}
+
+/// Whether `navigator.locks` exists (Web Locks: every current browser,
+/// in a secure context).
+fn locks_available() -> bool {
+    let navigator = js_sys::Reflect::get(&js_sys::global(), &"navigator".into());
+    navigator
+        .and_then(|n| js_sys::Reflect::get(&n, &"locks".into()))
+        .is_ok_and(|locks| locks.is_object())
 }
 
 /// Posts `message` to the other tabs, best effort.
@@ -421,36 +493,50 @@ fn js_failure(value: JsValue) -> StorageError {
 }
 
 /// The leader epoch this tab took over with, if any.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Fence {
-    epoch: RefCell<Option<u64>>,
+    /// Written after the epoch number, so that two tabs claiming the same
+    /// number never both match what is stored.
+    tab_id: String,
+    /// The epoch as stored by this tab: the number (8 bytes, little
+    /// endian), then `tab_id`.
+    epoch: RefCell<Option<Vec<u8>>>,
 }
 
-fn decode_epoch(bytes: Option<Vec<u8>>) -> u64 {
+/// The epoch number of a stored epoch (databases of older versions
+/// stored the number alone).
+fn decode_epoch(bytes: Option<&[u8]>) -> u64 {
     bytes
-        .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+        .and_then(|b| b.get(..8))
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
         .map_or(0, u64::from_le_bytes)
 }
 
 impl Fence {
+    pub(crate) fn new(tab_id: &str) -> Self {
+        Self {
+            tab_id: tab_id.to_owned(),
+            epoch: RefCell::new(None),
+        }
+    }
+
     /// Makes this tab's epoch the newest.
     async fn take_over(&self, store: &dyn Store) -> Result<(), StorageError> {
-        let next = decode_epoch(store.meta_get(EPOCH_KEY).await?) + 1;
-        store
-            .meta_put(EPOCH_KEY, next.to_le_bytes().to_vec())
-            .await?;
-        *self.epoch.borrow_mut() = Some(next);
+        let next = decode_epoch(store.meta_get(EPOCH_KEY).await?.as_deref()) + 1;
+        let mut epoch = next.to_le_bytes().to_vec();
+        epoch.extend_from_slice(self.tab_id.as_bytes());
+        store.meta_put(EPOCH_KEY, epoch.clone()).await?;
+        *self.epoch.borrow_mut() = Some(epoch);
         Ok(())
     }
 
     /// Fails unless this tab holds the newest epoch.
     async fn check(&self, store: &dyn Store) -> Result<(), StorageError> {
-        let mine = *self.epoch.borrow();
+        let mine = self.epoch.borrow().clone();
         let Some(mine) = mine else {
             return Ok(());
         };
-        let stored = decode_epoch(store.meta_get(EPOCH_KEY).await?);
-        if stored == mine {
+        if store.meta_get(EPOCH_KEY).await?.as_deref() == Some(mine.as_slice()) {
             Ok(())
         } else {
             Err(StorageError::Closed)

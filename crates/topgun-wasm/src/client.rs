@@ -69,7 +69,9 @@ impl JsClient {
     /// tokenProvider?, databaseName?, workingSet?, maps?, quotaBytes?,
     /// quotaWarningPercent?})`; `tokenProvider` is a function returning
     /// the token (or a promise of it), called before each connection.
-    pub async fn open(options: JsValue) -> Result<JsClient, JsValue> {
+    pub async fn open(
+        #[wasm_bindgen(unchecked_param_type = "ClientOptions | undefined")] options: JsValue,
+    ) -> Result<JsClient, JsValue> {
         let options_object = options.clone();
         let options: Options = if options.is_undefined() || options.is_null() {
             Options::default()
@@ -146,14 +148,18 @@ impl JsClient {
 
     /// The connection state: `INITIAL`, `OFFLINE`, `CONNECTING`,
     /// `SYNCING` or `ONLINE`.
-    #[wasm_bindgen(getter)]
+    #[wasm_bindgen(getter, unchecked_return_type = "ConnectionState")]
     pub fn state(&self) -> String {
         self.client.state().as_str().to_owned()
     }
 
     /// Calls `callback(state)` on every change of [`state`](Self::state).
     #[wasm_bindgen(js_name = onStateChange)]
-    pub fn on_state_change(&self, callback: js_sys::Function) -> Listener {
+    pub fn on_state_change(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "(state: ConnectionState) => void")]
+        callback: js_sys::Function,
+    ) -> Listener {
         let mut states = self.client.watch_state();
         Listener::spawn(async move {
             while states.changed().await.is_ok() {
@@ -176,7 +182,7 @@ impl JsClient {
 
     /// `leader` while this tab holds the server connection for the tabs
     /// sharing its database, else `follower`.
-    #[wasm_bindgen(getter)]
+    #[wasm_bindgen(getter, unchecked_return_type = "TabRole")]
     pub fn role(&self) -> String {
         self.client.role().as_str().to_owned()
     }
@@ -184,7 +190,11 @@ impl JsClient {
     /// Calls `callback(role)` when this tab's role changes (a follower
     /// takes over when the leader tab closes).
     #[wasm_bindgen(js_name = onRoleChange)]
-    pub fn on_role_change(&self, callback: js_sys::Function) -> Listener {
+    pub fn on_role_change(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "(role: TabRole) => void")]
+        callback: js_sys::Function,
+    ) -> Listener {
         let mut roles = self.client.watch_role();
         Listener::spawn(async move {
             while roles.changed().await.is_ok() {
@@ -196,6 +206,7 @@ impl JsClient {
 
     /// The browser's storage estimate for this origin:
     /// `{usage, quota}` in bytes (`navigator.storage.estimate()`).
+    #[wasm_bindgen(unchecked_return_type = "StorageEstimate")]
     pub async fn estimate() -> Result<JsValue, JsValue> {
         let storage = storage_manager()?;
         let estimate = call_method(&storage, "estimate")?;
@@ -221,7 +232,11 @@ impl JsClient {
     /// browser's `QuotaExceededError`), `{type: "exhausted", used, budget}`
     /// (only unsynced data is left: writes fail with `QUOTA_EXCEEDED`).
     #[wasm_bindgen(js_name = onQuotaEvent)]
-    pub fn on_quota_event(&self, callback: js_sys::Function) -> Listener {
+    pub fn on_quota_event(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "(event: QuotaEvent) => void")]
+        callback: js_sys::Function,
+    ) -> Listener {
         let mut events = self.client.events();
         Listener::spawn(async move {
             loop {
@@ -230,7 +245,8 @@ impl JsClient {
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 };
-                if let Ok(value) = to_js(&QuotaEvent::from(event)) {
+                // Other client events are not for this callback.
+                if let Some(Ok(value)) = QuotaEvent::of(event).map(|e| to_js(&e)) {
                     call(&callback, &value);
                 }
             }
@@ -307,12 +323,12 @@ enum QuotaEvent {
         used: u64,
         budget: u64,
     },
-    Other,
 }
 
-impl From<ClientEvent> for QuotaEvent {
-    fn from(event: ClientEvent) -> Self {
-        match event {
+impl QuotaEvent {
+    /// The quota event `event` is, if it is one.
+    fn of(event: ClientEvent) -> Option<Self> {
+        Some(match event {
             ClientEvent::QuotaWarning { used, budget } => Self::Warning { used, budget },
             ClientEvent::QuotaPruned {
                 records,
@@ -324,8 +340,8 @@ impl From<ClientEvent> for QuotaEvent {
                 bytes_after,
             },
             ClientEvent::QuotaExhausted { used, budget } => Self::Exhausted { used, budget },
-            _ => Self::Other,
-        }
+            _ => return None,
+        })
     }
 }
 

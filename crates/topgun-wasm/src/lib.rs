@@ -23,6 +23,7 @@ mod client;
 pub mod error;
 mod listen;
 mod map;
+mod types;
 mod values;
 
 pub use client::JsClient;

@@ -74,7 +74,11 @@ impl JsMap {
     }
 
     /// Writes `value` under `key`.
-    pub async fn put(&self, key: String, value: JsValue) -> Result<(), JsValue> {
+    pub async fn put(
+        &self,
+        key: String,
+        #[wasm_bindgen(unchecked_param_type = "JsonValue")] value: JsValue,
+    ) -> Result<(), JsValue> {
         let value = from_js(value, "value")?;
         self.map
             .put(&key, value)
@@ -84,6 +88,7 @@ impl JsMap {
     }
 
     /// The value of `key`, or `undefined`.
+    #[wasm_bindgen(unchecked_return_type = "JsonValue | undefined")]
     pub async fn get(&self, key: String) -> Result<JsValue, JsValue> {
         match self.map.get(&key).await.map_err(|e| from_client(&e))? {
             Some(value) => to_js(&value),
@@ -104,6 +109,7 @@ impl JsMap {
     }
 
     /// Every `[key, value]` pair, in key order.
+    #[wasm_bindgen(unchecked_return_type = "[string, JsonValue][]")]
     pub async fn entries(&self) -> Result<JsValue, JsValue> {
         let entries = self
             .map
@@ -116,7 +122,11 @@ impl JsMap {
 
     /// Runs a query (`{where?, predicate?, sort?, limit?, cursor?}`):
     /// `{results: [{key, value}], hasMore, nextCursor}`.
-    pub async fn query(&self, query: JsValue) -> Result<JsValue, JsValue> {
+    #[wasm_bindgen(unchecked_return_type = "QueryPage")]
+    pub async fn query(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "Query | undefined")] query: JsValue,
+    ) -> Result<JsValue, JsValue> {
         let query = query_from_js(query)?;
         let page = self.map.query(&query).await.map_err(|e| from_client(&e))?;
         to_js(&Page {
@@ -132,14 +142,21 @@ impl JsMap {
 
     /// How many records a query (`{where?, predicate?}`) matches, without
     /// handing them to JavaScript.
-    pub async fn count(&self, query: JsValue) -> Result<f64, JsValue> {
+    pub async fn count(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "Query | undefined")] query: JsValue,
+    ) -> Result<f64, JsValue> {
         let query = query_from_js(query)?;
         let page = self.map.query(&query).await.map_err(|e| from_client(&e))?;
         Ok(page.results.len() as f64)
     }
 
     /// Calls `callback({key, oldValue, newValue, origin})` on every change.
-    pub fn subscribe(&self, callback: js_sys::Function) -> Listener {
+    pub fn subscribe(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "(event: ChangeEvent | TopGunError) => void")]
+        callback: js_sys::Function,
+    ) -> Listener {
         let mut events = self.map.subscribe();
         Listener::spawn(async move {
             loop {
@@ -171,7 +188,8 @@ impl JsMap {
     #[wasm_bindgen(js_name = liveQuery)]
     pub async fn live_query(
         &self,
-        query: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "Query | undefined")] query: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "(event: LiveQueryEvent | TopGunError) => void")]
         callback: js_sys::Function,
     ) -> Result<Listener, JsValue> {
         let query = query_from_js(query)?;

@@ -13,8 +13,8 @@ use wasm_bindgen::{JsCast, JsValue};
 
 /// A JS value as JSON.
 pub(crate) fn from_js(value: JsValue, what: &str) -> Result<serde_json::Value, JsValue> {
-    let text = js_sys::JSON::stringify(&value)
-        .map_err(|e| crate::error::invalid(what, describe(&e)))?;
+    let text =
+        js_sys::JSON::stringify(&value).map_err(|e| crate::error::invalid(what, describe(&e)))?;
     // `JSON.stringify(undefined)` (or of a function) is `undefined`.
     let text = text
         .dyn_into::<js_sys::JsString>()

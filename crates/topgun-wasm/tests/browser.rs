@@ -289,6 +289,94 @@ async fn tabs_share_a_database_and_one_leader_syncs() {
     until_role(&second, "leader").await;
 }
 
+/// Hides `navigator.locks` from tabs that join until `restore` runs, as
+/// in a browser without Web Locks.
+fn hide_web_locks() -> impl FnOnce() {
+    let navigator: js_sys::Object = Reflect::get(&js_sys::global(), &"navigator".into())
+        .unwrap()
+        .unchecked_into();
+    let hidden = js_sys::Object::new();
+    Reflect::set(&hidden, &"value".into(), &JsValue::UNDEFINED).unwrap();
+    Reflect::set(&hidden, &"configurable".into(), &JsValue::TRUE).unwrap();
+    js_sys::Object::define_property(&navigator, &"locks".into(), &hidden);
+    assert!(Reflect::get(&navigator, &"locks".into())
+        .unwrap()
+        .is_undefined());
+    move || {
+        Reflect::delete_property(&navigator, &"locks".into()).unwrap();
+    }
+}
+
+/// Without Web Locks the heartbeats elect one leader, and a follower takes
+/// over when it leaves; at no role change are two tabs leading.
+#[wasm_bindgen_test]
+async fn without_web_locks_heartbeats_elect_one_leader() {
+    use std::cell::Cell;
+    use std::rc::Rc;
+    let restore = hide_web_locks();
+    let database = unique("no-locks");
+    let tabs = Rc::new([
+        open_db(&database).await,
+        open_db(&database).await,
+        open_db(&database).await,
+    ]);
+    restore();
+    let leading = {
+        let tabs = tabs.clone();
+        move || tabs.iter().filter(|t| t.role() == "leader").count()
+    };
+    // The most tabs seen leading at once, checked at every role change.
+    let most = Rc::new(Cell::new(0));
+    let (tx, mut changed) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let watch = {
+        let (most, leading) = (most.clone(), leading.clone());
+        wasm_bindgen::closure::Closure::<dyn FnMut(JsValue)>::new(move |_| {
+            most.set(most.get().max(leading()));
+            let _ = tx.send(());
+        })
+    };
+    let listeners: Vec<Listener> = tabs
+        .iter()
+        .map(|t| t.on_role_change(watch.as_ref().clone().into()))
+        .collect();
+    while leading() == 0 {
+        changed.recv().await.unwrap();
+    }
+    let leader = tabs.iter().position(|t| t.role() == "leader").unwrap();
+
+    // Followers' writes reach the leader over BroadcastChannel.
+    let leader_map = tabs[leader].get_map("todos").unwrap();
+    for (i, tab) in tabs.iter().enumerate().filter(|(i, _)| *i != leader) {
+        let key = format!("from-{i}");
+        tab.get_map("todos")
+            .unwrap()
+            .put(key.clone(), todo("no locks", false))
+            .await
+            .unwrap();
+        until_present(&leader_map, &key).await;
+    }
+
+    // The leader leaves: another tab leads, and takes writes.
+    tabs[leader].close().await;
+    while leading() == 0 {
+        changed.recv().await.unwrap();
+    }
+    let next = tabs.iter().position(|t| t.role() == "leader").unwrap();
+    assert_ne!(next, leader);
+    let other = (0..3).find(|i| *i != leader && *i != next).unwrap();
+    tabs[other]
+        .get_map("todos")
+        .unwrap()
+        .put("after".into(), todo("handed over", true))
+        .await
+        .unwrap();
+    until_present(&tabs[next].get_map("todos").unwrap(), "after").await;
+    assert_eq!(most.get(), 1, "two tabs led at once");
+    for listener in listeners {
+        listener.stop();
+    }
+}
+
 #[wasm_bindgen_test]
 async fn a_follower_tab_syncs_through_the_leader_and_takes_over() {
     let Some(url) = SERVER else {

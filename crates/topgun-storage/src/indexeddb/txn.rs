@@ -148,7 +148,8 @@ impl WriteTxn {
         }
         for (chunk, request) in pending.chunks {
             let found = request.await.map_err(idb_error(DURING))?;
-            self.sums.insert(chunk, codec::sums_from_js(found.as_ref())?);
+            self.sums
+                .insert(chunk, codec::sums_from_js(found.as_ref())?);
         }
         Ok(())
     }
