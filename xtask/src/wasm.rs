@@ -154,17 +154,27 @@ impl Wasm {
     }
 }
 
-/// Runs the browser end-to-end tests (`tests/browser-e2e`, Playwright on
-/// headless Chromium) against the demo served by `server`; the screenshot
-/// of the converged page lands in `target/e2e/`.
+/// Type-checks the JS API's TypeScript types, then runs the browser
+/// end-to-end tests (`tests/browser-e2e`, Playwright on headless Chromium)
+/// against the demo served by `server`; the screenshot of the converged
+/// page lands in `target/e2e/`.
 pub(crate) fn end_to_end(root: &Path, server: &TestServer) -> Result<(), String> {
     let dir = root.join("tests/browser-e2e");
-    if !dir.join("node_modules/playwright-core").exists() {
+    let installed = ["playwright-core", "typescript"]
+        .iter()
+        .all(|package| dir.join("node_modules").join(package).exists());
+    if !installed {
         let mut npm = Command::new("npm");
         npm.current_dir(&dir)
             .args(["ci", "--no-audit", "--no-fund"]);
         crate::run("npm ci (tests/browser-e2e)", npm)?;
     }
+    // The generated TypeScript types, as an app written in TypeScript
+    // uses them (`api-types.ts`, strict).
+    let mut tsc = Command::new("node");
+    tsc.current_dir(&dir)
+        .args(["node_modules/typescript/bin/tsc", "-p", "tsconfig.json"]);
+    crate::run("TypeScript check of the JS API's types", tsc)?;
     let out = root.join("target/e2e");
     std::fs::create_dir_all(&out).map_err(|e| format!("creating {}: {e}", out.display()))?;
     let mut node = Command::new("node");
