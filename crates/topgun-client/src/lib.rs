@@ -16,6 +16,7 @@
 
 mod builder;
 mod client;
+mod complete;
 mod error;
 pub mod events;
 mod hub;

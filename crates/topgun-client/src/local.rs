@@ -39,6 +39,7 @@ pub(crate) struct LocalData {
     /// are noticed at the next change or read.
     timer: Option<Arc<dyn Runtime>>,
     closed: AtomicBool,
+    complete: crate::complete::CompleteMaps,
     /// Set while another process holds the store (this client follows it
     /// on a shared data directory): that process publishes every change,
     /// and the changes come back through [`apply_change`](Self::apply_change).
@@ -63,6 +64,7 @@ impl LocalData {
             sync: OnceLock::new(),
             timer,
             closed: AtomicBool::new(false),
+            complete: crate::complete::CompleteMaps::default(),
             forwarding: AtomicBool::new(false),
         }
     }
@@ -71,6 +73,16 @@ impl LocalData {
     /// first call has an effect.
     pub(crate) fn attach_sync(&self, notifier: SyncNotifier) {
         let _ = self.sync.set(notifier);
+    }
+
+    /// The working set, locked.
+    pub(crate) fn working_set(&self) -> MutexGuard<'_, WorkingSet> {
+        self.ws()
+    }
+
+    /// Loads of maps made complete for queries.
+    pub(crate) fn complete_maps(&self) -> &crate::complete::CompleteMaps {
+        &self.complete
     }
 
     fn ws(&self) -> MutexGuard<'_, WorkingSet> {
@@ -474,11 +486,7 @@ impl LocalData {
         ttl_ms: Option<u64>,
     ) {
         let now = self.now_millis();
-        let cached = CachedRecord {
-            value,
-            timestamp: timestamp.clone(),
-            ttl_ms,
-        };
+        let cached = CachedRecord::new(value, timestamp.clone(), ttl_ms);
         let new_live = cached.live_value(now).cloned();
         self.ws().insert(map.name(), key, cached);
         let old = previous.and_then(|p| p.live_value(now).cloned());
@@ -529,6 +537,7 @@ impl LocalData {
         let timestamp = at.unwrap_or_else(|| self.hlc.now());
         let outcome = self.store.clear_map(map.name(), timestamp.clone()).await?;
         self.ws().invalidate_map(map.name());
+        self.complete.forget(map.name());
         if forwarding && self.forwarding() {
             return Ok(outcome);
         }
@@ -568,11 +577,7 @@ impl LocalData {
     pub(crate) fn apply_change(&self, change: Change) {
         let _ = self.hlc.update(&change.timestamp);
         let map = self.map(&change.map);
-        let record = CachedRecord {
-            value: change.new.clone(),
-            timestamp: change.timestamp.clone(),
-            ttl_ms: change.ttl_ms,
-        };
+        let record = CachedRecord::new(change.new.clone(), change.timestamp.clone(), change.ttl_ms);
         if change.timestamp.node_id == self.hlc.node_id() {
             self.ws().insert(map.name(), &change.key, record);
         } else {

@@ -220,9 +220,11 @@ impl<V: Serialize + DeserializeOwned> IMap<V> {
         Subscription::new(self.shared.subscribe())
     }
 
-    /// Runs a query over the map's records in the store (so results are
-    /// right even for records the working set evicted), streaming through
-    /// the map page by page; memory is O(limit) for a limited query.
+    /// Runs a query over the map's records: over the working set's copy
+    /// when the whole map fits in it (the first query reads the map into
+    /// it), else over the store, streaming through the map page by page
+    /// (memory O(limit) for a limited query). Either way the result is
+    /// that of every record this client knows of.
     ///
     /// # Errors
     /// [`ClientError::Query`] for an invalid query (unknown op, a regex that
@@ -232,13 +234,7 @@ impl<V: Serialize + DeserializeOwned> IMap<V> {
     pub async fn query(&self, query: &crate::query::Query) -> Result<QueryPage<V>, ClientError> {
         self.local.check_open()?;
         let compiled = crate::query::QueryExt::compile(query)?;
-        let result = crate::query::run_query(
-            self.local.store().as_ref(),
-            self.shared.name(),
-            &compiled,
-            self.local.now_millis(),
-        )
-        .await?;
+        let result = crate::complete::query(&self.local, self.shared.name(), &compiled).await?;
         typed_page(self.shared.name(), result)
     }
 

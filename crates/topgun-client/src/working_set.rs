@@ -4,11 +4,19 @@
 //! Eviction only drops the RAM copy (the store already has every write); a
 //! miss reads the store and re-caches. The cache holds encoded values, so
 //! one cache serves maps of every value type.
+//!
+//! A map whose every record is cached is **complete**: queries then run
+//! over the cached records (decoded once, on first use) instead of reading
+//! the store. A map becomes complete by [`WorkingSet::mark_complete`] after
+//! a full read of it, and stops being complete as soon as any of its keys
+//! is evicted or invalidated, or a change to one of its keys may have gone
+//! unseen.
 
 use lru::LruCache;
 use std::borrow::Borrow;
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use topgun_core::Timestamp;
 use topgun_storage::StoreRecord;
 
@@ -53,15 +61,36 @@ pub(crate) struct CachedRecord {
     pub(crate) value: Option<Arc<[u8]>>,
     pub(crate) timestamp: Timestamp,
     pub(crate) ttl_ms: Option<u64>,
+    /// The value decoded for queries (`None` inside: not JSON-like),
+    /// filled on first use.
+    decoded: Arc<OnceLock<Option<serde_json::Value>>>,
 }
 
 impl CachedRecord {
-    pub(crate) fn from_store(r: &StoreRecord) -> Self {
+    pub(crate) fn new(value: Option<Arc<[u8]>>, timestamp: Timestamp, ttl_ms: Option<u64>) -> Self {
         Self {
-            value: r.value.as_deref().map(Arc::from),
-            timestamp: r.timestamp.clone(),
-            ttl_ms: r.ttl_ms,
+            value,
+            timestamp,
+            ttl_ms,
+            decoded: Arc::default(),
         }
+    }
+
+    pub(crate) fn from_store(r: &StoreRecord) -> Self {
+        Self::new(
+            r.value.as_deref().map(Arc::from),
+            r.timestamp.clone(),
+            r.ttl_ms,
+        )
+    }
+
+    /// The value as queries read it (decoded from MessagePack once);
+    /// `None` for a tombstone or a value that is not JSON-like.
+    pub(crate) fn query_value(&self) -> Option<&serde_json::Value> {
+        let bytes = self.value.as_deref()?;
+        self.decoded
+            .get_or_init(|| rmp_serde::from_slice(bytes).ok())
+            .as_ref()
     }
 
     /// The value a reader sees at `now_millis` (absent if a tombstone or
@@ -135,6 +164,21 @@ pub(crate) struct WorkingSet {
     /// Merges of keys that were not cached, counted so that a store read
     /// that raced one is not cached (see [`WorkingSet::insert_loaded`]).
     uncached_merges: u64,
+    /// Maps whose every record is cached.
+    complete: HashSet<Arc<str>>,
+    /// Per map, bumped whenever the map may lose completeness (a key
+    /// evicted or invalidated, a change to an uncached key): a full read
+    /// makes the map complete only if this did not move meanwhile.
+    generations: HashMap<Arc<str>, u64>,
+    /// Bumped when everything is forgotten.
+    generation: u64,
+}
+
+/// Where a full read of a map started (see [`WorkingSet::mark_complete`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct MapMark {
+    all: u64,
+    map: u64,
 }
 
 impl WorkingSet {
@@ -144,7 +188,93 @@ impl WorkingSet {
             limits,
             stats: WorkingSetStats::default(),
             uncached_merges: 0,
+            complete: HashSet::new(),
+            generations: HashMap::new(),
+            generation: 0,
         }
+    }
+
+    /// The most records a map may have to be held complete: half the
+    /// working set, so that one map never crowds out all others.
+    pub(crate) fn complete_limit(&self) -> usize {
+        self.limits.max_entries / 2
+    }
+
+    /// Whether every record of `map` is cached.
+    pub(crate) fn is_complete(&self, map: &str) -> bool {
+        self.complete.contains(map)
+    }
+
+    /// Take this before a full read of `map` whose records are cached with
+    /// [`insert_for_complete`](Self::insert_for_complete).
+    pub(crate) fn map_mark(&self, map: &str) -> MapMark {
+        MapMark {
+            all: self.generation,
+            map: self.generations.get(map).copied().unwrap_or(0),
+        }
+    }
+
+    /// Caches a record of a full read of `map` begun at `mark`, unless a
+    /// copy at least as new is cached, or the read can no longer make the
+    /// map complete.
+    pub(crate) fn insert_for_complete(
+        &mut self,
+        map: &Arc<str>,
+        key: &str,
+        record: CachedRecord,
+        mark: MapMark,
+    ) {
+        if self.map_mark(map) != mark {
+            return;
+        }
+        let probe: &dyn KeyLike = &(&**map, key);
+        if self
+            .cache
+            .peek(probe)
+            .is_some_and(|cur| cur.timestamp >= record.timestamp)
+        {
+            return;
+        }
+        self.insert(map, key, record);
+    }
+
+    /// After a full read of `map` begun at `mark` cached every record with
+    /// [`insert_for_complete`](Self::insert_for_complete): the map is
+    /// complete unless one of its keys may have been dropped or missed
+    /// since. Returns whether it is.
+    pub(crate) fn mark_complete(&mut self, map: &Arc<str>, mark: MapMark) -> bool {
+        if self.map_mark(map) != mark {
+            return false;
+        }
+        self.complete.insert(map.clone());
+        true
+    }
+
+    /// `map` may no longer have every record cached.
+    fn incomplete(&mut self, map: &str) {
+        self.complete.remove(map);
+        match self.generations.get_mut(map) {
+            Some(generation) => *generation += 1,
+            None => {
+                self.generations.insert(Arc::from(map), 1);
+            }
+        }
+    }
+
+    /// The cached records of `map` in key order if it is complete. Does
+    /// not touch recency.
+    pub(crate) fn complete_records(&self, map: &str) -> Option<Vec<(String, CachedRecord)>> {
+        if !self.is_complete(map) {
+            return None;
+        }
+        let mut records: Vec<(String, CachedRecord)> = self
+            .cache
+            .iter()
+            .filter(|(k, _)| &*k.map == map)
+            .map(|(k, r)| (k.key.clone(), r.clone()))
+            .collect();
+        records.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        Some(records)
     }
 
     /// Take this before a store read whose record will be cached with
@@ -219,13 +349,18 @@ impl WorkingSet {
             self.stats.bytes += record.size(key_len);
             *cur = record;
             self.enforce();
+        } else if let Some(map) = self.complete.get(map).cloned() {
+            // A new key of a complete map is cached: the map stays complete.
+            self.insert(&map, key, record);
         } else {
             self.uncached_merges += 1;
+            self.incomplete(map);
         }
     }
 
     /// Drops a key's RAM copy (e.g. after the store pruned it).
     pub(crate) fn invalidate(&mut self, map: &str, key: &str) {
+        self.incomplete(map);
         let probe: &dyn KeyLike = &(map, key);
         if let Some(old) = self.cache.pop(probe) {
             self.stats.bytes -= old.size(map.len() + key.len());
@@ -234,6 +369,7 @@ impl WorkingSet {
 
     /// Drops every cached key of a map.
     pub(crate) fn invalidate_map(&mut self, map: &str) {
+        self.incomplete(map);
         let keys: Vec<CacheKey> = self
             .cache
             .iter()
@@ -252,6 +388,7 @@ impl WorkingSet {
             if let Some((k, v)) = self.cache.pop_lru() {
                 self.stats.bytes -= v.size(k.map.len() + k.key.len());
                 self.stats.evictions += 1;
+                self.incomplete(&k.map);
             }
         }
     }
@@ -263,6 +400,8 @@ impl WorkingSet {
         // A read in flight may carry a copy the invalidation was meant to
         // drop: it must not be cached.
         self.uncached_merges += 1;
+        self.complete.clear();
+        self.generation += 1;
     }
 
     /// Least recently used `(map, key)`s, oldest first, at most `limit`.
@@ -295,11 +434,7 @@ mod tests {
     use super::*;
 
     fn rec(v: &[u8]) -> CachedRecord {
-        CachedRecord {
-            value: Some(Arc::from(v)),
-            timestamp: Timestamp::new(1, 0, "n"),
-            ttl_ms: None,
-        }
+        CachedRecord::new(Some(Arc::from(v)), Timestamp::new(1, 0, "n"), None)
     }
 
     #[test]
@@ -371,10 +506,12 @@ mod tests {
     fn a_late_store_read_does_not_replace_a_newer_copy() {
         let map: Arc<str> = Arc::from("m");
         let mut ws = WorkingSet::new(WorkingSetLimits::default());
-        let at = |millis| CachedRecord {
-            value: Some(Arc::from(&b"v"[..])),
-            timestamp: Timestamp::new(millis, 0, "n"),
-            ttl_ms: None,
+        let at = |millis| {
+            CachedRecord::new(
+                Some(Arc::from(&b"v"[..])),
+                Timestamp::new(millis, 0, "n"),
+                None,
+            )
         };
         ws.insert(&map, "k", at(5));
         let mark = ws.read_mark();
@@ -401,13 +538,111 @@ mod tests {
         );
     }
 
+    /// Loads `keys` of map `m` as a full read would, returning whether the
+    /// map became complete.
+    fn load(ws: &mut WorkingSet, keys: &[&str], between: impl FnOnce(&mut WorkingSet)) -> bool {
+        let map: Arc<str> = Arc::from("m");
+        let mark = ws.map_mark("m");
+        between(ws);
+        for key in keys {
+            ws.insert_for_complete(&map, key, rec(b"v"), mark);
+        }
+        ws.mark_complete(&map, mark)
+    }
+
+    #[test]
+    fn a_full_read_makes_a_map_complete_until_one_of_its_keys_goes() {
+        let limits = WorkingSetLimits {
+            max_entries: 4,
+            max_bytes: 10_000,
+        };
+        let mut ws = WorkingSet::new(limits);
+        let other: Arc<str> = Arc::from("other");
+        ws.insert(&other, "x", rec(b"v"));
+        assert!(load(&mut ws, &["a", "b"], |_| {}));
+        let keys = |ws: &WorkingSet| -> Vec<String> {
+            ws.complete_records("m")
+                .unwrap()
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect()
+        };
+        assert_eq!(keys(&ws), ["a", "b"]);
+        // A merge of a key the map did not have keeps it complete.
+        ws.update_if_cached("m", "c", rec(b"new"));
+        assert_eq!(keys(&ws), ["a", "b", "c"]);
+        // Another map's key evicted: still complete; one of its own: not.
+        ws.insert(&other, "y", rec(b"v"));
+        assert!(!ws.contains("other", "x"));
+        assert!(ws.is_complete("m"), "x was evicted, not a key of m");
+        ws.insert(&other, "z", rec(b"v"));
+        assert!(!ws.contains("m", "a"));
+        assert!(!ws.is_complete("m"), "a key of m was evicted");
+
+        let mut ws = WorkingSet::new(limits);
+        assert!(load(&mut ws, &["a"], |_| {}));
+        ws.invalidate("m", "a");
+        assert!(ws.complete_records("m").is_none());
+        assert!(load(&mut ws, &["a"], |_| {}));
+        ws.invalidate_all();
+        assert!(!ws.is_complete("m"));
+    }
+
+    #[test]
+    fn a_full_read_raced_by_an_unseen_change_does_not_complete_the_map() {
+        let limits = WorkingSetLimits {
+            max_entries: 100,
+            max_bytes: 10_000,
+        };
+        let mut ws = WorkingSet::new(limits);
+        // A merge of a key the read may already have passed.
+        assert!(!load(&mut ws, &["a", "b"], |ws| ws.update_if_cached(
+            "m",
+            "a0",
+            rec(b"x")
+        )));
+        assert!(!ws.is_complete("m"));
+        assert!(!load(&mut ws, &["a"], |ws| ws.invalidate_map("m")));
+        assert!(!load(&mut ws, &["a"], WorkingSet::invalidate_all));
+        // A local write meanwhile is cached by its writer: no harm.
+        assert!(load(&mut ws, &["a"], |ws| ws.insert(
+            &Arc::from("m"),
+            "b",
+            rec(b"w")
+        )));
+        // A map over the limit evicts its own keys while read.
+        let mut small = WorkingSet::new(WorkingSetLimits {
+            max_entries: 2,
+            max_bytes: 10_000,
+        });
+        assert!(!load(&mut small, &["a", "b", "c"], |_| {}));
+    }
+
+    #[test]
+    fn query_values_are_decoded_once_and_shared_by_copies() {
+        let value = serde_json::json!({"n": 1});
+        let bytes = rmp_serde::to_vec_named(&value).unwrap();
+        let record = CachedRecord::new(Some(Arc::from(bytes)), Timestamp::new(1, 0, "n"), None);
+        let copy = record.clone();
+        assert_eq!(record.query_value(), Some(&value));
+        assert!(std::ptr::eq(
+            record.query_value().unwrap(),
+            copy.query_value().unwrap()
+        ));
+        assert_eq!(rec(&[0xc1]).query_value(), None, "not MessagePack");
+        assert_eq!(
+            CachedRecord::new(None, Timestamp::new(1, 0, "n"), None).query_value(),
+            None
+        );
+    }
+
     #[test]
     fn ttl_expired_reads_as_absent() {
-        let r = CachedRecord {
-            value: Some(Arc::from(&b"v"[..])),
-            timestamp: Timestamp::new(100, 0, "n"),
-            ttl_ms: Some(10),
-        };
+        let r = CachedRecord::new(
+            Some(Arc::from(&b"v"[..])),
+            Timestamp::new(100, 0, "n"),
+            Some(10),
+        );
         assert!(r.live_value(110).is_some());
         assert!(r.live_value(111).is_none());
     }

@@ -311,3 +311,153 @@ async fn next(
         .expect("no change within a minute")
         .unwrap()
 }
+
+/// A store that counts the scans it answers.
+fn counting_store() -> (
+    Arc<HookedStore<MemoryStore>>,
+    Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let scans = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = scans.clone();
+    let store = Arc::new(HookedStore::new(
+        MemoryStore::new(),
+        Arc::new(move |call, phase| {
+            if call == StoreCall::Scan && phase == Phase::Before {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            Box::pin(async {})
+        }),
+    ));
+    (store, scans)
+}
+
+fn ages(page: &topgun_client::QueryPage<serde_json::Value>) -> Vec<(String, i64)> {
+    page.results
+        .iter()
+        .map(|(k, v)| (k.clone(), v["age"].as_i64().unwrap()))
+        .collect()
+}
+
+/// A map that fits in the working set is read from the store by its first
+/// query only; later queries answer from RAM and see every write since.
+#[tokio::test]
+async fn a_map_that_fits_is_queried_in_memory_after_its_first_query() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let (store, scans) = counting_store();
+    let c = TopGunClient::builder()
+        .store(store)
+        .working_set(WorkingSetLimits {
+            max_entries: 1_000,
+            max_bytes: usize::MAX,
+        })
+        .build()
+        .await
+        .unwrap();
+    let m = c.get_json_map("people").unwrap();
+    for i in 0..100 {
+        m.put(&format!("p{i:03}"), json!({"age": i % 10}))
+            .await
+            .unwrap();
+    }
+    let older = Query::new()
+        .filter(Predicate::gte("age", 8))
+        .sort_by("age", SortDirection::Desc);
+    let first = m.query(&older).await.unwrap();
+    assert_eq!(first.results.len(), 20);
+    let read = scans.load(SeqCst);
+    assert!(read > 0, "the first query reads the store");
+
+    let limited = Query::new().where_eq("age", 3).limit(4);
+    let page = m.query(&limited).await.unwrap();
+    assert_eq!(
+        ages(&page),
+        [("p003", 3), ("p013", 3), ("p023", 3), ("p033", 3)].map(|(k, a)| (k.to_owned(), a))
+    );
+    assert!(page.has_more);
+    let next = m
+        .query(&limited.clone().after(page.next_cursor.unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(next.results.len(), 4);
+    assert_eq!(next.results[0].0, "p043");
+
+    // Writes, removals and TTLs since are seen without reading the store.
+    m.put("p003", json!({"age": 9})).await.unwrap();
+    m.remove("p009").await.unwrap();
+    m.put("new", json!({"age": 8})).await.unwrap();
+    let now = m.query(&older).await.unwrap();
+    assert_eq!(now.results.len(), 21);
+    assert_eq!(now.results[0].0, "p003");
+    assert!(now.results.iter().all(|(k, _)| k != "p009"));
+    assert_eq!(scans.load(SeqCst), read, "answered from RAM");
+
+    // A clear empties it; the next query reads the (empty) map again.
+    m.clear().await.unwrap();
+    assert!(m.query(&older).await.unwrap().results.is_empty());
+    m.put("after", json!({"age": 9})).await.unwrap();
+    assert_eq!(m.query(&older).await.unwrap().results.len(), 1);
+}
+
+/// Queries that arrive while a map is read share that one read.
+#[tokio::test]
+async fn concurrent_first_queries_read_the_map_once() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let (store, scans) = counting_store();
+    let c = TopGunClient::builder()
+        .store(store)
+        .working_set(WorkingSetLimits {
+            max_entries: 10_000,
+            max_bytes: usize::MAX,
+        })
+        .build()
+        .await
+        .unwrap();
+    for name in ["alone", "shared"] {
+        let m = c.get_json_map(name).unwrap();
+        for i in 0..1_500 {
+            m.put(&format!("k{i:04}"), json!({"age": i % 4}))
+                .await
+                .unwrap();
+        }
+    }
+    let one = c
+        .get_json_map("alone")
+        .unwrap()
+        .query(&Query::new())
+        .await
+        .unwrap();
+    assert_eq!(one.results.len(), 1_500);
+    let one_read = scans.swap(0, SeqCst);
+    let m = c.get_json_map("shared").unwrap();
+    let queries = (0..4).map(|age| {
+        let m = m.clone();
+        async move { m.query(&Query::new().where_eq("age", age)).await.unwrap() }
+    });
+    let pages = futures_util::future::join_all(queries).await;
+    assert!(pages.iter().all(|p| p.results.len() == 375));
+    assert_eq!(scans.load(SeqCst), one_read, "one read for four queries");
+}
+
+/// A map over half the working set is queried in the store every time.
+#[tokio::test]
+async fn a_map_too_big_for_the_working_set_is_queried_in_the_store() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let (store, scans) = counting_store();
+    let c = TopGunClient::builder()
+        .store(store)
+        .working_set(WorkingSetLimits {
+            max_entries: 100,
+            max_bytes: usize::MAX,
+        })
+        .build()
+        .await
+        .unwrap();
+    let m = c.get_json_map("big").unwrap();
+    for i in 0..60 {
+        m.put(&format!("k{i:02}"), json!({"age": i})).await.unwrap();
+    }
+    assert_eq!(m.query(&Query::new()).await.unwrap().results.len(), 60);
+    let before = scans.load(SeqCst);
+    assert_eq!(m.query(&Query::new()).await.unwrap().results.len(), 60);
+    assert!(scans.load(SeqCst) > before, "read from the store again");
+}

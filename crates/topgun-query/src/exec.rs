@@ -111,6 +111,53 @@ pub async fn run_query_with_overflow<S: Paged + ?Sized>(
     Ok(collector.finish())
 }
 
+/// One record of a map held in memory, for [`run_query_on_rows`]: its
+/// key, its value decoded as JSON (`None` if it could not be), and when it
+/// expires (see [`expires_at`]).
+#[derive(Debug, Clone, Copy)]
+pub struct MemoryRow<'a> {
+    /// The record's key.
+    pub key: &'a str,
+    /// The decoded value; `None` for one that is not JSON-like.
+    pub value: Option<&'a Value>,
+    /// When the record expires by TTL, if it does.
+    pub expires: Option<u64>,
+}
+
+/// Runs `query` over live records already in memory (`rows`, in key
+/// order): what [`run_query`] answers when those rows are all of the
+/// map's live records, without reading or decoding anything. Rows expired
+/// at `now_millis` are absent; rows without a value count as
+/// undecodable.
+pub fn run_query_on_rows<'a>(
+    rows: impl IntoIterator<Item = MemoryRow<'a>>,
+    query: &CompiledQuery,
+    now_millis: u64,
+) -> QueryResult {
+    let mut collector = Collector::new(query, 0);
+    let start = collector.scan_start();
+    for row in rows {
+        if start.as_deref().is_some_and(|after| row.key <= after) {
+            continue;
+        }
+        if row.expires.is_some_and(|at| now_millis >= at) {
+            continue;
+        }
+        let Some(value) = row.value else {
+            collector.undecodable += 1;
+            continue;
+        };
+        // Matching first spares a copy of every value the query drops.
+        if collector.query.matches(row.key, value) {
+            collector.push_expiring(row.key, value.clone(), row.expires);
+            if collector.is_done() {
+                break;
+            }
+        }
+    }
+    collector.finish()
+}
+
 /// A candidate row, ordered by its position in the query's order.
 #[derive(Debug)]
 struct Entry {

@@ -352,3 +352,70 @@ proptest! {
         prop_assert_eq!(pages, full, "{}", query);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Rows in memory answer every query (limits and cursors included)
+    /// as the store does.
+    #[test]
+    fn rows_in_memory_answer_as_the_store(
+        rows in arb_rows(),
+        query in arb_query(),
+        cursor_after in 0_usize..3,
+    ) {
+        let first = compile(query.clone());
+        let store_result = runtime().block_on(async {
+            let store = store_with(&rows).await;
+            run_query(&store, MAP, &first, NOW).await.expect("runs")
+        });
+        let memory = |compiled: &CompiledQuery| {
+            run_query_on_rows(
+                rows.iter().map(|(key, value)| MemoryRow { key, value: Some(value), expires: None }),
+                compiled,
+                NOW,
+            )
+        };
+        let result = memory(&first);
+        prop_assert_eq!(&result.results, &store_result.results, "{}", query);
+        prop_assert_eq!(result.has_more, store_result.has_more);
+        prop_assert_eq!(&result.next_cursor, &store_result.next_cursor);
+        // The next page, from the cursor, as well.
+        if let (Some(cursor), true) = (&store_result.next_cursor, cursor_after > 0) {
+            let mut next = query.clone();
+            next["cursor"] = Value::from(cursor.clone());
+            let next = compile(next);
+            let from_store = runtime().block_on(async {
+                let store = store_with(&rows).await;
+                run_query(&store, MAP, &next, NOW).await.expect("runs")
+            });
+            prop_assert_eq!(memory(&next).results, from_store.results);
+        }
+    }
+}
+
+#[test]
+fn rows_in_memory_skip_expired_and_undecodable_rows() {
+    let query = compile(json!({}));
+    let value = json!({"a": 1});
+    let rows = [
+        MemoryRow {
+            key: "a",
+            value: Some(&value),
+            expires: Some(NOW),
+        },
+        MemoryRow {
+            key: "b",
+            value: None,
+            expires: None,
+        },
+        MemoryRow {
+            key: "c",
+            value: Some(&value),
+            expires: Some(NOW + 1),
+        },
+    ];
+    let result = run_query_on_rows(rows, &query, NOW);
+    assert_eq!(keys(&result), ["c"]);
+    assert_eq!(result.undecodable, 1);
+}

@@ -1,0 +1,138 @@
+//! Queries over complete maps: a map whose records all fit in the working
+//! set is read from the store once, by its first query, and its later
+//! queries run over the cached records (see
+//! [`WorkingSet`](crate::working_set::WorkingSet) for when a map stops
+//! being complete). A map over the working set's
+//! [`complete_limit`](crate::working_set::WorkingSet::complete_limit) is
+//! queried in the store, as every map is before its first query.
+//!
+//! The cache follows every change this client makes or learns of (its
+//! writes, merges from the server, other tabs' or processes' changes as
+//! they arrive), so a query over a complete map answers as one over the
+//! store would once those changes have arrived.
+
+use crate::error::ClientError;
+use crate::local::LocalData;
+use crate::working_set::CachedRecord;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use topgun_query::{
+    expires_at, run_query, run_query_on_rows, CompiledQuery, MemoryRow, QueryResult,
+};
+use topgun_storage::ScanCursor;
+
+/// Records read per store page while loading a map.
+const PAGE: usize = if cfg!(target_family = "wasm") {
+    4096
+} else {
+    512
+};
+
+/// What is known of loading one map.
+#[derive(Debug, Default)]
+struct Load {
+    /// The map had more records than a complete map may hold when last
+    /// read: its queries go to the store.
+    too_big: bool,
+}
+
+/// One load at a time per map (queries that arrive meanwhile wait for it
+/// and then run in memory).
+#[derive(Debug, Default)]
+pub(crate) struct CompleteMaps {
+    loads: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Load>>>>,
+}
+
+impl CompleteMaps {
+    fn load_lock(&self, map: &str) -> Arc<tokio::sync::Mutex<Load>> {
+        let mut loads = self.loads.lock().unwrap_or_else(PoisonError::into_inner);
+        loads.entry(map.to_owned()).or_default().clone()
+    }
+
+    /// A cleared map may fit again.
+    pub(crate) fn forget(&self, map: &str) {
+        self.loads
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(map);
+    }
+}
+
+/// Runs `query` over `map`: in memory if the map is complete or can be
+/// made so, else over the store.
+pub(crate) async fn query(
+    local: &LocalData,
+    map: &Arc<str>,
+    query: &CompiledQuery,
+) -> Result<QueryResult, ClientError> {
+    if let Some(result) = in_memory(local, map, query) {
+        return Ok(result);
+    }
+    let lock = local.complete_maps().load_lock(map);
+    let mut load = lock.lock().await;
+    if let Some(result) = in_memory(local, map, query) {
+        return Ok(result);
+    }
+    if !load.too_big {
+        match load_map(local, map).await? {
+            Loaded::Complete => {
+                if let Some(result) = in_memory(local, map, query) {
+                    return Ok(result);
+                }
+            }
+            Loaded::TooBig => load.too_big = true,
+            Loaded::Raced => {}
+        }
+    }
+    drop(load);
+    local.check_open()?;
+    Ok(run_query(local.store().as_ref(), map, query, local.now_millis()).await?)
+}
+
+/// The query over the cached records, if `map` is complete.
+fn in_memory(local: &LocalData, map: &str, query: &CompiledQuery) -> Option<QueryResult> {
+    let records = local.working_set().complete_records(map)?;
+    let rows = records
+        .iter()
+        .filter(|(_, record)| record.value.is_some())
+        .map(|(key, record)| MemoryRow {
+            key,
+            value: record.query_value(),
+            expires: expires_at(&record.timestamp, record.ttl_ms),
+        });
+    Some(run_query_on_rows(rows, query, local.now_millis()))
+}
+
+enum Loaded {
+    Complete,
+    TooBig,
+    /// A change the read could not account for happened meanwhile.
+    Raced,
+}
+
+/// Reads every record of `map` into the working set.
+async fn load_map(local: &LocalData, map: &Arc<str>) -> Result<Loaded, ClientError> {
+    let (mark, limit) = {
+        let ws = local.working_set();
+        (ws.map_mark(map), ws.complete_limit())
+    };
+    let mut pages = ScanCursor::new(&**map, PAGE);
+    let mut live = 0;
+    while let Some(page) = pages.next_page(local.store().as_ref()).await? {
+        local.check_open()?;
+        let now = local.now_millis();
+        let mut ws = local.working_set();
+        for record in page.iter().filter(|r| r.is_live(now)) {
+            live += 1;
+            if live > limit {
+                return Ok(Loaded::TooBig);
+            }
+            ws.insert_for_complete(map, &record.key, CachedRecord::from_store(record), mark);
+        }
+    }
+    Ok(if local.working_set().mark_complete(map, mark) {
+        Loaded::Complete
+    } else {
+        Loaded::Raced
+    })
+}
