@@ -50,17 +50,12 @@ fn to_typed<V: DeserializeOwned>(
     key: &str,
     v: serde_json::Value,
 ) -> Result<V, ClientError> {
-    // Values reached JSON form from MessagePack; re-encoding is lossless for
-    // what a `V` can hold.
-    let bytes = rmp_serde::to_vec_named(&v).map_err(|source| ClientError::Encode {
+    // Read straight out of the JSON form the value reached from
+    // MessagePack (no second encoding).
+    V::deserialize(v).map_err(|e| ClientError::Decode {
         map: map.to_owned(),
         key: key.to_owned(),
-        source,
-    })?;
-    rmp_serde::from_slice(&bytes).map_err(|source| ClientError::Decode {
-        map: map.to_owned(),
-        key: key.to_owned(),
-        source,
+        source: serde::de::Error::custom(e),
     })
 }
 

@@ -238,6 +238,18 @@ impl<V: Serialize + DeserializeOwned> IMap<V> {
         typed_page(self.shared.name(), result)
     }
 
+    /// How many records match `query` (at most its `limit`), without
+    /// decoding them as `V`.
+    ///
+    /// # Errors
+    /// As for [`query`](Self::query).
+    pub async fn count(&self, query: &crate::query::Query) -> Result<u64, ClientError> {
+        self.local.check_open()?;
+        let compiled = crate::query::QueryExt::compile(query)?;
+        let result = crate::complete::query(&self.local, self.shared.name(), &compiled).await?;
+        Ok(result.results.len() as u64)
+    }
+
     /// Starts a live query: its initial result, then every change to it as
     /// writes to this map happen (ENTER / UPDATE / LEAVE).
     ///

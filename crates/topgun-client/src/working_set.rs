@@ -14,7 +14,7 @@
 
 use lru::LruCache;
 use std::borrow::Borrow;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, OnceLock};
 use topgun_core::Timestamp;
@@ -164,8 +164,9 @@ pub(crate) struct WorkingSet {
     /// Merges of keys that were not cached, counted so that a store read
     /// that raced one is not cached (see [`WorkingSet::insert_loaded`]).
     uncached_merges: u64,
-    /// Maps whose every record is cached.
-    complete: HashSet<Arc<str>>,
+    /// Maps whose every record is cached, each with its records in key
+    /// order as last listed (dropped by any change to the map).
+    complete: HashMap<Arc<str>, Option<Records>>,
     /// Per map, bumped whenever the map may lose completeness (a key
     /// evicted or invalidated, a change to an uncached key): a full read
     /// makes the map complete only if this did not move meanwhile.
@@ -173,6 +174,10 @@ pub(crate) struct WorkingSet {
     /// Bumped when everything is forgotten.
     generation: u64,
 }
+
+/// A complete map's records in key order, shared by the queries that
+/// read them until the map changes.
+pub(crate) type Records = Arc<Vec<(String, CachedRecord)>>;
 
 /// Where a full read of a map started (see [`WorkingSet::mark_complete`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,7 +193,7 @@ impl WorkingSet {
             limits,
             stats: WorkingSetStats::default(),
             uncached_merges: 0,
-            complete: HashSet::new(),
+            complete: HashMap::new(),
             generations: HashMap::new(),
             generation: 0,
         }
@@ -202,7 +207,7 @@ impl WorkingSet {
 
     /// Whether every record of `map` is cached.
     pub(crate) fn is_complete(&self, map: &str) -> bool {
-        self.complete.contains(map)
+        self.complete.contains_key(map)
     }
 
     /// Take this before a full read of `map` whose records are cached with
@@ -246,8 +251,15 @@ impl WorkingSet {
         if self.map_mark(map) != mark {
             return false;
         }
-        self.complete.insert(map.clone());
+        self.complete.insert(map.clone(), None);
         true
+    }
+
+    /// A record of `map` changed: a complete map's listing is stale.
+    fn changed(&mut self, map: &str) {
+        if let Some(listed) = self.complete.get_mut(map) {
+            *listed = None;
+        }
     }
 
     /// `map` may no longer have every record cached.
@@ -261,11 +273,12 @@ impl WorkingSet {
         }
     }
 
-    /// The cached records of `map` in key order if it is complete. Does
-    /// not touch recency.
-    pub(crate) fn complete_records(&self, map: &str) -> Option<Vec<(String, CachedRecord)>> {
-        if !self.is_complete(map) {
-            return None;
+    /// The cached records of `map` in key order if it is complete (listed
+    /// once, then shared until the map changes). Does not touch recency.
+    pub(crate) fn complete_records(&mut self, map: &str) -> Option<Records> {
+        let listed = self.complete.get(map)?;
+        if let Some(records) = listed {
+            return Some(records.clone());
         }
         let mut records: Vec<(String, CachedRecord)> = self
             .cache
@@ -274,6 +287,8 @@ impl WorkingSet {
             .map(|(k, r)| (k.key.clone(), r.clone()))
             .collect();
         records.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let records = Arc::new(records);
+        self.complete.insert(Arc::from(map), Some(records.clone()));
         Some(records)
     }
 
@@ -301,6 +316,7 @@ impl WorkingSet {
     /// Caches a record (replacing any older copy), then evicts least
     /// recently used entries until both limits hold.
     pub(crate) fn insert(&mut self, map: &Arc<str>, key: &str, record: CachedRecord) {
+        self.changed(map);
         let key_len = map.len() + key.len();
         self.stats.bytes += record.size(key_len);
         let k = CacheKey {
@@ -345,11 +361,15 @@ impl WorkingSet {
         let probe: &dyn KeyLike = &(map, key);
         if let Some(cur) = self.cache.peek_mut(probe) {
             let key_len = map.len() + key.len();
+            if let Some(listed) = self.complete.get_mut(map) {
+                *listed = None;
+            }
             self.stats.bytes -= cur.size(key_len);
             self.stats.bytes += record.size(key_len);
             *cur = record;
             self.enforce();
-        } else if let Some(map) = self.complete.get(map).cloned() {
+        } else if let Some((map, _)) = self.complete.get_key_value(map) {
+            let map = map.clone();
             // A new key of a complete map is cached: the map stays complete.
             self.insert(&map, key, record);
         } else {
@@ -560,17 +580,18 @@ mod tests {
         let other: Arc<str> = Arc::from("other");
         ws.insert(&other, "x", rec(b"v"));
         assert!(load(&mut ws, &["a", "b"], |_| {}));
-        let keys = |ws: &WorkingSet| -> Vec<String> {
-            ws.complete_records("m")
-                .unwrap()
-                .into_iter()
-                .map(|(k, _)| k)
-                .collect()
+        let keys = |ws: &mut WorkingSet| -> Vec<String> {
+            let records = ws.complete_records("m").unwrap();
+            records.iter().map(|(k, _)| k.clone()).collect()
         };
-        assert_eq!(keys(&ws), ["a", "b"]);
+        assert_eq!(keys(&mut ws), ["a", "b"]);
         // A merge of a key the map did not have keeps it complete.
         ws.update_if_cached("m", "c", rec(b"new"));
-        assert_eq!(keys(&ws), ["a", "b", "c"]);
+        assert_eq!(keys(&mut ws), ["a", "b", "c"]);
+        // The listing follows changes to its keys.
+        ws.update_if_cached("m", "a", rec(b"newer"));
+        let records = ws.complete_records("m").unwrap();
+        assert_eq!(records[0].1.value.as_deref(), Some(&b"newer"[..]));
         // Another map's key evicted: still complete; one of its own: not.
         ws.insert(&other, "y", rec(b"v"));
         assert!(!ws.contains("other", "x"));

@@ -367,6 +367,8 @@ async fn a_map_that_fits_is_queried_in_memory_after_its_first_query() {
     let read = scans.load(SeqCst);
     assert!(read > 0, "the first query reads the store");
 
+    assert_eq!(m.count(&Query::new().where_eq("age", 3)).await.unwrap(), 10);
+    assert_eq!(m.count(&Query::new().limit(7)).await.unwrap(), 7);
     let limited = Query::new().where_eq("age", 3).limit(4);
     let page = m.query(&limited).await.unwrap();
     assert_eq!(

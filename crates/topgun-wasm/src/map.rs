@@ -147,8 +147,8 @@ impl JsMap {
         #[wasm_bindgen(unchecked_param_type = "Query | undefined")] query: JsValue,
     ) -> Result<f64, JsValue> {
         let query = query_from_js(query)?;
-        let page = self.map.query(&query).await.map_err(|e| from_client(&e))?;
-        Ok(page.results.len() as f64)
+        let count = self.map.count(&query).await.map_err(|e| from_client(&e))?;
+        Ok(count as f64)
     }
 
     /// Calls `callback({key, oldValue, newValue, origin})` on every change.
