@@ -13,11 +13,11 @@
 
 use crate::error::ClientError;
 use crate::local::LocalData;
-use crate::working_set::CachedRecord;
+use crate::working_set::{CachedRecord, Records};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use topgun_query::{
-    expires_at, run_query, run_query_on_rows, CompiledQuery, MemoryRow, QueryResult,
+    count_on_rows, expires_at, run_query, run_query_on_rows, CompiledQuery, MemoryRow, QueryResult,
 };
 use topgun_storage::ScanCursor;
 
@@ -65,42 +65,60 @@ pub(crate) async fn query(
     map: &Arc<str>,
     query: &CompiledQuery,
 ) -> Result<QueryResult, ClientError> {
-    if let Some(result) = in_memory(local, map, query) {
-        return Ok(result);
+    Ok(match records(local, map).await? {
+        Some(records) => run_query_on_rows(rows(&records), query, local.now_millis()),
+        None => run_query(local.store().as_ref(), map, query, local.now_millis()).await?,
+    })
+}
+
+/// How many records `query` returns over `map` (see [`query`]).
+pub(crate) async fn count(
+    local: &LocalData,
+    map: &Arc<str>,
+    query: &CompiledQuery,
+) -> Result<u64, ClientError> {
+    Ok(match records(local, map).await? {
+        Some(records) => count_on_rows(rows(&records), query, local.now_millis()),
+        None => {
+            let result = run_query(local.store().as_ref(), map, query, local.now_millis()).await?;
+            result.results.len() as u64
+        }
+    })
+}
+
+/// The records of `map` if it is complete or can be made so.
+async fn records(local: &LocalData, map: &Arc<str>) -> Result<Option<Records>, ClientError> {
+    local.check_open()?;
+    if let Some(records) = local.working_set().complete_records(map) {
+        return Ok(Some(records));
     }
     let lock = local.complete_maps().load_lock(map);
     let mut load = lock.lock().await;
-    if let Some(result) = in_memory(local, map, query) {
-        return Ok(result);
+    if let Some(records) = local.working_set().complete_records(map) {
+        return Ok(Some(records));
     }
     if !load.too_big {
         match load_map(local, map).await? {
-            Loaded::Complete => {
-                if let Some(result) = in_memory(local, map, query) {
-                    return Ok(result);
-                }
-            }
+            Loaded::Complete => return Ok(local.working_set().complete_records(map)),
             Loaded::TooBig => load.too_big = true,
             Loaded::Raced => {}
         }
     }
-    drop(load);
     local.check_open()?;
-    Ok(run_query(local.store().as_ref(), map, query, local.now_millis()).await?)
+    Ok(None)
 }
 
-/// The query over the cached records, if `map` is complete.
-fn in_memory(local: &LocalData, map: &str, query: &CompiledQuery) -> Option<QueryResult> {
-    let records = local.working_set().complete_records(map)?;
-    let rows = records
+/// The live-or-expired records of a listing as query rows (tombstones
+/// left out).
+fn rows(records: &Records) -> impl Iterator<Item = MemoryRow<'_>> {
+    records
         .iter()
         .filter(|(_, record)| record.value.is_some())
         .map(|(key, record)| MemoryRow {
             key,
             value: record.query_value(),
             expires: expires_at(&record.timestamp, record.ttl_ms),
-        });
-    Some(run_query_on_rows(rows, query, local.now_millis()))
+        })
 }
 
 enum Loaded {

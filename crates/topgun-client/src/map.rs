@@ -246,8 +246,7 @@ impl<V: Serialize + DeserializeOwned> IMap<V> {
     pub async fn count(&self, query: &crate::query::Query) -> Result<u64, ClientError> {
         self.local.check_open()?;
         let compiled = crate::query::QueryExt::compile(query)?;
-        let result = crate::complete::query(&self.local, self.shared.name(), &compiled).await?;
-        Ok(result.results.len() as u64)
+        crate::complete::count(&self.local, self.shared.name(), &compiled).await
     }
 
     /// Starts a live query: its initial result, then every change to it as

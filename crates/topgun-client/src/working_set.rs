@@ -206,7 +206,8 @@ impl WorkingSet {
     }
 
     /// Whether every record of `map` is cached.
-    pub(crate) fn is_complete(&self, map: &str) -> bool {
+    #[cfg(test)]
+    fn is_complete(&self, map: &str) -> bool {
         self.complete.contains_key(map)
     }
 

@@ -158,6 +158,32 @@ pub fn run_query_on_rows<'a>(
     collector.finish()
 }
 
+/// How many rows of `rows` (as for [`run_query_on_rows`]) `query`
+/// returns, without collecting them.
+pub fn count_on_rows<'a>(
+    rows: impl IntoIterator<Item = MemoryRow<'a>>,
+    query: &CompiledQuery,
+    now_millis: u64,
+) -> u64 {
+    if query.grouping.is_some() || query.cursor.is_some() {
+        return run_query_on_rows(rows, query, now_millis).results.len() as u64;
+    }
+    let limit = query.limit().unwrap_or(usize::MAX);
+    let mut count = 0;
+    for row in rows {
+        if count >= limit {
+            break;
+        }
+        if row.expires.is_some_and(|at| now_millis >= at) {
+            continue;
+        }
+        if row.value.is_some_and(|value| query.matches(row.key, value)) {
+            count += 1;
+        }
+    }
+    count as u64
+}
+
 /// A candidate row, ordered by its position in the query's order.
 #[derive(Debug)]
 struct Entry {

@@ -88,7 +88,8 @@ mod tests_ops;
 pub use compile::{CompiledQuery, QueryExt};
 pub use error::QueryError;
 pub use exec::{
-    expires_at, run_query, run_query_on_rows, run_query_with_overflow, MemoryRow, QueryResult,
+    count_on_rows, expires_at, run_query, run_query_on_rows, run_query_with_overflow, MemoryRow,
+    QueryResult,
 };
 pub use live::{diff_results, LiveQuery, LiveUpdate, QueryChange};
 pub use topgun_core::wire::{

@@ -378,6 +378,12 @@ proptest! {
         };
         let result = memory(&first);
         prop_assert_eq!(&result.results, &store_result.results, "{}", query);
+        let counted = count_on_rows(
+            rows.iter().map(|(key, value)| MemoryRow { key, value: Some(value), expires: None }),
+            &first,
+            NOW,
+        );
+        prop_assert_eq!(counted, store_result.results.len() as u64);
         prop_assert_eq!(result.has_more, store_result.has_more);
         prop_assert_eq!(&result.next_cursor, &store_result.next_cursor);
         // The next page, from the cursor, as well.
