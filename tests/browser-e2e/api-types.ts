@@ -38,6 +38,8 @@ export async function app(): Promise<void> {
   const todos = client.getMap("todos");
   const todo: Todo = { title: "milk", done: false };
   await todos.put("t1", todo);
+  await todos.putMany([["t2", { title: "bread", done: true }], ["t3", null]]);
+  const some: (JsonValue | undefined)[] = await todos.getMany(["t1", "t2", "t9"]);
   const value: JsonValue | undefined = await todos.get("t1");
   const page: QueryPage = await todos.query({
     where: { done: false },
@@ -55,7 +57,7 @@ export async function app(): Promise<void> {
     if (!("code" in event)) console.log(event.type, event.key);
   });
   const { usage, quota } = await TopGunClient.estimate();
-  console.log(value, open, all.length, usage / quota, await client.pendingOps(), client.nodeId);
+  console.log(value, some, open, all.length, usage / quota, await client.pendingOps(), client.nodeId);
   listener.stop();
   live.stop();
   await client.close();

@@ -166,6 +166,55 @@ impl LocalData {
         Ok(record.and_then(|r| r.live_value(now).cloned()))
     }
 
+    /// The live values of `keys`, in their order: working set first, then
+    /// one store call for all the misses.
+    pub(crate) async fn read_many(
+        &self,
+        map: &MapShared,
+        keys: &[String],
+    ) -> Result<Vec<Option<Arc<[u8]>>>, ClientError> {
+        self.check_open()?;
+        let mut values = Vec::with_capacity(keys.len());
+        let mut misses = Vec::new();
+        for (index, key) in keys.iter().enumerate() {
+            match self.cached_value(map.name(), key) {
+                Some(hit) => values.push(hit),
+                None => {
+                    values.push(None);
+                    misses.push(index);
+                }
+            }
+        }
+        if misses.is_empty() {
+            return Ok(values);
+        }
+        let missed: Vec<String> = misses.iter().map(|&i| keys[i].clone()).collect();
+        let mark = self.ws().read_mark();
+        let records = self.store.get_many(map.name(), &missed).await?;
+        let now = self.now_millis();
+        let mut absent = Vec::new();
+        {
+            let mut ws = self.ws();
+            for (&index, record) in misses.iter().zip(records) {
+                match record {
+                    Some(record) => {
+                        let cached = CachedRecord::from_store(&record);
+                        values[index] = cached.live_value(now).cloned();
+                        ws.insert_loaded(map.name(), &keys[index], cached, mark);
+                    }
+                    None => absent.push(index),
+                }
+            }
+        }
+        // A key the store lacks may have been pruned: read it as `get` does.
+        for index in absent {
+            if self.store.is_pruned(map.name(), &keys[index]).await? {
+                values[index] = self.fetch_pruned(map, &keys[index]).await?;
+            }
+        }
+        Ok(values)
+    }
+
     /// The live value of a key missing from the store after pruning: asks
     /// sync to fetch it from the server (if the server has it and the
     /// client is online) and takes it from the merge — the quota may prune

@@ -143,6 +143,23 @@ impl<V: Serialize + DeserializeOwned> IMap<V> {
         value.map(|bytes| self.decode(key, &bytes)).transpose()
     }
 
+    /// The values of `keys`, in their order (`None` for an absent key):
+    /// what `get` answers for each, with one store read for all the keys
+    /// the working set lacks.
+    ///
+    /// # Errors
+    /// As for [`get`](Self::get).
+    pub async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<V>>, ClientError> {
+        for key in keys {
+            check_name("key", key)?;
+        }
+        let values = self.local.read_many(&self.shared, keys).await?;
+        keys.iter()
+            .zip(values)
+            .map(|(key, value)| value.map(|bytes| self.decode(key, &bytes)).transpose())
+            .collect()
+    }
+
     /// Removes `key`: stores a tombstone (pending) and a REMOVE op in one
     /// transaction. Removing an absent key still records the removal, so
     /// it wins over older writes elsewhere.

@@ -281,6 +281,42 @@ async fn working_set_stays_bounded_and_misses_refetch() {
 }
 
 #[tokio::test]
+async fn get_many_answers_as_get_does_for_cached_evicted_and_absent_keys() {
+    let client = TopGunClient::builder()
+        .working_set(WorkingSetLimits {
+            max_entries: 10,
+            max_bytes: usize::MAX,
+        })
+        .build()
+        .await
+        .unwrap();
+    let m = client.get_map::<u64>("m").unwrap();
+    for i in 0..50u64 {
+        m.put(&format!("k{i:02}"), i).await.unwrap();
+    }
+    m.remove("k07").await.unwrap();
+    let keys: Vec<String> = ["k49", "k00", "absent", "k07", "k25", "k49"]
+        .map(String::from)
+        .to_vec();
+    let misses = client.working_set_stats().misses;
+    let many = m.get_many(&keys).await.unwrap();
+    assert_eq!(many, [Some(49), Some(0), None, None, Some(25), Some(49)]);
+    let mut one_by_one = Vec::new();
+    for key in &keys {
+        one_by_one.push(m.get(key).await.unwrap());
+    }
+    assert_eq!(many, one_by_one);
+    assert!(
+        client.working_set_stats().misses > misses,
+        "k00 was read from the store"
+    );
+    assert!(matches!(
+        m.get_many(&[String::new()]).await,
+        Err(ClientError::InvalidName { .. })
+    ));
+}
+
+#[tokio::test]
 async fn node_id_is_random_and_persisted_in_the_store() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let a = TopGunClient::builder()

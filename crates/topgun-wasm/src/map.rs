@@ -2,7 +2,7 @@
 
 use crate::error::{from_client, invalid, js_error};
 use crate::listen::{call, Listener};
-use crate::values::{from_js, to_js};
+use crate::values::{from_js, from_js_as, to_js};
 use serde::Serialize;
 use topgun_client::query::Query;
 use topgun_client::{IMap, Origin};
@@ -94,6 +94,44 @@ impl JsMap {
             Some(value) => to_js(&value),
             None => Ok(JsValue::UNDEFINED),
         }
+    }
+
+    /// Writes every `[key, value]` of `entries`, as `put` does for each,
+    /// all at once (they share storage transactions). Resolves when all
+    /// are written; if any fails, rejects with the first error once the
+    /// others have finished (those are written).
+    #[wasm_bindgen(js_name = putMany)]
+    pub async fn put_many(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "[string, JsonValue][]")] entries: JsValue,
+    ) -> Result<(), JsValue> {
+        let entries: Vec<(String, serde_json::Value)> = from_js_as(entries, "entries")?;
+        let writes = entries
+            .into_iter()
+            .map(|(key, value)| async move { self.map.put(&key, value).await });
+        let results = futures_util::future::join_all(writes).await;
+        match results.into_iter().find_map(Result::err) {
+            Some(error) => Err(from_client(&error)),
+            None => Ok(()),
+        }
+    }
+
+    /// The values of `keys`, in their order (`undefined` for an absent
+    /// key), read together.
+    #[wasm_bindgen(js_name = getMany, unchecked_return_type = "(JsonValue | undefined)[]")]
+    pub async fn get_many(&self, keys: Vec<String>) -> Result<JsValue, JsValue> {
+        let values = self
+            .map
+            .get_many(&keys)
+            .await
+            .map_err(|e| from_client(&e))?;
+        let array = to_js(&values)?;
+        for (index, value) in values.iter().enumerate() {
+            if value.is_none() {
+                js_sys::Reflect::set_u32(&array, index as u32, &JsValue::UNDEFINED)?;
+            }
+        }
+        Ok(array)
     }
 
     /// Removes `key` (a tombstone that syncs).

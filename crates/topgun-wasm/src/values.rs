@@ -13,6 +13,14 @@ use wasm_bindgen::{JsCast, JsValue};
 
 /// A JS value as JSON.
 pub(crate) fn from_js(value: JsValue, what: &str) -> Result<serde_json::Value, JsValue> {
+    from_js_as(value, what)
+}
+
+/// A JS value as a Rust value read from its JSON.
+pub(crate) fn from_js_as<T: serde::de::DeserializeOwned>(
+    value: JsValue,
+    what: &str,
+) -> Result<T, JsValue> {
     let text =
         js_sys::JSON::stringify(&value).map_err(|e| crate::error::invalid(what, describe(&e)))?;
     // `JSON.stringify(undefined)` (or of a function) is `undefined`.

@@ -70,6 +70,32 @@ async fn put_get_remove_clear_and_entries_answer_locally() {
     assert_eq!(todos.count(done).await.unwrap(), 1.0);
     assert_eq!(todos.count(JsValue::UNDEFINED).await.unwrap(), 2.0);
 
+    // Many at once: absent keys read as `undefined`; a bad entry fails
+    // the call, the others are written.
+    todos
+        .put_many(js_sys::JSON::parse(r#"[["m1",{"n":1}],["m2",null]]"#).unwrap())
+        .await
+        .unwrap();
+    let many = todos
+        .get_many(vec!["m2".into(), "none".into(), "m1".into()])
+        .await
+        .unwrap();
+    assert_eq!(json(&many), r#"[null,null,{"n":1}]"#);
+    assert!(Reflect::get_u32(&many, 1).unwrap().is_undefined());
+    assert!(
+        Reflect::get_u32(&many, 0).unwrap().is_null(),
+        "a stored null"
+    );
+    let bad = todos
+        .put_many(js_sys::JSON::parse(r#"[["",1],["m3",3]]"#).unwrap())
+        .await;
+    let code = Reflect::get(&bad.unwrap_err(), &"code".into()).unwrap();
+    assert_eq!(code.as_string().as_deref(), Some("INVALID_ARGUMENT"));
+    assert_eq!(todos.get("m3".into()).await.unwrap().as_f64(), Some(3.0));
+    for key in ["m1", "m2", "m3"] {
+        todos.remove(key.into()).await.unwrap();
+    }
+
     todos.remove("t1".into()).await.unwrap();
     assert!(todos.get("t1".into()).await.unwrap().is_undefined());
     todos.clear().await.unwrap();

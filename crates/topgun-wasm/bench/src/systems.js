@@ -108,8 +108,8 @@ export function topgun() {
       docs = client.getMap("docs");
     },
     insertOne: (doc) => docs.put(doc.id, doc),
-    bulkInsert: (batch) => Promise.all(batch.map((doc) => docs.put(doc.id, doc))),
-    findByIds: (ids) => Promise.all(ids.map((id) => docs.get(id))),
+    bulkInsert: (batch) => docs.putMany(batch.map((doc) => [doc.id, doc])),
+    findByIds: (ids) => docs.getMany(ids),
     findById: (id) => docs.get(id),
     async querySorted() {
       const page = await docs.query({
