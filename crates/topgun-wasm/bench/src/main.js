@@ -1,6 +1,7 @@
 // The scenarios (those of RxDB's performance test, on our own code), run
 // for every system in one page, several times; the driver (run.mjs) reads
 // `window.benchResult`.
+import { storageFormat } from "./format.js";
 import { SYSTEMS } from "./systems.js";
 
 const params = Object.fromEntries(new URLSearchParams(location.search));
@@ -153,7 +154,24 @@ async function main() {
   for (const [id, metrics] of Object.entries(samples)) {
     medians[id] = Object.fromEntries(Object.entries(metrics).map(([k, v]) => [k, median(v)]));
   }
-  return { runs: RUNS, warmup: WARMUP, medians, samples, userAgent: navigator.userAgent };
+  // The storage format question, on the big scenario's documents.
+  const format = {};
+  for (let run = 0; run < WARMUP + RUNS; run++) {
+    seed = 1 + run;
+    const big = Array.from({ length: BIG }, (_, i) => makeDoc(100000 + i));
+    const m = await storageFormat(big);
+    if (run < WARMUP) continue;
+    for (const [metric, ms] of Object.entries(m)) (format[metric] ??= []).push(ms);
+  }
+  const storageFormatMedians = Object.fromEntries(Object.entries(format).map(([k, v]) => [k, median(v)]));
+  return {
+    runs: RUNS,
+    warmup: WARMUP,
+    medians,
+    samples,
+    storageFormat: storageFormatMedians,
+    userAgent: navigator.userAgent,
+  };
 }
 
 main().then(
