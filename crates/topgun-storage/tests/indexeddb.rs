@@ -97,6 +97,62 @@ async fn concurrent_writes_all_land_with_increasing_ids() {
     assert_eq!(store.pending_ops(None, 1000).await.unwrap().len(), 200);
 }
 
+/// Write groups big enough to read their records by range (dense new
+/// keys; keys spread over a big map, past what one range read returns;
+/// merges) leave records, counts and Merkle sums exactly as the memory
+/// store does.
+#[wasm_bindgen_test]
+async fn grouped_writes_read_by_range_match_the_memory_store() {
+    use topgun_storage::conformance::{put, remote, remove, ts};
+    let (store, ()) = fresh().await;
+    let memory = topgun_storage::MemoryStore::new();
+    let mut stamp = 0;
+    let mut next = move || {
+        stamp += 1;
+        ts(stamp)
+    };
+    let dense: Vec<_> = (0..1_000)
+        .map(|i| put("m", &format!("k{i:04}"), b"a", next()))
+        .collect();
+    let spread: Vec<_> = (0..40)
+        .flat_map(|i| {
+            [
+                put("m", &format!("k{:04}", i * 25), b"b", next()),
+                remove("m", &format!("k{:04}", i * 25 + 7), next()),
+                put("m", &format!("k{:04}x", i * 25), b"new", next()),
+            ]
+        })
+        .collect();
+    for group in [dense, spread] {
+        let writes = group.iter().cloned().map(|w| store.write_local(w));
+        futures_util::future::try_join_all(writes).await.unwrap();
+        for write in group {
+            memory.write_local(write).await.unwrap();
+        }
+    }
+    // Merges: some newer, some older than what is stored, some new keys.
+    let merged: Vec<_> = (0..100)
+        .map(|i| {
+            let stamp = if i % 2 == 0 { ts(100_000 + i) } else { ts(1) };
+            remote("m", &format!("k{:04}", i * 9), Some(b"server"), stamp)
+        })
+        .chain((0..50).map(|i| remote("m", &format!("z{i:02}"), Some(b"s"), ts(5))))
+        .collect();
+    let from_idb = store.apply_remote(merged.clone()).await.unwrap();
+    let from_memory = memory.apply_remote(merged).await.unwrap();
+    assert_eq!(from_idb.len(), from_memory.len());
+
+    assert_eq!(
+        store.merkle_leaves("m").await.unwrap(),
+        memory.merkle_leaves("m").await.unwrap()
+    );
+    assert_eq!(store.stats().await.unwrap(), memory.stats().await.unwrap());
+    assert_eq!(
+        store.scan("m", None, 10_000).await.unwrap(),
+        memory.scan("m", None, 10_000).await.unwrap()
+    );
+}
+
 #[wasm_bindgen_test]
 async fn an_open_store_does_not_block_an_upgrade_elsewhere() {
     let (store, ()) = fresh().await;

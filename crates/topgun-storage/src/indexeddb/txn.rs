@@ -14,8 +14,9 @@ use crate::error::StorageError;
 use crate::model::{approx_op_size, merkle_contribution, OpType, PruneSums, StoreRecord};
 use idb::request::futures::AddStoreRequestFuture;
 use idb::{Database, ObjectStore, Transaction, TransactionMode};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::IntoFuture;
+use topgun_core::merkle::LEAVES;
 use topgun_core::{MerkleSums, Timestamp};
 use wasm_bindgen::JsValue;
 
@@ -27,12 +28,34 @@ use wasm_bindgen::JsValue;
 pub(crate) type PendingId = AddStoreRequestFuture;
 
 type GetFuture = idb::request::futures::GetStoreRequestFuture;
+type GetAllFuture = idb::request::futures::GetAllStoreRequestFuture;
+type GetAllKeysFuture = idb::request::futures::GetAllKeysStoreRequestFuture;
+
+/// A map with at least this many records to read in one transaction reads
+/// them with one request over the range they span (and all its sum chunks
+/// with one pair of requests) instead of one request each: a bulk write
+/// of new or neighbouring keys then costs one read, not one per key.
+const RANGE_READ_MIN: usize = 32;
+/// A range read returns at most this many records per key asked for; past
+/// that (the keys are spread over a big map) the rest are read one by one.
+const RANGE_READ_SPREAD: usize = 4;
 
 /// Reads issued by [`WriteTxn::request_slots`], not yet answered.
 #[derive(Default)]
 struct Pending {
     records: Vec<((String, String), GetFuture)>,
     chunks: Vec<((String, usize), GetFuture)>,
+    ranges: Vec<RangeRead>,
+    /// Every sum chunk of a map: its keys and values, in one order.
+    all_chunks: Vec<(String, GetAllKeysFuture, GetAllFuture)>,
+}
+
+/// The records of `keys` (sorted) of one map, read over their range.
+struct RangeRead {
+    map_name: String,
+    keys: Vec<String>,
+    limit: usize,
+    request: GetAllFuture,
 }
 
 /// A read-write transaction and the state it changes.
@@ -44,9 +67,10 @@ pub(crate) struct WriteTxn {
     /// Every record read or written in this transaction, as it now is
     /// (`None`: no record).
     overlay: HashMap<(String, String), Option<StoreRecord>>,
-    /// The chunks of leaf sums touched, by map and chunk number, written
-    /// back at commit.
+    /// The chunks of leaf sums read, by map and chunk number.
     sums: HashMap<(String, usize), Vec<u32>>,
+    /// The chunks changed, written back at commit.
+    touched: HashSet<(String, usize)>,
     pub(crate) counters: Counters,
     counters_at_start: Counters,
 }
@@ -83,6 +107,7 @@ impl WriteTxn {
             meta,
             overlay: HashMap::new(),
             sums: HashMap::new(),
+            touched: HashSet::new(),
             counters: Counters::default(),
             counters_at_start: Counters::default(),
         };
@@ -112,44 +137,150 @@ impl WriteTxn {
         slots: impl IntoIterator<Item = (&'k str, &'k str)>,
     ) -> Result<Pending, StorageError> {
         const DURING: &str = "reading records to write";
-        let mut pending = Pending::default();
+        let mut by_map: HashMap<&str, Vec<&str>> = HashMap::new();
         for (map_name, key) in slots {
             let slot = (map_name.to_owned(), key.to_owned());
-            if self.overlay.contains_key(&slot) {
+            if !self.overlay.contains_key(&slot) {
+                self.overlay.insert(slot, None);
+                by_map.entry(map_name).or_default().push(key);
+            }
+        }
+        let mut pending = Pending::default();
+        for (map_name, mut keys) in by_map {
+            if keys.len() >= RANGE_READ_MIN {
+                keys.sort_unstable();
+                let limit = keys.len() * RANGE_READ_SPREAD;
+                let (first, last) = (keys[0], keys[keys.len() - 1]);
+                let range = idb::KeyRange::bound(
+                    &codec::record_key(map_name, first),
+                    &codec::record_key(map_name, last),
+                    Some(false),
+                    Some(false),
+                )
+                .map_err(idb_error(DURING))?;
+                let request = self
+                    .records
+                    .get_all(Some(range.into()), Some(limit as u32))
+                    .map_err(idb_error(DURING))?;
+                pending.ranges.push(RangeRead {
+                    map_name: map_name.to_owned(),
+                    keys: keys.iter().map(|k| (*k).to_owned()).collect(),
+                    limit,
+                    request: request.into_future(),
+                });
+                let range = codec::sums_range(map_name)?;
+                let chunk_keys = self
+                    .meta
+                    .get_all_keys(Some(range.clone().into()), None)
+                    .map_err(idb_error(DURING))?;
+                let chunks = self
+                    .meta
+                    .get_all(Some(range.into()), None)
+                    .map_err(idb_error(DURING))?;
+                pending.all_chunks.push((
+                    map_name.to_owned(),
+                    chunk_keys.into_future(),
+                    chunks.into_future(),
+                ));
                 continue;
             }
-            let request = self
-                .records
-                .get(codec::record_key(map_name, key))
-                .map_err(idb_error(DURING))?;
-            self.overlay.insert(slot.clone(), None);
-            pending.records.push((slot, request.into_future()));
-            let (leaf, _) = merkle_contribution(key, None);
-            let chunk = (map_name.to_owned(), leaf / codec::SUMS_CHUNK);
-            if self.sums.contains_key(&chunk) || pending.chunks.iter().any(|(c, _)| *c == chunk) {
-                continue;
+            for key in keys {
+                let request = self
+                    .records
+                    .get(codec::record_key(map_name, key))
+                    .map_err(idb_error(DURING))?;
+                pending
+                    .records
+                    .push(((map_name.to_owned(), key.to_owned()), request.into_future()));
+                self.request_chunk(map_name, key, &mut pending)?;
             }
-            let request = self
-                .meta
-                .get(codec::sums_key(map_name, chunk.1))
-                .map_err(idb_error(DURING))?;
-            pending.chunks.push((chunk, request.into_future()));
         }
         Ok(pending)
     }
 
+    /// Issues a read of the sum chunk `key` falls in, unless it is read.
+    fn request_chunk(
+        &self,
+        map_name: &str,
+        key: &str,
+        pending: &mut Pending,
+    ) -> Result<(), StorageError> {
+        let (leaf, _) = merkle_contribution(key, None);
+        let chunk = (map_name.to_owned(), leaf / codec::SUMS_CHUNK);
+        let all_read = pending.all_chunks.iter().any(|(map, ..)| map == map_name);
+        if all_read
+            || self.sums.contains_key(&chunk)
+            || pending.chunks.iter().any(|(c, _)| *c == chunk)
+        {
+            return Ok(());
+        }
+        let request = self
+            .meta
+            .get(codec::sums_key(map_name, chunk.1))
+            .map_err(idb_error("reading the Merkle sums"))?;
+        pending.chunks.push((chunk, request.into_future()));
+        Ok(())
+    }
+
     /// Waits for the reads `request_slots` issued.
-    async fn receive(&mut self, pending: Pending) -> Result<(), StorageError> {
+    async fn receive(&mut self, mut pending: Pending) -> Result<(), StorageError> {
         const DURING: &str = "reading records to write";
-        for (slot, request) in pending.records {
+        for (slot, request) in std::mem::take(&mut pending.records) {
             let found = request.await.map_err(idb_error(DURING))?;
             let record = found.as_ref().map(codec::record_from_js).transpose()?;
             self.overlay.insert(slot, record);
         }
-        for (chunk, request) in pending.chunks {
+        for (chunk, request) in std::mem::take(&mut pending.chunks) {
             let found = request.await.map_err(idb_error(DURING))?;
             self.sums
                 .insert(chunk, codec::sums_from_js(found.as_ref())?);
+        }
+        for (map_name, keys, values) in std::mem::take(&mut pending.all_chunks) {
+            let keys = keys.await.map_err(idb_error(DURING))?;
+            let values = values.await.map_err(idb_error(DURING))?;
+            for chunk in 0..LEAVES / codec::SUMS_CHUNK {
+                self.sums
+                    .entry((map_name.clone(), chunk))
+                    .or_insert_with(|| vec![0; codec::SUMS_CHUNK]);
+            }
+            for (key, value) in keys.iter().zip(&values) {
+                let chunk = codec::sums_chunk_of(key)?;
+                self.sums
+                    .insert((map_name.clone(), chunk), codec::sums_from_js(Some(value))?);
+            }
+        }
+        // Keys a truncated range read did not reach are read one by one.
+        let mut rest = Pending::default();
+        for range in std::mem::take(&mut pending.ranges) {
+            let found = range.request.await.map_err(idb_error(DURING))?;
+            let truncated = found.len() >= range.limit;
+            let mut records = HashMap::with_capacity(found.len());
+            for object in &found {
+                let record = codec::record_of_map(range.map_name.clone(), object)?;
+                records.insert(record.key.clone(), record);
+            }
+            let reached = found
+                .last()
+                .map(|last| codec::record_of_map(range.map_name.clone(), last))
+                .transpose()?
+                .map(|record| record.key);
+            for key in range.keys {
+                let unread = truncated && reached.as_ref().is_none_or(|last| key > *last);
+                if unread {
+                    let request = self
+                        .records
+                        .get(codec::record_key(&range.map_name, &key))
+                        .map_err(idb_error(DURING))?;
+                    rest.records
+                        .push(((range.map_name.clone(), key), request.into_future()));
+                    continue;
+                }
+                let record = records.remove(&key);
+                self.overlay.insert((range.map_name.clone(), key), record);
+            }
+        }
+        if !rest.records.is_empty() {
+            Box::pin(self.receive(rest)).await?;
         }
         Ok(())
     }
@@ -262,6 +393,8 @@ impl WriteTxn {
         let (_, add) = merkle_contribution(key, new);
         let chunk = self.sums(map_name, leaf / codec::SUMS_CHUNK).await?;
         MerkleSums::shift(chunk, leaf % codec::SUMS_CHUNK, sub, add);
+        self.touched
+            .insert((map_name.to_owned(), leaf / codec::SUMS_CHUNK));
         Ok(())
     }
 
@@ -309,7 +442,11 @@ impl WriteTxn {
     /// Writes back the sums and counters, commits, and waits until the
     /// transaction is complete.
     pub(crate) fn commit(self) -> Result<Committing, StorageError> {
-        for ((map_name, chunk), sums) in &self.sums {
+        for slot in &self.touched {
+            let (map_name, chunk) = slot;
+            let Some(sums) = self.sums.get(slot) else {
+                continue;
+            };
             self.meta
                 .put(
                     &codec::sums_to_js(sums),
