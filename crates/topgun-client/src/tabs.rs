@@ -480,15 +480,10 @@ fn post(channel: &web_sys::BroadcastChannel, message: &Message) {
 }
 
 fn js_failure(value: JsValue) -> StorageError {
-    let message = value
-        .dyn_ref::<js_sys::Error>()
-        .map(|e| String::from(e.message()))
-        .or_else(|| value.as_string())
-        .unwrap_or_else(|| format!("{value:?}"));
     StorageError::Backend {
         backend: "indexeddb",
         during: "joining the other tabs",
-        source: message.into(),
+        source: topgun_sync::js_message(&value).into(),
     }
 }
 

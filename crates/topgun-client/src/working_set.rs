@@ -230,18 +230,22 @@ impl WorkingSet {
         record: CachedRecord,
         mark: MapMark,
     ) {
-        if self.map_mark(map) != mark {
-            return;
+        if self.map_mark(map) == mark {
+            self.insert_if_newer(map, key, record);
         }
+    }
+
+    /// Caches a record read from the store unless the cache holds a copy
+    /// at least as new.
+    fn insert_if_newer(&mut self, map: &Arc<str>, key: &str, record: CachedRecord) {
         let probe: &dyn KeyLike = &(&**map, key);
         if self
             .cache
             .peek(probe)
-            .is_some_and(|cur| cur.timestamp >= record.timestamp)
+            .is_none_or(|cur| cur.timestamp < record.timestamp)
         {
-            return;
+            self.insert(map, key, record);
         }
-        self.insert(map, key, record);
     }
 
     /// After a full read of `map` begun at `mark` cached every record with
@@ -342,18 +346,9 @@ impl WorkingSet {
         record: CachedRecord,
         mark: u64,
     ) {
-        if self.uncached_merges != mark {
-            return;
+        if self.uncached_merges == mark {
+            self.insert_if_newer(map, key, record);
         }
-        let probe: &dyn KeyLike = &(&**map, key);
-        if self
-            .cache
-            .peek(probe)
-            .is_some_and(|cur| cur.timestamp >= record.timestamp)
-        {
-            return;
-        }
-        self.insert(map, key, record);
     }
 
     /// Replaces the cached copy of a key, if there is one; caches nothing

@@ -84,7 +84,7 @@ impl BrowserConnection {
     /// [`CONNECT_TIMEOUT_MS`] passed.
     async fn open(url: &str, max_frame_len: usize) -> Result<Self, String> {
         let socket =
-            WebSocket::new(url).map_err(|e| format!("cannot open {url}: {}", describe(&e)))?;
+            WebSocket::new(url).map_err(|e| format!("cannot open {url}: {}", js_message(&e)))?;
         socket.set_binary_type(BinaryType::Arraybuffer);
         let (tx, events) = mpsc::unbounded_channel();
 
@@ -155,7 +155,9 @@ impl Drop for BrowserConnection {
     }
 }
 
-fn describe(value: &JsValue) -> String {
+/// A thrown JS value as text: an `Error`'s message, a string as it is,
+/// anything else as wasm-bindgen prints it.
+pub fn js_message(value: &JsValue) -> String {
     value
         .dyn_ref::<js_sys::Error>()
         .map(|e| String::from(e.message()))
@@ -168,7 +170,7 @@ impl Connection for BrowserConnection {
         let sent = self
             .socket
             .send_with_u8_array(&frame)
-            .map_err(|e| format!("send failed: {}", describe(&e)));
+            .map_err(|e| format!("send failed: {}", js_message(&e)));
         Box::pin(async move { sent })
     }
 

@@ -27,7 +27,7 @@ mod status;
 pub mod transport;
 
 #[cfg(all(feature = "browser-transport", target_family = "wasm"))]
-pub use browser::BrowserRuntime;
+pub use browser::{js_message, BrowserRuntime};
 pub use coalesce::coalesce;
 pub use driver::{DriverSettings, SyncDriver};
 pub use engine::{

@@ -280,11 +280,7 @@ impl topgun_client::TokenProvider for JsTokenProvider {
     fn token(&self) -> topgun_client::BoxFuture<'static, Result<Option<String>, String>> {
         let returned = self.function.call0(&JsValue::NULL);
         Box::pin(async move {
-            let describe = |e: JsValue| {
-                e.dyn_ref::<js_sys::Error>()
-                    .map(|e| String::from(e.message()))
-                    .unwrap_or_else(|| format!("{e:?}"))
-            };
+            let describe = |e: JsValue| topgun_sync::js_message(&e);
             let mut value = returned.map_err(describe)?;
             if let Some(promise) = value.dyn_ref::<js_sys::Promise>() {
                 value = wasm_bindgen_futures::JsFuture::from(promise.clone())

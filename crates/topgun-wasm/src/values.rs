@@ -9,6 +9,7 @@
 //! its ISO string, `undefined` properties are left out, `NaN` is `null`).
 
 use serde::Serialize;
+use topgun_sync::js_message;
 use wasm_bindgen::{JsCast, JsValue};
 
 /// A JS value as JSON.
@@ -22,7 +23,7 @@ pub(crate) fn from_js_as<T: serde::de::DeserializeOwned>(
     what: &str,
 ) -> Result<T, JsValue> {
     let text =
-        js_sys::JSON::stringify(&value).map_err(|e| crate::error::invalid(what, describe(&e)))?;
+        js_sys::JSON::stringify(&value).map_err(|e| crate::error::invalid(what, js_message(&e)))?;
     // `JSON.stringify(undefined)` (or of a function) is `undefined`.
     let text = text
         .dyn_into::<js_sys::JsString>()
@@ -36,14 +37,5 @@ pub(crate) fn from_js_as<T: serde::de::DeserializeOwned>(
 pub(crate) fn to_js<T: Serialize + ?Sized>(value: &T) -> Result<JsValue, JsValue> {
     let text = serde_json::to_string(value)
         .map_err(|e| crate::error::js_error("INTERNAL", &e.to_string()))?;
-    js_sys::JSON::parse(&text).map_err(|e| crate::error::js_error("INTERNAL", &describe(&e)))
-}
-
-/// A thrown JS value as text.
-fn describe(error: &JsValue) -> String {
-    error
-        .dyn_ref::<js_sys::Error>()
-        .map(|e| String::from(e.message()))
-        .or_else(|| error.as_string())
-        .unwrap_or_else(|| format!("{error:?}"))
+    js_sys::JSON::parse(&text).map_err(|e| crate::error::js_error("INTERNAL", &js_message(&e)))
 }

@@ -4,22 +4,9 @@
 // handing it to wasm means serialising it again, as the JS API's
 // `JSON.stringify` does). The same documents, one object store each, one
 // `getAll` of every record, then the hand-over to wasm.
+import { done, request } from "./systems.js";
+
 const encoder = new TextEncoder();
-
-function request(req) {
-  return new Promise((resolve, reject) => {
-    req.onsuccess = () => resolve(req.result);
-    req.onerror = () => reject(req.error);
-  });
-}
-
-function done(tx) {
-  return new Promise((resolve, reject) => {
-    tx.oncomplete = () => resolve();
-    tx.onerror = () => reject(tx.error);
-    tx.onabort = () => reject(tx.error);
-  });
-}
 
 async function timed(fn) {
   const start = performance.now();

@@ -6,14 +6,14 @@
 import Dexie from "dexie";
 import init, { TopGunClient } from "topgun-wasm";
 
-function request(req) {
+export function request(req) {
   return new Promise((resolve, reject) => {
     req.onsuccess = () => resolve(req.result);
     req.onerror = () => reject(req.error);
   });
 }
 
-function done(tx) {
+export function done(tx) {
   return new Promise((resolve, reject) => {
     tx.oncomplete = () => resolve();
     tx.onerror = () => reject(tx.error);
