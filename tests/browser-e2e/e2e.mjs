@@ -170,6 +170,28 @@ try {
   await showsExactly(hung, withPie);
   step(`a hung leader tab: the other tab took over in ${takeover} ms; the old one stepped down when it ran again`);
 
+  // A follower out of view (a background tab, whose timers the browser
+  // throttles) does not take over from a silent leader: the leader hangs
+  // 3 s, longer than a tab in view waits, and keeps the lead.
+  await hung.evaluate(() => {
+    Object.defineProperty(document, "visibilityState", { value: "hidden", configurable: true });
+    window.roles = [];
+    window.topgun.client.onRoleChange((r) => window.roles.push(r));
+  });
+  await a3.evaluate(() => new Promise((done) => setTimeout(() => {
+    const end = Date.now() + 3000;
+    while (Date.now() < end);
+    done();
+  }, 0)));
+  await add(a3, "jam");
+  await showsExactly(hung, [...withPie, "jam"]);
+  const hiddenRoles = await hung.evaluate(() => window.roles);
+  if (hiddenRoles.length !== 0 || (await role(hung)) !== "follower") {
+    throw new Error(`the hidden tab took the lead: ${JSON.stringify(hiddenRoles)}`);
+  }
+  if ((await role(a3)) !== "leader") throw new Error("the hung leader lost the lead to a hidden tab");
+  step("a hidden follower left a hung leader alone");
+
   const screenshot = join(out, "converged.png");
   await b1.screenshot({ path: screenshot, fullPage: true });
   step(`screenshot of the converged page: ${screenshot}`);

@@ -6,10 +6,11 @@
 //!   (`navigator.locks`); the browser grants it to one tab at a time and
 //!   to the next in line when the holder closes or crashes. The holder
 //!   starts sync; the lock is never given back while the tab lives. The
-//!   leader posts a heartbeat every 500 ms; a follower that hears nothing
-//!   for 1.5 s (the leader's tab was frozen or hangs, and keeps its lock)
-//!   takes the lock from it (`steal`), and the old leader steps down when
-//!   it runs again.
+//!   leader posts a heartbeat every 500 ms; a follower in view that hears
+//!   nothing for 1.5 s (the leader's tab was frozen or hangs, and keeps its
+//!   lock) takes the lock from it (`steal`), and the old leader steps down
+//!   when it runs again. A hidden follower does not: the browser throttles
+//!   its timers, and a background leader's, until silence means nothing.
 //! - **Without Web Locks** (a browser that lacks `navigator.locks`) the
 //!   heartbeats are the election: a tab that hears no leader for 1.5 s
 //!   claims the lead by writing a new epoch, waits one heartbeat, and
@@ -124,7 +125,9 @@ pub(crate) struct Tabs {
     locks: bool,
     fence: Rc<Fence>,
     start_sync: Rc<StartSync>,
-    /// When this tab last heard from a leader (or claimed the lead).
+    /// When this tab last heard from a leader (or claimed the lead); 0
+    /// when, without Web Locks, no leader is known (none heard yet, or it
+    /// left).
     heard: Rc<std::cell::Cell<u64>>,
 }
 
@@ -156,7 +159,15 @@ impl Tabs {
         let is_leader = role.subscribe();
         let state = status.clone();
         let answer = channel.clone();
-        let heard = Rc::new(std::cell::Cell::new(local.now_millis()));
+        let locks = locks_available();
+        // Without Web Locks a tab that has heard no leader yet may claim at
+        // its first heartbeat (0: "none heard"; a leader answers `Hello`
+        // at once).
+        let heard = Rc::new(std::cell::Cell::new(if locks {
+            local.now_millis()
+        } else {
+            0
+        }));
         let heard_here = heard.clone();
         let on_message = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(
             move |event: web_sys::MessageEvent| {
@@ -170,7 +181,8 @@ impl Tabs {
                     Ok(Message::Heartbeat | Message::State(_)) => {
                         heard_here.set(local.now_millis());
                     }
-                    Ok(Message::Leaving) => heard_here.set(0),
+                    // With Web Locks the lock passes on by itself.
+                    Ok(Message::Leaving) if !locks => heard_here.set(0),
                     _ => {}
                 }
                 match message {
@@ -234,7 +246,7 @@ impl Tabs {
                 name: name.clone(),
                 _on_stolen: on_stolen,
                 closed: std::cell::Cell::new(false),
-                locks: locks_available(),
+                locks,
                 fence,
                 start_sync,
                 heard,
@@ -352,7 +364,11 @@ impl Tabs {
                         continue;
                     }
                     post(&tabs.channel, &Message::Heartbeat);
-                } else if now.saturating_sub(tabs.heard.get()) > LEADER_SILENCE_MS {
+                } else if now.saturating_sub(tabs.heard.get()) > LEADER_SILENCE_MS
+                    // A leader that left is replaced whatever this tab
+                    // shows; a silent one only by a tab in view.
+                    && (tabs.heard.get() == 0 || !page_hidden())
+                {
                     tracing::warn!("no leader tab is heard; taking over");
                     tabs.heard.set(now);
                     if !tabs.locks {
@@ -464,6 +480,18 @@ fn locks_available() -> bool {
     navigator
         .and_then(|n| js_sys::Reflect::get(&n, &"locks".into()))
         .is_ok_and(|locks| locks.is_object())
+}
+
+/// Whether this page is out of view (a background tab). The browser
+/// throttles a hidden page's timers, down to once a minute after a while,
+/// so to a hidden follower every leader would look silent: only a tab in
+/// view takes over from a silent leader, and the lead stays put while all
+/// tabs are in the background.
+fn page_hidden() -> bool {
+    let document = js_sys::Reflect::get(&js_sys::global(), &"document".into());
+    document
+        .and_then(|d| js_sys::Reflect::get(&d, &"visibilityState".into()))
+        .is_ok_and(|state| state.as_string().as_deref() == Some("hidden"))
 }
 
 /// Posts `message` to the other tabs, best effort.
