@@ -151,6 +151,30 @@ async fn grouped_writes_read_by_range_match_the_memory_store() {
         store.scan("m", None, 10_000).await.unwrap(),
         memory.scan("m", None, 10_000).await.unwrap()
     );
+    // Many reads at once are read by range too: dense, spread over the
+    // map past one range read, absent, repeated.
+    let dense: Vec<String> = (100..160).map(|i| format!("k{i:04}")).collect();
+    let spread: Vec<String> = (0..40)
+        .map(|i| {
+            format!(
+                "k{:04}{}",
+                (i * 37) % 1_100,
+                if i % 5 == 0 { "x" } else { "" }
+            )
+        })
+        .chain(["k0001".to_owned(), "zz".to_owned(), "k0001".to_owned()])
+        .collect();
+    for keys in [dense, spread] {
+        assert_eq!(
+            store.get_many("m", &keys).await.unwrap(),
+            memory.get_many("m", &keys).await.unwrap()
+        );
+        let one_by_one = keys.iter().map(|key| store.get("m", key));
+        let gets = futures_util::future::try_join_all(one_by_one)
+            .await
+            .unwrap();
+        assert_eq!(gets, memory.get_many("m", &keys).await.unwrap());
+    }
 }
 
 #[wasm_bindgen_test]

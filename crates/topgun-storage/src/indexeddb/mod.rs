@@ -16,6 +16,7 @@
 mod codec;
 mod js;
 mod ops;
+mod range;
 mod read;
 mod reader;
 mod schema;

@@ -8,12 +8,14 @@
 
 use super::codec;
 use super::js::idb_error;
+use super::range::{RangeRead, RANGE_READ_MIN};
 use super::schema::RECORDS;
 use super::writer::Writer;
 use crate::error::StorageError;
 use crate::model::StoreRecord;
 use idb::TransactionMode;
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::future::IntoFuture;
 use std::rc::Rc;
 use tokio::sync::oneshot;
@@ -95,16 +97,52 @@ impl Reader {
                 return;
             }
         };
-        // Issue every request, then collect the answers in order.
-        let mut pending = Vec::with_capacity(keys.len());
+        // Issue every request, then collect the answers. A map with many
+        // keys in the burst is read by range.
+        let mut by_map: HashMap<String, Vec<(String, Answer)>> = HashMap::new();
         for (map_name, key, answer) in keys {
-            let request = store
-                .get(codec::record_key(&map_name, &key))
-                .map_err(idb_error(DURING))
-                .map(IntoFuture::into_future);
-            pending.push((request, answer));
+            by_map.entry(map_name).or_default().push((key, answer));
         }
-        for (request, answer) in pending {
+        let mut singles = Vec::new();
+        let mut ranges = Vec::new();
+        for (map_name, wanted) in by_map {
+            if wanted.len() >= RANGE_READ_MIN {
+                let keys = wanted.iter().map(|(key, _)| key.clone()).collect();
+                let range = RangeRead::issue(&store, &map_name, keys);
+                ranges.push((range, wanted));
+                continue;
+            }
+            for (key, answer) in wanted {
+                singles.push((get(&store, &map_name, &key), answer));
+            }
+        }
+        for (range, wanted) in ranges {
+            let found = match range {
+                Ok(range) => range.finish().await,
+                Err(error) => Err(error),
+            };
+            let found = match found {
+                Ok(found) => found,
+                Err(error) => {
+                    for (_, answer) in wanted {
+                        let _ = answer.send(Err(super::writer::replicate(&error)));
+                    }
+                    continue;
+                }
+            };
+            let map_name = found.map_name;
+            let records: HashMap<String, Option<StoreRecord>> = found.records.into_iter().collect();
+            for (key, answer) in wanted {
+                match records.get(&key) {
+                    Some(record) => {
+                        let _ = answer.send(Ok(record.clone()));
+                    }
+                    // Past a truncated range: read on its own.
+                    None => singles.push((get(&store, &map_name, &key), answer)),
+                }
+            }
+        }
+        for (request, answer) in singles {
             let result = match request {
                 Ok(request) => match request.await {
                     Ok(found) => found.as_ref().map(codec::record_from_js).transpose(),
@@ -115,4 +153,16 @@ impl Reader {
             let _ = answer.send(result);
         }
     }
+}
+
+/// Issues the read of one record.
+fn get(
+    store: &idb::ObjectStore,
+    map_name: &str,
+    key: &str,
+) -> Result<idb::request::futures::GetStoreRequestFuture, StorageError> {
+    store
+        .get(codec::record_key(map_name, key))
+        .map(IntoFuture::into_future)
+        .map_err(idb_error("reading records"))
 }

@@ -9,6 +9,7 @@
 
 use super::codec::{self, Counters};
 use super::js::idb_error;
+use super::range::{RangeRead, RANGE_READ_MIN};
 use super::schema::{META, OPS, RECORDS};
 use crate::error::StorageError;
 use crate::model::{approx_op_size, merkle_contribution, OpType, PruneSums, StoreRecord};
@@ -31,15 +32,6 @@ type GetFuture = idb::request::futures::GetStoreRequestFuture;
 type GetAllFuture = idb::request::futures::GetAllStoreRequestFuture;
 type GetAllKeysFuture = idb::request::futures::GetAllKeysStoreRequestFuture;
 
-/// A map with at least this many records to read in one transaction reads
-/// them with one request over the range they span (and all its sum chunks
-/// with one pair of requests) instead of one request each: a bulk write
-/// of new or neighbouring keys then costs one read, not one per key.
-const RANGE_READ_MIN: usize = 32;
-/// A range read returns at most this many records per key asked for; past
-/// that (the keys are spread over a big map) the rest are read one by one.
-const RANGE_READ_SPREAD: usize = 4;
-
 /// Reads issued by [`WriteTxn::request_slots`], not yet answered.
 #[derive(Default)]
 struct Pending {
@@ -48,14 +40,6 @@ struct Pending {
     ranges: Vec<RangeRead>,
     /// Every sum chunk of a map: its keys and values, in one order.
     all_chunks: Vec<(String, GetAllKeysFuture, GetAllFuture)>,
-}
-
-/// The records of `keys` (sorted) of one map, read over their range.
-struct RangeRead {
-    map_name: String,
-    keys: Vec<String>,
-    limit: usize,
-    request: GetAllFuture,
 }
 
 /// A read-write transaction and the state it changes.
@@ -146,28 +130,12 @@ impl WriteTxn {
             }
         }
         let mut pending = Pending::default();
-        for (map_name, mut keys) in by_map {
+        for (map_name, keys) in by_map {
             if keys.len() >= RANGE_READ_MIN {
-                keys.sort_unstable();
-                let limit = keys.len() * RANGE_READ_SPREAD;
-                let (first, last) = (keys[0], keys[keys.len() - 1]);
-                let range = idb::KeyRange::bound(
-                    &codec::record_key(map_name, first),
-                    &codec::record_key(map_name, last),
-                    Some(false),
-                    Some(false),
-                )
-                .map_err(idb_error(DURING))?;
-                let request = self
-                    .records
-                    .get_all(Some(range.into()), Some(limit as u32))
-                    .map_err(idb_error(DURING))?;
-                pending.ranges.push(RangeRead {
-                    map_name: map_name.to_owned(),
-                    keys: keys.iter().map(|k| (*k).to_owned()).collect(),
-                    limit,
-                    request: request.into_future(),
-                });
+                let keys = keys.iter().map(|k| (*k).to_owned()).collect();
+                pending
+                    .ranges
+                    .push(RangeRead::issue(&self.records, map_name, keys)?);
                 let range = codec::sums_range(map_name)?;
                 let chunk_keys = self
                     .meta
@@ -252,31 +220,17 @@ impl WriteTxn {
         // Keys a truncated range read did not reach are read one by one.
         let mut rest = Pending::default();
         for range in std::mem::take(&mut pending.ranges) {
-            let found = range.request.await.map_err(idb_error(DURING))?;
-            let truncated = found.len() >= range.limit;
-            let mut records = HashMap::with_capacity(found.len());
-            for object in &found {
-                let record = codec::record_of_map(range.map_name.clone(), object)?;
-                records.insert(record.key.clone(), record);
+            let found = range.finish().await?;
+            for (key, record) in found.records {
+                self.overlay.insert((found.map_name.clone(), key), record);
             }
-            let reached = found
-                .last()
-                .map(|last| codec::record_of_map(range.map_name.clone(), last))
-                .transpose()?
-                .map(|record| record.key);
-            for key in range.keys {
-                let unread = truncated && reached.as_ref().is_none_or(|last| key > *last);
-                if unread {
-                    let request = self
-                        .records
-                        .get(codec::record_key(&range.map_name, &key))
-                        .map_err(idb_error(DURING))?;
-                    rest.records
-                        .push(((range.map_name.clone(), key), request.into_future()));
-                    continue;
-                }
-                let record = records.remove(&key);
-                self.overlay.insert((range.map_name.clone(), key), record);
+            for key in found.unread {
+                let request = self
+                    .records
+                    .get(codec::record_key(&found.map_name, &key))
+                    .map_err(idb_error(DURING))?;
+                rest.records
+                    .push(((found.map_name.clone(), key), request.into_future()));
             }
         }
         if !rest.records.is_empty() {
