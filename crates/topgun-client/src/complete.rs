@@ -12,10 +12,10 @@
 //! store would once those changes have arrived.
 
 use crate::error::ClientError;
+use crate::hub::MapShared;
 use crate::local::LocalData;
 use crate::working_set::{CachedRecord, Records};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use topgun_query::{
     count_on_rows, expires_at, run_query, run_query_on_rows, CompiledQuery, MemoryRow, QueryResult,
 };
@@ -28,79 +28,52 @@ const PAGE: usize = if cfg!(target_family = "wasm") {
     512
 };
 
-/// What is known of loading one map.
-#[derive(Debug, Default)]
-struct Load {
-    /// The map had more records than a complete map may hold when last
-    /// read: its queries go to the store.
-    too_big: bool,
-}
-
-/// One load at a time per map (queries that arrive meanwhile wait for it
-/// and then run in memory).
-#[derive(Debug, Default)]
-pub(crate) struct CompleteMaps {
-    loads: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Load>>>>,
-}
-
-impl CompleteMaps {
-    fn load_lock(&self, map: &str) -> Arc<tokio::sync::Mutex<Load>> {
-        let mut loads = self.loads.lock().unwrap_or_else(PoisonError::into_inner);
-        loads.entry(map.to_owned()).or_default().clone()
-    }
-
-    /// A cleared map may fit again.
-    pub(crate) fn forget(&self, map: &str) {
-        self.loads
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(map);
-    }
-}
-
 /// Runs `query` over `map`: in memory if the map is complete or can be
 /// made so, else over the store.
 pub(crate) async fn query(
     local: &LocalData,
-    map: &Arc<str>,
+    map: &MapShared,
     query: &CompiledQuery,
 ) -> Result<QueryResult, ClientError> {
     Ok(match records(local, map).await? {
         Some(records) => run_query_on_rows(rows(&records), query, local.now_millis()),
-        None => run_query(local.store().as_ref(), map, query, local.now_millis()).await?,
+        None => {
+            let store = local.store().as_ref();
+            run_query(store, map.name(), query, local.now_millis()).await?
+        }
     })
 }
 
 /// How many records `query` returns over `map` (see [`query`]).
 pub(crate) async fn count(
     local: &LocalData,
-    map: &Arc<str>,
+    map: &MapShared,
     query: &CompiledQuery,
 ) -> Result<u64, ClientError> {
     Ok(match records(local, map).await? {
         Some(records) => count_on_rows(rows(&records), query, local.now_millis()),
         None => {
-            let result = run_query(local.store().as_ref(), map, query, local.now_millis()).await?;
+            let store = local.store().as_ref();
+            let result = run_query(store, map.name(), query, local.now_millis()).await?;
             result.results.len() as u64
         }
     })
 }
 
 /// The records of `map` if it is complete or can be made so.
-async fn records(local: &LocalData, map: &Arc<str>) -> Result<Option<Records>, ClientError> {
+async fn records(local: &LocalData, map: &MapShared) -> Result<Option<Records>, ClientError> {
     local.check_open()?;
-    if let Some(records) = local.working_set().complete_records(map) {
+    if let Some(records) = local.ws().complete_records(map.name()) {
         return Ok(Some(records));
     }
-    let lock = local.complete_maps().load_lock(map);
-    let mut load = lock.lock().await;
-    if let Some(records) = local.working_set().complete_records(map) {
+    let _reading = map.full_read().lock().await;
+    if let Some(records) = local.ws().complete_records(map.name()) {
         return Ok(Some(records));
     }
-    if !load.too_big {
-        match load_map(local, map).await? {
-            Loaded::Complete => return Ok(local.working_set().complete_records(map)),
-            Loaded::TooBig => load.too_big = true,
+    if !map.too_big() {
+        match load_map(local, map.name()).await? {
+            Loaded::Complete => return Ok(local.ws().complete_records(map.name())),
+            Loaded::TooBig => map.set_too_big(),
             Loaded::Raced => {}
         }
     }
@@ -131,7 +104,7 @@ enum Loaded {
 /// Reads every record of `map` into the working set.
 async fn load_map(local: &LocalData, map: &Arc<str>) -> Result<Loaded, ClientError> {
     let (mark, limit) = {
-        let ws = local.working_set();
+        let ws = local.ws();
         (ws.map_mark(map), ws.complete_limit())
     };
     let mut pages = ScanCursor::new(&**map, PAGE);
@@ -139,7 +112,7 @@ async fn load_map(local: &LocalData, map: &Arc<str>) -> Result<Loaded, ClientErr
     while let Some(page) = pages.next_page(local.store().as_ref()).await? {
         local.check_open()?;
         let now = local.now_millis();
-        let mut ws = local.working_set();
+        let mut ws = local.ws();
         for record in page.iter().filter(|r| r.is_live(now)) {
             live += 1;
             if live > limit {
@@ -148,7 +121,7 @@ async fn load_map(local: &LocalData, map: &Arc<str>) -> Result<Loaded, ClientErr
             ws.insert_for_complete(map, &record.key, CachedRecord::from_store(record), mark);
         }
     }
-    Ok(if local.working_set().mark_complete(map, mark) {
+    Ok(if local.ws().mark_complete(map, mark) {
         Loaded::Complete
     } else {
         Loaded::Raced

@@ -4,6 +4,7 @@
 use crate::events::{Origin, RawEvent, EVENT_BUFFER};
 use crate::live::LiveQueries;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::broadcast;
 use topgun_core::Timestamp;
@@ -26,14 +27,20 @@ pub(crate) struct Change {
     pub(crate) ttl_ms: Option<u64>,
 }
 
-/// One open map: its name, its event channel, its live queries, and the
-/// client-wide feed its changes also go to.
+/// One open map: its name, its event channel, its live queries, the
+/// client-wide feed its changes also go to, and the state of its full
+/// read into the working set (see `complete.rs`).
 #[derive(Debug)]
 pub(crate) struct MapShared {
     name: Arc<str>,
     events: broadcast::Sender<RawEvent>,
     live: LiveQueries,
     feed: broadcast::Sender<Change>,
+    /// One full read at a time: queries that arrive meanwhile wait for it.
+    full_read: tokio::sync::Mutex<()>,
+    /// The map had more records than the working set holds for one map
+    /// when last read in full: its queries go to the store.
+    too_big: AtomicBool,
 }
 
 impl MapShared {
@@ -50,6 +57,26 @@ impl MapShared {
     /// The map's live queries.
     pub(crate) fn live(&self) -> &LiveQueries {
         &self.live
+    }
+
+    /// Held while the map is read in full into the working set.
+    pub(crate) fn full_read(&self) -> &tokio::sync::Mutex<()> {
+        &self.full_read
+    }
+
+    /// Whether the map was too big to hold in full when last read.
+    pub(crate) fn too_big(&self) -> bool {
+        self.too_big.load(Ordering::Relaxed)
+    }
+
+    /// Records that the map was too big to hold in full.
+    pub(crate) fn set_too_big(&self) {
+        self.too_big.store(true, Ordering::Relaxed);
+    }
+
+    /// After a clear: the map may fit in the working set again.
+    pub(crate) fn may_fit_again(&self) {
+        self.too_big.store(false, Ordering::Relaxed);
     }
 
     /// Whether anyone listens to the map's changes (subscribers or live
@@ -139,6 +166,8 @@ impl MapHub {
             events: broadcast::Sender::new(EVENT_BUFFER),
             live: LiveQueries::default(),
             feed: self.feed.clone(),
+            full_read: tokio::sync::Mutex::new(()),
+            too_big: AtomicBool::new(false),
         });
         maps.insert(name.to_owned(), map.clone());
         map

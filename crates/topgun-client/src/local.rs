@@ -39,7 +39,6 @@ pub(crate) struct LocalData {
     /// are noticed at the next change or read.
     timer: Option<Arc<dyn Runtime>>,
     closed: AtomicBool,
-    complete: crate::complete::CompleteMaps,
     /// Set while another process holds the store (this client follows it
     /// on a shared data directory): that process publishes every change,
     /// and the changes come back through [`apply_change`](Self::apply_change).
@@ -64,7 +63,6 @@ impl LocalData {
             sync: OnceLock::new(),
             timer,
             closed: AtomicBool::new(false),
-            complete: crate::complete::CompleteMaps::default(),
             forwarding: AtomicBool::new(false),
         }
     }
@@ -76,16 +74,7 @@ impl LocalData {
     }
 
     /// The working set, locked.
-    pub(crate) fn working_set(&self) -> MutexGuard<'_, WorkingSet> {
-        self.ws()
-    }
-
-    /// Loads of maps made complete for queries.
-    pub(crate) fn complete_maps(&self) -> &crate::complete::CompleteMaps {
-        &self.complete
-    }
-
-    fn ws(&self) -> MutexGuard<'_, WorkingSet> {
+    pub(crate) fn ws(&self) -> MutexGuard<'_, WorkingSet> {
         // Every critical section leaves its data consistent before anything
         // that can panic, so a poisoned lock is still usable.
         self.working_set
@@ -586,7 +575,7 @@ impl LocalData {
         let timestamp = at.unwrap_or_else(|| self.hlc.now());
         let outcome = self.store.clear_map(map.name(), timestamp.clone()).await?;
         self.ws().invalidate_map(map.name());
-        self.complete.forget(map.name());
+        map.may_fit_again();
         if forwarding && self.forwarding() {
             return Ok(outcome);
         }

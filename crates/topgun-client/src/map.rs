@@ -251,7 +251,7 @@ impl<V: Serialize + DeserializeOwned> IMap<V> {
     pub async fn query(&self, query: &crate::query::Query) -> Result<QueryPage<V>, ClientError> {
         self.local.check_open()?;
         let compiled = crate::query::QueryExt::compile(query)?;
-        let result = crate::complete::query(&self.local, self.shared.name(), &compiled).await?;
+        let result = crate::complete::query(&self.local, &self.shared, &compiled).await?;
         typed_page(self.shared.name(), result)
     }
 
@@ -263,7 +263,7 @@ impl<V: Serialize + DeserializeOwned> IMap<V> {
     pub async fn count(&self, query: &crate::query::Query) -> Result<u64, ClientError> {
         self.local.check_open()?;
         let compiled = crate::query::QueryExt::compile(query)?;
-        crate::complete::count(&self.local, self.shared.name(), &compiled).await
+        crate::complete::count(&self.local, &self.shared, &compiled).await
     }
 
     /// Starts a live query: its initial result, then every change to it as

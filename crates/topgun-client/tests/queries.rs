@@ -331,6 +331,21 @@ fn counting_store() -> (
     (store, scans)
 }
 
+/// A client on a [`counting_store`] with a working set of `entries`.
+async fn counting_client(entries: usize) -> (TopGunClient, Arc<std::sync::atomic::AtomicUsize>) {
+    let (store, scans) = counting_store();
+    let client = TopGunClient::builder()
+        .store(store)
+        .working_set(WorkingSetLimits {
+            max_entries: entries,
+            max_bytes: usize::MAX,
+        })
+        .build()
+        .await
+        .unwrap();
+    (client, scans)
+}
+
 fn ages(page: &topgun_client::QueryPage<serde_json::Value>) -> Vec<(String, i64)> {
     page.results
         .iter()
@@ -343,16 +358,7 @@ fn ages(page: &topgun_client::QueryPage<serde_json::Value>) -> Vec<(String, i64)
 #[tokio::test]
 async fn a_map_that_fits_is_queried_in_memory_after_its_first_query() {
     use std::sync::atomic::Ordering::SeqCst;
-    let (store, scans) = counting_store();
-    let c = TopGunClient::builder()
-        .store(store)
-        .working_set(WorkingSetLimits {
-            max_entries: 1_000,
-            max_bytes: usize::MAX,
-        })
-        .build()
-        .await
-        .unwrap();
+    let (c, scans) = counting_client(1_000).await;
     let m = c.get_json_map("people").unwrap();
     for i in 0..100 {
         m.put(&format!("p{i:03}"), json!({"age": i % 10}))
@@ -404,16 +410,7 @@ async fn a_map_that_fits_is_queried_in_memory_after_its_first_query() {
 #[tokio::test]
 async fn concurrent_first_queries_read_the_map_once() {
     use std::sync::atomic::Ordering::SeqCst;
-    let (store, scans) = counting_store();
-    let c = TopGunClient::builder()
-        .store(store)
-        .working_set(WorkingSetLimits {
-            max_entries: 10_000,
-            max_bytes: usize::MAX,
-        })
-        .build()
-        .await
-        .unwrap();
+    let (c, scans) = counting_client(10_000).await;
     for name in ["alone", "shared"] {
         let m = c.get_json_map(name).unwrap();
         for i in 0..1_500 {
@@ -444,16 +441,7 @@ async fn concurrent_first_queries_read_the_map_once() {
 #[tokio::test]
 async fn a_map_too_big_for_the_working_set_is_queried_in_the_store() {
     use std::sync::atomic::Ordering::SeqCst;
-    let (store, scans) = counting_store();
-    let c = TopGunClient::builder()
-        .store(store)
-        .working_set(WorkingSetLimits {
-            max_entries: 100,
-            max_bytes: usize::MAX,
-        })
-        .build()
-        .await
-        .unwrap();
+    let (c, scans) = counting_client(100).await;
     let m = c.get_json_map("big").unwrap();
     for i in 0..60 {
         m.put(&format!("k{i:02}"), json!({"age": i})).await.unwrap();

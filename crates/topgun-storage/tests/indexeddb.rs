@@ -29,6 +29,17 @@ async fn fresh() -> (IndexedDbStore, ()) {
     (IndexedDbStore::open_named(&name).await.unwrap(), ())
 }
 
+/// Opens database `name` at a version past this build's schema (what a
+/// newer version of the app in another tab does).
+async fn open_newer(name: &str) -> idb::Database {
+    let factory = idb::Factory::new().unwrap();
+    factory
+        .open(name, Some(topgun_storage::INDEXEDDB_SCHEMA_VERSION + 1))
+        .unwrap()
+        .await
+        .unwrap()
+}
+
 topgun_storage::store_conformance_tests!(
     #[wasm_bindgen_test]
     fresh
@@ -57,12 +68,7 @@ async fn reopening_keeps_records_ops_and_counts() {
 async fn a_newer_schema_is_refused_and_left_alone() {
     let name = format!("newer-{}", js_sys::Date::now());
     // A database at a version past this build's schema.
-    let factory = idb::Factory::new().unwrap();
-    let newer = factory
-        .open(&name, Some(topgun_storage::INDEXEDDB_SCHEMA_VERSION + 1))
-        .unwrap()
-        .await
-        .unwrap();
+    let newer = open_newer(&name).await;
     newer.close();
 
     let error = IndexedDbStore::open_named(&name).await.unwrap_err();
@@ -183,12 +189,7 @@ async fn an_open_store_does_not_block_an_upgrade_elsewhere() {
     let name = store.name();
     // Another tab (a newer version of the app) upgrades the database: the
     // open store's connection closes for it instead of blocking it.
-    let factory = idb::Factory::new().unwrap();
-    let newer = factory
-        .open(&name, Some(topgun_storage::INDEXEDDB_SCHEMA_VERSION + 1))
-        .unwrap()
-        .await
-        .unwrap();
+    let newer = open_newer(&name).await;
     assert_eq!(
         newer.version().unwrap(),
         topgun_storage::INDEXEDDB_SCHEMA_VERSION + 1
