@@ -6,13 +6,25 @@
 //! Each map has a gate (a read-write lock): key writers hold it shared,
 //! a map writer holds it exclusively. A writer of several keys takes the
 //! gate once and the keys in sorted order, so writers never deadlock.
+//!
+//! A key's slot is found by a 64-bit hash of `(map, key)`, so locking a
+//! key copies no string (a merge locks thousands). Two keys whose hashes
+//! collide share a slot: their writes are serialised too, which is safe.
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::{OwnedMutexGuard, OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 
 type Slot = Arc<tokio::sync::Mutex<()>>;
-type Slots = Arc<Mutex<HashMap<(String, String), Slot>>>;
+type Slots = Arc<Mutex<HashMap<u64, Slot>>>;
+
+/// The slot id of `key` of `map`.
+fn slot_id(map: &str, key: &str) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (map, key).hash(&mut hasher);
+    hasher.finish()
+}
 
 #[derive(Debug, Default)]
 pub(crate) struct KeyLocks {
@@ -24,7 +36,7 @@ pub(crate) struct KeyLocks {
 /// releases the keys and frees their slots when nobody else waits.
 #[derive(Debug)]
 pub(crate) struct KeyGuard {
-    keys: Vec<(OwnedMutexGuard<()>, (String, String))>,
+    keys: Vec<(OwnedMutexGuard<()>, u64)>,
     slots: Slots,
     _gate: OwnedRwLockReadGuard<()>,
 }
@@ -50,16 +62,18 @@ impl KeyLocks {
     /// Locks several keys of `map` (duplicates allowed) as one writer.
     pub(crate) async fn lock_keys(&self, map: &str, keys: &[&str]) -> KeyGuard {
         let gate = self.gate(map).read_owned().await;
-        let mut sorted: Vec<&str> = keys.to_vec();
+        let mut sorted: Vec<u64> = keys.iter().map(|key| slot_id(map, key)).collect();
         sorted.sort_unstable();
         sorted.dedup();
-        let mut held = Vec::with_capacity(sorted.len());
-        for key in sorted {
-            let id = (map.to_owned(), key.to_owned());
-            let slot = {
-                let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
-                slots.entry(id.clone()).or_default().clone()
-            };
+        let wanted: Vec<(Slot, u64)> = {
+            let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+            sorted
+                .into_iter()
+                .map(|id| (slots.entry(id).or_default().clone(), id))
+                .collect()
+        };
+        let mut held = Vec::with_capacity(wanted.len());
+        for (slot, id) in wanted {
             held.push((slot.lock_owned().await, id));
         }
         KeyGuard {

@@ -563,7 +563,7 @@ impl LocalData {
         let now = self.now_millis();
         let mut old_values = std::collections::HashMap::new();
         if !forwarding && map.has_listeners() {
-            let mut pages = ScanCursor::new(map.name().as_ref(), PAGE);
+            let mut pages = ScanCursor::new(map.name().as_ref(), PAGE).any_order();
             while let Some(page) = pages.next_page(self.store.as_ref()).await? {
                 for r in page {
                     if r.is_live(now) {
@@ -688,21 +688,23 @@ impl LocalData {
     ) -> Result<Applied, ClientError> {
         self.check_open()?;
         let shared = self.map(map);
-        let keys: Vec<&str> = records
-            .iter()
-            .map(|(k, _)| k.as_str())
-            .filter(|k| !k.is_empty())
-            .collect();
-        let guard = self.locks.lock_keys(map, &keys).await;
+        let guard = {
+            let keys: Vec<&str> = records
+                .iter()
+                .map(|(k, _)| k.as_str())
+                .filter(|k| !k.is_empty())
+                .collect();
+            self.locks.lock_keys(map, &keys).await
+        };
         let mut result = Applied::default();
         let mut batch = Vec::with_capacity(records.len());
-        for (key, record) in &records {
+        for (key, record) in records {
             if key.is_empty() {
-                result.refused.push((key.clone(), "empty key".into()));
+                result.refused.push((key, "empty key".into()));
                 continue;
             }
             if let Err(e) = self.hlc.update(&record.timestamp) {
-                result.refused.push((key.clone(), e.to_string()));
+                result.refused.push((key, e.to_string()));
                 continue;
             }
             let value = record.value.as_ref().map(|v| {
@@ -713,9 +715,9 @@ impl LocalData {
             });
             batch.push(StoreRecord {
                 map_name: map.to_owned(),
-                key: key.clone(),
+                key,
                 value,
-                timestamp: record.timestamp.clone(),
+                timestamp: record.timestamp,
                 ttl_ms: record.ttl_ms,
                 dirty: false,
             });
@@ -739,16 +741,14 @@ impl LocalData {
                 .previous
                 .as_ref()
                 .and_then(|p| CachedRecord::from_store(p).live_value(now).cloned());
-            let key = change.current.key;
+            let StoreRecord {
+                key,
+                timestamp,
+                ttl_ms,
+                ..
+            } = change.current;
             self.ws().update_if_cached(shared.name(), &key, current);
-            shared.publish(
-                &key,
-                old,
-                new,
-                Origin::Remote,
-                change.current.timestamp.clone(),
-                change.current.ttl_ms,
-            );
+            shared.publish(&key, old, new, Origin::Remote, timestamp, ttl_ms);
         }
         drop(guard);
         self.quota

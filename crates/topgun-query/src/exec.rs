@@ -100,6 +100,9 @@ pub async fn run_query_with_overflow<S: Paged + ?Sized>(
 ) -> Result<QueryResult, QueryError> {
     let mut collector = Collector::new(query, overflow);
     let mut pages = ScanCursor::new(map, PAGE_SIZE).after(collector.scan_start());
+    if !collector.needs_key_order() {
+        pages = pages.any_order();
+    }
     'pages: while let Some(page) = pages.next_page(store).await? {
         for record in &page {
             collector.push_record(record, now_millis);
@@ -247,19 +250,25 @@ impl<'q> Collector<'q> {
         }
     }
 
+    /// Whether the result depends on reading records in key order: a
+    /// query without sort or grouping starts after its cursor's key and
+    /// stops once it has its rows. Other queries read every record, and
+    /// the rows they keep do not depend on the order they are read in.
+    pub(crate) fn needs_key_order(&self) -> bool {
+        self.groups.is_none() && !self.query.is_sorted()
+    }
+
     /// Where to start scanning: after the cursor's key for key-order queries.
     pub(crate) fn scan_start(&self) -> Option<String> {
         match &self.query.cursor {
-            Some(cursor) if !self.query.is_sorted() && self.groups.is_none() => {
-                Some(cursor.key.clone())
-            }
+            Some(cursor) if self.needs_key_order() => Some(cursor.key.clone()),
             _ => None,
         }
     }
 
     /// Whether later records (in key order) cannot change the result.
     pub(crate) fn is_done(&self) -> bool {
-        self.groups.is_none() && !self.query.is_sorted() && self.heap.len() >= self.capacity
+        self.needs_key_order() && self.heap.len() >= self.capacity
     }
 
     pub(crate) fn push_record(&mut self, record: &StoreRecord, now_millis: u64) {

@@ -4,7 +4,8 @@ use crate::error::StorageError;
 use crate::model::{KeyStamp, StoreRecord};
 use crate::paged::Paged;
 
-/// A position in a map's records (tombstones included), in key order:
+/// A position in a map's records (tombstones included), in key order
+/// (or in the store's own order, see [`any_order`](Self::any_order)):
 /// each [`next_page`](Self::next_page) reads the next page with
 /// [`Paged::page`] (any [`Store`](crate::Store) is [`Paged`]). The cursor holds no borrow of the store, so it can
 /// live in a stream between reads; writes between pages are seen or not
@@ -14,6 +15,7 @@ pub struct ScanCursor {
     map: String,
     after: Option<String>,
     page_size: usize,
+    in_store_order: bool,
     done: bool,
 }
 
@@ -25,6 +27,7 @@ impl ScanCursor {
             map: map.into(),
             after: None,
             page_size: page_size.max(1),
+            in_store_order: false,
             done: false,
         }
     }
@@ -33,6 +36,16 @@ impl ScanCursor {
     #[must_use]
     pub fn after(mut self, after: Option<String>) -> Self {
         self.after = after;
+        self
+    }
+
+    /// Reads the records in the store's own order
+    /// ([`Paged::page_in_store_order`]), for a reader that wants all of
+    /// them and not their order. [`next_stamps`](Self::next_stamps) stays
+    /// in key order.
+    #[must_use]
+    pub fn any_order(mut self) -> Self {
+        self.in_store_order = true;
         self
     }
 
@@ -54,9 +67,12 @@ impl ScanCursor {
         if self.done {
             return Ok(None);
         }
-        let page = store
-            .page(&self.map, self.after.as_deref(), self.page_size)
-            .await?;
+        let (after, limit) = (self.after.as_deref(), self.page_size);
+        let page = if self.in_store_order {
+            store.page_in_store_order(&self.map, after, limit).await?
+        } else {
+            store.page(&self.map, after, limit).await?
+        };
         Ok(self.advance(page, |r| &r.key))
     }
 

@@ -26,6 +26,17 @@ pub trait Paged: std::fmt::Debug + crate::SendSync {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<KeyStamp>, StorageError>;
+
+    /// As [`Store::scan_in_store_order`]; key order ([`Paged::page`])
+    /// unless the source has a cheaper order.
+    async fn page_in_store_order(
+        &self,
+        map_name: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoreRecord>, StorageError> {
+        self.page(map_name, after, limit).await
+    }
 }
 
 #[cfg_attr(not(target_family = "wasm"), async_trait::async_trait)]
@@ -47,5 +58,14 @@ impl<S: Store + ?Sized> Paged for S {
         limit: usize,
     ) -> Result<Vec<KeyStamp>, StorageError> {
         self.scan_stamps(map_name, after, limit).await
+    }
+
+    async fn page_in_store_order(
+        &self,
+        map_name: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoreRecord>, StorageError> {
+        self.scan_in_store_order(map_name, after, limit).await
     }
 }

@@ -106,6 +106,21 @@ pub trait Store: std::fmt::Debug + crate::SendSync {
         limit: usize,
     ) -> Result<Vec<StoreRecord>, StorageError>;
 
+    /// [`Store::scan`] in the store's own order, for readers that need
+    /// every record of a map but not key order (a sorted query, a count).
+    /// The order is fixed for a store and pages resume after the last key
+    /// of the previous page, with [`Store::scan`]'s other paging rules.
+    /// Key order unless a backend has a cheaper one: `RedbStore` keeps a
+    /// map's records in buckets and reads them bucket by bucket.
+    async fn scan_in_store_order(
+        &self,
+        map_name: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoreRecord>, StorageError> {
+        self.scan(map_name, after, limit).await
+    }
+
     /// [`Store::scan`] without the values: each record's key and timestamp
     /// (tombstones included), with the same paging rules. Backends that
     /// can skip decoding values override it.

@@ -210,6 +210,79 @@ async fn a_version_1_file_gets_its_merkle_leaf_sums_computed() {
     }
 }
 
+/// Schema version 2 kept records by `(map, key)` in `records`; version 3
+/// by `(map, bucket, key)` in `records_by_bucket`. Opening a version-2
+/// file moves them: the same records, stats, scans and Merkle sums, and
+/// the old table is gone.
+#[tokio::test]
+async fn a_version_2_file_has_its_records_moved_into_buckets() {
+    let by_key: TableDefinition<'_, (&str, &str), &[u8]> = TableDefinition::new("records");
+    let by_bucket: TableDefinition<'_, (&str, u8, &str), &[u8]> =
+        TableDefinition::new("records_by_bucket");
+    let (_dir, path) = temp();
+    let store = RedbStore::open(&path).unwrap();
+    fill(&store).await;
+    for i in 0..300 {
+        store
+            .apply_remote(vec![remote("big", &format!("key-{i}"), Some(b"x"), ts(7))])
+            .await
+            .unwrap();
+    }
+    let stats = store.stats().await.unwrap();
+    let maps = store.map_names().await.unwrap();
+    let mut before = Vec::new();
+    for map in &maps {
+        before.push((
+            store.scan(map, None, 1000).await.unwrap(),
+            store.merkle_leaves(map).await.unwrap(),
+        ));
+    }
+    store.close().await.unwrap();
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let new = txn.open_table(by_bucket).unwrap();
+            let mut old = txn.open_table(by_key).unwrap();
+            for row in redb::ReadableTable::iter(&new).unwrap() {
+                let (slot, value) = row.unwrap();
+                let (map, _, key) = slot.value();
+                old.insert((map, key), value.value()).unwrap();
+            }
+        }
+        txn.delete_table(by_bucket).unwrap();
+        let mut info = txn.open_table(STORE_INFO).unwrap();
+        info.insert("__schema_version", 2).unwrap();
+        drop(info);
+        txn.commit().unwrap();
+    }
+    let store = RedbStore::open(&path).unwrap();
+    assert_eq!(store.stats().await.unwrap(), stats);
+    assert_eq!(store.map_names().await.unwrap(), maps);
+    for (map, (records, leaves)) in maps.iter().zip(&before) {
+        assert_eq!(
+            &store.scan(map, None, 1000).await.unwrap(),
+            records,
+            "{map}"
+        );
+        assert!(store.merkle_leaves(map).await.unwrap() == *leaves, "{map}");
+    }
+    assert_eq!(
+        store
+            .get("big", "key-7")
+            .await
+            .unwrap()
+            .unwrap()
+            .value
+            .unwrap(),
+        b"x"
+    );
+    store.close().await.unwrap();
+    let db = redb::Database::open(&path).unwrap();
+    let txn = db.begin_read().unwrap();
+    assert!(txn.list_tables().unwrap().all(|t| t.name() != "records"));
+}
+
 /// Builds before "RedbStore: no dirty index" kept a `dirty` table in
 /// schema version 1; opening such a file deletes it and keeps the data.
 #[tokio::test]

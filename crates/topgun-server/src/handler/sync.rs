@@ -62,28 +62,35 @@ impl Session {
     /// Sends a leaf's records, split over several `SYNC_RESP_LEAF` frames
     /// for the same path when one frame would be too large (the client
     /// merges each).
-    fn send_leaf(&self, map: &str, path: &str, mut records: Vec<LeafRecord>) {
-        let msg = |records: Vec<LeafRecord>| {
-            Message::SyncRespLeaf(SyncRespLeaf {
+    fn send_leaf(&self, map: &str, path: &str, records: Vec<LeafRecord>) {
+        // Records may be large; try the whole leaf first. The message owns
+        // the records while it is encoded and hands them back if it does
+        // not fit, so a leaf is never copied.
+        let msg = Message::SyncRespLeaf(SyncRespLeaf {
+            map_name: map.to_owned(),
+            path: path.to_owned(),
+            records,
+        });
+        let error = match self.shared.codec.encode(&msg) {
+            Ok(bytes) => return self.outbox.push(Outgoing::Bytes(bytes)),
+            Err(error) => error,
+        };
+        let Message::SyncRespLeaf(SyncRespLeaf { mut records, .. }) = msg else {
+            return;
+        };
+        if records.len() > 1 {
+            let second = records.split_off(records.len() / 2);
+            self.send_leaf(map, path, records);
+            self.send_leaf(map, path, second);
+        } else {
+            // An oversized single record is skipped; the (possibly extra)
+            // empty answer keeps every request answered.
+            tracing::error!(%error, map, path, "a leaf record does not fit in a frame; skipped");
+            self.outbox.send(Message::SyncRespLeaf(SyncRespLeaf {
                 map_name: map.to_owned(),
                 path: path.to_owned(),
-                records,
-            })
-        };
-        // Records may be large; try the whole leaf first.
-        match self.shared.codec.encode(&msg(records.clone())) {
-            Ok(bytes) => self.outbox.push(Outgoing::Bytes(bytes)),
-            Err(_) if records.len() > 1 => {
-                let second = records.split_off(records.len() / 2);
-                self.send_leaf(map, path, records);
-                self.send_leaf(map, path, second);
-            }
-            Err(error) => {
-                // An oversized single record is skipped; the (possibly extra)
-                // empty answer keeps every request answered.
-                tracing::error!(%error, map, path, "a leaf record does not fit in a frame; skipped");
-                self.outbox.send(msg(Vec::new()));
-            }
+                records: Vec::new(),
+            }));
         }
     }
 }

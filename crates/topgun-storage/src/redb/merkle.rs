@@ -52,7 +52,7 @@ impl Sums {
         let records = txn.open_table(RECORDS).map_err(backend(DURING))?;
         for row in records.iter().map_err(backend(DURING))? {
             let (slot, value) = row.map_err(backend(DURING))?;
-            let (map, key) = slot.value();
+            let (map, _, key) = slot.value();
             let (leaf, c) = decode_record_head(value.value())?.contribution(key);
             add(&mut sums, map, leaf, c);
         }

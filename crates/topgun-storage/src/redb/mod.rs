@@ -21,14 +21,16 @@
 //! # }
 //! ```
 
+mod key_order;
 mod merkle;
 mod schema;
 mod tables;
 mod writer;
 
+use self::key_order::{slot_order, KeyOrder};
 use self::tables::{
-    backend, decode_op, decode_record, decode_record_stamp, Counters, META, PENDING_OPS, PRUNED,
-    RECORDS, STORE_INFO,
+    backend, decode_op, decode_record, decode_record_stamp, slot, Counters, Slot, META,
+    PENDING_OPS, PRUNED, RECORDS, STORE_INFO,
 };
 use self::writer::{Job, Request};
 use crate::error::StorageError;
@@ -336,33 +338,36 @@ impl Drop for RedbStore {
     }
 }
 
-/// Records of a table keyed by `(map, key)` after `after`, while the map
-/// matches; `f` maps each row and may skip it.
-fn map_rows<V: redb::Value + 'static, T>(
-    table: &impl ReadableTable<(&'static str, &'static str), V>,
+/// The order [`map_rows`] reads a map in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RowOrder {
+    /// Key order ([`KeyOrder`]).
+    Key,
+    /// Slot order ([`slot_order`]): bucket by bucket.
+    Slot,
+}
+
+/// Rows of `map_name` in the records table, in `order` after `after`;
+/// `f` maps each row (map, key, stored record) and may skip it.
+fn map_rows<T>(
+    table: &impl ReadableTable<Slot<'static>, &'static [u8]>,
     map_name: &str,
     after: Option<&str>,
     limit: usize,
-    mut f: impl FnMut(&str, &str, V::SelfType<'_>) -> Result<Option<T>, StorageError>,
+    order: RowOrder,
+    mut f: impl FnMut(&str, String, &[u8]) -> Result<Option<T>, StorageError>,
 ) -> Result<Vec<T>, StorageError> {
     let mut out = Vec::new();
     if limit == 0 || map_name.is_empty() {
         return Ok(out);
     }
-    let start = match after {
-        Some(key) => Bound::Excluded((map_name, key)),
-        None => Bound::Included((map_name, "")),
+    let rows: Box<dyn Iterator<Item = _>> = match order {
+        RowOrder::Key => Box::new(KeyOrder::new(table, map_name, after, READING)?),
+        RowOrder::Slot => Box::new(slot_order(table, map_name, after, READING)?),
     };
-    for row in table
-        .range::<(&str, &str)>((start, Bound::Unbounded))
-        .map_err(backend(READING))?
-    {
-        let (slot, value) = row.map_err(backend(READING))?;
-        let (map, key) = slot.value();
-        if map != map_name {
-            break;
-        }
-        if let Some(item) = f(map, key, value.value())? {
+    for row in rows {
+        let (key, value) = row?;
+        if let Some(item) = f(map_name, key, value.value())? {
             out.push(item);
             if out.len() == limit {
                 break;
@@ -382,7 +387,7 @@ impl Store for RedbStore {
     async fn get(&self, map_name: &str, key: &str) -> Result<Option<StoreRecord>, StorageError> {
         self.read(|txn| {
             let records = txn.open_table(RECORDS).map_err(backend(READING))?;
-            let Some(bytes) = records.get((map_name, key)).map_err(backend(READING))? else {
+            let Some(bytes) = records.get(slot(map_name, key)).map_err(backend(READING))? else {
                 return Ok(None);
             };
             Ok(Some(
@@ -399,9 +404,36 @@ impl Store for RedbStore {
     ) -> Result<Vec<StoreRecord>, StorageError> {
         self.read(|txn| {
             let records = txn.open_table(RECORDS).map_err(backend(READING))?;
-            map_rows(&records, map_name, after, limit, |map, key, bytes| {
-                Ok(Some(decode_record(bytes)?.into_record(map, key)))
-            })
+            map_rows(
+                &records,
+                map_name,
+                after,
+                limit,
+                RowOrder::Key,
+                |map, key, bytes| Ok(Some(decode_record(bytes)?.into_record(map, key))),
+            )
+        })
+    }
+
+    /// Bucket by bucket (each in key order): one range read, where
+    /// [`Store::scan`] merges the map's buckets.
+    async fn scan_in_store_order(
+        &self,
+        map_name: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoreRecord>, StorageError> {
+        self.read(|txn| {
+            let records = txn.open_table(RECORDS).map_err(backend(READING))?;
+            let order = RowOrder::Slot;
+            map_rows(
+                &records,
+                map_name,
+                after,
+                limit,
+                order,
+                |map, key, bytes| Ok(Some(decode_record(bytes)?.into_record(map, key))),
+            )
         })
     }
 
@@ -414,9 +446,7 @@ impl Store for RedbStore {
             let records = txn.open_table(RECORDS).map_err(backend(READING))?;
             keys.iter()
                 .map(|key| {
-                    let Some(bytes) = records
-                        .get((map_name, key.as_str()))
-                        .map_err(backend(READING))?
+                    let Some(bytes) = records.get(slot(map_name, key)).map_err(backend(READING))?
                     else {
                         return Ok(None);
                     };
@@ -436,12 +466,19 @@ impl Store for RedbStore {
     ) -> Result<Vec<KeyStamp>, StorageError> {
         self.read(|txn| {
             let records = txn.open_table(RECORDS).map_err(backend(READING))?;
-            map_rows(&records, map_name, after, limit, |_, key, bytes| {
-                Ok(Some(KeyStamp {
-                    key: key.to_owned(),
-                    timestamp: decode_record_stamp(bytes)?.timestamp,
-                }))
-            })
+            map_rows(
+                &records,
+                map_name,
+                after,
+                limit,
+                RowOrder::Key,
+                |_, key, bytes| {
+                    Ok(Some(KeyStamp {
+                        key,
+                        timestamp: decode_record_stamp(bytes)?.timestamp,
+                    }))
+                },
+            )
         })
     }
 
@@ -481,10 +518,17 @@ impl Store for RedbStore {
                 }
                 if op.op_type == OpType::Clear {
                     // One op stands for many dirty tombstones.
-                    return map_rows(&records, map_name, after, limit, |map, key, bytes| {
-                        let record = decode_record(bytes)?;
-                        Ok(record.dirty.then(|| record.into_record(map, key)))
-                    });
+                    return map_rows(
+                        &records,
+                        map_name,
+                        after,
+                        limit,
+                        RowOrder::Key,
+                        |map, key, bytes| {
+                            let record = decode_record(bytes)?;
+                            Ok(record.dirty.then(|| record.into_record(map, key)))
+                        },
+                    );
                 }
                 if after.is_none_or(|after| op.key.as_str() > after) {
                     keys.insert(op.key);
@@ -493,14 +537,14 @@ impl Store for RedbStore {
             let mut out = Vec::new();
             for key in keys {
                 let Some(bytes) = records
-                    .get((map_name, key.as_str()))
+                    .get(slot(map_name, key.as_str()))
                     .map_err(backend(READING))?
                 else {
                     continue; // cannot happen: pending ops keep their record
                 };
                 let record = decode_record(bytes.value())?;
                 if record.dirty {
-                    out.push(record.into_record(map_name, &key));
+                    out.push(record.into_record(map_name, key));
                     if out.len() == limit {
                         break;
                     }
@@ -603,11 +647,11 @@ impl Store for RedbStore {
                 // Jump from map to map: `(m + "\0", "")` is the smallest
                 // slot after every key of map `m`.
                 let start = match &next {
-                    Some(map) => Bound::Included((map.as_str(), "")),
+                    Some(map) => Bound::Included((map.as_str(), 0, "")),
                     None => Bound::Unbounded,
                 };
                 let mut rows = records
-                    .range::<(&str, &str)>((start, Bound::Unbounded))
+                    .range::<Slot<'_>>((start, Bound::Unbounded))
                     .map_err(backend(READING))?;
                 let Some(row) = rows.next() else {
                     return Ok(names);

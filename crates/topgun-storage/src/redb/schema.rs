@@ -17,21 +17,29 @@
 //!   still has it deletes it (see [`LEGACY_TABLES`]);
 //! - 2: Merkle leaf sums (`merkle_leaves`, saved at close, with the
 //!   `merkle_saved` and `pruned_stubs` counters) and the contributions of
-//!   pruned records (`pruned_contributions`).
+//!   pruned records (`pruned_contributions`);
+//! - 3: records keyed `(map, bucket, key)` in `records_by_bucket`
+//!   ([`RECORDS`]) instead of `(map, key)` in `records`
+//!   ([`RECORDS_BY_KEY`]). An older file's records move to the new table
+//!   before any other step, so every step reads [`RECORDS`].
 
 use super::tables::{
     backend, decode_op, decode_record, Counters, MERKLE, META, PENDING_OPS, PRUNED, RECORDS,
     SCHEMA_VERSION_KEY, STORE_INFO, SYNCED_OPS,
 };
+use super::tables::{bucket, BUCKETS};
 use crate::error::StorageError;
 use redb::{
-    Database, ReadableDatabase, ReadableTable, TableError, TableHandle, UntypedTableHandle,
-    WriteTransaction,
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableError,
+    TableHandle, UntypedTableHandle, WriteTransaction,
 };
 use std::path::Path;
 
 /// The schema version this build writes and reads.
-pub(super) const SCHEMA_VERSION: u32 = 2;
+pub(super) const SCHEMA_VERSION: u32 = 3;
+
+/// The records table of versions 0 to 2, `(map, key) -> record`.
+const RECORDS_BY_KEY: TableDefinition<'_, (&str, &str), &[u8]> = TableDefinition::new("records");
 
 /// Tables that earlier builds kept and this one neither reads nor
 /// maintains; [`open`] deletes them. `dirty` was an index of dirty
@@ -131,12 +139,17 @@ fn legacy_tables(db: &Database) -> Result<Vec<UntypedTableHandle>, StorageError>
 
 /// Runs every migration step from version `from` to [`SCHEMA_VERSION`].
 fn migrate(txn: &WriteTransaction, from: u32) -> Result<(), StorageError> {
+    if from < 3 {
+        records_to_buckets(txn)?;
+    }
     let mut version = from;
     while version < SCHEMA_VERSION {
         match version {
             0 => v0_to_v1(txn)?,
             1 => v1_to_v2(txn)?,
-            // Unreachable while SCHEMA_VERSION is 2; each new version adds
+            // The records moved first (above).
+            2 => {}
+            // Unreachable while SCHEMA_VERSION is 3; each new version adds
             // its step above.
             _ => break,
         }
@@ -148,6 +161,45 @@ fn migrate(txn: &WriteTransaction, from: u32) -> Result<(), StorageError> {
         .map_err(backend("writing the schema version"))?;
     info.insert(SCHEMA_VERSION_KEY, u64::from(SCHEMA_VERSION))
         .map_err(backend("writing the schema version"))?;
+    Ok(())
+}
+
+/// Version 3 keys records by `(map, bucket, key)`: moves every record of
+/// the `records` table of earlier versions, if there is one, into
+/// [`RECORDS`] and deletes it.
+fn records_to_buckets(txn: &WriteTransaction) -> Result<(), StorageError> {
+    const DURING: &str = "migrating to schema version 3";
+    let exists = txn
+        .list_tables()
+        .map_err(backend(DURING))?
+        .any(|table| table.name() == RECORDS_BY_KEY.name());
+    if !exists {
+        return Ok(());
+    }
+    let old = txn.open_table(RECORDS_BY_KEY).map_err(backend(DURING))?;
+    let moved = old.len().map_err(backend(DURING))?;
+    {
+        let mut records = txn.open_table(RECORDS).map_err(backend(DURING))?;
+        // A pass per bucket, so that each bucket's records go in as one
+        // sorted run and fill their pages.
+        for wanted in 0..BUCKETS {
+            for row in old.iter().map_err(backend(DURING))? {
+                let (at, value) = row.map_err(backend(DURING))?;
+                let (map_name, key) = at.value();
+                if bucket(key) == wanted {
+                    records
+                        .insert((map_name, wanted, key), value.value())
+                        .map_err(backend(DURING))?;
+                }
+            }
+        }
+    }
+    drop(old);
+    txn.delete_table(RECORDS_BY_KEY).map_err(backend(DURING))?;
+    tracing::info!(
+        records = moved,
+        "moved the redb store's records into buckets"
+    );
     Ok(())
 }
 
@@ -172,7 +224,7 @@ fn v0_to_v1(txn: &WriteTransaction) -> Result<(), StorageError> {
         let records = txn.open_table(RECORDS).map_err(backend(DURING))?;
         for row in records.iter().map_err(backend(DURING))? {
             let (key, value) = row.map_err(backend(DURING))?;
-            let (map_name, key) = key.value();
+            let (map_name, _, key) = key.value();
             let record = decode_record(value.value())?;
             counters.records += 1;
             counters.bytes += record.approx_size(map_name, key);

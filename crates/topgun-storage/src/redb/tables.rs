@@ -29,12 +29,37 @@ use redb::{ReadableTable, TableDefinition};
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use topgun_core::MerkleSums;
+use topgun_core::merkle::DEPTH;
 use topgun_core::Timestamp;
+use topgun_core::{MerkleSums, MerkleTree};
 
-/// Current record of every `(map, key)`.
-pub(super) const RECORDS: TableDefinition<'_, (&str, &str), &[u8]> =
-    TableDefinition::new("records");
+/// Current record of every `(map, key)`, keyed by its [`Slot`]: the
+/// record's bucket sits between map and key (see [`bucket`]).
+pub(super) const RECORDS: TableDefinition<'_, Slot<'_>, &[u8]> =
+    TableDefinition::new("records_by_bucket");
+
+/// The key of a record in [`RECORDS`]: `(map, bucket, key)`.
+pub(super) type Slot<'a> = (&'a str, u8, &'a str);
+
+/// Buckets of a map in [`RECORDS`].
+pub(super) const BUCKETS: u8 = 1 << 4;
+
+/// The bucket of `key`: the first hex digit of its Merkle path. A pull
+/// brings a map's records leaf by leaf in path order, so the records of
+/// one merge land in one or two buckets' key ranges instead of all over
+/// the table, and each commit rewrites far fewer B-tree pages than it
+/// would with `(map, key)` slots (`docs/decisions.md`, "redb: records by
+/// bucket"). Scans in key order merge a map's buckets
+/// ([`KeyOrder`](super::key_order::KeyOrder)).
+pub(super) fn bucket(key: &str) -> u8 {
+    // The top four bits of a 12-bit leaf index: below 16.
+    (MerkleTree::leaf_of(key) >> (4 * (DEPTH - 1))) as u8
+}
+
+/// The [`Slot`] of `(map, key)`.
+pub(super) fn slot<'a>(map_name: &'a str, key: &'a str) -> Slot<'a> {
+    (map_name, bucket(key), key)
+}
 /// Unsynced ops by id.
 pub(super) const PENDING_OPS: TableDefinition<'_, OpId, &[u8]> =
     TableDefinition::new("pending_ops");
@@ -112,10 +137,10 @@ pub(super) struct RecordValue {
 
 impl RecordValue {
     /// The full record at `(map_name, key)`.
-    pub(super) fn into_record(self, map_name: &str, key: &str) -> StoreRecord {
+    pub(super) fn into_record(self, map_name: &str, key: impl Into<String>) -> StoreRecord {
         StoreRecord {
             map_name: map_name.to_owned(),
-            key: key.to_owned(),
+            key: key.into(),
             value: self.value,
             timestamp: self.timestamp,
             ttl_ms: self.ttl_ms,

@@ -45,10 +45,12 @@
 //! newer remote record replaced it, or another op of the key with the
 //! same timestamp was synced).
 
+use super::key_order::KeyOrder;
 use super::merkle::Sums;
 use super::tables::{
-    backend, decode_op, decode_record, decode_record_head, encode_into, Counters, OpRef, RecordRef,
-    RecordValue, SharedError, META, PENDING_OPS, PRUNED, RECORDS, STORE_INFO, SYNCED_OPS,
+    backend, decode_op, decode_record, decode_record_head, encode_into, slot, Counters, OpRef,
+    RecordRef, RecordValue, SharedError, Slot, META, PENDING_OPS, PRUNED, RECORDS, STORE_INFO,
+    SYNCED_OPS,
 };
 use crate::error::StorageError;
 use crate::model::{
@@ -416,7 +418,7 @@ fn failed(error: impl Into<redb::Error>, during: &'static str) -> Attempt {
     Attempt::Failed(SharedError(Arc::new(error.into())), during)
 }
 
-type Records<'t> = Table<'t, (&'static str, &'static str), &'static [u8]>;
+type Records<'t> = Table<'t, Slot<'static>, &'static [u8]>;
 type Ops<'t> = Table<'t, OpId, &'static [u8]>;
 
 /// The tables of one write transaction, and the counters as this
@@ -492,7 +494,7 @@ impl<'t> Tables<'t> {
         let old = {
             let replaced = self
                 .records
-                .insert((map_name, key), self.scratch.record.as_slice())
+                .insert(slot(map_name, key), self.scratch.record.as_slice())
                 .map_err(backend(WRITING))?;
             match &replaced {
                 Some(bytes) => {
@@ -591,7 +593,7 @@ impl<'t> Tables<'t> {
     ) -> Result<(), StorageError> {
         let Some(record) = self
             .records
-            .get((map_name, key))
+            .get(slot(map_name, key))
             .map_err(backend(WRITING))?
             .map(|bytes| decode_record(bytes.value()))
             .transpose()?
@@ -631,19 +633,11 @@ impl<'t> Tables<'t> {
         keep: impl Fn(&RecordValue) -> bool,
     ) -> Result<Vec<(String, RecordValue)>, StorageError> {
         let mut found = Vec::new();
-        for row in self
-            .records
-            .range((map_name, "")..)
-            .map_err(backend(WRITING))?
-        {
-            let (slot, bytes) = row.map_err(backend(WRITING))?;
-            let (map, key) = slot.value();
-            if map != map_name {
-                break;
-            }
+        for row in KeyOrder::new(&self.records, map_name, None, WRITING)? {
+            let (key, bytes) = row?;
             let record = decode_record(bytes.value())?;
             if keep(&record) {
-                found.push((key.to_owned(), record));
+                found.push((key, record));
             }
         }
         Ok(found)
@@ -705,12 +699,20 @@ impl<'t> Tables<'t> {
         &mut self,
         records: &[StoreRecord],
     ) -> Result<Vec<AppliedChange>, StorageError> {
+        // In slot order: the records of one bucket go in as one sorted run,
+        // which fills B-tree pages (inserts spread over several buckets'
+        // ranges would split pages half full). The sort is stable, so a
+        // key's duplicates keep their order; changes are listed in input
+        // order.
+        let mut order: Vec<usize> = (0..records.len()).collect();
+        order.sort_by_cached_key(|&i| slot(&records[i].map_name, &records[i].key));
         let mut changes = Vec::new();
-        for record in records {
+        for i in order {
+            let record = &records[i];
             let (map_name, key) = (record.map_name.as_str(), record.key.as_str());
             let previous = self
                 .records
-                .get((map_name, key))
+                .get(slot(map_name, key))
                 .map_err(backend(WRITING))?
                 .map(|bytes| decode_record(bytes.value()))
                 .transpose()?;
@@ -730,15 +732,19 @@ impl<'t> Tables<'t> {
                     dirty: false,
                 },
             )?;
-            changes.push(AppliedChange {
-                previous: previous.map(|old| old.into_record(map_name, key)),
-                current: StoreRecord {
-                    dirty: false,
-                    ..record.clone()
+            changes.push((
+                i,
+                AppliedChange {
+                    previous: previous.map(|old| old.into_record(map_name, key)),
+                    current: StoreRecord {
+                        dirty: false,
+                        ..record.clone()
+                    },
                 },
-            });
+            ));
         }
-        Ok(changes)
+        changes.sort_unstable_by_key(|(i, _)| *i);
+        Ok(changes.into_iter().map(|(_, change)| change).collect())
     }
 
     fn clear_map(
@@ -786,7 +792,7 @@ impl<'t> Tables<'t> {
         for key in keys {
             if let Some(bytes) = self
                 .records
-                .get((map_name, key.as_str()))
+                .get(slot(map_name, key))
                 .map_err(backend(WRITING))?
             {
                 if !decode_record(bytes.value())?.dirty {
@@ -818,7 +824,7 @@ impl<'t> Tables<'t> {
             // `None` when the key was listed twice and is already gone.
             let gone = match self
                 .records
-                .remove((map_name, key.as_str()))
+                .remove(slot(map_name, key))
                 .map_err(backend(WRITING))?
             {
                 Some(bytes) => {
