@@ -10,7 +10,9 @@
 //!    locally). Goal >= 100,000 ops/s.
 //! 2. **Initial pull**: a server holding a 1,000,000-key map; a fresh
 //!    client pulls it. Goal <= 10 s. PowerSync's published initial sync
-//!    rate (27.6k rows/s) is printed for reference.
+//!    rate (27.6k rows/s) is printed for reference. Baseline: the raw
+//!    redb floor, the same records put into a plain `(map, key)` table in
+//!    the order a pull brings them, as many per transaction as one merge.
 //! 3. **Catch-up**: the client of scenario 1 (in sync with its 100,000-key
 //!    map) goes offline, another client changes one key, the first client
 //!    reconnects; bytes it exchanged (sent + received). Goal <= 16 KB.
@@ -38,7 +40,7 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use topgun_client::{Origin, TopGunClient};
-use topgun_core::Timestamp;
+use topgun_core::{MerkleTree, Timestamp};
 use topgun_server::{ServerConfig, ServerError, StoreConfig};
 use topgun_storage::{RedbStore, Store, StoreRecord};
 
@@ -377,6 +379,61 @@ async fn initial_pull(dir: &Path, keys: usize) -> f64 {
     secs
 }
 
+/// Records per transaction of the raw floor: about what one merge of a
+/// pull holds (the frames that arrive while the previous merge commits).
+const FLOOR_BATCH: usize = 16_384;
+
+/// The raw redb floor for scenario 2: the same records (value and a
+/// timestamp, about what the store keeps) put into a plain redb table
+/// keyed `(map, key)`, in the order a pull brings them (Merkle leaf by
+/// leaf), `FLOOR_BATCH` per transaction without fsync and one durable
+/// commit at the end, with the client's redb cache size. Returns seconds.
+fn raw_pull_floor(dir: &Path, keys: usize) -> f64 {
+    const TABLE: redb::TableDefinition<(&str, &str), &[u8]> = redb::TableDefinition::new("floor");
+    let mut rows: Vec<(usize, String, Vec<u8>)> = (0..keys)
+        .map(|i| {
+            let key = format!("row-{i:07}");
+            let mut bytes = rmp_serde::to_vec(&value(i)).expect("encode");
+            bytes.extend_from_slice(&(1_700_000_000_000u64 + i as u64).to_be_bytes());
+            bytes.extend_from_slice(b"seed");
+            (MerkleTree::leaf_of(&key), key, bytes)
+        })
+        .collect();
+    rows.sort_by_key(|(leaf, _, _)| *leaf);
+    let path = dir.join("floor.redb");
+    let db = redb::Builder::new()
+        .set_cache_size(topgun_client::DEFAULT_REDB_CACHE_BYTES)
+        .create(&path)
+        .expect("create floor");
+    let start = Instant::now();
+    for chunk in rows.chunks(FLOOR_BATCH) {
+        let mut txn = db.begin_write().expect("begin");
+        txn.set_durability(redb::Durability::None)
+            .expect("durability");
+        {
+            let mut table = txn.open_table(TABLE).expect("table");
+            let mut sorted: Vec<&(usize, String, Vec<u8>)> = chunk.iter().collect();
+            sorted.sort_by(|a, b| a.1.cmp(&b.1));
+            for (_, key, bytes) in sorted {
+                // As a merge does: read the current record, then write.
+                let _ = redb::ReadableTable::get(&table, ("big", key.as_str())).expect("get");
+                table
+                    .insert(("big", key.as_str()), bytes.as_slice())
+                    .expect("insert");
+            }
+        }
+        txn.commit().expect("commit");
+    }
+    let mut txn = db.begin_write().expect("begin");
+    txn.set_durability(redb::Durability::Immediate)
+        .expect("durability");
+    txn.commit().expect("commit");
+    let secs = start.elapsed().as_secs_f64();
+    drop(db);
+    let _ = std::fs::remove_file(&path);
+    secs
+}
+
 /// Scenario 4. Returns the samples in ms, sorted.
 async fn latency(dir: &Path, url: &str) -> Vec<f64> {
     let a = syncing_client(&dir.join("lat-a.redb"), "bench-lat-a", url, "live").await;
@@ -458,6 +515,8 @@ fn main() {
     });
     eprintln!("initial pull: {pull_keys} keys…");
     let pull_secs = rt.block_on(initial_pull(dir, pull_keys));
+    eprintln!("raw redb floor for the pull…");
+    let floor_secs = raw_pull_floor(dir, pull_keys);
     eprintln!("restart + catch-up…");
     let (restart_ms, restart_mb) = rt.block_on(restart(dir));
     let pull_rate = pull_keys as f64 / pull_secs;
@@ -492,6 +551,17 @@ fn main() {
     eprintln!(
         "{:<44} {:>8.0} rows/s {:>18} {:>7}",
         "   pull rate (PowerSync: 27600 rows/s)", pull_rate, "", ""
+    );
+    eprintln!(
+        "{:<44} {:>12.2} s {:>18} {:>7}",
+        "   raw redb floor, (map, key), pull order", floor_secs, "", ""
+    );
+    eprintln!(
+        "{:<44} {:>13.2}x {:>18} {:>7}",
+        "   pull / raw redb floor",
+        pull_secs / floor_secs,
+        "",
+        ""
     );
     eprintln!(
         "{:<44} {:>12} B {:>16} B {:>7}",
@@ -530,6 +600,7 @@ fn main() {
             "  \"goal_push_ops_per_s\": {:.0},\n",
             "  \"pull_keys\": {},\n  \"pull_seconds\": {:.3},\n  \"pull_rows_per_s\": {:.0},\n",
             "  \"goal_pull_seconds\": {:.1},\n  \"powersync_rows_per_s\": {:.0},\n",
+            "  \"raw_redb_pull_floor_seconds\": {:.3},\n  \"pull_vs_raw_floor\": {:.3},\n",
             "  \"catch_up_keys\": {},\n  \"catch_up_bytes_sent\": {},\n",
             "  \"catch_up_bytes_received\": {},\n  \"catch_up_bytes\": {},\n",
             "  \"catch_up_frames\": {},\n  \"goal_catch_up_bytes\": {},\n",
@@ -547,6 +618,8 @@ fn main() {
         pull_rate,
         GOAL_PULL_S,
         POWERSYNC_ROWS_PER_S,
+        floor_secs,
+        pull_secs / floor_secs,
         push_ops,
         sent,
         received,

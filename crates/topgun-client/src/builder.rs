@@ -9,9 +9,10 @@ use topgun_core::{Clock, Hlc, SystemClock};
 use topgun_storage::{MemoryStore, Store};
 use topgun_sync::{ConnectionState, Runtime, SyncHandle, SyncStatus};
 
-/// Default size of redb's page cache under a client.
+/// Default size of redb's page cache under a client
+/// ([`TopGunClientBuilder::redb_cache_bytes`]).
 #[cfg(all(feature = "redb", not(target_family = "wasm")))]
-const DEFAULT_REDB_CACHE_BYTES: usize = 16 << 20;
+pub const DEFAULT_REDB_CACHE_BYTES: usize = 24 << 20;
 
 /// Meta key under which the client keeps its node id.
 pub(crate) const NODE_ID_KEY: &str = "client.node_id";
@@ -103,8 +104,9 @@ impl TopGunClientBuilder {
     }
 
     /// Bounds redb's own page cache for [`redb_path`](Self::redb_path)
-    /// (redb's default is 1 GiB). Default: 16 MiB, so that the client's
-    /// memory stays bounded by the working set plus this.
+    /// (redb's default is 1 GiB). Default: [`DEFAULT_REDB_CACHE_BYTES`]
+    /// (24 MiB), so that the client's memory stays bounded by the working
+    /// set plus this.
     #[cfg(all(feature = "redb", not(target_family = "wasm")))]
     #[must_use]
     pub fn redb_cache_bytes(mut self, bytes: usize) -> Self {

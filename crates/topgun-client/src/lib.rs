@@ -36,6 +36,8 @@ mod tabs;
 mod working_set;
 
 pub use builder::TopGunClientBuilder;
+#[cfg(all(feature = "redb", not(target_family = "wasm")))]
+pub use builder::DEFAULT_REDB_CACHE_BYTES;
 pub use client::{StoreReader, TopGunClient};
 pub use error::ClientError;
 pub use events::{MapEvent, Origin, Subscription};

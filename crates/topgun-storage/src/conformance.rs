@@ -52,6 +52,7 @@ macro_rules! store_conformance_tests {
                 get_returns_none_for_unknown_keys,
                 get_many_answers_like_get_in_key_order_given,
                 scan_pages_in_key_order,
+                scan_in_store_order_pages_through_every_record_once,
                 scan_stamps_match_scan,
                 dirty_records_lists_dirty_records_in_key_order,
                 dirty_records_follow_clears_and_repeated_writes,
@@ -402,6 +403,66 @@ pub trait StoreConformance: Store {
             ["b", "z"]
         );
         assert_eq!(keys(&self.scan("a", Some(""), 1).await.unwrap()), ["\0"]);
+    }
+
+    /// `scan_in_store_order` pages through the same records as `scan`
+    /// (tombstones included, other maps left out), each once, in one fixed
+    /// order, whatever the page size.
+    async fn scan_in_store_order_pages_through_every_record_once(&self) {
+        for i in 0..300u64 {
+            let key = format!("key-{}", i * 7919 % 1000);
+            self.write_local(put("a", &key, b"v", ts(i + 1)))
+                .await
+                .unwrap();
+        }
+        self.write_local(remove("a", "key-0", ts(400)))
+            .await
+            .unwrap();
+        for (map, key) in [("ab", "k"), ("a\0", "k"), ("b", "a")] {
+            self.write_local(put(map, key, b"other", ts(500)))
+                .await
+                .unwrap();
+        }
+        let mut expected = all_records(self, "a").await;
+        assert_eq!(expected.len(), 300);
+        let mut first_order: Option<Vec<String>> = None;
+        for page in [1, 7, 64, 1000] {
+            let mut seen = Vec::new();
+            let mut after: Option<String> = None;
+            loop {
+                let rows = self
+                    .scan_in_store_order("a", after.as_deref(), page)
+                    .await
+                    .unwrap();
+                assert!(rows.len() <= page);
+                let short = rows.len() < page;
+                if let Some(last) = rows.last() {
+                    after = Some(last.key.clone());
+                }
+                seen.extend(rows);
+                if short {
+                    break;
+                }
+            }
+            let order: Vec<String> = seen.iter().map(|r| r.key.clone()).collect();
+            match &first_order {
+                Some(first) => assert_eq!(&order, first, "page size {page}"),
+                None => first_order = Some(order),
+            }
+            seen.sort_by(|a, b| a.key.cmp(&b.key));
+            expected.sort_by(|a, b| a.key.cmp(&b.key));
+            assert_eq!(seen, expected, "page size {page}");
+        }
+        assert!(self
+            .scan_in_store_order("a", None, 0)
+            .await
+            .unwrap()
+            .is_empty());
+        assert!(self
+            .scan_in_store_order("none", None, 9)
+            .await
+            .unwrap()
+            .is_empty());
     }
 
     /// `scan_stamps` gives `scan`'s keys and timestamps, tombstones and
