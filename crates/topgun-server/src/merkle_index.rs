@@ -20,7 +20,8 @@ async fn read_stamps(
     map: String,
     pages: mpsc::Sender<Result<Vec<KeyStamp>, StorageError>>,
 ) {
-    let mut cursor = ScanCursor::new(map, LOAD_PAGE);
+    // The trees do not care about order: the store's own is the cheapest.
+    let mut cursor = ScanCursor::new(map, LOAD_PAGE).any_order();
     loop {
         let page = match cursor.next_stamps(&*store).await {
             Ok(Some(page)) => Ok(page),

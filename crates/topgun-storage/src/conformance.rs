@@ -407,7 +407,8 @@ pub trait StoreConformance: Store {
 
     /// `scan_in_store_order` pages through the same records as `scan`
     /// (tombstones included, other maps left out), each once, in one fixed
-    /// order, whatever the page size.
+    /// order, whatever the page size; `scan_stamps_in_store_order` gives
+    /// their keys and timestamps in that order.
     async fn scan_in_store_order_pages_through_every_record_once(&self) {
         for i in 0..300u64 {
             let key = format!("key-{}", i * 7919 % 1000);
@@ -445,6 +446,28 @@ pub trait StoreConformance: Store {
                 }
             }
             let order: Vec<String> = seen.iter().map(|r| r.key.clone()).collect();
+            let mut stamps = Vec::new();
+            let mut after: Option<String> = None;
+            loop {
+                let rows = self
+                    .scan_stamps_in_store_order("a", after.as_deref(), page)
+                    .await
+                    .unwrap();
+                let short = rows.len() < page;
+                if let Some(last) = rows.last() {
+                    after = Some(last.key.clone());
+                }
+                stamps.extend(rows);
+                if short {
+                    break;
+                }
+            }
+            let stamp_keys: Vec<&str> = stamps.iter().map(|s| s.key.as_str()).collect();
+            assert_eq!(stamp_keys, order, "stamps, page size {page}");
+            assert!(stamps
+                .iter()
+                .zip(&seen)
+                .all(|(stamp, record)| stamp.timestamp == record.timestamp));
             match &first_order {
                 Some(first) => assert_eq!(&order, first, "page size {page}"),
                 None => first_order = Some(order),

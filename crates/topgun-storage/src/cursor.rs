@@ -40,9 +40,9 @@ impl ScanCursor {
     }
 
     /// Reads the records in the store's own order
-    /// ([`Paged::page_in_store_order`]), for a reader that wants all of
-    /// them and not their order. [`next_stamps`](Self::next_stamps) stays
-    /// in key order.
+    /// ([`Paged::page_in_store_order`],
+    /// [`Paged::stamp_page_in_store_order`]), for a reader that wants all
+    /// of them and not their order.
     #[must_use]
     pub fn any_order(mut self) -> Self {
         self.in_store_order = true;
@@ -88,9 +88,14 @@ impl ScanCursor {
         if self.done {
             return Ok(None);
         }
-        let page = store
-            .stamp_page(&self.map, self.after.as_deref(), self.page_size)
-            .await?;
+        let (after, limit) = (self.after.as_deref(), self.page_size);
+        let page = if self.in_store_order {
+            store
+                .stamp_page_in_store_order(&self.map, after, limit)
+                .await?
+        } else {
+            store.stamp_page(&self.map, after, limit).await?
+        };
         Ok(self.advance(page, |s| &s.key))
     }
 

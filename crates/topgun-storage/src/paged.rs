@@ -37,6 +37,17 @@ pub trait Paged: std::fmt::Debug + crate::SendSync {
     ) -> Result<Vec<StoreRecord>, StorageError> {
         self.page(map_name, after, limit).await
     }
+
+    /// As [`Store::scan_stamps_in_store_order`]; key order
+    /// ([`Paged::stamp_page`]) unless the source has a cheaper order.
+    async fn stamp_page_in_store_order(
+        &self,
+        map_name: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<KeyStamp>, StorageError> {
+        self.stamp_page(map_name, after, limit).await
+    }
 }
 
 #[cfg_attr(not(target_family = "wasm"), async_trait::async_trait)]
@@ -67,5 +78,15 @@ impl<S: Store + ?Sized> Paged for S {
         limit: usize,
     ) -> Result<Vec<StoreRecord>, StorageError> {
         self.scan_in_store_order(map_name, after, limit).await
+    }
+
+    async fn stamp_page_in_store_order(
+        &self,
+        map_name: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<KeyStamp>, StorageError> {
+        self.scan_stamps_in_store_order(map_name, after, limit)
+            .await
     }
 }

@@ -121,6 +121,17 @@ pub trait Store: std::fmt::Debug + crate::SendSync {
         self.scan(map_name, after, limit).await
     }
 
+    /// [`Store::scan_stamps`] in the store's own order, the order of
+    /// [`Store::scan_in_store_order`].
+    async fn scan_stamps_in_store_order(
+        &self,
+        map_name: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<KeyStamp>, StorageError> {
+        self.scan_stamps(map_name, after, limit).await
+    }
+
     /// [`Store::scan`] without the values: each record's key and timestamp
     /// (tombstones included), with the same paging rules. Backends that
     /// can skip decoding values override it.

@@ -67,6 +67,26 @@ impl Paged for EmbeddedStore {
     ) -> Result<Vec<KeyStamp>, StorageError> {
         self.store.scan_stamps(map_name, after, limit).await
     }
+
+    async fn page_in_store_order(
+        &self,
+        map_name: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoreRecord>, StorageError> {
+        self.store.scan_in_store_order(map_name, after, limit).await
+    }
+
+    async fn stamp_page_in_store_order(
+        &self,
+        map_name: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<KeyStamp>, StorageError> {
+        self.store
+            .scan_stamps_in_store_order(map_name, after, limit)
+            .await
+    }
 }
 
 #[async_trait::async_trait]

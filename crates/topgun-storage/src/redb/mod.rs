@@ -437,6 +437,24 @@ impl Store for RedbStore {
         })
     }
 
+    async fn scan_stamps_in_store_order(
+        &self,
+        map_name: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<KeyStamp>, StorageError> {
+        self.read(|txn| {
+            let records = txn.open_table(RECORDS).map_err(backend(READING))?;
+            let order = RowOrder::Slot;
+            map_rows(&records, map_name, after, limit, order, |_, key, bytes| {
+                Ok(Some(KeyStamp {
+                    key,
+                    timestamp: decode_record_stamp(bytes)?.timestamp,
+                }))
+            })
+        })
+    }
+
     async fn get_many(
         &self,
         map_name: &str,
