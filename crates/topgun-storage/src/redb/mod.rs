@@ -153,13 +153,13 @@ impl RedbStoreBuilder {
         if let Some(bytes) = self.cache_size {
             builder.set_cache_size(bytes);
         }
-        let db = builder.create(path).map_err(|e| match e {
+        let mut db = builder.create(path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => StorageError::Locked {
                 path: path.to_owned(),
             },
             other => backend("opening the database file")(other),
         })?;
-        let counters = schema::open(&db)?;
+        let counters = schema::open(&mut db)?;
         let sums = if self.merkle_sums {
             Some(merkle::Sums::load(&db, &counters)?)
         } else {

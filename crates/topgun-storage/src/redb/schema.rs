@@ -99,9 +99,12 @@ fn check_version(found: u32) -> Result<u32, StorageError> {
 /// # Errors
 /// [`StorageError::SchemaTooNew`] if the file is newer (nothing written);
 /// backend or corruption errors otherwise (the migration is rolled back).
-pub(super) fn open(db: &Database) -> Result<Counters, StorageError> {
+pub(super) fn open(db: &mut Database) -> Result<Counters, StorageError> {
     let found = check_version(stored_version(db)?)?;
     let legacy = legacy_tables(db)?;
+    // Moving the records (version 3) leaves the old table's pages free:
+    // the file is compacted afterwards, once.
+    let compact = found < 3 && has_table(db, RECORDS_BY_KEY.name())?;
     if found < SCHEMA_VERSION || !legacy.is_empty() {
         let txn = db
             .begin_write()
@@ -118,11 +121,25 @@ pub(super) fn open(db: &Database) -> Result<Counters, StorageError> {
         txn.commit()
             .map_err(backend("committing the schema migration"))?;
     }
+    if compact {
+        db.compact().map_err(backend("compacting after the migration"))?;
+    }
     let txn = db.begin_read().map_err(backend("reading counters"))?;
     let info = txn
         .open_table(STORE_INFO)
         .map_err(backend("reading counters"))?;
     Counters::load(&info)
+}
+
+/// Whether the file has a table named `name`.
+fn has_table(db: &Database, name: &str) -> Result<bool, StorageError> {
+    const DURING: &str = "listing tables";
+    let txn = db.begin_read().map_err(backend(DURING))?;
+    let found = txn
+        .list_tables()
+        .map_err(backend(DURING))?
+        .any(|table| table.name() == name);
+    Ok(found)
 }
 
 /// The [`LEGACY_TABLES`] present in the file.
