@@ -161,3 +161,62 @@ async fn health_answers_200_with_json() {
     assert!(response.contains("\"status\":\"ok\""), "{response}");
     server.stop().await.unwrap();
 }
+
+/// A leaf whose records do not fit one frame is answered in several
+/// `SYNC_RESP_LEAF` frames for its path, each within the cap, together
+/// holding every record once.
+#[tokio::test]
+async fn a_leaf_larger_than_a_frame_is_split_over_several() {
+    use topgun_core::wire::MerkleReqBucket;
+    use topgun_core::MerkleTree;
+    let server = server_with(|l| l.max_frame_len = 4096).await;
+    let mut c = server.connect().await;
+    let path = MerkleTree::path_of("k0");
+    let keys: Vec<String> = (0..)
+        .map(|i| format!("k{i}"))
+        .filter(|k| MerkleTree::path_of(k) == path)
+        .take(30)
+        .collect();
+    let value = "v".repeat(300);
+    for (i, key) in keys.iter().enumerate() {
+        let id = i.to_string();
+        let ack = c
+            .write(vec![put(
+                id.as_str(),
+                "m",
+                key,
+                value.as_str(),
+                ts(i as u64 + 1, "c"),
+            )])
+            .await;
+        assert_eq!(ack, id.as_str().into());
+    }
+    c.send(&Message::MerkleReqBucket(MerkleReqBucket {
+        map_name: "m".into(),
+        path: path.clone(),
+    }))
+    .await;
+    let mut seen = Vec::new();
+    let mut frames = 0;
+    while seen.len() < keys.len() {
+        let msg = c.recv().await;
+        // The server's frames encode as the message does, byte for byte.
+        let len = topgun_core::wire::encode(&msg).unwrap().len();
+        let Message::SyncRespLeaf(leaf) = msg else {
+            panic!("{msg:?}");
+        };
+        assert_eq!(leaf.path, path);
+        assert!(len <= 4096, "a frame of {len} bytes");
+        frames += 1;
+        seen.extend(leaf.records.into_iter().map(|r| {
+            assert_eq!(r.record.value, Some(value.as_str().into()));
+            r.key
+        }));
+    }
+    assert!(frames > 1, "split over {frames} frames");
+    seen.sort();
+    let mut expected = keys.clone();
+    expected.sort();
+    assert_eq!(seen, expected);
+    server.stop().await.unwrap();
+}

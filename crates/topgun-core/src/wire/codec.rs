@@ -117,6 +117,13 @@ pub enum EncodeError {
         /// The configured cap.
         max: usize,
     },
+    /// A value handed over as MessagePack bytes
+    /// ([`Codec::encode_leaf`]) is not one well-formed MessagePack value.
+    #[error("the value of {key:?} is not one well-formed MessagePack value")]
+    BadValue {
+        /// The record's key.
+        key: String,
+    },
     /// The MessagePack serialiser failed. Writing to memory cannot fail and
     /// the message types of this module always serialise, so this signals
     /// a bug rather than bad input.

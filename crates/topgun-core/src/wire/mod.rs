@@ -42,6 +42,7 @@ mod ops;
 mod prescan;
 mod pubsub;
 mod query;
+mod raw_leaf;
 mod session;
 mod sync;
 
@@ -61,6 +62,7 @@ pub use query::{
     Aggregation, Predicate, Query, QueryResp, QueryResult, QuerySub, QueryUnsub, QueryUpdate, Sort,
     SortKey,
 };
+pub use raw_leaf::RawLeafRecord;
 pub use session::{
     Auth, AuthAck, AuthFail, AuthRequired, DeviceAck, DeviceHello, Ping, Pong, ServerError,
 };

@@ -147,6 +147,14 @@ pub(super) fn frame_type(bytes: &[u8], max_depth: usize) -> Option<&str> {
     }
 }
 
+/// Whether `bytes` are exactly one well-formed MessagePack value whose
+/// containers, counted from `above` levels of enclosing frame, stay within
+/// `max_depth`.
+pub(super) fn one_value(bytes: &[u8], above: usize, max_depth: usize) -> bool {
+    let mut rd = bytes;
+    skip(&mut rd, 1, above, max_depth).is_some() && rd.is_empty()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,10 +2,9 @@
 
 use super::Session;
 use crate::fanout::Outgoing;
-use crate::records;
 use topgun_core::merkle::DEPTH;
 use topgun_core::wire::{
-    LeafRecord, MerkleReqBucket, Message, SyncRespBuckets, SyncRespLeaf, SyncRespRoot,
+    MerkleReqBucket, Message, RawLeafRecord, SyncRespBuckets, SyncRespLeaf, SyncRespRoot,
 };
 
 impl Session {
@@ -46,41 +45,41 @@ impl Session {
                 return self.error(500, "reading the leaf's records failed".to_owned());
             }
         };
-        let mut records = Vec::with_capacity(keys.len());
-        for stored in stored.into_iter().flatten() {
-            match records::to_wire(&stored) {
-                Ok(record) => records.push(LeafRecord {
-                    key: stored.key,
-                    record,
-                }),
-                Err(error) => tracing::error!(%error, "skipping an undecodable record"),
-            }
-        }
-        self.send_leaf(&req.map_name, &req.path, records);
+        // Stored values are MessagePack already: they go into the frame as
+        // they are, once checked.
+        let codec = &self.shared.codec;
+        let records: Vec<RawLeafRecord<'_>> = stored
+            .iter()
+            .flatten()
+            .map(|r| RawLeafRecord {
+                key: &r.key,
+                value: r.value.as_deref(),
+                timestamp: &r.timestamp,
+                ttl_ms: r.ttl_ms,
+            })
+            .filter(|record| match codec.check_leaf_value(record) {
+                Ok(()) => true,
+                Err(error) => {
+                    tracing::error!(%error, map = %req.map_name, "skipping an unsendable stored record");
+                    false
+                }
+            })
+            .collect();
+        self.send_leaf(&req.map_name, &req.path, &records);
     }
 
     /// Sends a leaf's records, split over several `SYNC_RESP_LEAF` frames
     /// for the same path when one frame would be too large (the client
     /// merges each).
-    fn send_leaf(&self, map: &str, path: &str, records: Vec<LeafRecord>) {
-        // Records may be large; try the whole leaf first. The message owns
-        // the records while it is encoded and hands them back if it does
-        // not fit, so a leaf is never copied.
-        let msg = Message::SyncRespLeaf(SyncRespLeaf {
-            map_name: map.to_owned(),
-            path: path.to_owned(),
-            records,
-        });
-        let error = match self.shared.codec.encode(&msg) {
+    fn send_leaf(&self, map: &str, path: &str, records: &[RawLeafRecord<'_>]) {
+        // Records may be large; try the whole leaf first.
+        let error = match self.shared.codec.encode_leaf(map, path, records) {
             Ok(bytes) => return self.outbox.push(Outgoing::Bytes(bytes)),
             Err(error) => error,
         };
-        let Message::SyncRespLeaf(SyncRespLeaf { mut records, .. }) = msg else {
-            return;
-        };
         if records.len() > 1 {
-            let second = records.split_off(records.len() / 2);
-            self.send_leaf(map, path, records);
+            let (first, second) = records.split_at(records.len() / 2);
+            self.send_leaf(map, path, first);
             self.send_leaf(map, path, second);
         } else {
             // An oversized single record is skipped; the (possibly extra)

@@ -122,7 +122,8 @@ pub(super) fn open(db: &mut Database) -> Result<Counters, StorageError> {
             .map_err(backend("committing the schema migration"))?;
     }
     if compact {
-        db.compact().map_err(backend("compacting after the migration"))?;
+        db.compact()
+            .map_err(backend("compacting after the migration"))?;
     }
     let txn = db.begin_read().map_err(backend("reading counters"))?;
     let info = txn
