@@ -6,12 +6,14 @@
 //! from the connection; timers from the runtime. Connecting is a state of
 //! the loop, never an inline wait, so commands, timers and `close` are
 //! served while a connection attempt is in progress. Every output of the
-//! engine is carried out here, in order.
+//! engine is carried out here, in order, except that frames to send and
+//! timers may overtake a merge: one merge is written while the loop reads
+//! on (see `queue_merge`).
 
 use crate::coalesce::coalesce;
 use crate::handle::{Command, SyncHandle};
 use crate::ops::{pending_op, ClearExpansion};
-use crate::replica::Replica;
+use crate::replica::{Applied, Replica, ReplicaError};
 use crate::runtime::{BoxFuture, Connection, Frame, Runtime};
 use crate::status::SyncStatus;
 use crate::{Input, Output, PendingOp, SyncConfig, SyncEngine, SyncEvent, TimerKind};
@@ -20,7 +22,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::task::Poll;
 use tokio::sync::{mpsc, oneshot, watch};
-use topgun_core::wire::{Codec, Message};
+use topgun_core::wire::{Codec, Message, WireRecord};
 use topgun_core::MerkleSums;
 use topgun_storage::{OpType, ScanCursor, StorageError};
 
@@ -29,6 +31,10 @@ const PAGE: usize = 1_000;
 /// Frames handled together when several have already arrived (so that
 /// their merges share one storage transaction, see [`coalesce`]).
 const DRAIN_FRAMES: usize = 64;
+/// Records that may wait for the merge in progress before the loop stops
+/// reading frames until it ends: enough that each merge is one large
+/// transaction, few enough to bound the memory a fast server can fill.
+const QUEUED_RECORDS: usize = 8_192;
 
 /// What a driver syncs with, and how.
 #[derive(Debug, Clone)]
@@ -55,6 +61,12 @@ type Opened = (Box<dyn Connection>, Option<Option<String>>);
 /// A connection being opened.
 type Connecting = BoxFuture<'static, Result<Opened, String>>;
 
+/// A map's records from the server, to merge.
+type Records = Vec<(String, WireRecord)>;
+
+/// A merge being written: its map, then its outcome.
+type Merging = BoxFuture<'static, (String, Result<Applied, ReplicaError>)>;
+
 /// The I/O side of the loop: what it waits on.
 struct Io {
     commands: mpsc::UnboundedReceiver<Command>,
@@ -67,6 +79,11 @@ struct Io {
     frames_first: bool,
     /// Readers waiting for a fetched key, by map and key.
     fetches: BTreeMap<(String, String), Vec<oneshot::Sender<()>>>,
+    /// The merge being written while the loop reads on: frames are decoded
+    /// and answered while the store commits the records before them.
+    merging: Option<Merging>,
+    /// Records that arrived meanwhile, of one map: the next merge.
+    queued: Option<(String, Records)>,
 }
 
 /// What woke the loop.
@@ -76,6 +93,8 @@ enum Wake {
     Connected(Result<Opened, String>),
     Frame(Frame),
     Timer,
+    /// The merge in progress ended.
+    Merged((String, Result<Applied, ReplicaError>)),
 }
 
 /// The sync driver of one client. Start it with [`SyncDriver::spawn`].
@@ -143,6 +162,8 @@ impl<R: Runtime + ?Sized> SyncDriver<R> {
             timers: BTreeMap::new(),
             frames_first: false,
             fetches: BTreeMap::new(),
+            merging: None,
+            queued: None,
         };
         runtime.spawn(Box::pin(async move {
             driver.run(io, settings.maps).await;
@@ -190,6 +211,11 @@ impl<R: Runtime + ?Sized> SyncDriver<R> {
                     io.connecting = None;
                     let input = match result {
                         Ok((conn, token)) => {
+                            // Merges of the last connection end first: the
+                            // trees read next must include them.
+                            if let Some(input) = self.settle_merges(&mut io).await {
+                                self.feed(&mut io, input).await;
+                            }
                             if let Some(token) = token {
                                 self.engine.set_token(token);
                             }
@@ -219,6 +245,12 @@ impl<R: Runtime + ?Sized> SyncDriver<R> {
                     }
                     self.execute(&mut io, coalesce(outputs)).await;
                 }
+                Wake::Merged(done) => {
+                    if let Some(input) = self.merged(&mut io, done).await {
+                        self.feed(&mut io, input).await;
+                    }
+                    self.start_queued_merge(&mut io);
+                }
                 Wake::Timer => {
                     let now = self.runtime.now_ms();
                     let due: Vec<TimerKind> = io
@@ -238,6 +270,9 @@ impl<R: Runtime + ?Sized> SyncDriver<R> {
     }
 
     async fn stop(&mut self, mut io: Io) {
+        // What was pulled is stored before the loop ends (a failure is
+        // reported; the connection closes anyway).
+        let _ = self.settle_merges(&mut io).await;
         self.feed(&mut io, Input::Stop).await;
         io.connecting = None;
         if let Some(conn) = io.conn.take() {
@@ -259,10 +294,22 @@ impl<R: Runtime + ?Sized> SyncDriver<R> {
             commands,
             conn,
             connecting,
+            merging,
+            queued,
             ..
         } = io;
-        let mut recv = conn.as_mut().map(|c| c.recv());
+        // Past the bound, frames wait until the merge in progress ends.
+        let reading = queued
+            .as_ref()
+            .is_none_or(|(_, r)| r.len() < QUEUED_RECORDS);
+        let mut recv = conn.as_mut().filter(|_| reading).map(|c| c.recv());
         std::future::poll_fn(|cx| {
+            if let Some(f) = merging.as_mut() {
+                if let Poll::Ready(done) = f.as_mut().poll(cx) {
+                    *merging = None;
+                    return Poll::Ready(Wake::Merged(done));
+                }
+            }
             let mut poll_frame = |cx: &mut std::task::Context<'_>| match recv.as_mut() {
                 Some(f) => f.as_mut().poll(cx).map(Wake::Frame),
                 None => Poll::Pending,
@@ -391,6 +438,27 @@ impl<R: Runtime + ?Sized> SyncDriver<R> {
     async fn execute(&mut self, io: &mut Io, outputs: Vec<Output>) {
         let mut queue: VecDeque<Output> = outputs.into();
         while let Some(output) = queue.pop_front() {
+            // Only frames to send and timers may overtake a merge (as in
+            // `coalesce`); anything else runs once the merges before it are
+            // stored.
+            let overtakes = matches!(
+                output,
+                Output::Send(_)
+                    | Output::SetTimer { .. }
+                    | Output::CancelTimer(_)
+                    | Output::ApplyRemote { .. }
+            );
+            if !overtakes {
+                if let Some(input) = self.settle_merges(io).await {
+                    // The failure's outputs run first, then this one.
+                    queue.push_front(output);
+                    let now = self.now_ms();
+                    for output in self.engine.handle(now, input).into_iter().rev() {
+                        queue.push_front(output);
+                    }
+                    continue;
+                }
+            }
             if let Some(input) = self.execute_one(io, output).await {
                 let now = self.now_ms();
                 queue.extend(self.engine.handle(now, input));
@@ -434,22 +502,7 @@ impl<R: Runtime + ?Sized> SyncDriver<R> {
                         .await
                 }
             },
-            Output::ApplyRemote { map, records } => {
-                match self.replica.apply_remote(&map, records).await {
-                    Ok(applied) => {
-                        for (key, why) in applied.refused {
-                            self.emit(SyncEvent::ProtocolError(format!(
-                                "refused record {map}/{key}: {why}"
-                            )));
-                        }
-                        None
-                    }
-                    Err(e) => {
-                        self.local_failure(io, format!("merging records of map {map}: {e}"))
-                            .await
-                    }
-                }
-            }
+            Output::ApplyRemote { map, records } => self.queue_merge(io, map, records).await,
             Output::MarkSynced(ids) => {
                 // Relaxed: a crash that undoes it only makes the ops pending
                 // again, and the server treats resent ops as no-ops.
@@ -497,6 +550,80 @@ impl<R: Runtime + ?Sized> SyncDriver<R> {
             Output::Event(event) => {
                 self.emit(event);
                 None
+            }
+        }
+    }
+
+    /// Queues server records for merging: with the records already
+    /// waiting if they are of the same map (else after those are stored),
+    /// and starts a merge if none is in progress.
+    async fn queue_merge(&mut self, io: &mut Io, map: String, records: Records) -> Option<Input> {
+        match &mut io.queued {
+            Some((queued_map, queued)) if *queued_map == map => queued.extend(records),
+            Some(_) => {
+                if let Some(input) = self.settle_merges(io).await {
+                    return Some(input);
+                }
+                io.queued = Some((map, records));
+            }
+            None => io.queued = Some((map, records)),
+        }
+        if io.merging.is_none() {
+            self.start_queued_merge(io);
+        }
+        None
+    }
+
+    /// Starts merging the queued records, if any.
+    fn start_queued_merge(&self, io: &mut Io) {
+        let Some((map, records)) = io.queued.take() else {
+            return;
+        };
+        let replica = self.replica.clone();
+        io.merging = Some(Box::pin(async move {
+            let result = replica.apply_remote(&map, records).await;
+            (map, result)
+        }));
+    }
+
+    /// Waits until every merge in progress or queued is stored. On a
+    /// failure the queued records are dropped (the connection closes, and
+    /// the next pull brings them again) and the failure's input returned.
+    async fn settle_merges(&mut self, io: &mut Io) -> Option<Input> {
+        while io.merging.is_some() || io.queued.is_some() {
+            if io.merging.is_none() {
+                self.start_queued_merge(io);
+            }
+            if let Some(merging) = io.merging.take() {
+                if let Some(input) = self.merged(io, merging.await).await {
+                    io.queued = None;
+                    return Some(input);
+                }
+            }
+        }
+        None
+    }
+
+    /// Reports the outcome of a merge: refused records as protocol errors,
+    /// a failure as a local one (which closes the connection).
+    async fn merged(
+        &mut self,
+        io: &mut Io,
+        (map, result): (String, Result<Applied, ReplicaError>),
+    ) -> Option<Input> {
+        match result {
+            Ok(applied) => {
+                for (key, why) in applied.refused {
+                    self.emit(SyncEvent::ProtocolError(format!(
+                        "refused record {map}/{key}: {why}"
+                    )));
+                }
+                None
+            }
+            Err(e) => {
+                io.queued = None;
+                self.local_failure(io, format!("merging records of map {map}: {e}"))
+                    .await
             }
         }
     }

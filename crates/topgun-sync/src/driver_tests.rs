@@ -359,3 +359,148 @@ async fn a_local_change_is_pushed_and_its_ack_marks_it_synced() {
     }
     h.handle.close().await;
 }
+
+/// A replica whose merges wait until the test lets each one through.
+#[derive(Debug)]
+struct GatedReplica {
+    inner: MemoryReplica,
+    gate: tokio::sync::Semaphore,
+    started: tokio::sync::Notify,
+}
+
+#[async_trait::async_trait]
+impl Replica for GatedReplica {
+    fn store(&self) -> &dyn Store {
+        self.inner.store()
+    }
+
+    fn node_id(&self) -> &str {
+        self.inner.node_id()
+    }
+
+    fn wall_ms(&self) -> u64 {
+        0
+    }
+
+    async fn apply_remote(
+        &self,
+        map: &str,
+        records: Vec<(String, WireRecord)>,
+    ) -> Result<Applied, ReplicaError> {
+        self.started.notify_one();
+        self.gate.acquire().await.expect("open").forget();
+        self.inner.apply_remote(map, records).await
+    }
+
+    async fn drop_clean(&self, map: &str, keys: &[String]) -> Result<(), ReplicaError> {
+        self.inner.drop_clean(map, keys).await
+    }
+
+    fn observe_timestamp(&self, timestamp: &Timestamp) -> Result<(), HlcError> {
+        self.inner.observe_timestamp(timestamp)
+    }
+}
+
+/// While a pulled leaf is being stored, the loop reads on: the next
+/// bucket answer is answered with its request at once. The pull completes
+/// (the state goes online) only once every merge is stored.
+#[tokio::test(start_paused = true)]
+async fn frames_are_answered_while_a_merge_is_written_and_the_pull_ends_after_it() {
+    use topgun_core::wire::{LeafRecord, SyncRespBuckets, SyncRespLeaf, SyncRespRoot};
+    let (tx, mut attempts) = mpsc::unbounded_channel();
+    let runtime = Arc::new(ScriptedRuntime {
+        attempts: tx,
+        origin: tokio::time::Instant::now(),
+    });
+    let replica = Arc::new(GatedReplica {
+        inner: MemoryReplica {
+            store: MemoryStore::new(),
+            hlc: Hlc::new("client-1").expect("node id"),
+        },
+        gate: tokio::sync::Semaphore::new(0),
+        started: tokio::sync::Notify::new(),
+    });
+    let status = Arc::new(SyncStatus::new());
+    let settings = DriverSettings {
+        url: "ws://scripted".into(),
+        token_provider: None,
+        token: None,
+        config: SyncConfig {
+            auth_grace_ms: 50,
+            ..SyncConfig::default()
+        },
+        maps: vec!["m".into()],
+    };
+    let handle = SyncDriver::spawn(runtime, replica.clone(), status.clone(), settings);
+    let reply = attempts.recv().await.expect("an attempt");
+    let (conn, mut peer) = connection();
+    assert!(reply.send(Ok(conn)).is_ok());
+    let server_ts = Timestamp::new(1, 0, "server");
+    let send = |peer: &Peer, msg: Message| {
+        peer.frames
+            .send(Frame::Binary(Codec::default().encode(&msg).unwrap()))
+            .unwrap();
+    };
+    let request = |path: &'static str| move |m: &Message| matches!(m, Message::MerkleReqBucket(r) if r.path == path);
+    let buckets = |path: &str, children: &[&str]| {
+        Message::SyncRespBuckets(SyncRespBuckets {
+            map_name: "m".into(),
+            path: path.into(),
+            buckets: children.iter().map(|c| ((*c).to_owned(), 7)).collect(),
+        })
+    };
+    let leaf = |path: &str, key: &str| {
+        Message::SyncRespLeaf(SyncRespLeaf {
+            map_name: "m".into(),
+            path: path.into(),
+            records: vec![LeafRecord {
+                key: key.into(),
+                record: WireRecord::new(rmpv::Value::from(1), server_ts.clone()),
+            }],
+        })
+    };
+    peer.expect(|m| matches!(m, Message::SyncInit(_))).await;
+    send(
+        &peer,
+        Message::SyncRespRoot(SyncRespRoot {
+            map_name: "m".into(),
+            root_hash: 7,
+            timestamp: server_ts.clone(),
+        }),
+    );
+    peer.expect(request("")).await;
+    send(&peer, buckets("", &["0", "1"]));
+    peer.expect(request("0")).await;
+    send(&peer, buckets("0", &["0"]));
+    peer.expect(request("00")).await;
+    send(&peer, buckets("00", &["0"]));
+    peer.expect(request("000")).await;
+    send(&peer, leaf("000", "a"));
+    replica.started.notified().await;
+    // The first merge waits at the gate; the loop still answers.
+    send(&peer, buckets("1", &["0"]));
+    tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        peer.expect(request("10")),
+    )
+    .await
+    .expect("answered while the merge waits");
+    send(&peer, buckets("10", &["0"]));
+    peer.expect(request("100")).await;
+    send(&peer, leaf("100", "b"));
+    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    assert_eq!(status.state(), ConnectionState::Syncing, "merges pending");
+    assert!(replica.inner.store.get("m", "a").await.unwrap().is_none());
+    replica.gate.add_permits(2);
+    while status.state() != ConnectionState::Online {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    for key in ["a", "b"] {
+        assert!(
+            replica.inner.store.get("m", key).await.unwrap().is_some(),
+            "{key}"
+        );
+    }
+    drop(peer.frames);
+    handle.close().await;
+}
