@@ -286,6 +286,46 @@ impl RedbStore {
     }
 
     /// Runs `read` on a fresh read transaction.
+    /// Up to `limit` records of `map_name` in `order` after `after`.
+    fn records_in(
+        &self,
+        order: RowOrder,
+        map_name: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoreRecord>, StorageError> {
+        self.read(|txn| {
+            let records = txn.open_table(RECORDS).map_err(backend(READING))?;
+            map_rows(
+                &records,
+                map_name,
+                after,
+                limit,
+                order,
+                |map, key, bytes| Ok(Some(decode_record(bytes)?.into_record(map, key))),
+            )
+        })
+    }
+
+    /// [`records_in`](Self::records_in) without the values.
+    fn stamps_in(
+        &self,
+        order: RowOrder,
+        map_name: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<KeyStamp>, StorageError> {
+        self.read(|txn| {
+            let records = txn.open_table(RECORDS).map_err(backend(READING))?;
+            map_rows(&records, map_name, after, limit, order, |_, key, bytes| {
+                Ok(Some(KeyStamp {
+                    key,
+                    timestamp: decode_record_stamp(bytes)?.timestamp,
+                }))
+            })
+        })
+    }
+
     fn read<T>(
         &self,
         read: impl FnOnce(&ReadTransaction) -> Result<T, StorageError>,
@@ -402,17 +442,7 @@ impl Store for RedbStore {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<StoreRecord>, StorageError> {
-        self.read(|txn| {
-            let records = txn.open_table(RECORDS).map_err(backend(READING))?;
-            map_rows(
-                &records,
-                map_name,
-                after,
-                limit,
-                RowOrder::Key,
-                |map, key, bytes| Ok(Some(decode_record(bytes)?.into_record(map, key))),
-            )
-        })
+        self.records_in(RowOrder::Key, map_name, after, limit)
     }
 
     /// Bucket by bucket (each in key order): one range read, where
@@ -423,18 +453,7 @@ impl Store for RedbStore {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<StoreRecord>, StorageError> {
-        self.read(|txn| {
-            let records = txn.open_table(RECORDS).map_err(backend(READING))?;
-            let order = RowOrder::Slot;
-            map_rows(
-                &records,
-                map_name,
-                after,
-                limit,
-                order,
-                |map, key, bytes| Ok(Some(decode_record(bytes)?.into_record(map, key))),
-            )
-        })
+        self.records_in(RowOrder::Slot, map_name, after, limit)
     }
 
     async fn scan_stamps_in_store_order(
@@ -443,16 +462,7 @@ impl Store for RedbStore {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<KeyStamp>, StorageError> {
-        self.read(|txn| {
-            let records = txn.open_table(RECORDS).map_err(backend(READING))?;
-            let order = RowOrder::Slot;
-            map_rows(&records, map_name, after, limit, order, |_, key, bytes| {
-                Ok(Some(KeyStamp {
-                    key,
-                    timestamp: decode_record_stamp(bytes)?.timestamp,
-                }))
-            })
-        })
+        self.stamps_in(RowOrder::Slot, map_name, after, limit)
     }
 
     async fn get_many(
@@ -482,22 +492,7 @@ impl Store for RedbStore {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<KeyStamp>, StorageError> {
-        self.read(|txn| {
-            let records = txn.open_table(RECORDS).map_err(backend(READING))?;
-            map_rows(
-                &records,
-                map_name,
-                after,
-                limit,
-                RowOrder::Key,
-                |_, key, bytes| {
-                    Ok(Some(KeyStamp {
-                        key,
-                        timestamp: decode_record_stamp(bytes)?.timestamp,
-                    }))
-                },
-            )
-        })
+        self.stamps_in(RowOrder::Key, map_name, after, limit)
     }
 
     /// Up to `limit` dirty records of a map in key order after `after`, as
