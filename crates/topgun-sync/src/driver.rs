@@ -209,13 +209,16 @@ impl<R: Runtime + ?Sized> SyncDriver<R> {
                 }
                 Wake::Connected(result) => {
                     io.connecting = None;
-                    let input = match result {
-                        Ok((conn, token)) => {
-                            // Merges of the last connection end first: the
-                            // trees read next must include them.
-                            if let Some(input) = self.settle_merges(&mut io).await {
-                                self.feed(&mut io, input).await;
-                            }
+                    // Merges of the last connection end first: the trees
+                    // read next must include them. If one fails, the new
+                    // connection is dropped and the engine hears the failure.
+                    let settled = match &result {
+                        Ok(_) => self.settle_merges(&mut io).await,
+                        Err(_) => None,
+                    };
+                    let input = match (settled, result) {
+                        (Some(failed), _) => failed,
+                        (None, Ok((conn, token))) => {
                             if let Some(token) = token {
                                 self.engine.set_token(token);
                             }
@@ -228,7 +231,7 @@ impl<R: Runtime + ?Sized> SyncDriver<R> {
                             }
                             Input::Connected
                         }
-                        Err(why) => Input::Closed(why),
+                        (None, Err(why)) => Input::Closed(why),
                     };
                     self.feed(&mut io, input).await;
                 }
