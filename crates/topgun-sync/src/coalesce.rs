@@ -28,20 +28,8 @@ pub fn coalesce(outputs: Vec<Output>) -> Vec<Output> {
                     run = Some((map, records));
                 }
             },
-            // May move before a merge.
-            output @ (Output::Send(_) | Output::SetTimer { .. } | Output::CancelTimer(_)) => {
-                out.push(output);
-            }
-            // Must stay after every merge before them.
-            output @ (Output::Connect
-            | Output::Disconnect(_)
-            | Output::LoadPending { .. }
-            | Output::MarkSynced(_)
-            | Output::ResetMap(_)
-            | Output::ObserveTimestamp(_)
-            | Output::State(_)
-            | Output::Event(_)
-            | Output::Fetched { .. }) => {
+            output if may_overtake_merges(&output) => out.push(output),
+            output => {
                 flush(&mut run, &mut out);
                 out.push(output);
             }
@@ -49,6 +37,26 @@ pub fn coalesce(outputs: Vec<Output>) -> Vec<Output> {
     }
     flush(&mut run, &mut out);
     out
+}
+
+/// Whether `output` may be carried out before merges that precede it:
+/// frames to send and timer changes (nothing sent depends on a merge).
+/// Everything else must stay after every merge before it. (A merge itself
+/// is not asked: merges keep their order among themselves.)
+pub(crate) fn may_overtake_merges(output: &Output) -> bool {
+    match output {
+        Output::Send(_) | Output::SetTimer { .. } | Output::CancelTimer(_) => true,
+        Output::ApplyRemote { .. }
+        | Output::Connect
+        | Output::Disconnect(_)
+        | Output::LoadPending { .. }
+        | Output::MarkSynced(_)
+        | Output::ResetMap(_)
+        | Output::ObserveTimestamp(_)
+        | Output::State(_)
+        | Output::Event(_)
+        | Output::Fetched { .. } => false,
+    }
 }
 
 #[cfg(test)]

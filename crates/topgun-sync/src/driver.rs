@@ -10,7 +10,7 @@
 //! timers may overtake a merge: one merge is written while the loop reads
 //! on (see `queue_merge`).
 
-use crate::coalesce::coalesce;
+use crate::coalesce::{coalesce, may_overtake_merges};
 use crate::handle::{Command, SyncHandle};
 use crate::ops::{pending_op, ClearExpansion};
 use crate::replica::{Applied, Replica, ReplicaError};
@@ -441,17 +441,11 @@ impl<R: Runtime + ?Sized> SyncDriver<R> {
     async fn execute(&mut self, io: &mut Io, outputs: Vec<Output>) {
         let mut queue: VecDeque<Output> = outputs.into();
         while let Some(output) = queue.pop_front() {
-            // Only frames to send and timers may overtake a merge (as in
-            // `coalesce`); anything else runs once the merges before it are
-            // stored.
-            let overtakes = matches!(
-                output,
-                Output::Send(_)
-                    | Output::SetTimer { .. }
-                    | Output::CancelTimer(_)
-                    | Output::ApplyRemote { .. }
-            );
-            if !overtakes {
+            // Anything that may not overtake a merge runs once the merges
+            // before it are stored; a merge queues behind them itself.
+            let waits =
+                !may_overtake_merges(&output) && !matches!(output, Output::ApplyRemote { .. });
+            if waits {
                 if let Some(input) = self.settle_merges(io).await {
                     // The failure's outputs run first, then this one.
                     queue.push_front(output);

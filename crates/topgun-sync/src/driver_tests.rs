@@ -176,14 +176,31 @@ struct Harness {
 }
 
 fn start(store: MemoryStore) -> Harness {
+    let replica = Arc::new(MemoryReplica {
+        store,
+        hlc: Hlc::new("client-1").expect("node id"),
+    });
+    let (handle, attempts, status) = spawn_on(replica.clone());
+    Harness {
+        handle,
+        attempts,
+        status,
+        replica,
+    }
+}
+
+/// A driver on `replica`, syncing map "m" over a scripted runtime.
+fn spawn_on(
+    replica: Arc<dyn Replica>,
+) -> (
+    SyncHandle,
+    mpsc::UnboundedReceiver<ConnectReply>,
+    Arc<SyncStatus>,
+) {
     let (tx, attempts) = mpsc::unbounded_channel();
     let runtime = Arc::new(ScriptedRuntime {
         attempts: tx,
         origin: tokio::time::Instant::now(),
-    });
-    let replica = Arc::new(MemoryReplica {
-        store,
-        hlc: Hlc::new("client-1").expect("node id"),
     });
     let status = Arc::new(SyncStatus::new());
     let settings = DriverSettings {
@@ -196,13 +213,8 @@ fn start(store: MemoryStore) -> Harness {
         },
         maps: vec!["m".into()],
     };
-    let handle = SyncDriver::spawn(runtime, replica.clone(), status.clone(), settings);
-    Harness {
-        handle,
-        attempts,
-        status,
-        replica,
-    }
+    let handle = SyncDriver::spawn(runtime, replica, status.clone(), settings);
+    (handle, attempts, status)
 }
 
 impl Harness {
@@ -407,11 +419,6 @@ impl Replica for GatedReplica {
 #[tokio::test(start_paused = true)]
 async fn frames_are_answered_while_a_merge_is_written_and_the_pull_ends_after_it() {
     use topgun_core::wire::{LeafRecord, SyncRespBuckets, SyncRespLeaf, SyncRespRoot};
-    let (tx, mut attempts) = mpsc::unbounded_channel();
-    let runtime = Arc::new(ScriptedRuntime {
-        attempts: tx,
-        origin: tokio::time::Instant::now(),
-    });
     let replica = Arc::new(GatedReplica {
         inner: MemoryReplica {
             store: MemoryStore::new(),
@@ -420,18 +427,7 @@ async fn frames_are_answered_while_a_merge_is_written_and_the_pull_ends_after_it
         gate: tokio::sync::Semaphore::new(0),
         started: tokio::sync::Notify::new(),
     });
-    let status = Arc::new(SyncStatus::new());
-    let settings = DriverSettings {
-        url: "ws://scripted".into(),
-        token_provider: None,
-        token: None,
-        config: SyncConfig {
-            auth_grace_ms: 50,
-            ..SyncConfig::default()
-        },
-        maps: vec!["m".into()],
-    };
-    let handle = SyncDriver::spawn(runtime, replica.clone(), status.clone(), settings);
+    let (handle, mut attempts, status) = spawn_on(replica.clone());
     let reply = attempts.recv().await.expect("an attempt");
     let (conn, mut peer) = connection();
     assert!(reply.send(Ok(conn)).is_ok());

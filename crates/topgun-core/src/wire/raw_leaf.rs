@@ -7,17 +7,16 @@ use super::prescan;
 use crate::Timestamp;
 use rmp::encode as mp;
 
-/// One record of a leaf answer, its value as MessagePack bytes.
+/// One record of a leaf answer, its value as MessagePack bytes, checked
+/// by [`Codec::leaf_record`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RawLeafRecord<'a> {
-    /// The key.
-    pub key: &'a str,
-    /// The value, one MessagePack value; `None` for a tombstone.
-    pub value: Option<&'a [u8]>,
-    /// When it was written.
-    pub timestamp: &'a Timestamp,
+    key: &'a str,
+    /// One well-formed MessagePack value; `None` for a tombstone.
+    value: Option<&'a [u8]>,
+    timestamp: &'a Timestamp,
     /// Time to live in milliseconds after `timestamp.millis`.
-    pub ttl_ms: Option<u64>,
+    ttl_ms: Option<u64>,
 }
 
 /// Containers around a record's value in the frame: the frame, `payload`,
@@ -25,15 +24,13 @@ pub struct RawLeafRecord<'a> {
 const VALUE_DEPTH: usize = 5;
 
 impl Codec {
-    /// The `SYNC_RESP_LEAF` frame of `records`, byte for byte what
+    /// The `SYNC_RESP_LEAF` frame of `records` (made by this codec's
+    /// [`leaf_record`](Self::leaf_record)), byte for byte what
     /// [`Codec::encode`] writes for [`Message::SyncRespLeaf`] with the same
     /// records decoded, under the same limits.
     ///
     /// # Errors
-    /// [`EncodeError::BadValue`] when a value is not exactly one
-    /// well-formed MessagePack value; [`EncodeError::TooDeep`] when it nests
-    /// beyond the cap; [`EncodeError::TooLarge`] when the frame exceeds the
-    /// length cap.
+    /// [`EncodeError::TooLarge`] when the frame exceeds the length cap.
     ///
     /// [`Message::SyncRespLeaf`]: super::Message::SyncRespLeaf
     pub fn encode_leaf(
@@ -42,9 +39,6 @@ impl Codec {
         path: &str,
         records: &[RawLeafRecord<'_>],
     ) -> Result<Vec<u8>, EncodeError> {
-        for record in records {
-            self.check_leaf_value(record)?;
-        }
         let mut out = Vec::with_capacity(
             64 + records
                 .iter()
@@ -60,29 +54,37 @@ impl Codec {
         }
         Ok(out)
     }
-}
 
-impl Codec {
-    /// Whether `record`'s value can go into [`Codec::encode_leaf`]'s
-    /// frame: one well-formed MessagePack value within the nesting cap.
+    /// A record for [`Codec::encode_leaf`], its value checked once here:
+    /// one well-formed MessagePack value within this codec's nesting cap.
     ///
     /// # Errors
     /// [`EncodeError::BadValue`] or [`EncodeError::TooDeep`].
-    pub fn check_leaf_value(&self, record: &RawLeafRecord<'_>) -> Result<(), EncodeError> {
-        let Some(value) = record.value else {
-            return Ok(());
-        };
-        if !prescan::one_value(value, VALUE_DEPTH, usize::MAX) {
-            return Err(EncodeError::BadValue {
-                key: record.key.to_owned(),
-            });
+    pub fn leaf_record<'a>(
+        &self,
+        key: &'a str,
+        value: Option<&'a [u8]>,
+        timestamp: &'a Timestamp,
+        ttl_ms: Option<u64>,
+    ) -> Result<RawLeafRecord<'a>, EncodeError> {
+        if let Some(value) = value {
+            if !prescan::one_value(value, VALUE_DEPTH, usize::MAX) {
+                return Err(EncodeError::BadValue {
+                    key: key.to_owned(),
+                });
+            }
+            if !prescan::one_value(value, VALUE_DEPTH, self.max_depth()) {
+                return Err(EncodeError::TooDeep {
+                    max_depth: self.max_depth(),
+                });
+            }
         }
-        if !prescan::one_value(value, VALUE_DEPTH, self.max_depth()) {
-            return Err(EncodeError::TooDeep {
-                max_depth: self.max_depth(),
-            });
-        }
-        Ok(())
+        Ok(RawLeafRecord {
+            key,
+            value,
+            timestamp,
+            ttl_ms,
+        })
     }
 }
 
@@ -196,11 +198,10 @@ mod tests {
             let raw: Vec<RawLeafRecord<'_>> = records
                 .iter()
                 .zip(&values)
-                .map(|((key, record), value)| RawLeafRecord {
-                    key,
-                    value: value.as_deref(),
-                    timestamp: &record.timestamp,
-                    ttl_ms: record.ttl_ms,
+                .map(|((key, record), value)| {
+                    codec
+                        .leaf_record(key, value.as_deref(), &record.timestamp, record.ttl_ms)
+                        .unwrap()
                 })
                 .collect();
             let msg = Message::SyncRespLeaf(SyncRespLeaf {
@@ -225,12 +226,7 @@ mod tests {
     fn bad_deep_and_oversized_values_are_errors() {
         let ts = Timestamp::new(1, 0, "n");
         let encode = |codec: &Codec, value: &[u8]| {
-            let record = RawLeafRecord {
-                key: "k",
-                value: Some(value),
-                timestamp: &ts,
-                ttl_ms: None,
-            };
+            let record = codec.leaf_record("k", Some(value), &ts, None)?;
             codec.encode_leaf("m", "000", &[record])
         };
         let codec = Codec::new();

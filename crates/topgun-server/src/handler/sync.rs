@@ -51,17 +51,14 @@ impl Session {
         let records: Vec<RawLeafRecord<'_>> = stored
             .iter()
             .flatten()
-            .map(|r| RawLeafRecord {
-                key: &r.key,
-                value: r.value.as_deref(),
-                timestamp: &r.timestamp,
-                ttl_ms: r.ttl_ms,
-            })
-            .filter(|record| match codec.check_leaf_value(record) {
-                Ok(()) => true,
-                Err(error) => {
-                    tracing::error!(%error, map = %req.map_name, "skipping an unsendable stored record");
-                    false
+            .filter_map(|r| {
+                let value = r.value.as_deref();
+                match codec.leaf_record(&r.key, value, &r.timestamp, r.ttl_ms) {
+                    Ok(record) => Some(record),
+                    Err(error) => {
+                        tracing::error!(%error, map = %req.map_name, "skipping an unsendable stored record");
+                        None
+                    }
                 }
             })
             .collect();

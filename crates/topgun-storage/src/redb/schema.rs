@@ -104,13 +104,13 @@ pub(super) fn open(db: &mut Database) -> Result<Counters, StorageError> {
     let legacy = legacy_tables(db)?;
     // Moving the records (version 3) leaves the old table's pages free:
     // the file is compacted afterwards, once.
-    let compact = found < 3 && has_table(db, RECORDS_BY_KEY.name())?;
+    let mut compact = false;
     if found < SCHEMA_VERSION || !legacy.is_empty() {
         let txn = db
             .begin_write()
             .map_err(backend("starting the schema migration"))?;
         if found < SCHEMA_VERSION {
-            migrate(&txn, found)?;
+            compact = migrate(&txn, found)?;
         }
         for table in legacy {
             let name = table.name().to_owned();
@@ -132,17 +132,6 @@ pub(super) fn open(db: &mut Database) -> Result<Counters, StorageError> {
     Counters::load(&info)
 }
 
-/// Whether the file has a table named `name`.
-fn has_table(db: &Database, name: &str) -> Result<bool, StorageError> {
-    const DURING: &str = "listing tables";
-    let txn = db.begin_read().map_err(backend(DURING))?;
-    let found = txn
-        .list_tables()
-        .map_err(backend(DURING))?
-        .any(|table| table.name() == name);
-    Ok(found)
-}
-
 /// The [`LEGACY_TABLES`] present in the file.
 fn legacy_tables(db: &Database) -> Result<Vec<UntypedTableHandle>, StorageError> {
     const DURING: &str = "listing tables";
@@ -156,10 +145,10 @@ fn legacy_tables(db: &Database) -> Result<Vec<UntypedTableHandle>, StorageError>
 }
 
 /// Runs every migration step from version `from` to [`SCHEMA_VERSION`].
-fn migrate(txn: &WriteTransaction, from: u32) -> Result<(), StorageError> {
-    if from < 3 {
-        records_to_buckets(txn)?;
-    }
+/// Returns whether records moved to another table (the file is worth
+/// compacting).
+fn migrate(txn: &WriteTransaction, from: u32) -> Result<bool, StorageError> {
+    let moved = from < 3 && records_to_buckets(txn)?;
     let mut version = from;
     while version < SCHEMA_VERSION {
         match version {
@@ -179,20 +168,20 @@ fn migrate(txn: &WriteTransaction, from: u32) -> Result<(), StorageError> {
         .map_err(backend("writing the schema version"))?;
     info.insert(SCHEMA_VERSION_KEY, u64::from(SCHEMA_VERSION))
         .map_err(backend("writing the schema version"))?;
-    Ok(())
+    Ok(moved)
 }
 
 /// Version 3 keys records by `(map, bucket, key)`: moves every record of
 /// the `records` table of earlier versions, if there is one, into
-/// [`RECORDS`] and deletes it.
-fn records_to_buckets(txn: &WriteTransaction) -> Result<(), StorageError> {
+/// [`RECORDS`] and deletes it. Returns whether there was one.
+fn records_to_buckets(txn: &WriteTransaction) -> Result<bool, StorageError> {
     const DURING: &str = "migrating to schema version 3";
     let exists = txn
         .list_tables()
         .map_err(backend(DURING))?
         .any(|table| table.name() == RECORDS_BY_KEY.name());
     if !exists {
-        return Ok(());
+        return Ok(false);
     }
     let old = txn.open_table(RECORDS_BY_KEY).map_err(backend(DURING))?;
     let moved = old.len().map_err(backend(DURING))?;
@@ -218,7 +207,7 @@ fn records_to_buckets(txn: &WriteTransaction) -> Result<(), StorageError> {
         records = moved,
         "moved the redb store's records into buckets"
     );
-    Ok(())
+    Ok(true)
 }
 
 /// Version 2 keeps Merkle leaf sums (`merkle_leaves`, saved at close) and

@@ -488,13 +488,19 @@ impl<'t> Tables<'t> {
         key: &str,
         record: &RecordRef<'_>,
     ) -> Result<(), StorageError> {
+        self.put_record_at(slot(map_name, key), record)
+    }
+
+    /// [`put_record`](Self::put_record) at a slot already computed.
+    fn put_record_at(&mut self, at: Slot<'_>, record: &RecordRef<'_>) -> Result<(), StorageError> {
+        let (map_name, _, key) = at;
         encode_into(&mut self.scratch.record, "record", record)?;
         // The replaced record's size, flag and Merkle contribution, read in
         // place.
         let old = {
             let replaced = self
                 .records
-                .insert(slot(map_name, key), self.scratch.record.as_slice())
+                .insert(at, self.scratch.record.as_slice())
                 .map_err(backend(WRITING))?;
             match &replaced {
                 Some(bytes) => {
@@ -701,18 +707,22 @@ impl<'t> Tables<'t> {
     ) -> Result<Vec<AppliedChange>, StorageError> {
         // In slot order: the records of one bucket go in as one sorted run,
         // which fills B-tree pages (inserts spread over several buckets'
-        // ranges would split pages half full). The sort is stable, so a
-        // key's duplicates keep their order; changes are listed in input
-        // order.
-        let mut order: Vec<usize> = (0..records.len()).collect();
-        order.sort_by_cached_key(|&i| slot(&records[i].map_name, &records[i].key));
+        // ranges would split pages half full). Sorted with the input index,
+        // so a key's duplicates keep their order; changes are listed in
+        // input order.
+        let mut order: Vec<(Slot<'_>, usize)> = records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (slot(&r.map_name, &r.key), i))
+            .collect();
+        order.sort_unstable();
         let mut changes = Vec::new();
-        for i in order {
+        for (at, i) in order {
             let record = &records[i];
             let (map_name, key) = (record.map_name.as_str(), record.key.as_str());
             let previous = self
                 .records
-                .get(slot(map_name, key))
+                .get(at)
                 .map_err(backend(WRITING))?
                 .map(|bytes| decode_record(bytes.value()))
                 .transpose()?;
@@ -722,9 +732,8 @@ impl<'t> Tables<'t> {
             {
                 continue;
             }
-            self.put_record(
-                map_name,
-                key,
+            self.put_record_at(
+                at,
                 &RecordRef {
                     value: record.value.as_deref(),
                     timestamp: &record.timestamp,
