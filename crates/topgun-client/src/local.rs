@@ -725,10 +725,6 @@ impl LocalData {
         if batch.is_empty() {
             return Ok(result);
         }
-        // In key order (a stable sort keeps a key's duplicates in order, so
-        // LWW picks the same winner): a pull's keys arrive in hash order,
-        // and sorted inserts touch each B-tree page once per merge.
-        batch.sort_by(|a, b| a.key.cmp(&b.key));
         // Relaxed: a merged record can always be fetched again. If a crash
         // loses it, the Merkle tree rebuilt from the store at start lacks
         // it and the next pull brings it back; local writes stay durable.

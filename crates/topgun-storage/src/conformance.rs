@@ -63,6 +63,7 @@ macro_rules! store_conformance_tests {
                 drop_synced_ops_keeps_pending_and_never_reuses_ids,
                 apply_remote_is_last_writer_wins,
                 apply_remote_relaxed_merges_like_apply_remote,
+                a_large_merge_among_stored_keys_is_last_writer_wins,
                 clear_map_tombstones_live_records,
                 clear_map_keeps_records_newer_than_the_clear,
                 prune_clean_removes_only_clean_unreferenced_records,
@@ -822,6 +823,80 @@ pub trait StoreConformance: Store {
         );
         assert!(self.get("m", "new").await.unwrap().is_none());
         assert_eq!(self.stats().await.unwrap(), stats);
+    }
+
+    /// A merge of thousands of new keys with stored ones among them keeps
+    /// the LWW rule for each stored one (newer and equal stored records
+    /// stay, older ones are replaced and reported), and the stats and
+    /// Merkle sums match the records afterwards: a store may write a
+    /// merge differently once it finds most keys absent.
+    async fn a_large_merge_among_stored_keys_is_last_writer_wins(&self) {
+        let stored: Vec<String> = (0..60).map(|i| format!("p{i:02}")).collect();
+        for (i, key) in stored.iter().enumerate() {
+            match i % 3 {
+                0 => {
+                    self.write_local(put("m", key, b"local", ts(100)))
+                        .await
+                        .unwrap();
+                }
+                1 => {
+                    self.apply_remote(vec![remote("m", key, Some(b"old"), ts(50))])
+                        .await
+                        .unwrap();
+                }
+                _ => {
+                    self.apply_remote(vec![remote("m", key, Some(b"same"), ts(100))])
+                        .await
+                        .unwrap();
+                }
+            }
+        }
+        let mut merge: Vec<StoreRecord> = (0..4_000)
+            .map(|j| remote("m", &format!("n{j:04}"), Some(b"new"), ts(100)))
+            .collect();
+        merge.extend(
+            stored
+                .iter()
+                .map(|key| remote("m", key, Some(b"remote"), ts(100))),
+        );
+        let changes = self.apply_remote(merge).await.unwrap();
+        assert_eq!(changes.len(), 4_000 + 20);
+        let replaced: Vec<&StoreRecord> = changes
+            .iter()
+            .filter_map(|c| c.previous.as_ref())
+            .collect();
+        assert_eq!(replaced.len(), 20, "only the older stored records");
+        assert!(replaced
+            .iter()
+            .all(|p| p.value.as_deref() == Some(&b"old"[..]) && p.timestamp == ts(50)));
+        for (i, key) in stored.iter().enumerate() {
+            let now = record(self, "m", key).await;
+            let (value, dirty): (&[u8], bool) = match i % 3 {
+                0 => (b"local", true),
+                1 => (b"remote", false),
+                _ => (b"same", false),
+            };
+            assert_eq!((now.value.as_deref(), now.dirty), (Some(value), dirty), "{key}");
+        }
+        let records = all_records(self, "m").await;
+        assert_eq!(records.len(), 4_060);
+        let pending = all_pending(self).await;
+        let stats = self.stats().await.unwrap();
+        assert_eq!(stats.records, 4_060);
+        assert_eq!(stats.dirty_records, 20);
+        assert_eq!(
+            stats.bytes,
+            records.iter().map(StoreRecord::approx_size).sum::<u64>()
+                + pending.iter().map(OpLogEntry::approx_size).sum::<u64>()
+        );
+        let mut leaves = vec![0u32; topgun_core::merkle::LEAVES];
+        for r in &records {
+            let t = &r.timestamp;
+            let (leaf, c) =
+                topgun_core::MerkleSums::contribution(&r.key, t.millis, t.counter, &t.node_id);
+            leaves[leaf] = leaves[leaf].wrapping_add(c);
+        }
+        assert_eq!(self.merkle_leaves("m").await.unwrap(), leaves);
     }
 
     /// `apply_remote_relaxed` merges exactly as `apply_remote` does (only

@@ -21,6 +21,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 use std::task::Poll;
+use futures_util::stream::{FuturesOrdered, StreamExt};
 use tokio::sync::{mpsc, oneshot, watch};
 use topgun_core::wire::{Codec, Message, WireRecord};
 use topgun_core::MerkleSums;
@@ -35,6 +36,10 @@ const DRAIN_FRAMES: usize = 64;
 /// reading frames until it ends: enough that each merge is one large
 /// transaction, few enough to bound the memory a fast server can fill.
 const QUEUED_RECORDS: usize = 8_192;
+/// Merges started and not yet stored, at most: while the store writes
+/// one, the next is prepared (its records converted, its keys locked) and
+/// waits in the store's queue, so the writer never waits for the loop.
+const MERGES_IN_FLIGHT: usize = 2;
 
 /// What a driver syncs with, and how.
 #[derive(Debug, Clone)]
@@ -79,9 +84,11 @@ struct Io {
     frames_first: bool,
     /// Readers waiting for a fetched key, by map and key.
     fetches: BTreeMap<(String, String), Vec<oneshot::Sender<()>>>,
-    /// The merge being written while the loop reads on: frames are decoded
-    /// and answered while the store commits the records before them.
-    merging: Option<Merging>,
+    /// The merges being written while the loop reads on (at most
+    /// [`MERGES_IN_FLIGHT`], ending in the order they started): frames are
+    /// decoded and answered while the store commits the records before
+    /// them.
+    merging: FuturesOrdered<Merging>,
     /// Records that arrived meanwhile, of one map: the next merge.
     queued: Option<(String, Records)>,
 }
@@ -93,7 +100,7 @@ enum Wake {
     Connected(Result<Opened, String>),
     Frame(Frame),
     Timer,
-    /// The merge in progress ended.
+    /// The oldest merge in progress ended.
     Merged((String, Result<Applied, ReplicaError>)),
 }
 
@@ -162,7 +169,7 @@ impl<R: Runtime + ?Sized> SyncDriver<R> {
             timers: BTreeMap::new(),
             frames_first: false,
             fetches: BTreeMap::new(),
-            merging: None,
+            merging: FuturesOrdered::new(),
             queued: None,
         };
         runtime.spawn(Box::pin(async move {
@@ -301,17 +308,14 @@ impl<R: Runtime + ?Sized> SyncDriver<R> {
             queued,
             ..
         } = io;
-        // Past the bound, frames wait until the merge in progress ends.
+        // Past the bound, frames wait until a merge in progress ends.
         let reading = queued
             .as_ref()
             .is_none_or(|(_, r)| r.len() < QUEUED_RECORDS);
         let mut recv = conn.as_mut().filter(|_| reading).map(|c| c.recv());
         std::future::poll_fn(|cx| {
-            if let Some(f) = merging.as_mut() {
-                if let Poll::Ready(done) = f.as_mut().poll(cx) {
-                    *merging = None;
-                    return Poll::Ready(Wake::Merged(done));
-                }
+            if let Poll::Ready(Some(done)) = merging.poll_next_unpin(cx) {
+                return Poll::Ready(Wake::Merged(done));
             }
             let mut poll_frame = |cx: &mut std::task::Context<'_>| match recv.as_mut() {
                 Some(f) => f.as_mut().poll(cx).map(Wake::Frame),
@@ -553,7 +557,8 @@ impl<R: Runtime + ?Sized> SyncDriver<R> {
 
     /// Queues server records for merging: with the records already
     /// waiting if they are of the same map (else after those are stored),
-    /// and starts a merge if none is in progress.
+    /// and starts a merge if fewer than [`MERGES_IN_FLIGHT`] are in
+    /// progress.
     async fn queue_merge(&mut self, io: &mut Io, map: String, records: Records) -> Option<Input> {
         match &mut io.queued {
             Some((queued_map, queued)) if *queued_map == map => queued.extend(records),
@@ -565,19 +570,21 @@ impl<R: Runtime + ?Sized> SyncDriver<R> {
             }
             None => io.queued = Some((map, records)),
         }
-        if io.merging.is_none() {
-            self.start_queued_merge(io);
-        }
+        self.start_queued_merge(io);
         None
     }
 
-    /// Starts merging the queued records, if any.
+    /// Starts merging the queued records, if any and if fewer than
+    /// [`MERGES_IN_FLIGHT`] merges are in progress.
     fn start_queued_merge(&self, io: &mut Io) {
+        if io.merging.len() >= MERGES_IN_FLIGHT {
+            return;
+        }
         let Some((map, records)) = io.queued.take() else {
             return;
         };
         let replica = self.replica.clone();
-        io.merging = Some(Box::pin(async move {
+        io.merging.push_back(Box::pin(async move {
             let result = replica.apply_remote(&map, records).await;
             (map, result)
         }));
@@ -587,18 +594,13 @@ impl<R: Runtime + ?Sized> SyncDriver<R> {
     /// failure the queued records are dropped (the connection closes, and
     /// the next pull brings them again) and the failure's input returned.
     async fn settle_merges(&mut self, io: &mut Io) -> Option<Input> {
-        while io.merging.is_some() || io.queued.is_some() {
-            if io.merging.is_none() {
-                self.start_queued_merge(io);
-            }
-            if let Some(merging) = io.merging.take() {
-                if let Some(input) = self.merged(io, merging.await).await {
-                    io.queued = None;
-                    return Some(input);
-                }
+        loop {
+            self.start_queued_merge(io);
+            let done = io.merging.next().await?;
+            if let Some(input) = self.merged(io, done).await {
+                return Some(input);
             }
         }
-        None
     }
 
     /// Reports the outcome of a merge: refused records as protocol errors,
@@ -618,6 +620,9 @@ impl<R: Runtime + ?Sized> SyncDriver<R> {
                 None
             }
             Err(e) => {
+                // What waits goes too (the connection closes; the next pull
+                // brings it again). A merge already started ends as it
+                // will: its changes must reach the cache and subscribers.
                 io.queued = None;
                 self.local_failure(io, format!("merging records of map {map}: {e}"))
                     .await

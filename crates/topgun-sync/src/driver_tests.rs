@@ -414,7 +414,8 @@ impl Replica for GatedReplica {
 }
 
 /// While a pulled leaf is being stored, the loop reads on: the next
-/// bucket answer is answered with its request at once. The pull completes
+/// bucket answer is answered with its request at once, and the next
+/// leaf's merge starts beside the first. The pull completes
 /// (the state goes online) only once every merge is stored.
 #[tokio::test(start_paused = true)]
 async fn frames_are_answered_while_a_merge_is_written_and_the_pull_ends_after_it() {
@@ -484,6 +485,13 @@ async fn frames_are_answered_while_a_merge_is_written_and_the_pull_ends_after_it
     send(&peer, buckets("10", &["0"]));
     peer.expect(request("100")).await;
     send(&peer, leaf("100", "b"));
+    // The next merge starts while the first still waits: two in flight.
+    tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        replica.started.notified(),
+    )
+    .await
+    .expect("a second merge started while the first waits");
     tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     assert_eq!(status.state(), ConnectionState::Syncing, "merges pending");
     assert!(replica.inner.store.get("m", "a").await.unwrap().is_none());

@@ -439,6 +439,17 @@ struct Tables<'t> {
     scratch: &'t mut Scratch,
 }
 
+/// What [`Tables::account`] needs of a replaced record.
+struct Replaced {
+    size: u64,
+    dirty: bool,
+    contribution: u32,
+}
+
+/// Keys in a row of a merge found absent after which the next ones are
+/// inserted without a lookup first ([`Tables::merge_record_at`]).
+const ABSENT_RUN: usize = 32;
+
 const WRITING: &str = "writing";
 
 impl<'t> Tables<'t> {
@@ -505,17 +516,79 @@ impl<'t> Tables<'t> {
             match &replaced {
                 Some(bytes) => {
                     let head = decode_record_head(bytes.value())?;
-                    Some((
-                        head.approx_size(map_name, key),
-                        head.dirty,
-                        head.contribution(key).1,
-                    ))
+                    Some(Replaced {
+                        size: head.approx_size(map_name, key),
+                        dirty: head.dirty,
+                        contribution: head.contribution(key).1,
+                    })
                 }
                 None => None,
             }
         };
-        let sub = match old {
-            Some(o) => o.2,
+        self.account(at, record, old)
+    }
+
+    /// Merges `record` (clean) at `at` by LWW in one descent: it is
+    /// inserted, and if the record it replaced is as new or newer, that
+    /// one is put back. `None` if the stored record stays, else the record
+    /// replaced, if any.
+    ///
+    /// For merges that mostly bring keys the store lacks (a first pull);
+    /// where most keys are present, looking the old record up first
+    /// spares the write of a record that stays.
+    fn merge_record_at(
+        &mut self,
+        at: Slot<'_>,
+        record: &RecordRef<'_>,
+    ) -> Result<Option<Option<RecordValue>>, StorageError> {
+        let (map_name, _, key) = at;
+        encode_into(&mut self.scratch.record, "record", record)?;
+        let (previous, restore) = {
+            let replaced = self
+                .records
+                .insert(at, self.scratch.record.as_slice())
+                .map_err(backend(WRITING))?;
+            match &replaced {
+                None => (None, None),
+                Some(bytes) => {
+                    let old = decode_record(bytes.value())?;
+                    if *record.timestamp <= old.timestamp {
+                        (None, Some(bytes.value().to_vec()))
+                    } else {
+                        (Some(old), None)
+                    }
+                }
+            }
+        };
+        if let Some(bytes) = restore {
+            self.records
+                .insert(at, bytes.as_slice())
+                .map_err(backend(WRITING))?;
+            return Ok(None);
+        }
+        let old = previous.as_ref().map(|old| {
+            let t = &old.timestamp;
+            Replaced {
+                size: old.approx_size(map_name, key),
+                dirty: old.dirty,
+                contribution: MerkleSums::contribution(key, t.millis, t.counter, &t.node_id).1,
+            }
+        });
+        self.account(at, record, old)?;
+        Ok(Some(previous))
+    }
+
+    /// Updates the counters, the Merkle sums and the pruned stubs for
+    /// `record`, just stored at `at` in place of `old`.
+    fn account(
+        &mut self,
+        at: Slot<'_>,
+        record: &RecordRef<'_>,
+        old: Option<Replaced>,
+    ) -> Result<(), StorageError> {
+        let (map_name, _, key) = at;
+        let sub = match &old {
+            Some(o) => o.contribution,
             // A pruned record's contribution, replaced now. Looked up
             // first: a remove would rewrite the table's pages even when
             // the key is absent, as it nearly always is.
@@ -541,9 +614,9 @@ impl<'t> Tables<'t> {
         let c = &mut self.counters;
         c.bytes += approx_record_size(map_name, key, record.value, record.timestamp);
         let was_dirty = match old {
-            Some((size, dirty, _)) => {
-                c.bytes = c.bytes.saturating_sub(size);
-                dirty
+            Some(old) => {
+                c.bytes = c.bytes.saturating_sub(old.size);
+                old.dirty
             }
             None => {
                 c.records += 1;
@@ -717,30 +790,45 @@ impl<'t> Tables<'t> {
             .collect();
         order.sort_unstable();
         let mut changes = Vec::new();
+        // Looked up first while keys are found; once `ABSENT_RUN` in a row
+        // were not, inserted first until one is.
+        let mut absent_run = 0;
         for (at, i) in order {
             let record = &records[i];
             let (map_name, key) = (record.map_name.as_str(), record.key.as_str());
-            let previous = self
-                .records
-                .get(at)
-                .map_err(backend(WRITING))?
-                .map(|bytes| decode_record(bytes.value()))
-                .transpose()?;
-            if previous
-                .as_ref()
-                .is_some_and(|old| record.timestamp <= old.timestamp)
-            {
-                continue;
-            }
-            self.put_record_at(
-                at,
-                &RecordRef {
-                    value: record.value.as_deref(),
-                    timestamp: &record.timestamp,
-                    ttl_ms: record.ttl_ms,
-                    dirty: false,
-                },
-            )?;
+            let new = RecordRef {
+                value: record.value.as_deref(),
+                timestamp: &record.timestamp,
+                ttl_ms: record.ttl_ms,
+                dirty: false,
+            };
+            let previous = if absent_run >= ABSENT_RUN {
+                let Some(previous) = self.merge_record_at(at, &new)? else {
+                    absent_run = 0;
+                    continue;
+                };
+                if previous.is_some() {
+                    absent_run = 0;
+                }
+                previous
+            } else {
+                let previous = self
+                    .records
+                    .get(at)
+                    .map_err(backend(WRITING))?
+                    .map(|bytes| decode_record(bytes.value()))
+                    .transpose()?;
+                match &previous {
+                    Some(old) if record.timestamp <= old.timestamp => {
+                        absent_run = 0;
+                        continue;
+                    }
+                    Some(_) => absent_run = 0,
+                    None => absent_run += 1,
+                }
+                self.put_record_at(at, &new)?;
+                previous
+            };
             changes.push((
                 i,
                 AppliedChange {
