@@ -17,6 +17,14 @@
 //! This binary is the top of the layer stack: it depends on the client
 //! and, for `serve` only, on the server crate; neither depends on it.
 
+
+/// jemalloc instead of the system allocator: a pull or a push allocates
+/// and frees millions of small records, often on another thread than the
+/// one that allocated them (see `docs/decisions.md`; its settings are in
+/// `.cargo/config.toml`).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 mod args;
 mod commands;
 mod data_dir;
