@@ -17,7 +17,6 @@
 //! This binary is the top of the layer stack: it depends on the client
 //! and, for `serve` only, on the server crate; neither depends on it.
 
-
 /// jemalloc instead of the system allocator: a pull or a push allocates
 /// and frees millions of small records, often on another thread than the
 /// one that allocated them (see `docs/decisions.md`; its settings are in

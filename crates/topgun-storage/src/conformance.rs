@@ -861,10 +861,8 @@ pub trait StoreConformance: Store {
         );
         let changes = self.apply_remote(merge).await.unwrap();
         assert_eq!(changes.len(), 4_000 + 20);
-        let replaced: Vec<&StoreRecord> = changes
-            .iter()
-            .filter_map(|c| c.previous.as_ref())
-            .collect();
+        let replaced: Vec<&StoreRecord> =
+            changes.iter().filter_map(|c| c.previous.as_ref()).collect();
         assert_eq!(replaced.len(), 20, "only the older stored records");
         assert!(replaced
             .iter()
@@ -876,7 +874,11 @@ pub trait StoreConformance: Store {
                 1 => (b"remote", false),
                 _ => (b"same", false),
             };
-            assert_eq!((now.value.as_deref(), now.dirty), (Some(value), dirty), "{key}");
+            assert_eq!(
+                (now.value.as_deref(), now.dirty),
+                (Some(value), dirty),
+                "{key}"
+            );
         }
         let records = all_records(self, "m").await;
         assert_eq!(records.len(), 4_060);
