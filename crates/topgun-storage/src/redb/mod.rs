@@ -32,7 +32,7 @@ use self::tables::{
     backend, decode_op, decode_record, decode_record_stamp, slot, Counters, Slot, META,
     PENDING_OPS, PRUNED, RECORDS, STORE_INFO,
 };
-use self::writer::{Job, Request};
+use self::writer::{Job, Merged, Request};
 use crate::error::StorageError;
 use crate::model::{
     AppliedChange, ClearOutcome, KeyStamp, LocalWrite, OpId, OpLogEntry, OpType, PruneSums,
@@ -344,24 +344,52 @@ impl RedbStore {
         args: A,
         request: fn(Job<A, T>) -> Request,
     ) -> Result<T, StorageError> {
+        self.write_returning(args, request).await.1
+    }
+
+    /// As [`write`](Self::write), with the arguments handed back.
+    async fn write_returning<A, T>(
+        &self,
+        args: A,
+        request: fn(Job<A, T>) -> Request,
+    ) -> (Option<A>, Result<T, StorageError>) {
         let (job, answer) = Job::new(args);
-        self.requests
-            .send(request(job))
-            .map_err(|_| StorageError::Closed)?;
-        answer.await.map_err(|_| StorageError::Closed)?
+        if self.requests.send(request(job)).is_err() {
+            return (None, Err(StorageError::Closed));
+        }
+        match answer.await {
+            Ok((args, result)) => (Some(args), result),
+            Err(_) => (None, Err(StorageError::Closed)),
+        }
     }
 
     /// `apply_remote` in either durability: validates, then queues.
     async fn merge_remote(
         &self,
         records: Vec<StoreRecord>,
-        request: fn(Job<Vec<StoreRecord>, Vec<AppliedChange>>) -> Request,
+        request: fn(Job<Vec<StoreRecord>, Vec<Merged>>) -> Request,
     ) -> Result<Vec<AppliedChange>, StorageError> {
         validate::remote_records(&records)?;
         if records.is_empty() {
             return Ok(Vec::new());
         }
-        self.write(records, request).await
+        let (records, merged) = self.write_returning(records, request).await;
+        let merged = merged?;
+        // The merged records move into the changes (the writer reported
+        // them in input order, each once).
+        let mut merged = merged.into_iter().peekable();
+        let mut changes = Vec::with_capacity(merged.len());
+        for (i, mut record) in records.unwrap_or_default().into_iter().enumerate() {
+            let Some(m) = merged.next_if(|m| m.index == i) else {
+                continue;
+            };
+            record.dirty = false;
+            changes.push(AppliedChange {
+                previous: m.previous,
+                current: record,
+            });
+        }
+        Ok(changes)
     }
 }
 

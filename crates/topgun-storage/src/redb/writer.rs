@@ -54,8 +54,7 @@ use super::tables::{
 };
 use crate::error::StorageError;
 use crate::model::{
-    approx_record_size, AppliedChange, ClearOutcome, LocalWrite, OpId, OpType, PruneSums,
-    StoreRecord,
+    approx_record_size, ClearOutcome, LocalWrite, OpId, OpType, PruneSums, StoreRecord,
 };
 use redb::{Database, ReadableTable, ReadableTableMetadata, Table, WriteTransaction};
 use std::collections::{BTreeSet, HashMap};
@@ -68,18 +67,23 @@ use topgun_core::{MerkleSums, Timestamp};
 /// Most requests applied in one transaction; bounds a batch's latency.
 const MAX_BATCH: usize = 4096;
 
+/// What a job answers: its arguments, handed back (so what they own is
+/// freed, or moved on, by the caller rather than by the writer thread),
+/// and its result.
+pub(super) type Answer<A, T> = (A, Result<T, StorageError>);
+
 /// One queued request, its arguments and where its answer goes.
 #[derive(Debug)]
 pub(super) struct Job<A, T> {
     args: A,
-    reply: oneshot::Sender<Result<T, StorageError>>,
+    reply: oneshot::Sender<Answer<A, T>>,
     /// `Some(Err)`: failed, skipped by later attempts of the batch.
     result: Option<Result<T, StorageError>>,
 }
 
 impl<A, T> Job<A, T> {
     /// A job and the receiver of its answer.
-    pub(super) fn new(args: A) -> (Self, oneshot::Receiver<Result<T, StorageError>>) {
+    pub(super) fn new(args: A) -> (Self, oneshot::Receiver<Answer<A, T>>) {
         let (reply, answer) = oneshot::channel();
         let job = Self {
             args,
@@ -123,7 +127,7 @@ impl<A, T> Job<A, T> {
         // Every job of a finished batch has a result; a dropped reply
         // would read as `Closed`. A caller that stopped waiting is fine.
         if let Some(result) = self.result {
-            let _ = self.reply.send(result);
+            let _ = self.reply.send((self.args, result));
         }
     }
 }
@@ -140,9 +144,9 @@ pub(super) enum Request {
     /// [`Store::acknowledge`](crate::Store::acknowledge) (relaxed).
     Acknowledge(Job<Vec<OpId>, u64>),
     /// [`Store::apply_remote`](crate::Store::apply_remote).
-    ApplyRemote(Job<Vec<StoreRecord>, Vec<AppliedChange>>),
+    ApplyRemote(Job<Vec<StoreRecord>, Vec<Merged>>),
     /// [`Store::apply_remote_relaxed`](crate::Store::apply_remote_relaxed).
-    ApplyRemoteRelaxed(Job<Vec<StoreRecord>, Vec<AppliedChange>>),
+    ApplyRemoteRelaxed(Job<Vec<StoreRecord>, Vec<Merged>>),
     /// [`Store::clear_map`](crate::Store::clear_map).
     ClearMap(Job<(String, Timestamp), ClearOutcome>),
     /// [`Store::prune_clean`](crate::Store::prune_clean).
@@ -437,6 +441,15 @@ struct Tables<'t> {
     leaves: HashMap<String, Vec<u32>>,
     counters: Counters,
     scratch: &'t mut Scratch,
+}
+
+/// A record of a merge that replaced the stored one (or was new).
+#[derive(Debug)]
+pub(super) struct Merged {
+    /// Its place in the merge's input.
+    pub(super) index: usize,
+    /// The record it replaced, if any.
+    pub(super) previous: Option<StoreRecord>,
 }
 
 /// What [`Tables::account`] needs of a replaced record.
@@ -774,10 +787,7 @@ impl<'t> Tables<'t> {
         Ok(dropped)
     }
 
-    fn apply_remote(
-        &mut self,
-        records: &[StoreRecord],
-    ) -> Result<Vec<AppliedChange>, StorageError> {
+    fn apply_remote(&mut self, records: &[StoreRecord]) -> Result<Vec<Merged>, StorageError> {
         // In slot order: the records of one bucket go in as one sorted run,
         // which fills B-tree pages (inserts spread over several buckets'
         // ranges would split pages half full). Sorted with the input index,
@@ -829,19 +839,13 @@ impl<'t> Tables<'t> {
                 self.put_record_at(at, &new)?;
                 previous
             };
-            changes.push((
-                i,
-                AppliedChange {
-                    previous: previous.map(|old| old.into_record(map_name, key)),
-                    current: StoreRecord {
-                        dirty: false,
-                        ..record.clone()
-                    },
-                },
-            ));
+            changes.push(Merged {
+                index: i,
+                previous: previous.map(|old| old.into_record(map_name, key)),
+            });
         }
-        changes.sort_unstable_by_key(|(i, _)| *i);
-        Ok(changes.into_iter().map(|(_, change)| change).collect())
+        changes.sort_unstable_by_key(|m| m.index);
+        Ok(changes)
     }
 
     fn clear_map(
