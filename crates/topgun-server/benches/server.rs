@@ -31,6 +31,11 @@ use std::time::Instant;
 use support::{out_dir, push};
 use topgun_server::{ServerConfig, StoreConfig};
 
+/// The allocator `topgun serve` runs on (the pinned server is this
+/// process, started again under `taskset`).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Batches per connection.
 const PER_CONNECTION: u64 = 300;
 
