@@ -20,7 +20,8 @@
 /// jemalloc instead of the system allocator: a pull or a push allocates
 /// and frees millions of small records, often on another thread than the
 /// one that allocated them (see `docs/decisions.md`; its settings are in
-/// `.cargo/config.toml`).
+/// `.cargo/config.toml`). Not on MSVC, where jemalloc does not build.
+#[cfg(not(target_env = "msvc"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

@@ -33,6 +33,7 @@ use topgun_server::{ServerConfig, StoreConfig};
 
 /// The allocator `topgun serve` runs on (the pinned server is this
 /// process, started again under `taskset`).
+#[cfg(not(target_env = "msvc"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

@@ -827,9 +827,11 @@ pub trait StoreConformance: Store {
 
     /// A merge of thousands of new keys with stored ones among them keeps
     /// the LWW rule for each stored one (newer and equal stored records
-    /// stay, older ones are replaced and reported), and the stats and
-    /// Merkle sums match the records afterwards: a store may write a
-    /// merge differently once it finds most keys absent.
+    /// stay, older ones are replaced and reported) and for a key given
+    /// twice, reports each change with its own record, replaces a pruned
+    /// key's kept Merkle contribution, and the stats and Merkle sums match
+    /// the records afterwards: a store may write a merge differently once
+    /// it finds most keys absent.
     async fn a_large_merge_among_stored_keys_is_last_writer_wins(&self) {
         let stored: Vec<String> = (0..60).map(|i| format!("p{i:02}")).collect();
         for (i, key) in stored.iter().enumerate() {
@@ -851,6 +853,17 @@ pub trait StoreConformance: Store {
                 }
             }
         }
+        // A pruned key whose Merkle contribution is kept until it is
+        // written again.
+        self.apply_remote(vec![remote("m", "q", Some(b"q-old"), ts(40))])
+            .await
+            .unwrap();
+        assert_eq!(
+            self.prune_clean("m", &["q".to_owned()], PruneSums::Keep)
+                .await
+                .unwrap(),
+            ["q"]
+        );
         let mut merge: Vec<StoreRecord> = (0..4_000)
             .map(|j| remote("m", &format!("n{j:04}"), Some(b"new"), ts(100)))
             .collect();
@@ -859,8 +872,24 @@ pub trait StoreConformance: Store {
                 .iter()
                 .map(|key| remote("m", key, Some(b"remote"), ts(100))),
         );
+        // A new key twice (the later copy older: the first stays), and
+        // the pruned key.
+        merge.push(remote("m", "dup", Some(b"first"), ts(300)));
+        merge.push(remote("m", "dup", Some(b"second"), ts(200)));
+        merge.push(remote("m", "q", Some(b"q-new"), ts(100)));
         let changes = self.apply_remote(merge).await.unwrap();
-        assert_eq!(changes.len(), 4_000 + 20);
+        assert_eq!(changes.len(), 4_000 + 20 + 2);
+        for change in &changes {
+            let key = change.current.key.as_str();
+            let expected: &[u8] = match key {
+                "dup" => b"first",
+                "q" => b"q-new",
+                _ if key.starts_with('n') => b"new",
+                _ => b"remote",
+            };
+            assert_eq!(change.current.value.as_deref(), Some(expected), "{key}");
+            assert!(!change.current.dirty);
+        }
         let replaced: Vec<&StoreRecord> =
             changes.iter().filter_map(|c| c.previous.as_ref()).collect();
         assert_eq!(replaced.len(), 20, "only the older stored records");
@@ -880,11 +909,15 @@ pub trait StoreConformance: Store {
                 "{key}"
             );
         }
+        assert_eq!(
+            record(self, "m", "dup").await.value.as_deref(),
+            Some(&b"first"[..])
+        );
         let records = all_records(self, "m").await;
-        assert_eq!(records.len(), 4_060);
+        assert_eq!(records.len(), 4_062);
         let pending = all_pending(self).await;
         let stats = self.stats().await.unwrap();
-        assert_eq!(stats.records, 4_060);
+        assert_eq!(stats.records, 4_062);
         assert_eq!(stats.dirty_records, 20);
         assert_eq!(
             stats.bytes,

@@ -42,7 +42,9 @@ pub fn coalesce(outputs: Vec<Output>) -> Vec<Output> {
 /// Whether `output` may be carried out before merges that precede it:
 /// frames to send and timer changes (nothing sent depends on a merge).
 /// Everything else must stay after every merge before it. (A merge itself
-/// is not asked: merges keep their order among themselves.)
+/// is not asked: merges start in order and end in order; two in flight
+/// that share a key write it in the order their key locks allow, and the
+/// LWW rule makes the stored result the same either way.)
 pub(crate) fn may_overtake_merges(output: &Output) -> bool {
     match output {
         Output::Send(_) | Output::SetTimer { .. } | Output::CancelTimer(_) => true,

@@ -32,9 +32,10 @@ const PAGE: usize = 1_000;
 /// Frames handled together when several have already arrived (so that
 /// their merges share one storage transaction, see [`coalesce`]).
 const DRAIN_FRAMES: usize = 64;
-/// Records that may wait for the merge in progress before the loop stops
-/// reading frames until it ends: enough that each merge is one large
-/// transaction, few enough to bound the memory a fast server can fill.
+/// Records that may wait for the merges in progress before the loop stops
+/// reading frames until one ends: enough that each merge is one large
+/// transaction, few enough to bound the memory a fast server can fill
+/// (with the merges in flight, about three times this many records).
 const QUEUED_RECORDS: usize = 8_192;
 /// Merges started and not yet stored, at most: while the store writes
 /// one, the next is prepared (its records converted, its keys locked) and
@@ -281,8 +282,12 @@ impl<R: Runtime + ?Sized> SyncDriver<R> {
 
     async fn stop(&mut self, mut io: Io) {
         // What was pulled is stored before the loop ends (a failure is
-        // reported; the connection closes anyway).
-        let _ = self.settle_merges(&mut io).await;
+        // reported; the connection closes anyway). A merge that fails does
+        // not stop the ones started after it: their changes must reach the
+        // cache and subscribers, and the client may live on.
+        while !io.merging.is_empty() || io.queued.is_some() {
+            let _ = self.settle_merges(&mut io).await;
+        }
         self.feed(&mut io, Input::Stop).await;
         io.connecting = None;
         if let Some(conn) = io.conn.take() {

@@ -378,6 +378,9 @@ struct GatedReplica {
     inner: MemoryReplica,
     gate: tokio::sync::Semaphore,
     started: tokio::sync::Notify,
+    /// Merges (counted from 1, in the order they pass the gate) that fail.
+    failing: BTreeSet<usize>,
+    passed: std::sync::atomic::AtomicUsize,
 }
 
 #[async_trait::async_trait]
@@ -401,6 +404,13 @@ impl Replica for GatedReplica {
     ) -> Result<Applied, ReplicaError> {
         self.started.notify_one();
         self.gate.acquire().await.expect("open").forget();
+        let n = self
+            .passed
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
+        if self.failing.contains(&n) {
+            return Err(format!("merge {n} fails").into());
+        }
         self.inner.apply_remote(map, records).await
     }
 
@@ -427,6 +437,8 @@ async fn frames_are_answered_while_a_merge_is_written_and_the_pull_ends_after_it
         },
         gate: tokio::sync::Semaphore::new(0),
         started: tokio::sync::Notify::new(),
+        failing: BTreeSet::new(),
+        passed: std::sync::atomic::AtomicUsize::new(0),
     });
     let (handle, mut attempts, status) = spawn_on(replica.clone());
     let reply = attempts.recv().await.expect("an attempt");
@@ -507,4 +519,78 @@ async fn frames_are_answered_while_a_merge_is_written_and_the_pull_ends_after_it
     }
     drop(peer.frames);
     handle.close().await;
+}
+
+/// Stopping with two merges in flight, the first of which fails: the
+/// second is still carried out to its end (its records stored, so its
+/// changes reach the cache and subscribers), not dropped with the loop.
+#[tokio::test(start_paused = true)]
+async fn a_merge_in_flight_behind_a_failed_one_still_lands_when_sync_stops() {
+    use topgun_core::wire::{LeafRecord, SyncRespBuckets, SyncRespLeaf, SyncRespRoot};
+    let replica = Arc::new(GatedReplica {
+        inner: MemoryReplica {
+            store: MemoryStore::new(),
+            hlc: Hlc::new("client-1").expect("node id"),
+        },
+        gate: tokio::sync::Semaphore::new(0),
+        started: tokio::sync::Notify::new(),
+        failing: BTreeSet::from([1]),
+        passed: std::sync::atomic::AtomicUsize::new(0),
+    });
+    let (handle, mut attempts, _status) = spawn_on(replica.clone());
+    let reply = attempts.recv().await.expect("an attempt");
+    let (conn, mut peer) = connection();
+    assert!(reply.send(Ok(conn)).is_ok());
+    let server_ts = Timestamp::new(1, 0, "server");
+    let send = |peer: &Peer, msg: Message| {
+        peer.frames
+            .send(Frame::Binary(Codec::default().encode(&msg).unwrap()))
+            .unwrap();
+    };
+    let leaf = |path: &str, key: &str| {
+        Message::SyncRespLeaf(SyncRespLeaf {
+            map_name: "m".into(),
+            path: path.into(),
+            records: vec![LeafRecord {
+                key: key.into(),
+                record: WireRecord::new(rmpv::Value::from(1), server_ts.clone()),
+            }],
+        })
+    };
+    peer.expect(|m| matches!(m, Message::SyncInit(_))).await;
+    send(
+        &peer,
+        Message::SyncRespRoot(SyncRespRoot {
+            map_name: "m".into(),
+            root_hash: 7,
+            timestamp: server_ts.clone(),
+        }),
+    );
+    peer.expect(|m| matches!(m, Message::MerkleReqBucket(r) if r.path.is_empty()))
+        .await;
+    send(
+        &peer,
+        Message::SyncRespBuckets(SyncRespBuckets {
+            map_name: "m".into(),
+            path: String::new(),
+            buckets: [("0".to_owned(), 7)].into_iter().collect(),
+        }),
+    );
+    send(&peer, leaf("000", "a"));
+    replica.started.notified().await;
+    send(&peer, leaf("001", "b"));
+    replica.started.notified().await;
+    // Both merges wait at the gate; sync stops, the first merge passes
+    // and fails, and only then the second passes: it must still be stored.
+    let closing = tokio::spawn(async move { handle.close().await });
+    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    replica.gate.add_permits(1);
+    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    replica.gate.add_permits(1);
+    closing.await.expect("closed");
+    assert!(replica.inner.store.get("m", "a").await.unwrap().is_none());
+    assert!(
+        replica.inner.store.get("m", "b").await.unwrap().is_some(),
+        "the merge behind the failed one was dropped"
+    );
 }

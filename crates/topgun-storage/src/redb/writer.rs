@@ -541,10 +541,10 @@ impl<'t> Tables<'t> {
         self.account(at, record, old)
     }
 
-    /// Merges `record` (clean) at `at` by LWW in one descent: it is
-    /// inserted, and if the record it replaced is as new or newer, that
-    /// one is put back. `None` if the stored record stays, else the record
-    /// replaced, if any.
+    /// Merges `record` (clean) at `at` by LWW, inserting first: one
+    /// descent when the new record wins; if the record it replaced is as
+    /// new or newer, that one is put back (a second). `None` if the
+    /// stored record stays, else the record replaced, if any.
     ///
     /// For merges that mostly bring keys the store lacks (a first pull);
     /// where most keys are present, looking the old record up first
