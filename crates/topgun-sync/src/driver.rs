@@ -7,8 +7,9 @@
 //! the loop, never an inline wait, so commands, timers and `close` are
 //! served while a connection attempt is in progress. Every output of the
 //! engine is carried out here, in order, except that frames to send and
-//! timers may overtake a merge: one merge is written while the loop reads
-//! on (see `queue_merge`).
+//! timers may overtake a merge: up to two merges are in flight (one
+//! written, the next waiting in the store's queue) while the loop reads on
+//! (see `queue_merge`).
 
 use crate::coalesce::{coalesce, may_overtake_merges};
 use crate::handle::{Command, SyncHandle};
