@@ -96,6 +96,13 @@ impl Connection for ChannelConnection {
 }
 
 impl Peer {
+    /// Sends `msg` to the driver as the server would.
+    fn send(&self, msg: &Message) {
+        self.frames
+            .send(Frame::Binary(Codec::default().encode(msg).unwrap()))
+            .unwrap();
+    }
+
     async fn next_message(&mut self) -> Message {
         let bytes = self.sent.recv().await.expect("a frame");
         Codec::default().decode(&bytes).expect("decodes")
@@ -360,11 +367,7 @@ async fn a_local_change_is_pushed_and_its_ack_marks_it_synced() {
         achieved_level: None,
         results: None,
     };
-    peer.frames
-        .send(Frame::Binary(
-            Codec::default().encode(&Message::OpAck(ack)).unwrap(),
-        ))
-        .unwrap();
+    peer.send(&Message::OpAck(ack));
     // On the paused clock: each step lets the driver run to idle.
     while h.replica.store.stats().await.unwrap().pending_ops > 0 {
         tokio::time::sleep(std::time::Duration::from_millis(1)).await;
@@ -423,80 +426,92 @@ impl Replica for GatedReplica {
     }
 }
 
+impl GatedReplica {
+    /// A replica whose merges numbered in `failing` fail.
+    fn new(failing: &[usize]) -> Arc<Self> {
+        Arc::new(Self {
+            inner: MemoryReplica {
+                store: MemoryStore::new(),
+                hlc: Hlc::new("client-1").expect("node id"),
+            },
+            gate: tokio::sync::Semaphore::new(0),
+            started: tokio::sync::Notify::new(),
+            failing: failing.iter().copied().collect(),
+            passed: std::sync::atomic::AtomicUsize::new(0),
+        })
+    }
+}
+
+/// A driver over `replica`, connected, its pull of map `m` begun: the
+/// server's root answer (hash 7) is sent.
+async fn pulling(replica: Arc<GatedReplica>) -> (SyncHandle, Peer, Arc<SyncStatus>) {
+    let (handle, mut attempts, status) = spawn_on(replica);
+    let reply = attempts.recv().await.expect("an attempt");
+    let (conn, mut peer) = connection();
+    assert!(reply.send(Ok(conn)).is_ok());
+    peer.expect(|m| matches!(m, Message::SyncInit(_))).await;
+    peer.send(&Message::SyncRespRoot(topgun_core::wire::SyncRespRoot {
+        map_name: "m".into(),
+        root_hash: 7,
+        timestamp: Timestamp::new(1, 0, "server"),
+    }));
+    (handle, peer, status)
+}
+
+/// The server's answer for inner node `path` of map `m`: `children`.
+fn buckets_answer(path: &str, children: &[&str]) -> Message {
+    Message::SyncRespBuckets(topgun_core::wire::SyncRespBuckets {
+        map_name: "m".into(),
+        path: path.into(),
+        buckets: children.iter().map(|c| ((*c).to_owned(), 7)).collect(),
+    })
+}
+
+/// The server's answer for leaf `path` of map `m`: one record, `key`.
+fn leaf_answer(path: &str, key: &str) -> Message {
+    Message::SyncRespLeaf(topgun_core::wire::SyncRespLeaf {
+        map_name: "m".into(),
+        path: path.into(),
+        records: vec![topgun_core::wire::LeafRecord {
+            key: key.into(),
+            record: WireRecord::new(rmpv::Value::from(1), Timestamp::new(1, 0, "server")),
+        }],
+    })
+}
+
+/// A request for the node at `path`.
+fn request(path: &'static str) -> impl Fn(&Message) -> bool {
+    move |m| matches!(m, Message::MerkleReqBucket(r) if r.path == path)
+}
+
 /// While a pulled leaf is being stored, the loop reads on: the next
 /// bucket answer is answered with its request at once, and the next
 /// leaf's merge starts beside the first. The pull completes
 /// (the state goes online) only once every merge is stored.
 #[tokio::test(start_paused = true)]
 async fn frames_are_answered_while_a_merge_is_written_and_the_pull_ends_after_it() {
-    use topgun_core::wire::{LeafRecord, SyncRespBuckets, SyncRespLeaf, SyncRespRoot};
-    let replica = Arc::new(GatedReplica {
-        inner: MemoryReplica {
-            store: MemoryStore::new(),
-            hlc: Hlc::new("client-1").expect("node id"),
-        },
-        gate: tokio::sync::Semaphore::new(0),
-        started: tokio::sync::Notify::new(),
-        failing: BTreeSet::new(),
-        passed: std::sync::atomic::AtomicUsize::new(0),
-    });
-    let (handle, mut attempts, status) = spawn_on(replica.clone());
-    let reply = attempts.recv().await.expect("an attempt");
-    let (conn, mut peer) = connection();
-    assert!(reply.send(Ok(conn)).is_ok());
-    let server_ts = Timestamp::new(1, 0, "server");
-    let send = |peer: &Peer, msg: Message| {
-        peer.frames
-            .send(Frame::Binary(Codec::default().encode(&msg).unwrap()))
-            .unwrap();
-    };
-    let request = |path: &'static str| move |m: &Message| matches!(m, Message::MerkleReqBucket(r) if r.path == path);
-    let buckets = |path: &str, children: &[&str]| {
-        Message::SyncRespBuckets(SyncRespBuckets {
-            map_name: "m".into(),
-            path: path.into(),
-            buckets: children.iter().map(|c| ((*c).to_owned(), 7)).collect(),
-        })
-    };
-    let leaf = |path: &str, key: &str| {
-        Message::SyncRespLeaf(SyncRespLeaf {
-            map_name: "m".into(),
-            path: path.into(),
-            records: vec![LeafRecord {
-                key: key.into(),
-                record: WireRecord::new(rmpv::Value::from(1), server_ts.clone()),
-            }],
-        })
-    };
-    peer.expect(|m| matches!(m, Message::SyncInit(_))).await;
-    send(
-        &peer,
-        Message::SyncRespRoot(SyncRespRoot {
-            map_name: "m".into(),
-            root_hash: 7,
-            timestamp: server_ts.clone(),
-        }),
-    );
+    let replica = GatedReplica::new(&[]);
+    let (handle, mut peer, status) = pulling(replica.clone()).await;
     peer.expect(request("")).await;
-    send(&peer, buckets("", &["0", "1"]));
+    peer.send(&buckets_answer("", &["0", "1"]));
     peer.expect(request("0")).await;
-    send(&peer, buckets("0", &["0"]));
+    peer.send(&buckets_answer("0", &["0"]));
     peer.expect(request("00")).await;
-    send(&peer, buckets("00", &["0"]));
+    peer.send(&buckets_answer("00", &["0"]));
     peer.expect(request("000")).await;
-    send(&peer, leaf("000", "a"));
+    peer.send(&leaf_answer("000", "a"));
     replica.started.notified().await;
     // The first merge waits at the gate; the loop still answers.
-    send(&peer, buckets("1", &["0"]));
+    peer.send(&buckets_answer("1", &["0"]));
     tokio::time::timeout(
         std::time::Duration::from_secs(5),
         peer.expect(request("10")),
     )
     .await
     .expect("answered while the merge waits");
-    send(&peer, buckets("10", &["0"]));
+    peer.send(&buckets_answer("10", &["0"]));
     peer.expect(request("100")).await;
-    send(&peer, leaf("100", "b"));
+    peer.send(&leaf_answer("100", "b"));
     // The next merge starts while the first still waits: two in flight.
     tokio::time::timeout(
         std::time::Duration::from_secs(5),
@@ -526,59 +541,13 @@ async fn frames_are_answered_while_a_merge_is_written_and_the_pull_ends_after_it
 /// changes reach the cache and subscribers), not dropped with the loop.
 #[tokio::test(start_paused = true)]
 async fn a_merge_in_flight_behind_a_failed_one_still_lands_when_sync_stops() {
-    use topgun_core::wire::{LeafRecord, SyncRespBuckets, SyncRespLeaf, SyncRespRoot};
-    let replica = Arc::new(GatedReplica {
-        inner: MemoryReplica {
-            store: MemoryStore::new(),
-            hlc: Hlc::new("client-1").expect("node id"),
-        },
-        gate: tokio::sync::Semaphore::new(0),
-        started: tokio::sync::Notify::new(),
-        failing: BTreeSet::from([1]),
-        passed: std::sync::atomic::AtomicUsize::new(0),
-    });
-    let (handle, mut attempts, _status) = spawn_on(replica.clone());
-    let reply = attempts.recv().await.expect("an attempt");
-    let (conn, mut peer) = connection();
-    assert!(reply.send(Ok(conn)).is_ok());
-    let server_ts = Timestamp::new(1, 0, "server");
-    let send = |peer: &Peer, msg: Message| {
-        peer.frames
-            .send(Frame::Binary(Codec::default().encode(&msg).unwrap()))
-            .unwrap();
-    };
-    let leaf = |path: &str, key: &str| {
-        Message::SyncRespLeaf(SyncRespLeaf {
-            map_name: "m".into(),
-            path: path.into(),
-            records: vec![LeafRecord {
-                key: key.into(),
-                record: WireRecord::new(rmpv::Value::from(1), server_ts.clone()),
-            }],
-        })
-    };
-    peer.expect(|m| matches!(m, Message::SyncInit(_))).await;
-    send(
-        &peer,
-        Message::SyncRespRoot(SyncRespRoot {
-            map_name: "m".into(),
-            root_hash: 7,
-            timestamp: server_ts.clone(),
-        }),
-    );
-    peer.expect(|m| matches!(m, Message::MerkleReqBucket(r) if r.path.is_empty()))
-        .await;
-    send(
-        &peer,
-        Message::SyncRespBuckets(SyncRespBuckets {
-            map_name: "m".into(),
-            path: String::new(),
-            buckets: [("0".to_owned(), 7)].into_iter().collect(),
-        }),
-    );
-    send(&peer, leaf("000", "a"));
+    let replica = GatedReplica::new(&[1]);
+    let (handle, mut peer, _status) = pulling(replica.clone()).await;
+    peer.expect(request("")).await;
+    peer.send(&buckets_answer("", &["0"]));
+    peer.send(&leaf_answer("000", "a"));
     replica.started.notified().await;
-    send(&peer, leaf("001", "b"));
+    peer.send(&leaf_answer("001", "b"));
     replica.started.notified().await;
     // Both merges wait at the gate; sync stops, the first merge passes
     // and fails, and only then the second passes: it must still be stored.
