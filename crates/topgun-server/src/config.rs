@@ -39,6 +39,11 @@ pub struct ServerConfig {
     /// than `/ws` and `/health` (a web app next to its sync server);
     /// `None` serves none.
     pub web_root: Option<PathBuf>,
+    /// Commit lanes of a new [`StoreConfig::DataDir`]: the keys are spread
+    /// over this many redb files, each committed by its own writer thread,
+    /// so writes use more cores. A data dir keeps the number it was
+    /// created with (see [`crate::store::data_dir_lanes`]).
+    pub lanes: usize,
 }
 
 impl ServerConfig {
@@ -54,9 +59,21 @@ impl ServerConfig {
             node_id: "topgun-server".to_owned(),
             max_drift_ms: topgun_core::hlc::DEFAULT_MAX_DRIFT_MS,
             web_root: None,
+            lanes: default_lanes(),
         }
     }
 }
+
+/// The default [`ServerConfig::lanes`]: one per core this process may run
+/// on, at most [`MAX_DEFAULT_LANES`].
+pub(crate) fn default_lanes() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .min(MAX_DEFAULT_LANES)
+}
+
+/// The most lanes [`default_lanes`] picks.
+const MAX_DEFAULT_LANES: usize = 4;
 
 /// Where the server keeps its records.
 #[non_exhaustive]

@@ -69,7 +69,7 @@ where
     let hlc = Hlc::new(config.node_id.clone())
         .map_err(|source| ServerError::NodeId { source })?
         .with_drift(config.max_drift_ms, DriftPolicy::Strict);
-    let store = open_store(config.store).await?;
+    let store = open_store(config.store, config.lanes).await?;
     let result = serve(
         listener,
         store.clone(),
@@ -222,7 +222,10 @@ async fn upgrade(State(app): State<App>, ws: WebSocketUpgrade) -> Response {
 }
 
 /// Opens the store `config` names.
-async fn open_store(config: StoreConfig) -> Result<Arc<dyn ServerStore>, ServerError> {
+async fn open_store(
+    config: StoreConfig,
+    lanes: usize,
+) -> Result<Arc<dyn ServerStore>, ServerError> {
     match config {
         #[cfg(feature = "redb")]
         StoreConfig::DataDir(dir) => {
@@ -230,10 +233,8 @@ async fn open_store(config: StoreConfig) -> Result<Arc<dyn ServerStore>, ServerE
                 path: dir.clone(),
                 source,
             })?;
-            let path = dir.join(crate::config::DATA_FILE_NAME);
-            let store = EmbeddedStore::open_redb(&path)
-                .map_err(|source| ServerError::OpenStore { path, source })?;
-            Ok(Arc::new(store))
+            crate::store::open_data_dir(&dir, lanes)
+                .map_err(|(path, source)| ServerError::OpenStore { path, source })
         }
         #[cfg(feature = "postgres")]
         StoreConfig::Postgres(options) => {

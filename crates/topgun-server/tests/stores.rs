@@ -7,7 +7,7 @@ mod common;
 
 use std::sync::Arc;
 use topgun_core::Timestamp;
-use topgun_server::store::{EmbeddedStore, ServerStore};
+use topgun_server::store::{EmbeddedStore, LanedStore, ServerStore};
 use topgun_storage::{MemoryStore, StorageError, StoreRecord};
 
 fn rec(map: &str, key: &str, value: Option<&[u8]>, millis: u64, node: &str) -> StoreRecord {
@@ -136,6 +136,54 @@ async fn pages_follow_byte_order(store: &dyn ServerStore) {
     assert_eq!(maps, ["p", "pp"]);
 }
 
+/// Store-order pages list every record of a map once (records and
+/// stamps alike), whatever the page size; a short page is the last.
+async fn store_order_pages_list_every_record_once(store: &dyn ServerStore) {
+    let keys: Vec<String> = (0..40).map(|i| format!("s{i}")).collect();
+    let batch = keys
+        .iter()
+        .map(|k| rec("s", k, Some(b"v"), 1, "n"))
+        .collect();
+    store.merge(batch).await.unwrap();
+    store
+        .merge(vec![rec("t", "s1", Some(b"x"), 1, "n")])
+        .await
+        .unwrap();
+    for size in [1, 3, 7, 40, 100] {
+        let mut read = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = store
+                .page_in_store_order("s", after.as_deref(), size)
+                .await
+                .unwrap();
+            read.extend(page.iter().map(|r| r.key.clone()));
+            if page.len() < size {
+                break;
+            }
+            after = page.last().map(|r| r.key.clone());
+        }
+        let mut stamps = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = store
+                .stamp_page_in_store_order("s", after.as_deref(), size)
+                .await
+                .unwrap();
+            stamps.extend(page.iter().map(|s| s.key.clone()));
+            if page.len() < size {
+                break;
+            }
+            after = page.last().map(|s| s.key.clone());
+        }
+        assert_eq!(stamps, read, "page size {size}");
+        read.sort();
+        let mut expected = keys.clone();
+        expected.sort();
+        assert_eq!(read, expected, "page size {size}");
+    }
+}
+
 /// A batch with a bad record stores nothing; what the store says it
 /// refuses, it refuses.
 async fn a_bad_batch_stores_nothing(store: &dyn ServerStore) {
@@ -166,6 +214,7 @@ async fn conformance(make: impl AsyncFn() -> Arc<dyn ServerStore>) {
     node_ids_compare_byte_wise(&*make().await).await;
     batches_keep_the_newest_and_every_field(&*make().await).await;
     pages_follow_byte_order(&*make().await).await;
+    store_order_pages_list_every_record_once(&*make().await).await;
     a_bad_batch_stores_nothing(&*make().await).await;
 }
 
@@ -185,6 +234,36 @@ async fn redb_store_conforms() {
         let i = n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let path = dir.path().join(format!("{i}.redb"));
         Arc::new(EmbeddedStore::open_redb(&path).unwrap()) as Arc<dyn ServerStore>
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn laned_memory_store_conforms() {
+    conformance(async || {
+        let lanes = (0..3)
+            .map(|_| {
+                Arc::new(EmbeddedStore::new(Arc::new(MemoryStore::new()))) as Arc<dyn ServerStore>
+            })
+            .collect();
+        Arc::new(LanedStore::new(lanes)) as Arc<dyn ServerStore>
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn laned_redb_store_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = std::sync::atomic::AtomicUsize::new(0);
+    conformance(async || {
+        let lanes = (0..2)
+            .map(|_| {
+                let i = n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let path = dir.path().join(format!("{i}.redb"));
+                Arc::new(EmbeddedStore::open_redb(&path).unwrap()) as Arc<dyn ServerStore>
+            })
+            .collect();
+        Arc::new(LanedStore::new(lanes)) as Arc<dyn ServerStore>
     })
     .await;
 }

@@ -134,13 +134,19 @@ async fn every_bucket_request_is_answered_even_for_unknown_paths() {
     server.stop().await.unwrap();
 }
 
+/// Writes to a data dir made with `made` lanes, restarts the server on it
+/// configured for `then` lanes: the dir keeps its lanes, its records and
+/// its Merkle root.
 #[cfg(feature = "redb")]
-#[tokio::test]
-async fn restart_on_the_same_data_dir_keeps_data_and_merkle_root() {
+async fn restart_keeps_data_and_merkle_root(made: usize, then: usize) {
     let dir = tempfile::tempdir().unwrap();
     use topgun_server::{ServerConfig, StoreConfig};
-    let config = || ServerConfig::new(StoreConfig::DataDir(dir.path().to_owned()));
-    let server = TestServer::start(config()).await;
+    let config = |lanes| {
+        let mut config = ServerConfig::new(StoreConfig::DataDir(dir.path().to_owned()));
+        config.lanes = lanes;
+        config
+    };
+    let server = TestServer::start(config(made)).await;
     let mut c = server.connect().await;
     let ops = (0..50u64)
         .map(|i| put(i.to_string(), "m", &format!("k{i}"), i, ts(i, "c")))
@@ -152,8 +158,9 @@ async fn restart_on_the_same_data_dir_keeps_data_and_merkle_root() {
     drop(c);
     server.stop().await.unwrap();
     assert!(dir.path().join(topgun_server::DATA_FILE_NAME).exists());
+    assert_eq!(topgun_server::store::data_dir_lanes(dir.path()), Some(made));
 
-    let server = TestServer::start(config()).await;
+    let server = TestServer::start(config(then)).await;
     let mut c = server.connect().await;
     assert_eq!(root(&mut c, "m").await, before);
     let Node::Leaf(records) = bucket(&mut c, "m", &MerkleTree::path_of("k3")).await else {
@@ -162,5 +169,25 @@ async fn restart_on_the_same_data_dir_keeps_data_and_merkle_root() {
     assert!(records
         .iter()
         .any(|r| r.key == "k3" && r.record.is_tombstone()));
+    for i in [0u64, 17, 49] {
+        let key = format!("k{i}");
+        let Node::Leaf(records) = bucket(&mut c, "m", &MerkleTree::path_of(&key)).await else {
+            panic!("expected a leaf")
+        };
+        assert!(records.iter().any(|r| r.key == key), "{key}");
+    }
     server.stop().await.unwrap();
+    assert_eq!(topgun_server::store::data_dir_lanes(dir.path()), Some(made));
+}
+
+#[cfg(feature = "redb")]
+#[tokio::test]
+async fn restart_on_the_same_data_dir_keeps_data_and_merkle_root() {
+    restart_keeps_data_and_merkle_root(1, 4).await;
+}
+
+#[cfg(feature = "redb")]
+#[tokio::test]
+async fn a_data_dir_of_several_lanes_keeps_them_across_restarts() {
+    restart_keeps_data_and_merkle_root(3, 1).await;
 }

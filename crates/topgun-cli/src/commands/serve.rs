@@ -65,6 +65,11 @@ pub(crate) struct ServeArgs {
     /// other path (a web app next to /ws, e.g. the browser demo).
     #[arg(long, value_name = "DIR")]
     web: Option<PathBuf>,
+    /// Commit lanes of a new data directory: its keys are spread over this
+    /// many redb files, each written by its own thread (default: one per
+    /// core, at most 4). A data directory keeps the lanes it was made with.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    lanes: Option<u16>,
 }
 
 impl ServeArgs {
@@ -127,6 +132,9 @@ pub(crate) async fn serve(data: &Path, args: ServeArgs) -> Result<(), CliError> 
         ),
     };
     let mut config = ServerConfig::new(store);
+    if let Some(lanes) = args.lanes {
+        config.lanes = usize::from(lanes);
+    }
     config.auth = auth;
     config.rules = rules;
     config.web_root = args.web.clone();

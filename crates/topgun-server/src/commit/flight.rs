@@ -1,23 +1,24 @@
 //! Merges in flight: the commit task starts a group's merge and goes on
-//! with the next group while the store works, up to [`MAX_IN_FLIGHT`] at
-//! once. Merges in flight never share a key (a group that would waits for
+//! with the next group while the store works, up to [`MERGES_PER_LANE`]
+//! per lane of the store ([`ServerStore::lanes`]) at once. Merges in flight never share a key (a group that would waits for
 //! the earlier ones to land), so each key's writes reach the store, the
 //! Merkle trees and the subscribers in the order they were committed;
 //! landed merges are finished (trees, fan-out, answers) in the order they
 //! started.
 
-use super::{CommitError, Job};
+use super::{AcceptedOp, CommitError, Job};
 use crate::fanout::{Change, Hub, Refill};
 use crate::merkle_index::MerkleIndex;
 use crate::records;
 use crate::store::ServerStore;
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use tokio::task::JoinHandle;
+use topgun_core::Timestamp;
 use topgun_storage::{StorageError, StoreRecord};
 
-/// Most merges in flight at once.
-pub(super) const MAX_IN_FLIGHT: usize = 4;
+/// Most merges in flight at once, per lane of the store.
+pub(super) const MERGES_PER_LANE: usize = 4;
 
 /// One group of jobs whose merge is running.
 #[derive(Debug)]
@@ -60,6 +61,10 @@ impl Keys {
 pub(super) struct Landed {
     group: Vec<Job>,
     result: Result<Vec<bool>, CommitError>,
+    /// After a failed merge, the timestamp stored for each op's key (in
+    /// input order), read back: a store of several lanes may have
+    /// committed some of them.
+    stored: Option<Vec<Option<Timestamp>>>,
 }
 
 /// The merges in flight, oldest first.
@@ -108,17 +113,63 @@ impl Flight {
         Some(Landed {
             group: oldest.group,
             result,
+            stored: None,
         })
     }
 }
 
 impl Landed {
+    /// After a merge that failed in the store, reads back the records of
+    /// its keys, so that [`finish`](Self::finish) can account for what was
+    /// committed anyway (the lanes of a [`LanedStore`](crate::store::LanedStore)
+    /// commit apart). No merge in flight shares these keys, so what is
+    /// read is this merge's doing. If the read fails too, the merge counts
+    /// as not applied.
+    pub(super) async fn read_back(mut self, store: &dyn ServerStore) -> Self {
+        if !matches!(self.result, Err(CommitError::Storage(_))) {
+            return self;
+        }
+        let ops = || self.group.iter().flat_map(|job| job.ops.iter());
+        let mut by_map: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (at, op) in ops().enumerate() {
+            by_map.entry(op.map_name.as_str()).or_default().push(at);
+        }
+        let all: Vec<&AcceptedOp> = ops().collect();
+        let mut stored = vec![None; all.len()];
+        for (map, positions) in by_map {
+            let keys: Vec<String> = positions.iter().map(|&at| all[at].key.clone()).collect();
+            match store.get_many(map, &keys).await {
+                Ok(records) => {
+                    for (at, record) in positions.into_iter().zip(records) {
+                        stored[at] = record.map(|r| r.timestamp);
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(%error, "reading back a failed merge failed");
+                    return self;
+                }
+            }
+        }
+        self.stored = Some(stored);
+        self
+    }
+
     /// Applies the merge's changes to the Merkle trees, fans them out and
     /// answers each job; returns the live queries to run again.
     pub(super) fn finish(self, merkle: &MerkleIndex, hub: &Hub) -> Vec<Refill> {
-        let applied = match self.result {
-            Ok(applied) => applied,
-            Err(error) => {
+        // One flag per op, in input order: whether it is now stored; and
+        // the error of a failed merge.
+        let (applied, failed) = match (self.result, self.stored) {
+            (Ok(applied), _) => (applied, None),
+            (Err(error), Some(stored)) => {
+                let ops = self.group.iter().flat_map(|job| job.ops.iter());
+                let applied = ops
+                    .zip(&stored)
+                    .map(|(op, kept)| kept.as_ref() == Some(&op.record.timestamp))
+                    .collect();
+                (applied, Some((error, stored)))
+            }
+            (Err(error), None) => {
                 tracing::error!(%error, jobs = self.group.len(), "applying a batch failed");
                 for job in self.group {
                     let _ = job.done.send(Err(error.clone()));
@@ -126,12 +177,23 @@ impl Landed {
                 return Vec::new();
             }
         };
-        // One flag per op, in input order.
+        if let Some((error, _)) = &failed {
+            let kept = applied.iter().filter(|a| **a).count();
+            tracing::error!(%error, jobs = self.group.len(), kept, "applying a batch failed in part");
+        }
         let mut applied = applied.into_iter();
+        let mut stored = failed.as_ref().map(|(_, stored)| stored.iter());
         let mut refills = Vec::new();
         for job in self.group {
             let mut changes = Vec::new();
+            // A job of a failed merge is answered with the error unless
+            // the store holds each of its ops or a newer record.
+            let mut durable = true;
             for op in job.ops {
+                if let Some(stored) = &mut stored {
+                    let kept = stored.next().and_then(Option::as_ref);
+                    durable &= kept.is_some_and(|t| *t >= op.record.timestamp);
+                }
                 if applied.next() != Some(true) {
                     continue;
                 }
@@ -143,8 +205,129 @@ impl Landed {
                 });
             }
             refills.extend(hub.publish(job.origin, &changes));
-            let _ = job.done.send(Ok(changes.len()));
+            let answer = match &failed {
+                Some((error, _)) if !durable => Err(error.clone()),
+                _ => Ok(changes.len()),
+            };
+            let _ = job.done.send(answer);
         }
         refills
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{ChangeFeed, EmbeddedStore, LanedStore};
+    use tokio::sync::oneshot;
+    use topgun_core::wire::WireRecord;
+    use topgun_storage::{KeyStamp, MemoryStore, Paged};
+
+    /// A lane whose merges fail, as on a full disk; it reads as usual.
+    #[derive(Debug)]
+    struct Broken(EmbeddedStore);
+
+    #[async_trait::async_trait]
+    impl Paged for Broken {
+        async fn page(
+            &self,
+            map_name: &str,
+            after: Option<&str>,
+            limit: usize,
+        ) -> Result<Vec<StoreRecord>, StorageError> {
+            self.0.page(map_name, after, limit).await
+        }
+
+        async fn stamp_page(
+            &self,
+            map_name: &str,
+            after: Option<&str>,
+            limit: usize,
+        ) -> Result<Vec<KeyStamp>, StorageError> {
+            self.0.stamp_page(map_name, after, limit).await
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl ServerStore for Broken {
+        async fn merge(&self, _: Vec<StoreRecord>) -> Result<Vec<bool>, StorageError> {
+            Err(StorageError::Closed)
+        }
+
+        async fn get_many(
+            &self,
+            map_name: &str,
+            keys: &[String],
+        ) -> Result<Vec<Option<StoreRecord>>, StorageError> {
+            self.0.get_many(map_name, keys).await
+        }
+
+        async fn map_names(&self) -> Result<Vec<String>, StorageError> {
+            self.0.map_names().await
+        }
+
+        fn feed(&self) -> Option<&dyn ChangeFeed> {
+            None
+        }
+
+        async fn close(&self) -> Result<(), StorageError> {
+            Ok(())
+        }
+    }
+
+    fn job(keys: &[&str]) -> (Job, oneshot::Receiver<Result<usize, CommitError>>) {
+        let (done, answer) = oneshot::channel();
+        let ops = keys
+            .iter()
+            .map(|key| AcceptedOp {
+                map_name: "m".into(),
+                key: (*key).into(),
+                record: WireRecord::new(1.into(), Timestamp::new(5, 0, "n")),
+            })
+            .collect();
+        (
+            Job {
+                origin: 1,
+                ops,
+                done,
+            },
+            answer,
+        )
+    }
+
+    /// A merge that fails in one lane of a laned store still brings what
+    /// the other lane committed to the Merkle trees, and a job whose ops
+    /// all landed there is answered with success.
+    #[tokio::test]
+    async fn a_merge_failed_in_one_lane_keeps_what_the_other_committed() {
+        let lane = || EmbeddedStore::new(Arc::new(MemoryStore::new()));
+        let store = LanedStore::new(vec![Arc::new(lane()), Arc::new(Broken(lane()))]);
+        let in_lane = |n: usize| {
+            (0..)
+                .map(|i| format!("k{i}"))
+                .filter(|k| store.lane_of(k) == n)
+                .take(2)
+                .collect::<Vec<_>>()
+        };
+        let (good, bad) = (in_lane(0), in_lane(1));
+        let (healthy_job, healthy) = job(&[&good[0]]);
+        let (mixed_job, mixed) = job(&[&good[1], &bad[0]]);
+        let group = vec![healthy_job, mixed_job];
+        let mut flight = Flight::default();
+        let keys = Keys::of(&group);
+        let store: Arc<dyn ServerStore> = Arc::new(store);
+        flight.start(group, keys, store.clone());
+        let merkle = MerkleIndex::default();
+        let landed = flight.land().await.unwrap();
+        landed
+            .read_back(&*store)
+            .await
+            .finish(&merkle, &Hub::default());
+        assert_eq!(healthy.await.unwrap().unwrap(), 1);
+        assert!(matches!(mixed.await.unwrap(), Err(CommitError::Storage(_))));
+        let at = Timestamp::new(5, 0, "n");
+        assert!(merkle.holds("m", &good[0], &at));
+        assert!(merkle.holds("m", &good[1], &at));
+        assert!(!merkle.holds("m", &bad[0], &at));
     }
 }

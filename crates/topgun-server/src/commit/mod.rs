@@ -4,7 +4,8 @@
 //! the store ([`ServerStore::merge`]) — all jobs waiting at that moment
 //! together, in one durable transaction (group commit) — then updates the
 //! Merkle trees, fans the changes out, and only then answers each job.
-//! Up to [`flight::MAX_IN_FLIGHT`] merges run at once, on disjoint keys,
+//! Up to [`flight::MERGES_PER_LANE`] merges per lane of the store run at
+//! once, on disjoint keys,
 //! and land in the order they started ([`flight`]), so the trees and
 //! subscribers see each key's writes in commit order even when two
 //! connections write the same key at once.
@@ -24,7 +25,7 @@ use crate::fanout::{ConnId, Hub, Outbox};
 use crate::merkle_index::MerkleIndex;
 use crate::query::Prepared;
 use crate::store::ServerStore;
-use flight::{Flight, MAX_IN_FLIGHT};
+use flight::{Flight, MERGES_PER_LANE};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
@@ -210,8 +211,9 @@ impl Commit {
     /// How many ops changed something, once the job is durable.
     ///
     /// # Errors
-    /// [`CommitError::Storage`] if the store failed (nothing of the job
-    /// was applied), [`CommitError::Stopped`] if the server stopped first.
+    /// [`CommitError::Storage`] if the store failed (what of the job is
+    /// stored anyway has reached the trees and subscribers; the rest was
+    /// not applied), [`CommitError::Stopped`] if the server stopped first.
     pub(crate) async fn outcome(self) -> Result<usize, CommitError> {
         self.0.await.map_err(|_| CommitError::Stopped)?
     }
@@ -235,11 +237,12 @@ async fn run(
 ) {
     let mut pending: VecDeque<Task> = VecDeque::new();
     let mut flight = Flight::default();
+    let max_in_flight = MERGES_PER_LANE * store.lanes().max(1);
     loop {
         let next = match pending.pop_front() {
             Some(task) => Next::Task(task),
             None => {
-                let room = flight.len() < MAX_IN_FLIGHT;
+                let room = flight.len() < max_in_flight;
                 let busy = !flight.is_empty();
                 // Expiries wait for the merges in flight to land.
                 let expiry = hub.next_expiry().filter(|_| !busy);
@@ -257,10 +260,7 @@ async fn run(
         };
         match next {
             Next::Done => break,
-            Next::Landed(landed) => {
-                let refills = landed.finish(&merkle, &hub);
-                queries::refill(refills, &*store, &hub, &context).await;
-            }
+            Next::Landed(landed) => finish(landed, &*store, &merkle, &hub, &context).await,
             Next::Expire => {
                 let refills = hub.expire(context.clock.now_millis());
                 queries::refill(refills, &*store, &hub, &context).await;
@@ -325,7 +325,18 @@ async fn land_one(
     context: &Context,
 ) {
     if let Some(landed) = flight.land().await {
-        let refills = landed.finish(merkle, hub);
-        queries::refill(refills, store, hub, context).await;
+        finish(landed, store, merkle, hub, context).await;
     }
+}
+
+/// Finishes a landed merge: trees, fan-out, answers, live queries.
+async fn finish(
+    landed: flight::Landed,
+    store: &dyn ServerStore,
+    merkle: &MerkleIndex,
+    hub: &Hub,
+    context: &Context,
+) {
+    let refills = landed.read_back(store).await.finish(merkle, hub);
+    queries::refill(refills, store, hub, context).await;
 }

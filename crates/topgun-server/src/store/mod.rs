@@ -10,10 +10,16 @@
 //! or acknowledgements.
 
 mod embedded;
+mod laned;
 #[cfg(feature = "postgres")]
 mod postgres;
 
 pub use embedded::EmbeddedStore;
+#[cfg(feature = "redb")]
+pub(crate) use laned::open_data_dir;
+pub use laned::LanedStore;
+#[cfg(feature = "redb")]
+pub use laned::{data_dir_lanes, lane_file};
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresOptions, PostgresStore};
 
@@ -57,6 +63,12 @@ pub trait ServerStore: Paged + Send + Sync {
     ) -> Option<&'static str> {
         let _ = (map_name, key, timestamp, ttl_ms);
         None
+    }
+
+    /// How many merges the store commits at once, independently (its
+    /// lanes): the server keeps this many times more merges in flight.
+    fn lanes(&self) -> usize {
+        1
     }
 
     /// Every map that has at least one record (tombstones count).

@@ -1,0 +1,357 @@
+//! [`LanedStore`]: one server store over several, each key in one of them
+//! (a lane), so that merges of different keys commit in parallel — each
+//! redb file has its own writer thread and its own fsync.
+
+use super::{ChangeFeed, ServerStore};
+use futures_util::future::join_all;
+use std::sync::Arc;
+use topgun_core::merkle::MerkleTree;
+use topgun_core::Timestamp;
+use topgun_storage::{KeyStamp, Paged, StorageError, StoreRecord};
+
+/// A [`ServerStore`] whose keys are spread over several stores (lanes) by
+/// their Merkle leaf, so the keys of one leaf live in one lane. A merge is split by lane and the
+/// lanes merge at once.
+///
+/// Invalid records fail the whole merge before any lane is touched. An
+/// I/O error in one lane does not undo the others' commits (separate
+/// files cannot commit together): [`ServerStore::merge`] then fails while
+/// some of the records may be stored, and the caller reads them back.
+///
+/// The lane of a key depends on the number of lanes: a store must always
+/// be opened with the lanes it was created with.
+#[derive(Debug, Clone)]
+pub struct LanedStore {
+    lanes: Vec<Arc<dyn ServerStore>>,
+}
+
+impl LanedStore {
+    /// The store over `lanes`, in this order (at least one).
+    ///
+    /// # Panics
+    /// If `lanes` is empty.
+    pub fn new(lanes: Vec<Arc<dyn ServerStore>>) -> Self {
+        assert!(!lanes.is_empty(), "a laned store needs a lane");
+        Self { lanes }
+    }
+
+    /// The lane that keeps `key` (of any map).
+    pub fn lane_of(&self, key: &str) -> usize {
+        // A leaf's keys share a lane: a leaf request reads one lane.
+        MerkleTree::leaf_of(key) % self.lanes.len()
+    }
+
+    /// `items` by lane (given with each), with their input positions, each
+    /// lane's in input order.
+    fn split<T>(&self, items: impl Iterator<Item = (usize, T)>) -> Vec<Vec<(usize, T)>> {
+        let mut lanes: Vec<Vec<(usize, T)>> = (0..self.lanes.len()).map(|_| Vec::new()).collect();
+        for (at, (lane, item)) in items.enumerate() {
+            lanes[lane].push((at, item));
+        }
+        lanes
+    }
+
+    /// Pages of every lane after `after`, merged into key order: the first
+    /// `limit` items.
+    async fn merged_page<T: Page>(
+        &self,
+        map_name: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<T>, StorageError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut all = Vec::new();
+        for lane in &self.lanes {
+            all.extend(T::read(&**lane, map_name, after, limit, false).await?);
+        }
+        // Keys are unique across lanes and each lane's page is sorted: the
+        // first `limit` of their union are the map's next `limit`.
+        all.sort_unstable_by(|a, b| a.key().cmp(b.key()));
+        all.truncate(limit);
+        Ok(all)
+    }
+
+    /// Pages in store order: lane by lane, each in its own store order,
+    /// resuming in the lane of `after`.
+    async fn lane_page<T: Page>(
+        &self,
+        map_name: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<T>, StorageError> {
+        let mut out = Vec::new();
+        let (first, mut after) = match after {
+            Some(key) => (self.lane_of(key), Some(key)),
+            None => (0, None),
+        };
+        for lane in &self.lanes[first..] {
+            let want = limit - out.len();
+            if want == 0 {
+                break;
+            }
+            let page = T::read(&**lane, map_name, after.take(), want, true).await?;
+            let short = page.len() < want;
+            out.extend(page);
+            if !short {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// What a page lists: records or stamps.
+#[async_trait::async_trait]
+trait Page: Sized + Send {
+    fn key(&self) -> &str;
+
+    /// A page of `lane`, in key order or in its own store order.
+    async fn read(
+        lane: &dyn ServerStore,
+        map_name: &str,
+        after: Option<&str>,
+        limit: usize,
+        store_order: bool,
+    ) -> Result<Vec<Self>, StorageError>;
+}
+
+#[async_trait::async_trait]
+impl Page for StoreRecord {
+    fn key(&self) -> &str {
+        &self.key
+    }
+
+    async fn read(
+        lane: &dyn ServerStore,
+        map_name: &str,
+        after: Option<&str>,
+        limit: usize,
+        store_order: bool,
+    ) -> Result<Vec<Self>, StorageError> {
+        if store_order {
+            lane.page_in_store_order(map_name, after, limit).await
+        } else {
+            lane.page(map_name, after, limit).await
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Page for KeyStamp {
+    fn key(&self) -> &str {
+        &self.key
+    }
+
+    async fn read(
+        lane: &dyn ServerStore,
+        map_name: &str,
+        after: Option<&str>,
+        limit: usize,
+        store_order: bool,
+    ) -> Result<Vec<Self>, StorageError> {
+        if store_order {
+            lane.stamp_page_in_store_order(map_name, after, limit).await
+        } else {
+            lane.stamp_page(map_name, after, limit).await
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Paged for LanedStore {
+    async fn page(
+        &self,
+        map_name: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoreRecord>, StorageError> {
+        self.merged_page(map_name, after, limit).await
+    }
+
+    async fn stamp_page(
+        &self,
+        map_name: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<KeyStamp>, StorageError> {
+        self.merged_page(map_name, after, limit).await
+    }
+
+    async fn page_in_store_order(
+        &self,
+        map_name: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoreRecord>, StorageError> {
+        self.lane_page(map_name, after, limit).await
+    }
+
+    async fn stamp_page_in_store_order(
+        &self,
+        map_name: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<KeyStamp>, StorageError> {
+        self.lane_page(map_name, after, limit).await
+    }
+}
+
+#[async_trait::async_trait]
+impl ServerStore for LanedStore {
+    async fn merge(&self, records: Vec<StoreRecord>) -> Result<Vec<bool>, StorageError> {
+        for r in &records {
+            if r.map_name.is_empty() || r.key.is_empty() {
+                return Err(StorageError::InvalidInput("empty map name or key"));
+            }
+            if let Some(reason) = self.refuses(&r.map_name, &r.key, &r.timestamp, r.ttl_ms) {
+                return Err(StorageError::InvalidInput(reason));
+            }
+        }
+        let total = records.len();
+        let by_lane = self.split(records.into_iter().map(|r| (self.lane_of(&r.key), r)));
+        let merges = by_lane
+            .into_iter()
+            .zip(&self.lanes)
+            .map(|(part, lane)| async move {
+                let (positions, records): (Vec<usize>, Vec<StoreRecord>) = part.into_iter().unzip();
+                if records.is_empty() {
+                    return Ok((positions, Vec::new()));
+                }
+                lane.merge(records).await.map(|flags| (positions, flags))
+            });
+        let mut flags = vec![false; total];
+        let mut failed = None;
+        for result in join_all(merges).await {
+            match result {
+                Ok((positions, applied)) => {
+                    for (at, flag) in positions.into_iter().zip(applied) {
+                        flags[at] = flag;
+                    }
+                }
+                Err(error) => failed = failed.or(Some(error)),
+            }
+        }
+        match failed {
+            Some(error) => Err(error),
+            None => Ok(flags),
+        }
+    }
+
+    async fn get_many(
+        &self,
+        map_name: &str,
+        keys: &[String],
+    ) -> Result<Vec<Option<StoreRecord>>, StorageError> {
+        let lanes: Vec<usize> = keys.iter().map(|k| self.lane_of(k)).collect();
+        // The keys of a Merkle leaf (a pull's reads) share one lane.
+        if let Some(&first) = lanes.first() {
+            if lanes.iter().all(|&lane| lane == first) {
+                return self.lanes[first].get_many(map_name, keys).await;
+            }
+        }
+        let by_lane = self.split(lanes.into_iter().zip(keys.iter().cloned()));
+        let reads = by_lane
+            .into_iter()
+            .zip(&self.lanes)
+            .map(|(part, lane)| async move {
+                let (positions, keys): (Vec<usize>, Vec<String>) = part.into_iter().unzip();
+                if keys.is_empty() {
+                    return Ok((positions, Vec::new()));
+                }
+                lane.get_many(map_name, &keys)
+                    .await
+                    .map(|found| (positions, found))
+            });
+        let mut out = vec![None; keys.len()];
+        for result in join_all(reads).await {
+            let (positions, found) = result?;
+            for (at, record) in positions.into_iter().zip(found) {
+                out[at] = record;
+            }
+        }
+        Ok(out)
+    }
+
+    fn refuses(
+        &self,
+        map_name: &str,
+        key: &str,
+        timestamp: &Timestamp,
+        ttl_ms: Option<u64>,
+    ) -> Option<&'static str> {
+        self.lanes[self.lane_of(key)].refuses(map_name, key, timestamp, ttl_ms)
+    }
+
+    fn lanes(&self) -> usize {
+        self.lanes.len()
+    }
+
+    async fn map_names(&self) -> Result<Vec<String>, StorageError> {
+        let mut names = Vec::new();
+        for lane in &self.lanes {
+            names.extend(lane.map_names().await?);
+        }
+        names.sort_unstable();
+        names.dedup();
+        Ok(names)
+    }
+
+    fn feed(&self) -> Option<&dyn ChangeFeed> {
+        None
+    }
+
+    async fn close(&self) -> Result<(), StorageError> {
+        let mut first = Ok(());
+        for result in join_all(self.lanes.iter().map(|lane| lane.close())).await {
+            first = first.and(result);
+        }
+        first
+    }
+}
+
+/// The redb file of lane `lane` in a data dir: lane 0 is `topgun.redb`
+/// (the file of a data dir with one lane), lane `i` is `topgun-{i}.redb`.
+#[cfg(feature = "redb")]
+pub fn lane_file(dir: &std::path::Path, lane: usize) -> std::path::PathBuf {
+    match lane {
+        0 => dir.join(crate::config::DATA_FILE_NAME),
+        i => dir.join(format!("topgun-{i}.redb")),
+    }
+}
+
+/// How many lanes the data dir `dir` has: `None` for a new dir (no lane 0
+/// file yet), else lane 0 and the lane files after it. A new dir's lane 0
+/// file is created last, so a dir whose creation was cut short is new.
+#[cfg(feature = "redb")]
+pub fn data_dir_lanes(dir: &std::path::Path) -> Option<usize> {
+    if !lane_file(dir, 0).exists() {
+        return None;
+    }
+    Some((1..).find(|&i| !lane_file(dir, i).exists()).unwrap_or(1))
+}
+
+/// Opens the data dir `dir` (which exists): its lanes, or `lanes` for a
+/// new dir. Blocks on file I/O. Errors name the file that failed.
+#[cfg(feature = "redb")]
+pub(crate) fn open_data_dir(
+    dir: &std::path::Path,
+    lanes: usize,
+) -> Result<Arc<dyn ServerStore>, (std::path::PathBuf, StorageError)> {
+    let lanes = data_dir_lanes(dir).unwrap_or(lanes.max(1));
+    let mut stores: Vec<Arc<dyn ServerStore>> = Vec::with_capacity(lanes);
+    // Lane 0 last: its file marks the dir as made.
+    for lane in (0..lanes).rev() {
+        let path = lane_file(dir, lane);
+        match super::EmbeddedStore::open_redb(&path) {
+            Ok(store) => stores.push(Arc::new(store)),
+            Err(error) => return Err((path, error)),
+        }
+    }
+    stores.reverse();
+    if lanes == 1 {
+        return Ok(stores.remove(0));
+    }
+    Ok(Arc::new(LanedStore::new(stores)))
+}
