@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::data::{assert_same_records, read_store, write_pending_puts};
+use common::data::{assert_same_records, read_server_dir, read_store, write_pending_puts};
 use common::{expect, text, topgun, topgun_cmd, Server};
 
 #[test]
@@ -278,7 +278,7 @@ fn a_server_killed_mid_push_loses_no_acked_op_and_the_client_converges() {
 
         // What the killed server made durable is exactly what the client
         // wrote, nothing else.
-        let (durable, _) = read_store(&server_dir.join("topgun.redb"), CRASH_MAP);
+        let durable = read_server_dir(&server_dir, CRASH_MAP);
         assert_same_records(&durable, &written, "after the crash");
         eprintln!(
             "round {round}: server killed {delay} ms after the sync started, \
@@ -325,7 +325,7 @@ fn a_server_killed_mid_push_loses_no_acked_op_and_the_client_converges() {
         restarted.stop();
 
         // Converged: the server has every op exactly as written.
-        let (server_final, _) = read_store(&server_dir.join("topgun.redb"), CRASH_MAP);
+        let server_final = read_server_dir(&server_dir, CRASH_MAP);
         assert_eq!(server_final.len(), CRASH_OPS, "round {round}");
         assert_same_records(&server_final, &written, "after convergence");
         let (client_final, stats) = read_store(&client_dir.join("topgun.redb"), CRASH_MAP);

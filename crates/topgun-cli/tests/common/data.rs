@@ -1,6 +1,7 @@
 //! Client data dirs made and read in-process: pending puts written
 //! through a `TopGunClient` (one CLI process per op would take minutes),
-//! and every record of a map read back from the redb file.
+//! and every record of a map read back from the redb file (or a server's
+//! files).
 
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -38,6 +39,18 @@ pub fn read_store(path: &Path, map: &str) -> (Records, topgun_storage::StoreStat
         store.close().await.unwrap();
         (records, stats)
     })
+}
+
+/// Every record of `map` in the server data dir `dir`, over all its commit
+/// lanes (one redb file each).
+pub fn read_server_dir(dir: &Path, map: &str) -> Records {
+    let lanes = topgun_server::store::data_dir_lanes(dir).expect("a server data dir");
+    let mut records = Records::new();
+    for lane in 0..lanes {
+        let path = topgun_server::store::lane_file(dir, lane);
+        records.extend(read_store(&path, map).0);
+    }
+    records
 }
 
 /// A client data dir with `count` pending puts to `map` (keys `k00000`…,
