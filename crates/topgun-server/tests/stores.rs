@@ -137,9 +137,10 @@ async fn pages_follow_byte_order(store: &dyn ServerStore) {
 }
 
 /// Store-order pages list every record of a map once (records and
-/// stamps alike), whatever the page size; a short page is the last.
+/// stamps alike), key-order pages list them in order, whatever the page
+/// size; a short page is the last.
 async fn store_order_pages_list_every_record_once(store: &dyn ServerStore) {
-    let keys: Vec<String> = (0..40).map(|i| format!("s{i}")).collect();
+    let keys: Vec<String> = (0..300).map(|i| format!("s{i}")).collect();
     let batch = keys
         .iter()
         .map(|k| rec("s", k, Some(b"v"), 1, "n"))
@@ -149,7 +150,7 @@ async fn store_order_pages_list_every_record_once(store: &dyn ServerStore) {
         .merge(vec![rec("t", "s1", Some(b"x"), 1, "n")])
         .await
         .unwrap();
-    for size in [1, 3, 7, 40, 100] {
+    for size in [1, 3, 7, 40, 100, 299, 300, 1_000] {
         let mut read = Vec::new();
         let mut after: Option<String> = None;
         loop {
@@ -181,6 +182,18 @@ async fn store_order_pages_list_every_record_once(store: &dyn ServerStore) {
         let mut expected = keys.clone();
         expected.sort();
         assert_eq!(read, expected, "page size {size}");
+        // Key order, at the same page sizes.
+        let mut read = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = store.page("s", after.as_deref(), size).await.unwrap();
+            read.extend(page.iter().map(|r| r.key.clone()));
+            if page.len() < size {
+                break;
+            }
+            after = page.last().map(|r| r.key.clone());
+        }
+        assert_eq!(read, expected, "key order, page size {size}");
     }
 }
 

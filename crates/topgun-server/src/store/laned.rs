@@ -4,6 +4,7 @@
 
 use super::{ChangeFeed, ServerStore};
 use futures_util::future::join_all;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use topgun_core::merkle::MerkleTree;
 use topgun_core::Timestamp;
@@ -52,25 +53,48 @@ impl LanedStore {
     }
 
     /// Pages of every lane after `after`, merged into key order: the first
-    /// `limit` items.
+    /// `limit` items. Keys spread evenly over the lanes, so each lane is
+    /// read in runs of about its share of `limit`, and a lane is read on
+    /// only when its run is used up: the lanes' items are read about once,
+    /// not once per lane.
     async fn merged_page<T: Page>(
         &self,
         map_name: &str,
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<T>, StorageError> {
-        if limit == 0 {
-            return Ok(Vec::new());
+        let lanes = self.lanes.len();
+        let run = (limit / lanes + limit / (4 * lanes) + 16).min(limit);
+        let mut runs: Vec<Run<T>> = (0..lanes)
+            .map(|_| Run {
+                items: VecDeque::new(),
+                after: after.map(str::to_owned),
+                done: limit == 0,
+            })
+            .collect();
+        let mut out = Vec::with_capacity(limit);
+        while out.len() < limit {
+            // Every lane not read to its end has an item in hand, so the
+            // smallest of those is the next of the map.
+            for (lane, run_of) in self.lanes.iter().zip(runs.iter_mut()) {
+                if run_of.items.is_empty() && !run_of.done {
+                    let page =
+                        T::read(&**lane, map_name, run_of.after.as_deref(), run, false).await?;
+                    run_of.done = page.len() < run;
+                    run_of.after = page.last().map(|item| item.key().to_owned());
+                    run_of.items.extend(page);
+                }
+            }
+            let next = runs
+                .iter_mut()
+                .filter(|r| !r.items.is_empty())
+                .min_by(|a, b| a.items[0].key().cmp(b.items[0].key()));
+            match next.and_then(|r| r.items.pop_front()) {
+                Some(item) => out.push(item),
+                None => break,
+            }
         }
-        let mut all = Vec::new();
-        for lane in &self.lanes {
-            all.extend(T::read(&**lane, map_name, after, limit, false).await?);
-        }
-        // Keys are unique across lanes and each lane's page is sorted: the
-        // first `limit` of their union are the map's next `limit`.
-        all.sort_unstable_by(|a, b| a.key().cmp(b.key()));
-        all.truncate(limit);
-        Ok(all)
+        Ok(out)
     }
 
     /// Pages in store order: lane by lane, each in its own store order,
@@ -100,6 +124,16 @@ impl LanedStore {
         }
         Ok(out)
     }
+}
+
+/// One lane's part of a key-order page being merged.
+struct Run<T> {
+    /// Read and not yet taken, in key order.
+    items: VecDeque<T>,
+    /// Where the lane's next read starts.
+    after: Option<String>,
+    /// The lane has nothing after `items`.
+    done: bool,
 }
 
 /// What a page lists: records or stamps.
