@@ -245,7 +245,8 @@ fn sync_until_done(client: &Path, url: &str, tries: usize) {
 }
 
 /// "The server is killed (SIGKILL) mid-push and restarted: no acked op is
-/// lost, no op applied twice, the client converges."
+/// lost, no op applied twice, the client converges." With one, two and
+/// three commit lanes (redb files committed apart).
 #[test]
 fn a_server_killed_mid_push_loses_no_acked_op_and_the_client_converges() {
     let tmp = tempfile::tempdir().unwrap();
@@ -260,7 +261,13 @@ fn a_server_killed_mid_push_loses_no_acked_op_and_the_client_converges() {
         let server_dir = round_dir.join("server");
         copy_dir(&template, &client_dir);
 
-        let server = Server::start(&server_dir, "127.0.0.1:0", &["--no-auth"]);
+        // One commit lane in round 0, two in round 1, three in round 2.
+        let lanes = (round + 1).to_string();
+        let server = Server::start(
+            &server_dir,
+            "127.0.0.1:0",
+            &["--no-auth", "--lanes", &lanes],
+        );
         let addr = server.addr.clone();
         let mut sync = topgun_cmd()
             .arg("--data")

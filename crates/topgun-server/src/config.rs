@@ -64,12 +64,12 @@ impl ServerConfig {
     }
 }
 
-/// The default [`ServerConfig::lanes`]: one per core this process may run
-/// on, at most [`MAX_DEFAULT_LANES`].
+/// The default [`ServerConfig::lanes`]: one per two cores this process may
+/// run on (a lane's writer thread beside the workers that decode, ack and
+/// fan out), at least one, at most [`MAX_DEFAULT_LANES`].
 pub(crate) fn default_lanes() -> usize {
-    std::thread::available_parallelism()
-        .map_or(1, std::num::NonZeroUsize::get)
-        .min(MAX_DEFAULT_LANES)
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    (cores / 2).clamp(1, MAX_DEFAULT_LANES)
 }
 
 /// The most lanes [`default_lanes`] picks.

@@ -67,7 +67,8 @@ pub(crate) struct ServeArgs {
     web: Option<PathBuf>,
     /// Commit lanes of a new data directory: its keys are spread over this
     /// many redb files, each written by its own thread (default: one per
-    /// core, at most 4). A data directory keeps the lanes it was made with.
+    /// two cores, at most 4). A data directory keeps the lanes it was made
+    /// with.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     lanes: Option<u16>,
 }
