@@ -431,10 +431,13 @@ impl SyncEngine {
                 }
             }
             Input::Connected => self.on_connected(now_ms, &mut out),
+            // Offline, no connection is open or being opened: this close is
+            // of one already lost (say a second merge of it failed), and
+            // must neither push the reconnect further back nor reconnect
+            // after a drop that chose not to.
+            Input::Closed(_) if self.state == ConnectionState::Offline => {}
             Input::Closed(reason) => {
-                if self.state != ConnectionState::Offline || self.auth.is_some() {
-                    out.push(Output::Event(SyncEvent::Disconnected(reason.clone())));
-                }
+                out.push(Output::Event(SyncEvent::Disconnected(reason.clone())));
                 self.connection_lost(&reason, &mut out);
             }
             Input::BadFrame(why) => {

@@ -276,6 +276,50 @@ fn unacked_batches_are_resent_after_a_reconnect() {
     );
 }
 
+/// A second close of a connection already lost (two merges of it
+/// failed) keeps the reconnect where the first put it; after an auth
+/// failure (reconnect at the longest delay) it does not bring it forward.
+#[test]
+fn a_stale_close_changes_no_reconnect() {
+    let reconnect = |out: &[Output]| {
+        out.iter().any(|o| {
+            matches!(
+                o,
+                Output::SetTimer {
+                    timer: TimerKind::Reconnect,
+                    ..
+                }
+            )
+        })
+    };
+    let mut e = online();
+    let out = e.handle(5, Input::Closed("local storage failed".into()));
+    assert!(reconnect(&out));
+    let out = e.handle(6, Input::Closed("local storage failed".into()));
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(e.state(), ConnectionState::Offline);
+    // The reconnect still happens, and a refused connect still backs off.
+    let out = e.handle(1_005, Input::Timer(TimerKind::Reconnect));
+    assert!(out.contains(&Output::Connect));
+    let out = e.handle(1_006, Input::Closed("refused".into()));
+    assert!(reconnect(&out));
+
+    let mut e = SyncEngine::new(SyncConfig::default());
+    e.set_token(Some("secret".into()));
+    e.handle(0, Input::Start);
+    e.handle(0, Input::Connected);
+    e.handle(
+        1,
+        Input::frame(Message::AuthFail(AuthFail {
+            error: Some("bad token".into()),
+            code: Some(401),
+        })),
+    );
+    assert_eq!(e.state(), ConnectionState::Offline);
+    let out = e.handle(6, Input::Closed("reset".into()));
+    assert!(out.is_empty(), "{out:?}");
+}
+
 #[test]
 fn backoff_grows_while_the_server_stays_down() {
     let mut e = SyncEngine::new(SyncConfig::default());
