@@ -118,7 +118,8 @@ struct Cli {
 #[derive(Debug, clap::Args)]
 struct GlobalArgs {
     /// Data directory; the data file is DIR/topgun.redb (DIR is created if
-    /// missing). For `serve`, the server's data directory.
+    /// missing). For `serve`, the server's data directory (one redb file
+    /// per commit lane).
     #[arg(
         long,
         value_name = "DIR",

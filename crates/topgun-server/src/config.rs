@@ -78,7 +78,9 @@ const MAX_DEFAULT_LANES: usize = 4;
 /// Where the server keeps its records.
 #[non_exhaustive]
 pub enum StoreConfig {
-    /// A redb file, `topgun.redb`, in this directory (created if missing).
+    /// redb files in this directory (created if missing): `topgun.redb`,
+    /// and `topgun-1.redb`, … for more commit lanes ([`ServerConfig::lanes`]),
+    /// with a file `lanes` that says how many.
     /// The file is opened when the server starts and closed when it stops.
     #[cfg(feature = "redb")]
     DataDir(PathBuf),
@@ -103,7 +105,8 @@ impl fmt::Debug for StoreConfig {
     }
 }
 
-/// The name of the redb file inside a [`StoreConfig::DataDir`].
+/// The name of the redb file of lane 0 (the only one of a single lane)
+/// inside a [`StoreConfig::DataDir`].
 pub const DATA_FILE_NAME: &str = "topgun.redb";
 
 /// Whether clients must authenticate.

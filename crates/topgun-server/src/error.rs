@@ -22,6 +22,26 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    /// The data directory's commit lanes do not add up: a lane file is
+    /// missing, there are more than its `lanes` file says, or a first start
+    /// was cut short before any record was stored (the message says which
+    /// and what to do). Nothing was changed.
+    #[error("the data directory {path} is not whole: {reason}")]
+    DataDirLanes {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong, and what to do.
+        reason: String,
+    },
+    /// The data directory's `lanes` file could not be read or written.
+    #[error("could not read or write {path}: {source}")]
+    LanesFile {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The store could not be opened (a missing or read-only directory, a
     /// file written by a newer version, a file already open in another
     /// process, …).

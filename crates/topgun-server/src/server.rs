@@ -228,14 +228,7 @@ async fn open_store(
 ) -> Result<Arc<dyn ServerStore>, ServerError> {
     match config {
         #[cfg(feature = "redb")]
-        StoreConfig::DataDir(dir) => {
-            std::fs::create_dir_all(&dir).map_err(|source| ServerError::DataDir {
-                path: dir.clone(),
-                source,
-            })?;
-            crate::store::open_data_dir(&dir, lanes)
-                .map_err(|(path, source)| ServerError::OpenStore { path, source })
-        }
+        StoreConfig::DataDir(dir) => crate::store::open_data_dir(&dir, lanes),
         #[cfg(feature = "postgres")]
         StoreConfig::Postgres(options) => {
             let store = crate::store::PostgresStore::connect(options)

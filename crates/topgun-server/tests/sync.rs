@@ -158,7 +158,10 @@ async fn restart_keeps_data_and_merkle_root(made: usize, then: usize) {
     drop(c);
     server.stop().await.unwrap();
     assert!(dir.path().join(topgun_server::DATA_FILE_NAME).exists());
-    assert_eq!(topgun_server::store::data_dir_lanes(dir.path()), Some(made));
+    assert_eq!(
+        topgun_server::store::data_dir_lanes(dir.path()).unwrap(),
+        Some(made)
+    );
 
     let server = TestServer::start(config(then)).await;
     let mut c = server.connect().await;
@@ -177,7 +180,10 @@ async fn restart_keeps_data_and_merkle_root(made: usize, then: usize) {
         assert!(records.iter().any(|r| r.key == key), "{key}");
     }
     server.stop().await.unwrap();
-    assert_eq!(topgun_server::store::data_dir_lanes(dir.path()), Some(made));
+    assert_eq!(
+        topgun_server::store::data_dir_lanes(dir.path()).unwrap(),
+        Some(made)
+    );
 }
 
 #[cfg(feature = "redb")]

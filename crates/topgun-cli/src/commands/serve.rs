@@ -9,7 +9,9 @@ use topgun_server::{AccessRules, AuthMode, ServerConfig, StoreConfig};
 pub(crate) const SERVE_EXAMPLES: &str = "\
 Serves the WebSocket sync protocol at ws://ADDR/ws (and GET /health) on the
 data directory given by the global --data (the server's records live in
-DIR/topgun.redb; a client and a server cannot share one data dir), or, with
+DIR/topgun.redb, DIR/topgun-1.redb, … one file per commit lane, and DIR/lanes
+says how many: back up the whole directory; a client and a server cannot
+share one data dir), or, with
 --store postgres://USER@HOST:PORT/DB (or TOPGUN_STORE), on a PostgreSQL
 database that several `topgun serve` nodes share: each node fans out the
 others' writes to its own clients, and a client may reconnect to any node.

@@ -44,7 +44,9 @@ pub fn read_store(path: &Path, map: &str) -> (Records, topgun_storage::StoreStat
 /// Every record of `map` in the server data dir `dir`, over all its commit
 /// lanes (one redb file each).
 pub fn read_server_dir(dir: &Path, map: &str) -> Records {
-    let lanes = topgun_server::store::data_dir_lanes(dir).expect("a server data dir");
+    let lanes = topgun_server::store::data_dir_lanes(dir)
+        .unwrap()
+        .expect("a server data dir");
     let mut records = Records::new();
     for lane in 0..lanes {
         let path = topgun_server::store::lane_file(dir, lane);

@@ -6,16 +6,15 @@
 //! landed merges are finished (trees, fan-out, answers) in the order they
 //! started.
 
-use super::{AcceptedOp, CommitError, Job};
+use super::{CommitError, Job};
 use crate::fanout::{Change, Hub, Refill};
 use crate::merkle_index::MerkleIndex;
 use crate::records;
-use crate::store::ServerStore;
-use std::collections::{HashMap, HashSet, VecDeque};
+use crate::store::{LaneMerge, ServerStore};
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use tokio::task::JoinHandle;
-use topgun_core::Timestamp;
-use topgun_storage::{StorageError, StoreRecord};
+use topgun_storage::StoreRecord;
 
 /// Most merges in flight at once, per lane of the store.
 pub(super) const MERGES_PER_LANE: usize = 4;
@@ -25,7 +24,7 @@ pub(super) const MERGES_PER_LANE: usize = 4;
 struct InFlight {
     group: Vec<Job>,
     keys: Keys,
-    merge: JoinHandle<Result<Vec<bool>, StorageError>>,
+    merge: JoinHandle<LaneMerge>,
 }
 
 /// The keys a group writes, as hashes of (map, key): two groups whose sets
@@ -60,11 +59,7 @@ impl Keys {
 #[derive(Debug)]
 pub(super) struct Landed {
     group: Vec<Job>,
-    result: Result<Vec<bool>, CommitError>,
-    /// After a failed merge, the timestamp stored for each op's key (in
-    /// input order), read back: a store of several lanes may have
-    /// committed some of them.
-    stored: Option<Vec<Option<Timestamp>>>,
+    result: Result<LaneMerge, CommitError>,
 }
 
 /// The merges in flight, oldest first.
@@ -94,7 +89,7 @@ impl Flight {
             .flat_map(|job| job.ops.iter())
             .map(|op| records::to_store(&op.map_name, &op.key, &op.record))
             .collect();
-        let merge = tokio::spawn(async move { store.merge(input).await });
+        let merge = tokio::spawn(async move { store.merge_lanes(input).await });
         self.merges.push_back(InFlight { group, keys, merge });
     }
 
@@ -102,8 +97,7 @@ impl Flight {
     pub(super) async fn land(&mut self) -> Option<Landed> {
         let oldest = self.merges.front_mut()?;
         let result = match (&mut oldest.merge).await {
-            Ok(Ok(applied)) => Ok(applied),
-            Ok(Err(error)) => Err(CommitError::Storage(Arc::new(error))),
+            Ok(merged) => Ok(merged),
             Err(error) => {
                 tracing::error!(%error, "a merge task failed");
                 Err(CommitError::Stopped)
@@ -113,63 +107,20 @@ impl Flight {
         Some(Landed {
             group: oldest.group,
             result,
-            stored: None,
         })
     }
 }
 
 impl Landed {
-    /// After a merge that failed in the store, reads back the records of
-    /// its keys, so that [`finish`](Self::finish) can account for what was
-    /// committed anyway (the lanes of a [`LanedStore`](crate::store::LanedStore)
-    /// commit apart). No merge in flight shares these keys, so what is
-    /// read is this merge's doing. If the read fails too, the merge counts
-    /// as not applied.
-    pub(super) async fn read_back(mut self, store: &dyn ServerStore) -> Self {
-        if !matches!(self.result, Err(CommitError::Storage(_))) {
-            return self;
-        }
-        let ops = || self.group.iter().flat_map(|job| job.ops.iter());
-        let mut by_map: HashMap<&str, Vec<usize>> = HashMap::new();
-        for (at, op) in ops().enumerate() {
-            by_map.entry(op.map_name.as_str()).or_default().push(at);
-        }
-        let all: Vec<&AcceptedOp> = ops().collect();
-        let mut stored = vec![None; all.len()];
-        for (map, positions) in by_map {
-            let keys: Vec<String> = positions.iter().map(|&at| all[at].key.clone()).collect();
-            match store.get_many(map, &keys).await {
-                Ok(records) => {
-                    for (at, record) in positions.into_iter().zip(records) {
-                        stored[at] = record.map(|r| r.timestamp);
-                    }
-                }
-                Err(error) => {
-                    tracing::error!(%error, "reading back a failed merge failed");
-                    return self;
-                }
-            }
-        }
-        self.stored = Some(stored);
-        self
-    }
-
     /// Applies the merge's changes to the Merkle trees, fans them out and
-    /// answers each job; returns the live queries to run again.
+    /// answers each job; returns the live queries to run again. After a
+    /// merge that failed in some lanes of the store, what the others
+    /// committed still reaches the trees and subscribers, and a job is
+    /// answered with success only if every one of its ops was committed.
     pub(super) fn finish(self, merkle: &MerkleIndex, hub: &Hub) -> Vec<Refill> {
-        // One flag per op, in input order: whether it is now stored; and
-        // the error of a failed merge.
-        let (applied, failed) = match (self.result, self.stored) {
-            (Ok(applied), _) => (applied, None),
-            (Err(error), Some(stored)) => {
-                let ops = self.group.iter().flat_map(|job| job.ops.iter());
-                let applied = ops
-                    .zip(&stored)
-                    .map(|(op, kept)| kept.as_ref() == Some(&op.record.timestamp))
-                    .collect();
-                (applied, Some((error, stored)))
-            }
-            (Err(error), None) => {
+        let LaneMerge { applied, error } = match self.result {
+            Ok(merged) => merged,
+            Err(error) => {
                 tracing::error!(%error, jobs = self.group.len(), "applying a batch failed");
                 for job in self.group {
                     let _ = job.done.send(Err(error.clone()));
@@ -177,25 +128,25 @@ impl Landed {
                 return Vec::new();
             }
         };
-        if let Some((error, _)) = &failed {
-            let kept = applied.iter().filter(|a| **a).count();
-            tracing::error!(%error, jobs = self.group.len(), kept, "applying a batch failed in part");
+        let error = error.map(|error| CommitError::Storage(Arc::new(error)));
+        if let Some(error) = &error {
+            let committed = applied.iter().filter(|a| a.is_some()).count();
+            tracing::error!(%error, jobs = self.group.len(), committed, "applying a batch failed");
         }
+        // One entry per op, in input order.
         let mut applied = applied.into_iter();
-        let mut stored = failed.as_ref().map(|(_, stored)| stored.iter());
         let mut refills = Vec::new();
         for job in self.group {
             let mut changes = Vec::new();
-            // A job of a failed merge is answered with the error unless
-            // the store holds each of its ops or a newer record.
-            let mut durable = true;
+            let mut committed = true;
             for op in job.ops {
-                if let Some(stored) = &mut stored {
-                    let kept = stored.next().and_then(Option::as_ref);
-                    durable &= kept.is_some_and(|t| *t >= op.record.timestamp);
-                }
-                if applied.next() != Some(true) {
-                    continue;
+                match applied.next().flatten() {
+                    Some(true) => {}
+                    Some(false) => continue,
+                    None => {
+                        committed = false;
+                        continue;
+                    }
                 }
                 merkle.update(&op.map_name, &op.key, &op.record.timestamp);
                 changes.push(Change {
@@ -205,8 +156,8 @@ impl Landed {
                 });
             }
             refills.extend(hub.publish(job.origin, &changes));
-            let answer = match &failed {
-                Some((error, _)) if !durable => Err(error.clone()),
+            let answer = match &error {
+                Some(error) if !committed => Err(error.clone()),
                 _ => Ok(changes.len()),
             };
             let _ = job.done.send(answer);
@@ -218,10 +169,12 @@ impl Landed {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::commit::AcceptedOp;
     use crate::store::{ChangeFeed, EmbeddedStore, LanedStore};
     use tokio::sync::oneshot;
     use topgun_core::wire::WireRecord;
-    use topgun_storage::{KeyStamp, MemoryStore, Paged};
+    use topgun_core::Timestamp;
+    use topgun_storage::{KeyStamp, MemoryStore, Paged, StorageError};
 
     /// A lane whose merges fail, as on a full disk; it reads as usual.
     #[derive(Debug)]
@@ -297,7 +250,8 @@ mod tests {
 
     /// A merge that fails in one lane of a laned store still brings what
     /// the other lane committed to the Merkle trees, and a job whose ops
-    /// all landed there is answered with success.
+    /// all landed there is answered with success (a resent op counting as
+    /// no change).
     #[tokio::test]
     async fn a_merge_failed_in_one_lane_keeps_what_the_other_committed() {
         let lane = || EmbeddedStore::new(Arc::new(MemoryStore::new()));
@@ -306,11 +260,22 @@ mod tests {
             (0..)
                 .map(|i| format!("k{i}"))
                 .filter(|k| store.lane_of(k) == n)
-                .take(2)
+                .take(3)
                 .collect::<Vec<_>>()
         };
         let (good, bad) = (in_lane(0), in_lane(1));
-        let (healthy_job, healthy) = job(&[&good[0]]);
+        // good[2] is stored already: the healthy job resends it.
+        let (stored, _) = job(&[&good[2]]);
+        let resent = &stored.ops[0];
+        store
+            .merge(vec![records::to_store(
+                &resent.map_name,
+                &resent.key,
+                &resent.record,
+            )])
+            .await
+            .unwrap();
+        let (healthy_job, healthy) = job(&[&good[0], &good[2]]);
         let (mixed_job, mixed) = job(&[&good[1], &bad[0]]);
         let group = vec![healthy_job, mixed_job];
         let mut flight = Flight::default();
@@ -318,11 +283,12 @@ mod tests {
         let store: Arc<dyn ServerStore> = Arc::new(store);
         flight.start(group, keys, store.clone());
         let merkle = MerkleIndex::default();
-        let landed = flight.land().await.unwrap();
-        landed
-            .read_back(&*store)
+        flight
+            .land()
             .await
+            .unwrap()
             .finish(&merkle, &Hub::default());
+        // The resent op is acknowledged but is no change.
         assert_eq!(healthy.await.unwrap().unwrap(), 1);
         assert!(matches!(mixed.await.unwrap(), Err(CommitError::Storage(_))));
         let at = Timestamp::new(5, 0, "n");

@@ -211,9 +211,10 @@ impl Commit {
     /// How many ops changed something, once the job is durable.
     ///
     /// # Errors
-    /// [`CommitError::Storage`] if the store failed (what of the job is
-    /// stored anyway has reached the trees and subscribers; the rest was
-    /// not applied), [`CommitError::Stopped`] if the server stopped first.
+    /// [`CommitError::Storage`] if the store failed (in a store of several
+    /// lanes, what of the job a lane committed anyway has reached the
+    /// trees and subscribers), [`CommitError::Stopped`] if the server
+    /// stopped first.
     pub(crate) async fn outcome(self) -> Result<usize, CommitError> {
         self.0.await.map_err(|_| CommitError::Stopped)?
     }
@@ -337,6 +338,6 @@ async fn finish(
     hub: &Hub,
     context: &Context,
 ) {
-    let refills = landed.read_back(store).await.finish(merkle, hub);
+    let refills = landed.finish(merkle, hub);
     queries::refill(refills, store, hub, context).await;
 }

@@ -2,7 +2,7 @@
 //! (a lane), so that merges of different keys commit in parallel — each
 //! redb file has its own writer thread and its own fsync.
 
-use super::{ChangeFeed, ServerStore};
+use super::{ChangeFeed, LaneMerge, ServerStore};
 use futures_util::future::join_all;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -17,7 +17,8 @@ use topgun_storage::{KeyStamp, Paged, StorageError, StoreRecord};
 /// Invalid records fail the whole merge before any lane is touched. An
 /// I/O error in one lane does not undo the others' commits (separate
 /// files cannot commit together): [`ServerStore::merge`] then fails while
-/// some of the records may be stored, and the caller reads them back.
+/// the other lanes' records are stored, and
+/// [`ServerStore::merge_lanes`] says which.
 ///
 /// The lane of a key depends on the number of lanes: a store must always
 /// be opened with the lanes it was created with.
@@ -235,15 +236,28 @@ impl Paged for LanedStore {
 #[async_trait::async_trait]
 impl ServerStore for LanedStore {
     async fn merge(&self, records: Vec<StoreRecord>) -> Result<Vec<bool>, StorageError> {
+        let LaneMerge { applied, error } = self.merge_lanes(records).await;
+        match error {
+            Some(error) => Err(error),
+            None => Ok(applied.into_iter().map(|a| a == Some(true)).collect()),
+        }
+    }
+
+    async fn merge_lanes(&self, records: Vec<StoreRecord>) -> LaneMerge {
+        let total = records.len();
         for r in &records {
-            if r.map_name.is_empty() || r.key.is_empty() {
-                return Err(StorageError::InvalidInput("empty map name or key"));
-            }
-            if let Some(reason) = self.refuses(&r.map_name, &r.key, &r.timestamp, r.ttl_ms) {
-                return Err(StorageError::InvalidInput(reason));
+            let invalid = if r.map_name.is_empty() || r.key.is_empty() {
+                Some("empty map name or key")
+            } else {
+                self.refuses(&r.map_name, &r.key, &r.timestamp, r.ttl_ms)
+            };
+            if let Some(reason) = invalid {
+                return LaneMerge {
+                    applied: vec![None; total],
+                    error: Some(StorageError::InvalidInput(reason)),
+                };
             }
         }
-        let total = records.len();
         let by_lane = self.split(records.into_iter().map(|r| (self.lane_of(&r.key), r)));
         let merges = by_lane
             .into_iter()
@@ -251,25 +265,26 @@ impl ServerStore for LanedStore {
             .map(|(part, lane)| async move {
                 let (positions, records): (Vec<usize>, Vec<StoreRecord>) = part.into_iter().unzip();
                 if records.is_empty() {
-                    return Ok((positions, Vec::new()));
+                    return (positions, Ok(Vec::new()));
                 }
-                lane.merge(records).await.map(|flags| (positions, flags))
+                (positions, lane.merge(records).await)
             });
-        let mut flags = vec![false; total];
+        let mut applied = vec![None; total];
         let mut failed = None;
-        for result in join_all(merges).await {
+        for (positions, result) in join_all(merges).await {
             match result {
-                Ok((positions, applied)) => {
-                    for (at, flag) in positions.into_iter().zip(applied) {
-                        flags[at] = flag;
+                Ok(flags) => {
+                    for (at, flag) in positions.into_iter().zip(flags) {
+                        applied[at] = Some(flag);
                     }
                 }
+                // That lane applied nothing: its records stay `None`.
                 Err(error) => failed = failed.or(Some(error)),
             }
         }
-        match failed {
-            Some(error) => Err(error),
-            None => Ok(flags),
+        LaneMerge {
+            applied,
+            error: failed,
         }
     }
 
@@ -343,49 +358,4 @@ impl ServerStore for LanedStore {
         }
         first
     }
-}
-
-/// The redb file of lane `lane` in a data dir: lane 0 is `topgun.redb`
-/// (the file of a data dir with one lane), lane `i` is `topgun-{i}.redb`.
-#[cfg(feature = "redb")]
-pub fn lane_file(dir: &std::path::Path, lane: usize) -> std::path::PathBuf {
-    match lane {
-        0 => dir.join(crate::config::DATA_FILE_NAME),
-        i => dir.join(format!("topgun-{i}.redb")),
-    }
-}
-
-/// How many lanes the data dir `dir` has: `None` for a new dir (no lane 0
-/// file yet), else lane 0 and the lane files after it. A new dir's lane 0
-/// file is created last, so a dir whose creation was cut short is new.
-#[cfg(feature = "redb")]
-pub fn data_dir_lanes(dir: &std::path::Path) -> Option<usize> {
-    if !lane_file(dir, 0).exists() {
-        return None;
-    }
-    Some((1..).find(|&i| !lane_file(dir, i).exists()).unwrap_or(1))
-}
-
-/// Opens the data dir `dir` (which exists): its lanes, or `lanes` for a
-/// new dir. Blocks on file I/O. Errors name the file that failed.
-#[cfg(feature = "redb")]
-pub(crate) fn open_data_dir(
-    dir: &std::path::Path,
-    lanes: usize,
-) -> Result<Arc<dyn ServerStore>, (std::path::PathBuf, StorageError)> {
-    let lanes = data_dir_lanes(dir).unwrap_or(lanes.max(1));
-    let mut stores: Vec<Arc<dyn ServerStore>> = Vec::with_capacity(lanes);
-    // Lane 0 last: its file marks the dir as made.
-    for lane in (0..lanes).rev() {
-        let path = lane_file(dir, lane);
-        match super::EmbeddedStore::open_redb(&path) {
-            Ok(store) => stores.push(Arc::new(store)),
-            Err(error) => return Err((path, error)),
-        }
-    }
-    stores.reverse();
-    if lanes == 1 {
-        return Ok(stores.remove(0));
-    }
-    Ok(Arc::new(LanedStore::new(stores)))
 }

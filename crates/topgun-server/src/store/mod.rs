@@ -9,17 +9,19 @@
 //! their writes. It knows nothing of a client's operation log, dirty flags
 //! or acknowledgements.
 
+#[cfg(feature = "redb")]
+mod data_dir;
 mod embedded;
 mod laned;
 #[cfg(feature = "postgres")]
 mod postgres;
 
+#[cfg(feature = "redb")]
+pub(crate) use data_dir::open as open_data_dir;
+#[cfg(feature = "redb")]
+pub use data_dir::{data_dir_lanes, lane_file, LANES_FILE};
 pub use embedded::EmbeddedStore;
-#[cfg(feature = "redb")]
-pub(crate) use laned::open_data_dir;
 pub use laned::LanedStore;
-#[cfg(feature = "redb")]
-pub use laned::{data_dir_lanes, lane_file};
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresOptions, PostgresStore};
 
@@ -38,8 +40,29 @@ pub trait ServerStore: Paged + Send + Sync {
     /// greater than the stored record's (or the key is new); returns, in
     /// input order, whether each one is now the stored record. Of several
     /// records for one key in a call, at most the newest is reported.
-    /// All or nothing: on an error nothing was applied.
+    /// All or nothing: on an error nothing was applied — except in a store
+    /// of several lanes, whose lanes commit apart (see
+    /// [`merge_lanes`](Self::merge_lanes)).
     async fn merge(&self, records: Vec<StoreRecord>) -> Result<Vec<bool>, StorageError>;
+
+    /// [`merge`](Self::merge), telling apart what each lane committed: for
+    /// each record, in input order, `Some(applied)` when its lane committed
+    /// (`applied` as `merge` reports it) and `None` when its lane failed,
+    /// and the error of a failed lane. The default, for a store of one
+    /// lane, is all `Some` or all `None`.
+    async fn merge_lanes(&self, records: Vec<StoreRecord>) -> LaneMerge {
+        let count = records.len();
+        match self.merge(records).await {
+            Ok(applied) => LaneMerge {
+                applied: applied.into_iter().map(Some).collect(),
+                error: None,
+            },
+            Err(error) => LaneMerge {
+                applied: vec![None; count],
+                error: Some(error),
+            },
+        }
+    }
 
     /// The records of `keys` of a map, in the order of `keys` (`None` for
     /// an unknown key), tombstones included.
@@ -80,6 +103,16 @@ pub trait ServerStore: Paged + Send + Sync {
 
     /// Flushes and releases the store; later calls fail.
     async fn close(&self) -> Result<(), StorageError>;
+}
+
+/// The outcome of [`ServerStore::merge_lanes`].
+#[derive(Debug)]
+pub struct LaneMerge {
+    /// Per record, in input order: whether it is now the stored record, or
+    /// `None` if its lane failed and nothing of that lane was applied.
+    pub applied: Vec<Option<bool>>,
+    /// The error of a lane that failed.
+    pub error: Option<StorageError>,
 }
 
 /// The writes other nodes made to a shared store, in commit order, by a
