@@ -39,10 +39,11 @@ pub struct ServerConfig {
     /// than `/ws` and `/health` (a web app next to its sync server);
     /// `None` serves none.
     pub web_root: Option<PathBuf>,
-    /// Commit lanes of a new [`StoreConfig::DataDir`]: the keys are spread
-    /// over this many redb files, each committed by its own writer thread,
-    /// so writes use more cores. A data dir keeps the number it was
-    /// created with (see [`crate::store::data_dir_lanes`]).
+    /// Commit lanes of a new data directory (`StoreConfig::DataDir`): the
+    /// keys are spread over this many redb files (0 counts as 1), each
+    /// committed by its own writer thread, so writes use more cores. A
+    /// data directory keeps the number it was made with (see
+    /// `store::data_dir_lanes`). Other stores ignore it.
     pub lanes: usize,
 }
 

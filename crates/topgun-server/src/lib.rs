@@ -5,9 +5,10 @@
 //! - **Transport**: WebSocket at `/ws`, one MessagePack message per binary
 //!   frame; `GET /health` answers 200 with a small JSON body.
 //! - **Writes** (`OP_BATCH`, `CLIENT_OP`) keep the client's HLC timestamps
-//!   (never re-stamped) and merge by LWW; each batch is applied in one
-//!   durable transaction before its `OP_ACK`, whose `lastId` echoes the
-//!   client's id of the batch's last op. Removes are stored as tombstones.
+//!   (never re-stamped) and merge by LWW; each batch is applied durably
+//!   (in one transaction per commit lane of the store) before its
+//!   `OP_ACK`, whose `lastId` echoes the client's id of the batch's last
+//!   op. Removes are stored as tombstones.
 //! - **Delta sync**: an in-memory Merkle tree per map (built from the store
 //!   at startup) answers `SYNC_INIT` and `MERKLE_REQ_BUCKET`; leaves carry
 //!   tombstones.
@@ -25,7 +26,7 @@
 //!   never refused).
 //!
 //! A server on an in-memory store until Ctrl-C or SIGTERM (a real one
-//! uses `StoreConfig::DataDir`, a redb file, with feature `redb`):
+//! uses `StoreConfig::DataDir`, redb files, with feature `redb`):
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), topgun_server::ServerError> {

@@ -71,7 +71,12 @@ pub(crate) struct ServeArgs {
     /// many redb files, each written by its own thread (default: one per
     /// two cores, at most 4). A data directory keeps the lanes it was made
     /// with.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = clap::value_parser!(u16).range(1..=64),
+        conflicts_with = "store"
+    )]
     lanes: Option<u16>,
 }
 

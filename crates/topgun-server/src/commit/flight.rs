@@ -14,7 +14,7 @@ use crate::store::{LaneMerge, ServerStore};
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use tokio::task::JoinHandle;
-use topgun_storage::StoreRecord;
+use topgun_storage::{StorageError, StoreRecord};
 
 /// Most merges in flight at once, per lane of the store.
 pub(super) const MERGES_PER_LANE: usize = 4;
@@ -128,7 +128,19 @@ impl Landed {
                 return Vec::new();
             }
         };
-        let error = error.map(|error| CommitError::Storage(Arc::new(error)));
+        // A record without an answer and no error would be a store's bug;
+        // its job is failed all the same, never acknowledged.
+        let ops: usize = self.group.iter().map(|job| job.ops.len()).sum();
+        let unanswered = applied.len() < ops || applied.iter().any(Option::is_none);
+        let error = error
+            .or_else(|| {
+                unanswered.then(|| StorageError::Backend {
+                    backend: "server store",
+                    during: "merging a batch",
+                    source: "no answer for some records".into(),
+                })
+            })
+            .map(|error| CommitError::Storage(Arc::new(error)));
         if let Some(error) = &error {
             let committed = applied.iter().filter(|a| a.is_some()).count();
             tracing::error!(%error, jobs = self.group.len(), committed, "applying a batch failed");
@@ -174,7 +186,7 @@ mod tests {
     use tokio::sync::oneshot;
     use topgun_core::wire::WireRecord;
     use topgun_core::Timestamp;
-    use topgun_storage::{KeyStamp, MemoryStore, Paged, StorageError};
+    use topgun_storage::{KeyStamp, MemoryStore, Paged};
 
     /// A lane whose merges fail, as on a full disk; it reads as usual.
     #[derive(Debug)]

@@ -1,9 +1,10 @@
 //! The commit task: every client write goes through it.
 //!
 //! Connections hand their accepted ops to one task that merges them into
-//! the store ([`ServerStore::merge`]) — all jobs waiting at that moment
-//! together, in one durable transaction (group commit) — then updates the
-//! Merkle trees, fans the changes out, and only then answers each job.
+//! the store ([`ServerStore::merge_lanes`]) — all jobs waiting at that
+//! moment together, in one durable transaction per lane of the store
+//! (group commit) — then updates the Merkle trees, fans the changes out,
+//! and only then answers each job.
 //! Up to [`flight::MERGES_PER_LANE`] merges per lane of the store run at
 //! once, on disjoint keys,
 //! and land in the order they started ([`flight`]), so the trees and

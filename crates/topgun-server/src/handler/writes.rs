@@ -60,7 +60,7 @@ async fn answer(mut pending: mpsc::Receiver<Pending>, outbox: Outbox) {
                     };
                     outbox.send(Message::Error(WireError {
                         code,
-                        message: format!("the batch was not applied: {error}"),
+                        message: format!("the batch was not (wholly) applied, resend it: {error}"),
                         details: None,
                     }));
                     continue;
@@ -81,13 +81,14 @@ impl Session {
     /// Handles the ops of one `OP_BATCH` (or one `CLIENT_OP`).
     ///
     /// Ops that fail a check get `OP_REJECTED` and are not applied; the
-    /// others are applied together, in one durable transaction, each only
-    /// if its timestamp is newer than the stored record's (so a re-sent op
-    /// is a no-op). Then `OP_ACK` echoes the id of the batch's last op —
+    /// others are applied together, in one durable transaction per commit
+    /// lane of the store, each only if its timestamp is newer than the
+    /// stored record's (so a re-sent op is a no-op). Then `OP_ACK` echoes the id of the batch's last op —
     /// rejected or not, since a rejection is final. Acks leave in batch
     /// order ([`Acks`]); up to 16 batches of a connection commit at once.
-    /// If the store fails, the batch gets `ERROR 500` and no ack, and the
-    /// client resends it.
+    /// If the store fails (in a store of several lanes, ops whose lanes
+    /// committed are stored and published all the same), the batch gets
+    /// `ERROR 500` and no ack, and the client resends it.
     pub(crate) async fn on_ops(&mut self, ops: Vec<ClientOp>) {
         let last_id = ops.last().and_then(|op| op.id.clone());
         let mut accepted = Vec::with_capacity(ops.len());

@@ -5,8 +5,8 @@
 //! file keeps each key. `lanes` is written (atomically) once every lane
 //! file exists and before any record is stored, so a directory without it
 //! is new, was made before lanes existed (only `topgun.redb`: one lane), or
-//! saw its first start cut short (lane files but no `lanes`: refused with a
-//! clear error rather than guessed at).
+//! saw its first start cut short (lane files but no `lanes`, as lane 0 is
+//! created last: refused with a clear error rather than guessed at).
 
 use super::{EmbeddedStore, LanedStore, ServerStore};
 use crate::error::ServerError;
@@ -54,13 +54,17 @@ pub fn data_dir_lanes(dir: &Path) -> Result<Option<usize>, ServerError> {
                 ),
             })?,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            return match (lane_file(dir, 0).exists(), lane_file(dir, 1).exists()) {
-                (_, true) => Err(not_whole(format!(
-                    "it has lane files but no `{LANES_FILE}` file: its first start was cut \
-                     short before any record was stored; remove its topgun*.redb files"
+            let extra = extra_lanes(dir)?;
+            return match (lane_file(dir, 0).exists(), extra.len()) {
+                (_, 1..) => Err(not_whole(format!(
+                    "it has {} lane files but no `{LANES_FILE}` file. If it never served \
+                     (its first start was cut short), remove its topgun*.redb files; if \
+                     it did, write the number of its lane files into {}",
+                    extra.len() + usize::from(lane_file(dir, 0).exists()),
+                    dir.join(LANES_FILE).display()
                 ))),
-                (true, false) => Ok(Some(1)),
-                (false, false) => Ok(None),
+                (true, 0) => Ok(Some(1)),
+                (false, 0) => Ok(None),
             };
         }
         Err(source) => {
@@ -76,12 +80,36 @@ pub fn data_dir_lanes(dir: &Path) -> Result<Option<usize>, ServerError> {
             missing.display()
         )));
     }
-    if lane_file(dir, lanes).exists() {
+    if extra_lanes(dir)?.iter().any(|&lane| lane >= lanes) {
         return Err(not_whole(format!(
             "it has more lane files than the {lanes} its `{LANES_FILE}` file says"
         )));
     }
     Ok(Some(lanes))
+}
+
+/// The lanes after lane 0 that have a file in `dir` (`topgun-{i}.redb`).
+fn extra_lanes(dir: &Path) -> Result<Vec<usize>, ServerError> {
+    let listed = std::fs::read_dir(dir).map_err(|source| ServerError::DataDir {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let mut lanes = Vec::new();
+    for entry in listed {
+        let entry = entry.map_err(|source| ServerError::DataDir {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let name = entry.file_name();
+        let lane = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("topgun-"))
+            .and_then(|n| n.strip_suffix(".redb"))
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|&lane| lane >= 1);
+        lanes.extend(lane);
+    }
+    Ok(lanes)
 }
 
 /// Opens the data directory `dir`, creating it if missing: its own lanes,
@@ -101,12 +129,16 @@ pub(crate) fn open(dir: &Path, lanes: usize) -> Result<Arc<dyn ServerStore>, Ser
         None => (lanes.max(1), false),
     };
     let mut stores: Vec<Arc<dyn ServerStore>> = Vec::with_capacity(lanes);
-    for lane in 0..lanes {
+    // Lane 0 last: a new directory whose first start fails half-way has
+    // lane files but no `topgun.redb`, and is never taken for one made
+    // before lanes.
+    for lane in (0..lanes).rev() {
         let path = lane_file(dir, lane);
         let store = EmbeddedStore::open_redb(&path)
             .map_err(|source| ServerError::OpenStore { path, source })?;
         stores.push(Arc::new(store));
     }
+    stores.reverse();
     if !made || !dir.join(LANES_FILE).exists() {
         write_lanes_file(dir, lanes)?;
     }
@@ -160,6 +192,9 @@ mod tests {
         assert_eq!(data_dir_lanes(dir).unwrap(), None, "new");
         touch(lane_file(dir, 0));
         assert_eq!(data_dir_lanes(dir).unwrap(), Some(1), "made before lanes");
+        touch(lane_file(dir, 2));
+        assert!(reason(data_dir_lanes(dir)).contains("2 lane files but no"));
+        std::fs::remove_file(lane_file(dir, 2)).unwrap();
         touch(lane_file(dir, 1));
         assert!(reason(data_dir_lanes(dir)).contains("cut short"));
         std::fs::write(dir.join(LANES_FILE), "2\n").unwrap();

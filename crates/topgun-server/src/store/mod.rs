@@ -1,7 +1,9 @@
 //! The server's storage interface, [`ServerStore`], and its
 //! implementations: [`EmbeddedStore`] over any `topgun-storage` store (a
-//! redb file by default) and, with feature `postgres`, `PostgresStore`,
-//! which several server nodes share.
+//! redb file by default), [`LanedStore`] over several stores (commit
+//! lanes: a data directory's redb files, see `data_dir_lanes` with
+//! feature `redb`) and, with feature `postgres`, `PostgresStore`, which
+//! several server nodes share.
 //!
 //! A server store keeps records by map and key with the LWW rule, lists
 //! them page by page (the query engine and the Merkle rebuild read them
