@@ -14,7 +14,9 @@
 //!
 //! Then the same kind of push (8 connections) against a server process
 //! pinned with `taskset` to one core, then to two, in one run: how the
-//! server scales with cores (goal >= 1.7x from 1 to 2).
+//! server scales with cores (goal >= 1.7x from 1 to 2), each with one
+//! commit lane (the default on up to 3 cores); then on two cores with two
+//! lanes, what lanes add there.
 //!
 //! Prints a table and writes `target/bench/server.json`.
 #![allow(clippy::unwrap_used, clippy::print_stderr)]
@@ -94,9 +96,9 @@ const PINNED_CONNECTIONS: u64 = 8;
 const PINNED_BATCHES: u64 = 150;
 
 /// The server of the pinned scenario, in this bench's own process re-run
-/// as `--serve-child DIR` under `taskset`: prints `PORT <n>` and serves
-/// until its stdin closes.
-fn serve_child(dir: &Path) {
+/// as `--serve-child DIR LANES` under `taskset`: prints `PORT <n>` and
+/// serves until its stdin closes.
+fn serve_child(dir: &Path, lanes: usize) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -105,6 +107,7 @@ fn serve_child(dir: &Path) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let mut config = ServerConfig::new(StoreConfig::DataDir(dir.to_owned()));
+        config.lanes = lanes;
         // Measured here: the server's own ceiling, not its per-connection rate.
         config.limits.ops_per_second = 100_000_000;
         config.limits.ops_burst = 200_000_000;
@@ -127,15 +130,16 @@ fn serve_child(dir: &Path) {
 }
 
 /// Push (`PINNED_CONNECTIONS` connections of 100-op batches) against a
-/// server process pinned to `cores` with `taskset`; ops/s, or `None`
-/// without `taskset`.
-fn pinned_push(dir: &Path, cores: &str) -> Option<f64> {
+/// server process pinned to `cores` with `taskset`, its data directory of
+/// `lanes` commit lanes; ops/s, or `None` without `taskset`.
+fn pinned_push(dir: &Path, cores: &str, lanes: usize) -> Option<f64> {
     use std::io::BufRead;
     let mut child = std::process::Command::new("taskset")
         .args(["-c", cores])
         .arg(std::env::current_exe().unwrap())
         .arg("--serve-child")
-        .arg(dir.join(format!("pinned-{}", cores.replace(',', "-"))))
+        .arg(dir.join(format!("pinned-{}-{lanes}", cores.replace(',', "-"))))
+        .arg(lanes.to_string())
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -165,7 +169,7 @@ fn pinned_push(dir: &Path, cores: &str) -> Option<f64> {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(at) = args.iter().position(|a| a == "--serve-child") {
-        serve_child(Path::new(&args[at + 1]));
+        serve_child(Path::new(&args[at + 1]), args[at + 2].parse().unwrap());
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -186,8 +190,9 @@ fn main() {
         (one, eight, push)
     });
     drop(runtime);
-    let one_core = pinned_push(dir.path(), "0");
-    let two_cores = pinned_push(dir.path(), "0,1");
+    let one_core = pinned_push(dir.path(), "0", 1);
+    let two_cores = pinned_push(dir.path(), "0,1", 1);
+    let two_lanes = pinned_push(dir.path(), "0,1", 2);
     eprintln!("{:<48} {:>12}", "acked one-op batches (durable)", "ops/s");
     eprintln!(
         "{:<48} {:>12.0}",
@@ -218,6 +223,14 @@ fn main() {
                 two,
                 two / one
             );
+            if let Some(lanes) = two_lanes {
+                eprintln!(
+                    "{:<48} {:>12.0} ({:.2}x one lane on 2 cores)",
+                    "push, 8 connections, 2 cores, 2 commit lanes",
+                    lanes,
+                    lanes / two
+                );
+            }
             format!("{:.3}", two / one)
         }
         _ => {
@@ -233,6 +246,7 @@ fn main() {
             "  \"push_one_connection_errors\": {},\n",
             "  \"push_pinned_1_core_ops_per_s\": {},\n",
             "  \"push_pinned_2_cores_ops_per_s\": {},\n",
+            "  \"push_pinned_2_cores_2_lanes_ops_per_s\": {},\n",
             "  \"push_2_over_1_cores\": {},\n  \"goal_push_2_over_1_cores\": 1.7\n}}\n"
         ),
         PER_CONNECTION,
@@ -243,6 +257,7 @@ fn main() {
         push_errors,
         one_core.map_or("null".to_owned(), |v| format!("{v:.0}")),
         two_cores.map_or("null".to_owned(), |v| format!("{v:.0}")),
+        two_lanes.map_or("null".to_owned(), |v| format!("{v:.0}")),
         scaling
     );
     let out = out_dir();
