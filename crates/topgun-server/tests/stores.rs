@@ -195,6 +195,14 @@ async fn store_order_pages_list_every_record_once(store: &dyn ServerStore) {
         }
         assert_eq!(read, expected, "key order, page size {size}");
     }
+    // A limit far beyond the map reads it all, in either order.
+    let all = store.page("s", None, usize::MAX).await.unwrap();
+    assert_eq!(all.len(), keys.len());
+    let all = store
+        .stamp_page_in_store_order("s", None, usize::MAX)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), keys.len());
 }
 
 /// A batch with a bad record stores nothing; what the store says it

@@ -11,8 +11,8 @@ use topgun_core::Timestamp;
 use topgun_storage::{KeyStamp, Paged, StorageError, StoreRecord};
 
 /// A [`ServerStore`] whose keys are spread over several stores (lanes) by
-/// their Merkle leaf, so the keys of one leaf live in one lane. A merge is split by lane and the
-/// lanes merge at once.
+/// their Merkle leaf, so the keys of one leaf live in one lane. A merge is
+/// split by lane and the lanes merge at once.
 ///
 /// Invalid records fail the whole merge before any lane is touched. An
 /// I/O error in one lane does not undo the others' commits (separate
@@ -65,7 +65,10 @@ impl LanedStore {
         limit: usize,
     ) -> Result<Vec<T>, StorageError> {
         let lanes = self.lanes.len();
-        let run = (limit / lanes + limit / (4 * lanes) + 16).min(limit);
+        let run = (limit / lanes)
+            .saturating_add(limit / (4 * lanes))
+            .saturating_add(16)
+            .min(limit);
         let mut runs: Vec<Run<T>> = (0..lanes)
             .map(|_| Run {
                 items: VecDeque::new(),
@@ -73,7 +76,8 @@ impl LanedStore {
                 done: limit == 0,
             })
             .collect();
-        let mut out = Vec::with_capacity(limit);
+        // `limit` may be far more than the map holds.
+        let mut out = Vec::with_capacity(limit.min(4_096));
         while out.len() < limit {
             // Every lane not read to its end has an item in hand, so the
             // smallest of those is the next of the map.
