@@ -106,10 +106,6 @@ impl fmt::Debug for StoreConfig {
     }
 }
 
-/// The name of the redb file of lane 0 (the only one of a single lane)
-/// inside a [`StoreConfig::DataDir`].
-pub const DATA_FILE_NAME: &str = "topgun.redb";
-
 /// Whether clients must authenticate.
 #[derive(Clone)]
 #[non_exhaustive]

@@ -63,7 +63,8 @@ mod shared;
 pub mod store;
 
 pub use auth::Principal;
-pub use config::{AuthMode, Limits, ServerConfig, StoreConfig, DATA_FILE_NAME, JWT_SECRET_ENV};
+pub use config::{AuthMode, Limits, ServerConfig, StoreConfig, JWT_SECRET_ENV};
 pub use error::ServerError;
 pub use rules::AccessRules;
 pub use server::{run, shutdown_signal};
+pub use store::DATA_FILE_NAME;

@@ -22,7 +22,7 @@ pub const LANES_FILE: &str = "lanes";
 /// is `topgun-{i}.redb`.
 pub fn lane_file(dir: &Path, lane: usize) -> PathBuf {
     match lane {
-        0 => dir.join(crate::config::DATA_FILE_NAME),
+        0 => dir.join(super::DATA_FILE_NAME),
         i => dir.join(format!("topgun-{i}.redb")),
     }
 }
@@ -55,12 +55,13 @@ pub fn data_dir_lanes(dir: &Path) -> Result<Option<usize>, ServerError> {
             })?,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
             let extra = extra_lanes(dir)?;
-            return match (lane_file(dir, 0).exists(), extra.len()) {
+            let first = lane_file(dir, 0).exists();
+            return match (first, extra.len()) {
                 (_, 1..) => Err(not_whole(format!(
                     "it has {} lane files but no `{LANES_FILE}` file. If it never served \
                      (its first start was cut short), remove its topgun*.redb files; if \
                      it did, write the number of its lane files into {}",
-                    extra.len() + usize::from(lane_file(dir, 0).exists()),
+                    extra.len() + usize::from(first),
                     dir.join(LANES_FILE).display()
                 ))),
                 (true, 0) => Ok(Some(1)),

@@ -43,14 +43,25 @@ impl LanedStore {
         MerkleTree::leaf_of(key) % self.lanes.len()
     }
 
-    /// `items` by lane (given with each), with their input positions, each
-    /// lane's in input order.
-    fn split<T>(&self, items: impl Iterator<Item = (usize, T)>) -> Vec<Vec<(usize, T)>> {
-        let mut lanes: Vec<Vec<(usize, T)>> = (0..self.lanes.len()).map(|_| Vec::new()).collect();
+    /// `items` (each with its lane) by lane: for each lane that has some,
+    /// the lane, their input positions and the items, in input order.
+    fn split<T>(
+        &self,
+        items: impl Iterator<Item = (usize, T)>,
+    ) -> Vec<(&dyn ServerStore, Vec<usize>, Vec<T>)> {
+        let mut parts: Vec<(Vec<usize>, Vec<T>)> = (0..self.lanes.len())
+            .map(|_| (Vec::new(), Vec::new()))
+            .collect();
         for (at, (lane, item)) in items.enumerate() {
-            lanes[lane].push((at, item));
+            parts[lane].0.push(at);
+            parts[lane].1.push(item);
         }
-        lanes
+        self.lanes
+            .iter()
+            .zip(parts)
+            .filter(|(_, (positions, _))| !positions.is_empty())
+            .map(|(lane, (positions, items))| (&**lane, positions, items))
+            .collect()
     }
 
     /// Pages of every lane after `after`, merged into key order: the first
@@ -249,30 +260,18 @@ impl ServerStore for LanedStore {
 
     async fn merge_lanes(&self, records: Vec<StoreRecord>) -> LaneMerge {
         let total = records.len();
-        for r in &records {
-            let invalid = if r.map_name.is_empty() || r.key.is_empty() {
-                Some("empty map name or key")
-            } else {
-                self.refuses(&r.map_name, &r.key, &r.timestamp, r.ttl_ms)
+        if let Some(error) = records.iter().find_map(|r| super::invalid(self, r)) {
+            return LaneMerge {
+                applied: vec![None; total],
+                error: Some(error),
             };
-            if let Some(reason) = invalid {
-                return LaneMerge {
-                    applied: vec![None; total],
-                    error: Some(StorageError::InvalidInput(reason)),
-                };
-            }
         }
         let by_lane = self.split(records.into_iter().map(|r| (self.lane_of(&r.key), r)));
         let merges = by_lane
             .into_iter()
-            .zip(&self.lanes)
-            .map(|(part, lane)| async move {
-                let (positions, records): (Vec<usize>, Vec<StoreRecord>) = part.into_iter().unzip();
-                if records.is_empty() {
-                    return (positions, Ok(Vec::new()));
-                }
-                (positions, lane.merge(records).await)
-            });
+            .map(
+                |(lane, positions, records)| async move { (positions, lane.merge(records).await) },
+            );
         let mut applied = vec![None; total];
         let mut failed = None;
         for (positions, result) in join_all(merges).await {
@@ -307,12 +306,7 @@ impl ServerStore for LanedStore {
         let by_lane = self.split(lanes.into_iter().zip(keys.iter().cloned()));
         let reads = by_lane
             .into_iter()
-            .zip(&self.lanes)
-            .map(|(part, lane)| async move {
-                let (positions, keys): (Vec<usize>, Vec<String>) = part.into_iter().unzip();
-                if keys.is_empty() {
-                    return Ok((positions, Vec::new()));
-                }
+            .map(|(lane, positions, keys)| async move {
                 lane.get_many(map_name, &keys)
                     .await
                     .map(|found| (positions, found))

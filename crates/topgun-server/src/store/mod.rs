@@ -30,6 +30,28 @@ pub use postgres::{PostgresOptions, PostgresStore};
 use topgun_core::Timestamp;
 use topgun_storage::{KeyStamp, Paged, StorageError, StoreRecord};
 
+/// The name of the redb file of lane 0 (the only one of a single lane)
+/// inside a data directory (`StoreConfig::DataDir`).
+pub const DATA_FILE_NAME: &str = "topgun.redb";
+
+/// Why `store` would refuse `record` as a whole merge's input: an empty map
+/// name or key, or what [`ServerStore::refuses`] says. The check a store
+/// runs before it touches anything, so that a bad record fails the merge
+/// and stores nothing.
+pub(crate) fn invalid(store: &dyn ServerStore, record: &StoreRecord) -> Option<StorageError> {
+    let reason = if record.map_name.is_empty() || record.key.is_empty() {
+        Some("empty map name or key")
+    } else {
+        store.refuses(
+            &record.map_name,
+            &record.key,
+            &record.timestamp,
+            record.ttl_ms,
+        )
+    };
+    reason.map(StorageError::InvalidInput)
+}
+
 /// What the server keeps its records in.
 ///
 /// Records are [`StoreRecord`]s (their `dirty` flag is ignored and read

@@ -189,11 +189,8 @@ impl ServerStore for PostgresStore {
         // upsert must not touch a row twice.
         let mut newest: HashMap<(&str, &str), usize> = HashMap::new();
         for (i, r) in records.iter().enumerate() {
-            if r.map_name.is_empty() || r.key.is_empty() {
-                return Err(StorageError::InvalidInput("empty map name or key"));
-            }
-            if let Some(reason) = self.refuses(&r.map_name, &r.key, &r.timestamp, r.ttl_ms) {
-                return Err(StorageError::InvalidInput(reason));
+            if let Some(error) = super::invalid(self, r) {
+                return Err(error);
             }
             let slot = newest.entry((&r.map_name, &r.key)).or_insert(i);
             if r.timestamp > records[*slot].timestamp {
