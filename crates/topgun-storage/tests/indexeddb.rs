@@ -198,3 +198,147 @@ async fn an_open_store_does_not_block_an_upgrade_elsewhere() {
     // The old connection is gone: its calls fail, clearly.
     assert!(store.get("m", "k").await.is_err());
 }
+
+/// Opens a second connection to `name` and runs `f` on one of its object
+/// stores in a read-write transaction.
+async fn with_raw_store<F, Fut, T>(name: &str, store: &str, f: F) -> T
+where
+    F: FnOnce(idb::ObjectStore) -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let database = idb::Factory::new()
+        .unwrap()
+        .open(name, None)
+        .unwrap()
+        .await
+        .unwrap();
+    let tx = database
+        .transaction(&[store], idb::TransactionMode::ReadWrite)
+        .unwrap();
+    let out = f(tx.object_store(store).unwrap()).await;
+    tx.commit().unwrap().await.unwrap();
+    database.close();
+    out
+}
+
+/// How many entries database `name`'s `operation_log` holds.
+async fn entry_count(name: &str) -> u32 {
+    with_raw_store(name, "operation_log", |ops| async move {
+        ops.count(None).unwrap().await.unwrap()
+    })
+    .await
+}
+
+/// The pending ops' ids, less `first`.
+async fn pending_offsets(store: IndexedDbStore, first: u64) -> Vec<u64> {
+    let ops = store.pending_ops(None, 100).await.unwrap();
+    ops.iter().map(|op| op.id - first).collect()
+}
+
+/// The writes of one transaction share one `operation_log` entry; its
+/// ops are acknowledged, marked, dropped and paged one by one, and the
+/// entry goes when its last op does.
+#[wasm_bindgen_test]
+async fn one_transactions_ops_share_an_entry_and_settle_one_by_one() {
+    use topgun_storage::conformance::{put, ts};
+    let (store, ()) = fresh().await;
+    let memory = topgun_storage::MemoryStore::new();
+    let writes: Vec<_> = (0..10u64)
+        .map(|i| put("m", &format!("k{i}"), b"v", ts(i + 1)))
+        .collect();
+    // Issued together, the writes go into one transaction.
+    let ids =
+        futures_util::future::try_join_all(writes.iter().map(|w| store.write_local(w.clone())))
+            .await
+            .unwrap();
+    let expected: Vec<u64> = (ids[0]..ids[0] + 10).collect();
+    assert_eq!(ids, expected, "one entry numbers its ops one after another");
+    let name = store.name();
+    let entries = || entry_count(&name);
+    assert_eq!(entries().await, 1);
+    let memory_ids = {
+        let mut out = Vec::new();
+        for write in &writes {
+            out.push(memory.write_local(write.clone()).await.unwrap());
+        }
+        out
+    };
+    let first = ids[0];
+    let pending = |store: &IndexedDbStore| pending_offsets(store.clone(), first);
+
+    assert_eq!(store.acknowledge(&[ids[3], ids[7]]).await.unwrap(), 2);
+    memory
+        .acknowledge(&[memory_ids[3], memory_ids[7]])
+        .await
+        .unwrap();
+    assert_eq!(pending(&store).await, [0, 1, 2, 4, 5, 6, 8, 9]);
+    // A page that starts inside the entry and ends inside it.
+    let page = store.pending_ops(Some(ids[1]), 3).await.unwrap();
+    assert_eq!(
+        page.iter().map(|op| op.id).collect::<Vec<_>>(),
+        [ids[2], ids[4], ids[5]]
+    );
+    assert_eq!(page[1].key, "k4");
+
+    assert_eq!(store.mark_synced(&[ids[0], ids[9]]).await.unwrap(), 2);
+    memory
+        .mark_synced(&[memory_ids[0], memory_ids[9]])
+        .await
+        .unwrap();
+    assert_eq!(pending(&store).await, [1, 2, 4, 5, 6, 8]);
+    assert_eq!(store.drop_synced_ops().await.unwrap(), 2);
+    memory.drop_synced_ops().await.unwrap();
+    assert_eq!(store.stats().await.unwrap(), memory.stats().await.unwrap());
+    assert_eq!(entries().await, 1);
+
+    let rest: Vec<u64> = [1, 2, 4, 5, 6, 8].iter().map(|i| ids[*i]).collect();
+    assert_eq!(store.acknowledge(&rest).await.unwrap(), 6);
+    assert_eq!(pending(&store).await, Vec::<u64>::new());
+    assert_eq!(entries().await, 0, "the entry goes with its last op");
+    let rest: Vec<u64> = [1, 2, 4, 5, 6, 8].iter().map(|i| memory_ids[*i]).collect();
+    memory.acknowledge(&rest).await.unwrap();
+    assert_eq!(store.stats().await.unwrap(), memory.stats().await.unwrap());
+    let next = store
+        .write_local(put("m", "k", b"w", ts(99)))
+        .await
+        .unwrap();
+    assert!(next > ids[9], "ids are never reused");
+}
+
+/// An op of schema version 1 (one op per entry, its fields on the entry)
+/// reads and acknowledges as op 0 of its entry.
+#[wasm_bindgen_test]
+async fn a_version_1_op_entry_reads_and_settles() {
+    use topgun_storage::conformance::{put, ts};
+    let (store, ()) = fresh().await;
+    let id = store.write_local(put("m", "k", b"v", ts(5))).await.unwrap();
+    let before = store.pending_ops(None, 10).await.unwrap();
+    let stats = store.stats().await.unwrap();
+    let name = store.name();
+    // The record's body holds what a version-1 op's body held.
+    let body = with_raw_store(&name, "key_value_store", |records| async move {
+        let all = records.get_all(None, None).unwrap().await.unwrap();
+        js_sys::Reflect::get(&all[0], &"body".into()).unwrap()
+    })
+    .await;
+    with_raw_store(&name, "operation_log", |ops| async move {
+        let old = js_sys::Object::new();
+        let set = |field: &str, value: &wasm_bindgen::JsValue| {
+            js_sys::Reflect::set(&old, &field.into(), value).unwrap();
+        };
+        set("id", &1.0.into());
+        set("mapName", &"m".into());
+        set("key", &"k".into());
+        set("opType", &"PUT".into());
+        set("synced", &0.0.into());
+        set("body", &body);
+        ops.put(&old, None).unwrap().await.unwrap();
+    })
+    .await;
+    assert_eq!(store.pending_ops(None, 10).await.unwrap(), before);
+    assert_eq!(store.acknowledge(&[id]).await.unwrap(), 1);
+    assert!(store.pending_ops(None, 10).await.unwrap().is_empty());
+    let after = store.stats().await.unwrap();
+    assert_eq!(after.pending_ops, stats.pending_ops - 1);
+    assert_eq!(after.dirty_records, 0);
+}

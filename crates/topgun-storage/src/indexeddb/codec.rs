@@ -7,8 +7,15 @@
 //!   and `body`, the value, timestamp and TTL as MessagePack bytes: one
 //!   `Uint8Array` is the cheapest thing to clone out of IndexedDB and into
 //!   wasm memory.
-//! - `operation_log` holds `{id, mapName, key, opType, synced, body}`
-//!   with `synced` as `0` / `1`.
+//! - `operation_log` holds one entry per write transaction that logged
+//!   ops: `{id, synced, ops}`, `ops` the transaction's ops as consecutive
+//!   MessagePack values (each with its number in the entry, map, key,
+//!   type, value, timestamp, TTL and its own `synced`), `synced` `1` once
+//!   every op left in the entry is. An op's [`OpId`] is made of the
+//!   entry's key (the high bits) and its number in the entry (the low 16
+//!   bits), so ids increase in the order ops were logged. (Schema version 1 kept one op
+//!   per entry, `{id, mapName, key, opType, synced, body}`; such an entry
+//!   reads as op 0 of its entry.)
 //! - `meta_store` keys the application's meta values by their string key;
 //!   the store's own entries (Merkle leaf sums, pruned records, counters)
 //!   use array keys, which can never equal a string.
@@ -165,34 +172,175 @@ pub(crate) fn record_of_map(
     })
 }
 
-fn op_type_name(op_type: OpType) -> &'static str {
-    match op_type {
-        OpType::Put => "PUT",
-        OpType::Remove => "REMOVE",
-        OpType::Clear => "CLEAR",
+/// Bits of an [`OpId`] that number an op inside its `operation_log`
+/// entry; the bits above them number the entry.
+const OP_INDEX_BITS: u32 = 16;
+
+/// Ops one `operation_log` entry holds at most.
+pub(crate) const MAX_OPS_PER_ENTRY: usize = 1 << OP_INDEX_BITS;
+
+/// Entry keys stay below this, so that every op id is exact in a `u64`
+/// (and an entry key in a JS number).
+const MAX_ENTRY: u64 = 1 << (64 - OP_INDEX_BITS);
+
+/// The id of op `index` of entry `entry` (keys start at 1): the first op
+/// of the first entry is op 1, as in every store.
+pub(crate) fn op_id(entry: u64, index: u16) -> OpId {
+    ((entry - 1) << OP_INDEX_BITS) + u64::from(index) + 1
+}
+
+/// The entry holding op `id` (0 for id 0, which no op has).
+pub(crate) fn entry_of(id: OpId) -> u64 {
+    match id {
+        0 => 0,
+        id => ((id - 1) >> OP_INDEX_BITS) + 1,
     }
 }
 
-/// An op as added to `operation_log` (IndexedDB assigns `id`).
-pub(crate) fn op_to_js(
+/// The number of op `id` inside its entry.
+fn index_of(id: OpId) -> u16 {
+    (id.saturating_sub(1) & (MAX_OPS_PER_ENTRY as u64 - 1)) as u16
+}
+
+/// The JS key of entry `entry` of `operation_log`.
+pub(crate) fn entry_key(entry: u64) -> JsValue {
+    JsValue::from_f64(entry as f64)
+}
+
+/// An entry's key (assigned by IndexedDB) back as a number.
+pub(crate) fn entry_id(key: &JsValue) -> Result<u64, StorageError> {
+    key.as_f64()
+        .filter(|id| *id >= 1.0 && id.fract() == 0.0 && *id < MAX_ENTRY as f64)
+        .map(|id| id as u64)
+        .ok_or_else(|| corrupt("operation_log", "an entry key is not a positive integer"))
+}
+
+/// One op in an entry's `ops` bytes.
+#[derive(Serialize)]
+struct PackedOpRef<'a> {
+    index: u16,
+    map_name: &'a str,
+    op_type: OpType,
+    key: &'a str,
+    value: Option<&'a serde_bytes::Bytes>,
+    timestamp: &'a Timestamp,
+    ttl_ms: Option<u64>,
+    synced: bool,
+}
+
+#[derive(Deserialize)]
+struct PackedOp {
+    index: u16,
+    map_name: String,
+    op_type: OpType,
+    key: String,
+    value: Option<serde_bytes::ByteBuf>,
+    timestamp: Timestamp,
+    ttl_ms: Option<u64>,
+    synced: bool,
+}
+
+/// Appends op `index` (unsynced) to an entry's `ops` bytes.
+pub(crate) fn append_op(
+    ops: &mut Vec<u8>,
+    index: u16,
     map_name: &str,
     op_type: OpType,
     key: &str,
     value: Option<&[u8]>,
     timestamp: &Timestamp,
     ttl_ms: Option<u64>,
-) -> Result<JsValue, StorageError> {
+) -> Result<(), StorageError> {
+    let op = PackedOpRef {
+        index,
+        map_name,
+        op_type,
+        key,
+        value: value.map(serde_bytes::Bytes::new),
+        timestamp,
+        ttl_ms,
+        synced: false,
+    };
+    rmp_serde::encode::write(ops, &op).map_err(|source| StorageError::Encode {
+        what: "an op",
+        source,
+    })
+}
+
+/// The `ops` bytes of `ops`, all of one entry.
+fn pack(ops: &[OpLogEntry]) -> Result<Vec<u8>, StorageError> {
+    let mut bytes = Vec::new();
+    for op in ops {
+        let packed = PackedOpRef {
+            index: index_of(op.id),
+            map_name: &op.map_name,
+            op_type: op.op_type,
+            key: &op.key,
+            value: op.value.as_deref().map(serde_bytes::Bytes::new),
+            timestamp: &op.timestamp,
+            ttl_ms: op.ttl_ms,
+            synced: op.synced,
+        };
+        rmp_serde::encode::write(&mut bytes, &packed).map_err(|source| StorageError::Encode {
+            what: "an op",
+            source,
+        })?;
+    }
+    Ok(bytes)
+}
+
+/// A new entry of `operation_log` (IndexedDB assigns `id`): `ops` as
+/// [`append_op`] made them, none synced.
+pub(crate) fn new_entry_to_js(ops: &[u8]) -> Result<JsValue, StorageError> {
     let object: JsValue = js_sys::Object::new().into();
-    set(&object, "mapName", &JsValue::from_str(map_name))?;
-    set(&object, "key", &JsValue::from_str(key))?;
-    set(&object, "opType", &JsValue::from_str(op_type_name(op_type)))?;
     set(&object, "synced", &flag(false))?;
-    set(&object, "body", &encode_body(value, timestamp, ttl_ms)?)?;
+    set(&object, "ops", &bytes(ops))?;
     Ok(object)
 }
 
-/// An op back from `operation_log`.
-pub(crate) fn op_from_js(object: &JsValue) -> Result<OpLogEntry, StorageError> {
+/// Entry `entry` rewritten with `ops` (not empty): `synced` once all are.
+pub(crate) fn entry_to_js(entry: u64, ops: &[OpLogEntry]) -> Result<JsValue, StorageError> {
+    let object: JsValue = js_sys::Object::new().into();
+    set(&object, "id", &entry_key(entry))?;
+    set(&object, "synced", &flag(ops.iter().all(|op| op.synced)))?;
+    set(&object, "ops", &bytes(&pack(ops)?))?;
+    Ok(object)
+}
+
+/// The ops of an `operation_log` entry, in the order they were written.
+pub(crate) fn entry_from_js(object: &JsValue) -> Result<(u64, Vec<OpLogEntry>), StorageError> {
+    const WHAT: &str = "operation_log";
+    let entry = entry_id(&field(object, "id")?)?;
+    let ops = field(object, "ops")?;
+    if ops.is_undefined() {
+        return Ok((entry, vec![single_op_from_js(entry, object)?]));
+    }
+    let raw = to_bytes(&ops).ok_or_else(|| corrupt(WHAT, "ops are not binary"))?;
+    let mut reader = raw.as_slice();
+    let mut out = Vec::new();
+    while !reader.is_empty() {
+        let op: PackedOp =
+            rmp_serde::decode::from_read(&mut reader).map_err(|e| StorageError::Corrupt {
+                what: WHAT,
+                source: Box::new(e),
+            })?;
+        out.push(OpLogEntry {
+            id: op_id(entry, op.index),
+            map_name: op.map_name,
+            op_type: op.op_type,
+            key: op.key,
+            value: op.value.map(serde_bytes::ByteBuf::into_vec),
+            timestamp: op.timestamp,
+            ttl_ms: op.ttl_ms,
+            synced: op.synced,
+        });
+    }
+    Ok((entry, out))
+}
+
+/// The one op of an entry of schema version 1 (`{id, mapName, key,
+/// opType, synced, body}`), as op 0 of that entry.
+fn single_op_from_js(entry: u64, object: &JsValue) -> Result<OpLogEntry, StorageError> {
     const WHAT: &str = "operation_log";
     let body = decode_body(object, WHAT)?;
     let text = |name: &'static str| {
@@ -207,7 +355,7 @@ pub(crate) fn op_from_js(object: &JsValue) -> Result<OpLogEntry, StorageError> {
         _ => return Err(corrupt(WHAT, "unknown opType")),
     };
     Ok(OpLogEntry {
-        id: op_id(&field(object, "id")?)?,
+        id: op_id(entry, 0),
         map_name: text("mapName")?,
         op_type,
         key: text("key")?,
@@ -216,24 +364,6 @@ pub(crate) fn op_from_js(object: &JsValue) -> Result<OpLogEntry, StorageError> {
         ttl_ms: body.ttl_ms,
         synced: read_flag(object, "synced")?,
     })
-}
-
-/// An op's stored object with `synced` set.
-pub(crate) fn mark_op_synced(object: &JsValue) -> Result<(), StorageError> {
-    set(object, "synced", &flag(true))
-}
-
-/// An op id from its JS key.
-pub(crate) fn op_id(key: &JsValue) -> Result<OpId, StorageError> {
-    key.as_f64()
-        .filter(|id| *id >= 1.0 && id.fract() == 0.0)
-        .map(|id| id as OpId)
-        .ok_or_else(|| corrupt("operation_log", "an op id is not a positive integer"))
-}
-
-/// The JS key of an op id.
-pub(crate) fn op_key(id: OpId) -> JsValue {
-    JsValue::from_f64(id as f64)
 }
 
 /// The meta key of an application meta value.

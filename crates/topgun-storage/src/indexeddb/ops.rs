@@ -9,7 +9,7 @@ use crate::error::StorageError;
 use crate::model::{
     AppliedChange, ClearOutcome, LocalWrite, OpId, OpLogEntry, OpType, PruneSums, StoreRecord,
 };
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::IntoFuture;
 use topgun_core::Timestamp;
 use wasm_bindgen::JsValue;
@@ -46,7 +46,8 @@ pub(crate) enum WriteOutcome {
     Done,
 }
 
-/// An outcome still waiting for the id of the op it added.
+/// An outcome still waiting for the id of the op it logged (see
+/// [`PendingId`]).
 pub(crate) enum Applied {
     Ready(WriteOutcome),
     OpId(PendingId),
@@ -55,20 +56,20 @@ pub(crate) enum Applied {
 }
 
 impl Applied {
-    /// The outcome, once the op's id has arrived.
-    pub(crate) async fn resolve(self) -> Result<WriteOutcome, StorageError> {
-        const DURING: &str = "appending to the operation log";
+    /// The outcome, given the key of the entry the transaction's ops went
+    /// into.
+    pub(crate) fn resolve(self, entry: Option<u64>) -> Result<WriteOutcome, StorageError> {
+        let op_id = |index| {
+            entry
+                .map(|entry| codec::op_id(entry, index))
+                .ok_or_else(|| codec::corrupt("operation_log", "logged ops were not added"))
+        };
         Ok(match self {
             Applied::Ready(outcome) => outcome,
-            Applied::OpId(request) => {
-                WriteOutcome::OpId(codec::op_id(&request.await.map_err(idb_error(DURING))?)?)
-            }
-            Applied::Checked(request, previous) => WriteOutcome::Checked(
-                codec::op_id(&request.await.map_err(idb_error(DURING))?)?,
-                previous,
-            ),
-            Applied::Cleared(request, removed_keys) => WriteOutcome::Cleared(ClearOutcome {
-                op_id: codec::op_id(&request.await.map_err(idb_error(DURING))?)?,
+            Applied::OpId(index) => WriteOutcome::OpId(op_id(index)?),
+            Applied::Checked(index, previous) => WriteOutcome::Checked(op_id(index)?, previous),
+            Applied::Cleared(index, removed_keys) => WriteOutcome::Cleared(ClearOutcome {
+                op_id: op_id(index)?,
                 removed_keys,
             }),
         })
@@ -244,7 +245,12 @@ async fn pending(txn: &WriteTxn) -> Result<Vec<OpLogEntry>, StorageError> {
         .map_err(idb_error(DURING))?
         .await
         .map_err(idb_error(DURING))?;
-    objects.iter().map(codec::op_from_js).collect()
+    let mut ops = Vec::new();
+    for object in &objects {
+        let (_, entry_ops) = codec::entry_from_js(object)?;
+        ops.extend(entry_ops.into_iter().filter(|op| !op.synced));
+    }
+    Ok(ops)
 }
 
 async fn prune_clean(
@@ -287,44 +293,76 @@ enum Settle {
 }
 
 /// Marks ops synced (cleaning the records that still carry their
-/// timestamp) and keeps or deletes them.
+/// timestamp) and keeps or deletes them; an entry is rewritten once,
+/// without the ops deleted, or deleted with its last op.
 async fn settle(txn: &mut WriteTxn, ids: &[OpId], how: Settle) -> Result<u64, StorageError> {
     const DURING: &str = "settling acknowledged ops";
-    let mut requests = Vec::new();
-    let mut asked = BTreeSet::new();
+    // A repeated id is settled once.
+    let mut by_entry: BTreeMap<u64, BTreeSet<OpId>> = BTreeMap::new();
     for id in ids {
-        // A repeated id is settled once.
-        if asked.insert(*id) {
-            let request = txn.ops.get(codec::op_key(*id)).map_err(idb_error(DURING))?;
-            requests.push(request.into_future());
-        }
+        by_entry
+            .entry(codec::entry_of(*id))
+            .or_default()
+            .insert(*id);
+    }
+    let mut requests = Vec::with_capacity(by_entry.len());
+    for (entry, asked) in by_entry {
+        let request = txn
+            .ops
+            .get(codec::entry_key(entry))
+            .map_err(idb_error(DURING))?;
+        requests.push((asked, request.into_future()));
     }
     let mut changed = 0;
-    for request in requests {
+    for (asked, request) in requests {
         let Some(object) = request.await.map_err(idb_error(DURING))? else {
             continue;
         };
-        let op = codec::op_from_js(&object)?;
-        if !op.synced {
-            changed += 1;
-            txn.counters.pending_ops -= 1;
-            clean(txn, &op).await?;
+        let (entry, ops) = codec::entry_from_js(&object)?;
+        let mut kept = Vec::with_capacity(ops.len());
+        let mut rewrite = false;
+        for mut op in ops {
+            if !asked.contains(&op.id) {
+                kept.push(op);
+                continue;
+            }
+            if !op.synced {
+                changed += 1;
+                txn.counters.pending_ops -= 1;
+                clean(txn, &op).await?;
+            }
+            match how {
+                Settle::Mark => {
+                    rewrite |= !op.synced;
+                    op.synced = true;
+                    kept.push(op);
+                }
+                Settle::Delete => {
+                    rewrite = true;
+                    txn.counters.bytes -= op.approx_size();
+                }
+            }
         }
-        match how {
-            Settle::Mark if !op.synced => {
-                codec::mark_op_synced(&object)?;
-                txn.ops.put(&object, None).map_err(idb_error(DURING))?;
-            }
-            Settle::Mark => {}
-            Settle::Delete => {
-                txn.ops
-                    .delete(codec::op_key(op.id))
-                    .map_err(idb_error(DURING))?;
-                txn.counters.bytes -= op.approx_size();
-            }
+        if rewrite {
+            rewrite_entry(txn, entry, &kept)?;
         }
     }
     Ok(changed)
+}
+
+/// Stores entry `entry` with `ops`, or deletes it if none are left.
+fn rewrite_entry(txn: &WriteTxn, entry: u64, ops: &[OpLogEntry]) -> Result<(), StorageError> {
+    const DURING: &str = "rewriting the operation log";
+    if ops.is_empty() {
+        txn.ops
+            .delete(codec::entry_key(entry))
+            .map_err(idb_error(DURING))?;
+    } else {
+        txn.ops
+            .put(&codec::entry_to_js(entry, ops)?, None)
+            .map_err(idb_error(DURING))?;
+    }
+    Ok(())
 }
 
 /// Clears `dirty` on the records that still carry `op`'s timestamp.
@@ -370,22 +408,34 @@ async fn dirty_keys(txn: &mut WriteTxn, map_name: &str) -> Result<Vec<String>, S
     Ok(keys)
 }
 
+/// Deletes every synced op: whole entries where all are (the `synced`
+/// index), and the synced ops of entries that still hold pending ones.
 async fn drop_synced(txn: &mut WriteTxn) -> Result<u64, StorageError> {
     const DURING: &str = "dropping synced ops";
-    let objects = txn
-        .ops
-        .index(SYNCED_INDEX)
-        .map_err(idb_error(DURING))?
-        .get_all(Some(JsValue::from_f64(1.0).into()), None)
-        .map_err(idb_error(DURING))?
-        .await
-        .map_err(idb_error(DURING))?;
-    for object in &objects {
-        let op = codec::op_from_js(object)?;
-        txn.ops
-            .delete(codec::op_key(op.id))
-            .map_err(idb_error(DURING))?;
-        txn.counters.bytes -= op.approx_size();
+    let index = txn.ops.index(SYNCED_INDEX).map_err(idb_error(DURING))?;
+    let by_flag = |synced: f64| {
+        index
+            .get_all(Some(JsValue::from_f64(synced).into()), None)
+            .map(IntoFuture::into_future)
+            .map_err(idb_error(DURING))
+    };
+    let (synced, mixed) = (by_flag(1.0)?, by_flag(0.0)?);
+    let (synced, mixed) = (
+        synced.await.map_err(idb_error(DURING))?,
+        mixed.await.map_err(idb_error(DURING))?,
+    );
+    let mut dropped = 0;
+    for object in synced.iter().chain(&mixed) {
+        let (entry, ops) = codec::entry_from_js(object)?;
+        let (gone, kept): (Vec<_>, Vec<_>) = ops.into_iter().partition(|op| op.synced);
+        if gone.is_empty() {
+            continue;
+        }
+        for op in &gone {
+            txn.counters.bytes -= op.approx_size();
+        }
+        dropped += gone.len() as u64;
+        rewrite_entry(txn, entry, &kept)?;
     }
-    Ok(objects.len() as u64)
+    Ok(dropped)
 }

@@ -107,6 +107,8 @@ pub(crate) async fn dirty_records(
     Ok(out)
 }
 
+/// Unsynced ops after `after` in id order, read entry by entry (an entry
+/// holds one write transaction's ops, in id order).
 pub(crate) async fn pending_ops(
     database: &Database,
     after: Option<OpId>,
@@ -115,13 +117,15 @@ pub(crate) async fn pending_ops(
     const DURING: &str = "reading pending ops";
     let store = reading(database, OPS, DURING)?;
     let mut out = Vec::new();
-    let mut after = after;
+    // The first page starts at `after`'s own entry, which may hold later
+    // ops; each next one after the last entry read.
+    let mut from = after.map(|id| (codec::entry_of(id), false));
     // Synced ops wait in the log only between `mark_synced` and
-    // `drop_synced_ops`; skip them page by page.
+    // `drop_synced_ops`; they are skipped.
     while out.len() < limit {
-        let range = match after {
-            Some(id) => Some(
-                idb::KeyRange::lower_bound(&codec::op_key(id), Some(true))
+        let range = match from {
+            Some((entry, open)) => Some(
+                idb::KeyRange::lower_bound(&codec::entry_key(entry), Some(open))
                     .map_err(idb_error(DURING))?
                     .into(),
             ),
@@ -135,11 +139,12 @@ pub(crate) async fn pending_ops(
             .map_err(idb_error(DURING))?;
         let full = page.len() == want as usize;
         for object in &page {
-            let op = codec::op_from_js(object)?;
-            after = Some(op.id);
-            if !op.synced {
-                out.push(op);
-            }
+            let (entry, ops) = codec::entry_from_js(object)?;
+            from = Some((entry, true));
+            let wanted = ops
+                .into_iter()
+                .filter(|op| !op.synced && after.is_none_or(|after| op.id > after));
+            out.extend(wanted.take(limit - out.len()));
         }
         if !full {
             break;

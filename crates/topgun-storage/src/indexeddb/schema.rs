@@ -6,6 +6,12 @@
 //! - `operation_log`: auto-increment key path `id`, index `synced`;
 //! - `meta_store`: out-of-line keys.
 //!
+//! Version 2: an `operation_log` entry holds all the ops of one write
+//! transaction (see `codec`) instead of one. The stores and indexes are
+//! unchanged and entries of version 1 read as entries of one op, so the
+//! upgrade changes nothing stored; the version tells an older build,
+//! which would misread the new entries, to refuse the database.
+//!
 //! The IndexedDB version is the schema version. Each upgrade step runs in
 //! the browser's `upgradeneeded` transaction, from the version found to
 //! [`SCHEMA_VERSION`]; a database of a newer version is refused with
@@ -17,7 +23,7 @@ use idb::{Database, DatabaseEvent, Factory, IndexParams, KeyPath, ObjectStorePar
 use wasm_bindgen::JsCast;
 
 /// The schema version this build writes and reads.
-pub const INDEXEDDB_SCHEMA_VERSION: u32 = 1;
+pub const INDEXEDDB_SCHEMA_VERSION: u32 = 2;
 
 pub(crate) const RECORDS: &str = "key_value_store";
 pub(crate) const OPS: &str = "operation_log";

@@ -21,12 +21,10 @@ use topgun_core::merkle::LEAVES;
 use topgun_core::{MerkleSums, Timestamp};
 use wasm_bindgen::JsValue;
 
-/// An op added in this transaction whose id arrives with its request.
-///
-/// `idb` listens for a request's answer from `into_future` on, so every
-/// request awaited later is turned into its future when it is issued:
-/// an answer that came before would be missed.
-pub(crate) type PendingId = AddStoreRequestFuture;
+/// An op logged in this transaction: its number in the transaction's
+/// `operation_log` entry, whose key arrives when the entry is added at
+/// commit ([`Committing::done`]).
+pub(crate) type PendingId = u16;
 
 type GetFuture = idb::request::futures::GetStoreRequestFuture;
 type GetAllFuture = idb::request::futures::GetAllStoreRequestFuture;
@@ -57,6 +55,9 @@ pub(crate) struct WriteTxn {
     touched: HashSet<(String, usize)>,
     pub(crate) counters: Counters,
     counters_at_start: Counters,
+    /// The ops logged, as the entry's `ops` bytes, and how many.
+    logged: Vec<u8>,
+    logged_count: usize,
 }
 
 impl std::fmt::Debug for WriteTxn {
@@ -94,6 +95,8 @@ impl WriteTxn {
             touched: HashSet::new(),
             counters: Counters::default(),
             counters_at_start: Counters::default(),
+            logged: Vec::new(),
+            logged_count: 0,
         };
         // The counters, the records and their Merkle sum chunks are read
         // by requests issued together: one wait, not one per request.
@@ -372,7 +375,8 @@ impl WriteTxn {
             .or_insert_with(|| vec![0; codec::SUMS_CHUNK]))
     }
 
-    /// Adds an op (unsynced) to the log; its id comes with the request.
+    /// Logs an op (unsynced): it goes into the one `operation_log` entry
+    /// this transaction adds when it commits.
     pub(crate) fn add_op(
         &mut self,
         map_name: &str,
@@ -382,20 +386,38 @@ impl WriteTxn {
         timestamp: &Timestamp,
         ttl_ms: Option<u64>,
     ) -> Result<PendingId, StorageError> {
-        let object = codec::op_to_js(map_name, op_type, key, value, timestamp, ttl_ms)?;
-        let request = self
-            .ops
-            .add(&object, None)
-            .map_err(idb_error("appending to the operation log"))?
-            .into_future();
+        let index = PendingId::try_from(self.logged_count)
+            .ok()
+            .filter(|_| self.logged_count < codec::MAX_OPS_PER_ENTRY)
+            .ok_or_else(|| codec::corrupt("operation_log", "too many ops in one transaction"))?;
+        codec::append_op(
+            &mut self.logged,
+            index,
+            map_name,
+            op_type,
+            key,
+            value,
+            timestamp,
+            ttl_ms,
+        )?;
+        self.logged_count += 1;
         self.counters.pending_ops += 1;
         self.counters.bytes += approx_op_size(map_name, key, value, timestamp);
-        Ok(request)
+        Ok(index)
     }
 
-    /// Writes back the sums and counters, commits, and waits until the
-    /// transaction is complete.
+    /// Adds the logged ops' entry, writes back the sums and counters and
+    /// commits.
     pub(crate) fn commit(self) -> Result<Committing, StorageError> {
+        let entry = if self.logged_count > 0 {
+            let request = self
+                .ops
+                .add(&codec::new_entry_to_js(&self.logged)?, None)
+                .map_err(idb_error("appending to the operation log"))?;
+            Some(request.into_future())
+        } else {
+            None
+        };
         for slot in &self.touched {
             let (map_name, chunk) = slot;
             let Some(sums) = self.sums.get(slot) else {
@@ -414,7 +436,10 @@ impl WriteTxn {
                 .map_err(idb_error(COMMITTING))?;
         }
         let tx = self.tx.commit().map_err(idb_error(COMMITTING))?;
-        Ok(Committing(tx.into_future()))
+        Ok(Committing {
+            entry,
+            tx: tx.into_future(),
+        })
     }
 
     /// Aborts the transaction: nothing it did is stored.
@@ -427,13 +452,30 @@ impl WriteTxn {
 
 const COMMITTING: &str = "committing";
 
-/// A transaction told to commit; awaiting it waits for the commit (the
-/// answers of its requests arrive before).
-pub(crate) struct Committing(idb::TransactionFuture);
+/// A transaction told to commit.
+///
+/// `idb` listens for a request's answer from `into_future` on, so the
+/// entry's request is turned into its future when it is issued: an
+/// answer that came before would be missed.
+pub(crate) struct Committing {
+    entry: Option<AddStoreRequestFuture>,
+    tx: idb::TransactionFuture,
+}
 
 impl Committing {
-    pub(crate) async fn done(self) -> Result<(), StorageError> {
-        let result = self.0.await.map_err(idb_error(COMMITTING))?;
+    /// Waits for the commit; answers the key of the `operation_log` entry
+    /// added, if the transaction logged ops.
+    pub(crate) async fn done(self) -> Result<Option<u64>, StorageError> {
+        let entry = match self.entry {
+            Some(request) => {
+                let key = request
+                    .await
+                    .map_err(idb_error("appending to the operation log"))?;
+                Some(codec::entry_id(&key)?)
+            }
+            None => None,
+        };
+        let result = self.tx.await.map_err(idb_error(COMMITTING))?;
         if result.is_aborted() {
             return Err(super::js::JsFailure {
                 name: "AbortError".to_owned(),
@@ -441,6 +483,6 @@ impl Committing {
             }
             .into_error(COMMITTING));
         }
-        Ok(())
+        Ok(entry)
     }
 }

@@ -19,6 +19,9 @@ use tokio::sync::oneshot;
 /// Writes per transaction at most.
 const MAX_GROUP: usize = 1024;
 
+// A write logs one op at most, and a transaction's ops share one entry.
+const _: () = assert!(MAX_GROUP <= super::codec::MAX_OPS_PER_ENTRY);
+
 struct Job {
     op: WriteOp,
     reply: oneshot::Sender<Result<WriteOutcome, StorageError>>,
@@ -126,14 +129,17 @@ impl Writer {
                 }
             }
         }
-        // Committing first: the op ids arrive while it commits.
-        let committing = txn.commit().map_err(Failure::All)?;
-        let mut outcomes = Vec::with_capacity(applied.len());
-        for done in applied {
-            outcomes.push(done.resolve().await.map_err(Failure::All)?);
-        }
-        committing.done().await.map_err(Failure::All)?;
-        Ok(outcomes)
+        let entry = txn
+            .commit()
+            .map_err(Failure::All)?
+            .done()
+            .await
+            .map_err(Failure::All)?;
+        applied
+            .into_iter()
+            .map(|done| done.resolve(entry))
+            .collect::<Result<_, _>>()
+            .map_err(Failure::All)
     }
 }
 
