@@ -56,6 +56,20 @@ impl<V> Clone for IMap<V> {
     }
 }
 
+impl<V> IMap<V> {
+    /// The same map with its values written and read as `W` (the same
+    /// MessagePack, seen as another type: a `serde_json::Value` map read as
+    /// raw text, say).
+    pub fn with_values<W>(&self) -> IMap<W> {
+        IMap {
+            local: self.local.clone(),
+            shared: self.shared.clone(),
+            _keep: self._keep.clone(),
+            _v: PhantomData,
+        }
+    }
+}
+
 impl<V: Serialize + DeserializeOwned> IMap<V> {
     pub(crate) fn new(local: Arc<LocalData>, shared: Arc<MapShared>, keep: KeepAlive) -> Self {
         Self {

@@ -2,7 +2,7 @@
 
 use crate::error::{from_client, invalid, js_error};
 use crate::listen::{call, Listener};
-use crate::values::{from_js, from_js_as, to_js};
+use crate::values::{from_js, from_js_as, to_js, Json};
 use serde::Serialize;
 use topgun_client::query::Query;
 use topgun_client::{IMap, Origin};
@@ -13,7 +13,10 @@ use wasm_bindgen::JsValue;
 #[wasm_bindgen(js_name = TopGunMap)]
 #[derive(Debug, Clone)]
 pub struct JsMap {
-    map: IMap<serde_json::Value>,
+    /// Writes: values as `serde_json::Value`s.
+    writes: IMap<serde_json::Value>,
+    /// Reads: the same map, values as JSON text (see [`Json`]).
+    map: IMap<Json>,
 }
 
 /// A change as a subscriber sees it.
@@ -21,8 +24,8 @@ pub struct JsMap {
 #[serde(rename_all = "camelCase")]
 struct ChangeEvent<'a> {
     key: &'a str,
-    old_value: Option<&'a serde_json::Value>,
-    new_value: Option<&'a serde_json::Value>,
+    old_value: Option<&'a Json>,
+    new_value: Option<&'a Json>,
     /// `local` or `remote`.
     origin: &'static str,
 }
@@ -34,7 +37,7 @@ struct LiveEvent<'a> {
     #[serde(rename = "type")]
     change_type: serde_json::Value,
     key: &'a str,
-    value: Option<&'a serde_json::Value>,
+    value: Option<&'a Json>,
 }
 
 /// One page of a query's results.
@@ -49,12 +52,15 @@ struct Page<'a> {
 #[derive(Serialize)]
 struct Row<'a> {
     key: &'a str,
-    value: &'a serde_json::Value,
+    value: &'a Json,
 }
 
 impl JsMap {
-    pub(crate) fn new(map: IMap<serde_json::Value>) -> Self {
-        Self { map }
+    pub(crate) fn new(writes: IMap<serde_json::Value>) -> Self {
+        Self {
+            map: writes.with_values(),
+            writes,
+        }
     }
 }
 
@@ -80,7 +86,7 @@ impl JsMap {
         #[wasm_bindgen(unchecked_param_type = "JsonValue")] value: JsValue,
     ) -> Result<(), JsValue> {
         let value = from_js(value, "value")?;
-        self.map
+        self.writes
             .put(&key, value)
             .await
             .map_err(|e| from_client(&e))?;
@@ -108,7 +114,7 @@ impl JsMap {
         let entries: Vec<(String, serde_json::Value)> = from_js_as(entries, "entries")?;
         let writes = entries
             .into_iter()
-            .map(|(key, value)| async move { self.map.put(&key, value).await });
+            .map(|(key, value)| async move { self.writes.put(&key, value).await });
         let results = futures_util::future::join_all(writes).await;
         match results.into_iter().find_map(Result::err) {
             Some(error) => Err(from_client(&error)),
@@ -136,13 +142,16 @@ impl JsMap {
 
     /// Removes `key` (a tombstone that syncs).
     pub async fn remove(&self, key: String) -> Result<(), JsValue> {
-        self.map.remove(&key).await.map_err(|e| from_client(&e))?;
+        self.writes
+            .remove(&key)
+            .await
+            .map_err(|e| from_client(&e))?;
         Ok(())
     }
 
     /// Removes every key of the map.
     pub async fn clear(&self) -> Result<(), JsValue> {
-        self.map.clear().await.map_err(|e| from_client(&e))?;
+        self.writes.clear().await.map_err(|e| from_client(&e))?;
         Ok(())
     }
 

