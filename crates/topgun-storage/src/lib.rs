@@ -8,7 +8,7 @@
 //!   `(map, key)`, tombstones included, with a `dirty` flag while a local
 //!   write is not yet acknowledged by a server;
 //! - the **operation log** (`operation_log`): every local write as an
-//!   [`OpLogEntry`] with an auto-increment id, until it is synced;
+//!   [`OpLogEntry`] with an increasing id, until it is synced;
 //! - **meta** (`meta_store`): small key → value settings such as sync
 //!   checkpoints, the node id and the schema version.
 //!

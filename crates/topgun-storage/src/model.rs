@@ -3,8 +3,9 @@
 use serde::{Deserialize, Serialize};
 use topgun_core::Timestamp;
 
-/// Identifier of an operation-log entry: auto-increment, starting at 1,
-/// never reused by a store.
+/// Identifier of an operation-log entry: starting at 1 and increasing in
+/// the order ops are logged (not necessarily by one), never reused by a
+/// store.
 pub type OpId = u64;
 
 /// The kind of a local write.
@@ -133,7 +134,7 @@ pub struct LocalWrite {
 /// One entry of the operation log (`operation_log`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OpLogEntry {
-    /// Auto-increment id.
+    /// Its id (see [`OpId`]).
     pub id: OpId,
     /// The map written.
     pub map_name: String,
