@@ -306,27 +306,31 @@ async fn one_transactions_ops_share_an_entry_and_settle_one_by_one() {
 }
 
 /// An op of schema version 1 (one op per entry, its fields on the entry)
-/// reads and acknowledges as op 0 of its entry.
+/// reads and acknowledges as op 0 of its entry, beside entries of
+/// version 2.
 #[wasm_bindgen_test]
 async fn a_version_1_op_entry_reads_and_settles() {
     use topgun_storage::conformance::{put, ts};
     let (store, ()) = fresh().await;
+    let first = store.write_local(put("m", "j", b"u", ts(4))).await.unwrap();
     let id = store.write_local(put("m", "k", b"v", ts(5))).await.unwrap();
     let before = store.pending_ops(None, 10).await.unwrap();
+    assert_eq!(before.len(), 2);
     let stats = store.stats().await.unwrap();
     let name = store.name();
     // The record's body holds what a version-1 op's body held.
     let body = with_raw_store(&name, "key_value_store", |records| async move {
         let all = records.get_all(None, None).unwrap().await.unwrap();
-        js_sys::Reflect::get(&all[0], &"body".into()).unwrap()
+        js_sys::Reflect::get(&all[1], &"body".into()).unwrap()
     })
     .await;
+    // The second write's entry (key 2) rewritten as version 1 wrote it.
     with_raw_store(&name, "operation_log", |ops| async move {
         let old = js_sys::Object::new();
         let set = |field: &str, value: &wasm_bindgen::JsValue| {
             js_sys::Reflect::set(&old, &field.into(), value).unwrap();
         };
-        set("id", &1.0.into());
+        set("id", &2.0.into());
         set("mapName", &"m".into());
         set("key", &"k".into());
         set("opType", &"PUT".into());
@@ -336,9 +340,102 @@ async fn a_version_1_op_entry_reads_and_settles() {
     })
     .await;
     assert_eq!(store.pending_ops(None, 10).await.unwrap(), before);
+    assert_eq!(
+        store.pending_ops(Some(first), 10).await.unwrap()[..],
+        before[1..]
+    );
     assert_eq!(store.acknowledge(&[id]).await.unwrap(), 1);
-    assert!(store.pending_ops(None, 10).await.unwrap().is_empty());
+    let left = store.pending_ops(None, 10).await.unwrap();
+    assert_eq!(left.iter().map(|op| op.id).collect::<Vec<_>>(), [first]);
     let after = store.stats().await.unwrap();
     assert_eq!(after.pending_ops, stats.pending_ops - 1);
-    assert_eq!(after.dirty_records, 0);
+    assert_eq!(after.dirty_records, 1);
+    assert_eq!(entry_count(&name).await, 1);
+}
+
+/// A prune in the same write transaction as a clear of its map, or as a
+/// write of its key (then overwritten clean by a newer merge), sees their
+/// ops as pending, as it does once they are stored.
+#[wasm_bindgen_test]
+async fn a_prune_sees_the_ops_logged_earlier_in_its_transaction() {
+    use topgun_storage::conformance::{put, remote, ts};
+    use topgun_storage::PruneSums;
+    let (store, ()) = fresh().await;
+    // k1 newer than the clear below: the clear leaves it clean.
+    store
+        .apply_remote(vec![remote("m", "k1", Some(b"a"), ts(10))])
+        .await
+        .unwrap();
+    // Issued together, the clear and the prune share a transaction.
+    let keys = ["k1".to_owned()];
+    let (cleared, pruned) = futures_util::future::join(
+        store.clear_map("m", ts(5)),
+        store.prune_clean("m", &keys, PruneSums::Keep),
+    )
+    .await;
+    cleared.unwrap();
+    assert_eq!(pruned.unwrap(), Vec::<String>::new(), "a clear is pending");
+    assert!(store.get("m", "k1").await.unwrap().is_some());
+
+    // k2 written, then overwritten clean by a newer merge, then pruned:
+    // its put is pending all the same.
+    let keys = ["k2".to_owned()];
+    let (written, merged, pruned) = futures_util::future::join3(
+        store.write_local(put("n", "k2", b"b", ts(20))),
+        store.apply_remote(vec![remote("n", "k2", Some(b"c"), ts(30))]),
+        store.prune_clean("n", &keys, PruneSums::Keep),
+    )
+    .await;
+    written.unwrap();
+    merged.unwrap();
+    assert_eq!(pruned.unwrap(), Vec::<String>::new(), "a put is pending");
+    let record = store.get("n", "k2").await.unwrap().unwrap();
+    assert!(!record.dirty);
+}
+
+/// A transaction whose ops outgrow one entry spreads them over several:
+/// ids still follow the calls, pages of every size read them in order,
+/// and acknowledging them all empties the log.
+#[wasm_bindgen_test]
+async fn big_transactions_spread_their_ops_over_entries() {
+    use topgun_storage::conformance::{put, ts};
+    let (store, ()) = fresh().await;
+    let memory = topgun_storage::MemoryStore::new();
+    let value = vec![7u8; 2048];
+    let writes: Vec<_> = (0..100u64)
+        .map(|i| put("m", &format!("k{i:03}"), &value, ts(i + 1)))
+        .collect();
+    let ids =
+        futures_util::future::try_join_all(writes.iter().map(|w| store.write_local(w.clone())))
+            .await
+            .unwrap();
+    for write in &writes {
+        memory.write_local(write.clone()).await.unwrap();
+    }
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids follow the calls");
+    let entries = entry_count(&store.name()).await;
+    assert!(entries >= 4, "200 KiB of ops in {entries} entries");
+    for limit in [1, 7, 33, 1000] {
+        let mut read = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store.pending_ops(after, limit).await.unwrap();
+            assert!(page.len() <= limit);
+            let Some(last) = page.last() else { break };
+            after = Some(last.id);
+            read.extend(page.iter().map(|op| op.id));
+        }
+        assert_eq!(read, ids, "pages of {limit}");
+    }
+    assert_eq!(store.acknowledge(&ids).await.unwrap(), 100);
+    let memory_ids: Vec<u64> = memory
+        .pending_ops(None, 1000)
+        .await
+        .unwrap()
+        .iter()
+        .map(|op| op.id)
+        .collect();
+    memory.acknowledge(&memory_ids).await.unwrap();
+    assert_eq!(entry_count(&store.name()).await, 0);
+    assert_eq!(store.stats().await.unwrap(), memory.stats().await.unwrap());
 }

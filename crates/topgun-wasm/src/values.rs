@@ -10,6 +10,7 @@
 //! its ISO string, `undefined` properties are left out, `NaN` is `null`).
 
 use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
 use topgun_sync::js_message;
 use wasm_bindgen::{JsCast, JsValue};
 
@@ -19,25 +20,31 @@ use wasm_bindgen::{JsCast, JsValue};
 /// every client writing `serde_json::Value` stores them). Read back into
 /// a `Json`, a value goes from MessagePack straight to JSON text by
 /// transcoding (`serde_transcode`), without building a
-/// `serde_json::Value` tree between: 4-5x less work per value (10,000 of
-/// the bench's documents, natively: 7.5 ms instead of 35 ms).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Json(String);
+/// `serde_json::Value` tree between (natively, 10,000 of the bench's
+/// documents: 7.5 ms instead of 35 ms), and is written into the JSON for
+/// `JSON.parse` as it is. Query results are the exception: the query
+/// engine hands over decoded trees, which are written out as text.
+#[derive(Debug, Clone)]
+pub(crate) struct Json(Box<RawValue>);
 
 impl Serialize for Json {
-    /// The text, transcoded into `serializer` (into JSON: as it is).
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut text = serde_json::Deserializer::from_str(&self.0);
-        serde_transcode::transcode(&mut text, serializer)
+        if serializer.is_human_readable() {
+            // Into JSON (`to_js`): the text as it is.
+            self.0.serialize(serializer)
+        } else {
+            // Into a binary format (MessagePack): transcoded.
+            let mut text = serde_json::Deserializer::from_str(self.0.get());
+            serde_transcode::transcode(&mut text, serializer)
+        }
     }
 }
 
 impl<'de> Deserialize<'de> for Json {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let mut text = Vec::new();
-        serde_transcode::transcode(deserializer, &mut serde_json::Serializer::new(&mut text))
-            .map_err(de::Error::custom)?;
-        String::from_utf8(text).map(Json).map_err(de::Error::custom)
+        serde_json::value::to_raw_value(&serde_transcode::Transcoder::new(deserializer))
+            .map(Json)
+            .map_err(de::Error::custom)
     }
 }
 

@@ -7,15 +7,15 @@
 //!   and `body`, the value, timestamp and TTL as MessagePack bytes: one
 //!   `Uint8Array` is the cheapest thing to clone out of IndexedDB and into
 //!   wasm memory.
-//! - `operation_log` holds one entry per write transaction that logged
-//!   ops: `{id, synced, ops}`, `ops` the transaction's ops as consecutive
-//!   MessagePack values (each with its number in the entry, map, key,
-//!   type, value, timestamp, TTL and its own `synced`), `synced` `1` once
-//!   every op left in the entry is. An op's [`OpId`] is made of the
-//!   entry's key (the high bits) and its number in the entry (the low 16
-//!   bits), so ids increase in the order ops were logged. (Schema version 1 kept one op
-//!   per entry, `{id, mapName, key, opType, synced, body}`; such an entry
-//!   reads as op 0 of its entry.)
+//! - `operation_log` holds the ops of a write transaction in one entry
+//!   (or a few, when they are many bytes): `{id, synced, ops}`, `ops` the
+//!   ops as consecutive MessagePack values (each with its number in the
+//!   entry, map, key, type, value, timestamp, TTL and its own `synced`),
+//!   `synced` `1` once every op left in the entry is. Op `n` of the entry
+//!   with key `e` has [`OpId`] `((e - 1) << 16) + n + 1`, so ids start at
+//!   1 and increase in the order ops were logged. (Schema version 1 kept
+//!   one op per entry, `{id, mapName, key, opType, synced, body}`; such an
+//!   entry reads as op 0 of its entry.)
 //! - `meta_store` keys the application's meta values by their string key;
 //!   the store's own entries (Merkle leaf sums, pruned records, counters)
 //!   use array keys, which can never equal a string.
@@ -186,6 +186,7 @@ const MAX_ENTRY: u64 = 1 << (64 - OP_INDEX_BITS);
 /// The id of op `index` of entry `entry` (keys start at 1): the first op
 /// of the first entry is op 1, as in every store.
 pub(crate) fn op_id(entry: u64, index: u16) -> OpId {
+    debug_assert!(entry >= 1, "entry keys start at 1");
     ((entry - 1) << OP_INDEX_BITS) + u64::from(index) + 1
 }
 

@@ -56,20 +56,17 @@ pub(crate) enum Applied {
 }
 
 impl Applied {
-    /// The outcome, given the key of the entry the transaction's ops went
-    /// into.
-    pub(crate) fn resolve(self, entry: Option<u64>) -> Result<WriteOutcome, StorageError> {
-        let op_id = |index| {
-            entry
-                .map(|entry| codec::op_id(entry, index))
-                .ok_or_else(|| codec::corrupt("operation_log", "logged ops were not added"))
-        };
+    /// The outcome, given the keys of the entries the transaction's ops
+    /// went into.
+    pub(crate) fn resolve(self, entries: &[u64]) -> Result<WriteOutcome, StorageError> {
         Ok(match self {
             Applied::Ready(outcome) => outcome,
-            Applied::OpId(index) => WriteOutcome::OpId(op_id(index)?),
-            Applied::Checked(index, previous) => WriteOutcome::Checked(op_id(index)?, previous),
-            Applied::Cleared(index, removed_keys) => WriteOutcome::Cleared(ClearOutcome {
-                op_id: op_id(index)?,
+            Applied::OpId(pending) => WriteOutcome::OpId(pending.resolve(entries)?),
+            Applied::Checked(pending, previous) => {
+                WriteOutcome::Checked(pending.resolve(entries)?, previous)
+            }
+            Applied::Cleared(pending, removed_keys) => WriteOutcome::Cleared(ClearOutcome {
+                op_id: pending.resolve(entries)?,
                 removed_keys,
             }),
         })
@@ -234,8 +231,12 @@ async fn clear_map(
     Ok((request, removed))
 }
 
-/// Every unsynced op in the log.
-async fn pending(txn: &WriteTxn) -> Result<Vec<OpLogEntry>, StorageError> {
+/// The keys of `map_name` that unsynced ops write, stored ones and those
+/// logged earlier in this transaction; `None` if one of them clears it.
+async fn pending_keys(
+    txn: &WriteTxn,
+    map_name: &str,
+) -> Result<Option<BTreeSet<String>>, StorageError> {
     const DURING: &str = "reading pending ops";
     let objects = txn
         .ops
@@ -245,12 +246,29 @@ async fn pending(txn: &WriteTxn) -> Result<Vec<OpLogEntry>, StorageError> {
         .map_err(idb_error(DURING))?
         .await
         .map_err(idb_error(DURING))?;
-    let mut ops = Vec::new();
+    let mut stored = Vec::new();
     for object in &objects {
-        let (_, entry_ops) = codec::entry_from_js(object)?;
-        ops.extend(entry_ops.into_iter().filter(|op| !op.synced));
+        let (_, ops) = codec::entry_from_js(object)?;
+        stored.extend(ops.into_iter().filter(|op| !op.synced));
     }
-    Ok(ops)
+    let stored = stored
+        .iter()
+        .map(|op| (op.map_name.as_str(), op.op_type, op.key.as_str()));
+    let logged = txn
+        .logged()
+        .iter()
+        .map(|(map, op_type, key)| (map.as_str(), *op_type, key.as_str()));
+    let mut keys = BTreeSet::new();
+    for (map, op_type, key) in stored.chain(logged) {
+        if map != map_name {
+            continue;
+        }
+        if op_type == OpType::Clear {
+            return Ok(None);
+        }
+        keys.insert(key.to_owned());
+    }
+    Ok(Some(keys))
 }
 
 async fn prune_clean(
@@ -259,16 +277,9 @@ async fn prune_clean(
     keys: &[String],
     sums: PruneSums,
 ) -> Result<Vec<String>, StorageError> {
-    let mut pending_keys = BTreeSet::new();
-    for op in pending(txn).await? {
-        if op.map_name != map_name {
-            continue;
-        }
-        if op.op_type == OpType::Clear {
-            return Ok(Vec::new());
-        }
-        pending_keys.insert(op.key);
-    }
+    let Some(pending_keys) = pending_keys(txn, map_name).await? else {
+        return Ok(Vec::new());
+    };
     txn.load(map_name, keys.iter().map(String::as_str)).await?;
     let mut removed = Vec::new();
     for key in keys {
@@ -409,7 +420,9 @@ async fn dirty_keys(txn: &mut WriteTxn, map_name: &str) -> Result<Vec<String>, S
 }
 
 /// Deletes every synced op: whole entries where all are (the `synced`
-/// index), and the synced ops of entries that still hold pending ones.
+/// index), and the synced ops of entries that still hold pending ones
+/// (every pending entry is read for those; the client acknowledges ops,
+/// which deletes them, and does not call this).
 async fn drop_synced(txn: &mut WriteTxn) -> Result<u64, StorageError> {
     const DURING: &str = "dropping synced ops";
     let index = txn.ops.index(SYNCED_INDEX).map_err(idb_error(DURING))?;

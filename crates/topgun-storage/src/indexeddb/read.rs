@@ -107,6 +107,9 @@ pub(crate) async fn dirty_records(
     Ok(out)
 }
 
+/// Entries the first page of [`pending_ops`] asks for.
+const FIRST_ENTRIES: usize = 8;
+
 /// Unsynced ops after `after` in id order, read entry by entry (an entry
 /// holds one write transaction's ops, in id order).
 pub(crate) async fn pending_ops(
@@ -120,9 +123,19 @@ pub(crate) async fn pending_ops(
     // The first page starts at `after`'s own entry, which may hold later
     // ops; each next one after the last entry read.
     let mut from = after.map(|id| (codec::entry_of(id), false));
+    // An entry holds one op or hundreds: the first page asks for a few
+    // entries, each next one for as many as the ops still wanted fill at
+    // the size of the entries read so far.
+    let (mut entries_read, mut ops_read) = (0, 0);
     // Synced ops wait in the log only between `mark_synced` and
     // `drop_synced_ops`; they are skipped.
     while out.len() < limit {
+        let remaining = limit - out.len();
+        let want = match entries_read {
+            0 => remaining.min(FIRST_ENTRIES),
+            _ => remaining.div_ceil((ops_read / entries_read).max(1)),
+        };
+        let want = page_limit(want);
         let range = match from {
             Some((entry, open)) => Some(
                 idb::KeyRange::lower_bound(&codec::entry_key(entry), Some(open))
@@ -131,7 +144,6 @@ pub(crate) async fn pending_ops(
             ),
             None => None,
         };
-        let want = page_limit(limit - out.len());
         let page = store
             .get_all(range, Some(want))
             .map_err(idb_error(DURING))?
@@ -141,10 +153,15 @@ pub(crate) async fn pending_ops(
         for object in &page {
             let (entry, ops) = codec::entry_from_js(object)?;
             from = Some((entry, true));
+            entries_read += 1;
+            ops_read += ops.len();
             let wanted = ops
                 .into_iter()
                 .filter(|op| !op.synced && after.is_none_or(|after| op.id > after));
             out.extend(wanted.take(limit - out.len()));
+            if out.len() == limit {
+                break;
+            }
         }
         if !full {
             break;

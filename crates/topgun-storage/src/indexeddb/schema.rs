@@ -6,11 +6,13 @@
 //! - `operation_log`: auto-increment key path `id`, index `synced`;
 //! - `meta_store`: out-of-line keys.
 //!
-//! Version 2: an `operation_log` entry holds all the ops of one write
+//! Version 2: an `operation_log` entry holds the ops of one write
 //! transaction (see `codec`) instead of one. The stores and indexes are
 //! unchanged and entries of version 1 read as entries of one op, so the
 //! upgrade changes nothing stored; the version tells an older build,
-//! which would misread the new entries, to refuse the database.
+//! which would misread the new entries, to refuse the database. Op ids
+//! are renumbered by it (the op of version-1 entry `e` becomes op 0 of
+//! entry `e`); nothing keeps an op id across opening the database.
 //!
 //! The IndexedDB version is the schema version. Each upgrade step runs in
 //! the browser's `upgradeneeded` transaction, from the version found to

@@ -12,7 +12,7 @@ use super::js::idb_error;
 use super::range::{RangeRead, RANGE_READ_MIN};
 use super::schema::{META, OPS, RECORDS};
 use crate::error::StorageError;
-use crate::model::{approx_op_size, merkle_contribution, OpType, PruneSums, StoreRecord};
+use crate::model::{approx_op_size, merkle_contribution, OpId, OpType, PruneSums, StoreRecord};
 use idb::request::futures::AddStoreRequestFuture;
 use idb::{Database, ObjectStore, Transaction, TransactionMode};
 use std::collections::{HashMap, HashSet};
@@ -21,10 +21,42 @@ use topgun_core::merkle::LEAVES;
 use topgun_core::{MerkleSums, Timestamp};
 use wasm_bindgen::JsValue;
 
-/// An op logged in this transaction: its number in the transaction's
-/// `operation_log` entry, whose key arrives when the entry is added at
-/// commit ([`Committing::done`]).
-pub(crate) type PendingId = u16;
+/// An op logged in this transaction: which of the transaction's
+/// `operation_log` entries holds it, and its number there. The entries'
+/// keys arrive when they are added, at commit ([`Committing::done`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PendingId {
+    entry: usize,
+    index: u16,
+}
+
+impl PendingId {
+    /// The op's id, given the keys of the transaction's entries.
+    pub(crate) fn resolve(self, entries: &[u64]) -> Result<OpId, StorageError> {
+        entries
+            .get(self.entry)
+            .map(|entry| codec::op_id(*entry, self.index))
+            .ok_or_else(|| codec::corrupt("operation_log", "logged ops were not added"))
+    }
+}
+
+/// An `operation_log` entry is closed once its ops take this many bytes
+/// (and the next op starts another): Chromium keeps a value over 64 KiB
+/// in a blob of its own, and acknowledging part of an entry rewrites it.
+const ENTRY_BYTES: usize = 48 * 1024;
+
+/// One `operation_log` entry being filled: its `ops` bytes and count.
+#[derive(Default)]
+struct Entry {
+    ops: Vec<u8>,
+    count: usize,
+}
+
+impl Entry {
+    fn has_room(&self) -> bool {
+        self.ops.len() < ENTRY_BYTES && self.count < codec::MAX_OPS_PER_ENTRY
+    }
+}
 
 type GetFuture = idb::request::futures::GetStoreRequestFuture;
 type GetAllFuture = idb::request::futures::GetAllStoreRequestFuture;
@@ -55,9 +87,10 @@ pub(crate) struct WriteTxn {
     touched: HashSet<(String, usize)>,
     pub(crate) counters: Counters,
     counters_at_start: Counters,
-    /// The ops logged, as the entry's `ops` bytes, and how many.
-    logged: Vec<u8>,
-    logged_count: usize,
+    /// The `operation_log` entries of the ops logged, added at commit.
+    entries: Vec<Entry>,
+    /// The map, type and key of every op logged, in order.
+    logged: Vec<(String, OpType, String)>,
 }
 
 impl std::fmt::Debug for WriteTxn {
@@ -95,8 +128,8 @@ impl WriteTxn {
             touched: HashSet::new(),
             counters: Counters::default(),
             counters_at_start: Counters::default(),
+            entries: Vec::new(),
             logged: Vec::new(),
-            logged_count: 0,
         };
         // The counters, the records and their Merkle sum chunks are read
         // by requests issued together: one wait, not one per request.
@@ -375,8 +408,9 @@ impl WriteTxn {
             .or_insert_with(|| vec![0; codec::SUMS_CHUNK]))
     }
 
-    /// Logs an op (unsynced): it goes into the one `operation_log` entry
-    /// this transaction adds when it commits.
+    /// Logs an op (unsynced): it goes into an `operation_log` entry this
+    /// transaction adds when it commits (one, unless its ops outgrow
+    /// [`ENTRY_BYTES`]).
     pub(crate) fn add_op(
         &mut self,
         map_name: &str,
@@ -386,12 +420,15 @@ impl WriteTxn {
         timestamp: &Timestamp,
         ttl_ms: Option<u64>,
     ) -> Result<PendingId, StorageError> {
-        let index = PendingId::try_from(self.logged_count)
-            .ok()
-            .filter(|_| self.logged_count < codec::MAX_OPS_PER_ENTRY)
-            .ok_or_else(|| codec::corrupt("operation_log", "too many ops in one transaction"))?;
+        if !self.entries.last().is_some_and(Entry::has_room) {
+            self.entries.push(Entry::default());
+        }
+        let entry_number = self.entries.len() - 1;
+        let entry = &mut self.entries[entry_number];
+        let index = u16::try_from(entry.count)
+            .map_err(|_| codec::corrupt("operation_log", "too many ops in one entry"))?;
         codec::append_op(
-            &mut self.logged,
+            &mut entry.ops,
             index,
             map_name,
             op_type,
@@ -400,24 +437,34 @@ impl WriteTxn {
             timestamp,
             ttl_ms,
         )?;
-        self.logged_count += 1;
+        entry.count += 1;
+        self.logged
+            .push((map_name.to_owned(), op_type, key.to_owned()));
         self.counters.pending_ops += 1;
         self.counters.bytes += approx_op_size(map_name, key, value, timestamp);
-        Ok(index)
+        Ok(PendingId {
+            entry: entry_number,
+            index,
+        })
     }
 
-    /// Adds the logged ops' entry, writes back the sums and counters and
+    /// The map, type and key of every op this transaction logged so far
+    /// (they reach the op log's store only when it commits).
+    pub(crate) fn logged(&self) -> &[(String, OpType, String)] {
+        &self.logged
+    }
+
+    /// Adds the logged ops' entries, writes back the sums and counters and
     /// commits.
     pub(crate) fn commit(self) -> Result<Committing, StorageError> {
-        let entry = if self.logged_count > 0 {
+        let mut entries = Vec::with_capacity(self.entries.len());
+        for entry in &self.entries {
             let request = self
                 .ops
-                .add(&codec::new_entry_to_js(&self.logged)?, None)
+                .add(&codec::new_entry_to_js(&entry.ops)?, None)
                 .map_err(idb_error("appending to the operation log"))?;
-            Some(request.into_future())
-        } else {
-            None
-        };
+            entries.push(request.into_future());
+        }
         for slot in &self.touched {
             let (map_name, chunk) = slot;
             let Some(sums) = self.sums.get(slot) else {
@@ -437,7 +484,7 @@ impl WriteTxn {
         }
         let tx = self.tx.commit().map_err(idb_error(COMMITTING))?;
         Ok(Committing {
-            entry,
+            entries,
             tx: tx.into_future(),
         })
     }
@@ -455,26 +502,24 @@ const COMMITTING: &str = "committing";
 /// A transaction told to commit.
 ///
 /// `idb` listens for a request's answer from `into_future` on, so the
-/// entry's request is turned into its future when it is issued: an
-/// answer that came before would be missed.
+/// entries' requests are turned into their futures when they are issued:
+/// an answer that came before would be missed.
 pub(crate) struct Committing {
-    entry: Option<AddStoreRequestFuture>,
+    entries: Vec<AddStoreRequestFuture>,
     tx: idb::TransactionFuture,
 }
 
 impl Committing {
-    /// Waits for the commit; answers the key of the `operation_log` entry
-    /// added, if the transaction logged ops.
-    pub(crate) async fn done(self) -> Result<Option<u64>, StorageError> {
-        let entry = match self.entry {
-            Some(request) => {
-                let key = request
-                    .await
-                    .map_err(idb_error("appending to the operation log"))?;
-                Some(codec::entry_id(&key)?)
-            }
-            None => None,
-        };
+    /// Waits for the commit; answers the keys of the `operation_log`
+    /// entries added, in the order the ops were logged.
+    pub(crate) async fn done(self) -> Result<Vec<u64>, StorageError> {
+        let mut entries = Vec::with_capacity(self.entries.len());
+        for request in self.entries {
+            let key = request
+                .await
+                .map_err(idb_error("appending to the operation log"))?;
+            entries.push(codec::entry_id(&key)?);
+        }
         let result = self.tx.await.map_err(idb_error(COMMITTING))?;
         if result.is_aborted() {
             return Err(super::js::JsFailure {
@@ -483,6 +528,6 @@ impl Committing {
             }
             .into_error(COMMITTING));
         }
-        Ok(entry)
+        Ok(entries)
     }
 }

@@ -19,9 +19,6 @@ use tokio::sync::oneshot;
 /// Writes per transaction at most.
 const MAX_GROUP: usize = 1024;
 
-// A write logs one op at most, and a transaction's ops share one entry.
-const _: () = assert!(MAX_GROUP <= super::codec::MAX_OPS_PER_ENTRY);
-
 struct Job {
     op: WriteOp,
     reply: oneshot::Sender<Result<WriteOutcome, StorageError>>,
@@ -129,7 +126,7 @@ impl Writer {
                 }
             }
         }
-        let entry = txn
+        let entries = txn
             .commit()
             .map_err(Failure::All)?
             .done()
@@ -137,7 +134,7 @@ impl Writer {
             .map_err(Failure::All)?;
         applied
             .into_iter()
-            .map(|done| done.resolve(entry))
+            .map(|done| done.resolve(&entries))
             .collect::<Result<_, _>>()
             .map_err(Failure::All)
     }
