@@ -229,6 +229,16 @@ struct PackedOpRef<'a> {
     synced: bool,
 }
 
+impl PackedOpRef<'_> {
+    /// Appends this op's MessagePack to an entry's `ops` bytes.
+    fn append_to(&self, ops: &mut Vec<u8>) -> Result<(), StorageError> {
+        rmp_serde::encode::write(ops, self).map_err(|source| StorageError::Encode {
+            what: "an op",
+            source,
+        })
+    }
+}
+
 #[derive(Deserialize)]
 struct PackedOp {
     index: u16,
@@ -262,10 +272,7 @@ pub(crate) fn append_op(
         ttl_ms,
         synced: false,
     };
-    rmp_serde::encode::write(ops, &op).map_err(|source| StorageError::Encode {
-        what: "an op",
-        source,
-    })
+    op.append_to(ops)
 }
 
 /// The `ops` bytes of `ops`, all of one entry.
@@ -282,10 +289,7 @@ fn pack(ops: &[OpLogEntry]) -> Result<Vec<u8>, StorageError> {
             ttl_ms: op.ttl_ms,
             synced: op.synced,
         };
-        rmp_serde::encode::write(&mut bytes, &packed).map_err(|source| StorageError::Encode {
-            what: "an op",
-            source,
-        })?;
+        packed.append_to(&mut bytes)?;
     }
     Ok(bytes)
 }
