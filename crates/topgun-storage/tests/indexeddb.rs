@@ -439,3 +439,80 @@ async fn big_transactions_spread_their_ops_over_entries() {
     assert_eq!(entry_count(&store.name()).await, 0);
     assert_eq!(store.stats().await.unwrap(), memory.stats().await.unwrap());
 }
+
+/// A database of schema version 1, as the previous build made it (its
+/// stores and indexes, an op in its own entry), opens: the upgrade keeps
+/// its op, which reads, and a new write's op follows it.
+#[wasm_bindgen_test]
+async fn a_version_1_database_opens_and_keeps_its_ops() {
+    use topgun_storage::conformance::{put, ts};
+    let name = format!("version-1-{}", js_sys::Date::now());
+    let mut request = idb::Factory::new().unwrap().open(&name, Some(1)).unwrap();
+    request.on_upgrade_needed(|event| {
+        use idb::DatabaseEvent;
+        let database = event.database().unwrap();
+        let mut params = idb::ObjectStoreParams::new();
+        params.key_path(Some(idb::KeyPath::new_array(["mapName", "key"])));
+        let records = database
+            .create_object_store("key_value_store", params)
+            .unwrap();
+        records
+            .create_index(
+                "mapName_dirty",
+                idb::KeyPath::new_array(["mapName", "dirty"]),
+                None,
+            )
+            .unwrap();
+        let mut params = idb::ObjectStoreParams::new();
+        params
+            .key_path(Some(idb::KeyPath::new_single("id")))
+            .auto_increment(true);
+        let ops = database
+            .create_object_store("operation_log", params)
+            .unwrap();
+        ops.create_index("synced", idb::KeyPath::new_single("synced"), None)
+            .unwrap();
+        database
+            .create_object_store("meta_store", idb::ObjectStoreParams::new())
+            .unwrap();
+    });
+    let database = request.await.unwrap();
+    // An op of version 1: its fields on the entry, value, stamp and TTL
+    // in a MessagePack body.
+    let body =
+        rmp_serde::to_vec(&(Some(serde_bytes::Bytes::new(b"v")), ts(3), None::<u64>)).unwrap();
+    let old = js_sys::Object::new();
+    let set = |field: &str, value: &wasm_bindgen::JsValue| {
+        js_sys::Reflect::set(&old, &field.into(), value).unwrap();
+    };
+    set("mapName", &"m".into());
+    set("key", &"k".into());
+    set("opType", &"PUT".into());
+    set("synced", &0.0.into());
+    set("body", &js_sys::Uint8Array::from(&body[..]).into());
+    let tx = database
+        .transaction(&["operation_log"], idb::TransactionMode::ReadWrite)
+        .unwrap();
+    tx.object_store("operation_log")
+        .unwrap()
+        .add(&old, None)
+        .unwrap()
+        .await
+        .unwrap();
+    tx.commit().unwrap().await.unwrap();
+    database.close();
+
+    let store = IndexedDbStore::open_named(&name).await.unwrap();
+    let ops = store.pending_ops(None, 10).await.unwrap();
+    assert_eq!(ops.len(), 1);
+    assert_eq!((ops[0].map_name.as_str(), ops[0].key.as_str()), ("m", "k"));
+    assert_eq!(ops[0].value.as_deref(), Some(&b"v"[..]));
+    assert_eq!(ops[0].timestamp, ts(3));
+    let next = store.write_local(put("m", "j", b"w", ts(4))).await.unwrap();
+    assert!(next > ops[0].id);
+    let all = store.pending_ops(None, 10).await.unwrap();
+    assert_eq!(
+        all.iter().map(|op| op.id).collect::<Vec<_>>(),
+        [ops[0].id, next]
+    );
+}
