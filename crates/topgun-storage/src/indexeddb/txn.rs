@@ -455,8 +455,25 @@ impl WriteTxn {
     }
 
     /// Adds the logged ops' entries, writes back the sums and counters and
-    /// commits.
+    /// commits. If a request cannot be issued, the transaction is aborted
+    /// (left alone, it would commit what was issued).
     pub(crate) fn commit(self) -> Result<Committing, StorageError> {
+        let entries = match self.write_back() {
+            Ok(entries) => entries,
+            Err(error) => {
+                self.abort();
+                return Err(error);
+            }
+        };
+        let tx = self.tx.commit().map_err(idb_error(COMMITTING))?;
+        Ok(Committing {
+            entries,
+            tx: tx.into_future(),
+        })
+    }
+
+    /// Issues the requests [`commit`](Self::commit) makes before committing.
+    fn write_back(&self) -> Result<Vec<AddStoreRequestFuture>, StorageError> {
         let mut entries = Vec::with_capacity(self.entries.len());
         for entry in &self.entries {
             let request = self
@@ -482,11 +499,7 @@ impl WriteTxn {
                 .put(&self.counters.to_js()?, Some(&codec::counters_key()))
                 .map_err(idb_error(COMMITTING))?;
         }
-        let tx = self.tx.commit().map_err(idb_error(COMMITTING))?;
-        Ok(Committing {
-            entries,
-            tx: tx.into_future(),
-        })
+        Ok(entries)
     }
 
     /// Aborts the transaction: nothing it did is stored.
