@@ -618,6 +618,24 @@ impl Store for FencedStore {
     ) -> Result<Vec<KeyStamp>, StorageError> {
         self.inner.scan_stamps(map_name, after, limit).await
     }
+    async fn scan_in_store_order(
+        &self,
+        map_name: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoreRecord>, StorageError> {
+        self.inner.scan_in_store_order(map_name, after, limit).await
+    }
+    async fn scan_stamps_in_store_order(
+        &self,
+        map_name: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<KeyStamp>, StorageError> {
+        self.inner
+            .scan_stamps_in_store_order(map_name, after, limit)
+            .await
+    }
     async fn dirty_records(
         &self,
         map_name: &str,

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use topgun_client::query::Query;
 use topgun_client::shared_dir::SOCKET_FILE;
-use topgun_client::{Origin, Role, TopGunClient};
+use topgun_client::{Origin, Role, TopGunClient, WorkingSetLimits};
 use topgun_core::hlc::ManualClock;
 
 async fn open(dir: &Path) -> TopGunClient {
@@ -268,4 +268,47 @@ async fn a_follower_that_fell_behind_reconnects_and_its_live_query_reads_again()
             .unwrap(),
         None
     );
+}
+
+/// A follower's query over a map too big for its working set reads the
+/// leader's store in the store's own order (bucket by bucket) through the
+/// directory's protocol, page by page, and answers as the leader does.
+#[tokio::test]
+async fn a_follower_queries_a_big_map_in_the_leaders_store_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = WorkingSetLimits {
+        max_entries: 100,
+        ..WorkingSetLimits::default()
+    };
+    let open_small = || {
+        TopGunClient::builder()
+            .shared_dir(dir.path())
+            .working_set(small)
+            .build()
+    };
+    let leader = open_small().await.unwrap();
+    let follower = open_small().await.unwrap();
+    assert_eq!(follower.role(), Role::Follower);
+    let on_leader = leader.get_json_map("big").unwrap();
+    let writes = (0..3_000).map(|i| {
+        let map = on_leader.clone();
+        async move {
+            map.put(&format!("k{i:05}"), serde_json::json!({"n": i % 7}))
+                .await
+        }
+    });
+    for result in futures_util::future::join_all(writes).await {
+        result.unwrap();
+    }
+    let query: Query = serde_json::from_value(serde_json::json!({
+        "where": {"n": 3},
+        "sort": [{"field": "n", "direction": "asc"}]
+    }))
+    .unwrap();
+    let on_follower = follower.get_json_map("big").unwrap();
+    let theirs = on_follower.query(&query).await.unwrap();
+    let ours = on_leader.query(&query).await.unwrap();
+    assert_eq!(theirs.results.len(), 3_000 / 7 + 1);
+    assert_eq!(theirs.results, ours.results);
+    assert_eq!(on_follower.count(&query).await.unwrap(), 429);
 }

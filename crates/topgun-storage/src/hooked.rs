@@ -176,6 +176,28 @@ impl<S: Store> Store for HookedStore<S> {
         let call = self.inner.scan_stamps(map_name, after, limit);
         self.around(StoreCall::ScanStamps, call).await
     }
+    /// Hooked as [`StoreCall::Scan`].
+    async fn scan_in_store_order(
+        &self,
+        map_name: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoreRecord>, StorageError> {
+        let call = self.inner.scan_in_store_order(map_name, after, limit);
+        self.around(StoreCall::Scan, call).await
+    }
+    /// Hooked as [`StoreCall::ScanStamps`].
+    async fn scan_stamps_in_store_order(
+        &self,
+        map_name: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<KeyStamp>, StorageError> {
+        let call = self
+            .inner
+            .scan_stamps_in_store_order(map_name, after, limit);
+        self.around(StoreCall::ScanStamps, call).await
+    }
     async fn dirty_records(
         &self,
         map_name: &str,

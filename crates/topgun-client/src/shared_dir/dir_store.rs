@@ -167,6 +167,26 @@ impl Store for DirStore {
         expect!(self.call(call).await?, Stamps)
     }
 
+    async fn scan_in_store_order(
+        &self,
+        map_name: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoreRecord>, StorageError> {
+        let call = Call::ScanInStoreOrder(map_name.into(), after.map(Into::into), limit);
+        expect!(self.call(call).await?, Records)
+    }
+
+    async fn scan_stamps_in_store_order(
+        &self,
+        map_name: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<KeyStamp>, StorageError> {
+        let call = Call::ScanStampsInStoreOrder(map_name.into(), after.map(Into::into), limit);
+        expect!(self.call(call).await?, Stamps)
+    }
+
     async fn dirty_records(
         &self,
         map_name: &str,

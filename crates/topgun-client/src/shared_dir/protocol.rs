@@ -21,7 +21,7 @@ pub(crate) const MAX_FRAME: usize = 256 << 20;
 
 /// The version of this protocol, in the leader's hello: processes built
 /// from different versions of this crate do not share a directory.
-pub(crate) const PROTOCOL_VERSION: u32 = 2;
+pub(crate) const PROTOCOL_VERSION: u32 = 3;
 
 /// Bytes read from the socket at a time (frames arrive in bursts).
 pub(crate) const READ_BUFFER: usize = 64 << 10;
@@ -54,6 +54,8 @@ pub(crate) enum Call {
     GetMany(String, Vec<String>),
     Scan(String, Option<String>, usize),
     ScanStamps(String, Option<String>, usize),
+    ScanInStoreOrder(String, Option<String>, usize),
+    ScanStampsInStoreOrder(String, Option<String>, usize),
     DirtyRecords(String, Option<String>, usize),
     PendingOps(Option<OpId>, usize),
     MarkSynced(Vec<OpId>),
@@ -187,6 +189,16 @@ pub(crate) async fn execute(store: &dyn Store, call: Call) -> Result<Reply, Stor
         Call::ScanStamps(m, after, limit) => {
             Reply::Stamps(store.scan_stamps(&m, after.as_deref(), limit).await?)
         }
+        Call::ScanInStoreOrder(m, after, limit) => Reply::Records(
+            store
+                .scan_in_store_order(&m, after.as_deref(), limit)
+                .await?,
+        ),
+        Call::ScanStampsInStoreOrder(m, after, limit) => Reply::Stamps(
+            store
+                .scan_stamps_in_store_order(&m, after.as_deref(), limit)
+                .await?,
+        ),
         Call::DirtyRecords(m, after, limit) => {
             Reply::Records(store.dirty_records(&m, after.as_deref(), limit).await?)
         }
