@@ -47,12 +47,7 @@ pub struct IMap<V> {
 
 impl<V> Clone for IMap<V> {
     fn clone(&self) -> Self {
-        Self {
-            local: self.local.clone(),
-            shared: self.shared.clone(),
-            _keep: self._keep.clone(),
-            _v: PhantomData,
-        }
+        self.with_values()
     }
 }
 

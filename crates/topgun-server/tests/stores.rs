@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 use topgun_core::Timestamp;
 use topgun_server::store::{EmbeddedStore, LanedStore, ServerStore};
-use topgun_storage::{MemoryStore, StorageError, StoreRecord};
+use topgun_storage::{MemoryStore, ScanCursor, StorageError, StoreRecord};
 
 fn rec(map: &str, key: &str, value: Option<&[u8]>, millis: u64, node: &str) -> StoreRecord {
     StoreRecord {
@@ -151,48 +151,16 @@ async fn store_order_pages_list_every_record_once(store: &dyn ServerStore) {
         .await
         .unwrap();
     for size in [1, 3, 7, 40, 100, 299, 300, 1_000] {
-        let mut read = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = store
-                .page_in_store_order("s", after.as_deref(), size)
-                .await
-                .unwrap();
-            read.extend(page.iter().map(|r| r.key.clone()));
-            if page.len() < size {
-                break;
-            }
-            after = page.last().map(|r| r.key.clone());
-        }
-        let mut stamps = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = store
-                .stamp_page_in_store_order("s", after.as_deref(), size)
-                .await
-                .unwrap();
-            stamps.extend(page.iter().map(|s| s.key.clone()));
-            if page.len() < size {
-                break;
-            }
-            after = page.last().map(|s| s.key.clone());
-        }
+        let store_order = ScanCursor::new("s", size).any_order();
+        let mut read = record_keys(store, store_order.clone()).await;
+        let stamps = stamp_keys(store, store_order).await;
         assert_eq!(stamps, read, "page size {size}");
         read.sort();
         let mut expected = keys.clone();
         expected.sort();
         assert_eq!(read, expected, "page size {size}");
         // Key order, at the same page sizes.
-        let mut read = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = store.page("s", after.as_deref(), size).await.unwrap();
-            read.extend(page.iter().map(|r| r.key.clone()));
-            if page.len() < size {
-                break;
-            }
-            after = page.last().map(|r| r.key.clone());
-        }
+        let read = record_keys(store, ScanCursor::new("s", size)).await;
         assert_eq!(read, expected, "key order, page size {size}");
     }
     // A limit far beyond the map reads it all, in either order.
@@ -203,6 +171,24 @@ async fn store_order_pages_list_every_record_once(store: &dyn ServerStore) {
         .await
         .unwrap();
     assert_eq!(all.len(), keys.len());
+}
+
+/// The keys of every page `cursor` reads from `store`.
+async fn record_keys(store: &dyn ServerStore, mut cursor: ScanCursor) -> Vec<String> {
+    let mut keys = Vec::new();
+    while let Some(page) = cursor.next_page(store).await.unwrap() {
+        keys.extend(page.into_iter().map(|r| r.key));
+    }
+    keys
+}
+
+/// The keys of every page of stamps `cursor` reads from `store`.
+async fn stamp_keys(store: &dyn ServerStore, mut cursor: ScanCursor) -> Vec<String> {
+    let mut keys = Vec::new();
+    while let Some(page) = cursor.next_stamps(store).await.unwrap() {
+        keys.extend(page.into_iter().map(|s| s.key));
+    }
+    keys
 }
 
 /// A batch with a bad record stores nothing; what the store says it

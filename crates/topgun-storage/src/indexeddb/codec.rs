@@ -321,15 +321,9 @@ pub(crate) fn entry_from_js(object: &JsValue) -> Result<(u64, Vec<OpLogEntry>), 
         return Ok((entry, vec![single_op_from_js(entry, object)?]));
     }
     let raw = to_bytes(&ops).ok_or_else(|| corrupt(WHAT, "ops are not binary"))?;
-    let mut reader = raw.as_slice();
-    let mut out = Vec::new();
-    while !reader.is_empty() {
-        let op: PackedOp =
-            rmp_serde::decode::from_read(&mut reader).map_err(|e| StorageError::Corrupt {
-                what: WHAT,
-                source: Box::new(e),
-            })?;
-        out.push(OpLogEntry {
+    let ops = unpack(&raw)?
+        .into_iter()
+        .map(|op| OpLogEntry {
             id: op_id(entry, op.index),
             map_name: op.map_name,
             op_type: op.op_type,
@@ -338,9 +332,30 @@ pub(crate) fn entry_from_js(object: &JsValue) -> Result<(u64, Vec<OpLogEntry>), 
             timestamp: op.timestamp,
             ttl_ms: op.ttl_ms,
             synced: op.synced,
-        });
+        })
+        .collect();
+    Ok((entry, ops))
+}
+
+/// The map, type and key of each op in an entry's `ops` bytes, in order.
+pub(crate) fn op_targets(ops: &[u8]) -> Result<Vec<(String, OpType, String)>, StorageError> {
+    Ok(unpack(ops)?
+        .into_iter()
+        .map(|op| (op.map_name, op.op_type, op.key))
+        .collect())
+}
+
+/// The ops of an entry's `ops` bytes.
+fn unpack(mut ops: &[u8]) -> Result<Vec<PackedOp>, StorageError> {
+    let mut out = Vec::new();
+    while !ops.is_empty() {
+        let op = rmp_serde::decode::from_read(&mut ops).map_err(|e| StorageError::Corrupt {
+            what: "operation_log",
+            source: Box::new(e),
+        })?;
+        out.push(op);
     }
-    Ok((entry, out))
+    Ok(out)
 }
 
 /// The one op of an entry of schema version 1 (`{id, mapName, key,

@@ -254,8 +254,8 @@ async fn pending_keys(
     let stored = stored
         .iter()
         .map(|op| (op.map_name.as_str(), op.op_type, op.key.as_str()));
-    let logged = txn
-        .logged()
+    let logged = txn.logged()?;
+    let logged = logged
         .iter()
         .map(|(map, op_type, key)| (map.as_str(), *op_type, key.as_str()));
     let mut keys = BTreeSet::new();

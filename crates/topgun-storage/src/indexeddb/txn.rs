@@ -89,8 +89,6 @@ pub(crate) struct WriteTxn {
     counters_at_start: Counters,
     /// The `operation_log` entries of the ops logged, added at commit.
     entries: Vec<Entry>,
-    /// The map, type and key of every op logged, in order.
-    logged: Vec<(String, OpType, String)>,
 }
 
 impl std::fmt::Debug for WriteTxn {
@@ -129,7 +127,6 @@ impl WriteTxn {
             counters: Counters::default(),
             counters_at_start: Counters::default(),
             entries: Vec::new(),
-            logged: Vec::new(),
         };
         // The counters, the records and their Merkle sum chunks are read
         // by requests issued together: one wait, not one per request.
@@ -438,8 +435,6 @@ impl WriteTxn {
             ttl_ms,
         )?;
         entry.count += 1;
-        self.logged
-            .push((map_name.to_owned(), op_type, key.to_owned()));
         self.counters.pending_ops += 1;
         self.counters.bytes += approx_op_size(map_name, key, value, timestamp);
         Ok(PendingId {
@@ -449,9 +444,14 @@ impl WriteTxn {
     }
 
     /// The map, type and key of every op this transaction logged so far
-    /// (they reach the op log's store only when it commits).
-    pub(crate) fn logged(&self) -> &[(String, OpType, String)] {
-        &self.logged
+    /// (they reach the op log's store only when it commits), read back
+    /// from its entries.
+    pub(crate) fn logged(&self) -> Result<Vec<(String, OpType, String)>, StorageError> {
+        let mut logged = Vec::new();
+        for entry in &self.entries {
+            logged.extend(codec::op_targets(&entry.ops)?);
+        }
+        Ok(logged)
     }
 
     /// Adds the logged ops' entries, writes back the sums and counters and
