@@ -442,7 +442,17 @@ pub(crate) fn pruned_key(map_name: &str, key: &str) -> JsValue {
     ])
 }
 
-/// The meta key of the store's [`Counters`].
+/// The record key of a pruned entry's meta key.
+pub(crate) fn pruned_key_of(key: &JsValue) -> Result<String, StorageError> {
+    let raw = js_sys::Reflect::get_u32(key, 2)
+        .ok()
+        .and_then(|part| to_bytes(&part))
+        .ok_or_else(|| corrupt("pruned records", "a key is not [\"pruned\", map, key]"))?;
+    utf8(raw, "pruned records")
+}
+
+/// The meta key of the store's [`Counters`] (their base, see
+/// [`super::delta`]).
 pub(crate) fn counters_key() -> JsValue {
     array(&[JsValue::from_str("counters")])
 }
@@ -468,16 +478,15 @@ pub(crate) fn sums_from_js(value: Option<&JsValue>) -> Result<Vec<u32>, StorageE
         .collect())
 }
 
-/// Counts kept up to date by every write transaction, so that
-/// [`Store::stats`](crate::Store::stats) reads one entry.
+/// Counts kept up to date by every write transaction (as deltas, see
+/// [`super::delta`]) for [`Store::stats`](crate::Store::stats).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Counters {
     pub(crate) records: u64,
     pub(crate) dirty_records: u64,
     pub(crate) pending_ops: u64,
     pub(crate) bytes: u64,
-    /// Records pruned with their sums kept: while 0, a new key needs no
-    /// look-up of a pruned entry.
+    /// Records pruned with their sums kept.
     pub(crate) pruned: u64,
 }
 

@@ -74,6 +74,15 @@ pub(crate) fn js_error(during: &'static str) -> impl Fn(JsValue) -> StorageError
     move |value| JsFailure::from_js(&value).into_error(during)
 }
 
+/// The error of a transaction that aborted without a failed request.
+pub(crate) fn aborted(during: &'static str) -> StorageError {
+    JsFailure {
+        name: "AbortError".to_owned(),
+        message: "the transaction was aborted".to_owned(),
+    }
+    .into_error(during)
+}
+
 /// A binary IndexedDB key (or value) holding `bytes`. Binary keys compare
 /// byte-wise, as `str` does; string keys would compare by UTF-16 units.
 pub(crate) fn bytes(bytes: &[u8]) -> JsValue {

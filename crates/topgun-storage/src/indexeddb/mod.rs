@@ -14,6 +14,7 @@
 //! right after the commit.
 
 mod codec;
+mod delta;
 mod js;
 mod ops;
 mod range;
@@ -218,7 +219,7 @@ impl Store for IndexedDbStore {
     }
 
     async fn merkle_leaves(&self, map_name: &str) -> Result<Vec<u32>, StorageError> {
-        read::merkle_leaves(self.writer.database(), map_name).await
+        delta::merkle_leaves(self.writer.database(), map_name).await
     }
 
     async fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {

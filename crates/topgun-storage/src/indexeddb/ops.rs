@@ -4,7 +4,7 @@
 use super::codec;
 use super::js::idb_error;
 use super::schema::{DIRTY_INDEX, SYNCED_INDEX};
-use super::txn::{PendingId, WriteTxn};
+use super::txn::{signed, PendingId, WriteTxn};
 use crate::error::StorageError;
 use crate::model::{
     AppliedChange, ClearOutcome, LocalWrite, OpId, OpLogEntry, OpType, PruneSums, StoreRecord,
@@ -339,7 +339,7 @@ async fn settle(txn: &mut WriteTxn, ids: &[OpId], how: Settle) -> Result<u64, St
             }
             if !op.synced {
                 changed += 1;
-                txn.counters.pending_ops -= 1;
+                txn.delta.pending_ops -= 1;
                 clean(txn, &op).await?;
             }
             match how {
@@ -350,7 +350,7 @@ async fn settle(txn: &mut WriteTxn, ids: &[OpId], how: Settle) -> Result<u64, St
                 }
                 Settle::Delete => {
                     rewrite = true;
-                    txn.counters.bytes -= op.approx_size();
+                    txn.delta.bytes -= signed(op.approx_size());
                 }
             }
         }
@@ -445,7 +445,7 @@ async fn drop_synced(txn: &mut WriteTxn) -> Result<u64, StorageError> {
             continue;
         }
         for op in &gone {
-            txn.counters.bytes -= op.approx_size();
+            txn.delta.bytes -= signed(op.approx_size());
         }
         dropped += gone.len() as u64;
         rewrite_entry(txn, entry, &kept)?;

@@ -71,6 +71,14 @@ impl RangeRead {
         })
     }
 
+    /// The first and last key asked for.
+    pub(crate) fn span(&self) -> (&str, &str) {
+        match (self.keys.first(), self.keys.last()) {
+            (Some(first), Some(last)) => (first, last),
+            _ => ("", ""),
+        }
+    }
+
     /// Waits for the answer.
     pub(crate) async fn finish(self) -> Result<RangeFound, StorageError> {
         let found = self.request.await.map_err(idb_error(DURING))?;

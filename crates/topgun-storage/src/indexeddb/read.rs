@@ -1,12 +1,11 @@
 //! Reads, each in a read-only transaction of its own.
 
-use super::codec::{self, Counters};
+use super::codec;
 use super::js::{idb_error, to_bytes};
 use super::schema::{DIRTY_INDEX, META, OPS, RECORDS};
 use crate::error::StorageError;
 use crate::model::{OpId, OpLogEntry, StoreRecord, StoreStats};
 use idb::{CursorDirection, Database, ObjectStore, Query, TransactionMode};
-use std::future::IntoFuture;
 use wasm_bindgen::JsValue;
 
 /// A page size IndexedDB takes (`u32`), from a `usize` limit.
@@ -218,35 +217,6 @@ async fn meta_value(
         .map_err(idb_error(during))
 }
 
-pub(crate) async fn merkle_leaves(
-    database: &Database,
-    map_name: &str,
-) -> Result<Vec<u32>, StorageError> {
-    const DURING: &str = "reading Merkle sums";
-    let meta = reading(database, META, DURING)?;
-    let range = codec::sums_range(map_name)?;
-    // Keys and values of one range in one transaction: the same order.
-    let keys = meta
-        .get_all_keys(Some(range.clone().into()), None)
-        .map_err(idb_error(DURING))?
-        .into_future();
-    let values = meta
-        .get_all(Some(range.into()), None)
-        .map_err(idb_error(DURING))?
-        .into_future();
-    let (keys, values) = (
-        keys.await.map_err(idb_error(DURING))?,
-        values.await.map_err(idb_error(DURING))?,
-    );
-    let mut leaves = vec![0; topgun_core::merkle::LEAVES];
-    for (key, value) in keys.iter().zip(&values) {
-        let chunk = codec::sums_chunk_of(key)?;
-        let sums = codec::sums_from_js(Some(value))?;
-        leaves[chunk * codec::SUMS_CHUNK..(chunk + 1) * codec::SUMS_CHUNK].copy_from_slice(&sums);
-    }
-    Ok(leaves)
-}
-
 pub(crate) async fn is_pruned(
     database: &Database,
     map_name: &str,
@@ -276,8 +246,7 @@ pub(crate) async fn meta_get(
 }
 
 pub(crate) async fn stats(database: &Database) -> Result<StoreStats, StorageError> {
-    let counters =
-        Counters::from_js(meta_value(database, codec::counters_key(), "reading stats").await?)?;
+    let counters = super::delta::counters(database).await?;
     Ok(StoreStats {
         records: counters.records,
         dirty_records: counters.dirty_records,

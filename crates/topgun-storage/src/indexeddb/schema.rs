@@ -14,6 +14,11 @@
 //! are renumbered by it (the op of version-1 entry `e` becomes op 0 of
 //! entry `e`); nothing keeps an op id across opening the database.
 //!
+//! Version 3: a write transaction no longer rewrites the counters and
+//! Merkle sum chunks in `meta_store`; it adds a delta entry beside them
+//! (see `delta`). Nothing stored changes in the upgrade; an older build,
+//! which would ignore the deltas, refuses the database.
+//!
 //! The IndexedDB version is the schema version. Each upgrade step runs in
 //! the browser's `upgradeneeded` transaction, from the version found to
 //! [`SCHEMA_VERSION`]; a database of a newer version is refused with
@@ -25,7 +30,7 @@ use idb::{Database, DatabaseEvent, Factory, IndexParams, KeyPath, ObjectStorePar
 use wasm_bindgen::JsCast;
 
 /// The schema version this build writes and reads.
-pub const INDEXEDDB_SCHEMA_VERSION: u32 = 2;
+pub const INDEXEDDB_SCHEMA_VERSION: u32 = 3;
 
 pub(crate) const RECORDS: &str = "key_value_store";
 pub(crate) const OPS: &str = "operation_log";

@@ -1,13 +1,15 @@
 //! [`WriteTxn`]: one read-write transaction over all three object stores,
-//! with what the store keeps in step with its records (Merkle leaf sums,
-//! counters, pruned entries).
+//! with what the store keeps in step with its records (pruned entries, and
+//! the change to the Merkle leaf sums and counters as one
+//! [`Delta`](super::delta::Delta)).
 //!
 //! Requests are issued without waiting where nothing depends on their
 //! answer (IndexedDB runs a transaction's requests in order), and only
 //! IndexedDB requests are awaited while the transaction is open: anything
 //! else would let it commit early.
 
-use super::codec::{self, Counters};
+use super::codec;
+use super::delta::Delta;
 use super::js::idb_error;
 use super::range::{RangeRead, RANGE_READ_MIN};
 use super::schema::{META, OPS, RECORDS};
@@ -17,8 +19,7 @@ use idb::request::futures::AddStoreRequestFuture;
 use idb::{Database, ObjectStore, Transaction, TransactionMode};
 use std::collections::{HashMap, HashSet};
 use std::future::IntoFuture;
-use topgun_core::merkle::LEAVES;
-use topgun_core::{MerkleSums, Timestamp};
+use topgun_core::Timestamp;
 use wasm_bindgen::JsValue;
 
 /// An op logged in this transaction: which of the transaction's
@@ -66,11 +67,14 @@ type GetAllKeysFuture = idb::request::futures::GetAllKeysStoreRequestFuture;
 #[derive(Default)]
 struct Pending {
     records: Vec<((String, String), GetFuture)>,
-    chunks: Vec<((String, usize), GetFuture)>,
+    /// The pruned entry of each key read one by one.
+    pruned: Vec<((String, String), GetFuture)>,
     ranges: Vec<RangeRead>,
-    /// Every sum chunk of a map: its keys and values, in one order.
-    all_chunks: Vec<(String, GetAllKeysFuture, GetAllFuture)>,
+    /// The pruned entries in the span of a range read: keys and values.
+    pruned_ranges: Vec<(String, GetAllKeysFuture, GetAllFuture)>,
 }
+
+type Slot = (String, String);
 
 /// A read-write transaction and the state it changes.
 pub(crate) struct WriteTxn {
@@ -80,13 +84,17 @@ pub(crate) struct WriteTxn {
     pub(crate) meta: ObjectStore,
     /// Every record read or written in this transaction, as it now is
     /// (`None`: no record).
-    overlay: HashMap<(String, String), Option<StoreRecord>>,
-    /// The chunks of leaf sums read, by map and chunk number.
-    sums: HashMap<(String, usize), Vec<u32>>,
-    /// The chunks changed, written back at commit.
-    touched: HashSet<(String, usize)>,
-    pub(crate) counters: Counters,
-    counters_at_start: Counters,
+    overlay: HashMap<Slot, Option<StoreRecord>>,
+    /// The kept Merkle contribution of each key read whose record was
+    /// pruned (`None`: not pruned).
+    pruned: HashMap<Slot, Option<u32>>,
+    /// Keys taken to have no record and no pruned entry without reading
+    /// them ([`WriteTxn::begin_unread`]): their record is added, not put,
+    /// and their pruned entry added and deleted again, so that the
+    /// transaction fails if either exists.
+    unread: HashSet<Slot>,
+    /// What this transaction changed in the counters and leaf sums.
+    pub(crate) delta: Delta,
     /// The `operation_log` entries of the ops logged, added at commit.
     entries: Vec<Entry>,
 }
@@ -95,47 +103,59 @@ impl std::fmt::Debug for WriteTxn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WriteTxn")
             .field("records", &self.overlay.len())
-            .field("counters", &self.counters)
+            .field("delta", &self.delta)
             .finish_non_exhaustive()
     }
 }
 
 impl WriteTxn {
-    /// Starts a read-write transaction and reads the counters.
+    /// Starts a read-write transaction and reads the records of `slots`
+    /// (and whether they were pruned), with one wait.
     pub(crate) async fn begin<'k>(
         database: &Database,
         slots: impl IntoIterator<Item = (&'k str, &'k str)>,
     ) -> Result<Self, StorageError> {
+        let mut txn = Self::start(database)?;
+        let pending = txn.request_slots(slots)?;
+        txn.receive(pending).await?;
+        Ok(txn)
+    }
+
+    /// Starts a read-write transaction that takes `slots` to have no
+    /// record and no pruned entry, without reading them: the transaction
+    /// fails (and stores nothing) at commit if one does.
+    pub(crate) fn begin_unread<'k>(
+        database: &Database,
+        slots: impl IntoIterator<Item = (&'k str, &'k str)>,
+    ) -> Result<Self, StorageError> {
+        let mut txn = Self::start(database)?;
+        for (map_name, key) in slots {
+            let slot = (map_name.to_owned(), key.to_owned());
+            txn.overlay.insert(slot.clone(), None);
+            txn.pruned.insert(slot.clone(), None);
+            txn.unread.insert(slot);
+        }
+        Ok(txn)
+    }
+
+    fn start(database: &Database) -> Result<Self, StorageError> {
         const DURING: &str = "starting a write";
         let tx = database
             .transaction(&[RECORDS, OPS, META], TransactionMode::ReadWrite)
             .map_err(idb_error(DURING))?;
         let store = |name| tx.object_store(name).map_err(idb_error(DURING));
         let (records, ops, meta) = (store(RECORDS)?, store(OPS)?, store(META)?);
-        let counters = meta
-            .get(codec::counters_key())
-            .map_err(idb_error(DURING))?
-            .into_future();
-        let mut txn = Self {
+        Ok(Self {
             tx,
             records,
             ops,
             meta,
             overlay: HashMap::new(),
-            sums: HashMap::new(),
-            touched: HashSet::new(),
-            counters: Counters::default(),
-            counters_at_start: Counters::default(),
+            pruned: HashMap::new(),
+            unread: HashSet::new(),
+            delta: Delta::default(),
             entries: Vec::new(),
-        };
-        // The counters, the records and their Merkle sum chunks are read
-        // by requests issued together: one wait, not one per request.
-        let pending = txn.request_slots(slots)?;
-        let counters = counters.await.map_err(idb_error(DURING))?;
-        txn.counters = Counters::from_js(counters)?;
-        txn.counters_at_start = txn.counters;
-        txn.receive(pending).await?;
-        Ok(txn)
+        })
     }
 
     pub(crate) async fn load<'k>(
@@ -147,8 +167,8 @@ impl WriteTxn {
         self.receive(pending).await
     }
 
-    /// Issues a read of every record in `slots` not read yet, and of the
-    /// Merkle sum chunk each one falls in.
+    /// Issues a read of every record in `slots` not read yet, and of its
+    /// pruned entry.
     fn request_slots<'k>(
         &mut self,
         slots: impl IntoIterator<Item = (&'k str, &'k str)>,
@@ -165,62 +185,57 @@ impl WriteTxn {
         let mut pending = Pending::default();
         for (map_name, keys) in by_map {
             if keys.len() >= RANGE_READ_MIN {
-                let keys = keys.iter().map(|k| (*k).to_owned()).collect();
+                let keys: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
+                let range = RangeRead::issue(&self.records, map_name, keys)?;
                 pending
-                    .ranges
-                    .push(RangeRead::issue(&self.records, map_name, keys)?);
-                let range = codec::sums_range(map_name)?;
-                let chunk_keys = self
-                    .meta
-                    .get_all_keys(Some(range.clone().into()), None)
-                    .map_err(idb_error(DURING))?;
-                let chunks = self
-                    .meta
-                    .get_all(Some(range.into()), None)
-                    .map_err(idb_error(DURING))?;
-                pending.all_chunks.push((
-                    map_name.to_owned(),
-                    chunk_keys.into_future(),
-                    chunks.into_future(),
-                ));
+                    .pruned_ranges
+                    .push(self.request_pruned_span(map_name, range.span())?);
+                pending.ranges.push(range);
                 continue;
             }
             for key in keys {
+                let slot = (map_name.to_owned(), key.to_owned());
                 let request = self
                     .records
                     .get(codec::record_key(map_name, key))
                     .map_err(idb_error(DURING))?;
-                pending
-                    .records
-                    .push(((map_name.to_owned(), key.to_owned()), request.into_future()));
-                self.request_chunk(map_name, key, &mut pending)?;
+                pending.records.push((slot.clone(), request.into_future()));
+                if !self.pruned.contains_key(&slot) {
+                    let request = self
+                        .meta
+                        .get(codec::pruned_key(map_name, key))
+                        .map_err(idb_error(DURING))?;
+                    pending.pruned.push((slot, request.into_future()));
+                }
             }
         }
         Ok(pending)
     }
 
-    /// Issues a read of the sum chunk `key` falls in, unless it is read.
-    fn request_chunk(
+    /// Issues the read of `map_name`'s pruned entries from key `first` to
+    /// `last`: keys and values.
+    fn request_pruned_span(
         &self,
         map_name: &str,
-        key: &str,
-        pending: &mut Pending,
-    ) -> Result<(), StorageError> {
-        let (leaf, _) = merkle_contribution(key, None);
-        let chunk = (map_name.to_owned(), leaf / codec::SUMS_CHUNK);
-        let all_read = pending.all_chunks.iter().any(|(map, ..)| map == map_name);
-        if all_read
-            || self.sums.contains_key(&chunk)
-            || pending.chunks.iter().any(|(c, _)| *c == chunk)
-        {
-            return Ok(());
-        }
-        let request = self
+        (first, last): (&str, &str),
+    ) -> Result<(String, GetAllKeysFuture, GetAllFuture), StorageError> {
+        const DURING: &str = "reading pruned records";
+        let range = idb::KeyRange::bound(
+            &codec::pruned_key(map_name, first),
+            &codec::pruned_key(map_name, last),
+            Some(false),
+            Some(false),
+        )
+        .map_err(idb_error(DURING))?;
+        let keys = self
             .meta
-            .get(codec::sums_key(map_name, chunk.1))
-            .map_err(idb_error("reading the Merkle sums"))?;
-        pending.chunks.push((chunk, request.into_future()));
-        Ok(())
+            .get_all_keys(Some(range.clone().into()), None)
+            .map_err(idb_error(DURING))?;
+        let values = self
+            .meta
+            .get_all(Some(range.into()), None)
+            .map_err(idb_error(DURING))?;
+        Ok((map_name.to_owned(), keys.into_future(), values.into_future()))
     }
 
     /// Waits for the reads `request_slots` issued.
@@ -231,43 +246,43 @@ impl WriteTxn {
             let record = found.as_ref().map(codec::record_from_js).transpose()?;
             self.overlay.insert(slot, record);
         }
-        for (chunk, request) in std::mem::take(&mut pending.chunks) {
+        for (slot, request) in std::mem::take(&mut pending.pruned) {
             let found = request.await.map_err(idb_error(DURING))?;
-            self.sums
-                .insert(chunk, codec::sums_from_js(found.as_ref())?);
+            let kept = found.as_ref().map(codec::contribution_from_js).transpose()?;
+            self.pruned.insert(slot, kept);
         }
-        for (map_name, keys, values) in std::mem::take(&mut pending.all_chunks) {
+        let mut pruned_spans = HashMap::new();
+        for (map_name, keys, values) in std::mem::take(&mut pending.pruned_ranges) {
             let keys = keys.await.map_err(idb_error(DURING))?;
             let values = values.await.map_err(idb_error(DURING))?;
-            for chunk in 0..LEAVES / codec::SUMS_CHUNK {
-                self.sums
-                    .entry((map_name.clone(), chunk))
-                    .or_insert_with(|| vec![0; codec::SUMS_CHUNK]);
-            }
+            let found: &mut HashMap<String, u32> = pruned_spans.entry(map_name).or_default();
             for (key, value) in keys.iter().zip(&values) {
-                let chunk = codec::sums_chunk_of(key)?;
-                self.sums
-                    .insert((map_name.clone(), chunk), codec::sums_from_js(Some(value))?);
+                found.insert(
+                    codec::pruned_key_of(key)?,
+                    codec::contribution_from_js(value)?,
+                );
             }
         }
         // Keys a truncated range read did not reach are read one by one.
-        let mut rest = Pending::default();
+        let mut rest = Vec::new();
         for range in std::mem::take(&mut pending.ranges) {
             let found = range.finish().await?;
+            let mut pruned = pruned_spans.remove(&found.map_name).unwrap_or_default();
             for (key, record) in found.records {
-                self.overlay.insert((found.map_name.clone(), key), record);
+                let slot = (found.map_name.clone(), key);
+                let kept = pruned.remove(&slot.1);
+                self.pruned.entry(slot.clone()).or_insert(kept);
+                self.overlay.insert(slot, record);
             }
             for key in found.unread {
-                let request = self
-                    .records
-                    .get(codec::record_key(&found.map_name, &key))
-                    .map_err(idb_error(DURING))?;
-                rest.records
-                    .push(((found.map_name.clone(), key), request.into_future()));
+                self.overlay.remove(&(found.map_name.clone(), key.clone()));
+                rest.push((found.map_name.clone(), key));
             }
         }
-        if !rest.records.is_empty() {
-            Box::pin(self.receive(rest)).await?;
+        if !rest.is_empty() {
+            let slots = rest.iter().map(|(map, key)| (map.as_str(), key.as_str()));
+            let pending = self.request_slots(slots)?;
+            Box::pin(self.receive(pending)).await?;
         }
         Ok(())
     }
@@ -288,28 +303,30 @@ impl WriteTxn {
     /// Stores `record`, replacing the loaded one, and keeps the sums and
     /// counters in step.
     pub(crate) async fn store(&mut self, record: StoreRecord) -> Result<(), StorageError> {
-        self.records
-            .put(&codec::record_to_js(&record)?, None)
-            .map_err(idb_error("writing a record"))?;
-        let (map_name, key) = (record.map_name.clone(), record.key.clone());
+        const DURING: &str = "writing a record";
+        let slot = (record.map_name.clone(), record.key.clone());
+        let object = codec::record_to_js(&record)?;
+        if self.unread.contains(&slot) {
+            // Fails if the key has a record after all.
+            self.records.add(&object, None).map_err(idb_error(DURING))?;
+        } else {
+            self.records.put(&object, None).map_err(idb_error(DURING))?;
+        }
         let new_stamp = record.timestamp.clone();
         let (new_size, new_dirty) = (record.approx_size(), record.dirty);
-        let previous = self
-            .overlay
-            .insert((map_name.clone(), key.clone()), Some(record))
-            .flatten();
-        let c = &mut self.counters;
+        let previous = self.overlay.insert(slot.clone(), Some(record)).flatten();
+        let d = &mut self.delta;
         match &previous {
             Some(old) => {
-                c.bytes -= old.approx_size();
-                c.dirty_records -= u64::from(old.dirty);
+                d.bytes -= signed(old.approx_size());
+                d.dirty_records -= i64::from(old.dirty);
             }
-            None => c.records += 1,
+            None => d.records += 1,
         }
-        c.bytes += new_size;
-        c.dirty_records += u64::from(new_dirty);
+        d.bytes += signed(new_size);
+        d.dirty_records += i64::from(new_dirty);
         let old_stamp = previous.map(|p| p.timestamp);
-        self.account(&map_name, &key, old_stamp.as_ref(), Some(&new_stamp))
+        self.account(&slot, old_stamp.as_ref(), Some(&new_stamp))
             .await
     }
 
@@ -323,16 +340,16 @@ impl WriteTxn {
         sums: PruneSums,
     ) -> Result<(), StorageError> {
         let slot = (map_name.to_owned(), key.to_owned());
-        let Some(old) = self.overlay.insert(slot, None).flatten() else {
+        let Some(old) = self.overlay.insert(slot.clone(), None).flatten() else {
             return Ok(());
         };
         self.records
             .delete(codec::record_key(map_name, key))
             .map_err(idb_error("deleting a record"))?;
-        let c = &mut self.counters;
-        c.records -= 1;
-        c.dirty_records -= u64::from(old.dirty);
-        c.bytes -= old.approx_size();
+        let d = &mut self.delta;
+        d.records -= 1;
+        d.dirty_records -= i64::from(old.dirty);
+        d.bytes -= signed(old.approx_size());
         match sums {
             PruneSums::Keep => {
                 let (_, kept) = merkle_contribution(key, Some(&old.timestamp));
@@ -342,67 +359,57 @@ impl WriteTxn {
                         Some(&codec::pruned_key(map_name, key)),
                     )
                     .map_err(idb_error("remembering a pruned record"))?;
-                self.counters.pruned += 1;
+                self.pruned.insert(slot, Some(kept));
+                self.delta.pruned += 1;
             }
-            PruneSums::Drop => {
-                self.account(map_name, key, Some(&old.timestamp), None)
-                    .await?
-            }
+            PruneSums::Drop => self.account(&slot, Some(&old.timestamp), None).await?,
         }
         Ok(())
     }
 
-    /// Moves `key`'s contribution to its map's leaf sums from `old` (with
+    /// Moves a key's contribution to its map's leaf sums from `old` (with
     /// none, its pruned entry's) to `new`.
     async fn account(
         &mut self,
-        map_name: &str,
-        key: &str,
+        slot: &Slot,
         old: Option<&Timestamp>,
         new: Option<&Timestamp>,
     ) -> Result<(), StorageError> {
         const DURING: &str = "updating the Merkle sums";
+        let (map_name, key) = (slot.0.as_str(), slot.1.as_str());
         let (leaf, mut sub) = merkle_contribution(key, old);
-        if old.is_none() && self.counters.pruned > 0 {
+        if old.is_none() {
             let pruned = codec::pruned_key(map_name, key);
-            let found = self
-                .meta
-                .get(pruned.clone())
-                .map_err(idb_error(DURING))?
-                .await
-                .map_err(idb_error(DURING))?;
-            if let Some(kept) = found {
-                sub = codec::contribution_from_js(&kept)?;
+            if self.unread.remove(slot) {
+                // Fails if the key has a pruned entry after all.
+                self.meta
+                    .add(&JsValue::from_f64(0.0), Some(&pruned))
+                    .map_err(idb_error(DURING))?;
                 self.meta.delete(pruned).map_err(idb_error(DURING))?;
-                self.counters.pruned -= 1;
+            } else {
+                let kept = match self.pruned.get(slot) {
+                    Some(kept) => *kept,
+                    None => {
+                        let found = self
+                            .meta
+                            .get(pruned.clone())
+                            .map_err(idb_error(DURING))?
+                            .await
+                            .map_err(idb_error(DURING))?;
+                        found.as_ref().map(codec::contribution_from_js).transpose()?
+                    }
+                };
+                if let Some(kept) = kept {
+                    sub = kept;
+                    self.meta.delete(pruned).map_err(idb_error(DURING))?;
+                    self.delta.pruned -= 1;
+                }
+                self.pruned.insert(slot.clone(), None);
             }
         }
         let (_, add) = merkle_contribution(key, new);
-        let chunk = self.sums(map_name, leaf / codec::SUMS_CHUNK).await?;
-        MerkleSums::shift(chunk, leaf % codec::SUMS_CHUNK, sub, add);
-        self.touched
-            .insert((map_name.to_owned(), leaf / codec::SUMS_CHUNK));
+        self.delta.shift(map_name, leaf, sub, add);
         Ok(())
-    }
-
-    /// Chunk `chunk` of `map_name`'s leaf sums, read once per transaction.
-    async fn sums(&mut self, map_name: &str, chunk: usize) -> Result<&mut Vec<u32>, StorageError> {
-        const DURING: &str = "reading the Merkle sums";
-        let slot = (map_name.to_owned(), chunk);
-        if !self.sums.contains_key(&slot) {
-            let stored = self
-                .meta
-                .get(codec::sums_key(map_name, chunk))
-                .map_err(idb_error(DURING))?
-                .await
-                .map_err(idb_error(DURING))?;
-            self.sums
-                .insert(slot.clone(), codec::sums_from_js(stored.as_ref())?);
-        }
-        Ok(self
-            .sums
-            .entry(slot)
-            .or_insert_with(|| vec![0; codec::SUMS_CHUNK]))
     }
 
     /// Logs an op (unsynced): it goes into an `operation_log` entry this
@@ -435,8 +442,8 @@ impl WriteTxn {
             ttl_ms,
         )?;
         entry.count += 1;
-        self.counters.pending_ops += 1;
-        self.counters.bytes += approx_op_size(map_name, key, value, timestamp);
+        self.delta.pending_ops += 1;
+        self.delta.bytes += signed(approx_op_size(map_name, key, value, timestamp));
         Ok(PendingId {
             entry: entry_number,
             index,
@@ -454,11 +461,12 @@ impl WriteTxn {
         Ok(logged)
     }
 
-    /// Adds the logged ops' entries, writes back the sums and counters and
-    /// commits. If a request cannot be issued, the transaction is aborted
-    /// (left alone, it would commit what was issued).
-    pub(crate) fn commit(self) -> Result<Committing, StorageError> {
-        let entries = match self.write_back() {
+    /// Adds the logged ops' entries and the transaction's [`Delta`] (at
+    /// `delta_key`, see [`super::delta`]) and commits. If a request cannot
+    /// be issued, the transaction is aborted (left alone, it would commit
+    /// what was issued).
+    pub(crate) fn commit(self, delta_key: &JsValue) -> Result<Committing, StorageError> {
+        let entries = match self.write_back(delta_key) {
             Ok(entries) => entries,
             Err(error) => {
                 self.abort();
@@ -473,7 +481,7 @@ impl WriteTxn {
     }
 
     /// Issues the requests [`commit`](Self::commit) makes before committing.
-    fn write_back(&self) -> Result<Vec<AddStoreRequestFuture>, StorageError> {
+    fn write_back(&self, delta_key: &JsValue) -> Result<Vec<AddStoreRequestFuture>, StorageError> {
         let mut entries = Vec::with_capacity(self.entries.len());
         for entry in &self.entries {
             let request = self
@@ -482,21 +490,9 @@ impl WriteTxn {
                 .map_err(idb_error("appending to the operation log"))?;
             entries.push(request.into_future());
         }
-        for slot in &self.touched {
-            let (map_name, chunk) = slot;
-            let Some(sums) = self.sums.get(slot) else {
-                continue;
-            };
+        if !self.delta.is_empty() {
             self.meta
-                .put(
-                    &codec::sums_to_js(sums),
-                    Some(&codec::sums_key(map_name, *chunk)),
-                )
-                .map_err(idb_error(COMMITTING))?;
-        }
-        if self.counters != self.counters_at_start {
-            self.meta
-                .put(&self.counters.to_js()?, Some(&codec::counters_key()))
+                .add(&self.delta.to_js()?, Some(delta_key))
                 .map_err(idb_error(COMMITTING))?;
         }
         Ok(entries)
@@ -511,6 +507,11 @@ impl WriteTxn {
 }
 
 const COMMITTING: &str = "committing";
+
+/// A size or count as a signed delta.
+pub(crate) fn signed(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
 
 /// A transaction told to commit.
 ///
@@ -535,11 +536,7 @@ impl Committing {
         }
         let result = self.tx.await.map_err(idb_error(COMMITTING))?;
         if result.is_aborted() {
-            return Err(super::js::JsFailure {
-                name: "AbortError".to_owned(),
-                message: "the transaction was aborted".to_owned(),
-            }
-            .into_error(COMMITTING));
+            return Err(super::js::aborted(COMMITTING));
         }
         Ok(entries)
     }

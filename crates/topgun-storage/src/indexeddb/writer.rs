@@ -6,18 +6,32 @@
 //! is answered with its error and the rest of the group is retried in a
 //! fresh transaction without it, so one bad write never takes another
 //! with it and none is half applied.
+//!
+//! A small group of checked local writes (keys the client has not read,
+//! most often new ones) is first tried without reading its keys
+//! ([`WriteTxn::begin_unread`]): it then waits for nothing before writing.
+//! If a key had a record after all, that transaction fails, stores
+//! nothing, and the group is written again with reads; the next few
+//! groups read first.
 
+use super::delta;
 use super::js::JsFailure;
 use super::ops::{WriteOp, WriteOutcome};
 use super::txn::WriteTxn;
 use crate::error::StorageError;
 use idb::Database;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use tokio::sync::oneshot;
 
 /// Writes per transaction at most.
 const MAX_GROUP: usize = 1024;
+/// Groups of at most this many checked local writes are tried unread.
+const UNREAD_MAX: usize = 16;
+/// After a group tried unread failed, this many eligible groups read first.
+const READ_AFTER_MISS: u32 = 16;
+/// Deltas a connection adds before it folds them all into the base.
+const FOLD_EVERY: u32 = 64;
 
 struct Job {
     op: WriteOp,
@@ -34,6 +48,15 @@ struct Queue {
 pub(crate) struct Writer {
     database: Database,
     queue: RefCell<Queue>,
+    /// This connection's number in the keys of its deltas (random, so
+    /// that connections in other tabs use others).
+    id: f64,
+    /// The number of the next delta this connection adds.
+    next_delta: Cell<u64>,
+    /// Transactions committed since this connection last folded deltas.
+    unfolded: Cell<u32>,
+    /// Eligible groups still to write with reads after a miss.
+    read_first: Cell<u32>,
 }
 
 impl std::fmt::Debug for Writer {
@@ -50,6 +73,10 @@ impl Writer {
         Rc::new(Self {
             database,
             queue: RefCell::default(),
+            id: (js_sys::Math::random() * 2f64.powi(53)).floor(),
+            next_delta: Cell::new(0),
+            unfolded: Cell::new(0),
+            read_first: Cell::new(0),
         })
     }
 
@@ -83,14 +110,45 @@ impl Writer {
                 queue.jobs.drain(..take).collect()
             };
             self.commit(group).await;
+            if self.unfolded.get() >= FOLD_EVERY {
+                self.unfolded.set(0);
+                // A fold that fails leaves the deltas where they are, still
+                // counted by every read; a later fold takes them.
+                let _ = delta::fold(&self.database).await;
+            }
+        }
+    }
+
+    /// Whether `group` is tried without reading its keys first.
+    fn try_unread(&self, group: &[Job]) -> bool {
+        let eligible = group.len() <= UNREAD_MAX
+            && group
+                .iter()
+                .all(|job| matches!(job.op, WriteOp::LocalChecked(_)));
+        if !eligible {
+            return false;
+        }
+        match self.read_first.get() {
+            0 => true,
+            n => {
+                self.read_first.set(n - 1);
+                false
+            }
         }
     }
 
     /// Commits `group` in one transaction, answering every job.
     async fn commit(&self, mut group: Vec<Job>) {
+        let mut unread = self.try_unread(&group);
         while !group.is_empty() {
-            match self.try_commit(&group).await {
+            match self.try_commit(&group, unread).await {
+                // Nothing of it was stored: the group is written with reads.
+                Err(_) if unread => {
+                    unread = false;
+                    self.read_first.set(READ_AFTER_MISS);
+                }
                 Ok(outcomes) => {
+                    self.unfolded.set(self.unfolded.get() + 1);
                     for (job, outcome) in group.into_iter().zip(outcomes) {
                         let _ = job.reply.send(Ok(outcome));
                     }
@@ -110,12 +168,20 @@ impl Writer {
         }
     }
 
-    async fn try_commit(&self, group: &[Job]) -> Result<Vec<WriteOutcome>, Failure> {
-        // Every record the group writes by key is read in one go.
+    async fn try_commit(
+        &self,
+        group: &[Job],
+        unread: bool,
+    ) -> Result<Vec<WriteOutcome>, Failure> {
+        // Every record the group writes by key is read in one go (or, with
+        // `unread`, taken to be absent).
         let slots = group.iter().flat_map(|job| job.op.keys());
-        let mut txn = WriteTxn::begin(&self.database, slots)
-            .await
-            .map_err(Failure::All)?;
+        let mut txn = if unread {
+            WriteTxn::begin_unread(&self.database, slots)
+        } else {
+            WriteTxn::begin(&self.database, slots).await
+        }
+        .map_err(Failure::All)?;
         let mut applied = Vec::with_capacity(group.len());
         for (index, job) in group.iter().enumerate() {
             match job.op.apply(&mut txn).await {
@@ -126,8 +192,10 @@ impl Writer {
                 }
             }
         }
+        let n = self.next_delta.get();
+        self.next_delta.set(n + 1);
         let entries = txn
-            .commit()
+            .commit(&delta::delta_key(self.id, n))
             .map_err(Failure::All)?
             .done()
             .await

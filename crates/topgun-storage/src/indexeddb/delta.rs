@@ -1,0 +1,268 @@
+//! The store's counters and Merkle leaf sums: a base plus deltas.
+//!
+//! A write transaction does not read and rewrite the counters and the sum
+//! chunks its keys fall in: reading them would make every write wait for
+//! a read before it can write, the largest part of a small write's time.
+//! It adds one [`Delta`] entry instead, keyed `["delta", writer, n]` in
+//! `meta_store` (`writer` a random number per connection, `n` counting
+//! its transactions), with what it changed. The totals are the base (the
+//! `["counters"]` entry and the `["merkle", map, chunk]` chunks) plus
+//! every delta. Deltas are never rewritten, so any connection may
+//! [`fold`] all of them into the base, in one transaction that reads and
+//! deletes them together (IndexedDB runs read-write transactions over
+//! `meta_store` one at a time, so none is added in between).
+
+use super::codec::{self, corrupt, Counters};
+use super::js::{aborted, array, bytes, idb_error, to_bytes};
+use super::schema::META;
+use crate::error::StorageError;
+use idb::{Database, ObjectStore, TransactionMode};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::future::IntoFuture;
+use topgun_core::merkle::LEAVES;
+use topgun_core::MerkleSums;
+use wasm_bindgen::JsValue;
+
+/// What one write transaction changed in the counters and leaf sums.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Delta {
+    pub(crate) records: i64,
+    pub(crate) dirty_records: i64,
+    pub(crate) pending_ops: i64,
+    pub(crate) bytes: i64,
+    pub(crate) pruned: i64,
+    /// Amounts added (wrapping) to leaf sums, by map and leaf.
+    pub(crate) sums: BTreeMap<String, BTreeMap<u32, u32>>,
+}
+
+impl Delta {
+    pub(crate) fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Moves leaf `leaf` of `map_name` by `-sub + add` (wrapping).
+    pub(crate) fn shift(&mut self, map_name: &str, leaf: usize, sub: u32, add: u32) {
+        let sums = match self.sums.get_mut(map_name) {
+            Some(sums) => sums,
+            None => self.sums.entry(map_name.to_owned()).or_default(),
+        };
+        let slot = sums.entry(leaf as u32).or_insert(0);
+        *slot = slot.wrapping_sub(sub).wrapping_add(add);
+    }
+
+    /// Adds `other` to this delta.
+    fn merge(&mut self, other: Delta) {
+        self.records += other.records;
+        self.dirty_records += other.dirty_records;
+        self.pending_ops += other.pending_ops;
+        self.bytes += other.bytes;
+        self.pruned += other.pruned;
+        for (map_name, leaves) in other.sums {
+            for (leaf, amount) in leaves {
+                self.shift(&map_name, leaf as usize, 0, amount);
+            }
+        }
+    }
+
+    pub(crate) fn to_js(&self) -> Result<JsValue, StorageError> {
+        let encoded = rmp_serde::to_vec(self).map_err(|source| StorageError::Encode {
+            what: "a counters delta",
+            source,
+        })?;
+        Ok(bytes(&encoded))
+    }
+
+    fn from_js(value: &JsValue) -> Result<Self, StorageError> {
+        let raw = to_bytes(value).ok_or_else(|| corrupt("counters deltas", "not binary"))?;
+        let delta: Delta = rmp_serde::from_slice(&raw).map_err(|e| StorageError::Corrupt {
+            what: "counters deltas",
+            source: Box::new(e),
+        })?;
+        if delta.sums.values().flat_map(BTreeMap::keys).any(|leaf| *leaf as usize >= LEAVES) {
+            return Err(corrupt("counters deltas", "a leaf is out of range"));
+        }
+        Ok(delta)
+    }
+
+    /// The sum of stored deltas.
+    fn total(values: &[JsValue]) -> Result<Self, StorageError> {
+        let mut total = Delta::default();
+        for value in values {
+            total.merge(Delta::from_js(value)?);
+        }
+        Ok(total)
+    }
+}
+
+impl Counters {
+    /// These counters moved by `delta`; a count below zero is corruption.
+    pub(crate) fn with(self, delta: &Delta) -> Result<Self, StorageError> {
+        let add = |base: u64, by: i64| {
+            base.checked_add_signed(by)
+                .ok_or_else(|| corrupt("counters", "a count went below zero"))
+        };
+        Ok(Self {
+            records: add(self.records, delta.records)?,
+            dirty_records: add(self.dirty_records, delta.dirty_records)?,
+            pending_ops: add(self.pending_ops, delta.pending_ops)?,
+            bytes: add(self.bytes, delta.bytes)?,
+            pruned: add(self.pruned, delta.pruned)?,
+        })
+    }
+}
+
+/// The meta key of delta `n` of connection `writer`.
+pub(crate) fn delta_key(writer: f64, n: u64) -> JsValue {
+    array(&[
+        JsValue::from_str("delta"),
+        JsValue::from_f64(writer),
+        JsValue::from_f64(n as f64),
+    ])
+}
+
+/// The key range of every delta: `["delta", …]` keys sort between
+/// `["delta"]` and `["delta", []]` (an array sorts after every number).
+fn delta_range() -> Result<idb::KeyRange, StorageError> {
+    idb::KeyRange::bound(
+        &array(&[JsValue::from_str("delta")]),
+        &array(&[JsValue::from_str("delta"), js_sys::Array::new().into()]),
+        Some(true),
+        Some(true),
+    )
+    .map_err(idb_error("building a key range"))
+}
+
+/// Issues the read of every delta in `meta`.
+fn request_deltas(
+    meta: &ObjectStore,
+    during: &'static str,
+) -> Result<idb::request::futures::GetAllStoreRequestFuture, StorageError> {
+    Ok(meta
+        .get_all(Some(delta_range()?.into()), None)
+        .map_err(idb_error(during))?
+        .into_future())
+}
+
+/// The counters: the base plus every delta, read in one transaction.
+pub(crate) async fn counters(database: &Database) -> Result<Counters, StorageError> {
+    const DURING: &str = "reading stats";
+    let meta = reading_meta(database, DURING)?;
+    let base = meta
+        .get(codec::counters_key())
+        .map_err(idb_error(DURING))?
+        .into_future();
+    let deltas = request_deltas(&meta, DURING)?;
+    let base = Counters::from_js(base.await.map_err(idb_error(DURING))?)?;
+    let deltas = deltas.await.map_err(idb_error(DURING))?;
+    base.with(&Delta::total(&deltas)?)
+}
+
+/// `map_name`'s [`LEAVES`] leaf sums: the base chunks plus every delta,
+/// read in one transaction.
+pub(crate) async fn merkle_leaves(
+    database: &Database,
+    map_name: &str,
+) -> Result<Vec<u32>, StorageError> {
+    const DURING: &str = "reading Merkle sums";
+    let meta = reading_meta(database, DURING)?;
+    let range = codec::sums_range(map_name)?;
+    // Keys and values of one range in one transaction: the same order.
+    let keys = meta
+        .get_all_keys(Some(range.clone().into()), None)
+        .map_err(idb_error(DURING))?
+        .into_future();
+    let values = meta
+        .get_all(Some(range.into()), None)
+        .map_err(idb_error(DURING))?
+        .into_future();
+    let deltas = request_deltas(&meta, DURING)?;
+    let (keys, values, deltas) = (
+        keys.await.map_err(idb_error(DURING))?,
+        values.await.map_err(idb_error(DURING))?,
+        deltas.await.map_err(idb_error(DURING))?,
+    );
+    let mut leaves = vec![0; LEAVES];
+    for (key, value) in keys.iter().zip(&values) {
+        let chunk = codec::sums_chunk_of(key)?;
+        let sums = codec::sums_from_js(Some(value))?;
+        leaves[chunk * codec::SUMS_CHUNK..(chunk + 1) * codec::SUMS_CHUNK].copy_from_slice(&sums);
+    }
+    let total = Delta::total(&deltas)?;
+    for (leaf, amount) in total.sums.get(map_name).into_iter().flatten() {
+        MerkleSums::shift(&mut leaves, *leaf as usize, 0, *amount);
+    }
+    Ok(leaves)
+}
+
+fn reading_meta(database: &Database, during: &'static str) -> Result<ObjectStore, StorageError> {
+    database
+        .transaction(&[META], TransactionMode::ReadOnly)
+        .map_err(idb_error(during))?
+        .object_store(META)
+        .map_err(idb_error(during))
+}
+
+/// Moves every delta into the base: one read-write transaction over
+/// `meta_store` reads the deltas and the base counters, deletes the
+/// deltas, then reads and rewrites the sum chunks they touch. Returns how
+/// many deltas it folded.
+pub(crate) async fn fold(database: &Database) -> Result<usize, StorageError> {
+    const DURING: &str = "folding counters deltas";
+    let tx = database
+        .transaction(&[META], TransactionMode::ReadWrite)
+        .map_err(idb_error(DURING))?;
+    let meta = tx.object_store(META).map_err(idb_error(DURING))?;
+    let base = meta
+        .get(codec::counters_key())
+        .map_err(idb_error(DURING))?
+        .into_future();
+    let deltas = request_deltas(&meta, DURING)?;
+    let base = Counters::from_js(base.await.map_err(idb_error(DURING))?)?;
+    let deltas = deltas.await.map_err(idb_error(DURING))?;
+    if deltas.is_empty() {
+        return Ok(0);
+    }
+    let total = Delta::total(&deltas)?;
+    let counters = base.with(&total)?;
+    meta.delete(delta_range()?).map_err(idb_error(DURING))?;
+    meta.put(&counters.to_js()?, Some(&codec::counters_key()))
+        .map_err(idb_error(DURING))?;
+    // Every chunk a delta touches is read with one wait, then rewritten.
+    let mut chunks: BTreeMap<(&str, usize), Vec<(usize, u32)>> = BTreeMap::new();
+    for (map_name, leaves) in &total.sums {
+        for (leaf, amount) in leaves {
+            let leaf = *leaf as usize;
+            chunks
+                .entry((map_name.as_str(), leaf / codec::SUMS_CHUNK))
+                .or_default()
+                .push((leaf % codec::SUMS_CHUNK, *amount));
+        }
+    }
+    let mut reads = Vec::with_capacity(chunks.len());
+    for ((map_name, chunk), amounts) in chunks {
+        let request = meta
+            .get(codec::sums_key(map_name, chunk))
+            .map_err(idb_error(DURING))?
+            .into_future();
+        reads.push((map_name, chunk, amounts, request));
+    }
+    for (map_name, chunk, amounts, request) in reads {
+        let stored = request.await.map_err(idb_error(DURING))?;
+        let mut sums = codec::sums_from_js(stored.as_ref())?;
+        for (leaf, amount) in amounts {
+            MerkleSums::shift(&mut sums, leaf, 0, amount);
+        }
+        meta.put(&codec::sums_to_js(&sums), Some(&codec::sums_key(map_name, chunk)))
+            .map_err(idb_error(DURING))?;
+    }
+    let result = tx
+        .commit()
+        .map_err(idb_error(DURING))?
+        .await
+        .map_err(idb_error(DURING))?;
+    if result.is_aborted() {
+        return Err(aborted(DURING));
+    }
+    Ok(deltas.len())
+}
