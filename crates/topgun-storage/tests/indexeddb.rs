@@ -516,3 +516,134 @@ async fn a_version_1_database_opens_and_keeps_its_ops() {
         [ops[0].id, next]
     );
 }
+
+/// How many counters deltas database `name`'s `meta_store` holds.
+async fn delta_count(name: &str) -> u32 {
+    with_raw_store(name, "meta_store", |meta| async move {
+        let range = idb::KeyRange::bound(
+            &js_sys::Array::of1(&"delta".into()).into(),
+            &js_sys::Array::of2(&"delta".into(), &js_sys::Array::new()).into(),
+            Some(true),
+            Some(true),
+        )
+        .unwrap();
+        meta.count(Some(range.into())).unwrap().await.unwrap()
+    })
+    .await
+}
+
+/// Three connections to one database (three tabs) write the same keys,
+/// most of them checked writes tried without reading the key first: a
+/// key that has a record, or a pruned entry, makes that attempt fail and
+/// the write is made again with reads. The answers, counts and Merkle
+/// sums end as the memory store's after the same writes.
+#[wasm_bindgen_test]
+async fn connections_sharing_a_database_keep_counts_and_sums_exact() {
+    use topgun_storage::conformance::{put, remote, remove, ts};
+    use topgun_storage::{MemoryStore, PruneSums};
+    let (a, ()) = fresh().await;
+    let b = IndexedDbStore::open_named(&a.name()).await.unwrap();
+    let memory = MemoryStore::new();
+    // New keys from both tabs.
+    for i in 0..6 {
+        let store = if i % 2 == 0 { &a } else { &b };
+        let write = put("m", &format!("k{i}"), b"one", ts(10 + i));
+        let stored = store.write_local_checked(write.clone()).await.unwrap();
+        let expected = memory.write_local_checked(write).await.unwrap();
+        assert_eq!(stored.1, expected.1, "k{i} had no record");
+    }
+    // Keys the other tab wrote: the unread attempt fails, the write is
+    // made with reads and answers the record it replaced.
+    for i in 0..6 {
+        let store = if i % 2 == 0 { &b } else { &a };
+        let write = put("m", &format!("k{i}"), b"two", ts(100 + i));
+        let stored = store.write_local_checked(write.clone()).await.unwrap();
+        let expected = memory.write_local_checked(write).await.unwrap();
+        assert_eq!(stored.1, expected.1, "k{i}'s previous record");
+        assert_eq!(stored.1.unwrap().value.as_deref(), Some(&b"one"[..]));
+    }
+    // An older checked write is refused, from either tab.
+    let stale = a.write_local_checked(put("m", "k1", b"old", ts(1))).await;
+    assert!(matches!(
+        stale,
+        Err(topgun_storage::StorageError::Stale { .. })
+    ));
+    a.write_local(remove("m", "k2", ts(200))).await.unwrap();
+    memory
+        .write_local(remove("m", "k2", ts(200)))
+        .await
+        .unwrap();
+
+    // Clean records pruned with their sums kept, then written again by a
+    // third tab that has not read them: their kept contribution leaves
+    // the sums.
+    let merged: Vec<_> = (0..3)
+        .map(|i| remote("m", &format!("p{i}"), Some(b"server"), ts(300 + i)))
+        .collect();
+    b.apply_remote(merged.clone()).await.unwrap();
+    memory.apply_remote(merged).await.unwrap();
+    let pruned: Vec<String> = (0..3).map(|i| format!("p{i}")).collect();
+    b.prune_clean("m", &pruned, PruneSums::Keep).await.unwrap();
+    memory
+        .prune_clean("m", &pruned, PruneSums::Keep)
+        .await
+        .unwrap();
+    assert_eq!(
+        a.merkle_leaves("m").await.unwrap(),
+        memory.merkle_leaves("m").await.unwrap()
+    );
+    let c = IndexedDbStore::open_named(&a.name()).await.unwrap();
+    for i in 0..3 {
+        let write = put("m", &format!("p{i}"), b"again", ts(400 + i));
+        let stored = c.write_local_checked(write.clone()).await.unwrap();
+        let expected = memory.write_local_checked(write).await.unwrap();
+        assert_eq!(stored.1, expected.1);
+    }
+    assert!(!c.is_pruned("m", "p0").await.unwrap());
+
+    for store in [&a, &b, &c] {
+        assert_eq!(
+            store.merkle_leaves("m").await.unwrap(),
+            memory.merkle_leaves("m").await.unwrap()
+        );
+        assert_eq!(store.stats().await.unwrap(), memory.stats().await.unwrap());
+    }
+    assert_eq!(
+        a.scan("m", None, 100).await.unwrap(),
+        memory.scan("m", None, 100).await.unwrap()
+    );
+}
+
+/// A connection folds the deltas its writes add into the base now and
+/// then (any connection's, left by a closed tab too): they do not pile
+/// up, and counts and sums read the same before and after.
+#[wasm_bindgen_test]
+async fn deltas_are_folded_into_the_counters_and_sums() {
+    use topgun_storage::conformance::{put, ts};
+    use topgun_storage::MemoryStore;
+    let (store, ()) = fresh().await;
+    let name = store.name();
+    let memory = MemoryStore::new();
+    // A tab that wrote and went away.
+    let gone = IndexedDbStore::open_named(&name).await.unwrap();
+    for i in 0..5 {
+        let write = put("m", &format!("gone{i}"), b"v", ts(1 + i));
+        gone.write_local(write.clone()).await.unwrap();
+        memory.write_local(write).await.unwrap();
+    }
+    gone.close();
+    assert_eq!(delta_count(&name).await, 5);
+    // One write at a time: a transaction and a delta each.
+    for i in 0..100 {
+        let write = put("m", &format!("k{i:03}"), b"v", ts(100 + i));
+        store.write_local(write.clone()).await.unwrap();
+        memory.write_local(write).await.unwrap();
+    }
+    let left = delta_count(&name).await;
+    assert!(left < 64, "{left} deltas left unfolded");
+    assert_eq!(store.stats().await.unwrap(), memory.stats().await.unwrap());
+    assert_eq!(
+        store.merkle_leaves("m").await.unwrap(),
+        memory.merkle_leaves("m").await.unwrap()
+    );
+}

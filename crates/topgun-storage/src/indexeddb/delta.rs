@@ -79,7 +79,12 @@ impl Delta {
             what: "counters deltas",
             source: Box::new(e),
         })?;
-        if delta.sums.values().flat_map(BTreeMap::keys).any(|leaf| *leaf as usize >= LEAVES) {
+        if delta
+            .sums
+            .values()
+            .flat_map(BTreeMap::keys)
+            .any(|leaf| *leaf as usize >= LEAVES)
+        {
             return Err(corrupt("counters deltas", "a leaf is out of range"));
         }
         Ok(delta)
@@ -253,8 +258,11 @@ pub(crate) async fn fold(database: &Database) -> Result<usize, StorageError> {
         for (leaf, amount) in amounts {
             MerkleSums::shift(&mut sums, leaf, 0, amount);
         }
-        meta.put(&codec::sums_to_js(&sums), Some(&codec::sums_key(map_name, chunk)))
-            .map_err(idb_error(DURING))?;
+        meta.put(
+            &codec::sums_to_js(&sums),
+            Some(&codec::sums_key(map_name, chunk)),
+        )
+        .map_err(idb_error(DURING))?;
     }
     let result = tx
         .commit()

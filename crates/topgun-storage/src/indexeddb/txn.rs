@@ -235,7 +235,11 @@ impl WriteTxn {
             .meta
             .get_all(Some(range.into()), None)
             .map_err(idb_error(DURING))?;
-        Ok((map_name.to_owned(), keys.into_future(), values.into_future()))
+        Ok((
+            map_name.to_owned(),
+            keys.into_future(),
+            values.into_future(),
+        ))
     }
 
     /// Waits for the reads `request_slots` issued.
@@ -248,7 +252,10 @@ impl WriteTxn {
         }
         for (slot, request) in std::mem::take(&mut pending.pruned) {
             let found = request.await.map_err(idb_error(DURING))?;
-            let kept = found.as_ref().map(codec::contribution_from_js).transpose()?;
+            let kept = found
+                .as_ref()
+                .map(codec::contribution_from_js)
+                .transpose()?;
             self.pruned.insert(slot, kept);
         }
         let mut pruned_spans = HashMap::new();
@@ -396,7 +403,10 @@ impl WriteTxn {
                             .map_err(idb_error(DURING))?
                             .await
                             .map_err(idb_error(DURING))?;
-                        found.as_ref().map(codec::contribution_from_js).transpose()?
+                        found
+                            .as_ref()
+                            .map(codec::contribution_from_js)
+                            .transpose()?
                     }
                 };
                 if let Some(kept) = kept {

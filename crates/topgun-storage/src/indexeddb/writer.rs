@@ -168,11 +168,7 @@ impl Writer {
         }
     }
 
-    async fn try_commit(
-        &self,
-        group: &[Job],
-        unread: bool,
-    ) -> Result<Vec<WriteOutcome>, Failure> {
+    async fn try_commit(&self, group: &[Job], unread: bool) -> Result<Vec<WriteOutcome>, Failure> {
         // Every record the group writes by key is read in one go (or, with
         // `unread`, taken to be absent).
         let slots = group.iter().flat_map(|job| job.op.keys());
