@@ -17,8 +17,9 @@
 //!   one op per entry, `{id, mapName, key, opType, synced, body}`; such an
 //!   entry reads as op 0 of its entry.)
 //! - `meta_store` keys the application's meta values by their string key;
-//!   the store's own entries (Merkle leaf sums, pruned records, counters)
-//!   use array keys, which can never equal a string.
+//!   the store's own entries (Merkle leaf sums, pruned records, counters
+//!   and their deltas, see `delta`) use array keys, which can never equal
+//!   a string.
 
 use super::js::{self, array, bytes, field, set, to_bytes};
 use crate::error::StorageError;
