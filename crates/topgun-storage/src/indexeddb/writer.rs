@@ -31,7 +31,7 @@ const UNREAD_MAX: usize = 16;
 /// After a group tried unread failed, this many eligible groups read first.
 const READ_AFTER_MISS: u32 = 16;
 /// Deltas a connection adds before it folds them all into the base.
-const FOLD_EVERY: u32 = 64;
+const FOLD_EVERY: u32 = 256;
 
 struct Job {
     op: WriteOp,
