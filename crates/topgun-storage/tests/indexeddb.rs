@@ -440,9 +440,12 @@ async fn big_transactions_spread_their_ops_over_entries() {
     assert_eq!(store.stats().await.unwrap(), memory.stats().await.unwrap());
 }
 
-/// A database of schema version 1, as the previous build made it (its
-/// stores and indexes, an op in its own entry), opens: the upgrade keeps
-/// its op, which reads, and a new write's op follows it.
+/// A database of schema version 1, as an earlier build made it (its
+/// stores and indexes, an op in its own entry, a record pruned with its
+/// Merkle contribution kept in `meta_store`), opens: the upgrade keeps its
+/// op, which reads, and a new write's op follows it; the pruned record is
+/// moved, still pruned, and writing its key again takes its contribution
+/// out of the sums.
 #[wasm_bindgen_test]
 async fn a_version_1_database_opens_and_keeps_its_ops() {
     use topgun_storage::conformance::{put, ts};
@@ -500,21 +503,59 @@ async fn a_version_1_database_opens_and_keeps_its_ops() {
         .await
         .unwrap();
     tx.commit().unwrap().await.unwrap();
+    // A record pruned with its Merkle contribution kept, as versions 1
+    // and 2 kept it: the contribution in the sums and in a meta entry.
+    let memory = topgun_storage::MemoryStore::new();
+    let server = topgun_storage::conformance::remote("m", "p", Some(b"s"), ts(2));
+    memory.apply_remote(vec![server]).await.unwrap();
+    let pruned = ["p".to_owned()];
+    let keep = topgun_storage::PruneSums::Keep;
+    memory.prune_clean("m", &pruned, keep).await.unwrap();
+    let leaves = memory.merkle_leaves("m").await.unwrap();
+    let leaf = leaves.iter().position(|sum| *sum != 0).unwrap();
+    let chunk: Vec<u8> = leaves[leaf / 64 * 64..][..64]
+        .iter()
+        .flat_map(|sum| sum.to_le_bytes())
+        .collect();
+    let tx = database
+        .transaction(&["meta_store"], idb::TransactionMode::ReadWrite)
+        .unwrap();
+    let meta = tx.object_store("meta_store").unwrap();
+    let key = |parts: &[wasm_bindgen::JsValue]| -> wasm_bindgen::JsValue {
+        parts.iter().collect::<js_sys::Array>().into()
+    };
+    let bytes = |b: &[u8]| -> wasm_bindgen::JsValue { js_sys::Uint8Array::from(b).into() };
+    let chunk_key = key(&["merkle".into(), bytes(b"m"), ((leaf / 64) as f64).into()]);
+    meta.put(&bytes(&chunk), Some(&chunk_key)).unwrap();
+    let pruned_key = key(&["pruned".into(), bytes(b"m"), bytes(b"p")]);
+    meta.put(&f64::from(leaves[leaf]).into(), Some(&pruned_key))
+        .unwrap();
+    tx.commit().unwrap().await.unwrap();
     database.close();
 
     let store = IndexedDbStore::open_named(&name).await.unwrap();
+    // The pruned record moved into key_value_store: still pruned, and
+    // written again its kept contribution leaves the sums.
+    assert!(store.is_pruned("m", "p").await.unwrap());
+    assert_eq!(store.get("m", "p").await.unwrap(), None);
+    assert_eq!(store.merkle_leaves("m").await.unwrap(), leaves);
+    let again = put("m", "p", b"again", ts(20));
+    store.write_local_checked(again.clone()).await.unwrap();
+    memory.write_local_checked(again).await.unwrap();
+    let memory_leaves = memory.merkle_leaves("m").await.unwrap();
+    assert_eq!(store.merkle_leaves("m").await.unwrap(), memory_leaves);
+    assert!(!store.is_pruned("m", "p").await.unwrap());
     let ops = store.pending_ops(None, 10).await.unwrap();
-    assert_eq!(ops.len(), 1);
+    assert_eq!(ops.len(), 2);
+    let ops = &ops[..1];
     assert_eq!((ops[0].map_name.as_str(), ops[0].key.as_str()), ("m", "k"));
     assert_eq!(ops[0].value.as_deref(), Some(&b"v"[..]));
     assert_eq!(ops[0].timestamp, ts(3));
     let next = store.write_local(put("m", "j", b"w", ts(4))).await.unwrap();
     assert!(next > ops[0].id);
     let all = store.pending_ops(None, 10).await.unwrap();
-    assert_eq!(
-        all.iter().map(|op| op.id).collect::<Vec<_>>(),
-        [ops[0].id, next]
-    );
+    assert_eq!(all.first().map(|op| op.id), Some(ops[0].id));
+    assert_eq!(all.last().map(|op| op.id), Some(next));
 }
 
 /// How many counters deltas database `name`'s `meta_store` holds.

@@ -149,28 +149,86 @@ pub(crate) fn record_to_js(record: &StoreRecord) -> Result<JsValue, StorageError
     Ok(object)
 }
 
-/// A stored record back from `key_value_store`.
-pub(crate) fn record_from_js(object: &JsValue) -> Result<StoreRecord, StorageError> {
-    let map_name = binary_string(object, "mapName", "key_value_store")?;
-    record_of_map(map_name, object)
+/// What `key_value_store` holds at a key.
+#[derive(Debug, Clone)]
+pub(crate) enum Stored {
+    Record(StoreRecord),
+    /// A record pruned with its Merkle contribution kept: stored as
+    /// `{mapName, key, pruned}` (`pruned` the contribution), with neither
+    /// `dirty` (so the `mapName_dirty` index leaves it out) nor `body`.
+    Pruned {
+        key: String,
+        kept: u32,
+    },
 }
 
-/// A stored record of a map already known (read from that map's range),
-/// without decoding its `mapName` again.
-pub(crate) fn record_of_map(
-    map_name: String,
-    object: &JsValue,
-) -> Result<StoreRecord, StorageError> {
+impl Stored {
+    pub(crate) fn key(&self) -> &str {
+        match self {
+            Stored::Record(record) => &record.key,
+            Stored::Pruned { key, .. } => key,
+        }
+    }
+
+    pub(crate) fn into_record(self) -> Option<StoreRecord> {
+        match self {
+            Stored::Record(record) => Some(record),
+            Stored::Pruned { .. } => None,
+        }
+    }
+}
+
+/// What `key_value_store` holds, back from it.
+pub(crate) fn stored_from_js(object: &JsValue) -> Result<Stored, StorageError> {
+    let map_name = binary_string(object, "mapName", "key_value_store")?;
+    stored_of_map(map_name, object)
+}
+
+/// A stored record (or pruned one) of a map already known (read from that
+/// map's range), without decoding its `mapName` again.
+pub(crate) fn stored_of_map(map_name: String, object: &JsValue) -> Result<Stored, StorageError> {
     const WHAT: &str = "key_value_store";
-    let body = decode_body(object, WHAT)?;
-    Ok(StoreRecord {
+    let body = field(object, "body")?;
+    if body.is_undefined() {
+        return Ok(Stored::Pruned {
+            key: binary_string(object, "key", WHAT)?,
+            kept: contribution_from_js(&field(object, "pruned")?)?,
+        });
+    }
+    let raw = to_bytes(&body).ok_or_else(|| corrupt(WHAT, "no body bytes"))?;
+    let body: Body = rmp_serde::from_slice(&raw).map_err(|e| StorageError::Corrupt {
+        what: WHAT,
+        source: Box::new(e),
+    })?;
+    Ok(Stored::Record(StoreRecord {
         map_name,
         key: binary_string(object, "key", WHAT)?,
         value: body.value.map(serde_bytes::ByteBuf::into_vec),
         timestamp: body.timestamp,
         ttl_ms: body.ttl_ms,
         dirty: read_flag(object, "dirty")?,
-    })
+    }))
+}
+
+/// A record from the `mapName_dirty` index (never a pruned one).
+pub(crate) fn record_from_js(object: &JsValue) -> Result<StoreRecord, StorageError> {
+    stored_from_js(object)?
+        .into_record()
+        .ok_or_else(|| corrupt("key_value_store", "a pruned record in the dirty index"))
+}
+
+/// What is left in `key_value_store` of a record pruned with its Merkle
+/// contribution `kept` (see [`Stored::Pruned`]).
+pub(crate) fn pruned_to_js(
+    map_name: &[u8],
+    key: &[u8],
+    kept: u32,
+) -> Result<JsValue, StorageError> {
+    let object: JsValue = js_sys::Object::new().into();
+    set(&object, "mapName", &bytes(map_name))?;
+    set(&object, "key", &bytes(key))?;
+    set(&object, "pruned", &JsValue::from_f64(f64::from(kept)))?;
+    Ok(object)
 }
 
 /// Bits of an [`OpId`] that number an op inside its `operation_log`
@@ -434,22 +492,16 @@ pub(crate) fn sums_chunk_of(key: &JsValue) -> Result<usize, StorageError> {
         .ok_or_else(|| corrupt("merkle sums", "a chunk key is out of range"))
 }
 
-/// The meta key of a record pruned with its sums kept.
-pub(crate) fn pruned_key(map_name: &str, key: &str) -> JsValue {
-    array(&[
-        JsValue::from_str("pruned"),
-        bytes(map_name.as_bytes()),
-        bytes(key.as_bytes()),
-    ])
-}
-
-/// The record key of a pruned entry's meta key.
-pub(crate) fn pruned_key_of(key: &JsValue) -> Result<String, StorageError> {
-    let raw = js_sys::Reflect::get_u32(key, 2)
-        .ok()
-        .and_then(|part| to_bytes(&part))
-        .ok_or_else(|| corrupt("pruned records", "a key is not [\"pruned\", map, key]"))?;
-    utf8(raw, "pruned records")
+/// The key range of the pruned records' entries schema versions 1 and 2
+/// kept in `meta_store` (`["pruned", map, key]`, the contribution).
+pub(crate) fn old_pruned_range() -> Result<idb::KeyRange, StorageError> {
+    idb::KeyRange::bound(
+        &array(&[JsValue::from_str("pruned")]),
+        &array(&[JsValue::from_str("pruned"), js_sys::Array::new().into()]),
+        Some(true),
+        Some(true),
+    )
+    .map_err(js::idb_error("building a key range"))
 }
 
 /// The meta key of the store's [`Counters`] (their base, see

@@ -1,7 +1,7 @@
 //! The writes a [`WriteTxn`] applies: one [`WriteOp`] per writing
 //! [`Store`](crate::Store) method, with the same rules as every backend.
 
-use super::codec;
+use super::codec::{self, Stored};
 use super::js::idb_error;
 use super::schema::{DIRTY_INDEX, SYNCED_INDEX};
 use super::txn::{signed, PendingId, WriteTxn};
@@ -143,8 +143,7 @@ async fn write_local(txn: &mut WriteTxn, write: &LocalWrite) -> Result<PendingId
         timestamp: write.timestamp.clone(),
         ttl_ms: write.ttl_ms,
         dirty: true,
-    })
-    .await?;
+    })?;
     txn.add_op(
         &write.map_name,
         write.op_type,
@@ -171,7 +170,7 @@ async fn apply_remote(
         }
         let mut current = record.clone();
         current.dirty = false;
-        txn.store(current.clone()).await?;
+        txn.store(current.clone())?;
         changes.push(AppliedChange { previous, current });
     }
     Ok(changes)
@@ -190,15 +189,17 @@ async fn load_map(txn: &mut WriteTxn, map_name: &str) -> Result<Vec<String>, Sto
             .map_err(idb_error(DURING))?
             .await
             .map_err(idb_error(DURING))?;
-        let full = page.len() == PAGE as usize;
+        // Pruned records' entries are passed over.
         for object in &page {
-            let record = codec::record_from_js(object)?;
-            keys.push(record.key.clone());
-            txn.adopt(record);
+            let stored = codec::stored_of_map(map_name.to_owned(), object)?;
+            after = Some(stored.key().to_owned());
+            if let Stored::Record(record) = stored {
+                keys.push(record.key.clone());
+                txn.adopt(record);
+            }
         }
-        match (full, keys.last()) {
-            (true, Some(last)) => after = Some(last.clone()),
-            _ => return Ok(keys),
+        if page.len() < PAGE as usize {
+            return Ok(keys);
         }
     }
 }
@@ -224,7 +225,7 @@ async fn clear_map(
             dirty: true,
             ..record.clone()
         };
-        txn.store(tombstone).await?;
+        txn.store(tombstone)?;
         removed.push(key);
     }
     let request = txn.add_op(map_name, OpType::Clear, "", None, timestamp, None)?;
@@ -287,7 +288,7 @@ async fn prune_clean(
             continue;
         }
         if txn.current(map_name, key).is_some_and(|r| !r.dirty) {
-            txn.delete(map_name, key, sums).await?;
+            txn.delete(map_name, key, sums)?;
             removed.push(key.clone());
         }
     }
@@ -391,7 +392,7 @@ async fn clean(txn: &mut WriteTxn, op: &OpLogEntry) -> Result<(), StorageError> 
                     dirty: false,
                     ..record.clone()
                 };
-                txn.store(clean).await?;
+                txn.store(clean)?;
             }
             _ => {}
         }

@@ -4,10 +4,9 @@
 //! `getAll` (IndexedDB answers it far faster per record than separate
 //! `get`s).
 
-use super::codec;
+use super::codec::{self, Stored};
 use super::js::idb_error;
 use crate::error::StorageError;
-use crate::model::StoreRecord;
 use idb::ObjectStore;
 use std::collections::HashMap;
 use std::future::IntoFuture;
@@ -32,8 +31,8 @@ pub(crate) struct RangeRead {
 /// What a range read found.
 pub(crate) struct RangeFound {
     pub(crate) map_name: String,
-    /// The record of each key asked for (`None`: the store has none).
-    pub(crate) records: Vec<(String, Option<StoreRecord>)>,
+    /// What the store holds at each key asked for (`None`: nothing).
+    pub(crate) records: Vec<(String, Option<Stored>)>,
     /// Keys past where a truncated range stopped: still to read.
     pub(crate) unread: Vec<String>,
 }
@@ -71,14 +70,6 @@ impl RangeRead {
         })
     }
 
-    /// The first and last key asked for.
-    pub(crate) fn span(&self) -> (&str, &str) {
-        match (self.keys.first(), self.keys.last()) {
-            (Some(first), Some(last)) => (first, last),
-            _ => ("", ""),
-        }
-    }
-
     /// Waits for the answer.
     pub(crate) async fn finish(self) -> Result<RangeFound, StorageError> {
         let found = self.request.await.map_err(idb_error(DURING))?;
@@ -86,9 +77,9 @@ impl RangeRead {
         let mut by_key = HashMap::with_capacity(found.len());
         let mut reached = None;
         for object in &found {
-            let record = codec::record_of_map(self.map_name.clone(), object)?;
-            reached = Some(record.key.clone());
-            by_key.insert(record.key.clone(), record);
+            let stored = codec::stored_of_map(self.map_name.clone(), object)?;
+            reached = Some(stored.key().to_owned());
+            by_key.insert(stored.key().to_owned(), stored);
         }
         let mut records = Vec::with_capacity(self.keys.len());
         let mut unread = Vec::new();

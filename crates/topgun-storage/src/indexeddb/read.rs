@@ -1,6 +1,6 @@
 //! Reads, each in a read-only transaction of its own.
 
-use super::codec;
+use super::codec::{self, Stored};
 use super::js::{idb_error, to_bytes};
 use super::schema::{DIRTY_INDEX, META, OPS, RECORDS};
 use crate::error::StorageError;
@@ -26,6 +26,9 @@ fn reading(
         .map_err(idb_error(during))
 }
 
+/// Up to `limit` records of a map after `after`, in key order. Pruned
+/// records' entries are skipped; while they leave a full page short, the
+/// next objects are read in the same transaction.
 pub(crate) async fn scan(
     database: &Database,
     map_name: &str,
@@ -36,16 +39,34 @@ pub(crate) async fn scan(
     if limit == 0 || map_name.is_empty() {
         return Ok(Vec::new());
     }
-    let range = codec::map_range(map_name, after)?;
-    let objects = reading(database, RECORDS, DURING)?
-        .get_all(Some(range.into()), Some(page_limit(limit)))
-        .map_err(idb_error(DURING))?
-        .await
-        .map_err(idb_error(DURING))?;
-    objects
-        .iter()
-        .map(|object| codec::record_of_map(map_name.to_owned(), object))
-        .collect()
+    let store = reading(database, RECORDS, DURING)?;
+    let mut out = Vec::new();
+    let mut from = after.map(str::to_owned);
+    loop {
+        let wanted = limit - out.len();
+        let range = codec::map_range(map_name, from.as_deref())?;
+        let objects = store
+            .get_all(Some(range.into()), Some(page_limit(wanted)))
+            .map_err(idb_error(DURING))?
+            .await
+            .map_err(idb_error(DURING))?;
+        let full = objects.len() >= wanted;
+        for object in &objects {
+            match codec::stored_of_map(map_name.to_owned(), object)? {
+                Stored::Record(record) => out.push(record),
+                Stored::Pruned { key, .. } => from = Some(key),
+            }
+        }
+        if !full || out.len() >= limit {
+            return Ok(out);
+        }
+        if let Some(last) = out
+            .last()
+            .filter(|r| from.as_ref().is_none_or(|f| r.key > *f))
+        {
+            from = Some(last.key.clone());
+        }
+    }
 }
 
 /// Dirty records of a map in key order: a cursor over the
@@ -169,13 +190,17 @@ pub(crate) async fn pending_ops(
     Ok(out)
 }
 
+/// Maps with at least one record, in order: one step per map along the
+/// `mapName_dirty` index (which pruned records' entries are not in).
 pub(crate) async fn map_names(database: &Database) -> Result<Vec<String>, StorageError> {
     const DURING: &str = "listing maps";
-    let store = reading(database, RECORDS, DURING)?;
+    let index = reading(database, RECORDS, DURING)?
+        .index(DIRTY_INDEX)
+        .map_err(idb_error(DURING))?;
     let mut names = Vec::new();
     let mut from: Option<JsValue> = None;
     loop {
-        let range = match &from {
+        let range: Option<Query> = match &from {
             Some(lower) => Some(
                 idb::KeyRange::lower_bound(lower, Some(false))
                     .map_err(idb_error(DURING))?
@@ -183,23 +208,24 @@ pub(crate) async fn map_names(database: &Database) -> Result<Vec<String>, Storag
             ),
             None => None,
         };
-        let keys = store
-            .get_all_keys(range, Some(1))
+        let cursor = index
+            .open_key_cursor(range, None)
             .map_err(idb_error(DURING))?
             .await
             .map_err(idb_error(DURING))?;
-        let Some(key) = keys.first() else {
+        let Some(cursor) = cursor else {
             return Ok(names);
         };
-        let map = js_sys::Reflect::get_u32(key, 0)
+        let key = cursor.key().map_err(idb_error(DURING))?;
+        let map = js_sys::Reflect::get_u32(&key, 0)
             .ok()
             .and_then(|part| to_bytes(&part))
-            .ok_or_else(|| codec::corrupt(RECORDS, "a key is not [mapName, key]"))?;
+            .ok_or_else(|| codec::corrupt(RECORDS, "an index key is not [mapName, dirty]"))?;
         let name = String::from_utf8(map).map_err(|e| StorageError::Corrupt {
             what: RECORDS,
             source: Box::new(e),
         })?;
-        // Jump past every key of this map.
+        // Jump past every entry of this map.
         from = Some(codec::next_map(&name));
         names.push(name);
     }
@@ -225,12 +251,14 @@ pub(crate) async fn is_pruned(
     if map_name.is_empty() || key.is_empty() {
         return Ok(false);
     }
-    let found = meta_value(
-        database,
-        codec::pruned_key(map_name, key),
-        "reading pruned records",
-    );
-    Ok(found.await?.is_some())
+    const DURING: &str = "reading pruned records";
+    let found = reading(database, RECORDS, DURING)?
+        .get(codec::record_key(map_name, key))
+        .map_err(idb_error(DURING))?
+        .await
+        .map_err(idb_error(DURING))?;
+    let stored = found.as_ref().map(codec::stored_from_js).transpose()?;
+    Ok(matches!(stored, Some(Stored::Pruned { .. })))
 }
 
 pub(crate) async fn meta_get(

@@ -131,7 +131,11 @@ impl Reader {
                 }
             };
             let map_name = found.map_name;
-            let records: HashMap<String, Option<StoreRecord>> = found.records.into_iter().collect();
+            let records: HashMap<String, Option<StoreRecord>> = found
+                .records
+                .into_iter()
+                .map(|(key, stored)| (key, stored.and_then(codec::Stored::into_record)))
+                .collect();
             for (key, answer) in wanted {
                 match records.get(&key) {
                     Some(record) => {
@@ -145,7 +149,11 @@ impl Reader {
         for (request, answer) in singles {
             let result = match request {
                 Ok(request) => match request.await {
-                    Ok(found) => found.as_ref().map(codec::record_from_js).transpose(),
+                    Ok(found) => found
+                        .as_ref()
+                        .map(codec::stored_from_js)
+                        .transpose()
+                        .map(|stored| stored.and_then(codec::Stored::into_record)),
                     Err(error) => Err(idb_error(DURING)(error)),
                 },
                 Err(error) => Err(error),

@@ -16,17 +16,23 @@
 //!
 //! Version 3: a write transaction no longer rewrites the counters and
 //! Merkle sum chunks in `meta_store`; it adds a delta entry beside them
-//! (see `delta`). Nothing stored changes in the upgrade; an older build,
-//! which would ignore the deltas, refuses the database.
+//! (see `delta`). A record pruned with its Merkle contribution kept
+//! leaves an entry in `key_value_store` at its key (see `codec::Stored`)
+//! instead of one in `meta_store`: the upgrade moves those. An older
+//! build, which would ignore the deltas, refuses the database.
 //!
 //! The IndexedDB version is the schema version. Each upgrade step runs in
 //! the browser's `upgradeneeded` transaction, from the version found to
 //! [`SCHEMA_VERSION`]; a database of a newer version is refused with
 //! [`StorageError::SchemaTooNew`] and left untouched.
 
-use super::js::{idb_error, JsFailure};
+use super::codec;
+use super::js::{idb_error, to_bytes, JsFailure};
 use crate::error::StorageError;
-use idb::{Database, DatabaseEvent, Factory, IndexParams, KeyPath, ObjectStoreParams};
+use idb::{
+    Database, DatabaseEvent, Event, Factory, IndexParams, KeyPath, ObjectStoreParams, Request,
+};
+use std::future::IntoFuture;
 use wasm_bindgen::JsCast;
 
 /// The schema version this build writes and reads.
@@ -120,5 +126,57 @@ fn upgrade(event: &idb::event::VersionChangeEvent) -> Result<(), idb::Error> {
 
         database.create_object_store(META, ObjectStoreParams::new())?;
     }
+    if (1..3).contains(&from) {
+        let tx = event
+            .target()?
+            .transaction()
+            .ok_or(idb::Error::TransactionNotFound)?;
+        wasm_bindgen_futures::spawn_local(async move {
+            // Failing, the upgrade is aborted and the open fails with it.
+            if move_pruned(&tx).await.is_err() {
+                let _ = tx.abort();
+            }
+        });
+    }
+    Ok(())
+}
+
+/// Moves the pruned records' entries of schema versions 1 and 2 from
+/// `meta_store` into `key_value_store`, in the upgrade transaction.
+async fn move_pruned(tx: &idb::Transaction) -> Result<(), StorageError> {
+    const DURING: &str = "moving pruned records";
+    let meta = tx.object_store(META).map_err(idb_error(DURING))?;
+    let records = tx.object_store(RECORDS).map_err(idb_error(DURING))?;
+    let range = codec::old_pruned_range()?;
+    let keys = meta
+        .get_all_keys(Some(range.clone().into()), None)
+        .map_err(idb_error(DURING))?
+        .into_future();
+    let values = meta
+        .get_all(Some(range.clone().into()), None)
+        .map_err(idb_error(DURING))?
+        .into_future();
+    let (keys, values) = (
+        keys.await.map_err(idb_error(DURING))?,
+        values.await.map_err(idb_error(DURING))?,
+    );
+    for (key, value) in keys.iter().zip(&values) {
+        let part = |n| {
+            js_sys::Reflect::get_u32(key, n)
+                .ok()
+                .and_then(|p| to_bytes(&p))
+        };
+        let (Some(map_name), Some(record_key)) = (part(1), part(2)) else {
+            return Err(codec::corrupt(
+                META,
+                "a pruned entry's key is not [\"pruned\", map, key]",
+            ));
+        };
+        let kept = codec::contribution_from_js(value)?;
+        records
+            .put(&codec::pruned_to_js(&map_name, &record_key, kept)?, None)
+            .map_err(idb_error(DURING))?;
+    }
+    meta.delete(range).map_err(idb_error(DURING))?;
     Ok(())
 }

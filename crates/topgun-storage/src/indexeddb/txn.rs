@@ -8,7 +8,7 @@
 //! IndexedDB requests are awaited while the transaction is open: anything
 //! else would let it commit early.
 
-use super::codec;
+use super::codec::{self, Stored};
 use super::delta::Delta;
 use super::js::idb_error;
 use super::range::{RangeRead, RANGE_READ_MIN};
@@ -60,18 +60,12 @@ impl Entry {
 }
 
 type GetFuture = idb::request::futures::GetStoreRequestFuture;
-type GetAllFuture = idb::request::futures::GetAllStoreRequestFuture;
-type GetAllKeysFuture = idb::request::futures::GetAllKeysStoreRequestFuture;
 
 /// Reads issued by [`WriteTxn::request_slots`], not yet answered.
 #[derive(Default)]
 struct Pending {
     records: Vec<((String, String), GetFuture)>,
-    /// The pruned entry of each key read one by one.
-    pruned: Vec<((String, String), GetFuture)>,
     ranges: Vec<RangeRead>,
-    /// The pruned entries in the span of a range read: keys and values.
-    pruned_ranges: Vec<(String, GetAllKeysFuture, GetAllFuture)>,
 }
 
 type Slot = (String, String);
@@ -85,13 +79,12 @@ pub(crate) struct WriteTxn {
     /// Every record read or written in this transaction, as it now is
     /// (`None`: no record).
     overlay: HashMap<Slot, Option<StoreRecord>>,
-    /// The kept Merkle contribution of each key read whose record was
-    /// pruned (`None`: not pruned).
-    pruned: HashMap<Slot, Option<u32>>,
-    /// Keys taken to have no record and no pruned entry without reading
-    /// them ([`WriteTxn::begin_unread`]): their record is added, not put,
-    /// and their pruned entry added and deleted again, so that the
-    /// transaction fails if either exists.
+    /// The kept Merkle contribution of each key read or written whose
+    /// record is pruned (see [`Stored::Pruned`]).
+    pruned: HashMap<Slot, u32>,
+    /// Keys taken to have nothing stored without reading them
+    /// ([`WriteTxn::begin_unread`]): their record is added, not put, so
+    /// that the transaction fails if one (or a pruned one) is stored.
     unread: HashSet<Slot>,
     /// What this transaction changed in the counters and leaf sums.
     pub(crate) delta: Delta,
@@ -109,8 +102,8 @@ impl std::fmt::Debug for WriteTxn {
 }
 
 impl WriteTxn {
-    /// Starts a read-write transaction and reads the records of `slots`
-    /// (and whether they were pruned), with one wait.
+    /// Starts a read-write transaction and reads the records of `slots`,
+    /// with one wait.
     pub(crate) async fn begin<'k>(
         database: &Database,
         slots: impl IntoIterator<Item = (&'k str, &'k str)>,
@@ -121,9 +114,9 @@ impl WriteTxn {
         Ok(txn)
     }
 
-    /// Starts a read-write transaction that takes `slots` to have no
-    /// record and no pruned entry, without reading them: the transaction
-    /// fails (and stores nothing) at commit if one does.
+    /// Starts a read-write transaction that takes `slots` to have nothing
+    /// stored (no record, no pruned one), without reading them: the
+    /// transaction fails (and stores nothing) at commit if one has.
     pub(crate) fn begin_unread<'k>(
         database: &Database,
         slots: impl IntoIterator<Item = (&'k str, &'k str)>,
@@ -132,7 +125,6 @@ impl WriteTxn {
         for (map_name, key) in slots {
             let slot = (map_name.to_owned(), key.to_owned());
             txn.overlay.insert(slot.clone(), None);
-            txn.pruned.insert(slot.clone(), None);
             txn.unread.insert(slot);
         }
         Ok(txn)
@@ -167,8 +159,7 @@ impl WriteTxn {
         self.receive(pending).await
     }
 
-    /// Issues a read of every record in `slots` not read yet, and of its
-    /// pruned entry.
+    /// Issues a read of every record in `slots` not read yet.
     fn request_slots<'k>(
         &mut self,
         slots: impl IntoIterator<Item = (&'k str, &'k str)>,
@@ -185,61 +176,23 @@ impl WriteTxn {
         let mut pending = Pending::default();
         for (map_name, keys) in by_map {
             if keys.len() >= RANGE_READ_MIN {
-                let keys: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
-                let range = RangeRead::issue(&self.records, map_name, keys)?;
+                let keys = keys.iter().map(|k| (*k).to_owned()).collect();
                 pending
-                    .pruned_ranges
-                    .push(self.request_pruned_span(map_name, range.span())?);
-                pending.ranges.push(range);
+                    .ranges
+                    .push(RangeRead::issue(&self.records, map_name, keys)?);
                 continue;
             }
             for key in keys {
-                let slot = (map_name.to_owned(), key.to_owned());
                 let request = self
                     .records
                     .get(codec::record_key(map_name, key))
                     .map_err(idb_error(DURING))?;
-                pending.records.push((slot.clone(), request.into_future()));
-                if !self.pruned.contains_key(&slot) {
-                    let request = self
-                        .meta
-                        .get(codec::pruned_key(map_name, key))
-                        .map_err(idb_error(DURING))?;
-                    pending.pruned.push((slot, request.into_future()));
-                }
+                pending
+                    .records
+                    .push(((map_name.to_owned(), key.to_owned()), request.into_future()));
             }
         }
         Ok(pending)
-    }
-
-    /// Issues the read of `map_name`'s pruned entries from key `first` to
-    /// `last`: keys and values.
-    fn request_pruned_span(
-        &self,
-        map_name: &str,
-        (first, last): (&str, &str),
-    ) -> Result<(String, GetAllKeysFuture, GetAllFuture), StorageError> {
-        const DURING: &str = "reading pruned records";
-        let range = idb::KeyRange::bound(
-            &codec::pruned_key(map_name, first),
-            &codec::pruned_key(map_name, last),
-            Some(false),
-            Some(false),
-        )
-        .map_err(idb_error(DURING))?;
-        let keys = self
-            .meta
-            .get_all_keys(Some(range.clone().into()), None)
-            .map_err(idb_error(DURING))?;
-        let values = self
-            .meta
-            .get_all(Some(range.into()), None)
-            .map_err(idb_error(DURING))?;
-        Ok((
-            map_name.to_owned(),
-            keys.into_future(),
-            values.into_future(),
-        ))
     }
 
     /// Waits for the reads `request_slots` issued.
@@ -247,39 +200,15 @@ impl WriteTxn {
         const DURING: &str = "reading records to write";
         for (slot, request) in std::mem::take(&mut pending.records) {
             let found = request.await.map_err(idb_error(DURING))?;
-            let record = found.as_ref().map(codec::record_from_js).transpose()?;
-            self.overlay.insert(slot, record);
-        }
-        for (slot, request) in std::mem::take(&mut pending.pruned) {
-            let found = request.await.map_err(idb_error(DURING))?;
-            let kept = found
-                .as_ref()
-                .map(codec::contribution_from_js)
-                .transpose()?;
-            self.pruned.insert(slot, kept);
-        }
-        let mut pruned_spans = HashMap::new();
-        for (map_name, keys, values) in std::mem::take(&mut pending.pruned_ranges) {
-            let keys = keys.await.map_err(idb_error(DURING))?;
-            let values = values.await.map_err(idb_error(DURING))?;
-            let found: &mut HashMap<String, u32> = pruned_spans.entry(map_name).or_default();
-            for (key, value) in keys.iter().zip(&values) {
-                found.insert(
-                    codec::pruned_key_of(key)?,
-                    codec::contribution_from_js(value)?,
-                );
-            }
+            let stored = found.as_ref().map(codec::stored_from_js).transpose()?;
+            self.found(slot, stored);
         }
         // Keys a truncated range read did not reach are read one by one.
         let mut rest = Vec::new();
         for range in std::mem::take(&mut pending.ranges) {
             let found = range.finish().await?;
-            let mut pruned = pruned_spans.remove(&found.map_name).unwrap_or_default();
-            for (key, record) in found.records {
-                let slot = (found.map_name.clone(), key);
-                let kept = pruned.remove(&slot.1);
-                self.pruned.entry(slot.clone()).or_insert(kept);
-                self.overlay.insert(slot, record);
+            for (key, stored) in found.records {
+                self.found((found.map_name.clone(), key), stored);
             }
             for key in found.unread {
                 self.overlay.remove(&(found.map_name.clone(), key.clone()));
@@ -292,6 +221,22 @@ impl WriteTxn {
             Box::pin(self.receive(pending)).await?;
         }
         Ok(())
+    }
+
+    /// Takes in what a read found at `slot`.
+    fn found(&mut self, slot: Slot, stored: Option<Stored>) {
+        match stored {
+            Some(Stored::Record(record)) => {
+                self.overlay.insert(slot, Some(record));
+            }
+            Some(Stored::Pruned { kept, .. }) => {
+                self.pruned.insert(slot.clone(), kept);
+                self.overlay.insert(slot, None);
+            }
+            None => {
+                self.overlay.insert(slot, None);
+            }
+        }
     }
 
     pub(crate) fn adopt(&mut self, record: StoreRecord) {
@@ -309,12 +254,12 @@ impl WriteTxn {
 
     /// Stores `record`, replacing the loaded one, and keeps the sums and
     /// counters in step.
-    pub(crate) async fn store(&mut self, record: StoreRecord) -> Result<(), StorageError> {
+    pub(crate) fn store(&mut self, record: StoreRecord) -> Result<(), StorageError> {
         const DURING: &str = "writing a record";
         let slot = (record.map_name.clone(), record.key.clone());
         let object = codec::record_to_js(&record)?;
-        if self.unread.contains(&slot) {
-            // Fails if the key has a record after all.
+        if self.unread.remove(&slot) {
+            // Fails if the key has a record (or a pruned one) after all.
             self.records.add(&object, None).map_err(idb_error(DURING))?;
         } else {
             self.records.put(&object, None).map_err(idb_error(DURING))?;
@@ -333,14 +278,14 @@ impl WriteTxn {
         d.bytes += signed(new_size);
         d.dirty_records += i64::from(new_dirty);
         let old_stamp = previous.map(|p| p.timestamp);
-        self.account(&slot, old_stamp.as_ref(), Some(&new_stamp))
-            .await
+        self.account(&slot, old_stamp.as_ref(), Some(&new_stamp));
+        Ok(())
     }
 
     /// Deletes the loaded record of `(map_name, key)`; with
     /// [`PruneSums::Keep`] its contribution stays in the sums and is
     /// remembered as pruned.
-    pub(crate) async fn delete(
+    pub(crate) fn delete(
         &mut self,
         map_name: &str,
         key: &str,
@@ -350,9 +295,6 @@ impl WriteTxn {
         let Some(old) = self.overlay.insert(slot.clone(), None).flatten() else {
             return Ok(());
         };
-        self.records
-            .delete(codec::record_key(map_name, key))
-            .map_err(idb_error("deleting a record"))?;
         let d = &mut self.delta;
         d.records -= 1;
         d.dirty_records -= i64::from(old.dirty);
@@ -360,66 +302,39 @@ impl WriteTxn {
         match sums {
             PruneSums::Keep => {
                 let (_, kept) = merkle_contribution(key, Some(&old.timestamp));
-                self.meta
+                self.records
                     .put(
-                        &JsValue::from_f64(f64::from(kept)),
-                        Some(&codec::pruned_key(map_name, key)),
+                        &codec::pruned_to_js(map_name.as_bytes(), key.as_bytes(), kept)?,
+                        None,
                     )
-                    .map_err(idb_error("remembering a pruned record"))?;
-                self.pruned.insert(slot, Some(kept));
+                    .map_err(idb_error("pruning a record"))?;
+                self.pruned.insert(slot, kept);
                 self.delta.pruned += 1;
             }
-            PruneSums::Drop => self.account(&slot, Some(&old.timestamp), None).await?,
+            PruneSums::Drop => {
+                self.records
+                    .delete(codec::record_key(map_name, key))
+                    .map_err(idb_error("deleting a record"))?;
+                self.account(&slot, Some(&old.timestamp), None);
+            }
         }
         Ok(())
     }
 
     /// Moves a key's contribution to its map's leaf sums from `old` (with
-    /// none, its pruned entry's) to `new`.
-    async fn account(
-        &mut self,
-        slot: &Slot,
-        old: Option<&Timestamp>,
-        new: Option<&Timestamp>,
-    ) -> Result<(), StorageError> {
-        const DURING: &str = "updating the Merkle sums";
+    /// none, its pruned record's, whose entry the caller replaced) to
+    /// `new`.
+    fn account(&mut self, slot: &Slot, old: Option<&Timestamp>, new: Option<&Timestamp>) {
         let (map_name, key) = (slot.0.as_str(), slot.1.as_str());
         let (leaf, mut sub) = merkle_contribution(key, old);
         if old.is_none() {
-            let pruned = codec::pruned_key(map_name, key);
-            if self.unread.remove(slot) {
-                // Fails if the key has a pruned entry after all.
-                self.meta
-                    .add(&JsValue::from_f64(0.0), Some(&pruned))
-                    .map_err(idb_error(DURING))?;
-                self.meta.delete(pruned).map_err(idb_error(DURING))?;
-            } else {
-                let kept = match self.pruned.get(slot) {
-                    Some(kept) => *kept,
-                    None => {
-                        let found = self
-                            .meta
-                            .get(pruned.clone())
-                            .map_err(idb_error(DURING))?
-                            .await
-                            .map_err(idb_error(DURING))?;
-                        found
-                            .as_ref()
-                            .map(codec::contribution_from_js)
-                            .transpose()?
-                    }
-                };
-                if let Some(kept) = kept {
-                    sub = kept;
-                    self.meta.delete(pruned).map_err(idb_error(DURING))?;
-                    self.delta.pruned -= 1;
-                }
-                self.pruned.insert(slot.clone(), None);
+            if let Some(kept) = self.pruned.remove(slot) {
+                sub = kept;
+                self.delta.pruned -= 1;
             }
         }
         let (_, add) = merkle_contribution(key, new);
         self.delta.shift(map_name, leaf, sub, add);
-        Ok(())
     }
 
     /// Logs an op (unsynced): it goes into an `operation_log` entry this
