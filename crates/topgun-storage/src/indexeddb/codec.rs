@@ -6,7 +6,8 @@
 //!   (booleans are not valid keys, so an index over them would be empty),
 //!   and `body`, the value, timestamp and TTL as MessagePack bytes: one
 //!   `Uint8Array` is the cheapest thing to clone out of IndexedDB and into
-//!   wasm memory.
+//!   wasm memory. A record pruned with its Merkle contribution kept
+//!   leaves `{mapName, key, pruned}` at its key ([`Stored::Pruned`]).
 //! - `operation_log` holds the ops of a write transaction in one entry
 //!   (or a few, when they are many bytes): `{id, synced, ops}`, `ops` the
 //!   ops as consecutive MessagePack values (each with its number in the
@@ -17,9 +18,8 @@
 //!   one op per entry, `{id, mapName, key, opType, synced, body}`; such an
 //!   entry reads as op 0 of its entry.)
 //! - `meta_store` keys the application's meta values by their string key;
-//!   the store's own entries (Merkle leaf sums, pruned records, counters
-//!   and their deltas, see `delta`) use array keys, which can never equal
-//!   a string.
+//!   the store's own entries (Merkle leaf sums, counters and their
+//!   deltas, see `delta`) use array keys, which can never equal a string.
 
 use super::js::{self, array, bytes, field, set, to_bytes};
 use crate::error::StorageError;
