@@ -23,7 +23,7 @@ use topgun_storage::ScanCursor;
 
 /// Records read per store page while loading a map.
 const PAGE: usize = if cfg!(target_family = "wasm") {
-    4096
+    16384
 } else {
     512
 };

@@ -16,7 +16,7 @@ use topgun_storage::{OpId, ScanCursor, StoreRecord};
 /// Records read per store page by [`EntryStream`] (larger in the browser,
 /// where a page is a round trip to IndexedDB's backend).
 const PAGE: usize = if cfg!(target_family = "wasm") {
-    4096
+    16384
 } else {
     256
 };
