@@ -530,6 +530,23 @@ async fn a_version_1_database_opens_and_keeps_its_ops() {
     let pruned_key = key(&["pruned".into(), bytes(b"m"), bytes(b"p")]);
     meta.put(&f64::from(leaves[leaf]).into(), Some(&pruned_key))
         .unwrap();
+    // A pruned entry beside a record of its key (no version wrote that):
+    // the record stays.
+    let stray = key(&["pruned".into(), bytes(b"m"), bytes(b"live")]);
+    meta.put(&7.0.into(), Some(&stray)).unwrap();
+    tx.commit().unwrap().await.unwrap();
+    let live =
+        rmp_serde::to_vec(&(Some(serde_bytes::Bytes::new(b"l")), ts(1), None::<u64>)).unwrap();
+    let record = js_sys::Object::new();
+    js_sys::Reflect::set(&record, &"mapName".into(), &bytes(b"m")).unwrap();
+    js_sys::Reflect::set(&record, &"key".into(), &bytes(b"live")).unwrap();
+    js_sys::Reflect::set(&record, &"dirty".into(), &0.0.into()).unwrap();
+    js_sys::Reflect::set(&record, &"body".into(), &bytes(&live)).unwrap();
+    let tx = database
+        .transaction(&["key_value_store"], idb::TransactionMode::ReadWrite)
+        .unwrap();
+    let records = tx.object_store("key_value_store").unwrap();
+    records.put(&record, None).unwrap();
     tx.commit().unwrap().await.unwrap();
     database.close();
 
@@ -538,6 +555,9 @@ async fn a_version_1_database_opens_and_keeps_its_ops() {
     // written again its kept contribution leaves the sums.
     assert!(store.is_pruned("m", "p").await.unwrap());
     assert_eq!(store.get("m", "p").await.unwrap(), None);
+    let kept = store.get("m", "live").await.unwrap().unwrap();
+    assert_eq!(kept.value.as_deref(), Some(&b"l"[..]));
+    assert!(!store.is_pruned("m", "live").await.unwrap());
     assert_eq!(store.merkle_leaves("m").await.unwrap(), leaves);
     let again = put("m", "p", b"again", ts(20));
     store.write_local_checked(again.clone()).await.unwrap();
@@ -686,5 +706,60 @@ async fn deltas_are_folded_into_the_counters_and_sums() {
     assert_eq!(
         store.merkle_leaves("m").await.unwrap(),
         memory.merkle_leaves("m").await.unwrap()
+    );
+}
+
+/// Records pruned with their sums kept leave entries among the map's
+/// records: scans page over them at any page size, and a map left with
+/// none but those is not listed, as in the memory store.
+#[wasm_bindgen_test]
+async fn scans_and_map_listing_pass_over_pruned_records() {
+    use topgun_storage::conformance::{remote, ts};
+    use topgun_storage::{MemoryStore, PruneSums, ScanCursor};
+    let (store, ()) = fresh().await;
+    let memory = MemoryStore::new();
+    let merged: Vec<_> = (0..300)
+        .map(|i| remote("m", &format!("k{i:03}"), Some(b"v"), ts(1 + i)))
+        .chain((0..5).map(|i| remote("q", &format!("q{i}"), Some(b"v"), ts(1))))
+        .collect();
+    store.apply_remote(merged.clone()).await.unwrap();
+    memory.apply_remote(merged).await.unwrap();
+    // Long runs of pruned records, a few records left between them.
+    let pruned: Vec<String> = (0..300)
+        .filter(|i| i % 97 != 5)
+        .map(|i| format!("k{i:03}"))
+        .collect();
+    let all_q: Vec<String> = (0..5).map(|i| format!("q{i}")).collect();
+    for store in [&store as &dyn Store, &memory] {
+        store
+            .prune_clean("m", &pruned, PruneSums::Keep)
+            .await
+            .unwrap();
+        store
+            .prune_clean("q", &all_q, PruneSums::Keep)
+            .await
+            .unwrap();
+    }
+    let expected: Vec<String> = (0..300)
+        .filter(|i| i % 97 == 5)
+        .map(|i| format!("k{i:03}"))
+        .collect();
+    for page in [1, 2, 7, 1000] {
+        let mut cursor = ScanCursor::new("m", page);
+        let mut keys = Vec::new();
+        while let Some(records) = cursor.next_page(&store).await.unwrap() {
+            keys.extend(records.into_iter().map(|r| r.key));
+        }
+        assert_eq!(keys, expected, "pages of {page}");
+    }
+    assert_eq!(
+        store.map_names().await.unwrap(),
+        memory.map_names().await.unwrap()
+    );
+    assert_eq!(store.map_names().await.unwrap(), ["m"]);
+    assert_eq!(store.stats().await.unwrap(), memory.stats().await.unwrap());
+    assert_eq!(
+        store.merkle_leaves("q").await.unwrap(),
+        memory.merkle_leaves("q").await.unwrap()
     );
 }

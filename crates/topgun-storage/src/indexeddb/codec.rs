@@ -539,7 +539,8 @@ pub(crate) struct Counters {
     pub(crate) dirty_records: u64,
     pub(crate) pending_ops: u64,
     pub(crate) bytes: u64,
-    /// Records pruned with their sums kept.
+    /// Records pruned with their sums kept (kept in step like the others;
+    /// `StoreStats` does not report it).
     pub(crate) pruned: u64,
 }
 

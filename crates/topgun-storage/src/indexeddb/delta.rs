@@ -211,12 +211,37 @@ fn reading_meta(database: &Database, during: &'static str) -> Result<ObjectStore
 /// Moves every delta into the base: one read-write transaction over
 /// `meta_store` reads the deltas and the base counters, deletes the
 /// deltas, then reads and rewrites the sum chunks they touch. Returns how
-/// many deltas it folded.
+/// many deltas it folded. If any step fails the transaction is aborted:
+/// the deltas stay, and so does the base.
 pub(crate) async fn fold(database: &Database) -> Result<usize, StorageError> {
     const DURING: &str = "folding counters deltas";
     let tx = database
         .transaction(&[META], TransactionMode::ReadWrite)
         .map_err(idb_error(DURING))?;
+    let folded = match fold_in(&tx).await {
+        Ok(folded) => folded,
+        Err(error) => {
+            let _ = tx.abort();
+            return Err(error);
+        }
+    };
+    if folded == 0 {
+        return Ok(0);
+    }
+    let result = tx
+        .commit()
+        .map_err(idb_error(DURING))?
+        .await
+        .map_err(idb_error(DURING))?;
+    if result.is_aborted() {
+        return Err(aborted(DURING));
+    }
+    Ok(folded)
+}
+
+/// The requests of [`fold`], in `tx`.
+async fn fold_in(tx: &idb::Transaction) -> Result<usize, StorageError> {
+    const DURING: &str = "folding counters deltas";
     let meta = tx.object_store(META).map_err(idb_error(DURING))?;
     let base = meta
         .get(codec::counters_key())
@@ -263,14 +288,6 @@ pub(crate) async fn fold(database: &Database) -> Result<usize, StorageError> {
             Some(&codec::sums_key(map_name, chunk)),
         )
         .map_err(idb_error(DURING))?;
-    }
-    let result = tx
-        .commit()
-        .map_err(idb_error(DURING))?
-        .await
-        .map_err(idb_error(DURING))?;
-    if result.is_aborted() {
-        return Err(aborted(DURING));
     }
     Ok(deltas.len())
 }

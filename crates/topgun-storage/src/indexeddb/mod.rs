@@ -1,8 +1,10 @@
 //! [`IndexedDbStore`]: the [`Store`] in the browser's IndexedDB (feature
 //! `indexeddb`, wasm32 only), with the `idb` crate.
 //!
-//! The schema is TopGun's browser client's ([`schema`]); the layout of
-//! each stored object is in [`codec`]. Writes go through one queue that
+//! The object stores and indexes are TopGun's browser client's
+//! ([`schema`]); the layout of each stored object, which is this crate's
+//! own, is in [`codec`], and the counters and Merkle sums are kept as a
+//! base plus deltas ([`delta`]). Writes go through one queue that
 //! groups them into few read-write transactions ([`writer`]); each write
 //! is all-or-nothing, and a local write stores its record and appends its
 //! op in one transaction. Reads use read-only transactions of their own;

@@ -14,7 +14,8 @@ use std::future::IntoFuture;
 /// A map with at least this many keys to read at once is read by range.
 pub(crate) const RANGE_READ_MIN: usize = 32;
 /// A range read returns at most this many records per key asked for; past
-/// that (the keys are spread over a big map) the rest are read one by one.
+/// that (the keys are spread over a big map) the caller reads the rest
+/// again (a write by range again, the reader key by key).
 const RANGE_READ_SPREAD: usize = 4;
 
 const DURING: &str = "reading records by range";

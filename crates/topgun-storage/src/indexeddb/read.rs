@@ -28,7 +28,8 @@ fn reading(
 
 /// Up to `limit` records of a map after `after`, in key order. Pruned
 /// records' entries are skipped; while they leave a full page short, the
-/// next objects are read in the same transaction.
+/// next objects are read in the same transaction (at least
+/// [`PAST_PRUNED`] at a time).
 pub(crate) async fn scan(
     database: &Database,
     map_name: &str,
@@ -42,24 +43,26 @@ pub(crate) async fn scan(
     let store = reading(database, RECORDS, DURING)?;
     let mut out = Vec::new();
     let mut from = after.map(str::to_owned);
+    let mut ask = limit;
     loop {
-        let wanted = limit - out.len();
         let range = codec::map_range(map_name, from.as_deref())?;
         let objects = store
-            .get_all(Some(range.into()), Some(page_limit(wanted)))
+            .get_all(Some(range.into()), Some(page_limit(ask)))
             .map_err(idb_error(DURING))?
             .await
             .map_err(idb_error(DURING))?;
-        let full = objects.len() >= wanted;
+        let full = objects.len() >= ask;
         for object in &objects {
             match codec::stored_of_map(map_name.to_owned(), object)? {
-                Stored::Record(record) => out.push(record),
+                Stored::Record(record) if out.len() < limit => out.push(record),
+                Stored::Record(_) => return Ok(out),
                 Stored::Pruned { key, .. } => from = Some(key),
             }
         }
         if !full || out.len() >= limit {
             return Ok(out);
         }
+        ask = (limit - out.len()).max(PAST_PRUNED);
         if let Some(last) = out
             .last()
             .filter(|r| from.as_ref().is_none_or(|f| r.key > *f))
@@ -68,6 +71,10 @@ pub(crate) async fn scan(
         }
     }
 }
+
+/// Objects a scan asks for at least once pruned records' entries made
+/// a page short.
+const PAST_PRUNED: usize = 256;
 
 /// Dirty records of a map in key order: a cursor over the
 /// `[mapName, dirty]` index, whose entries with one index key are in

@@ -23,11 +23,11 @@
 //!
 //! The IndexedDB version is the schema version. Each upgrade step runs in
 //! the browser's `upgradeneeded` transaction, from the version found to
-//! [`SCHEMA_VERSION`]; a database of a newer version is refused with
+//! [`INDEXEDDB_SCHEMA_VERSION`]; a database of a newer version is refused with
 //! [`StorageError::SchemaTooNew`] and left untouched.
 
 use super::codec;
-use super::js::{idb_error, to_bytes, JsFailure};
+use super::js::{self, idb_error, to_bytes, JsFailure};
 use crate::error::StorageError;
 use idb::{
     Database, DatabaseEvent, Event, Factory, IndexParams, KeyPath, ObjectStoreParams, Request,
@@ -142,7 +142,9 @@ fn upgrade(event: &idb::event::VersionChangeEvent) -> Result<(), idb::Error> {
 }
 
 /// Moves the pruned records' entries of schema versions 1 and 2 from
-/// `meta_store` into `key_value_store`, in the upgrade transaction.
+/// `meta_store` into `key_value_store`, in the upgrade transaction. A key
+/// that has a record keeps it (those versions took the entry away when
+/// they wrote the key, so this is only in case).
 async fn move_pruned(tx: &idb::Transaction) -> Result<(), StorageError> {
     const DURING: &str = "moving pruned records";
     let meta = tx.object_store(META).map_err(idb_error(DURING))?;
@@ -160,6 +162,7 @@ async fn move_pruned(tx: &idb::Transaction) -> Result<(), StorageError> {
         keys.await.map_err(idb_error(DURING))?,
         values.await.map_err(idb_error(DURING))?,
     );
+    let mut moves = Vec::with_capacity(keys.len());
     for (key, value) in keys.iter().zip(&values) {
         let part = |n| {
             js_sys::Reflect::get_u32(key, n)
@@ -173,9 +176,19 @@ async fn move_pruned(tx: &idb::Transaction) -> Result<(), StorageError> {
             ));
         };
         let kept = codec::contribution_from_js(value)?;
-        records
-            .put(&codec::pruned_to_js(&map_name, &record_key, kept)?, None)
-            .map_err(idb_error(DURING))?;
+        let record = js::array(&[js::bytes(&map_name), js::bytes(&record_key)]);
+        let present = records
+            .count(Some(record.into()))
+            .map_err(idb_error(DURING))?
+            .into_future();
+        moves.push((map_name, record_key, kept, present));
+    }
+    for (map_name, record_key, kept, present) in moves {
+        if present.await.map_err(idb_error(DURING))? == 0 {
+            records
+                .put(&codec::pruned_to_js(&map_name, &record_key, kept)?, None)
+                .map_err(idb_error(DURING))?;
+        }
     }
     meta.delete(range).map_err(idb_error(DURING))?;
     Ok(())

@@ -102,8 +102,9 @@ impl std::fmt::Debug for WriteTxn {
 }
 
 impl WriteTxn {
-    /// Starts a read-write transaction and reads the records of `slots`,
-    /// with one wait.
+    /// Starts a read-write transaction and reads the records of `slots`
+    /// (issued together: one wait, unless a range read comes back
+    /// truncated).
     pub(crate) async fn begin<'k>(
         database: &Database,
         slots: impl IntoIterator<Item = (&'k str, &'k str)>,
@@ -203,7 +204,7 @@ impl WriteTxn {
             let stored = found.as_ref().map(codec::stored_from_js).transpose()?;
             self.found(slot, stored);
         }
-        // Keys a truncated range read did not reach are read one by one.
+        // Keys a truncated range read did not reach are read again.
         let mut rest = Vec::new();
         for range in std::mem::take(&mut pending.ranges) {
             let found = range.finish().await?;
@@ -252,8 +253,8 @@ impl WriteTxn {
             .and_then(Option::as_ref)
     }
 
-    /// Stores `record`, replacing the loaded one, and keeps the sums and
-    /// counters in step.
+    /// Stores `record`, replacing the loaded one, and records the change to
+    /// the sums and counters in the transaction's delta.
     pub(crate) fn store(&mut self, record: StoreRecord) -> Result<(), StorageError> {
         const DURING: &str = "writing a record";
         let slot = (record.map_name.clone(), record.key.clone());
@@ -448,21 +449,38 @@ pub(crate) struct Committing {
     tx: idb::TransactionFuture,
 }
 
+/// Why a commit did not answer.
+pub(crate) enum CommitFailure {
+    /// The transaction aborted or failed: nothing of it is stored.
+    NotStored(StorageError),
+    /// It committed, but the keys of its entries could not be read.
+    Stored(StorageError),
+}
+
 impl Committing {
     /// Waits for the commit; answers the keys of the `operation_log`
     /// entries added, in the order the ops were logged.
-    pub(crate) async fn done(self) -> Result<Vec<u64>, StorageError> {
-        let mut entries = Vec::with_capacity(self.entries.len());
+    pub(crate) async fn done(self) -> Result<Vec<u64>, CommitFailure> {
+        let mut keys = Vec::with_capacity(self.entries.len());
         for request in self.entries {
-            let key = request
-                .await
-                .map_err(idb_error("appending to the operation log"))?;
-            entries.push(codec::entry_id(&key)?);
+            keys.push(request.await);
         }
-        let result = self.tx.await.map_err(idb_error(COMMITTING))?;
+        let failed = |error| CommitFailure::NotStored(idb_error(COMMITTING)(error));
+        let result = self.tx.await.map_err(failed)?;
         if result.is_aborted() {
-            return Err(super::js::aborted(COMMITTING));
+            // The request that failed says why; else the abort itself.
+            let error = keys.into_iter().find_map(Result::err);
+            return Err(error.map_or_else(
+                || CommitFailure::NotStored(super::js::aborted(COMMITTING)),
+                failed,
+            ));
         }
-        Ok(entries)
+        keys.into_iter()
+            .map(|key| {
+                let key = key.map_err(idb_error("appending to the operation log"))?;
+                codec::entry_id(&key)
+            })
+            .collect::<Result<_, _>>()
+            .map_err(CommitFailure::Stored)
     }
 }

@@ -17,7 +17,7 @@
 use super::delta;
 use super::js::JsFailure;
 use super::ops::{WriteOp, WriteOutcome};
-use super::txn::WriteTxn;
+use super::txn::{CommitFailure, WriteTxn};
 use crate::error::StorageError;
 use idb::Database;
 use std::cell::{Cell, RefCell};
@@ -143,7 +143,7 @@ impl Writer {
         while !group.is_empty() {
             match self.try_commit(&group, unread).await {
                 // Nothing of it was stored: the group is written with reads.
-                Err(_) if unread => {
+                Err(Failure::Job(..) | Failure::All(_)) if unread => {
                     unread = false;
                     self.read_first.set(READ_AFTER_MISS);
                 }
@@ -158,7 +158,7 @@ impl Writer {
                     let job = group.remove(index);
                     let _ = job.reply.send(Err(error));
                 }
-                Err(Failure::All(error)) => {
+                Err(Failure::All(error) | Failure::Stored(error)) => {
                     for job in group {
                         let _ = job.reply.send(Err(replicate(&error)));
                     }
@@ -195,21 +195,27 @@ impl Writer {
             .map_err(Failure::All)?
             .done()
             .await
-            .map_err(Failure::All)?;
+            .map_err(|failure| match failure {
+                CommitFailure::NotStored(error) => Failure::All(error),
+                CommitFailure::Stored(error) => Failure::Stored(error),
+            })?;
         applied
             .into_iter()
             .map(|done| done.resolve(&entries))
             .collect::<Result<_, _>>()
-            .map_err(Failure::All)
+            .map_err(Failure::Stored)
     }
 }
 
-/// Why a group did not commit.
+/// Why a group was not answered.
 enum Failure {
     /// Job `index` failed; the others can be retried without it.
     Job(usize, StorageError),
     /// The transaction failed: every job gets the error.
     All(StorageError),
+    /// The transaction committed but its answers could not be made: every
+    /// job gets the error (and it is not tried again).
+    Stored(StorageError),
 }
 
 /// A copy of a transaction's error for each write of its group (the
