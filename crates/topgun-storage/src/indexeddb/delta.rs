@@ -153,14 +153,23 @@ fn request_deltas(
 pub(crate) async fn counters(database: &Database) -> Result<Counters, StorageError> {
     const DURING: &str = "reading stats";
     let meta = reading_meta(database, DURING)?;
+    let (base, deltas) = base_and_deltas(&meta, DURING).await?;
+    base.with(&Delta::total(&deltas)?)
+}
+
+/// The base counters and every stored delta, read with one wait.
+async fn base_and_deltas(
+    meta: &ObjectStore,
+    during: &'static str,
+) -> Result<(Counters, Vec<JsValue>), StorageError> {
     let base = meta
         .get(codec::counters_key())
-        .map_err(idb_error(DURING))?
+        .map_err(idb_error(during))?
         .into_future();
-    let deltas = request_deltas(&meta, DURING)?;
-    let base = Counters::from_js(base.await.map_err(idb_error(DURING))?)?;
-    let deltas = deltas.await.map_err(idb_error(DURING))?;
-    base.with(&Delta::total(&deltas)?)
+    let deltas = request_deltas(meta, during)?;
+    let base = Counters::from_js(base.await.map_err(idb_error(during))?)?;
+    let deltas = deltas.await.map_err(idb_error(during))?;
+    Ok((base, deltas))
 }
 
 /// `map_name`'s [`LEAVES`] leaf sums: the base chunks plus every delta,
@@ -243,13 +252,7 @@ pub(crate) async fn fold(database: &Database) -> Result<usize, StorageError> {
 async fn fold_in(tx: &idb::Transaction) -> Result<usize, StorageError> {
     const DURING: &str = "folding counters deltas";
     let meta = tx.object_store(META).map_err(idb_error(DURING))?;
-    let base = meta
-        .get(codec::counters_key())
-        .map_err(idb_error(DURING))?
-        .into_future();
-    let deltas = request_deltas(&meta, DURING)?;
-    let base = Counters::from_js(base.await.map_err(idb_error(DURING))?)?;
-    let deltas = deltas.await.map_err(idb_error(DURING))?;
+    let (base, deltas) = base_and_deltas(&meta, DURING).await?;
     if deltas.is_empty() {
         return Ok(0);
     }
