@@ -77,6 +77,20 @@ if (result.error) {
 const { medians } = result;
 const metrics = Object.keys(medians["raw-idb"]);
 const ratio = (a, b) => Object.fromEntries(metrics.map((m) => [m, +(medians[a][m] / medians[b][m]).toFixed(2)]));
+// The median of each run's own ratio: the systems of one run ran minutes
+// apart at most, so a slow spell of the machine moves both sides of it.
+const middle = (values) => {
+  const sorted = [...values].sort((x, y) => x - y);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+};
+const paired = (a, b) =>
+  Object.fromEntries(
+    metrics.map((m) => {
+      const [xs, ys] = [result.samples[a][m], result.samples[b][m]];
+      return [m, +middle(xs.map((x, run) => x / ys[run])).toFixed(2)];
+    }),
+  );
 const report = {
   bench: "browser",
   date: new Date().toISOString(),
@@ -89,6 +103,11 @@ const report = {
     topgun_vs_dexie: ratio("topgun", "dexie"),
     dexie_vs_raw_idb: ratio("dexie", "raw-idb"),
   },
+  // Per metric, the median over runs of that run's ratio.
+  paired_ratios: {
+    topgun_vs_raw_idb: paired("topgun", "raw-idb"),
+    topgun_vs_dexie: paired("topgun", "dexie"),
+  },
   samples_ms: result.samples,
   // Reading 10,000 stored values back: bytes vs structured clone (src/format.js).
   storage_format_ms: result.storageFormat,
@@ -97,12 +116,16 @@ await mkdir(dirname(out), { recursive: true });
 await writeFile(out, JSON.stringify(report, null, 2));
 
 const pad = (s, n) => String(s).padEnd(n);
-console.log(`${pad("metric (median ms)", 22)}${pad("raw-idb", 10)}${pad("dexie", 10)}${pad("topgun", 10)}${pad("tg/raw", 8)}tg/dexie`);
+console.log(
+  `${pad("metric (median ms)", 22)}${pad("raw-idb", 10)}${pad("dexie", 10)}${pad("topgun", 10)}` +
+    `${pad("tg/raw", 8)}${pad("tg/dexie", 10)}paired tg/raw, tg/dexie`,
+);
 for (const m of metrics) {
   console.log(
     pad(m, 22) + pad(medians["raw-idb"][m].toFixed(1), 10) + pad(medians.dexie[m].toFixed(1), 10) +
       pad(medians.topgun[m].toFixed(1), 10) + pad(report.ratios.topgun_vs_raw_idb[m], 8) +
-      report.ratios.topgun_vs_dexie[m],
+      pad(report.ratios.topgun_vs_dexie[m], 10) +
+      `${report.paired_ratios.topgun_vs_raw_idb[m]}, ${report.paired_ratios.topgun_vs_dexie[m]}`,
   );
 }
 const f = result.storageFormat;
