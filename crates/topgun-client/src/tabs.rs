@@ -458,6 +458,11 @@ impl Tabs {
         if let Some(sync) = sync {
             sync.close().await;
         }
+        // Changes made just before the close reach the other tabs: the
+        // relay was woken for them before this point, so one turn of the
+        // microtask queue lets it post them while the channel is open.
+        let turn = js_sys::Promise::resolve(&JsValue::UNDEFINED);
+        let _ = wasm_bindgen_futures::JsFuture::from(turn).await;
         if self.role.send_replace(Role::Follower) == Role::Leader {
             post(&self.channel, &Message::Leaving);
         }

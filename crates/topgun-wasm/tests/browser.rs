@@ -315,6 +315,31 @@ async fn tabs_share_a_database_and_one_leader_syncs() {
     until_role(&second, "leader").await;
 }
 
+/// A tab that closes right after a write still posts the change to the
+/// other tabs.
+#[wasm_bindgen_test]
+async fn changes_made_just_before_a_close_reach_the_other_tabs() {
+    let database = unique("close-flush");
+    let first = open_db(&database).await;
+    until_role(&first, "leader").await;
+    let second = open_db(&database).await;
+    let follower_map = second.get_map("todos").unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let callback = wasm_bindgen::closure::Closure::<dyn FnMut(JsValue)>::new(move |event| {
+        let _ = tx.send(json(&event));
+    });
+    let listener = follower_map.subscribe(callback.as_ref().clone().into());
+    let leader_map = first.get_map("todos").unwrap();
+    leader_map.put("k".into(), 1.into()).await.unwrap();
+    first.close().await;
+    assert_eq!(
+        rx.recv().await.unwrap(),
+        r#"{"key":"k","oldValue":null,"newValue":1,"origin":"local"}"#
+    );
+    listener.stop();
+    second.close().await;
+}
+
 /// Hides `navigator.locks` from tabs that join until `restore` runs, as
 /// in a browser without Web Locks.
 fn hide_web_locks() -> impl FnOnce() {
