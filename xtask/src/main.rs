@@ -273,7 +273,8 @@ fn wasm_steps() -> Result<(), String> {
 
 /// The browser bench: TopGun's JS API beside raw IndexedDB and Dexie in
 /// headless Chromium (`crates/topgun-wasm/bench`), into
-/// `target/bench/browser.json`.
+/// `target/bench/browser.json`; with `TOPGUN_BENCH_BASELINE` set to another
+/// build's package, that build too, with each scenario's ratio to it.
 fn browser_bench() -> Result<(), String> {
     let wasm = wasm::Wasm::prepare(&root())?;
     let web = wasm.build_web()?;
@@ -291,6 +292,11 @@ fn browser_bench() -> Result<(), String> {
         .arg(web.join("pkg"))
         .arg("--out")
         .arg(root().join("target/bench/browser.json"));
+    // Another build's package (a copy of `target/web/pkg`), run beside
+    // this one in the same page.
+    if let Some(baseline) = std::env::var_os("TOPGUN_BENCH_BASELINE") {
+        node.arg("--baseline").arg(baseline);
+    }
     run("bench browser", node)
 }
 

@@ -4,6 +4,9 @@
 // medians and ratios as JSON. `cargo xtask bench browser` builds the
 // package and calls this with:
 //   node run.mjs --pkg <dir> --out <file> [--runs 5] [--warmup 1]
+// and, with `--baseline <dir>` (another build's package; the xtask passes
+// $TOPGUN_BENCH_BASELINE), runs that build in the same page too and
+// reports each scenario's ratio to it.
 import { build } from "esbuild";
 import { chromium } from "playwright-core";
 import { createServer } from "node:http";
@@ -20,6 +23,7 @@ const pkg = resolve(args.pkg ?? "../../../target/web/pkg");
 const out = resolve(args.out ?? "../../../target/bench/browser.json");
 const runs = Number(args.runs ?? 5);
 const warmup = Number(args.warmup ?? 1);
+const baseline = args.baseline ? resolve(args.baseline) : null;
 const here = dirname(new URL(import.meta.url).pathname);
 
 await build({
@@ -28,7 +32,11 @@ await build({
   format: "esm",
   platform: "browser",
   target: "es2022",
-  alias: { "topgun-wasm": join(pkg, "topgun_wasm.js") },
+  alias: {
+    "topgun-wasm": join(pkg, "topgun_wasm.js"),
+    // Without a baseline the import is the package itself, never opened.
+    "topgun-wasm-baseline": join(baseline ?? pkg, "topgun_wasm.js"),
+  },
   outfile: join(here, "dist/bundle.js"),
   logLevel: "warning",
 });
@@ -40,6 +48,7 @@ const server = createServer(async (req, res) => {
     path === "/" ? join(here, "index.html")
     : path === "/bundle.js" ? join(here, "dist/bundle.js")
     : path.startsWith("/pkg/") ? join(pkg, path.slice(5))
+    : path.startsWith("/baseline/") && baseline ? join(baseline, path.slice(10))
     : null;
   try {
     if (!file) throw new Error("not found");
@@ -51,7 +60,8 @@ const server = createServer(async (req, res) => {
   }
 });
 await new Promise((ok) => server.listen(0, "127.0.0.1", ok));
-const url = `http://127.0.0.1:${server.address().port}/?runs=${runs}&warmup=${warmup}`;
+const systems = ["raw-idb", "dexie", "topgun", ...(baseline ? ["topgun-baseline"] : [])];
+const url = `http://127.0.0.1:${server.address().port}/?runs=${runs}&warmup=${warmup}&systems=${systems.join(",")}`;
 
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
@@ -97,16 +107,19 @@ const report = {
   browser: result.userAgent,
   runs: result.runs,
   warmup: result.warmup,
+  ...(baseline && { baseline }),
   medians_ms: medians,
   ratios: {
     topgun_vs_raw_idb: ratio("topgun", "raw-idb"),
     topgun_vs_dexie: ratio("topgun", "dexie"),
     dexie_vs_raw_idb: ratio("dexie", "raw-idb"),
+    ...(baseline && { topgun_vs_baseline: ratio("topgun", "topgun-baseline") }),
   },
   // Per metric, the median over runs of that run's ratio.
   paired_ratios: {
     topgun_vs_raw_idb: paired("topgun", "raw-idb"),
     topgun_vs_dexie: paired("topgun", "dexie"),
+    ...(baseline && { topgun_vs_baseline: paired("topgun", "topgun-baseline") }),
   },
   samples_ms: result.samples,
   // Reading 10,000 stored values back: bytes vs structured clone (src/format.js).
@@ -121,11 +134,15 @@ console.log(
     `${pad("tg/raw", 8)}${pad("tg/dexie", 10)}paired tg/raw, tg/dexie`,
 );
 for (const m of metrics) {
+  const against = baseline
+    ? `  baseline ${medians["topgun-baseline"][m].toFixed(1)}, tg/baseline ${report.ratios.topgun_vs_baseline[m]}` +
+      ` (paired ${report.paired_ratios.topgun_vs_baseline[m]})`
+    : "";
   console.log(
     pad(m, 22) + pad(medians["raw-idb"][m].toFixed(1), 10) + pad(medians.dexie[m].toFixed(1), 10) +
       pad(medians.topgun[m].toFixed(1), 10) + pad(report.ratios.topgun_vs_raw_idb[m], 8) +
       pad(report.ratios.topgun_vs_dexie[m], 10) +
-      `${report.paired_ratios.topgun_vs_raw_idb[m]}, ${report.paired_ratios.topgun_vs_dexie[m]}`,
+      `${report.paired_ratios.topgun_vs_raw_idb[m]}, ${report.paired_ratios.topgun_vs_dexie[m]}${against}`,
   );
 }
 const f = result.storageFormat;

@@ -5,6 +5,8 @@
 // (integer), `deep` and `list`.
 import Dexie from "dexie";
 import init, { TopGunClient } from "topgun-wasm";
+// Another build of the package, to compare with (run.mjs --baseline).
+import initBaseline, { TopGunClient as BaselineClient } from "topgun-wasm-baseline";
 
 export function request(req) {
   return new Promise((resolve, reject) => {
@@ -93,18 +95,21 @@ export function dexie() {
   };
 }
 
-let initialised;
+const initialised = new Map();
 
-/** TopGun's JS API: one map, writes recorded in the op log too. */
-export function topgun() {
+/**
+ * TopGun's JS API: one map, writes recorded in the op log too. `init` and
+ * `Client` are one build's package, its wasm at `wasmPath`.
+ */
+function topgunBuild(id, init, Client, wasmPath) {
   let client;
   let docs;
   return {
-    id: "topgun",
+    id,
     async open(name) {
-      initialised ??= init({ module_or_path: "/pkg/topgun_wasm_bg.wasm" });
-      await initialised;
-      client = await TopGunClient.open({ databaseName: name });
+      if (!initialised.has(id)) initialised.set(id, init({ module_or_path: wasmPath }));
+      await initialised.get(id);
+      client = await Client.open({ databaseName: name });
       docs = client.getMap("docs");
     },
     insertOne: (doc) => docs.put(doc.id, doc),
@@ -133,4 +138,10 @@ export function topgun() {
   };
 }
 
-export const SYSTEMS = { "raw-idb": rawIdb, dexie, topgun };
+export const SYSTEMS = {
+  "raw-idb": rawIdb,
+  dexie,
+  topgun: () => topgunBuild("topgun", init, TopGunClient, "/pkg/topgun_wasm_bg.wasm"),
+  "topgun-baseline": () =>
+    topgunBuild("topgun-baseline", initBaseline, BaselineClient, "/baseline/topgun_wasm_bg.wasm"),
+};
