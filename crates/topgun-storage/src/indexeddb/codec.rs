@@ -48,17 +48,16 @@ fn encode_body(
     value: Option<&[u8]>,
     timestamp: &Timestamp,
     ttl_ms: Option<u64>,
-) -> Result<JsValue, StorageError> {
+) -> Result<Vec<u8>, StorageError> {
     let body = BodyRef {
         value: value.map(serde_bytes::Bytes::new),
         timestamp,
         ttl_ms,
     };
-    let encoded = rmp_serde::to_vec(&body).map_err(|source| StorageError::Encode {
+    rmp_serde::to_vec(&body).map_err(|source| StorageError::Encode {
         what: "a record",
         source,
-    })?;
-    Ok(bytes(&encoded))
+    })
 }
 
 fn decode_body(object: &JsValue, what: &'static str) -> Result<Body, StorageError> {
@@ -137,16 +136,13 @@ pub(crate) fn dirty_key(map_name: &str) -> JsValue {
 
 /// A record as stored in `key_value_store`.
 pub(crate) fn record_to_js(record: &StoreRecord) -> Result<JsValue, StorageError> {
-    let object: JsValue = js_sys::Object::new().into();
-    set(&object, "mapName", &bytes(record.map_name.as_bytes()))?;
-    set(&object, "key", &bytes(record.key.as_bytes()))?;
-    set(&object, "dirty", &flag(record.dirty))?;
-    set(
-        &object,
-        "body",
-        &encode_body(record.value.as_deref(), &record.timestamp, record.ttl_ms)?,
-    )?;
-    Ok(object)
+    let body = encode_body(record.value.as_deref(), &record.timestamp, record.ttl_ms)?;
+    Ok(js::stored_record(
+        record.map_name.as_bytes(),
+        record.key.as_bytes(),
+        record.dirty,
+        &body,
+    ))
 }
 
 /// What `key_value_store` holds at a key.
