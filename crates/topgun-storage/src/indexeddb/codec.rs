@@ -61,7 +61,12 @@ fn encode_body(
 }
 
 fn decode_body(object: &JsValue, what: &'static str) -> Result<Body, StorageError> {
-    let raw = to_bytes(&field(object, "body")?).ok_or_else(|| corrupt(what, "no body bytes"))?;
+    body_from_js(&field(object, "body")?, what)
+}
+
+/// A body from the `body` field's value.
+fn body_from_js(body: &JsValue, what: &'static str) -> Result<Body, StorageError> {
+    let raw = to_bytes(body).ok_or_else(|| corrupt(what, "no body bytes"))?;
     rmp_serde::from_slice(&raw).map_err(|e| StorageError::Corrupt {
         what,
         source: Box::new(e),
@@ -77,7 +82,16 @@ pub(crate) fn corrupt(what: &'static str, message: &str) -> StorageError {
 }
 
 fn flag(value: bool) -> JsValue {
-    JsValue::from_f64(if value { 1.0 } else { 0.0 })
+    JsValue::from_f64(flag_number(value))
+}
+
+/// A flag as stored: `0` / `1`.
+fn flag_number(value: bool) -> f64 {
+    if value {
+        1.0
+    } else {
+        0.0
+    }
 }
 
 fn read_flag(object: &JsValue, name: &'static str) -> Result<bool, StorageError> {
@@ -103,7 +117,12 @@ fn binary_string(
 
 /// The primary key of `(map, key)` in `key_value_store`.
 pub(crate) fn record_key(map_name: &str, key: &str) -> JsValue {
-    array(&[bytes(map_name.as_bytes()), bytes(key.as_bytes())])
+    binary_record_key(map_name.as_bytes(), key.as_bytes())
+}
+
+/// [`record_key`] of a map name and key as UTF-8 bytes.
+pub(crate) fn binary_record_key(map_name: &[u8], key: &[u8]) -> JsValue {
+    array(&[bytes(map_name), bytes(key)])
 }
 
 /// The key range of `map_name`'s records after `after` (all of them
@@ -140,7 +159,7 @@ pub(crate) fn record_to_js(record: &StoreRecord) -> Result<JsValue, StorageError
     Ok(js::stored_record(
         record.map_name.as_bytes(),
         record.key.as_bytes(),
-        record.dirty,
+        flag_number(record.dirty),
         &body,
     ))
 }
@@ -191,11 +210,7 @@ pub(crate) fn stored_of_map(map_name: String, object: &JsValue) -> Result<Stored
             kept: contribution_from_js(&field(object, "pruned")?)?,
         });
     }
-    let raw = to_bytes(&body).ok_or_else(|| corrupt(WHAT, "no body bytes"))?;
-    let body: Body = rmp_serde::from_slice(&raw).map_err(|e| StorageError::Corrupt {
-        what: WHAT,
-        source: Box::new(e),
-    })?;
+    let body = body_from_js(&body, WHAT)?;
     Ok(Stored::Record(StoreRecord {
         map_name,
         key: binary_string(object, "key", WHAT)?,

@@ -106,17 +106,20 @@ export function storedRecord(mapName, key, dirty, body) {
 }
 "#)]
 extern "C" {
+    /// A record object for `key_value_store` (see `codec`):
     /// `{mapName, key, dirty, body}`, the byte fields copied out of wasm
     /// memory (`slice`): one call across the boundary, where building the
     /// object from Rust took eight (bulk writes spent about a tenth of
     /// their time in them).
     #[wasm_bindgen(js_name = storedRecord)]
-    fn stored_record_js(map_name: &[u8], key: &[u8], dirty: f64, body: &[u8]) -> JsValue;
+    pub(crate) fn stored_record(map_name: &[u8], key: &[u8], dirty: f64, body: &[u8]) -> JsValue;
 }
 
-/// A record object for `key_value_store` (see `codec`).
-pub(crate) fn stored_record(map_name: &[u8], key: &[u8], dirty: bool, body: &[u8]) -> JsValue {
-    stored_record_js(map_name, key, if dirty { 1.0 } else { 0.0 }, body)
+/// The bytes of binary part `n` of an array key.
+pub(crate) fn binary_part(key: &JsValue, n: u32) -> Option<Vec<u8>> {
+    Reflect::get_u32(key, n)
+        .ok()
+        .and_then(|part| to_bytes(&part))
 }
 
 /// An array key of the given parts.

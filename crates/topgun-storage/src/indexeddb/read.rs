@@ -1,7 +1,7 @@
 //! Reads, each in a read-only transaction of its own.
 
 use super::codec::{self, Stored};
-use super::js::{idb_error, to_bytes};
+use super::js::{binary_part, idb_error, to_bytes};
 use super::schema::{DIRTY_INDEX, META, OPS, RECORDS};
 use crate::error::StorageError;
 use crate::model::{OpId, OpLogEntry, StoreRecord, StoreStats};
@@ -107,8 +107,7 @@ pub(crate) async fn dirty_records(
             Ok(cursor
                 .primary_key()
                 .map_err(idb_error(DURING))?
-                .and_then(|primary| js_sys::Reflect::get_u32(&primary, 1).ok())
-                .and_then(|key| to_bytes(&key)))
+                .and_then(|primary| binary_part(&primary, 1)))
         };
         let target = after.as_bytes();
         if at(&cursor)?.is_some_and(|key| key.as_slice() < target) {
@@ -224,9 +223,7 @@ pub(crate) async fn map_names(database: &Database) -> Result<Vec<String>, Storag
             return Ok(names);
         };
         let key = cursor.key().map_err(idb_error(DURING))?;
-        let map = js_sys::Reflect::get_u32(&key, 0)
-            .ok()
-            .and_then(|part| to_bytes(&part))
+        let map = binary_part(&key, 0)
             .ok_or_else(|| codec::corrupt(RECORDS, "an index key is not [mapName, dirty]"))?;
         let name = String::from_utf8(map).map_err(|e| StorageError::Corrupt {
             what: RECORDS,

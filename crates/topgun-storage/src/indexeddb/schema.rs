@@ -27,7 +27,7 @@
 //! [`StorageError::SchemaTooNew`] and left untouched.
 
 use super::codec;
-use super::js::{self, idb_error, to_bytes, JsFailure};
+use super::js::{binary_part, idb_error, JsFailure};
 use crate::error::StorageError;
 use idb::{
     Database, DatabaseEvent, Event, Factory, IndexParams, KeyPath, ObjectStoreParams, Request,
@@ -164,19 +164,14 @@ async fn move_pruned(tx: &idb::Transaction) -> Result<(), StorageError> {
     );
     let mut moves = Vec::with_capacity(keys.len());
     for (key, value) in keys.iter().zip(&values) {
-        let part = |n| {
-            js_sys::Reflect::get_u32(key, n)
-                .ok()
-                .and_then(|p| to_bytes(&p))
-        };
-        let (Some(map_name), Some(record_key)) = (part(1), part(2)) else {
+        let (Some(map_name), Some(record_key)) = (binary_part(key, 1), binary_part(key, 2)) else {
             return Err(codec::corrupt(
                 META,
                 "a pruned entry's key is not [\"pruned\", map, key]",
             ));
         };
         let kept = codec::contribution_from_js(value)?;
-        let record = js::array(&[js::bytes(&map_name), js::bytes(&record_key)]);
+        let record = codec::binary_record_key(&map_name, &record_key);
         let present = records
             .count(Some(record.into()))
             .map_err(idb_error(DURING))?
