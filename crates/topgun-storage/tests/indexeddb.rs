@@ -440,17 +440,13 @@ async fn big_transactions_spread_their_ops_over_entries() {
     assert_eq!(store.stats().await.unwrap(), memory.stats().await.unwrap());
 }
 
-/// A database of schema version 1, as an earlier build made it (its
-/// stores and indexes, an op in its own entry, a record pruned with its
-/// Merkle contribution kept in `meta_store`), opens: the upgrade keeps its
-/// op, which reads, and a new write's op follows it; the pruned record is
-/// moved, still pruned, and writing its key again takes its contribution
-/// out of the sums.
-#[wasm_bindgen_test]
-async fn a_version_1_database_opens_and_keeps_its_ops() {
-    use topgun_storage::conformance::{put, ts};
-    let name = format!("version-1-{}", js_sys::Date::now());
-    let mut request = idb::Factory::new().unwrap().open(&name, Some(1)).unwrap();
+/// A database at schema `version` (1 to 3: the stores and indexes of
+/// version 1, which later versions kept), empty.
+async fn old_database(name: &str, version: u32) -> idb::Database {
+    let mut request = idb::Factory::new()
+        .unwrap()
+        .open(name, Some(version))
+        .unwrap();
     request.on_upgrade_needed(|event| {
         use idb::DatabaseEvent;
         let database = event.database().unwrap();
@@ -479,7 +475,20 @@ async fn a_version_1_database_opens_and_keeps_its_ops() {
             .create_object_store("meta_store", idb::ObjectStoreParams::new())
             .unwrap();
     });
-    let database = request.await.unwrap();
+    request.await.unwrap()
+}
+
+/// A database of schema version 1, as an earlier build made it (its
+/// stores and indexes, an op in its own entry, a record pruned with its
+/// Merkle contribution kept in `meta_store`), opens: the upgrade keeps its
+/// op, which reads, and a new write's op follows it; the pruned record is
+/// moved, still pruned, and writing its key again takes its contribution
+/// out of the sums.
+#[wasm_bindgen_test]
+async fn a_version_1_database_opens_and_keeps_its_ops() {
+    use topgun_storage::conformance::{put, ts};
+    let name = format!("version-1-{}", js_sys::Date::now());
+    let database = old_database(&name, 1).await;
     // An op of version 1: its fields on the entry, value, stamp and TTL
     // in a MessagePack body.
     let body =
@@ -576,6 +585,82 @@ async fn a_version_1_database_opens_and_keeps_its_ops() {
     let all = store.pending_ops(None, 10).await.unwrap();
     assert_eq!(all.first().map(|op| op.id), Some(ops[0].id));
     assert_eq!(all.last().map(|op| op.id), Some(next));
+}
+
+/// The keys of map `m😀`, of its dirty records, and the map names.
+async fn listing(store: &dyn Store) -> (Vec<String>, Vec<String>, Vec<String>) {
+    use topgun_storage::StoreRecord;
+    let keys = |rs: Vec<StoreRecord>| rs.into_iter().map(|r| r.key).collect::<Vec<_>>();
+    let records = store.scan("m😀", None, 100).await.unwrap();
+    let dirty = store.dirty_records("m😀", None, 100).await.unwrap();
+    (keys(records), keys(dirty), store.map_names().await.unwrap())
+}
+
+/// A database of schema version 3 (map names and keys as UTF-8 bytes)
+/// opens with every record and pruned entry at its new key: reads, scans
+/// in `str` order, dirty scans, pruned checks and map listing see them as
+/// the memory store sees the same records.
+#[wasm_bindgen_test]
+async fn a_version_3_database_opens_with_its_records_renamed() {
+    use topgun_storage::conformance::{put, remote, ts};
+    use topgun_storage::MemoryStore;
+    let name = format!("version-3-{}", js_sys::Date::now());
+    let database = old_database(&name, 3).await;
+    let bytes = |b: &[u8]| -> wasm_bindgen::JsValue { js_sys::Uint8Array::from(b).into() };
+    let object = |fields: &[(&str, wasm_bindgen::JsValue)]| {
+        let object = js_sys::Object::new();
+        for (field, value) in fields {
+            js_sys::Reflect::set(&object, &(*field).into(), value).unwrap();
+        }
+        object
+    };
+    let keys = ["b", "\u{e000}", "😀", "a", "日本"];
+    let memory = MemoryStore::new();
+    let tx = database
+        .transaction(&["key_value_store"], idb::TransactionMode::ReadWrite)
+        .unwrap();
+    let records = tx.object_store("key_value_store").unwrap();
+    for (i, key) in keys.iter().enumerate() {
+        let dirty = i % 2 == 0;
+        let value = key.as_bytes();
+        let body =
+            rmp_serde::to_vec(&(Some(serde_bytes::Bytes::new(value)), ts(1), None::<u64>)).unwrap();
+        let stored = object(&[
+            ("mapName", bytes("m😀".as_bytes())),
+            ("key", bytes(key.as_bytes())),
+            ("dirty", f64::from(u8::from(dirty)).into()),
+            ("body", bytes(&body)),
+        ]);
+        records.put(&stored, None).unwrap();
+        if dirty {
+            memory
+                .write_local(put("m😀", key, value, ts(1)))
+                .await
+                .unwrap();
+        } else {
+            let merged = remote("m😀", key, Some(value), ts(1));
+            memory.apply_remote(vec![merged]).await.unwrap();
+        }
+    }
+    let stub = object(&[
+        ("mapName", bytes("m😀".as_bytes())),
+        ("key", bytes("p".as_bytes())),
+        ("pruned", 9.0.into()),
+    ]);
+    records.put(&stub, None).unwrap();
+    tx.commit().unwrap().await.unwrap();
+    database.close();
+
+    let store = IndexedDbStore::open_named(&name).await.unwrap();
+    for key in keys {
+        let record = store.get("m😀", key).await.unwrap().unwrap();
+        assert_eq!(record.value.as_deref(), Some(key.as_bytes()));
+    }
+    let listed = listing(&store).await;
+    assert_eq!(listed, listing(&memory).await);
+    assert_eq!(listed.0, ["a", "b", "日本", "\u{e000}", "😀"]);
+    assert!(store.is_pruned("m😀", "p").await.unwrap());
+    assert!(!store.is_pruned("m😀", "a").await.unwrap());
 }
 
 /// How many counters deltas database `name`'s `meta_store` holds.

@@ -1,13 +1,16 @@
 //! How records, ops and internal meta entries are laid out in IndexedDB.
 //!
 //! - `key_value_store` holds `{mapName, key, dirty, body}` per record:
-//!   `mapName` and `key` as binary keys (UTF-8 bytes, so that IndexedDB
-//!   orders them byte-wise, as `str` does), `dirty` as `0` / `1`
-//!   (booleans are not valid keys, so an index over them would be empty),
-//!   and `body`, the value, timestamp and TTL as MessagePack bytes: one
-//!   `Uint8Array` is the cheapest thing to clone out of IndexedDB and into
-//!   wasm memory. A record pruned with its Merkle contribution kept
-//!   leaves `{mapName, key, pruned}` at its key ([`Stored::Pruned`]).
+//!   `mapName` and `key` as strings (with the characters from U+E000 up
+//!   shifted so that IndexedDB orders them as `str` does, see
+//!   [`js::name`]), `dirty` as `0` / `1` (booleans are not valid keys, so
+//!   an index over them would be empty), and `body`, the value,
+//!   timestamp and TTL as MessagePack bytes: one `Uint8Array` is the
+//!   cheapest way to hand a value to wasm memory. (IndexedDB rebuilds a
+//!   string far faster than a binary key: schema version 3 stored the
+//!   names as UTF-8 bytes, and reading its records took a fifth longer.)
+//!   A record pruned with its Merkle contribution kept leaves `{mapName,
+//!   key, pruned}` at its key ([`Stored::Pruned`]).
 //! - `operation_log` holds the ops of a write transaction in one entry
 //!   (or a few, when they are many bytes): `{id, synced, ops}`, `ops` the
 //!   ops as consecutive MessagePack values (each with its number in the
@@ -98,31 +101,19 @@ fn read_flag(object: &JsValue, name: &'static str) -> Result<bool, StorageError>
     Ok(field(object, name)?.as_f64() == Some(1.0))
 }
 
-fn utf8(raw: Vec<u8>, what: &'static str) -> Result<String, StorageError> {
-    String::from_utf8(raw).map_err(|e| StorageError::Corrupt {
-        what,
-        source: Box::new(e),
-    })
-}
-
-fn binary_string(
+/// A map name or key stored in field `name` of `object` (see
+/// [`js::name`]).
+fn stored_name(
     object: &JsValue,
     name: &'static str,
     what: &'static str,
 ) -> Result<String, StorageError> {
-    let raw =
-        to_bytes(&field(object, name)?).ok_or_else(|| corrupt(what, "a name is not binary"))?;
-    utf8(raw, what)
+    js::read_name(&field(object, name)?).ok_or_else(|| corrupt(what, "a name is not a string"))
 }
 
 /// The primary key of `(map, key)` in `key_value_store`.
 pub(crate) fn record_key(map_name: &str, key: &str) -> JsValue {
-    binary_record_key(map_name.as_bytes(), key.as_bytes())
-}
-
-/// [`record_key`] of a map name and key as UTF-8 bytes.
-pub(crate) fn binary_record_key(map_name: &[u8], key: &[u8]) -> JsValue {
-    array(&[bytes(map_name), bytes(key)])
+    array(&[js::name(map_name), js::name(key)])
 }
 
 /// The key range of `map_name`'s records after `after` (all of them
@@ -135,7 +126,7 @@ pub(crate) fn map_range(
     // and before every record of any later map.
     let (lower, lower_open) = match after {
         Some(key) => (record_key(map_name, key), true),
-        None => (array(&[bytes(map_name.as_bytes())]), false),
+        None => (array(&[js::name(map_name)]), false),
     };
     idb::KeyRange::bound(&lower, &next_map(map_name), Some(lower_open), Some(true))
         .map_err(js::idb_error("building a key range"))
@@ -143,22 +134,20 @@ pub(crate) fn map_range(
 
 /// The smallest `[map]` key after every record of `map_name`.
 pub(crate) fn next_map(map_name: &str) -> JsValue {
-    let mut next = map_name.as_bytes().to_vec();
-    next.push(0);
-    array(&[bytes(&next)])
+    array(&[js::name(&format!("{map_name}\0"))])
 }
 
 /// The key of `[map_name, dirty]` in the `mapName_dirty` index.
 pub(crate) fn dirty_key(map_name: &str) -> JsValue {
-    array(&[bytes(map_name.as_bytes()), flag(true)])
+    array(&[js::name(map_name), flag(true)])
 }
 
 /// A record as stored in `key_value_store`.
 pub(crate) fn record_to_js(record: &StoreRecord) -> Result<JsValue, StorageError> {
     let body = encode_body(record.value.as_deref(), &record.timestamp, record.ttl_ms)?;
     Ok(js::stored_record(
-        record.map_name.as_bytes(),
-        record.key.as_bytes(),
+        &record.map_name,
+        &record.key,
         flag_number(record.dirty),
         &body,
     ))
@@ -195,7 +184,7 @@ impl Stored {
 
 /// What `key_value_store` holds, back from it.
 pub(crate) fn stored_from_js(object: &JsValue) -> Result<Stored, StorageError> {
-    let map_name = binary_string(object, "mapName", "key_value_store")?;
+    let map_name = stored_name(object, "mapName", "key_value_store")?;
     stored_of_map(map_name, object)
 }
 
@@ -206,14 +195,14 @@ pub(crate) fn stored_of_map(map_name: String, object: &JsValue) -> Result<Stored
     let body = field(object, "body")?;
     if body.is_undefined() {
         return Ok(Stored::Pruned {
-            key: binary_string(object, "key", WHAT)?,
+            key: stored_name(object, "key", WHAT)?,
             kept: contribution_from_js(&field(object, "pruned")?)?,
         });
     }
     let body = body_from_js(&body, WHAT)?;
     Ok(Stored::Record(StoreRecord {
         map_name,
-        key: binary_string(object, "key", WHAT)?,
+        key: stored_name(object, "key", WHAT)?,
         value: body.value.map(serde_bytes::ByteBuf::into_vec),
         timestamp: body.timestamp,
         ttl_ms: body.ttl_ms,
@@ -230,16 +219,18 @@ pub(crate) fn record_from_js(object: &JsValue) -> Result<StoreRecord, StorageErr
 
 /// What is left in `key_value_store` of a record pruned with its Merkle
 /// contribution `kept` (see [`Stored::Pruned`]).
-pub(crate) fn pruned_to_js(
-    map_name: &[u8],
-    key: &[u8],
-    kept: u32,
-) -> Result<JsValue, StorageError> {
+pub(crate) fn pruned_to_js(map_name: &str, key: &str, kept: u32) -> Result<JsValue, StorageError> {
     let object: JsValue = js_sys::Object::new().into();
-    set(&object, "mapName", &bytes(map_name))?;
-    set(&object, "key", &bytes(key))?;
+    rename(&object, map_name, key)?;
     set(&object, "pruned", &JsValue::from_f64(f64::from(kept)))?;
     Ok(object)
+}
+
+/// Sets the names of a stored record object (a record or a pruned
+/// entry) to `map_name` and `key`.
+pub(crate) fn rename(object: &JsValue, map_name: &str, key: &str) -> Result<(), StorageError> {
+    set(object, "mapName", &js::name(map_name))?;
+    set(object, "key", &js::name(key))
 }
 
 /// Bits of an [`OpId`] that number an op inside its `operation_log`

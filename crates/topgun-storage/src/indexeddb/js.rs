@@ -83,8 +83,8 @@ pub(crate) fn aborted(during: &'static str) -> StorageError {
     .into_error(during)
 }
 
-/// A binary IndexedDB key (or value) holding `bytes`. Binary keys compare
-/// byte-wise, as `str` does; string keys would compare by UTF-16 units.
+/// A binary IndexedDB key (or value) holding `bytes` (binary keys compare
+/// byte-wise).
 pub(crate) fn bytes(bytes: &[u8]) -> JsValue {
     Uint8Array::from(bytes).into()
 }
@@ -101,18 +101,56 @@ pub(crate) fn to_bytes(value: &JsValue) -> Option<Vec<u8>> {
 }
 
 #[wasm_bindgen::prelude::wasm_bindgen(inline_js = r#"
+// Names (map names and keys) are stored as strings that IndexedDB orders
+// as Rust orders `str` (by code point), where it orders strings by UTF-16
+// code unit: units from 0xE000 move down by 0x800 and surrogates up by
+// 0x2000, so that every character above 0xFFFF (a surrogate pair) sorts
+// after every one below it. Most names hold no unit from 0xD800 up and
+// are stored as they are.
+const SHIFTED = /[\uD800-\uFFFF]/;
+function shift(text, split, up, down) {
+  if (!SHIFTED.test(text)) return text;
+  let out = "";
+  for (let i = 0; i < text.length; i++) {
+    const unit = text.charCodeAt(i);
+    out += String.fromCharCode(unit < 0xd800 ? unit : unit < split ? unit + up : unit - down);
+  }
+  return out;
+}
+export function storedName(name) {
+  return shift(name, 0xe000, 0x2000, 0x800);
+}
+export function readName(stored) {
+  return typeof stored === "string" ? shift(stored, 0xf800, 0x800, 0x2000) : undefined;
+}
 export function storedRecord(mapName, key, dirty, body) {
-  return { mapName: mapName.slice(), key: key.slice(), dirty, body: body.slice() };
+  return { mapName: storedName(mapName), key: storedName(key), dirty, body: body.slice() };
 }
 "#)]
 extern "C" {
+    /// `name` (a map name or key) as stored: a string IndexedDB orders
+    /// as Rust orders `str` (see the JS above).
+    #[wasm_bindgen(js_name = storedName)]
+    pub(crate) fn name(name: &str) -> JsValue;
+
+    /// A stored name back (`None` if `stored` is not a string).
+    #[wasm_bindgen(js_name = readName)]
+    pub(crate) fn read_name(stored: &JsValue) -> Option<String>;
+
     /// A record object for `key_value_store` (see `codec`):
-    /// `{mapName, key, dirty, body}`, the byte fields copied out of wasm
-    /// memory (`slice`): one call across the boundary, where building the
-    /// object from Rust took eight (bulk writes spent about a tenth of
-    /// their time in them).
+    /// `{mapName, key, dirty, body}`, the names as [`name`] stores them
+    /// and the body copied out of wasm memory (`slice`): one call across
+    /// the boundary, where building the object from Rust took eight (bulk
+    /// writes spent about a tenth of their time in them).
     #[wasm_bindgen(js_name = storedRecord)]
-    pub(crate) fn stored_record(map_name: &[u8], key: &[u8], dirty: f64, body: &[u8]) -> JsValue;
+    pub(crate) fn stored_record(map_name: &str, key: &str, dirty: f64, body: &[u8]) -> JsValue;
+}
+
+/// The name stored as part `n` of an array key.
+pub(crate) fn name_part(key: &JsValue, n: u32) -> Option<String> {
+    Reflect::get_u32(key, n)
+        .ok()
+        .and_then(|part| read_name(&part))
 }
 
 /// The bytes of binary part `n` of an array key.

@@ -1,7 +1,7 @@
 //! Reads, each in a read-only transaction of its own.
 
 use super::codec::{self, Stored};
-use super::js::{binary_part, idb_error, to_bytes};
+use super::js::{idb_error, name_part, to_bytes};
 use super::schema::{DIRTY_INDEX, META, OPS, RECORDS};
 use crate::error::StorageError;
 use crate::model::{OpId, OpLogEntry, StoreRecord, StoreStats};
@@ -103,14 +103,14 @@ pub(crate) async fn dirty_records(
     };
     let mut cursor = cursor.into_managed();
     if let Some(after) = after {
-        let at = |cursor: &idb::ManagedCursor| -> Result<Option<Vec<u8>>, StorageError> {
+        let at = |cursor: &idb::ManagedCursor| -> Result<Option<String>, StorageError> {
             Ok(cursor
                 .primary_key()
                 .map_err(idb_error(DURING))?
-                .and_then(|primary| binary_part(&primary, 1)))
+                .and_then(|primary| name_part(&primary, 1)))
         };
-        let target = after.as_bytes();
-        if at(&cursor)?.is_some_and(|key| key.as_slice() < target) {
+        let target = after;
+        if at(&cursor)?.is_some_and(|key| key.as_str() < target) {
             // `continuePrimaryKey` needs a target past the cursor.
             cursor
                 .next_primary_key(&dirty, &codec::record_key(map_name, after))
@@ -118,7 +118,7 @@ pub(crate) async fn dirty_records(
                 .map_err(idb_error(DURING))?;
         }
         // It stops at `after` itself if that record is dirty.
-        if at(&cursor)?.is_some_and(|key| key.as_slice() == target) {
+        if at(&cursor)?.is_some_and(|key| key == target) {
             cursor.next(None).await.map_err(idb_error(DURING))?;
         }
     }
@@ -223,12 +223,8 @@ pub(crate) async fn map_names(database: &Database) -> Result<Vec<String>, Storag
             return Ok(names);
         };
         let key = cursor.key().map_err(idb_error(DURING))?;
-        let map = binary_part(&key, 0)
+        let name = name_part(&key, 0)
             .ok_or_else(|| codec::corrupt(RECORDS, "an index key is not [mapName, dirty]"))?;
-        let name = String::from_utf8(map).map_err(|e| StorageError::Corrupt {
-            what: RECORDS,
-            source: Box::new(e),
-        })?;
         // Jump past every entry of this map.
         from = Some(codec::next_map(&name));
         names.push(name);

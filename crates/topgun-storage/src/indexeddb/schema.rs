@@ -21,6 +21,10 @@
 //! instead of one in `meta_store`: the upgrade moves those. An older
 //! build, which would ignore the deltas, refuses the database.
 //!
+//! Version 4: `key_value_store`'s map names and keys are strings (see
+//! `codec`), where earlier versions stored them as UTF-8 bytes; the
+//! upgrade rewrites every record and pruned entry at its new key.
+//!
 //! The IndexedDB version is the schema version. Each upgrade step runs in
 //! the browser's `upgradeneeded` transaction, from the version found to
 //! [`INDEXEDDB_SCHEMA_VERSION`]; a database of a newer version is refused with
@@ -36,7 +40,7 @@ use std::future::IntoFuture;
 use wasm_bindgen::JsCast;
 
 /// The schema version this build writes and reads.
-pub const INDEXEDDB_SCHEMA_VERSION: u32 = 3;
+pub const INDEXEDDB_SCHEMA_VERSION: u32 = 4;
 
 pub(crate) const RECORDS: &str = "key_value_store";
 pub(crate) const OPS: &str = "operation_log";
@@ -126,17 +130,62 @@ fn upgrade(event: &idb::event::VersionChangeEvent) -> Result<(), idb::Error> {
 
         database.create_object_store(META, ObjectStoreParams::new())?;
     }
-    if (1..3).contains(&from) {
+    if (1..4).contains(&from) {
         let tx = event
             .target()?
             .transaction()
             .ok_or(idb::Error::TransactionNotFound)?;
         wasm_bindgen_futures::spawn_local(async move {
+            let upgraded = async {
+                rename_records(&tx).await?;
+                if from < 3 {
+                    move_pruned(&tx).await?;
+                }
+                Ok::<_, StorageError>(())
+            };
             // Failing, the upgrade is aborted and the open fails with it.
-            if move_pruned(&tx).await.is_err() {
+            if upgraded.await.is_err() {
                 let _ = tx.abort();
             }
         });
+    }
+    Ok(())
+}
+
+/// Rewrites every entry of `key_value_store` of schema versions 1 to 3
+/// (map name and key as UTF-8 bytes) at its key of version 4 (strings),
+/// in the upgrade transaction.
+async fn rename_records(tx: &idb::Transaction) -> Result<(), StorageError> {
+    const DURING: &str = "renaming records";
+    let records = tx.object_store(RECORDS).map_err(idb_error(DURING))?;
+    let keys = records
+        .get_all_keys(None, None)
+        .map_err(idb_error(DURING))?
+        .into_future();
+    let values = records
+        .get_all(None, None)
+        .map_err(idb_error(DURING))?
+        .into_future();
+    let (keys, values) = (
+        keys.await.map_err(idb_error(DURING))?,
+        values.await.map_err(idb_error(DURING))?,
+    );
+    let mut last = None;
+    for (key, value) in keys.iter().zip(&values) {
+        let name = |n| {
+            binary_part(key, n)
+                .and_then(|raw| String::from_utf8(raw).ok())
+                .ok_or_else(|| codec::corrupt(RECORDS, "a key is not [mapName, key] of UTF-8"))
+        };
+        let (map_name, record_key) = (name(0)?, name(1)?);
+        codec::rename(value, &map_name, &record_key)?;
+        records.delete(key.clone()).map_err(idb_error(DURING))?;
+        last = Some(records.put(value, None).map_err(idb_error(DURING))?);
+    }
+    // Requests of a transaction run in order: the last one's success is
+    // every one's (a failed one aborts the transaction).
+    if let Some(last) = last {
+        last.into_future().await.map_err(idb_error(DURING))?;
     }
     Ok(())
 }
@@ -164,14 +213,15 @@ async fn move_pruned(tx: &idb::Transaction) -> Result<(), StorageError> {
     );
     let mut moves = Vec::with_capacity(keys.len());
     for (key, value) in keys.iter().zip(&values) {
-        let (Some(map_name), Some(record_key)) = (binary_part(key, 1), binary_part(key, 2)) else {
+        let name = |n| binary_part(key, n).and_then(|raw| String::from_utf8(raw).ok());
+        let (Some(map_name), Some(record_key)) = (name(1), name(2)) else {
             return Err(codec::corrupt(
                 META,
                 "a pruned entry's key is not [\"pruned\", map, key]",
             ));
         };
         let kept = codec::contribution_from_js(value)?;
-        let record = codec::binary_record_key(&map_name, &record_key);
+        let record = codec::record_key(&map_name, &record_key);
         let present = records
             .count(Some(record.into()))
             .map_err(idb_error(DURING))?

@@ -304,10 +304,7 @@ impl WriteTxn {
             PruneSums::Keep => {
                 let (_, kept) = merkle_contribution(key, Some(&old.timestamp));
                 self.records
-                    .put(
-                        &codec::pruned_to_js(map_name.as_bytes(), key.as_bytes(), kept)?,
-                        None,
-                    )
+                    .put(&codec::pruned_to_js(map_name, key, kept)?, None)
                     .map_err(idb_error("pruning a record"))?;
                 self.pruned.insert(slot, kept);
                 self.delta.pruned += 1;
