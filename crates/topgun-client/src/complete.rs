@@ -17,7 +17,7 @@ use crate::local::LocalData;
 use crate::working_set::{CachedRecord, Records};
 use std::sync::Arc;
 use topgun_query::{
-    count_on_rows, expires_at, run_query, run_query_on_rows, CompiledQuery, MemoryRow, QueryResult,
+    count_on_rows, expires_at, query_rows, run_query, CompiledQuery, MemoryRow, QueryRows,
 };
 use topgun_storage::ScanCursor;
 
@@ -28,18 +28,24 @@ const PAGE: usize = if cfg!(target_family = "wasm") {
     512
 };
 
-/// Runs `query` over `map`: in memory if the map is complete or can be
-/// made so, else over the store.
-pub(crate) async fn query(
+/// Runs `query` over `map` (in memory if the map is complete or can be
+/// made so, else over the store) and hands its rows to `page`: values
+/// borrowed from the working set's records where the query ran in memory.
+pub(crate) async fn query<R>(
     local: &LocalData,
     map: &MapShared,
     query: &CompiledQuery,
-) -> Result<QueryResult, ClientError> {
+    page: impl FnOnce(QueryRows<'_>) -> R,
+) -> Result<R, ClientError> {
     Ok(match records(local, map).await? {
-        Some(records) => run_query_on_rows(rows(&records), query, local.now_millis()),
+        Some(records) => page(query_rows(rows(&records), query, local.now_millis())),
         None => {
             let store = local.store().as_ref();
-            run_query(store, map.name(), query, local.now_millis()).await?
+            page(
+                run_query(store, map.name(), query, local.now_millis())
+                    .await?
+                    .into_rows(),
+            )
         }
     })
 }

@@ -6,9 +6,11 @@ use crate::hub::MapShared;
 use crate::local::LocalData;
 use crate::query::{
     ChangeType, CompiledQuery, LiveQuery, LiveUpdate, Query, QueryChange, QueryExt, QueryResult,
+    QueryRows,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -52,27 +54,37 @@ fn to_typed<V: DeserializeOwned>(
 ) -> Result<V, ClientError> {
     // Read straight out of the JSON form the value reached from
     // MessagePack (no second encoding).
-    V::deserialize(v).map_err(|e| ClientError::Decode {
+    V::deserialize(v).map_err(|e| decode_error(map, key, e))
+}
+
+fn decode_error(map: &str, key: &str, error: serde_json::Error) -> ClientError {
+    ClientError::Decode {
         map: map.to_owned(),
         key: key.to_owned(),
-        source: serde::de::Error::custom(e),
-    })
+        source: serde::de::Error::custom(error),
+    }
 }
 
 pub(crate) fn typed_page<V: DeserializeOwned>(
     map: &str,
-    r: QueryResult,
+    rows: QueryRows<'_>,
 ) -> Result<QueryPage<V>, ClientError> {
-    let results = r
+    let results = rows
         .results
         .into_iter()
-        .map(|(k, v)| to_typed(map, &k, v).map(|v| (k, v)))
+        .map(|(k, v)| {
+            let typed = match v {
+                Cow::Owned(v) => to_typed(map, &k, v),
+                Cow::Borrowed(v) => V::deserialize(v).map_err(|e| decode_error(map, &k, e)),
+            };
+            typed.map(|v| (k, v))
+        })
         .collect::<Result<_, _>>()?;
     Ok(QueryPage {
         results,
-        has_more: r.has_more,
-        next_cursor: r.next_cursor,
-        undecodable: r.undecodable,
+        has_more: rows.has_more,
+        next_cursor: rows.next_cursor,
+        undecodable: rows.undecodable,
     })
 }
 

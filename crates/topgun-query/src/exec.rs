@@ -5,6 +5,7 @@ use super::error::QueryError;
 use super::group::Groups;
 use super::order::RowKey;
 use serde_json::Value;
+use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
 use topgun_core::Timestamp;
@@ -137,6 +138,28 @@ pub fn run_query_on_rows<'a>(
     query: &CompiledQuery,
     now_millis: u64,
 ) -> QueryResult {
+    collect_rows(rows, query, now_millis).finish()
+}
+
+/// [`run_query_on_rows`], its rows' values borrowed from `rows` (a
+/// group's row is made, so owned): what a caller that only writes the
+/// rows out needs, without a copy of every value.
+pub fn query_rows<'a>(
+    rows: impl IntoIterator<Item = MemoryRow<'a>>,
+    query: &CompiledQuery,
+    now_millis: u64,
+) -> QueryRows<'a> {
+    collect_rows(rows, query, now_millis)
+        .finish_rows()
+        .into_rows()
+}
+
+/// The collector of [`run_query_on_rows`], fed every row.
+fn collect_rows<'q, 'a>(
+    rows: impl IntoIterator<Item = MemoryRow<'a>>,
+    query: &'q CompiledQuery,
+    now_millis: u64,
+) -> Collector<'q, 'a> {
     let mut collector = Collector::new(query, 0);
     let start = collector.scan_start();
     for row in rows {
@@ -152,13 +175,13 @@ pub fn run_query_on_rows<'a>(
         };
         // Matching first spares a copy of every value the query drops.
         if collector.query.matches(row.key, value) {
-            collector.push_expiring(row.key, value.clone(), row.expires);
+            collector.push_expiring(row.key, Cow::Borrowed(value), row.expires);
             if collector.is_done() {
                 break;
             }
         }
     }
-    collector.finish()
+    collector
 }
 
 /// How many rows of `rows` (as for [`run_query_on_rows`]) `query`
@@ -187,26 +210,28 @@ pub fn count_on_rows<'a>(
     count as u64
 }
 
-/// A candidate row, ordered by its position in the query's order.
+/// A candidate row, ordered by its position in the query's order; its
+/// value owned (read from a store, or a group's row) or borrowed (from
+/// records in memory).
 #[derive(Debug)]
-struct Entry {
+struct Entry<'a> {
     row: RowKey,
-    value: Value,
+    value: Cow<'a, Value>,
     expires: Option<u64>,
 }
 
-impl PartialEq for Entry {
+impl PartialEq for Entry<'_> {
     fn eq(&self, other: &Self) -> bool {
         self.row == other.row
     }
 }
-impl Eq for Entry {}
-impl PartialOrd for Entry {
+impl Eq for Entry<'_> {}
+impl PartialOrd for Entry<'_> {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
 }
-impl Ord for Entry {
+impl Ord for Entry<'_> {
     fn cmp(&self, other: &Self) -> Ordering {
         self.row.cmp(&other.row)
     }
@@ -216,7 +241,7 @@ impl Ord for Entry {
 /// result needs. Sans-I/O: [`run_query_with_overflow`] feeds it from a
 /// store, tests feed it directly.
 #[derive(Debug)]
-pub(crate) struct Collector<'q> {
+pub(crate) struct Collector<'q, 'a> {
     query: &'q CompiledQuery,
     /// For a `groupBy` query: the groups filled so far (the heap is
     /// filled from them in `finish`).
@@ -226,14 +251,14 @@ pub(crate) struct Collector<'q> {
     /// Rows kept: `limit + overflow + 1` at most when limited.
     capacity: usize,
     /// Max-heap: the worst kept row is on top, ready to be evicted.
-    heap: BinaryHeap<Entry>,
+    heap: BinaryHeap<Entry<'a>>,
     /// Expiries of group members (rows keep theirs in the heap).
     group_expiries: HashMap<String, u64>,
     matched: usize,
     undecodable: u64,
 }
 
-impl<'q> Collector<'q> {
+impl<'q, 'a> Collector<'q, 'a> {
     pub(crate) fn new(query: &'q CompiledQuery, overflow: usize) -> Self {
         let limit = query.limit().unwrap_or(usize::MAX);
         let capacity = limit.saturating_add(overflow).saturating_add(1);
@@ -279,7 +304,7 @@ impl<'q> Collector<'q> {
         match rmp_serde::from_slice::<Value>(bytes) {
             Ok(value) => self.push_expiring(
                 &record.key,
-                value,
+                Cow::Owned(value),
                 expires_at(&record.timestamp, record.ttl_ms),
             ),
             Err(error) => {
@@ -291,16 +316,16 @@ impl<'q> Collector<'q> {
 
     #[cfg(test)]
     pub(crate) fn push(&mut self, key: &str, value: Value) {
-        self.push_expiring(key, value, None);
+        self.push_expiring(key, Cow::Owned(value), None);
     }
 
     /// A live record that expires at `expires` (see [`expires_at`]).
-    pub(crate) fn push_expiring(&mut self, key: &str, value: Value, expires: Option<u64>) {
+    pub(crate) fn push_expiring(&mut self, key: &str, value: Cow<'a, Value>, expires: Option<u64>) {
         if !self.query.matches(key, &value) {
             return;
         }
         if let (Some(groups), Some(grouping)) = (&mut self.groups, &self.query.grouping) {
-            groups.insert(grouping, key, value);
+            groups.insert(grouping, key, value.into_owned());
             if let Some(at) = expires {
                 self.group_expiries.insert(key.to_owned(), at);
             }
@@ -310,7 +335,7 @@ impl<'q> Collector<'q> {
     }
 
     /// A row already selected (a record that matched, or a group row).
-    fn push_row(&mut self, key: &str, value: Value, expires: Option<u64>) {
+    fn push_row(&mut self, key: &str, value: Cow<'a, Value>, expires: Option<u64>) {
         let row = self.query.row_key(key, &value);
         if !self.query.after_cursor(&row) {
             return;
@@ -332,21 +357,42 @@ impl<'q> Collector<'q> {
         });
     }
 
-    pub(crate) fn finish(mut self) -> QueryResult {
+    pub(crate) fn finish(self) -> QueryResult {
+        let f = self.finish_rows();
+        let owned = |rows: Vec<(String, Cow<'a, Value>)>| {
+            rows.into_iter()
+                .map(|(key, value)| (key, value.into_owned()))
+                .collect()
+        };
+        QueryResult {
+            results: owned(f.results),
+            has_more: f.has_more,
+            next_cursor: f.next_cursor,
+            undecodable: f.undecodable,
+            exhaustive: f.exhaustive,
+            overflow: owned(f.overflow),
+            overflow_cap: f.overflow_cap,
+            expiries: f.expiries,
+            groups: f.groups,
+        }
+    }
+
+    /// The rows kept, in order, their values as they were pushed.
+    fn finish_rows(mut self) -> Finished<'a> {
         let groups = self.groups.take();
         let mut expiries = std::mem::take(&mut self.group_expiries);
         if let (Some(groups), Some(grouping)) = (&groups, &self.query.grouping) {
             for (key, row) in groups.rows(grouping) {
-                self.push_row(&key, row, None);
+                self.push_row(&key, Cow::Owned(row), None);
             }
         }
         let mut rows = self.heap.into_sorted_vec().into_iter();
-        let mut results: Vec<(RowKey, Value)> = Vec::new();
+        let mut results: Vec<(RowKey, Cow<'a, Value>)> = Vec::new();
         for e in rows.by_ref().take(self.limit) {
             expiries.extend(e.expires.map(|at| (e.row.key.clone(), at)));
             results.push((e.row, e.value));
         }
-        let mut overflow: Vec<(String, Value)> = Vec::new();
+        let mut overflow = Vec::new();
         for e in rows.take(self.overflow) {
             expiries.extend(e.expires.map(|at| (e.row.key.clone(), at)));
             overflow.push((e.row.key, e.value));
@@ -356,7 +402,7 @@ impl<'q> Collector<'q> {
             Some((row, _)) if has_more => Some(self.query.sort.encode_cursor(row)),
             _ => None,
         };
-        QueryResult {
+        Finished {
             results: results
                 .into_iter()
                 .map(|(row, value)| (row.key, value))
@@ -369,6 +415,63 @@ impl<'q> Collector<'q> {
             overflow_cap: self.overflow,
             expiries,
             groups,
+        }
+    }
+}
+
+/// What a [`Collector`] ends with: a [`QueryResult`] whose values may be
+/// borrowed.
+struct Finished<'a> {
+    results: Vec<(String, Cow<'a, Value>)>,
+    has_more: bool,
+    next_cursor: Option<String>,
+    undecodable: u64,
+    exhaustive: bool,
+    overflow: Vec<(String, Cow<'a, Value>)>,
+    overflow_cap: usize,
+    expiries: HashMap<String, u64>,
+    groups: Option<Groups>,
+}
+
+impl<'a> Finished<'a> {
+    fn into_rows(self) -> QueryRows<'a> {
+        QueryRows {
+            results: self.results,
+            has_more: self.has_more,
+            next_cursor: self.next_cursor,
+            undecodable: self.undecodable,
+        }
+    }
+}
+
+/// One page of a query's rows (see [`query_rows`]), values borrowed
+/// where they could be.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct QueryRows<'a> {
+    /// `(key, value)` rows in the query's order, as in
+    /// [`QueryResult::results`].
+    pub results: Vec<(String, Cow<'a, Value>)>,
+    /// Whether more matching rows follow `results`.
+    pub has_more: bool,
+    /// When `has_more`: the cursor of the next page.
+    pub next_cursor: Option<String>,
+    /// Live records whose value could not be decoded (skipped).
+    pub undecodable: u64,
+}
+
+impl QueryResult {
+    /// This result's page as [`QueryRows`] (every value owned).
+    pub fn into_rows(self) -> QueryRows<'static> {
+        QueryRows {
+            results: self
+                .results
+                .into_iter()
+                .map(|(key, value)| (key, Cow::Owned(value)))
+                .collect(),
+            has_more: self.has_more,
+            next_cursor: self.next_cursor,
+            undecodable: self.undecodable,
         }
     }
 }

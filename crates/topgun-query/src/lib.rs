@@ -14,7 +14,8 @@
 //!   [`CompiledQuery`].
 //! - [`run_query`] scans a map of a store ([`Paged`](topgun_storage::Paged)) in pages
 //!   and returns a [`QueryResult`]; memory stays O(limit) for limited
-//!   queries.
+//!   queries. [`run_query_on_rows`] runs the same engine over records
+//!   in memory, and [`query_rows`] too, its rows borrowing their values.
 //! - [`LiveQuery`] is pure state that turns each write, and each TTL
 //!   expiry, into [`QueryChange`]s (ENTER / UPDATE / LEAVE).
 //! - `groupBy` queries answer one row per group with `__key`, `__count`
@@ -88,8 +89,8 @@ mod tests_ops;
 pub use compile::{CompiledQuery, QueryExt};
 pub use error::QueryError;
 pub use exec::{
-    count_on_rows, expires_at, run_query, run_query_on_rows, run_query_with_overflow, MemoryRow,
-    QueryResult,
+    count_on_rows, expires_at, query_rows, run_query, run_query_on_rows, run_query_with_overflow,
+    MemoryRow, QueryResult, QueryRows,
 };
 pub use live::{diff_results, LiveQuery, LiveUpdate, QueryChange};
 pub use topgun_core::wire::{

@@ -5,6 +5,7 @@ use super::exec::Collector;
 use super::*;
 use proptest::prelude::*;
 use serde_json::{json, Value};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use topgun_core::Timestamp;
 use topgun_storage::{MemoryStore, Store, StoreRecord};
@@ -386,6 +387,14 @@ proptest! {
         prop_assert_eq!(counted, store_result.results.len() as u64);
         prop_assert_eq!(result.has_more, store_result.has_more);
         prop_assert_eq!(&result.next_cursor, &store_result.next_cursor);
+        // The same page with the values borrowed from the rows.
+        let borrowed = query_rows(
+            rows.iter().map(|(key, value)| MemoryRow { key, value: Some(value), expires: None }),
+            &first,
+            NOW,
+        );
+        prop_assert!(borrowed.results.iter().all(|(_, v)| matches!(v, Cow::Borrowed(_))));
+        prop_assert_eq!(borrowed.clone(), store_result.clone().into_rows());
         // The next page, from the cursor, as well.
         if let (Some(cursor), true) = (&store_result.next_cursor, cursor_after > 0) {
             let mut next = query.clone();
@@ -424,4 +433,25 @@ fn rows_in_memory_skip_expired_and_undecodable_rows() {
     let result = run_query_on_rows(rows, &query, NOW);
     assert_eq!(keys(&result), ["c"]);
     assert_eq!(result.undecodable, 1);
+}
+
+#[test]
+fn group_rows_are_made_and_member_rows_borrowed() {
+    let values = [json!({"c": "x", "n": 1}), json!({"c": "x", "n": 2})];
+    let rows = || {
+        ["a", "b"]
+            .into_iter()
+            .zip(&values)
+            .map(|(key, value)| MemoryRow {
+                key,
+                value: Some(value),
+                expires: None,
+            })
+    };
+    let grouped = query_rows(rows(), &compile(json!({"groupBy": ["c"]})), NOW);
+    assert_eq!(grouped.results.len(), 1);
+    assert!(matches!(grouped.results[0].1, Cow::Owned(_)));
+    let plain = query_rows(rows(), &compile(json!({})), NOW);
+    assert_eq!(plain.results.len(), 2);
+    assert!(matches!(plain.results[1].1, Cow::Borrowed(v) if std::ptr::eq(v, &values[1])));
 }

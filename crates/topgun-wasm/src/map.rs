@@ -4,7 +4,7 @@ use crate::error::{from_client, invalid, js_error};
 use crate::listen::{call, Listener};
 use crate::values::{from_js, from_js_as, to_js, Json};
 use serde::Serialize;
-use topgun_client::query::Query;
+use topgun_client::query::{Query, QueryRows};
 use topgun_client::{IMap, Origin};
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::JsValue;
@@ -52,7 +52,7 @@ struct Page<'a> {
 #[derive(Serialize)]
 struct Row<'a> {
     key: &'a str,
-    value: &'a Json,
+    value: &'a serde_json::Value,
 }
 
 impl JsMap {
@@ -175,16 +175,22 @@ impl JsMap {
         #[wasm_bindgen(unchecked_param_type = "Query | undefined")] query: JsValue,
     ) -> Result<JsValue, JsValue> {
         let query = query_from_js(query)?;
-        let page = self.map.query(&query).await.map_err(|e| from_client(&e))?;
-        to_js(&Page {
-            results: page
-                .results
-                .iter()
-                .map(|(key, value)| Row { key, value })
-                .collect(),
-            has_more: page.has_more,
-            next_cursor: page.next_cursor.as_deref(),
-        })
+        // Rows written out straight from the working set's values.
+        let page = |rows: QueryRows<'_>| {
+            to_js(&Page {
+                results: rows
+                    .results
+                    .iter()
+                    .map(|(key, value)| Row { key, value })
+                    .collect(),
+                has_more: rows.has_more,
+                next_cursor: rows.next_cursor.as_deref(),
+            })
+        };
+        self.map
+            .query_rows(&query, page)
+            .await
+            .map_err(|e| from_client(&e))?
     }
 
     /// How many records a query (`{where?, predicate?}`) matches, without
