@@ -23,8 +23,8 @@ use wasm_bindgen::{JsCast, JsValue};
 /// `serde_json::Value` tree between (natively, 10,000 of the bench's
 /// documents: 7.5 ms instead of 35 ms), and is written into the JSON for
 /// `JSON.parse` as it is. Query results are the exception: the query
-/// engine hands over decoded trees (borrowed from the working set), which
-/// are written out as text.
+/// engine hands over decoded trees (borrowed from the working set when
+/// the map is complete there), which are written out as text.
 #[derive(Debug, Clone)]
 pub(crate) struct Json(Box<RawValue>);
 

@@ -31,7 +31,7 @@
 //! [`StorageError::SchemaTooNew`] and left untouched.
 
 use super::codec;
-use super::js::{binary_part, idb_error, JsFailure};
+use super::js::{array, binary_part, bytes, idb_error, JsFailure};
 use crate::error::StorageError;
 use idb::{
     Database, DatabaseEvent, Event, Factory, IndexParams, KeyPath, ObjectStoreParams, Request,
@@ -152,42 +152,51 @@ fn upgrade(event: &idb::event::VersionChangeEvent) -> Result<(), idb::Error> {
     Ok(())
 }
 
+/// Records renamed per round trip of [`rename_records`].
+const RENAME_PAGE: u32 = 1024;
+
 /// Rewrites every entry of `key_value_store` of schema versions 1 to 3
 /// (map name and key as UTF-8 bytes) at its key of version 4 (strings),
-/// in the upgrade transaction.
+/// in the upgrade transaction, a page at a time.
 async fn rename_records(tx: &idb::Transaction) -> Result<(), StorageError> {
     const DURING: &str = "renaming records";
     let records = tx.object_store(RECORDS).map_err(idb_error(DURING))?;
-    let keys = records
-        .get_all_keys(None, None)
-        .map_err(idb_error(DURING))?
-        .into_future();
-    let values = records
-        .get_all(None, None)
-        .map_err(idb_error(DURING))?
-        .into_future();
-    let (keys, values) = (
-        keys.await.map_err(idb_error(DURING))?,
-        values.await.map_err(idb_error(DURING))?,
-    );
-    let mut last = None;
-    for (key, value) in keys.iter().zip(&values) {
-        let name = |n| {
-            binary_part(key, n)
-                .and_then(|raw| String::from_utf8(raw).ok())
-                .ok_or_else(|| codec::corrupt(RECORDS, "a key is not [mapName, key] of UTF-8"))
-        };
-        let (map_name, record_key) = (name(0)?, name(1)?);
-        codec::rename(value, &map_name, &record_key)?;
-        records.delete(key.clone()).map_err(idb_error(DURING))?;
-        last = Some(records.put(value, None).map_err(idb_error(DURING))?);
+    // Every key of those versions is `[bytes, bytes]`: an array key whose
+    // first part is binary sorts after every `[string, string]` and from
+    // `[empty bytes]` on. Renamed records leave the range, so each page
+    // reads it from its start again.
+    let old = idb::KeyRange::lower_bound(&array(&[bytes(&[])]), Some(false))
+        .map_err(idb_error(DURING))?;
+    loop {
+        let keys = records
+            .get_all_keys(Some(old.clone().into()), Some(RENAME_PAGE))
+            .map_err(idb_error(DURING))?
+            .into_future();
+        let values = records
+            .get_all(Some(old.clone().into()), Some(RENAME_PAGE))
+            .map_err(idb_error(DURING))?
+            .into_future();
+        let (keys, values) = (
+            keys.await.map_err(idb_error(DURING))?,
+            values.await.map_err(idb_error(DURING))?,
+        );
+        if keys.is_empty() {
+            return Ok(());
+        }
+        for (key, value) in keys.iter().zip(&values) {
+            let name = |n| {
+                binary_part(key, n)
+                    .and_then(|raw| String::from_utf8(raw).ok())
+                    .ok_or_else(|| codec::corrupt(RECORDS, "a key is not [mapName, key] of UTF-8"))
+            };
+            let (map_name, record_key) = (name(0)?, name(1)?);
+            codec::rename(value, &map_name, &record_key)?;
+            records.delete(key.clone()).map_err(idb_error(DURING))?;
+            records.put(value, None).map_err(idb_error(DURING))?;
+        }
+        // Requests of a transaction run in order: the next page's reads
+        // see these writes, and a failed one aborts the transaction.
     }
-    // Requests of a transaction run in order: the last one's success is
-    // every one's (a failed one aborts the transaction).
-    if let Some(last) = last {
-        last.into_future().await.map_err(idb_error(DURING))?;
-    }
-    Ok(())
 }
 
 /// Moves the pruned records' entries of schema versions 1 and 2 from
