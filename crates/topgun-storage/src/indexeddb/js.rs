@@ -153,11 +153,13 @@ pub(crate) fn name_part(key: &JsValue, n: u32) -> Option<String> {
         .and_then(|part| read_name(&part))
 }
 
-/// The bytes of binary part `n` of an array key.
-pub(crate) fn binary_part(key: &JsValue, n: u32) -> Option<Vec<u8>> {
+/// The name stored as binary part `n` of an array key (UTF-8 bytes, as
+/// schema versions before 4 stored names).
+pub(crate) fn byte_name_part(key: &JsValue, n: u32) -> Option<String> {
     Reflect::get_u32(key, n)
         .ok()
         .and_then(|part| to_bytes(&part))
+        .and_then(|raw| String::from_utf8(raw).ok())
 }
 
 /// An array key of the given parts.

@@ -109,8 +109,7 @@ pub(crate) async fn dirty_records(
                 .map_err(idb_error(DURING))?
                 .and_then(|primary| name_part(&primary, 1)))
         };
-        let target = after;
-        if at(&cursor)?.is_some_and(|key| key.as_str() < target) {
+        if at(&cursor)?.is_some_and(|key| key.as_str() < after) {
             // `continuePrimaryKey` needs a target past the cursor.
             cursor
                 .next_primary_key(&dirty, &codec::record_key(map_name, after))
@@ -118,7 +117,7 @@ pub(crate) async fn dirty_records(
                 .map_err(idb_error(DURING))?;
         }
         // It stops at `after` itself if that record is dirty.
-        if at(&cursor)?.is_some_and(|key| key == target) {
+        if at(&cursor)?.is_some_and(|key| key == after) {
             cursor.next(None).await.map_err(idb_error(DURING))?;
         }
     }

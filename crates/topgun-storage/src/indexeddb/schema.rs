@@ -31,7 +31,7 @@
 //! [`StorageError::SchemaTooNew`] and left untouched.
 
 use super::codec;
-use super::js::{array, binary_part, bytes, idb_error, JsFailure};
+use super::js::{array, byte_name_part, bytes, idb_error, JsFailure};
 use crate::error::StorageError;
 use idb::{
     Database, DatabaseEvent, Event, Factory, IndexParams, KeyPath, ObjectStoreParams, Request,
@@ -185,8 +185,7 @@ async fn rename_records(tx: &idb::Transaction) -> Result<(), StorageError> {
         }
         for (key, value) in keys.iter().zip(&values) {
             let name = |n| {
-                binary_part(key, n)
-                    .and_then(|raw| String::from_utf8(raw).ok())
+                byte_name_part(key, n)
                     .ok_or_else(|| codec::corrupt(RECORDS, "a key is not [mapName, key] of UTF-8"))
             };
             let (map_name, record_key) = (name(0)?, name(1)?);
@@ -222,8 +221,8 @@ async fn move_pruned(tx: &idb::Transaction) -> Result<(), StorageError> {
     );
     let mut moves = Vec::with_capacity(keys.len());
     for (key, value) in keys.iter().zip(&values) {
-        let name = |n| binary_part(key, n).and_then(|raw| String::from_utf8(raw).ok());
-        let (Some(map_name), Some(record_key)) = (name(1), name(2)) else {
+        let (Some(map_name), Some(record_key)) = (byte_name_part(key, 1), byte_name_part(key, 2))
+        else {
             return Err(codec::corrupt(
                 META,
                 "a pruned entry's key is not [\"pruned\", map, key]",
