@@ -25,6 +25,7 @@ export async function app(): Promise<void> {
     tokenProvider: async () => "token",
     databaseName: "todos",
     workingSet: 1000,
+    preload: true,
     maps: ["todos"],
     quotaBytes: 50 << 20,
     quotaWarningPercent: 90,

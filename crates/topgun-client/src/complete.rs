@@ -87,6 +87,40 @@ async fn records(local: &LocalData, map: &MapShared) -> Result<Option<Records>, 
     Ok(None)
 }
 
+/// Reads `map` into the working set ahead of its queries, once per
+/// client, if it fits: no more records (tombstones counted) than the
+/// complete limit, and room for them all without evicting another map's.
+/// Answers whether the map is held complete.
+pub(crate) async fn preload(local: &LocalData, map: &MapShared) -> Result<bool, ClientError> {
+    local.check_open()?;
+    if local.ws().is_complete(map.name()) {
+        return Ok(true);
+    }
+    if !map.first_preload() || map.too_big() {
+        return Ok(false);
+    }
+    let _reading = map.full_read().lock().await;
+    if local.ws().is_complete(map.name()) {
+        return Ok(true);
+    }
+    let records = local.store().count_records(map.name()).await?;
+    let fits = {
+        let ws = local.ws();
+        records <= ws.complete_limit().min(ws.room_for(map.name())) as u64
+    };
+    if !fits {
+        return Ok(false);
+    }
+    Ok(match load_map(local, map.name()).await? {
+        Loaded::Complete => true,
+        Loaded::TooBig => {
+            map.set_too_big();
+            false
+        }
+        Loaded::Raced => false,
+    })
+}
+
 /// The live-or-expired records of a listing as query rows (tombstones
 /// left out).
 fn rows(records: &Records) -> impl Iterator<Item = MemoryRow<'_>> {

@@ -41,6 +41,8 @@ pub(crate) struct MapShared {
     /// The map had more records than the working set holds for one map
     /// when last read in full: its queries go to the store.
     too_big: AtomicBool,
+    /// A preload of the map was asked for (it runs once).
+    preload_asked: AtomicBool,
 }
 
 impl MapShared {
@@ -72,6 +74,11 @@ impl MapShared {
     /// Records that the map was too big to hold in full.
     pub(crate) fn set_too_big(&self) {
         self.too_big.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether this is the first preload asked of the map.
+    pub(crate) fn first_preload(&self) -> bool {
+        !self.preload_asked.swap(true, Ordering::Relaxed)
     }
 
     /// After a clear: the map may fit in the working set again.
@@ -168,6 +175,7 @@ impl MapHub {
             feed: self.feed.clone(),
             full_read: tokio::sync::Mutex::new(()),
             too_big: AtomicBool::new(false),
+            preload_asked: AtomicBool::new(false),
         });
         maps.insert(name.to_owned(), map.clone());
         map

@@ -285,6 +285,23 @@ impl<V: Serialize + DeserializeOwned> IMap<V> {
         crate::complete::query(&self.local, &self.shared, &compiled, page).await
     }
 
+    /// Reads the whole map into the working set now, so that its queries
+    /// answer from memory from the start, if it fits: at most the
+    /// working set's complete limit (half its entries) of records,
+    /// tombstones counted, and room for them without evicting other maps'
+    /// records. Otherwise nothing is read and queries read the store as
+    /// usual. Runs once per map and client (later calls answer at once);
+    /// queries arriving meanwhile wait for it rather than read the map
+    /// again. The JS API preloads every map `getMap` opens.
+    ///
+    /// Returns whether the map is now held whole.
+    ///
+    /// # Errors
+    /// Storage errors, [`ClientError::Closed`].
+    pub async fn preload(&self) -> Result<bool, ClientError> {
+        crate::complete::preload(&self.local, &self.shared).await
+    }
+
     /// How many records match `query` (at most its `limit`), without
     /// decoding them as `V`.
     ///

@@ -623,6 +623,9 @@ impl Store for FencedStore {
     ) -> Result<Vec<KeyStamp>, StorageError> {
         self.inner.scan_stamps(map_name, after, limit).await
     }
+    async fn count_records(&self, map_name: &str) -> Result<u64, StorageError> {
+        self.inner.count_records(map_name).await
+    }
     async fn scan_in_store_order(
         &self,
         map_name: &str,

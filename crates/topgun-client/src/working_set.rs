@@ -205,9 +205,15 @@ impl WorkingSet {
         self.limits.max_entries / 2
     }
 
+    /// Records of `map` the working set can hold without evicting any
+    /// record of another map.
+    pub(crate) fn room_for(&self, map: &str) -> usize {
+        let others = self.cache.iter().filter(|(k, _)| &*k.map != map).count();
+        self.limits.max_entries.saturating_sub(others)
+    }
+
     /// Whether every record of `map` is cached.
-    #[cfg(test)]
-    fn is_complete(&self, map: &str) -> bool {
+    pub(crate) fn is_complete(&self, map: &str) -> bool {
         self.complete.contains_key(map)
     }
 

@@ -451,3 +451,48 @@ async fn a_map_too_big_for_the_working_set_is_queried_in_the_store() {
     assert_eq!(m.query(&Query::new()).await.unwrap().results.len(), 60);
     assert!(scans.load(SeqCst) > before, "read from the store again");
 }
+
+/// `preload` reads a map that fits into RAM ahead of its queries, which
+/// then read nothing from the store; a map over the complete limit, or
+/// one that would crowd out another map's records, is left to be read on
+/// demand.
+#[tokio::test]
+async fn preload_holds_a_map_that_fits_and_leaves_the_others() {
+    use std::sync::atomic::Ordering::SeqCst;
+    // A complete limit of 50 records.
+    let (c, scans) = counting_client(100).await;
+    let fill = |name: &'static str, n: usize| {
+        let map = c.get_json_map(name).unwrap();
+        async move {
+            for i in 0..n {
+                map.put(&format!("k{i:03}"), json!({"n": i})).await.unwrap();
+            }
+            map
+        }
+    };
+    // Cached: the last 10 records of `crowded`, then `big` and `small`.
+    let crowded = fill("crowded", 45).await;
+    let big = fill("big", 55).await;
+    let small = fill("small", 35).await;
+    assert_eq!(scans.load(SeqCst), 0);
+
+    assert!(!big.preload().await.unwrap(), "over the complete limit");
+    assert!(!crowded.preload().await.unwrap(), "it would evict `small`");
+    assert_eq!(scans.load(SeqCst), 0, "neither is read");
+
+    assert!(small.preload().await.unwrap());
+    let read = scans.load(SeqCst);
+    assert!(read > 0);
+    small.put("k999", json!({"n": 999})).await.unwrap();
+    let over_30 = Query::new().filter(Predicate::gte("n", 30));
+    let page = small.query(&over_30).await.unwrap();
+    let keys: Vec<&str> = page.results.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["k030", "k031", "k032", "k033", "k034", "k999"]);
+    assert!(small.preload().await.unwrap());
+    assert_eq!(scans.load(SeqCst), read, "answered from RAM");
+
+    // Read on demand, with every record.
+    assert_eq!(big.count(&Query::new()).await.unwrap(), 55);
+    assert_eq!(crowded.count(&Query::new()).await.unwrap(), 45);
+    assert!(scans.load(SeqCst) > read);
+}

@@ -68,6 +68,7 @@ macro_rules! store_conformance_tests {
                 clear_map_keeps_records_newer_than_the_clear,
                 prune_clean_removes_only_clean_unreferenced_records,
                 map_names_lists_maps_in_order,
+                count_records_counts_a_maps_records_and_tombstones,
                 meta_round_trips,
                 stats_track_counts_and_sizes,
                 random_ops_match_model,
@@ -1167,6 +1168,34 @@ pub trait StoreConformance: Store {
         assert!(!self.map_names().await.unwrap().contains(&"r".to_owned()));
     }
 
+    /// `count_records` counts a map's records, tombstones included, and
+    /// not pruned ones.
+    async fn count_records_counts_a_maps_records_and_tombstones(&self) {
+        assert_eq!(self.count_records("m").await.unwrap(), 0);
+        for (map, key) in [
+            ("m", "a"),
+            ("m", "b"),
+            ("m", "c"),
+            ("m\0", "a"),
+            ("mm", "a"),
+        ] {
+            self.write_local(put(map, key, b"v", ts(1))).await.unwrap();
+        }
+        self.write_local(remove("m", "b", ts(2))).await.unwrap();
+        self.apply_remote(vec![remote("m", "d", Some(b"v"), ts(1))])
+            .await
+            .unwrap();
+        assert_eq!(self.count_records("m").await.unwrap(), 4);
+        assert_eq!(self.count_records("m\0").await.unwrap(), 1);
+        assert_eq!(self.count_records("").await.unwrap(), 0);
+        self.prune_clean("m", &["d".to_owned()], PruneSums::Keep)
+            .await
+            .unwrap();
+        assert_eq!(self.count_records("m").await.unwrap(), 3);
+        self.clear_map("m", ts(5)).await.unwrap();
+        assert_eq!(self.count_records("m").await.unwrap(), 3);
+    }
+
     /// Meta values round-trip and are a namespace of their own.
     async fn meta_round_trips(&self) {
         assert!(self.meta_get("k").await.unwrap().is_none());
@@ -1568,6 +1597,8 @@ impl Model {
                 seen.extend(rows);
             }
             assert_eq!(seen.iter().collect::<Vec<_>>(), expected, "scan {map:?}");
+            let count = store.count_records(map).await.unwrap();
+            assert_eq!(count, expected.len() as u64, "count {map:?}");
             let dirty: Vec<&StoreRecord> = expected.iter().copied().filter(|r| r.dirty).collect();
             let got = store.dirty_records(map, None, usize::MAX).await.unwrap();
             assert_eq!(got.iter().collect::<Vec<_>>(), dirty, "dirty {map:?}");

@@ -1,10 +1,12 @@
 //! The [`Store`] trait: what every storage backend offers.
 
+use crate::cursor::ScanCursor;
 use crate::error::StorageError;
 use crate::model::{
     AppliedChange, ClearOutcome, KeyStamp, LocalWrite, OpId, OpLogEntry, PruneSums, StoreRecord,
     StoreStats,
 };
+use crate::paged::Paged;
 use topgun_core::Timestamp;
 
 /// A storage backend: records, operation log and meta, with the atomic
@@ -282,6 +284,19 @@ pub trait Store: std::fmt::Debug + crate::SendSync {
     /// in order.
     async fn map_names(&self) -> Result<Vec<String>, StorageError>;
 
+    /// How many records `map_name` holds, tombstones included (what a
+    /// full [`Store::scan`] of it returns). Backends that count without
+    /// reading the records override it; `IndexedDbStore` counts its
+    /// `mapName_dirty` index.
+    async fn count_records(&self, map_name: &str) -> Result<u64, StorageError> {
+        let mut pages = ScanCursor::new(map_name, COUNT_PAGE);
+        let mut count = 0;
+        while let Some(page) = pages.next_stamps(self).await? {
+            count += page.len() as u64;
+        }
+        Ok(count)
+    }
+
     /// The Merkle leaf sums of `map_name`: [`LEAVES`] numbers, each the
     /// sum of its keys' contributions ([`MerkleSums::contribution`]) over
     /// every record of the map, tombstones included, and the records
@@ -306,4 +321,48 @@ pub trait Store: std::fmt::Debug + crate::SendSync {
     /// keep these as counters updated in each write transaction rather than
     /// scanning the data on each call.
     async fn stats(&self) -> Result<StoreStats, StorageError>;
+}
+
+/// Stamps per page of the default [`Store::count_records`].
+const COUNT_PAGE: usize = 1024;
+
+#[cfg_attr(not(target_family = "wasm"), async_trait::async_trait)]
+#[cfg_attr(target_family = "wasm", async_trait::async_trait(?Send))]
+impl<S: Store + ?Sized> Paged for S {
+    async fn page(
+        &self,
+        map_name: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoreRecord>, StorageError> {
+        self.scan(map_name, after, limit).await
+    }
+
+    async fn stamp_page(
+        &self,
+        map_name: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<KeyStamp>, StorageError> {
+        self.scan_stamps(map_name, after, limit).await
+    }
+
+    async fn page_in_store_order(
+        &self,
+        map_name: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoreRecord>, StorageError> {
+        self.scan_in_store_order(map_name, after, limit).await
+    }
+
+    async fn stamp_page_in_store_order(
+        &self,
+        map_name: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<KeyStamp>, StorageError> {
+        self.scan_stamps_in_store_order(map_name, after, limit)
+            .await
+    }
 }

@@ -60,7 +60,7 @@ const server = createServer(async (req, res) => {
   }
 });
 await new Promise((ok) => server.listen(0, "127.0.0.1", ok));
-const systems = ["raw-idb", "dexie", "topgun", ...(baseline ? ["topgun-baseline"] : [])];
+const systems = ["raw-idb", "dexie", "topgun", "topgun-cold", ...(baseline ? ["topgun-baseline"] : [])];
 const url = `http://127.0.0.1:${server.address().port}/?runs=${runs}&warmup=${warmup}&systems=${systems.join(",")}`;
 
 const browser = await chromium.launch({
@@ -112,6 +112,8 @@ const report = {
   ratios: {
     topgun_vs_raw_idb: ratio("topgun", "raw-idb"),
     topgun_vs_dexie: ratio("topgun", "dexie"),
+    topgun_cold_vs_raw_idb: ratio("topgun-cold", "raw-idb"),
+    topgun_cold_vs_dexie: ratio("topgun-cold", "dexie"),
     dexie_vs_raw_idb: ratio("dexie", "raw-idb"),
     ...(baseline && { topgun_vs_baseline: ratio("topgun", "topgun-baseline") }),
   },
@@ -119,6 +121,8 @@ const report = {
   paired_ratios: {
     topgun_vs_raw_idb: paired("topgun", "raw-idb"),
     topgun_vs_dexie: paired("topgun", "dexie"),
+    topgun_cold_vs_raw_idb: paired("topgun-cold", "raw-idb"),
+    topgun_cold_vs_dexie: paired("topgun-cold", "dexie"),
     ...(baseline && { topgun_vs_baseline: paired("topgun", "topgun-baseline") }),
   },
   samples_ms: result.samples,
@@ -131,7 +135,8 @@ await writeFile(out, JSON.stringify(report, null, 2));
 const pad = (s, n) => String(s).padEnd(n);
 console.log(
   `${pad("metric (median ms)", 22)}${pad("raw-idb", 10)}${pad("dexie", 10)}${pad("topgun", 10)}` +
-    `${pad("tg/raw", 8)}${pad("tg/dexie", 10)}paired tg/raw, tg/dexie`,
+    `${pad("tg/raw", 8)}${pad("tg/dexie", 10)}${pad("cold", 10)}${pad("cold/raw", 10)}` +
+    `${pad("cold/dexie", 12)}paired tg/raw, tg/dexie`,
 );
 for (const m of metrics) {
   const against = baseline
@@ -141,7 +146,8 @@ for (const m of metrics) {
   console.log(
     pad(m, 22) + pad(medians["raw-idb"][m].toFixed(1), 10) + pad(medians.dexie[m].toFixed(1), 10) +
       pad(medians.topgun[m].toFixed(1), 10) + pad(report.ratios.topgun_vs_raw_idb[m], 8) +
-      pad(report.ratios.topgun_vs_dexie[m], 10) +
+      pad(report.ratios.topgun_vs_dexie[m], 10) + pad(medians["topgun-cold"][m].toFixed(1), 10) +
+      pad(report.ratios.topgun_cold_vs_raw_idb[m], 10) + pad(report.ratios.topgun_cold_vs_dexie[m], 12) +
       `${report.paired_ratios.topgun_vs_raw_idb[m]}, ${report.paired_ratios.topgun_vs_dexie[m]}${against}`,
   );
 }

@@ -20,6 +20,7 @@ const OPTION_NAMES: &[&str] = &[
     "token",
     "databaseName",
     "workingSet",
+    "preload",
     "maps",
     "quotaBytes",
     "quotaWarningPercent",
@@ -38,6 +39,9 @@ struct Options {
     database_name: Option<String>,
     /// Records kept in memory in front of IndexedDB.
     working_set: Option<usize>,
+    /// Whether `getMap` reads the map into memory in the background
+    /// (`IMap::preload`; default true).
+    preload: Option<bool>,
     /// Maps to sync from the start (others start syncing when opened).
     maps: Option<Vec<String>>,
     /// A storage budget in bytes: past it, synced records are pruned.
@@ -53,6 +57,8 @@ struct Options {
 #[derive(Debug)]
 pub struct JsClient {
     client: Rc<TopGunClient>,
+    /// Whether `getMap` preloads the map.
+    preload: bool,
     /// `online` / `offline` handlers on the window, removed at close.
     network: RefCell<Option<NetworkListeners>>,
 }
@@ -66,9 +72,10 @@ struct NetworkListeners {
 #[wasm_bindgen(js_class = TopGunClient)]
 impl JsClient {
     /// Opens a client: `TopGunClient.open({serverUrl?, token?,
-    /// tokenProvider?, databaseName?, workingSet?, maps?, quotaBytes?,
-    /// quotaWarningPercent?})`; `tokenProvider` is a function returning
-    /// the token (or a promise of it), called before each connection.
+    /// tokenProvider?, databaseName?, workingSet?, preload?, maps?,
+    /// quotaBytes?, quotaWarningPercent?})`; `tokenProvider` is a function
+    /// returning the token (or a promise of it), called before each
+    /// connection.
     pub async fn open(
         #[wasm_bindgen(unchecked_param_type = "ClientOptions | undefined")] options: JsValue,
     ) -> Result<JsClient, JsValue> {
@@ -132,17 +139,28 @@ impl JsClient {
         let network = watch_network(&client);
         Ok(JsClient {
             client,
+            preload: options.preload.unwrap_or(true),
             network: RefCell::new(network),
         })
     }
 
-    /// The map `name` (created on first write).
+    /// The map `name` (created on first write). Unless the client was
+    /// opened with `preload: false`, the map is read into memory in the
+    /// background if it fits the working set, so that its queries answer
+    /// from memory.
     #[wasm_bindgen(js_name = getMap)]
     pub fn get_map(&self, name: &str) -> Result<JsMap, JsValue> {
         let map = self
             .client
             .get_json_map(name)
             .map_err(|e| from_client(&e))?;
+        if self.preload {
+            let preloading = map.clone();
+            // Best effort: a map that cannot be preloaded is read on demand.
+            wasm_bindgen_futures::spawn_local(async move {
+                let _ = preloading.preload().await;
+            });
+        }
         Ok(JsMap::new(map))
     }
 

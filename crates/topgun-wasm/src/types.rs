@@ -30,6 +30,8 @@ export interface ClientOptions {
     databaseName?: string;
     /** Records kept in memory in front of IndexedDB. */
     workingSet?: number;
+    /** Read each map `getMap` opens into memory in the background, if it fits the working set (default true). */
+    preload?: boolean;
     /** Maps to sync from the start (others start syncing when opened). */
     maps?: string[];
     /** A storage budget in bytes: past it, synced records are pruned. */

@@ -125,6 +125,73 @@ async fn data_survives_a_reopen_of_the_database() {
     assert_eq!(reopened.pending_ops().await.unwrap(), 1.0);
 }
 
+/// `getMap` preloads the map (unless `preload: false`) while the page
+/// goes on: writes made during the preload, and queries asked during it,
+/// answer as without one.
+#[wasm_bindgen_test]
+async fn queries_during_a_preload_see_the_writes_made_meanwhile() {
+    let name = unique("preload");
+    let client = open_db(&name).await;
+    let entries: Vec<String> = (0..600)
+        .map(|i| format!(r#"["k{i:03}",{{"n":{i},"even":{}}}]"#, i % 2 == 0))
+        .collect();
+    let entries = js_sys::JSON::parse(&format!("[{}]", entries.join(","))).unwrap();
+    client
+        .get_map("docs")
+        .unwrap()
+        .put_many(entries)
+        .await
+        .unwrap();
+    client.close().await;
+
+    let even = js_sys::JSON::parse(r#"{"where":{"even":true},"limit":1000}"#).unwrap();
+    for preload in [true, false] {
+        let reopened = JsClient::open(options(&[
+            ("databaseName", name.as_str().into()),
+            ("preload", preload.into()),
+        ]))
+        .await
+        .unwrap();
+        let docs = reopened.get_map("docs").unwrap();
+        let (put, removed, counted) = futures_util::future::join3(
+            docs.put(
+                "k999".into(),
+                js_sys::JSON::parse(r#"{"n":999,"even":true}"#).unwrap(),
+            ),
+            docs.remove("k000".into()),
+            docs.count(even.clone()),
+        )
+        .await;
+        put.unwrap();
+        removed.unwrap();
+        let counted = counted.unwrap();
+        assert!((299.0..=301.0).contains(&counted), "{counted}");
+        let page = docs.query(even.clone()).await.unwrap();
+        let results: js_sys::Array = Reflect::get(&page, &"results".into()).unwrap().into();
+        let keys: Vec<String> = results
+            .iter()
+            .map(|row| {
+                Reflect::get(&row, &"key".into())
+                    .unwrap()
+                    .as_string()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(keys.len(), 300, "preload {preload}");
+        assert_eq!(keys.first().map(String::as_str), Some("k002"));
+        assert_eq!(keys.last().map(String::as_str), Some("k999"));
+        // Put back for the next round.
+        docs.put(
+            "k000".into(),
+            js_sys::JSON::parse(r#"{"n":0,"even":true}"#).unwrap(),
+        )
+        .await
+        .unwrap();
+        docs.remove("k999".into()).await.unwrap();
+        reopened.close().await;
+    }
+}
+
 #[wasm_bindgen_test]
 async fn errors_are_js_errors_with_a_stable_code() {
     let client = open_db(&unique("errors")).await;

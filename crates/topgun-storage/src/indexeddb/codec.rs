@@ -142,6 +142,14 @@ pub(crate) fn dirty_key(map_name: &str) -> JsValue {
     array(&[js::name(map_name), flag(true)])
 }
 
+/// Every `[map_name, dirty]` key of the `mapName_dirty` index: all of
+/// the map's records (pruned records' entries have no `dirty`).
+pub(crate) fn flags_range(map_name: &str) -> Result<idb::KeyRange, StorageError> {
+    let [clean, dirty] = [false, true].map(|dirty| array(&[js::name(map_name), flag(dirty)]));
+    idb::KeyRange::bound(&clean, &dirty, Some(false), Some(false))
+        .map_err(js::idb_error("building a key range"))
+}
+
 /// A record as stored in `key_value_store`.
 pub(crate) fn record_to_js(record: &StoreRecord) -> Result<JsValue, StorageError> {
     let body = encode_body(record.value.as_deref(), &record.timestamp, record.ttl_ms)?;

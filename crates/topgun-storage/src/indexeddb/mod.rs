@@ -147,6 +147,10 @@ impl Store for IndexedDbStore {
         read::scan(self.writer.database(), map_name, after, limit).await
     }
 
+    async fn count_records(&self, map_name: &str) -> Result<u64, StorageError> {
+        read::count_records(self.writer.database(), map_name).await
+    }
+
     async fn dirty_records(
         &self,
         map_name: &str,

@@ -230,6 +230,26 @@ pub(crate) async fn map_names(database: &Database) -> Result<Vec<String>, Storag
     }
 }
 
+/// The records of a map: a count of its `mapName_dirty` index entries,
+/// which IndexedDB's backend answers without reading the records.
+pub(crate) async fn count_records(
+    database: &Database,
+    map_name: &str,
+) -> Result<u64, StorageError> {
+    const DURING: &str = "counting records";
+    if map_name.is_empty() {
+        return Ok(0);
+    }
+    let count = reading(database, RECORDS, DURING)?
+        .index(DIRTY_INDEX)
+        .map_err(idb_error(DURING))?
+        .count(Some(codec::flags_range(map_name)?.into()))
+        .map_err(idb_error(DURING))?
+        .await
+        .map_err(idb_error(DURING))?;
+    Ok(u64::from(count))
+}
+
 async fn meta_value(
     database: &Database,
     key: JsValue,

@@ -99,9 +99,10 @@ const initialised = new Map();
 
 /**
  * TopGun's JS API: one map, writes recorded in the op log too. `init` and
- * `Client` are one build's package, its wasm at `wasmPath`.
+ * `Client` are one build's package, its wasm at `wasmPath`; `options` go
+ * to `TopGunClient.open`.
  */
-function topgunBuild(id, init, Client, wasmPath) {
+function topgunBuild(id, init, Client, wasmPath, options = {}) {
   let client;
   let docs;
   return {
@@ -109,7 +110,7 @@ function topgunBuild(id, init, Client, wasmPath) {
     async open(name) {
       if (!initialised.has(id)) initialised.set(id, init({ module_or_path: wasmPath }));
       await initialised.get(id);
-      client = await Client.open({ databaseName: name });
+      client = await Client.open({ databaseName: name, ...options });
       docs = client.getMap("docs");
     },
     insertOne: (doc) => docs.put(doc.id, doc),
@@ -142,6 +143,9 @@ export const SYSTEMS = {
   "raw-idb": rawIdb,
   dexie,
   topgun: () => topgunBuild("topgun", init, TopGunClient, "/pkg/topgun_wasm_bg.wasm"),
+  // Without the preload `getMap` starts: every read scenario starts cold.
+  "topgun-cold": () =>
+    topgunBuild("topgun-cold", init, TopGunClient, "/pkg/topgun_wasm_bg.wasm", { preload: false }),
   "topgun-baseline": () =>
     topgunBuild("topgun-baseline", initBaseline, BaselineClient, "/baseline/topgun_wasm_bg.wasm"),
 };
