@@ -206,6 +206,7 @@ impl<V: Serialize + DeserializeOwned> IMap<V> {
             map: self.clone(),
             pages: ScanCursor::new(self.shared.name().as_ref(), PAGE),
             page: VecDeque::new(),
+            started: false,
         }
     }
 
@@ -334,6 +335,8 @@ pub struct EntryStream<V> {
     map: IMap<V>,
     pages: ScanCursor,
     page: VecDeque<StoreRecord>,
+    /// Whether a page was read.
+    started: bool,
 }
 
 impl<V: Serialize + DeserializeOwned> EntryStream<V> {
@@ -347,6 +350,7 @@ impl<V: Serialize + DeserializeOwned> EntryStream<V> {
                 continue;
             }
             self.map.local.check_open()?;
+            self.started = true;
             match self
                 .pages
                 .next_page(self.map.local.store().as_ref())
@@ -374,11 +378,25 @@ impl<V: Serialize + DeserializeOwned> EntryStream<V> {
         }
     }
 
-    /// Collects the remaining entries (only for maps known to be small).
+    /// Collects the remaining entries (only for maps known to be small):
+    /// from the working set, without a store read, when it holds the
+    /// whole map and the stream has not started.
     ///
     /// # Errors
     /// The first error met.
     pub async fn collect(mut self) -> Result<Vec<(String, V)>, ClientError> {
+        if !self.started {
+            self.map.local.check_open()?;
+            let held = self.map.local.ws().complete_records(self.map.shared.name());
+            if let Some(records) = held {
+                let now = self.map.local.now_millis();
+                return records
+                    .iter()
+                    .filter_map(|(key, record)| Some((key, record.live_value(now)?)))
+                    .map(|(key, bytes)| Ok((key.clone(), self.map.decode(key, bytes)?)))
+                    .collect();
+            }
+        }
         let mut out = Vec::new();
         while let Some(item) = self.next().await {
             out.push(item?);

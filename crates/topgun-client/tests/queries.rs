@@ -452,8 +452,8 @@ async fn a_map_too_big_for_the_working_set_is_queried_in_the_store() {
     assert!(scans.load(SeqCst) > before, "read from the store again");
 }
 
-/// `preload` reads a map that fits into RAM ahead of its queries, which
-/// then read nothing from the store; a map over the complete limit, or
+/// `preload` reads a map that fits into RAM ahead of its queries and
+/// listings, which then read nothing from the store; a map over the complete limit, or
 /// one that would crowd out another map's records, is left to be read on
 /// demand.
 #[tokio::test]
@@ -489,6 +489,11 @@ async fn preload_holds_a_map_that_fits_and_leaves_the_others() {
     let keys: Vec<&str> = page.results.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(keys, ["k030", "k031", "k032", "k033", "k034", "k999"]);
     assert!(small.preload().await.unwrap());
+    small.remove("k000").await.unwrap();
+    let entries = small.entries().collect().await.unwrap();
+    assert_eq!(entries.len(), 35);
+    assert_eq!(entries[0], ("k001".to_owned(), json!({"n": 1})));
+    assert_eq!(entries[34], ("k999".to_owned(), json!({"n": 999})));
     assert_eq!(scans.load(SeqCst), read, "answered from RAM");
 
     // Read on demand, with every record.
