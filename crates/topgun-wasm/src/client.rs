@@ -156,8 +156,11 @@ impl JsClient {
             .map_err(|e| from_client(&e))?;
         if self.preload {
             let preloading = map.clone();
-            // Best effort: a map that cannot be preloaded is read on demand.
             wasm_bindgen_futures::spawn_local(async move {
+                // From the next task on: reads and writes the page makes
+                // right after `getMap` go first, not behind the preload.
+                gloo_timers::future::TimeoutFuture::new(0).await;
+                // Best effort: a map that is not preloaded is read on demand.
                 let _ = preloading.preload().await;
             });
         }
