@@ -293,7 +293,8 @@ impl<V: Serialize + DeserializeOwned> IMap<V> {
     /// records. Otherwise nothing is read and queries read the store as
     /// usual. Runs once per map and client (later calls answer at once);
     /// queries arriving meanwhile wait for it rather than read the map
-    /// again. The JS API preloads every map `getMap` opens.
+    /// again. The JS API preloads every map `getMap` opens (unless the
+    /// client is opened with `preload: false`).
     ///
     /// Returns whether the map is now held whole.
     ///
