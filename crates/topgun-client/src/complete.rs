@@ -69,19 +69,8 @@ pub(crate) async fn count(
 /// The records of `map` if it is complete or can be made so.
 async fn records(local: &LocalData, map: &MapShared) -> Result<Option<Records>, ClientError> {
     local.check_open()?;
-    if let Some(records) = local.ws().complete_records(map.name()) {
-        return Ok(Some(records));
-    }
-    let _reading = map.full_read().lock().await;
-    if let Some(records) = local.ws().complete_records(map.name()) {
-        return Ok(Some(records));
-    }
-    if !map.too_big() {
-        match load_map(local, map.name()).await? {
-            Loaded::Complete => return Ok(local.ws().complete_records(map.name())),
-            Loaded::TooBig => map.set_too_big(),
-            Loaded::Raced => {}
-        }
+    if complete_or_read(local, map, async { Ok(true) }).await? {
+        return Ok(local.ws().complete_records(map.name()));
     }
     local.check_open()?;
     Ok(None)
@@ -93,22 +82,34 @@ async fn records(local: &LocalData, map: &MapShared) -> Result<Option<Records>, 
 /// Answers whether the map is held complete.
 pub(crate) async fn preload(local: &LocalData, map: &MapShared) -> Result<bool, ClientError> {
     local.check_open()?;
+    if !map.first_preload() {
+        return Ok(local.ws().is_complete(map.name()));
+    }
+    let fits = async {
+        let records = local.store().count_records(map.name()).await?;
+        let ws = local.ws();
+        Ok(records <= ws.complete_limit().min(ws.room_for(map.name())) as u64)
+    };
+    complete_or_read(local, map, fits).await
+}
+
+/// Whether `map` is complete, after one full read of it if it was not,
+/// is not known to be too big, and `worth_reading` (awaited under the
+/// map's full-read lock, only if the read may happen) says so. Callers
+/// that arrive during the read wait for it rather than read the map again.
+async fn complete_or_read(
+    local: &LocalData,
+    map: &MapShared,
+    worth_reading: impl std::future::Future<Output = Result<bool, ClientError>>,
+) -> Result<bool, ClientError> {
     if local.ws().is_complete(map.name()) {
         return Ok(true);
-    }
-    if !map.first_preload() || map.too_big() {
-        return Ok(false);
     }
     let _reading = map.full_read().lock().await;
     if local.ws().is_complete(map.name()) {
         return Ok(true);
     }
-    let records = local.store().count_records(map.name()).await?;
-    let fits = {
-        let ws = local.ws();
-        records <= ws.complete_limit().min(ws.room_for(map.name())) as u64
-    };
-    if !fits {
+    if map.too_big() || !worth_reading.await? {
         return Ok(false);
     }
     Ok(match load_map(local, map.name()).await? {

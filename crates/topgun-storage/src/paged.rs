@@ -40,8 +40,8 @@ pub trait Paged: std::fmt::Debug + crate::SendSync {
 
     /// As
     /// [`Store::scan_stamps_in_store_order`](crate::Store::scan_stamps_in_store_order);
-    /// key order
-    /// ([`Paged::stamp_page`]) unless the source has a cheaper order.
+    /// key order ([`Paged::stamp_page`]) unless the source has a cheaper
+    /// order.
     async fn stamp_page_in_store_order(
         &self,
         map_name: &str,
