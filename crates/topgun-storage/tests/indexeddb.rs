@@ -324,8 +324,16 @@ async fn a_version_1_op_entry_reads_and_settles() {
         js_sys::Reflect::get(&all[1], &"body".into()).unwrap()
     })
     .await;
-    // The second write's entry (key 2) rewritten as version 1 wrote it.
+    // The second write's entry (key 2) rewritten as version 1 wrote it
+    // (keeping the counters delta it carries, which this build added).
     with_raw_store(&name, "operation_log", |ops| async move {
+        let current = ops
+            .get(wasm_bindgen::JsValue::from_f64(2.0))
+            .unwrap()
+            .await
+            .unwrap()
+            .unwrap();
+        let delta = js_sys::Reflect::get(&current, &"delta".into()).unwrap();
         let old = js_sys::Object::new();
         let set = |field: &str, value: &wasm_bindgen::JsValue| {
             js_sys::Reflect::set(&old, &field.into(), value).unwrap();
@@ -336,6 +344,7 @@ async fn a_version_1_op_entry_reads_and_settles() {
         set("opType", &"PUT".into());
         set("synced", &0.0.into());
         set("body", &body);
+        set("delta", &delta);
         ops.put(&old, None).unwrap().await.unwrap();
     })
     .await;
@@ -683,9 +692,10 @@ async fn a_version_3_database_opens_with_its_records_renamed() {
     assert!(!store.is_pruned("m😀", "a").await.unwrap());
 }
 
-/// How many counters deltas database `name`'s `meta_store` holds.
-async fn delta_count(name: &str) -> u32 {
-    with_raw_store(name, "meta_store", |meta| async move {
+/// How many counters deltas database `name` holds: in `meta_store`, and
+/// carried by `operation_log` entries.
+async fn delta_count(name: &str) -> (u32, u32) {
+    let in_meta = with_raw_store(name, "meta_store", |meta| async move {
         let range = idb::KeyRange::bound(
             &js_sys::Array::of1(&"delta".into()).into(),
             &js_sys::Array::of2(&"delta".into(), &js_sys::Array::new()).into(),
@@ -695,7 +705,17 @@ async fn delta_count(name: &str) -> u32 {
         .unwrap();
         meta.count(Some(range.into())).unwrap().await.unwrap()
     })
-    .await
+    .await;
+    let carried = with_raw_store(name, "operation_log", |ops| async move {
+        ops.index("delta")
+            .unwrap()
+            .count(None)
+            .unwrap()
+            .await
+            .unwrap()
+    })
+    .await;
+    (in_meta, carried)
 }
 
 /// Three connections to one database (three tabs) write the same keys,
@@ -780,38 +800,78 @@ async fn connections_sharing_a_database_keep_counts_and_sums_exact() {
     );
 }
 
+/// `store`'s counts and `m`'s Merkle sums are `memory`'s.
+async fn same_counts(store: &IndexedDbStore, memory: &topgun_storage::MemoryStore) {
+    assert_eq!(store.stats().await.unwrap(), memory.stats().await.unwrap());
+    assert_eq!(
+        store.merkle_leaves("m").await.unwrap(),
+        memory.merkle_leaves("m").await.unwrap()
+    );
+}
+
 /// A connection folds the deltas its writes add into the base now and
 /// then (any connection's, left by a closed tab too): they do not pile
-/// up, and counts and sums read the same before and after.
+/// up, and counts and sums read the same before and after. A write that
+/// logs ops carries its delta in its op-log entry; acknowledging the ops
+/// moves it, with the change the acknowledgement makes, into the
+/// acknowledging transaction's delta.
 #[wasm_bindgen_test]
 async fn deltas_are_folded_into_the_counters_and_sums() {
-    use topgun_storage::conformance::{put, ts};
+    use topgun_storage::conformance::{put, remote, ts};
     use topgun_storage::MemoryStore;
     let (store, ()) = fresh().await;
     let name = store.name();
     let memory = MemoryStore::new();
-    // A tab that wrote and went away.
+    // A tab that wrote and went away: four local writes (their deltas in
+    // their op-log entries) and a merge from the server (logs no op: its
+    // delta is in `meta_store`).
     let gone = IndexedDbStore::open_named(&name).await.unwrap();
-    for i in 0..5 {
+    let mut ids = Vec::new();
+    for i in 0..4 {
         let write = put("m", &format!("gone{i}"), b"v", ts(1 + i));
-        gone.write_local(write.clone()).await.unwrap();
+        ids.push(gone.write_local(write.clone()).await.unwrap());
         memory.write_local(write).await.unwrap();
     }
+    let merged = vec![remote("m", "server", Some(b"s"), ts(50))];
+    gone.apply_remote(merged.clone()).await.unwrap();
+    memory.apply_remote(merged).await.unwrap();
     gone.close();
-    assert_eq!(delta_count(&name).await, 5);
+    assert_eq!(delta_count(&name).await, (1, 4));
+    same_counts(&store, &memory).await;
+    // Two of them acknowledged: their entries go, their deltas move into
+    // the acknowledgement's own (in `meta_store`).
+    store.acknowledge(&ids[..2]).await.unwrap();
+    let memory_acked: Vec<u64> = memory
+        .pending_ops(None, 2)
+        .await
+        .unwrap()
+        .iter()
+        .map(|op| op.id)
+        .collect();
+    memory.acknowledge(&memory_acked).await.unwrap();
+    assert_eq!(delta_count(&name).await, (2, 2));
+    same_counts(&store, &memory).await;
     // One write at a time: a transaction and a delta each.
     for i in 0..300 {
         let write = put("m", &format!("k{i:03}"), b"v", ts(1000 + i));
         store.write_local(write.clone()).await.unwrap();
         memory.write_local(write).await.unwrap();
     }
-    let left = delta_count(&name).await;
-    assert!(left < 256, "{left} deltas left unfolded");
-    assert_eq!(store.stats().await.unwrap(), memory.stats().await.unwrap());
-    assert_eq!(
-        store.merkle_leaves("m").await.unwrap(),
-        memory.merkle_leaves("m").await.unwrap()
+    let (in_meta, carried) = delta_count(&name).await;
+    assert!(
+        in_meta + carried < 256,
+        "{in_meta} + {carried} deltas left unfolded"
     );
+    same_counts(&store, &memory).await;
+    // The entries the fold rewrote without their delta still settle.
+    let pending = store.pending_ops(None, 1000).await.unwrap();
+    let ids: Vec<u64> = pending.iter().map(|op| op.id).collect();
+    store.acknowledge(&ids).await.unwrap();
+    let pending = memory.pending_ops(None, 1000).await.unwrap();
+    let ids: Vec<u64> = pending.iter().map(|op| op.id).collect();
+    memory.acknowledge(&ids).await.unwrap();
+    assert_eq!(entry_count(&name).await, 0);
+    same_counts(&store, &memory).await;
 }
 
 /// Records pruned with their sums kept leave entries among the map's

@@ -364,12 +364,29 @@ fn pack(ops: &[OpLogEntry]) -> Result<Vec<u8>, StorageError> {
 }
 
 /// A new entry of `operation_log` (IndexedDB assigns `id`): `ops` as
-/// [`append_op`] made them, none synced.
-pub(crate) fn new_entry_to_js(ops: &[u8]) -> Result<JsValue, StorageError> {
+/// [`append_op`] made them, none synced, and the delta its transaction
+/// carries in it, if any (see [`super::delta`]).
+pub(crate) fn new_entry_to_js(
+    ops: &[u8],
+    delta: Option<&JsValue>,
+) -> Result<JsValue, StorageError> {
     let object: JsValue = js_sys::Object::new().into();
     set(&object, "synced", &flag(false))?;
     set(&object, "ops", &bytes(ops))?;
+    if let Some(delta) = delta {
+        set(&object, ENTRY_DELTA, delta)?;
+    }
     Ok(object)
+}
+
+/// The field of an `operation_log` entry that holds a delta not yet
+/// folded (the key path of the `delta` index).
+pub(crate) const ENTRY_DELTA: &str = "delta";
+
+/// The delta an `operation_log` entry carries, if any.
+pub(crate) fn entry_delta(object: &JsValue) -> Result<Option<JsValue>, StorageError> {
+    let delta = field(object, ENTRY_DELTA)?;
+    Ok((!delta.is_undefined()).then_some(delta))
 }
 
 /// Entry `entry` rewritten with `ops` (not empty): `synced` once all are.

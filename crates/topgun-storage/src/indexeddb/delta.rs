@@ -3,18 +3,21 @@
 //! A write transaction does not read and rewrite the counters and the sum
 //! chunks its keys fall in: reading them would make every write wait for
 //! a read before it can write, the largest part of a small write's time.
-//! It adds one [`Delta`] entry instead, keyed `["delta", writer, n]` in
-//! `meta_store` (`writer` a random number per connection, `n` counting
-//! its transactions), with what it changed. The totals are the base (the
+//! It stores a [`Delta`] with what it changed instead: in the first
+//! `operation_log` entry it adds (field `delta`, found by the `delta`
+//! index), or, if it logs no op, as an entry of its own in `meta_store`,
+//! keyed `["delta", writer, n]` (`writer` a random number per connection,
+//! `n` counting its transactions). The totals are the base (the
 //! `["counters"]` entry and the `["merkle", map, chunk]` chunks) plus
-//! every delta. Deltas are never rewritten, so any connection may
-//! [`fold`] all of them into the base, in one transaction that reads and
-//! deletes them together (IndexedDB runs read-write transactions over
-//! `meta_store` one at a time, so none is added in between).
+//! every delta. A transaction that rewrites or deletes an op-log entry
+//! carrying a delta moves that delta into its own. Any connection may
+//! [`fold`] all deltas into the base, in one transaction that reads them
+//! and deletes them together (IndexedDB runs read-write transactions over
+//! the same stores one at a time, so none is added in between).
 
 use super::codec::{self, corrupt, Counters};
-use super::js::{aborted, array, bytes, idb_error, to_bytes};
-use super::schema::META;
+use super::js::{aborted, array, bytes, idb_error, to_bytes, unset};
+use super::schema::{DELTA_INDEX, META, OPS};
 use crate::error::StorageError;
 use idb::{Database, ObjectStore, TransactionMode};
 use serde::{Deserialize, Serialize};
@@ -52,7 +55,7 @@ impl Delta {
     }
 
     /// Adds `other` to this delta.
-    fn merge(&mut self, other: Delta) {
+    pub(crate) fn merge(&mut self, other: Delta) {
         self.records += other.records;
         self.dirty_records += other.dirty_records;
         self.pending_ops += other.pending_ops;
@@ -90,13 +93,13 @@ impl Delta {
         Ok(delta)
     }
 
-    /// The sum of stored deltas.
-    fn total(values: &[JsValue]) -> Result<Self, StorageError> {
-        let mut total = Delta::default();
-        for value in values {
-            total.merge(Delta::from_js(value)?);
+    /// Moves the delta an `operation_log` entry carries, if any, into
+    /// this one: for a transaction about to rewrite or delete the entry.
+    pub(crate) fn take_from_entry(&mut self, entry: &JsValue) -> Result<(), StorageError> {
+        if let Some(carried) = codec::entry_delta(entry)? {
+            self.merge(Delta::from_js(&carried)?);
         }
-        Ok(total)
+        Ok(())
     }
 }
 
@@ -138,38 +141,67 @@ fn delta_range() -> Result<idb::KeyRange, StorageError> {
     .map_err(idb_error("building a key range"))
 }
 
-/// Issues the read of every delta in `meta`.
-fn request_deltas(
-    meta: &ObjectStore,
-    during: &'static str,
-) -> Result<idb::request::futures::GetAllStoreRequestFuture, StorageError> {
-    Ok(meta
-        .get_all(Some(delta_range()?.into()), None)
-        .map_err(idb_error(during))?
-        .into_future())
+/// The base counters and every stored delta, read with one wait.
+struct Unfolded {
+    base: Counters,
+    /// The sum of every delta.
+    total: Delta,
+    /// How many deltas `meta_store` holds.
+    in_meta: usize,
+    /// The `operation_log` entries that carry a delta.
+    carriers: Vec<JsValue>,
+}
+
+impl Unfolded {
+    /// Reads them in the transaction of `meta` and `ops`.
+    async fn read(
+        meta: &ObjectStore,
+        ops: &ObjectStore,
+        during: &'static str,
+    ) -> Result<Self, StorageError> {
+        let base = meta
+            .get(codec::counters_key())
+            .map_err(idb_error(during))?
+            .into_future();
+        let in_meta = meta
+            .get_all(Some(delta_range()?.into()), None)
+            .map_err(idb_error(during))?
+            .into_future();
+        let carriers = ops
+            .index(DELTA_INDEX)
+            .map_err(idb_error(during))?
+            .get_all(None, None)
+            .map_err(idb_error(during))?
+            .into_future();
+        let base = Counters::from_js(base.await.map_err(idb_error(during))?)?;
+        let in_meta = in_meta.await.map_err(idb_error(during))?;
+        let carriers = carriers.await.map_err(idb_error(during))?;
+        let mut total = Delta::default();
+        for value in &in_meta {
+            total.merge(Delta::from_js(value)?);
+        }
+        for entry in &carriers {
+            total.take_from_entry(entry)?;
+        }
+        Ok(Self {
+            base,
+            total,
+            in_meta: in_meta.len(),
+            carriers,
+        })
+    }
+
+    fn count(&self) -> usize {
+        self.in_meta + self.carriers.len()
+    }
 }
 
 /// The counters: the base plus every delta, read in one transaction.
 pub(crate) async fn counters(database: &Database) -> Result<Counters, StorageError> {
     const DURING: &str = "reading stats";
-    let meta = reading_meta(database, DURING)?;
-    let (base, deltas) = base_and_deltas(&meta, DURING).await?;
-    base.with(&Delta::total(&deltas)?)
-}
-
-/// The base counters and every stored delta, read with one wait.
-async fn base_and_deltas(
-    meta: &ObjectStore,
-    during: &'static str,
-) -> Result<(Counters, Vec<JsValue>), StorageError> {
-    let base = meta
-        .get(codec::counters_key())
-        .map_err(idb_error(during))?
-        .into_future();
-    let deltas = request_deltas(meta, during)?;
-    let base = Counters::from_js(base.await.map_err(idb_error(during))?)?;
-    let deltas = deltas.await.map_err(idb_error(during))?;
-    Ok((base, deltas))
+    let (meta, ops) = reading(database, DURING)?;
+    let unfolded = Unfolded::read(&meta, &ops, DURING).await?;
+    unfolded.base.with(&unfolded.total)
 }
 
 /// `map_name`'s [`LEAVES`] leaf sums: the base chunks plus every delta,
@@ -179,7 +211,7 @@ pub(crate) async fn merkle_leaves(
     map_name: &str,
 ) -> Result<Vec<u32>, StorageError> {
     const DURING: &str = "reading Merkle sums";
-    let meta = reading_meta(database, DURING)?;
+    let (meta, ops) = reading(database, DURING)?;
     let range = codec::sums_range(map_name)?;
     // Keys and values of one range in one transaction: the same order.
     let keys = meta
@@ -190,11 +222,10 @@ pub(crate) async fn merkle_leaves(
         .get_all(Some(range.into()), None)
         .map_err(idb_error(DURING))?
         .into_future();
-    let deltas = request_deltas(&meta, DURING)?;
-    let (keys, values, deltas) = (
+    let unfolded = Unfolded::read(&meta, &ops, DURING).await?;
+    let (keys, values) = (
         keys.await.map_err(idb_error(DURING))?,
         values.await.map_err(idb_error(DURING))?,
-        deltas.await.map_err(idb_error(DURING))?,
     );
     let mut leaves = vec![0; LEAVES];
     for (key, value) in keys.iter().zip(&values) {
@@ -202,30 +233,34 @@ pub(crate) async fn merkle_leaves(
         let sums = codec::sums_from_js(Some(value))?;
         leaves[chunk * codec::SUMS_CHUNK..(chunk + 1) * codec::SUMS_CHUNK].copy_from_slice(&sums);
     }
-    let total = Delta::total(&deltas)?;
-    for (leaf, amount) in total.sums.get(map_name).into_iter().flatten() {
+    for (leaf, amount) in unfolded.total.sums.get(map_name).into_iter().flatten() {
         MerkleSums::shift(&mut leaves, *leaf as usize, 0, *amount);
     }
     Ok(leaves)
 }
 
-fn reading_meta(database: &Database, during: &'static str) -> Result<ObjectStore, StorageError> {
-    database
-        .transaction(&[META], TransactionMode::ReadOnly)
-        .map_err(idb_error(during))?
-        .object_store(META)
-        .map_err(idb_error(during))
+/// `meta_store` and `operation_log` in one read-only transaction.
+fn reading(
+    database: &Database,
+    during: &'static str,
+) -> Result<(ObjectStore, ObjectStore), StorageError> {
+    let tx = database
+        .transaction(&[META, OPS], TransactionMode::ReadOnly)
+        .map_err(idb_error(during))?;
+    let store = |name| tx.object_store(name).map_err(idb_error(during));
+    Ok((store(META)?, store(OPS)?))
 }
 
 /// Moves every delta into the base: one read-write transaction over
-/// `meta_store` reads the deltas and the base counters, deletes the
-/// deltas, then reads and rewrites the sum chunks they touch. Returns how
-/// many deltas it folded. If any step fails the transaction is aborted:
-/// the deltas stay, and so does the base.
+/// `meta_store` and `operation_log` reads the deltas and the base
+/// counters, deletes the deltas (an entry that carries one is rewritten
+/// without it), then reads and rewrites the sum chunks they touch.
+/// Returns how many deltas it folded. If any step fails the transaction
+/// is aborted: the deltas stay, and so does the base.
 pub(crate) async fn fold(database: &Database) -> Result<usize, StorageError> {
     const DURING: &str = "folding counters deltas";
     let tx = database
-        .transaction(&[META], TransactionMode::ReadWrite)
+        .transaction(&[META, OPS], TransactionMode::ReadWrite)
         .map_err(idb_error(DURING))?;
     let folded = match fold_in(&tx).await {
         Ok(folded) => folded,
@@ -252,18 +287,22 @@ pub(crate) async fn fold(database: &Database) -> Result<usize, StorageError> {
 async fn fold_in(tx: &idb::Transaction) -> Result<usize, StorageError> {
     const DURING: &str = "folding counters deltas";
     let meta = tx.object_store(META).map_err(idb_error(DURING))?;
-    let (base, deltas) = base_and_deltas(&meta, DURING).await?;
-    if deltas.is_empty() {
+    let ops = tx.object_store(OPS).map_err(idb_error(DURING))?;
+    let unfolded = Unfolded::read(&meta, &ops, DURING).await?;
+    if unfolded.count() == 0 {
         return Ok(0);
     }
-    let total = Delta::total(&deltas)?;
-    let counters = base.with(&total)?;
+    let counters = unfolded.base.with(&unfolded.total)?;
     meta.delete(delta_range()?).map_err(idb_error(DURING))?;
+    for entry in &unfolded.carriers {
+        unset(entry, codec::ENTRY_DELTA)?;
+        ops.put(entry, None).map_err(idb_error(DURING))?;
+    }
     meta.put(&counters.to_js()?, Some(&codec::counters_key()))
         .map_err(idb_error(DURING))?;
     // Every chunk a delta touches is read with one wait, then rewritten.
     let mut chunks: BTreeMap<(&str, usize), Vec<(usize, u32)>> = BTreeMap::new();
-    for (map_name, leaves) in &total.sums {
+    for (map_name, leaves) in &unfolded.total.sums {
         for (leaf, amount) in leaves {
             let leaf = *leaf as usize;
             chunks
@@ -292,5 +331,5 @@ async fn fold_in(tx: &idb::Transaction) -> Result<usize, StorageError> {
         )
         .map_err(idb_error(DURING))?;
     }
-    Ok(deltas.len())
+    Ok(unfolded.count())
 }

@@ -202,3 +202,13 @@ pub(crate) fn set(
         .map(drop)
         .map_err(js_error("building an object to store"))
 }
+
+/// Deletes property `name` of `object`.
+pub(crate) fn unset(object: &JsValue, name: &'static str) -> Result<(), StorageError> {
+    let object = object
+        .dyn_ref::<js_sys::Object>()
+        .ok_or_else(|| super::codec::corrupt("a stored object", "not an object"))?;
+    Reflect::delete_property(object, &name_of(name))
+        .map(drop)
+        .map_err(js_error("changing a stored object"))
+}

@@ -356,13 +356,15 @@ async fn settle(txn: &mut WriteTxn, ids: &[OpId], how: Settle) -> Result<u64, St
             }
         }
         if rewrite {
+            txn.delta.take_from_entry(&object)?;
             rewrite_entry(txn, entry, &kept)?;
         }
     }
     Ok(changed)
 }
 
-/// Stores entry `entry` with `ops`, or deletes it if none are left.
+/// Stores entry `entry` with `ops`, or deletes it if none are left (the
+/// delta it carried, if any, taken into the transaction's first).
 fn rewrite_entry(txn: &WriteTxn, entry: u64, ops: &[OpLogEntry]) -> Result<(), StorageError> {
     const DURING: &str = "rewriting the operation log";
     if ops.is_empty() {
@@ -449,6 +451,7 @@ async fn drop_synced(txn: &mut WriteTxn) -> Result<u64, StorageError> {
             txn.delta.bytes -= signed(op.approx_size());
         }
         dropped += gone.len() as u64;
+        txn.delta.take_from_entry(object)?;
         rewrite_entry(txn, entry, &kept)?;
     }
     Ok(dropped)

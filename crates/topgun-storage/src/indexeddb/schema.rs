@@ -25,6 +25,12 @@
 //! `codec`), where earlier versions stored them as UTF-8 bytes; the
 //! upgrade rewrites every record and pruned entry at its new key.
 //!
+//! Version 5: a write transaction that logs ops carries its delta in its
+//! first `operation_log` entry (field `delta`) instead of adding one to
+//! `meta_store`; index `delta` over that field finds the entries that
+//! carry one (see `delta`). The upgrade adds the index; an older build,
+//! which would ignore those deltas, refuses the database.
+//!
 //! The IndexedDB version is the schema version. Each upgrade step runs in
 //! the browser's `upgradeneeded` transaction, from the version found to
 //! [`INDEXEDDB_SCHEMA_VERSION`]; a database of a newer version is refused with
@@ -40,13 +46,14 @@ use std::future::IntoFuture;
 use wasm_bindgen::JsCast;
 
 /// The schema version this build writes and reads.
-pub const INDEXEDDB_SCHEMA_VERSION: u32 = 4;
+pub const INDEXEDDB_SCHEMA_VERSION: u32 = 5;
 
 pub(crate) const RECORDS: &str = "key_value_store";
 pub(crate) const OPS: &str = "operation_log";
 pub(crate) const META: &str = "meta_store";
 pub(crate) const DIRTY_INDEX: &str = "mapName_dirty";
 pub(crate) const SYNCED_INDEX: &str = "synced";
+pub(crate) const DELTA_INDEX: &str = "delta";
 
 /// Opens (creating or upgrading) database `name`.
 pub(crate) async fn open(name: &str) -> Result<Database, StorageError> {
@@ -129,6 +136,18 @@ fn upgrade(event: &idb::event::VersionChangeEvent) -> Result<(), idb::Error> {
         )?;
 
         database.create_object_store(META, ObjectStoreParams::new())?;
+    }
+    if from < 5 {
+        let ops = event
+            .target()?
+            .transaction()
+            .ok_or(idb::Error::TransactionNotFound)?
+            .object_store(OPS)?;
+        ops.create_index(
+            DELTA_INDEX,
+            KeyPath::new_single(codec::ENTRY_DELTA),
+            Some(IndexParams::new()),
+        )?;
     }
     if (1..4).contains(&from) {
         let tx = event

@@ -384,10 +384,11 @@ impl WriteTxn {
         Ok(logged)
     }
 
-    /// Adds the logged ops' entries and the transaction's [`Delta`] (at
-    /// `delta_key`, see [`super::delta`]) and commits. If a request cannot
-    /// be issued, the transaction is aborted (left alone, it would commit
-    /// what was issued).
+    /// Adds the logged ops' entries and the transaction's [`Delta`] and
+    /// commits. The delta rides in the first entry; a transaction that
+    /// logged no op adds it to `meta_store` at `delta_key` (see
+    /// [`super::delta`]). If a request cannot be issued, the transaction
+    /// is aborted (left alone, it would commit what was issued).
     pub(crate) fn commit(self, delta_key: &JsValue) -> Result<Committing, StorageError> {
         let entries = match self.write_back(delta_key) {
             Ok(entries) => entries,
@@ -405,17 +406,23 @@ impl WriteTxn {
 
     /// Issues the requests [`commit`](Self::commit) makes before committing.
     fn write_back(&self, delta_key: &JsValue) -> Result<Vec<AddStoreRequestFuture>, StorageError> {
+        let mut delta = if self.delta.is_empty() {
+            None
+        } else {
+            Some(self.delta.to_js()?)
+        };
         let mut entries = Vec::with_capacity(self.entries.len());
         for entry in &self.entries {
+            let object = codec::new_entry_to_js(&entry.ops, delta.take().as_ref())?;
             let request = self
                 .ops
-                .add(&codec::new_entry_to_js(&entry.ops)?, None)
+                .add(&object, None)
                 .map_err(idb_error("appending to the operation log"))?;
             entries.push(request.into_future());
         }
-        if !self.delta.is_empty() {
+        if let Some(delta) = delta {
             self.meta
-                .add(&self.delta.to_js()?, Some(delta_key))
+                .add(&delta, Some(delta_key))
                 .map_err(idb_error(COMMITTING))?;
         }
         Ok(entries)
