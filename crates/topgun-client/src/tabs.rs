@@ -26,7 +26,13 @@
 //!   `BroadcastChannel` `topgun:<database>`; the other tabs apply them to
 //!   their working sets, events and live queries, and the leader tells its
 //!   sync about a follower's write, which reaches the server within one
-//!   push.
+//!   push. A leader that has heard from no other tab is alone and posts
+//!   no changes (a post costs about as much as a small write's own work).
+//!   A tab that joins says `Hello` with the time it joined, before it
+//!   reads anything; a leader that left a change unposted since then
+//!   (less a second for the clocks) answers `Resync`, so that whatever the
+//!   new tab read before the leader heard it is read again. Any message
+//!   from another tab ends being alone, for good.
 //!
 //! Each tab stamps its writes with a node id of its own, so two tabs never
 //! issue the same timestamp.
@@ -74,6 +80,10 @@ extern "C" {
 
 /// How often the leader tab says it is alive.
 const HEARTBEAT_MS: u64 = 500;
+/// How much earlier than a `Hello`'s time a change left unposted still
+/// has the leader answer `Resync` (tabs' clocks are the machine's, read a
+/// little apart).
+const HELLO_MARGIN_MS: u64 = 1_000;
 /// How long followers wait without a word from the leader before one
 /// takes the lock from it (a frozen or hung tab keeps its lock); checked
 /// every [`HEARTBEAT_MS`], so a follower takes over within 2 s.
@@ -89,8 +99,10 @@ enum Message {
     Resync,
     /// The leader's connection state, which every tab shows.
     State(ConnectionState),
-    /// A tab joined: the leader answers with its state.
-    Hello,
+    /// A tab joined at `at` (ms since the epoch): the leader answers
+    /// with its state, after a `Resync` if it has left a change unposted
+    /// since then.
+    Hello { at: u64 },
     /// The leader is alive.
     Heartbeat,
     /// The leader is closing: a follower may claim the lead now.
@@ -129,6 +141,11 @@ pub(crate) struct Tabs {
     /// when, without Web Locks, no leader is known (none heard yet, or it
     /// left).
     heard: Rc<std::cell::Cell<u64>>,
+    /// Whether this tab has heard from another one (see the module doc);
+    /// a leader that has not posts no changes.
+    company: Rc<std::cell::Cell<bool>>,
+    /// When this tab last left a change unposted (0: never).
+    unposted_at: Rc<std::cell::Cell<u64>>,
 }
 
 impl std::fmt::Debug for Tabs {
@@ -169,6 +186,9 @@ impl Tabs {
             0
         }));
         let heard_here = heard.clone();
+        let company = Rc::new(std::cell::Cell::new(false));
+        let unposted_at = Rc::new(std::cell::Cell::new(0));
+        let (company_here, unposted_here) = (company.clone(), unposted_at.clone());
         let on_message = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(
             move |event: web_sys::MessageEvent| {
                 let Some(local) = weak_local.upgrade() else {
@@ -177,6 +197,9 @@ impl Tabs {
                 let leader = *is_leader.borrow() == Role::Leader;
                 let bytes = js_sys::Uint8Array::new(&event.data()).to_vec();
                 let message = rmp_serde::from_slice::<Message>(&bytes);
+                if message.is_ok() {
+                    company_here.set(true);
+                }
                 match message {
                     Ok(Message::Heartbeat | Message::State(_)) => {
                         heard_here.set(local.now_millis());
@@ -199,7 +222,13 @@ impl Tabs {
                     }
                     Ok(Message::Resync) => local.forget_unseen_changes(),
                     Ok(Message::State(known)) if !leader => state.set_state(known),
-                    Ok(Message::Hello) if leader => post(&answer, &Message::State(state.state())),
+                    Ok(Message::Hello { at }) if leader => {
+                        let unposted = unposted_here.get();
+                        if unposted != 0 && unposted >= at.saturating_sub(HELLO_MARGIN_MS) {
+                            post(&answer, &Message::Resync);
+                        }
+                        post(&answer, &Message::State(state.state()));
+                    }
                     Ok(_) => {}
                     Err(_) => tracing::warn!("ignoring an undecodable message from another tab"),
                 }
@@ -250,6 +279,8 @@ impl Tabs {
                 fence,
                 start_sync,
                 heard,
+                company,
+                unposted_at,
             }
         });
         if tabs.locks {
@@ -260,7 +291,12 @@ impl Tabs {
         tabs.watch_leader(local);
         tabs.relay(local);
         tabs.relay_state(status);
-        post(&tabs.channel, &Message::Hello);
+        post(
+            &tabs.channel,
+            &Message::Hello {
+                at: local.now_millis(),
+            },
+        );
         Ok(tabs)
     }
 
@@ -386,6 +422,7 @@ impl Tabs {
     fn relay(self: &Rc<Self>, local: &Arc<LocalData>) {
         let mut changes = local.changes();
         let node_id = local.hlc().node_id().to_owned();
+        let clock = local.hlc().clock().clone();
         let weak = Rc::downgrade(self);
         wasm_bindgen_futures::spawn_local(async move {
             use tokio::sync::broadcast::error::{RecvError, TryRecvError};
@@ -406,10 +443,15 @@ impl Tabs {
                     }
                 }
                 let Some(tabs) = weak.upgrade() else { return };
+                let leader = *tabs.role.borrow() == Role::Leader;
+                if leader && !tabs.company.get() {
+                    // Alone: nobody to tell (see the module doc).
+                    tabs.unposted_at.set(clock.now_millis());
+                    continue;
+                }
                 if lagged {
                     post(&tabs.channel, &Message::Resync);
                 }
-                let leader = *tabs.role.borrow() == Role::Leader;
                 let own: Vec<ChangeFrame> = batch
                     .iter()
                     .filter(|change| match change.origin {

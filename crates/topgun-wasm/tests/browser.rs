@@ -407,6 +407,70 @@ async fn changes_made_just_before_a_close_reach_the_other_tabs() {
     second.close().await;
 }
 
+/// The variant of a tab message (MessagePack: a unit variant is its
+/// name, any other a map of one entry keyed by its name).
+fn variant(bytes: &[u8]) -> String {
+    let name = match bytes {
+        [0x81, rest @ ..] => rest,
+        all => all,
+    };
+    let Some((&head @ 0xa0..=0xbf, rest)) = name.split_first() else {
+        panic!("not a tab message: {bytes:?}");
+    };
+    String::from_utf8(rest[..usize::from(head & 0x1f)].to_vec()).unwrap()
+}
+
+/// A leader that has heard from no other tab posts no changes. A tab that
+/// joins says when; a leader that left a change unposted since then
+/// answers `Resync` (before its state), and posts every change after.
+#[wasm_bindgen_test]
+async fn a_lone_leader_posts_no_changes_until_a_tab_joins() {
+    use wasm_bindgen::closure::Closure;
+    let database = unique("alone");
+    let first = open_db(&database).await;
+    until_role(&first, "leader").await;
+    // A listener on the tabs' channel that has said nothing yet.
+    let channel = web_sys::BroadcastChannel::new(&format!("topgun:{database}")).unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let on_message =
+        Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |event: web_sys::MessageEvent| {
+            let _ = tx.send(variant(&js_sys::Uint8Array::new(&event.data()).to_vec()));
+        });
+    channel.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+
+    let joined = js_sys::Date::now() as u64;
+    let map = first.get_map("todos").unwrap();
+    map.put("k".into(), 1.into()).await.unwrap();
+    // A tab's messages arrive in the order it posted them, and the second
+    // heartbeat from now was posted after the write's change would have
+    // been.
+    let mut heartbeats = 0;
+    while heartbeats < 2 {
+        let message = rx.recv().await.unwrap();
+        assert_ne!(message, "Changes", "a lone leader posted a change");
+        heartbeats += usize::from(message == "Heartbeat");
+    }
+
+    // A tab that joined before that write says hello.
+    let hello = serde_json::json!({ "Hello": { "at": joined } });
+    let hello = js_sys::Uint8Array::from(rmp_serde::to_vec_named(&hello).unwrap().as_slice());
+    channel.post_message(&hello).unwrap();
+    let mut answers = Vec::new();
+    while !answers.iter().any(|m| m == "State") {
+        let message = rx.recv().await.unwrap();
+        if message != "Heartbeat" {
+            answers.push(message);
+        }
+    }
+    assert_eq!(answers, ["Resync", "State"]);
+
+    // From now on the leader has company: its changes are posted.
+    map.put("k".into(), 2.into()).await.unwrap();
+    while rx.recv().await.unwrap() != "Changes" {}
+    channel.close();
+    first.close().await;
+}
+
 /// Hides `navigator.locks` from tabs that join until `restore` runs, as
 /// in a browser without Web Locks.
 fn hide_web_locks() -> impl FnOnce() {
