@@ -23,6 +23,9 @@ use topgun_sync::{Applied, BoxFuture, Replica, ReplicaError, Runtime, SyncNotifi
 const PAGE: usize = 512;
 /// How long a read waits for a pruned key to come back from the server.
 const FETCH_WAIT_MS: u64 = 5_000;
+/// A `get_many` missing this many keys in the working set waits for a
+/// full read of their map under way instead of reading them beside it.
+const WAIT_FOR_FULL_READ: usize = 64;
 
 /// The client's local data and its write path.
 #[derive(Debug)]
@@ -155,8 +158,9 @@ impl LocalData {
         Ok(record.and_then(|r| r.live_value(now).cloned()))
     }
 
-    /// The live values of `keys`, in their order: working set first, then
-    /// one store call for all the misses.
+    /// The live values of `keys`, in their order: working set first (once
+    /// a full read of the map under way is done, if many are missing),
+    /// then one store call for all the misses.
     pub(crate) async fn read_many(
         &self,
         map: &MapShared,
@@ -173,6 +177,20 @@ impl LocalData {
                     misses.push(index);
                 }
             }
+        }
+        if misses.len() >= WAIT_FOR_FULL_READ && map.full_read().try_lock().is_err() {
+            // The whole map is being read into the working set (a preload,
+            // a query's first read): one read that is under way already
+            // beats reading this many keys again beside it.
+            drop(map.full_read().lock().await);
+            self.check_open()?;
+            misses.retain(|&index| match self.cached_value(map.name(), &keys[index]) {
+                Some(hit) => {
+                    values[index] = hit;
+                    false
+                }
+                None => true,
+            });
         }
         if misses.is_empty() {
             return Ok(values);

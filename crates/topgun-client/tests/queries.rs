@@ -331,6 +331,74 @@ fn counting_store() -> (
     (store, scans)
 }
 
+/// A `get_many` of many keys not in the working set, while their map is
+/// being read in full (a preload), waits for that read and answers from
+/// the working set instead of reading the keys beside it.
+#[tokio::test]
+async fn get_many_during_a_full_read_waits_for_it() {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use topgun_storage::conformance::{remote, ts};
+    use topgun_storage::Store;
+    let inner = MemoryStore::new();
+    let records: Vec<_> = (0..100)
+        .map(|i| {
+            let value = rmp_serde::to_vec_named(&json!({ "n": i })).unwrap();
+            remote("m", &format!("k{i:03}"), Some(&value), ts(1 + i))
+        })
+        .collect();
+    inner.apply_remote(records).await.unwrap();
+    // The full read's scan waits for `open`; `get_many` calls are counted.
+    let (open, opened) = tokio::sync::watch::channel(false);
+    let (entered, mut scanning) = tokio::sync::mpsc::unbounded_channel();
+    let get_manys = Arc::new(AtomicUsize::new(0));
+    let counted = get_manys.clone();
+    let store = Arc::new(HookedStore::new(
+        inner,
+        Arc::new(move |call, phase| {
+            if phase == Phase::Before && call == StoreCall::GetMany {
+                counted.fetch_add(1, SeqCst);
+            }
+            if phase == Phase::Before && call == StoreCall::Scan {
+                let (mut opened, entered) = (opened.clone(), entered.clone());
+                return Box::pin(async move {
+                    let _ = entered.send(());
+                    let _ = opened.wait_for(|open| *open).await;
+                });
+            }
+            Box::pin(async {})
+        }),
+    ));
+    let c = TopGunClient::builder()
+        .store(store)
+        .working_set(WorkingSetLimits {
+            max_entries: 1_000,
+            max_bytes: usize::MAX,
+        })
+        .build()
+        .await
+        .unwrap();
+    let m = c.get_json_map("m").unwrap();
+    let preload = tokio::spawn({
+        let m = m.clone();
+        async move { m.preload().await }
+    });
+    scanning.recv().await.unwrap();
+    let keys: Vec<String> = (0..100).map(|i| format!("k{i:03}")).collect();
+    let reading = tokio::spawn({
+        let (m, keys) = (m.clone(), keys.clone());
+        async move { m.get_many(&keys).await }
+    });
+    // One turn: the read runs until it waits.
+    tokio::task::yield_now().await;
+    assert_eq!(get_manys.load(SeqCst), 0, "read beside the full read");
+    open.send(true).unwrap();
+    assert!(preload.await.unwrap().unwrap());
+    let values = reading.await.unwrap().unwrap();
+    assert_eq!(values.len(), 100);
+    assert_eq!(values[7], Some(json!({ "n": 7 })));
+    assert_eq!(get_manys.load(SeqCst), 0, "answered from the working set");
+}
+
 /// A client on a [`counting_store`] with a working set of `entries`.
 async fn counting_client(entries: usize) -> (TopGunClient, Arc<std::sync::atomic::AtomicUsize>) {
     let (store, scans) = counting_store();
