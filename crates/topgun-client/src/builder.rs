@@ -349,6 +349,8 @@ impl TopGunClientBuilder {
                 (Arc::new(opened.clone()), Some(opened))
             }
         };
+        // Before anything is read (the warm-up): see `Tabs::join`.
+        let joined_at = self.clock.now_millis();
         let fence = std::rc::Rc::new(Fence::new(&uuid::Uuid::new_v4().to_string()));
         let store: Arc<dyn Store> = Arc::new(FencedStore::new(inner, fence.clone()));
         let runtime = self.runtime.clone().or_else(default_runtime);
@@ -372,7 +374,9 @@ impl TopGunClientBuilder {
                 Some(setup.start(&local, status, maps))
             })
         });
-        let tabs = Tabs::join(database, &local, &status, fence, start_sync, opened)?;
+        let tabs = Tabs::join(
+            database, &local, &status, fence, start_sync, opened, joined_at,
+        )?;
         Ok(TopGunClient::new(local, status, None).with_tabs(tabs))
     }
 

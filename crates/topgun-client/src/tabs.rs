@@ -28,11 +28,13 @@
 //!   sync about a follower's write, which reaches the server within one
 //!   push. A leader that has heard from no other tab is alone and posts
 //!   no changes (a post costs about as much as a small write's own work).
-//!   A tab that joins says `Hello` with the time it joined, before it
-//!   reads anything; a leader that left a change unposted since then
-//!   (less a second for the clocks) answers `Resync`, so that whatever the
-//!   new tab read before the leader heard it is read again. Any message
-//!   from another tab ends being alone, for good.
+//!   A tab that joins says `Hello` with the time it started opening
+//!   (before it read anything); a leader that left a change unposted
+//!   since then (less a second for the clocks) answers `Resync`, so that
+//!   whatever the new tab read before the leader heard it is read again.
+//!   Any message from another tab ends being alone, for good, and so does
+//!   taking the lead from a silent leader (which may wake up and must
+//!   hear of the changes made meanwhile).
 //!
 //! Each tab stamps its writes with a node id of its own, so two tabs never
 //! issue the same timestamp.
@@ -159,6 +161,8 @@ impl std::fmt::Debug for Tabs {
 impl Tabs {
     /// Joins the tab group of `database` with `local` (on a
     /// [`FencedStore`]), as a follower until the lock is granted.
+    /// `joined_at` (ms since the epoch) is earlier than anything `local`
+    /// read from the store: its `Hello` says so.
     pub(crate) fn join(
         database: &str,
         local: &Arc<LocalData>,
@@ -166,6 +170,7 @@ impl Tabs {
         fence: Rc<Fence>,
         start_sync: StartSync,
         opened: Option<topgun_storage::IndexedDbStore>,
+        joined_at: u64,
     ) -> Result<Rc<Self>, StorageError> {
         let start_sync = Rc::new(start_sync);
         let name = format!("topgun:{database}");
@@ -291,12 +296,7 @@ impl Tabs {
         tabs.watch_leader(local);
         tabs.relay(local);
         tabs.relay_state(status);
-        post(
-            &tabs.channel,
-            &Message::Hello {
-                at: local.now_millis(),
-            },
-        );
+        post(&tabs.channel, &Message::Hello { at: joined_at });
         Ok(tabs)
     }
 
@@ -407,6 +407,9 @@ impl Tabs {
                 {
                     tracing::warn!("no leader tab is heard; taking over");
                     tabs.heard.set(now);
+                    // The silent leader may wake up: it must hear of the
+                    // changes made meanwhile (see the module doc).
+                    tabs.company.set(true);
                     if !tabs.locks {
                         tabs.lead(local);
                     } else if let Err(error) = tabs.request(true) {

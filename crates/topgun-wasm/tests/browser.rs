@@ -420,6 +420,27 @@ fn variant(bytes: &[u8]) -> String {
     String::from_utf8(rest[..usize::from(head & 0x1f)].to_vec()).unwrap()
 }
 
+/// Posts a `Hello` of a tab that joined at `at` on `channel`, and returns
+/// the variants of the messages that answer it (heartbeats left out) up
+/// to the leader's `State`.
+async fn hello_answers(
+    channel: &web_sys::BroadcastChannel,
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+    at: u64,
+) -> Vec<String> {
+    let hello = serde_json::json!({ "Hello": { "at": at } });
+    let hello = js_sys::Uint8Array::from(rmp_serde::to_vec_named(&hello).unwrap().as_slice());
+    channel.post_message(&hello).unwrap();
+    let mut answers = Vec::new();
+    while !answers.iter().any(|m| m == "State") {
+        let message = rx.recv().await.unwrap();
+        if message != "Heartbeat" {
+            answers.push(message);
+        }
+    }
+    answers
+}
+
 /// A leader that has heard from no other tab posts no changes. A tab that
 /// joins says when; a leader that left a change unposted since then
 /// answers `Resync` (before its state), and posts every change after.
@@ -451,18 +472,14 @@ async fn a_lone_leader_posts_no_changes_until_a_tab_joins() {
         heartbeats += usize::from(message == "Heartbeat");
     }
 
-    // A tab that joined before that write says hello.
-    let hello = serde_json::json!({ "Hello": { "at": joined } });
-    let hello = js_sys::Uint8Array::from(rmp_serde::to_vec_named(&hello).unwrap().as_slice());
-    channel.post_message(&hello).unwrap();
-    let mut answers = Vec::new();
-    while !answers.iter().any(|m| m == "State") {
-        let message = rx.recv().await.unwrap();
-        if message != "Heartbeat" {
-            answers.push(message);
-        }
-    }
-    assert_eq!(answers, ["Resync", "State"]);
+    // A tab that joined well after that write says hello: nothing it
+    // read can be stale. Then one that joined before it.
+    let later = js_sys::Date::now() as u64 + 5_000;
+    assert_eq!(hello_answers(&channel, &mut rx, later).await, ["State"]);
+    assert_eq!(
+        hello_answers(&channel, &mut rx, joined).await,
+        ["Resync", "State"]
+    );
 
     // From now on the leader has company: its changes are posted.
     map.put("k".into(), 2.into()).await.unwrap();

@@ -356,17 +356,23 @@ async fn settle(txn: &mut WriteTxn, ids: &[OpId], how: Settle) -> Result<u64, St
             }
         }
         if rewrite {
-            txn.delta.take_from_entry(&object)?;
-            rewrite_entry(txn, entry, &kept)?;
+            rewrite_entry(txn, &object, entry, &kept)?;
         }
     }
     Ok(changed)
 }
 
-/// Stores entry `entry` with `ops`, or deletes it if none are left (the
-/// delta it carried, if any, taken into the transaction's first).
-fn rewrite_entry(txn: &WriteTxn, entry: u64, ops: &[OpLogEntry]) -> Result<(), StorageError> {
+/// Stores entry `entry` (read as `object`) with `ops`, or deletes it if
+/// none are left; the delta it carried, if any, moves into the
+/// transaction's own.
+fn rewrite_entry(
+    txn: &mut WriteTxn,
+    object: &JsValue,
+    entry: u64,
+    ops: &[OpLogEntry],
+) -> Result<(), StorageError> {
     const DURING: &str = "rewriting the operation log";
+    txn.delta.take_from_entry(object)?;
     if ops.is_empty() {
         txn.ops
             .delete(codec::entry_key(entry))
@@ -451,8 +457,7 @@ async fn drop_synced(txn: &mut WriteTxn) -> Result<u64, StorageError> {
             txn.delta.bytes -= signed(op.approx_size());
         }
         dropped += gone.len() as u64;
-        txn.delta.take_from_entry(object)?;
-        rewrite_entry(txn, entry, &kept)?;
+        rewrite_entry(txn, object, entry, &kept)?;
     }
     Ok(dropped)
 }
