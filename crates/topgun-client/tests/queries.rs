@@ -8,7 +8,7 @@ use tokio::sync::oneshot;
 use topgun_client::query::{ChangeType, Predicate, Query, SortDirection};
 use topgun_client::{ClientError, TopGunClient, WorkingSetLimits};
 use topgun_storage::hooked::{HookedStore, Phase, StoreCall};
-use topgun_storage::MemoryStore;
+use topgun_storage::{MemoryStore, Store};
 
 async fn client() -> TopGunClient {
     TopGunClient::builder()
@@ -338,7 +338,6 @@ fn counting_store() -> (
 async fn get_many_during_a_full_read_waits_for_it() {
     use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
     use topgun_storage::conformance::{remote, ts};
-    use topgun_storage::Store;
     let inner = MemoryStore::new();
     let records: Vec<_> = (0..100)
         .map(|i| {
@@ -368,15 +367,7 @@ async fn get_many_during_a_full_read_waits_for_it() {
             Box::pin(async {})
         }),
     ));
-    let c = TopGunClient::builder()
-        .store(store)
-        .working_set(WorkingSetLimits {
-            max_entries: 1_000,
-            max_bytes: usize::MAX,
-        })
-        .build()
-        .await
-        .unwrap();
+    let c = client_on(store, 1_000).await;
     let m = c.get_json_map("m").unwrap();
     let preload = tokio::spawn({
         let m = m.clone();
@@ -399,10 +390,9 @@ async fn get_many_during_a_full_read_waits_for_it() {
     assert_eq!(get_manys.load(SeqCst), 0, "answered from the working set");
 }
 
-/// A client on a [`counting_store`] with a working set of `entries`.
-async fn counting_client(entries: usize) -> (TopGunClient, Arc<std::sync::atomic::AtomicUsize>) {
-    let (store, scans) = counting_store();
-    let client = TopGunClient::builder()
+/// A client on `store` with a working set of `entries`.
+async fn client_on(store: Arc<dyn Store>, entries: usize) -> TopGunClient {
+    TopGunClient::builder()
         .store(store)
         .working_set(WorkingSetLimits {
             max_entries: entries,
@@ -410,8 +400,13 @@ async fn counting_client(entries: usize) -> (TopGunClient, Arc<std::sync::atomic
         })
         .build()
         .await
-        .unwrap();
-    (client, scans)
+        .unwrap()
+}
+
+/// A client on a [`counting_store`] with a working set of `entries`.
+async fn counting_client(entries: usize) -> (TopGunClient, Arc<std::sync::atomic::AtomicUsize>) {
+    let (store, scans) = counting_store();
+    (client_on(store, entries).await, scans)
 }
 
 fn ages(page: &topgun_client::QueryPage<serde_json::Value>) -> Vec<(String, i64)> {
