@@ -50,10 +50,7 @@ impl TopGunClient {
         Self {
             local,
             status,
-            keep: KeepAlive {
-                sync,
-                ..KeepAlive::default()
-            },
+            keep: KeepAlive::new(sync),
         }
     }
 

@@ -14,6 +14,17 @@ pub(crate) struct KeepAlive {
 }
 
 impl KeepAlive {
+    /// Keeps `sync` (the driver's handle, if this process syncs) alive.
+    pub(crate) fn new(sync: Option<SyncHandle>) -> Self {
+        Self {
+            sync,
+            #[cfg(all(feature = "redb", unix))]
+            dir: None,
+            #[cfg(all(feature = "indexeddb", target_family = "wasm"))]
+            tabs: None,
+        }
+    }
+
     /// The sync driver's handle, if this process syncs.
     pub(crate) fn sync(&self) -> Option<SyncHandle> {
         #[cfg(all(feature = "redb", unix))]

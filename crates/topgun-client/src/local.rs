@@ -184,9 +184,11 @@ impl LocalData {
             // beats reading this many keys again beside it.
             drop(map.full_read().lock().await);
             self.check_open()?;
-            misses.retain(|&index| match self.cached_value(map.name(), &keys[index]) {
+            let now = self.now_millis();
+            let mut ws = self.ws();
+            misses.retain(|&index| match ws.get_again(map.name(), &keys[index]) {
                 Some(hit) => {
-                    values[index] = hit;
+                    values[index] = hit.live_value(now).cloned();
                     false
                 }
                 None => true,

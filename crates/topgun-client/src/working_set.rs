@@ -324,6 +324,19 @@ impl WorkingSet {
         }
     }
 
+    /// Looks up again a record [`get`](Self::get) counted as a miss (after
+    /// waiting for a full read of its map): found now, it counts as a hit
+    /// instead; still missing, it is not counted twice.
+    pub(crate) fn get_again(&mut self, map: &str, key: &str) -> Option<&CachedRecord> {
+        let probe: &dyn KeyLike = &(map, key);
+        let found = self.cache.get(probe);
+        if found.is_some() {
+            self.stats.misses -= 1;
+            self.stats.hits += 1;
+        }
+        found
+    }
+
     /// Caches a record (replacing any older copy), then evicts least
     /// recently used entries until both limits hold.
     pub(crate) fn insert(&mut self, map: &Arc<str>, key: &str, record: CachedRecord) {

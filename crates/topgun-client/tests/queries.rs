@@ -375,6 +375,7 @@ async fn get_many_during_a_full_read_waits_for_it() {
     });
     scanning.recv().await.unwrap();
     let keys: Vec<String> = (0..100).map(|i| format!("k{i:03}")).collect();
+    let before = c.working_set_stats();
     let reading = tokio::spawn({
         let (m, keys) = (m.clone(), keys.clone());
         async move { m.get_many(&keys).await }
@@ -388,6 +389,10 @@ async fn get_many_during_a_full_read_waits_for_it() {
     assert_eq!(values.len(), 100);
     assert_eq!(values[7], Some(json!({ "n": 7 })));
     assert_eq!(get_manys.load(SeqCst), 0, "answered from the working set");
+    // Each key counted once, as a hit: it was answered from RAM.
+    let after = c.working_set_stats();
+    assert_eq!(after.misses, before.misses);
+    assert_eq!(after.hits, before.hits + 100);
 }
 
 /// A client on `store` with a working set of `entries`.
