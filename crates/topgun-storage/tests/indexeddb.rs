@@ -928,3 +928,52 @@ async fn scans_and_map_listing_pass_over_pruned_records() {
         memory.merkle_leaves("q").await.unwrap()
     );
 }
+
+/// A scan's page (read into wasm with one call) holds keys of every
+/// UTF-8 width and passes over pruned entries; a stored object without
+/// body bytes is a clear error, not a panic or a wrong record.
+#[wasm_bindgen_test]
+async fn a_page_reads_keys_of_every_width_and_refuses_a_corrupt_object() {
+    use topgun_storage::conformance::{remote, ts};
+    use topgun_storage::{PruneSums, StorageError};
+    let name = format!("page-{}", js_sys::Date::now());
+    let store = IndexedDbStore::open_named(&name).await.unwrap();
+    let keys = [
+        "a",
+        "é: two bytes",
+        "€: three",
+        "😀: four",
+        "\u{E000}: shifted",
+        "z",
+    ];
+    let merged: Vec<_> = (0u64..)
+        .zip(keys)
+        .map(|(i, key)| remote("m", key, Some(key.as_bytes()), ts(1 + i)))
+        .collect();
+    store.apply_remote(merged).await.unwrap();
+    store
+        .prune_clean("m", &["€: three".to_owned()], PruneSums::Keep)
+        .await
+        .unwrap();
+    let page = store.scan("m", None, 100).await.unwrap();
+    let mut expected: Vec<&str> = keys.into_iter().filter(|k| *k != "€: three").collect();
+    expected.sort_unstable();
+    let read: Vec<&str> = page.iter().map(|r| r.key.as_str()).collect();
+    assert_eq!(read, expected);
+    for record in &page {
+        assert_eq!(record.value.as_deref(), Some(record.key.as_bytes()));
+        assert!(!record.dirty);
+    }
+    with_raw_store(&name, "key_value_store", |records| async move {
+        let object = js_sys::Object::new();
+        for (field, value) in [("mapName", "m"), ("key", "b"), ("body", "not bytes")] {
+            js_sys::Reflect::set(&object, &field.into(), &value.into()).unwrap();
+        }
+        js_sys::Reflect::set(&object, &"dirty".into(), &0.into()).unwrap();
+        records.put(&object, None).unwrap().await.unwrap();
+    })
+    .await;
+    let error = store.scan("m", None, 100).await.unwrap_err();
+    assert!(matches!(error, StorageError::Corrupt { .. }), "{error}");
+    assert!(error.to_string().contains("key_value_store"), "{error}");
+}

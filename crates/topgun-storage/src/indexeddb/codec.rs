@@ -207,15 +207,30 @@ pub(crate) fn stored_of_map(map_name: String, object: &JsValue) -> Result<Stored
             kept: contribution_from_js(&field(object, "pruned")?)?,
         });
     }
-    let body = body_from_js(&body, WHAT)?;
-    Ok(Stored::Record(StoreRecord {
+    let raw = to_bytes(&body).ok_or_else(|| corrupt(WHAT, "no body bytes"))?;
+    let key = stored_name(object, "key", WHAT)?;
+    record_of_body(map_name, key, &raw, read_flag(object, "dirty")?).map(Stored::Record)
+}
+
+/// A record from its names, body bytes and `dirty` flag.
+pub(crate) fn record_of_body(
+    map_name: String,
+    key: String,
+    body: &[u8],
+    dirty: bool,
+) -> Result<StoreRecord, StorageError> {
+    let body: Body = rmp_serde::from_slice(body).map_err(|e| StorageError::Corrupt {
+        what: "key_value_store",
+        source: Box::new(e),
+    })?;
+    Ok(StoreRecord {
         map_name,
-        key: stored_name(object, "key", WHAT)?,
+        key,
         value: body.value.map(serde_bytes::ByteBuf::into_vec),
         timestamp: body.timestamp,
         ttl_ms: body.ttl_ms,
-        dirty: read_flag(object, "dirty")?,
-    }))
+        dirty,
+    })
 }
 
 /// A record from the `mapName_dirty` index (never a pruned one).

@@ -19,6 +19,7 @@ mod codec;
 mod delta;
 mod js;
 mod ops;
+mod page;
 mod range;
 mod read;
 mod reader;

@@ -6,6 +6,7 @@
 
 use super::codec::{self, Stored};
 use super::js::idb_error;
+use super::page;
 use crate::error::StorageError;
 use idb::ObjectStore;
 use std::collections::HashMap;
@@ -77,8 +78,7 @@ impl RangeRead {
         let truncated = found.len() >= self.limit;
         let mut by_key = HashMap::with_capacity(found.len());
         let mut reached = None;
-        for object in &found {
-            let stored = codec::stored_of_map(self.map_name.clone(), object)?;
+        for stored in page::stored_page(&self.map_name, found)? {
             reached = Some(stored.key().to_owned());
             by_key.insert(stored.key().to_owned(), stored);
         }

@@ -2,6 +2,7 @@
 
 use super::codec::{self, Stored};
 use super::js::{idb_error, name_part, to_bytes};
+use super::page;
 use super::schema::{DIRTY_INDEX, META, OPS, RECORDS};
 use crate::error::StorageError;
 use crate::model::{OpId, OpLogEntry, StoreRecord, StoreStats};
@@ -52,8 +53,8 @@ pub(crate) async fn scan(
             .await
             .map_err(idb_error(DURING))?;
         let full = objects.len() >= ask;
-        for object in &objects {
-            match codec::stored_of_map(map_name.to_owned(), object)? {
+        for stored in page::stored_page(map_name, objects)? {
+            match stored {
                 Stored::Record(record) if out.len() < limit => out.push(record),
                 Stored::Record(_) => return Ok(out),
                 Stored::Pruned { key, .. } => from = Some(key),
