@@ -190,16 +190,11 @@ impl Stored {
     }
 }
 
-/// What `key_value_store` holds, back from it.
+/// What `key_value_store` holds, back from it: one object, read field by
+/// field (a page of them is read with [`super::page`]).
 pub(crate) fn stored_from_js(object: &JsValue) -> Result<Stored, StorageError> {
-    let map_name = stored_name(object, "mapName", "key_value_store")?;
-    stored_of_map(map_name, object)
-}
-
-/// A stored record (or pruned one) of a map already known (read from that
-/// map's range), without decoding its `mapName` again.
-pub(crate) fn stored_of_map(map_name: String, object: &JsValue) -> Result<Stored, StorageError> {
     const WHAT: &str = "key_value_store";
+    let map_name = stored_name(object, "mapName", WHAT)?;
     let body = field(object, "body")?;
     if body.is_undefined() {
         return Ok(Stored::Pruned {

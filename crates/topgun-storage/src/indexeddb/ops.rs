@@ -190,15 +190,15 @@ async fn load_map(txn: &mut WriteTxn, map_name: &str) -> Result<Vec<String>, Sto
             .await
             .map_err(idb_error(DURING))?;
         // Pruned records' entries are passed over.
-        for object in &page {
-            let stored = codec::stored_of_map(map_name.to_owned(), object)?;
+        let full = page.len() >= PAGE as usize;
+        for stored in super::page::stored_page(map_name, page)? {
             after = Some(stored.key().to_owned());
             if let Stored::Record(record) = stored {
                 keys.push(record.key.clone());
                 txn.adopt(record);
             }
         }
-        if page.len() < PAGE as usize {
+        if !full {
             return Ok(keys);
         }
     }
