@@ -8,7 +8,8 @@
 //! groups them into few read-write transactions ([`writer`]); each write
 //! is all-or-nothing, and a local write stores its record and appends its
 //! op in one transaction. Reads use read-only transactions of their own;
-//! `get`s issued together share one ([`reader`]).
+//! `get`s issued together share one ([`reader`]); a page of stored objects
+//! crosses into wasm as one packed buffer ([`page`]).
 //!
 //! Transactions use the browser's default durability: a committed write
 //! survives a crash or close of the tab and of the browser; like every
