@@ -70,7 +70,12 @@ fn decode_body(object: &JsValue, what: &'static str) -> Result<Body, StorageErro
 /// A body from the `body` field's value.
 fn body_from_js(body: &JsValue, what: &'static str) -> Result<Body, StorageError> {
     let raw = to_bytes(body).ok_or_else(|| corrupt(what, "no body bytes"))?;
-    rmp_serde::from_slice(&raw).map_err(|e| StorageError::Corrupt {
+    body_of(&raw, what)
+}
+
+/// A body from its bytes.
+fn body_of(bytes: &[u8], what: &'static str) -> Result<Body, StorageError> {
+    rmp_serde::from_slice(bytes).map_err(|e| StorageError::Corrupt {
         what,
         source: Box::new(e),
     })
@@ -214,10 +219,7 @@ pub(crate) fn record_of_body(
     body: &[u8],
     dirty: bool,
 ) -> Result<StoreRecord, StorageError> {
-    let body: Body = rmp_serde::from_slice(body).map_err(|e| StorageError::Corrupt {
-        what: "key_value_store",
-        source: Box::new(e),
-    })?;
+    let body = body_of(body, "key_value_store")?;
     Ok(StoreRecord {
         map_name,
         key,
