@@ -45,6 +45,10 @@ pub struct ServerConfig {
     /// data directory keeps the number it was made with (see
     /// `store::data_dir_lanes`). Other stores ignore it.
     pub lanes: usize,
+    /// Told once the server has opened its store and built its Merkle
+    /// trees, just before it serves (what `topgun serve` waits for before
+    /// it prints its listening line); `None` tells nobody.
+    pub ready: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl ServerConfig {
@@ -61,6 +65,7 @@ impl ServerConfig {
             max_drift_ms: topgun_core::hlc::DEFAULT_MAX_DRIFT_MS,
             web_root: None,
             lanes: default_lanes(),
+            ready: None,
         }
     }
 }

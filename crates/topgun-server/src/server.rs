@@ -79,6 +79,7 @@ where
             rules: config.rules,
             limits: config.limits,
             web_root: config.web_root,
+            ready: config.ready,
         },
         shutdown,
     )
@@ -96,6 +97,7 @@ struct Policy {
     rules: crate::AccessRules,
     limits: crate::Limits,
     web_root: Option<std::path::PathBuf>,
+    ready: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 async fn serve<F>(
@@ -113,6 +115,7 @@ where
         rules,
         limits,
         web_root,
+        ready,
     } = policy;
     let started = std::time::Instant::now();
     // Before the trees are built: changes committed meanwhile are read
@@ -162,6 +165,10 @@ where
     }
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "topgun server listening");
+    }
+    if let Some(ready) = ready {
+        // Nobody waiting is fine.
+        let _ = ready.send(());
     }
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move {

@@ -16,7 +16,7 @@ share one data dir), or, with
 database that several `topgun serve` nodes share: each node fans out the
 others' writes to its own clients, and a client may reconnect to any node.
 
-When it listens it prints one line on stderr, e.g.
+Once its store is open and it serves, it prints one line on stderr, e.g.
   topgun server listening on ws://127.0.0.1:8080/ws (data: ./server-data, auth: off)
 with the actual port when --addr ends in :0. Logs follow on stderr (RUST_LOG
 filters them, default `info`). Ctrl-C or SIGTERM shuts it down gracefully:
@@ -146,11 +146,22 @@ pub(crate) async fn serve(data: &Path, args: ServeArgs) -> Result<(), CliError> 
     config.auth = auth;
     config.rules = rules;
     config.web_root = args.web.clone();
-    // Scripts and tests parse this line: keep its format.
-    eprintln!("topgun server listening on ws://{local}/ws (data: {shown}, auth: {auth_name})");
-    if let Some(web) = &args.web {
-        eprintln!("serving {} at http://{local}/", web.display());
-    }
+    let (ready, serving) = tokio::sync::oneshot::channel();
+    config.ready = Some(ready);
+    let web = args.web.clone();
+    // Once the store is open: a script that goes on at this line finds
+    // the data directory held.
+    tokio::spawn(async move {
+        if serving.await.is_ok() {
+            // Scripts and tests parse this line: keep its format.
+            eprintln!(
+                "topgun server listening on ws://{local}/ws (data: {shown}, auth: {auth_name})"
+            );
+            if let Some(web) = web {
+                eprintln!("serving {} at http://{local}/", web.display());
+            }
+        }
+    });
     topgun_server::run(listener, config, shutdown).await?;
     Ok(())
 }

@@ -99,7 +99,6 @@ impl Server {
                 break (addr, url);
             }
         };
-        wait_until_serving(&addr);
         Server {
             child,
             addr,
@@ -134,28 +133,6 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Waits until the server at `addr` answers `GET /health`. The listening
-/// line comes once the port is bound, before the server has opened its
-/// store: a test that goes on at once may find the data directory free.
-fn wait_until_serving(addr: &str) {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    write!(
-        stream,
-        "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    assert!(
-        response.starts_with("HTTP/1.1 200"),
-        "the server does not serve: {response:?}"
-    );
 }
 
 /// `ws://ADDR/ws` from `topgun server listening on ws://ADDR/ws (data: …, auth: …)`.
