@@ -229,10 +229,16 @@ async fn entry_count(name: &str) -> u32 {
     .await
 }
 
+/// The ids of the first `limit` pending ops of `store`.
+async fn pending_ids(store: &dyn Store, limit: usize) -> Vec<u64> {
+    let ops = store.pending_ops(None, limit).await.unwrap();
+    ops.iter().map(|op| op.id).collect()
+}
+
 /// The pending ops' ids, less `first`.
 async fn pending_offsets(store: IndexedDbStore, first: u64) -> Vec<u64> {
-    let ops = store.pending_ops(None, 100).await.unwrap();
-    ops.iter().map(|op| op.id - first).collect()
+    let ids = pending_ids(&store, 100).await;
+    ids.iter().map(|id| id - first).collect()
 }
 
 /// The writes of one transaction share one `operation_log` entry; its
@@ -437,13 +443,7 @@ async fn big_transactions_spread_their_ops_over_entries() {
         assert_eq!(read, ids, "pages of {limit}");
     }
     assert_eq!(store.acknowledge(&ids).await.unwrap(), 100);
-    let memory_ids: Vec<u64> = memory
-        .pending_ops(None, 1000)
-        .await
-        .unwrap()
-        .iter()
-        .map(|op| op.id)
-        .collect();
+    let memory_ids = pending_ids(&memory, 1000).await;
     memory.acknowledge(&memory_ids).await.unwrap();
     assert_eq!(entry_count(&store.name()).await, 0);
     assert_eq!(store.stats().await.unwrap(), memory.stats().await.unwrap());
@@ -841,13 +841,7 @@ async fn deltas_are_folded_into_the_counters_and_sums() {
     // Two of them acknowledged: their entries go, their deltas move into
     // the acknowledgement's own (in `meta_store`).
     store.acknowledge(&ids[..2]).await.unwrap();
-    let memory_acked: Vec<u64> = memory
-        .pending_ops(None, 2)
-        .await
-        .unwrap()
-        .iter()
-        .map(|op| op.id)
-        .collect();
+    let memory_acked = pending_ids(&memory, 2).await;
     memory.acknowledge(&memory_acked).await.unwrap();
     assert_eq!(delta_count(&name).await, (2, 2));
     same_counts(&store, &memory).await;
@@ -864,12 +858,14 @@ async fn deltas_are_folded_into_the_counters_and_sums() {
     );
     same_counts(&store, &memory).await;
     // The entries the fold rewrote without their delta still settle.
-    let pending = store.pending_ops(None, 1000).await.unwrap();
-    let ids: Vec<u64> = pending.iter().map(|op| op.id).collect();
-    store.acknowledge(&ids).await.unwrap();
-    let pending = memory.pending_ops(None, 1000).await.unwrap();
-    let ids: Vec<u64> = pending.iter().map(|op| op.id).collect();
-    memory.acknowledge(&ids).await.unwrap();
+    store
+        .acknowledge(&pending_ids(&store, 1000).await)
+        .await
+        .unwrap();
+    memory
+        .acknowledge(&pending_ids(&memory, 1000).await)
+        .await
+        .unwrap();
     assert_eq!(entry_count(&name).await, 0);
     same_counts(&store, &memory).await;
 }
