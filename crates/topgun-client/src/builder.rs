@@ -147,7 +147,7 @@ impl TopGunClientBuilder {
         self
     }
 
-    /// Bounds the in-RAM working set. Default: 10,000 entries, 64 MiB.
+    /// Bounds the in-RAM working set. Default: 20,000 entries, 64 MiB.
     #[must_use]
     pub fn working_set(mut self, limits: WorkingSetLimits) -> Self {
         self.limits = limits;

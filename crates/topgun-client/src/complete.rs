@@ -76,6 +76,21 @@ async fn records(local: &LocalData, map: &MapShared) -> Result<Option<Records>, 
     Ok(None)
 }
 
+/// The records of `map` if the working set holds it complete, after
+/// waiting for a full read already under way (a preload, a query's first
+/// read) rather than reading the map beside it; never starts a read.
+pub(crate) async fn held(
+    local: &LocalData,
+    map: &MapShared,
+) -> Result<Option<Records>, ClientError> {
+    local.check_open()?;
+    if complete_or_read(local, map, async { Ok(false) }).await? {
+        return Ok(local.ws().complete_records(map.name()));
+    }
+    local.check_open()?;
+    Ok(None)
+}
+
 /// Reads `map` into the working set ahead of its queries, once per
 /// client, if it fits: no more records (tombstones counted) than the
 /// complete limit, and room for them all without evicting another map's.

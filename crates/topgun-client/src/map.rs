@@ -381,14 +381,14 @@ impl<V: Serialize + DeserializeOwned> EntryStream<V> {
 
     /// Collects the remaining entries (only for maps known to be small):
     /// from the working set, without a store read, when it holds the
-    /// whole map and the stream has not started.
+    /// whole map and the stream has not started (a full read of the map
+    /// under way, a preload say, is waited for).
     ///
     /// # Errors
     /// The first error met.
     pub async fn collect(mut self) -> Result<Vec<(String, V)>, ClientError> {
         if !self.started {
-            self.map.local.check_open()?;
-            let held = self.map.local.ws().complete_records(self.map.shared.name());
+            let held = crate::complete::held(&self.map.local, &self.map.shared).await?;
             if let Some(records) = held {
                 let now = self.map.local.now_millis();
                 return records

@@ -30,10 +30,11 @@ pub struct WorkingSetLimits {
 }
 
 impl Default for WorkingSetLimits {
-    /// 10,000 entries and 64 MiB.
+    /// 20,000 entries and 64 MiB: a map of up to 10,000 records (half
+    /// the entries) can be held complete.
     fn default() -> Self {
         Self {
-            max_entries: 10_000,
+            max_entries: 20_000,
             max_bytes: 64 << 20,
         }
     }

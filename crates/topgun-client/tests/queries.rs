@@ -331,11 +331,17 @@ fn counting_store() -> (
     (store, scans)
 }
 
-/// A `get_many` of many keys not in the working set, while their map is
-/// being read in full (a preload), waits for that read and answers from
-/// the working set instead of reading the keys beside it.
-#[tokio::test]
-async fn get_many_during_a_full_read_waits_for_it() {
+/// A store of 100 records of map `m` (`k000`…`k099`, `{"n": i}`) whose
+/// scans say so on `scanning` and then wait until `open` is `true`;
+/// `calls` counts the calls of one kind it answers.
+struct GatedStore {
+    store: Arc<HookedStore<MemoryStore>>,
+    open: tokio::sync::watch::Sender<bool>,
+    scanning: tokio::sync::mpsc::UnboundedReceiver<()>,
+    calls: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+async fn gated_store(counted: StoreCall) -> GatedStore {
     use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
     use topgun_storage::conformance::{remote, ts};
     let inner = MemoryStore::new();
@@ -346,16 +352,15 @@ async fn get_many_during_a_full_read_waits_for_it() {
         })
         .collect();
     inner.apply_remote(records).await.unwrap();
-    // The full read's scan waits for `open`; `get_many` calls are counted.
     let (open, opened) = tokio::sync::watch::channel(false);
-    let (entered, mut scanning) = tokio::sync::mpsc::unbounded_channel();
-    let get_manys = Arc::new(AtomicUsize::new(0));
-    let counted = get_manys.clone();
+    let (entered, scanning) = tokio::sync::mpsc::unbounded_channel();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let count = calls.clone();
     let store = Arc::new(HookedStore::new(
         inner,
         Arc::new(move |call, phase| {
-            if phase == Phase::Before && call == StoreCall::GetMany {
-                counted.fetch_add(1, SeqCst);
+            if phase == Phase::Before && call == counted {
+                count.fetch_add(1, SeqCst);
             }
             if phase == Phase::Before && call == StoreCall::Scan {
                 let (mut opened, entered) = (opened.clone(), entered.clone());
@@ -367,13 +372,29 @@ async fn get_many_during_a_full_read_waits_for_it() {
             Box::pin(async {})
         }),
     ));
-    let c = client_on(store, 1_000).await;
+    GatedStore {
+        store,
+        open,
+        scanning,
+        calls,
+    }
+}
+
+/// A `get_many` of many keys not in the working set, while their map is
+/// being read in full (a preload), waits for that read and answers from
+/// the working set instead of reading the keys beside it.
+#[tokio::test]
+async fn get_many_during_a_full_read_waits_for_it() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let mut gated = gated_store(StoreCall::GetMany).await;
+    let get_manys = gated.calls.clone();
+    let c = client_on(gated.store, 1_000).await;
     let m = c.get_json_map("m").unwrap();
     let preload = tokio::spawn({
         let m = m.clone();
         async move { m.preload().await }
     });
-    scanning.recv().await.unwrap();
+    gated.scanning.recv().await.unwrap();
     let keys: Vec<String> = (0..100).map(|i| format!("k{i:03}")).collect();
     let before = c.working_set_stats();
     let reading = tokio::spawn({
@@ -383,7 +404,7 @@ async fn get_many_during_a_full_read_waits_for_it() {
     // One turn: the read runs until it waits.
     tokio::task::yield_now().await;
     assert_eq!(get_manys.load(SeqCst), 0, "read beside the full read");
-    open.send(true).unwrap();
+    gated.open.send(true).unwrap();
     assert!(preload.await.unwrap().unwrap());
     let values = reading.await.unwrap().unwrap();
     assert_eq!(values.len(), 100);
@@ -393,6 +414,35 @@ async fn get_many_during_a_full_read_waits_for_it() {
     let after = c.working_set_stats();
     assert_eq!(after.misses, before.misses);
     assert_eq!(after.hits, before.hits + 100);
+}
+
+/// `entries().collect()` while a preload reads the map waits for it and
+/// lists the working set's records, without a scan of its own.
+#[tokio::test]
+async fn entries_during_a_preload_wait_for_it() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let mut gated = gated_store(StoreCall::Scan).await;
+    let scans = gated.calls.clone();
+    let c = client_on(gated.store, 1_000).await;
+    let m = c.get_json_map("m").unwrap();
+    let preload = tokio::spawn({
+        let m = m.clone();
+        async move { m.preload().await }
+    });
+    gated.scanning.recv().await.unwrap();
+    let listing = tokio::spawn({
+        let m = m.clone();
+        async move { m.entries().collect().await }
+    });
+    // One turn: the listing runs until it waits.
+    tokio::task::yield_now().await;
+    assert_eq!(scans.load(SeqCst), 1, "scanned beside the preload");
+    gated.open.send(true).unwrap();
+    assert!(preload.await.unwrap().unwrap());
+    let entries = listing.await.unwrap().unwrap();
+    assert_eq!(entries.len(), 100);
+    assert_eq!(entries[7], ("k007".to_owned(), json!({ "n": 7 })));
+    assert_eq!(scans.load(SeqCst), 1, "listed from the working set");
 }
 
 /// A client on `store` with a working set of `entries`.

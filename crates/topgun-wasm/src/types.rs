@@ -28,7 +28,7 @@ export interface ClientOptions {
     tokenProvider?: () => TokenAnswer | Promise<TokenAnswer>;
     /** The IndexedDB database (default `hz_client_db`); tabs that name the same one share it. */
     databaseName?: string;
-    /** Records kept in memory in front of IndexedDB. */
+    /** Records kept in memory in front of IndexedDB (default 20,000; a map of up to half as many is held whole). */
     workingSet?: number;
     /** Read each map `getMap` opens into memory in the background, if it fits the working set (default true). */
     preload?: boolean;
