@@ -24,8 +24,10 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use tokio::sync::oneshot;
 
-/// Writes per transaction at most.
-const MAX_GROUP: usize = 1024;
+/// Writes per transaction at most: a `putMany` of 10,000 is one
+/// transaction, as a bulk put in raw IndexedDB is (each further group
+/// would wait for the last one's commit).
+const MAX_GROUP: usize = 16384;
 /// Groups of at most this many checked local writes are tried unread.
 const UNREAD_MAX: usize = 16;
 /// After a group tried unread failed, this many eligible groups read first.
