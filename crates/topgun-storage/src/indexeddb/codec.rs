@@ -155,15 +155,26 @@ pub(crate) fn flags_range(map_name: &str) -> Result<idb::KeyRange, StorageError>
         .map_err(js::idb_error("building a key range"))
 }
 
-/// A record as stored in `key_value_store`.
-pub(crate) fn record_to_js(record: &StoreRecord) -> Result<JsValue, StorageError> {
+/// Writes `record` as stored in `key_value_store` to `store` (that
+/// store of a read-write transaction, as a `JsValue`): a `put`, or with
+/// `add` an `add`, which fails if the key is stored. `map_name` is the
+/// record's map name as [`js::name`] stores it.
+pub(crate) fn write_record(
+    store: &JsValue,
+    add: bool,
+    map_name: &JsValue,
+    record: &StoreRecord,
+) -> Result<(), StorageError> {
     let body = encode_body(record.value.as_deref(), &record.timestamp, record.ttl_ms)?;
-    Ok(js::stored_record(
-        &record.map_name,
+    js::put_record(
+        store,
+        add,
+        map_name,
         &record.key,
         flag_number(record.dirty),
         &body,
-    ))
+    )
+    .map_err(js::js_error("writing a record"))
 }
 
 /// What `key_value_store` holds at a key.

@@ -176,8 +176,10 @@ export function packRecords(objects) {
   }
   return out.subarray(0, at);
 }
-export function storedRecord(mapName, key, dirty, body) {
-  return { mapName: storedName(mapName), key: storedName(key), dirty, body: body.slice() };
+export function putRecord(store, add, mapName, key, dirty, body) {
+  const object = { mapName, key: storedName(key), dirty, body: body.slice() };
+  if (add) store.add(object);
+  else store.put(object);
 }
 "#)]
 extern "C" {
@@ -195,13 +197,22 @@ extern "C" {
     #[wasm_bindgen(js_name = packRecords)]
     pub(crate) fn pack_records(objects: Vec<JsValue>) -> Uint8Array;
 
-    /// A record object for `key_value_store` (see `codec`):
-    /// `{mapName, key, dirty, body}`, the names as [`name`] stores them
-    /// and the body copied out of wasm memory (`slice`): one call across
-    /// the boundary, where building the object from Rust took eight (bulk
-    /// writes spent about a tenth of their time in them).
-    #[wasm_bindgen(js_name = storedRecord)]
-    pub(crate) fn stored_record(map_name: &str, key: &str, dirty: f64, body: &[u8]) -> JsValue;
+    /// Puts (or, with `add`, adds) a record object in `store`
+    /// (`key_value_store` in a read-write transaction; see `codec`):
+    /// `{mapName, key, dirty, body}`, `map_name` already as [`name`]
+    /// stores it, the key stored so, and the body copied out of wasm
+    /// memory (`slice`). One call across the boundary, returning nothing:
+    /// building the object from Rust took eight calls, and handing the
+    /// object and then the request back and forth two more.
+    #[wasm_bindgen(js_name = putRecord, catch)]
+    pub(crate) fn put_record(
+        store: &JsValue,
+        add: bool,
+        map_name: &JsValue,
+        key: &str,
+        dirty: f64,
+        body: &[u8],
+    ) -> Result<(), JsValue>;
 }
 
 /// The name stored as part `n` of an array key.

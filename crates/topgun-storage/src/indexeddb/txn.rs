@@ -10,7 +10,7 @@
 
 use super::codec::{self, Stored};
 use super::delta::Delta;
-use super::js::idb_error;
+use super::js::{self, idb_error};
 use super::range::{RangeRead, RANGE_READ_MIN};
 use super::schema::{META, OPS, RECORDS};
 use crate::error::StorageError;
@@ -76,6 +76,10 @@ pub(crate) struct WriteTxn {
     pub(crate) records: ObjectStore,
     pub(crate) ops: ObjectStore,
     pub(crate) meta: ObjectStore,
+    /// `records` as a `JsValue`, for [`codec::write_record`].
+    records_js: JsValue,
+    /// The last map name written and its stored form ([`js::name`]).
+    stored_map: Option<(String, JsValue)>,
     /// Every record read or written in this transaction, as it now is
     /// (`None`: no record).
     overlay: HashMap<Slot, Option<StoreRecord>>,
@@ -140,6 +144,8 @@ impl WriteTxn {
         let (records, ops, meta) = (store(RECORDS)?, store(OPS)?, store(META)?);
         Ok(Self {
             tx,
+            records_js: records.clone().into(),
+            stored_map: None,
             records,
             ops,
             meta,
@@ -256,15 +262,16 @@ impl WriteTxn {
     /// Stores `record`, replacing the loaded one, and records the change to
     /// the sums and counters in the transaction's delta.
     pub(crate) fn store(&mut self, record: StoreRecord) -> Result<(), StorageError> {
-        const DURING: &str = "writing a record";
         let slot = (record.map_name.clone(), record.key.clone());
-        let object = codec::record_to_js(&record)?;
-        if self.unread.remove(&slot) {
-            // Fails if the key has a record (or a pruned one) after all.
-            self.records.add(&object, None).map_err(idb_error(DURING))?;
-        } else {
-            self.records.put(&object, None).map_err(idb_error(DURING))?;
+        // An add fails if the key has a record (or a pruned one) after all.
+        let add = self.unread.remove(&slot);
+        if (self.stored_map.as_ref()).is_some_and(|(name, _)| *name != record.map_name) {
+            self.stored_map = None;
         }
+        let (_, map_name) = self
+            .stored_map
+            .get_or_insert_with(|| (record.map_name.clone(), js::name(&record.map_name)));
+        codec::write_record(&self.records_js, add, map_name, &record)?;
         let new_stamp = record.timestamp.clone();
         let (new_size, new_dirty) = (record.approx_size(), record.dirty);
         let previous = self.overlay.insert(slot.clone(), Some(record)).flatten();
