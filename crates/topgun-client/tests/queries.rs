@@ -331,17 +331,18 @@ fn counting_store() -> (
     (store, scans)
 }
 
-/// A store of 100 records of map `m` (`k000`…`k099`, `{"n": i}`) whose
-/// scans say so on `scanning` and then wait until `open` is `true`;
-/// `calls` counts the calls of one kind it answers.
-struct GatedStore {
-    store: Arc<HookedStore<MemoryStore>>,
+/// A client whose map `m` (100 records, `k000`…`k099`, `{"n": i}`) is
+/// being preloaded: the preload's scan has begun and waits until `open`
+/// is `true`; `calls` counts the store calls of one kind.
+struct Preloading {
+    client: TopGunClient,
+    map: topgun_client::IMap<serde_json::Value>,
+    preload: tokio::task::JoinHandle<Result<bool, topgun_client::ClientError>>,
     open: tokio::sync::watch::Sender<bool>,
-    scanning: tokio::sync::mpsc::UnboundedReceiver<()>,
     calls: Arc<std::sync::atomic::AtomicUsize>,
 }
 
-async fn gated_store(counted: StoreCall) -> GatedStore {
+async fn preloading(counted: StoreCall) -> Preloading {
     use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
     use topgun_storage::conformance::{remote, ts};
     let inner = MemoryStore::new();
@@ -353,7 +354,7 @@ async fn gated_store(counted: StoreCall) -> GatedStore {
         .collect();
     inner.apply_remote(records).await.unwrap();
     let (open, opened) = tokio::sync::watch::channel(false);
-    let (entered, scanning) = tokio::sync::mpsc::unbounded_channel();
+    let (entered, mut scanning) = tokio::sync::mpsc::unbounded_channel();
     let calls = Arc::new(AtomicUsize::new(0));
     let count = calls.clone();
     let store = Arc::new(HookedStore::new(
@@ -372,10 +373,18 @@ async fn gated_store(counted: StoreCall) -> GatedStore {
             Box::pin(async {})
         }),
     ));
-    GatedStore {
-        store,
+    let client = client_on(store, 1_000).await;
+    let map = client.get_json_map("m").unwrap();
+    let preload = tokio::spawn({
+        let map = map.clone();
+        async move { map.preload().await }
+    });
+    scanning.recv().await.unwrap();
+    Preloading {
+        client,
+        map,
+        preload,
         open,
-        scanning,
         calls,
     }
 }
@@ -386,32 +395,24 @@ async fn gated_store(counted: StoreCall) -> GatedStore {
 #[tokio::test]
 async fn get_many_during_a_full_read_waits_for_it() {
     use std::sync::atomic::Ordering::SeqCst;
-    let mut gated = gated_store(StoreCall::GetMany).await;
-    let get_manys = gated.calls.clone();
-    let c = client_on(gated.store, 1_000).await;
-    let m = c.get_json_map("m").unwrap();
-    let preload = tokio::spawn({
-        let m = m.clone();
-        async move { m.preload().await }
-    });
-    gated.scanning.recv().await.unwrap();
+    let p = preloading(StoreCall::GetMany).await;
     let keys: Vec<String> = (0..100).map(|i| format!("k{i:03}")).collect();
-    let before = c.working_set_stats();
+    let before = p.client.working_set_stats();
     let reading = tokio::spawn({
-        let (m, keys) = (m.clone(), keys.clone());
+        let (m, keys) = (p.map.clone(), keys.clone());
         async move { m.get_many(&keys).await }
     });
     // One turn: the read runs until it waits.
     tokio::task::yield_now().await;
-    assert_eq!(get_manys.load(SeqCst), 0, "read beside the full read");
-    gated.open.send(true).unwrap();
-    assert!(preload.await.unwrap().unwrap());
+    assert_eq!(p.calls.load(SeqCst), 0, "read beside the full read");
+    p.open.send(true).unwrap();
+    assert!(p.preload.await.unwrap().unwrap());
     let values = reading.await.unwrap().unwrap();
     assert_eq!(values.len(), 100);
     assert_eq!(values[7], Some(json!({ "n": 7 })));
-    assert_eq!(get_manys.load(SeqCst), 0, "answered from the working set");
+    assert_eq!(p.calls.load(SeqCst), 0, "answered from the working set");
     // Each key counted once, as a hit: it was answered from RAM.
-    let after = c.working_set_stats();
+    let after = p.client.working_set_stats();
     assert_eq!(after.misses, before.misses);
     assert_eq!(after.hits, before.hits + 100);
 }
@@ -421,28 +422,20 @@ async fn get_many_during_a_full_read_waits_for_it() {
 #[tokio::test]
 async fn entries_during_a_preload_wait_for_it() {
     use std::sync::atomic::Ordering::SeqCst;
-    let mut gated = gated_store(StoreCall::Scan).await;
-    let scans = gated.calls.clone();
-    let c = client_on(gated.store, 1_000).await;
-    let m = c.get_json_map("m").unwrap();
-    let preload = tokio::spawn({
-        let m = m.clone();
-        async move { m.preload().await }
-    });
-    gated.scanning.recv().await.unwrap();
+    let p = preloading(StoreCall::Scan).await;
     let listing = tokio::spawn({
-        let m = m.clone();
+        let m = p.map.clone();
         async move { m.entries().collect().await }
     });
     // One turn: the listing runs until it waits.
     tokio::task::yield_now().await;
-    assert_eq!(scans.load(SeqCst), 1, "scanned beside the preload");
-    gated.open.send(true).unwrap();
-    assert!(preload.await.unwrap().unwrap());
+    assert_eq!(p.calls.load(SeqCst), 1, "scanned beside the preload");
+    p.open.send(true).unwrap();
+    assert!(p.preload.await.unwrap().unwrap());
     let entries = listing.await.unwrap().unwrap();
     assert_eq!(entries.len(), 100);
     assert_eq!(entries[7], ("k007".to_owned(), json!({ "n": 7 })));
-    assert_eq!(scans.load(SeqCst), 1, "listed from the working set");
+    assert_eq!(p.calls.load(SeqCst), 1, "listed from the working set");
 }
 
 /// A client on `store` with a working set of `entries`.
