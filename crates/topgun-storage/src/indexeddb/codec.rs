@@ -69,8 +69,12 @@ fn decode_body(object: &JsValue, what: &'static str) -> Result<Body, StorageErro
 
 /// A body from the `body` field's value.
 fn body_from_js(body: &JsValue, what: &'static str) -> Result<Body, StorageError> {
-    let raw = to_bytes(body).ok_or_else(|| corrupt(what, "no body bytes"))?;
-    body_of(&raw, what)
+    body_of(&body_bytes(body, what)?, what)
+}
+
+/// The bytes of the `body` field's value.
+fn body_bytes(body: &JsValue, what: &'static str) -> Result<Vec<u8>, StorageError> {
+    to_bytes(body).ok_or_else(|| corrupt(what, "no body bytes"))
 }
 
 /// A body from its bytes.
@@ -218,7 +222,7 @@ pub(crate) fn stored_from_js(object: &JsValue) -> Result<Stored, StorageError> {
             kept: contribution_from_js(&field(object, "pruned")?)?,
         });
     }
-    let raw = to_bytes(&body).ok_or_else(|| corrupt(WHAT, "no body bytes"))?;
+    let raw = body_bytes(&body, WHAT)?;
     let key = stored_name(object, "key", WHAT)?;
     record_of_body(map_name, key, &raw, read_flag(object, "dirty")?).map(Stored::Record)
 }
