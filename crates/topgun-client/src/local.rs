@@ -9,6 +9,7 @@ use crate::hub::{Change, MapHub, MapShared};
 use crate::keylock::KeyLocks;
 use crate::quota::{ClientEvent, Quota, QuotaSettings};
 use crate::working_set::{CachedRecord, WorkingSet, WorkingSetLimits, WorkingSetStats};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use tokio::sync::broadcast;
@@ -26,6 +27,17 @@ const FETCH_WAIT_MS: u64 = 5_000;
 /// A `get_many` missing this many keys in the working set waits for a
 /// full read of their map under way instead of reading them beside it.
 const WAIT_FOR_FULL_READ: usize = 64;
+
+/// A write of [`LocalData::write_many`] on its way to the store.
+struct PendingWrite {
+    /// Its place among the writes (and their answers).
+    index: usize,
+    key: String,
+    value: Option<Arc<[u8]>>,
+    /// The timestamp to stamp after: the key's record as this replica
+    /// holds it, or as the store answered when it refused a stale stamp.
+    after: Option<Timestamp>,
+}
 
 /// The client's local data and its write path.
 #[derive(Debug)]
@@ -364,6 +376,167 @@ impl LocalData {
             // IndexedDB) and refuses a stamp that is not newer.
             None => self.commit_unread(map, write).await,
         }
+    }
+
+    /// Several local writes to `map` (`(key, value)`; `None` removes),
+    /// answered in their order, each as [`write`](Self::write) answers it.
+    /// Writes of distinct keys are locked, stamped and stored together
+    /// ([`Store::write_local_checked_many`]: one transaction on IndexedDB);
+    /// a key given again goes in a later round, so the later value wins.
+    pub(crate) async fn write_many(
+        &self,
+        map: &MapShared,
+        writes: Vec<(String, Option<Vec<u8>>)>,
+    ) -> Vec<Result<OpId, ClientError>> {
+        let mut answers: Vec<Option<Result<OpId, ClientError>>> = Vec::new();
+        let mut rounds: Vec<Vec<PendingWrite>> = Vec::new();
+        let mut seen: HashMap<String, usize> = HashMap::with_capacity(writes.len());
+        for (index, (key, value)) in writes.into_iter().enumerate() {
+            if let Err(error) = self.check_open().and_then(|()| check_name("key", &key)) {
+                answers.push(Some(Err(error)));
+                continue;
+            }
+            answers.push(None);
+            let round = match seen.get_mut(&key) {
+                Some(round) => {
+                    *round += 1;
+                    *round
+                }
+                None => {
+                    seen.insert(key.clone(), 0);
+                    0
+                }
+            };
+            if rounds.len() == round {
+                rounds.push(Vec::new());
+            }
+            rounds[round].push(PendingWrite {
+                index,
+                key,
+                value: value.map(Arc::from),
+                after: None,
+            });
+        }
+        for round in rounds {
+            let single = {
+                let keys: Vec<&str> = round.iter().map(|w| w.key.as_str()).collect();
+                let _guard = self.locks.lock_keys(map.name(), &keys).await;
+                self.write_round(map, round, &mut answers).await
+            };
+            // What the round could not store together goes the one-key way
+            // (forwarded to the process holding the store, or each with its
+            // own room-making and error).
+            let single = single.into_iter().map(|write| async move {
+                let value = write.value.as_deref().map(<[u8]>::to_vec);
+                (write.index, self.write(map, &write.key, value, None).await)
+            });
+            for (index, answer) in futures_util::future::join_all(single).await {
+                answers[index] = Some(answer);
+            }
+        }
+        answers
+            .into_iter()
+            .map(|answer| answer.expect("every write answered"))
+            .collect()
+    }
+
+    /// One round of [`write_many`](Self::write_many) (distinct keys, all
+    /// locked): stamps the writes after what this replica holds of their
+    /// keys, stores them together, stamps again after the stored record
+    /// those refused as stale, and caches and publishes those stored.
+    /// Returns the writes left for the one-key path: all of them while
+    /// another process holds the store or when room cannot be made.
+    async fn write_round(
+        &self,
+        map: &MapShared,
+        mut pending: Vec<PendingWrite>,
+        answers: &mut [Option<Result<OpId, ClientError>>],
+    ) -> Vec<PendingWrite> {
+        if self.forwarding()
+            || self
+                .quota
+                .ensure_room(self.store.as_ref(), &self.working_set)
+                .await
+                .is_err()
+        {
+            return pending;
+        }
+        {
+            let mut ws = self.ws();
+            for write in &mut pending {
+                write.after = ws.get(map.name(), &write.key).map(|c| c.timestamp.clone());
+            }
+        }
+        let mut attempts = 0;
+        let mut room_made: Option<u64> = None;
+        while !pending.is_empty() {
+            let stamped: Vec<LocalWrite> = pending
+                .iter()
+                .map(|write| LocalWrite {
+                    map_name: map.name().to_string(),
+                    key: write.key.clone(),
+                    op_type: if write.value.is_some() {
+                        OpType::Put
+                    } else {
+                        OpType::Remove
+                    },
+                    value: write.value.as_deref().map(<[u8]>::to_vec),
+                    timestamp: self.stamp_after(write.after.as_ref()),
+                    ttl_ms: None,
+                })
+                .collect();
+            let timestamps: Vec<Timestamp> = stamped.iter().map(|w| w.timestamp.clone()).collect();
+            let results = self.store.write_local_checked_many(stamped).await;
+            let mut again = Vec::new();
+            let mut full = false;
+            for ((mut write, timestamp), result) in pending.into_iter().zip(timestamps).zip(results)
+            {
+                match result {
+                    Ok((op_id, previous)) => {
+                        let previous = previous.as_ref().map(CachedRecord::from_store);
+                        let value = write.value.take();
+                        self.after_commit(
+                            map,
+                            previous.as_ref(),
+                            &write.key,
+                            value,
+                            timestamp,
+                            None,
+                        );
+                        answers[write.index] = Some(Ok(op_id));
+                    }
+                    // As in `restamping`: bounded by the drift bound.
+                    Err(StorageError::Stale { current }) if attempts < 8 => {
+                        write.after = Some(current);
+                        again.push(write);
+                    }
+                    Err(StorageError::Full { .. }) if room_made.is_none() => {
+                        full = true;
+                        again.push(write);
+                    }
+                    Err(StorageError::Full { .. }) => {
+                        let used = room_made.unwrap_or_default();
+                        answers[write.index] =
+                            Some(Err(ClientError::QuotaExceeded { used, budget: used }));
+                    }
+                    Err(error) => answers[write.index] = Some(Err(error.into())),
+                }
+            }
+            attempts += 1;
+            pending = again;
+            if full {
+                // As in `with_room`: prune synced records once, then retry.
+                match self
+                    .quota
+                    .make_room_when_full(self.store.as_ref(), &self.working_set)
+                    .await
+                {
+                    Ok(used) => room_made = Some(used),
+                    Err(_) => return pending,
+                }
+            }
+        }
+        Vec::new()
     }
 
     /// [`commit`](Self::commit) of a key this client has not read: makes

@@ -121,6 +121,40 @@ impl<V: Serialize + DeserializeOwned> IMap<V> {
         self.local.write(&self.shared, key, Some(bytes), None).await
     }
 
+    /// Writes every `(key, value)` of `entries` as [`put`](Self::put)
+    /// writes each, together: the writes of distinct keys take their locks
+    /// once and share a store transaction where the backend groups them
+    /// (IndexedDB). A key given more than once is written in the given
+    /// order, so its last value wins. Answers each entry in order; an
+    /// entry that fails (see [`put`](Self::put)) is not written, the
+    /// others are.
+    pub async fn put_many(
+        &self,
+        entries: impl IntoIterator<Item = (String, V)>,
+    ) -> Vec<Result<OpId, ClientError>> {
+        let mut answers: Vec<Option<Result<OpId, ClientError>>> = Vec::new();
+        let mut writes = Vec::new();
+        let mut places = Vec::new();
+        for (key, value) in entries {
+            match self.encode(&key, &value) {
+                Ok(bytes) => {
+                    places.push(answers.len());
+                    answers.push(None);
+                    writes.push((key, Some(bytes)));
+                }
+                Err(error) => answers.push(Some(Err(error))),
+            }
+        }
+        let written = self.local.write_many(&self.shared, writes).await;
+        for (place, answer) in places.into_iter().zip(written) {
+            answers[place] = Some(answer);
+        }
+        answers
+            .into_iter()
+            .map(|answer| answer.expect("every entry answered"))
+            .collect()
+    }
+
     /// Like [`put`](Self::put), with a time to live: the value reads as
     /// absent once `ttl_ms` milliseconds have passed since the write.
     ///

@@ -642,6 +642,12 @@ impl Store for FencedStore {
     ) -> Result<(OpId, Option<StoreRecord>), StorageError> {
         self.inner.write_local_checked(write).await
     }
+    async fn write_local_checked_many(
+        &self,
+        writes: Vec<LocalWrite>,
+    ) -> Vec<Result<(OpId, Option<StoreRecord>), StorageError>> {
+        self.inner.write_local_checked_many(writes).await
+    }
     async fn get(&self, map_name: &str, key: &str) -> Result<Option<StoreRecord>, StorageError> {
         self.inner.get(map_name, key).await
     }

@@ -123,3 +123,83 @@ async fn clear_publishes_old_values_and_waits_for_writes_in_progress() {
         );
     }
 }
+
+#[tokio::test]
+async fn put_many_answers_each_entry_and_a_repeated_key_ends_with_its_last_value() {
+    let store = yielding_store();
+    let client = client_on(store.clone()).await;
+    let m = client.get_map::<u32>("m").unwrap();
+    m.put("b", 1).await.unwrap();
+    let mut events = m.subscribe();
+    let answers = m
+        .put_many([
+            ("a".to_owned(), 1),
+            ("b".to_owned(), 2),
+            (String::new(), 3),
+            ("a".to_owned(), 4),
+            ("c".to_owned(), 5),
+        ])
+        .await;
+    let ok: Vec<bool> = answers.iter().map(Result::is_ok).collect();
+    assert_eq!(ok, [true, true, false, true, true], "{answers:?}");
+    assert!(matches!(
+        answers[2],
+        Err(topgun_client::ClientError::InvalidName { .. })
+    ));
+    for (key, value) in [("a", 4), ("b", 2), ("c", 5)] {
+        assert_eq!(m.get(key).await.unwrap(), Some(value), "{key}");
+        let stored = store.inner().get("m", key).await.unwrap().unwrap();
+        assert_eq!(stored.value, Some(rmp_serde::to_vec(&value).unwrap()));
+    }
+    assert_eq!(client.pending_ops().await.unwrap(), 5, "one op per write");
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let e = events.recv().await.unwrap();
+        seen.push((e.key, e.old_value, e.new_value));
+    }
+    assert_eq!(
+        seen,
+        [
+            ("a".into(), None, Some(1)),
+            ("b".into(), Some(1), Some(2)),
+            ("c".into(), None, Some(5)),
+            ("a".into(), Some(1), Some(4)),
+        ],
+        "each write published with the value it replaced"
+    );
+}
+
+#[tokio::test]
+async fn put_many_stamps_again_after_a_newer_stored_record() {
+    // A record stamped ahead of this client's clock, stored before the
+    // client started (so not in its working set).
+    let store = yielding_store();
+    let ahead = topgun_core::Timestamp::new(now_millis() + 5_000, 0, "other");
+    store
+        .inner()
+        .apply_remote(vec![topgun_storage::StoreRecord {
+            map_name: "m".into(),
+            key: "k".into(),
+            value: Some(rmp_serde::to_vec(&1u32).unwrap()),
+            timestamp: ahead.clone(),
+            ttl_ms: None,
+            dirty: false,
+        }])
+        .await
+        .unwrap();
+    let client = client_on(store.clone()).await;
+    let m = client.get_map::<u32>("m").unwrap();
+    let answers = m
+        .put_many([("k".to_owned(), 2), ("new".to_owned(), 3)])
+        .await;
+    assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+    let stored = store.inner().get("m", "k").await.unwrap().unwrap();
+    assert!(stored.timestamp > ahead, "stamped after the stored record");
+    assert_eq!(m.get("k").await.unwrap(), Some(2));
+    assert_eq!(m.get("new").await.unwrap(), Some(3));
+}
+
+fn now_millis() -> u64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    u64::try_from(since.unwrap().as_millis()).unwrap()
+}

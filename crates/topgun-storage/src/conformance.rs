@@ -48,6 +48,7 @@ macro_rules! store_conformance_tests {
             $crate::__store_conformance_cases!(#[$attr] $make;
                 write_local_stores_record_and_op,
                 write_local_checked_refuses_stale_stamps,
+                write_local_checked_many_answers_each_write,
                 write_local_rejects_invalid_input,
                 get_returns_none_for_unknown_keys,
                 get_many_answers_like_get_in_key_order_given,
@@ -279,6 +280,72 @@ pub trait StoreConformance: Store {
                 .await
                 .map(|(id, _)| id),
             "empty key",
+        );
+    }
+
+    /// `write_local_checked_many` answers each write as
+    /// `write_local_checked` would: new keys and keys over older records
+    /// are written (with the record replaced), a stale stamp and an
+    /// invalid write are refused alone; the ops are logged in order.
+    async fn write_local_checked_many_answers_each_write(&self) {
+        assert!(self.write_local_checked_many(Vec::new()).await.is_empty());
+        self.write_local(put("m", "old", b"v1", ts(5)))
+            .await
+            .unwrap();
+        self.write_local(put("m", "new", b"v1", ts(9)))
+            .await
+            .unwrap();
+        let mut answers = self
+            .write_local_checked_many(vec![
+                put("m", "a", b"a", ts(10)),
+                put("m", "old", b"v2", ts(11)),
+                put("m", "new", b"stale", ts(8)),
+                put("m", "", b"x", ts(12)),
+                remove("n", "b", ts(13)),
+            ])
+            .await
+            .into_iter();
+        let (a, previous) = answers.next().unwrap().unwrap();
+        assert_eq!(previous, None);
+        let (old, previous) = answers.next().unwrap().unwrap();
+        let previous = previous.expect("the replaced record");
+        assert_eq!(
+            (previous.value.as_deref(), previous.timestamp),
+            (Some(&b"v1"[..]), ts(5))
+        );
+        match answers.next().unwrap() {
+            Err(StorageError::Stale { current }) => assert_eq!(current, ts(9)),
+            other => panic!("expected Stale, got {other:?}"),
+        }
+        assert_invalid(answers.next().unwrap(), "empty key");
+        let (b, previous) = answers.next().unwrap().unwrap();
+        assert_eq!(previous, None);
+        assert!(answers.next().is_none(), "one answer per write");
+        assert!(a < old && old < b, "ids in the writes' order");
+        let values: Vec<_> = all_records(self, "m")
+            .await
+            .into_iter()
+            .map(|r| (r.key, r.value))
+            .collect();
+        assert_eq!(
+            values,
+            vec![
+                ("a".to_owned(), Some(b"a".to_vec())),
+                ("new".to_owned(), Some(b"v1".to_vec())),
+                ("old".to_owned(), Some(b"v2".to_vec())),
+            ]
+        );
+        assert!(record(self, "n", "b").await.value.is_none(), "a tombstone");
+        let logged: Vec<_> = all_pending(self)
+            .await
+            .into_iter()
+            .map(|op| (op.id, op.key))
+            .collect();
+        let keys: Vec<&str> = logged.iter().map(|(_, key)| key.as_str()).collect();
+        assert_eq!(keys, ["old", "new", "a", "old", "b"]);
+        assert_eq!(
+            logged[2..].iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+            [a, old, b]
         );
     }
 

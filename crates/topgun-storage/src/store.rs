@@ -75,6 +75,23 @@ pub trait Store: std::fmt::Debug + crate::SendSync {
         Ok((op_id, previous))
     }
 
+    /// [`Store::write_local_checked`] for several writes, answered in
+    /// their order, each as that call would answer it on its own (a stale
+    /// or invalid write is refused alone; the others are written). The
+    /// ops are logged in the writes' order. Backends that can store the
+    /// writes together override this (IndexedDB: one transaction, its
+    /// records read in one go); the default runs them concurrently, which
+    /// groups them where the backend groups concurrent commits.
+    async fn write_local_checked_many(
+        &self,
+        writes: Vec<LocalWrite>,
+    ) -> Vec<Result<(OpId, Option<StoreRecord>), StorageError>> {
+        let writes = writes
+            .into_iter()
+            .map(|write| self.write_local_checked(write));
+        futures_util::future::join_all(writes).await
+    }
+
     /// The record of `(map, key)`, tombstones included; `None` if the key
     /// was never stored (or was pruned).
     async fn get(&self, map_name: &str, key: &str) -> Result<Option<StoreRecord>, StorageError>;

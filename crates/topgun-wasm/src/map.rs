@@ -103,19 +103,16 @@ impl JsMap {
     }
 
     /// Writes every `[key, value]` of `entries`, as `put` does for each,
-    /// all at once (they share storage transactions). Resolves when all
-    /// are written; if any fails, rejects with the first error once the
-    /// others have finished (those are written).
+    /// all at once (they share a storage transaction). A key given twice
+    /// ends with its last value. Resolves when all are written; if any
+    /// fails, rejects with the first error (the others are written).
     #[wasm_bindgen(js_name = putMany)]
     pub async fn put_many(
         &self,
         #[wasm_bindgen(unchecked_param_type = "[string, JsonValue][]")] entries: JsValue,
     ) -> Result<(), JsValue> {
         let entries: Vec<(String, serde_json::Value)> = from_js_as(entries, "entries")?;
-        let writes = entries
-            .into_iter()
-            .map(|(key, value)| async move { self.writes.put(&key, value).await });
-        let results = futures_util::future::join_all(writes).await;
+        let results = self.writes.put_many(entries).await;
         match results.into_iter().find_map(Result::err) {
             Some(error) => Err(from_client(&error)),
             None => Ok(()),

@@ -126,6 +126,48 @@ impl Store for IndexedDbStore {
         }
     }
 
+    /// One job of the write queue: the writes share a transaction, their
+    /// records read in one go.
+    async fn write_local_checked_many(
+        &self,
+        writes: Vec<LocalWrite>,
+    ) -> Vec<Result<(OpId, Option<StoreRecord>), StorageError>> {
+        // An invalid write is answered alone; the valid ones go together.
+        let mut answers: Vec<Option<Result<_, StorageError>>> = Vec::with_capacity(writes.len());
+        let mut valid = Vec::with_capacity(writes.len());
+        for write in writes {
+            match validate::local_write(&write) {
+                Ok(()) => {
+                    answers.push(None);
+                    valid.push(write);
+                }
+                Err(error) => answers.push(Some(Err(error))),
+            }
+        }
+        let outcomes: Vec<Result<_, StorageError>> = if valid.is_empty() {
+            Vec::new()
+        } else {
+            let count = valid.len();
+            match self.write(WriteOp::LocalCheckedMany(valid)).await {
+                Ok(WriteOutcome::Many(outcomes)) => outcomes
+                    .into_iter()
+                    .map(|outcome| match outcome {
+                        WriteOutcome::Checked(op_id, previous) => Ok((op_id, previous)),
+                        WriteOutcome::Stale(current) => Err(StorageError::Stale { current }),
+                        other => unreachable!("a write answered {other:?}"),
+                    })
+                    .collect(),
+                Ok(other) => unreachable!("a write answered {other:?}"),
+                Err(error) => (0..count).map(|_| Err(writer::replicate(&error))).collect(),
+            }
+        };
+        let mut outcomes = outcomes.into_iter();
+        answers
+            .into_iter()
+            .map(|answer| answer.unwrap_or_else(|| outcomes.next().expect("one outcome per write")))
+            .collect()
+    }
+
     async fn get(&self, map_name: &str, key: &str) -> Result<Option<StoreRecord>, StorageError> {
         self.reader.get(map_name, key).await
     }

@@ -24,6 +24,9 @@ pub(crate) enum WriteOp {
     /// A local write refused if the stored record is as new (see
     /// `Store::write_local_checked`).
     LocalChecked(LocalWrite),
+    /// Several checked local writes, answered one by one (see
+    /// `Store::write_local_checked_many`).
+    LocalCheckedMany(Vec<LocalWrite>),
     Remote(Vec<StoreRecord>),
     Clear(String, Timestamp),
     Prune(String, Vec<String>, PruneSums),
@@ -39,6 +42,8 @@ pub(crate) enum WriteOutcome {
     OpId(OpId),
     Checked(OpId, Option<StoreRecord>),
     Stale(Timestamp),
+    /// The answers of [`WriteOp::LocalCheckedMany`]'s writes, in order.
+    Many(Vec<WriteOutcome>),
     Changes(Vec<AppliedChange>),
     Cleared(ClearOutcome),
     Keys(Vec<String>),
@@ -53,6 +58,7 @@ pub(crate) enum Applied {
     OpId(PendingId),
     Checked(PendingId, Option<StoreRecord>),
     Cleared(PendingId, Vec<String>),
+    Many(Vec<Applied>),
 }
 
 impl Applied {
@@ -69,6 +75,12 @@ impl Applied {
                 op_id: pending.resolve(entries)?,
                 removed_keys,
             }),
+            Applied::Many(applied) => WriteOutcome::Many(
+                applied
+                    .into_iter()
+                    .map(|applied| applied.resolve(entries))
+                    .collect::<Result<_, _>>()?,
+            ),
         })
     }
 }
@@ -81,6 +93,10 @@ impl WriteOp {
             WriteOp::Local(write) | WriteOp::LocalChecked(write) => {
                 vec![(&write.map_name, &write.key)]
             }
+            WriteOp::LocalCheckedMany(writes) => writes
+                .iter()
+                .map(|w| (w.map_name.as_str(), w.key.as_str()))
+                .collect(),
             WriteOp::Remote(records) => records
                 .iter()
                 .map(|r| (r.map_name.as_str(), r.key.as_str()))
@@ -97,15 +113,13 @@ impl WriteOp {
     pub(crate) async fn apply(&self, txn: &mut WriteTxn) -> Result<Applied, StorageError> {
         Ok(match self {
             WriteOp::Local(write) => Applied::OpId(write_local(txn, write).await?),
-            WriteOp::LocalChecked(write) => {
-                txn.load(&write.map_name, [write.key.as_str()]).await?;
-                let previous = txn.current(&write.map_name, &write.key).cloned();
-                match previous {
-                    Some(stored) if stored.timestamp >= write.timestamp => {
-                        Applied::Ready(WriteOutcome::Stale(stored.timestamp))
-                    }
-                    previous => Applied::Checked(write_local(txn, write).await?, previous),
+            WriteOp::LocalChecked(write) => write_checked(txn, write).await?,
+            WriteOp::LocalCheckedMany(writes) => {
+                let mut applied = Vec::with_capacity(writes.len());
+                for write in writes {
+                    applied.push(write_checked(txn, write).await?);
                 }
+                Applied::Many(applied)
             }
             WriteOp::Remote(records) => {
                 Applied::Ready(WriteOutcome::Changes(apply_remote(txn, records).await?))
@@ -132,6 +146,18 @@ impl WriteOp {
             }
         })
     }
+}
+
+/// A local write applied only over an older record (or none).
+async fn write_checked(txn: &mut WriteTxn, write: &LocalWrite) -> Result<Applied, StorageError> {
+    txn.load(&write.map_name, [write.key.as_str()]).await?;
+    let previous = txn.current(&write.map_name, &write.key).cloned();
+    Ok(match previous {
+        Some(stored) if stored.timestamp >= write.timestamp => {
+            Applied::Ready(WriteOutcome::Stale(stored.timestamp))
+        }
+        previous => Applied::Checked(write_local(txn, write).await?, previous),
+    })
 }
 
 async fn write_local(txn: &mut WriteTxn, write: &LocalWrite) -> Result<PendingId, StorageError> {

@@ -123,10 +123,15 @@ impl Writer {
 
     /// Whether `group` is tried without reading its keys first.
     fn try_unread(&self, group: &[Job]) -> bool {
-        let eligible = group.len() <= UNREAD_MAX
-            && group
-                .iter()
-                .all(|job| matches!(job.op, WriteOp::LocalChecked(_)));
+        let mut writes = 0;
+        for job in group {
+            writes += match &job.op {
+                WriteOp::LocalChecked(_) => 1,
+                WriteOp::LocalCheckedMany(many) => many.len(),
+                _ => return false,
+            };
+        }
+        let eligible = writes <= UNREAD_MAX;
         if !eligible {
             return false;
         }
