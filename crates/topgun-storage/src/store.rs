@@ -77,11 +77,13 @@ pub trait Store: std::fmt::Debug + crate::SendSync {
 
     /// [`Store::write_local_checked`] for several writes, answered in
     /// their order, each as that call would answer it on its own (a stale
-    /// or invalid write is refused alone; the others are written). The
-    /// ops are logged in the writes' order. Backends that can store the
-    /// writes together override this (IndexedDB: one transaction, its
-    /// records read in one go); the default runs them concurrently, which
-    /// groups them where the backend groups concurrent commits.
+    /// or invalid write is refused alone; the others are written).
+    /// Backends that can store the writes together override this
+    /// (IndexedDB: one transaction, its records read in one go, its ops
+    /// logged in the writes' order); the default runs them concurrently,
+    /// which groups them where the backend groups concurrent commits, and
+    /// logs their ops in whatever order they commit (the writes are meant
+    /// to be of distinct keys, as the client's are).
     async fn write_local_checked_many(
         &self,
         writes: Vec<LocalWrite>,
