@@ -28,6 +28,10 @@ const FETCH_WAIT_MS: u64 = 5_000;
 /// full read of their map under way instead of reading them beside it.
 const WAIT_FOR_FULL_READ: usize = 64;
 
+/// The value of a write of [`LocalData::write_many`] (`None` removes), or
+/// why it could not be made.
+pub(crate) type WriteValue = Result<Option<Vec<u8>>, ClientError>;
+
 /// A write of [`LocalData::write_many`] on its way to the store.
 struct PendingWrite {
     /// Its place among the writes (and their answers).
@@ -379,23 +383,34 @@ impl LocalData {
     }
 
     /// Several local writes to `map` (`(key, value)`; `None` removes),
-    /// answered in their order, each as [`write`](Self::write) answers it.
+    /// answered in their order, each as [`write`](Self::write) answers it;
+    /// a write whose value already failed (it did not encode) is answered
+    /// with that error.
     /// Writes of distinct keys are locked, stamped and stored together
     /// ([`Store::write_local_checked_many`]: one transaction on IndexedDB);
     /// a key given again goes in a later round, so the later value wins.
     pub(crate) async fn write_many(
         &self,
         map: &MapShared,
-        writes: Vec<(String, Option<Vec<u8>>)>,
+        writes: Vec<(String, WriteValue)>,
     ) -> Vec<Result<OpId, ClientError>> {
         let mut answers: Vec<Option<Result<OpId, ClientError>>> = Vec::new();
         let mut rounds: Vec<Vec<PendingWrite>> = Vec::new();
         let mut seen: HashMap<String, usize> = HashMap::with_capacity(writes.len());
         for (index, (key, value)) in writes.into_iter().enumerate() {
-            if let Err(error) = self.check_open().and_then(|()| check_name("key", &key)) {
-                answers.push(Some(Err(error)));
-                continue;
-            }
+            // Errors in `put`'s order: the value's, then the key's.
+            let checked = value.and_then(|value| {
+                self.check_open()?;
+                check_name("key", &key)?;
+                Ok(value)
+            });
+            let value = match checked {
+                Ok(value) => value,
+                Err(error) => {
+                    answers.push(Some(Err(error)));
+                    continue;
+                }
+            };
             answers.push(None);
             let round = match seen.get_mut(&key) {
                 Some(round) => {

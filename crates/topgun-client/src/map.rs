@@ -132,27 +132,14 @@ impl<V: Serialize + DeserializeOwned> IMap<V> {
         &self,
         entries: impl IntoIterator<Item = (String, V)>,
     ) -> Vec<Result<OpId, ClientError>> {
-        let mut answers: Vec<Option<Result<OpId, ClientError>>> = Vec::new();
-        let mut writes = Vec::new();
-        let mut places = Vec::new();
-        for (key, value) in entries {
-            match self.encode(&key, &value) {
-                Ok(bytes) => {
-                    places.push(answers.len());
-                    answers.push(None);
-                    writes.push((key, Some(bytes)));
-                }
-                Err(error) => answers.push(Some(Err(error))),
-            }
-        }
-        let written = self.local.write_many(&self.shared, writes).await;
-        for (place, answer) in places.into_iter().zip(written) {
-            answers[place] = Some(answer);
-        }
-        answers
+        let writes = entries
             .into_iter()
-            .map(|answer| answer.expect("every entry answered"))
-            .collect()
+            .map(|(key, value)| {
+                let bytes = self.encode(&key, &value).map(Some);
+                (key, bytes)
+            })
+            .collect();
+        self.local.write_many(&self.shared, writes).await
     }
 
     /// Like [`put`](Self::put), with a time to live: the value reads as

@@ -106,6 +106,15 @@ macro_rules! expect_outcome {
     };
 }
 
+/// The answer of a checked local write (`Store::write_local_checked`).
+fn checked_answer(outcome: WriteOutcome) -> Result<(OpId, Option<StoreRecord>), StorageError> {
+    match outcome {
+        WriteOutcome::Checked(op_id, previous) => Ok((op_id, previous)),
+        WriteOutcome::Stale(current) => Err(StorageError::Stale { current }),
+        other => unreachable!("a write answered {other:?}"),
+    }
+}
+
 #[async_trait::async_trait(?Send)]
 impl Store for IndexedDbStore {
     async fn write_local(&self, write: LocalWrite) -> Result<OpId, StorageError> {
@@ -119,11 +128,7 @@ impl Store for IndexedDbStore {
         write: LocalWrite,
     ) -> Result<(OpId, Option<StoreRecord>), StorageError> {
         validate::local_write(&write)?;
-        match self.write(WriteOp::LocalChecked(write)).await? {
-            WriteOutcome::Checked(op_id, previous) => Ok((op_id, previous)),
-            WriteOutcome::Stale(current) => Err(StorageError::Stale { current }),
-            other => unreachable!("a write answered {other:?}"),
-        }
+        checked_answer(self.write(WriteOp::LocalChecked(write)).await?)
     }
 
     /// One job of the write queue: the writes share a transaction, their
@@ -149,14 +154,9 @@ impl Store for IndexedDbStore {
         } else {
             let count = valid.len();
             match self.write(WriteOp::LocalCheckedMany(valid)).await {
-                Ok(WriteOutcome::Many(outcomes)) => outcomes
-                    .into_iter()
-                    .map(|outcome| match outcome {
-                        WriteOutcome::Checked(op_id, previous) => Ok((op_id, previous)),
-                        WriteOutcome::Stale(current) => Err(StorageError::Stale { current }),
-                        other => unreachable!("a write answered {other:?}"),
-                    })
-                    .collect(),
+                Ok(WriteOutcome::Many(outcomes)) => {
+                    outcomes.into_iter().map(checked_answer).collect()
+                }
                 Ok(other) => unreachable!("a write answered {other:?}"),
                 Err(error) => (0..count).map(|_| Err(writer::replicate(&error))).collect(),
             }
