@@ -19,7 +19,9 @@
 //!   with key `e` has [`OpId`] `((e - 1) << 16) + n + 1`, so ids start at
 //!   1 and increase in the order ops were logged. (Schema version 1 kept
 //!   one op per entry, `{id, mapName, key, opType, synced, body}`; such an
-//!   entry reads as op 0 of its entry.)
+//!   entry reads as op 0 of its entry.) A write builds its new record and
+//!   entry objects in JS ([`js::put_record`], [`js::commit_write`]): one
+//!   call each, where building them from Rust took one per field.
 //! - `meta_store` keys the application's meta values by their string key;
 //!   the store's own entries (Merkle leaf sums, counters and their
 //!   deltas, see `delta`) use array keys, which can never equal a string.
@@ -388,22 +390,6 @@ fn pack(ops: &[OpLogEntry]) -> Result<Vec<u8>, StorageError> {
         packed.append_to(&mut bytes)?;
     }
     Ok(bytes)
-}
-
-/// A new entry of `operation_log` (IndexedDB assigns `id`): `ops` as
-/// [`append_op`] made them, none synced, and the delta its transaction
-/// carries in it, if any (see [`super::delta`]).
-pub(crate) fn new_entry_to_js(
-    ops: &[u8],
-    delta: Option<&JsValue>,
-) -> Result<JsValue, StorageError> {
-    let object: JsValue = js_sys::Object::new().into();
-    set(&object, "synced", &flag(false))?;
-    set(&object, "ops", &bytes(ops))?;
-    if let Some(delta) = delta {
-        set(&object, ENTRY_DELTA, delta)?;
-    }
-    Ok(object)
 }
 
 /// The field of an `operation_log` entry that holds a delta not yet

@@ -16,7 +16,7 @@
 //! the same stores one at a time, so none is added in between).
 
 use super::codec::{self, corrupt, Counters};
-use super::js::{aborted, array, bytes, idb_error, to_bytes, unset};
+use super::js::{aborted, array, idb_error, to_bytes, unset};
 use super::schema::{DELTA_INDEX, META, OPS};
 use crate::error::StorageError;
 use idb::{Database, ObjectStore, TransactionMode};
@@ -68,12 +68,12 @@ impl Delta {
         }
     }
 
-    pub(crate) fn to_js(&self) -> Result<JsValue, StorageError> {
-        let encoded = rmp_serde::to_vec(self).map_err(|source| StorageError::Encode {
+    /// The delta as stored (MessagePack bytes).
+    pub(crate) fn encode(&self) -> Result<Vec<u8>, StorageError> {
+        rmp_serde::to_vec(self).map_err(|source| StorageError::Encode {
             what: "a counters delta",
             source,
-        })?;
-        Ok(bytes(&encoded))
+        })
     }
 
     fn from_js(value: &JsValue) -> Result<Self, StorageError> {

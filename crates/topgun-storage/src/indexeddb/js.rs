@@ -176,6 +176,46 @@ export function packRecords(objects) {
   }
   return out.subarray(0, at);
 }
+// A read-write transaction over the object stores named in `scope` (an
+// array), and those stores: [tx, ...stores].
+export function beginWrite(db, scope) {
+  const tx = db.transaction(scope, "readwrite");
+  return [tx, ...scope.map((name) => tx.objectStore(name))];
+}
+// Ends a write transaction: adds its operation_log entries to `ops`, one
+// per cut of `bytes` (cut at each of `ends`), `{synced: 0, ops}`, the
+// first with `delta` as its `delta`; with no entry, `delta` (if not
+// empty: an empty one changed nothing) goes to `meta` at `deltaKey`.
+// Then commits. If a request cannot be issued,
+// aborts and throws. Returns a promise of the entries' keys once the
+// transaction completed, rejected with the error that failed it.
+export function commitWrite(tx, ops, meta, bytes, ends, delta, deltaKey) {
+  const requests = [];
+  try {
+    let start = 0;
+    for (const end of ends) {
+      const entry = { synced: 0, ops: bytes.slice(start, end) };
+      if (delta.length > 0 && start === 0) entry.delta = delta.slice();
+      requests.push(ops.add(entry));
+      start = end;
+    }
+    if (delta.length > 0 && ends.length === 0) meta.add(delta.slice(), deltaKey);
+    tx.commit();
+  } catch (error) {
+    try {
+      tx.abort();
+    } catch {
+      // It had failed already: nothing of it is stored either way.
+    }
+    throw error;
+  }
+  return new Promise((resolve, reject) => {
+    tx.oncomplete = () => resolve(requests.map((request) => request.result));
+    // A failed request's error reaches the transaction before it aborts.
+    tx.onerror = (event) => reject(event.target.error);
+    tx.onabort = () => reject(tx.error ?? new DOMException("the transaction was aborted", "AbortError"));
+  });
+}
 export function putRecord(store, add, mapName, key, dirty, body) {
   const object = { mapName, key: storedName(key), dirty, body: body.slice() };
   if (add) store.add(object);
@@ -204,6 +244,27 @@ extern "C" {
     /// memory (`slice`). One call across the boundary, returning nothing:
     /// building the object from Rust took eight calls, and handing the
     /// object and then the request back and forth two more.
+    /// Starts a read-write transaction over the stores named in `scope`
+    /// (a JS array of names): `[transaction, ...stores]`, in one call.
+    #[wasm_bindgen(js_name = beginWrite, catch)]
+    pub(crate) fn begin_write(db: &JsValue, scope: &JsValue) -> Result<Array, JsValue>;
+
+    /// Adds a write transaction's `operation_log` entries (`bytes` cut at
+    /// `ends`, the first carrying `delta`) or, logging none, its `delta`
+    /// (if not empty) in `meta` at `delta_key`, and commits: one call,
+    /// and one promise for the outcome, of the entries' keys (see the JS
+    /// above).
+    #[wasm_bindgen(js_name = commitWrite, catch)]
+    pub(crate) fn commit_write(
+        tx: &JsValue,
+        ops: &JsValue,
+        meta: &JsValue,
+        bytes: &[u8],
+        ends: &[u32],
+        delta: &[u8],
+        delta_key: &JsValue,
+    ) -> Result<js_sys::Promise, JsValue>;
+
     #[wasm_bindgen(js_name = putRecord, catch)]
     pub(crate) fn put_record(
         store: &JsValue,

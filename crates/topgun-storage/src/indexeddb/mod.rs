@@ -72,8 +72,8 @@ impl IndexedDbStore {
     /// [`StorageError::Backend`] if IndexedDB is missing or refuses (a
     /// private window that disallows it, say).
     pub async fn open_named(name: &str) -> Result<Self, StorageError> {
-        let database = schema::open(name).await?;
-        let writer = Writer::new(database);
+        let (database, handle) = schema::open(name).await?;
+        let writer = Writer::new(database, handle);
         Ok(Self {
             reader: reader::Reader::new(writer.clone()),
             writer,

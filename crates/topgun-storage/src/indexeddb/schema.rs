@@ -43,7 +43,7 @@ use idb::{
     Database, DatabaseEvent, Event, Factory, IndexParams, KeyPath, ObjectStoreParams, Request,
 };
 use std::future::IntoFuture;
-use wasm_bindgen::JsCast;
+use wasm_bindgen::{JsCast, JsValue};
 
 /// The schema version this build writes and reads.
 pub const INDEXEDDB_SCHEMA_VERSION: u32 = 5;
@@ -55,8 +55,9 @@ pub(crate) const DIRTY_INDEX: &str = "mapName_dirty";
 pub(crate) const SYNCED_INDEX: &str = "synced";
 pub(crate) const DELTA_INDEX: &str = "delta";
 
-/// Opens (creating or upgrading) database `name`.
-pub(crate) async fn open(name: &str) -> Result<Database, StorageError> {
+/// Opens (creating or upgrading) database `name`: the connection, and the
+/// same as a JS value (for the calls made without `idb`).
+pub(crate) async fn open(name: &str) -> Result<(Database, JsValue), StorageError> {
     let factory = Factory::new().map_err(idb_error("opening IndexedDB"))?;
     let mut request = factory
         .open(name, Some(INDEXEDDB_SCHEMA_VERSION))
@@ -69,7 +70,10 @@ pub(crate) async fn open(name: &str) -> Result<Database, StorageError> {
         }
     });
     match request.await {
-        Ok(mut database) => {
+        Ok(database) => {
+            let handle = JsValue::from(database);
+            let mut database =
+                Database::try_from(handle.clone()).map_err(idb_error("opening the database"))?;
             // Another tab upgrading or deleting the database waits for
             // every connection to close: this one closes at once (later
             // calls fail) instead of blocking it.
@@ -82,7 +86,7 @@ pub(crate) async fn open(name: &str) -> Result<Database, StorageError> {
                     }
                 }
             });
-            Ok(database)
+            Ok((database, handle))
         }
         Err(error) => {
             let failure = JsFailure::from_idb(&error);

@@ -10,17 +10,37 @@
 
 use super::codec::{self, Stored};
 use super::delta::Delta;
-use super::js::{self, idb_error};
+use super::js::{self, idb_error, js_error};
 use super::range::{RangeRead, RANGE_READ_MIN};
 use super::schema::{META, OPS, RECORDS};
 use crate::error::StorageError;
 use crate::model::{approx_op_size, merkle_contribution, OpId, OpType, PruneSums, StoreRecord};
-use idb::request::futures::AddStoreRequestFuture;
-use idb::{Database, ObjectStore, Transaction, TransactionMode};
+use idb::{ObjectStore, Transaction};
 use std::collections::{HashMap, HashSet};
 use std::future::IntoFuture;
 use topgun_core::Timestamp;
-use wasm_bindgen::JsValue;
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+
+/// What a write transaction is opened on: the database and the names of
+/// its three object stores (records, ops, meta), as JS values made once.
+#[derive(Debug)]
+pub(crate) struct WriteScope {
+    database: JsValue,
+    names: JsValue,
+}
+
+impl WriteScope {
+    /// The scope of `database`; `handle` is the same connection as a JS
+    /// value.
+    pub(crate) fn new(handle: JsValue) -> Self {
+        let names = [RECORDS, OPS, META].map(JsValue::from_str);
+        Self {
+            database: handle,
+            names: js::array(&names),
+        }
+    }
+}
 
 /// An op logged in this transaction: which of the transaction's
 /// `operation_log` entries holds it, and its number there. The entries'
@@ -46,16 +66,48 @@ impl PendingId {
 /// in a blob of its own, and acknowledging part of an entry rewrites it.
 const ENTRY_BYTES: usize = 48 * 1024;
 
-/// One `operation_log` entry being filled: its `ops` bytes and count.
+/// The `operation_log` entries a transaction adds at commit: their `ops`
+/// bytes one after another.
 #[derive(Default)]
-struct Entry {
-    ops: Vec<u8>,
+struct Entries {
+    bytes: Vec<u8>,
+    /// Where each entry's bytes start.
+    starts: Vec<usize>,
+    /// Ops in the last entry.
     count: usize,
 }
 
-impl Entry {
+impl Entries {
+    /// Whether the last entry takes another op.
     fn has_room(&self) -> bool {
-        self.ops.len() < ENTRY_BYTES && self.count < codec::MAX_OPS_PER_ENTRY
+        self.starts.last().is_some_and(|start| {
+            self.bytes.len() - start < ENTRY_BYTES && self.count < codec::MAX_OPS_PER_ENTRY
+        })
+    }
+
+    /// Where each entry's bytes start and end.
+    fn bounds(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        let ends = self
+            .starts
+            .iter()
+            .skip(1)
+            .copied()
+            .chain([self.bytes.len()]);
+        self.starts.iter().copied().zip(ends)
+    }
+
+    /// Each entry's `ops` bytes.
+    fn each(&self) -> impl Iterator<Item = &[u8]> {
+        self.bounds().map(|(start, end)| &self.bytes[start..end])
+    }
+
+    /// Where each entry's bytes end, as [`js::commit_write`] takes them.
+    fn ends(&self) -> Result<Vec<u32>, StorageError> {
+        self.bounds()
+            .map(|(_, end)| {
+                u32::try_from(end).map_err(|_| codec::corrupt("operation_log", "too many op bytes"))
+            })
+            .collect()
     }
 }
 
@@ -76,8 +128,12 @@ pub(crate) struct WriteTxn {
     pub(crate) records: ObjectStore,
     pub(crate) ops: ObjectStore,
     pub(crate) meta: ObjectStore,
-    /// `records` as a `JsValue`, for [`codec::write_record`].
+    /// The transaction and its stores as JS values, for the calls made
+    /// without `idb` ([`codec::write_record`], [`js::commit_write`]).
+    tx_js: JsValue,
     records_js: JsValue,
+    ops_js: JsValue,
+    meta_js: JsValue,
     /// The last map name written and its stored form ([`js::name`]).
     stored_map: Option<(String, JsValue)>,
     /// Every record read or written in this transaction, as it now is
@@ -93,7 +149,7 @@ pub(crate) struct WriteTxn {
     /// What this transaction changed in the counters and leaf sums.
     pub(crate) delta: Delta,
     /// The `operation_log` entries of the ops logged, added at commit.
-    entries: Vec<Entry>,
+    entries: Entries,
 }
 
 impl std::fmt::Debug for WriteTxn {
@@ -110,10 +166,10 @@ impl WriteTxn {
     /// (issued together: one wait, unless a range read comes back
     /// truncated).
     pub(crate) async fn begin<'k>(
-        database: &Database,
+        scope: &WriteScope,
         slots: impl IntoIterator<Item = (&'k str, &'k str)>,
     ) -> Result<Self, StorageError> {
-        let mut txn = Self::start(database)?;
+        let mut txn = Self::start(scope)?;
         let pending = txn.request_slots(slots)?;
         txn.receive(pending).await?;
         Ok(txn)
@@ -123,10 +179,10 @@ impl WriteTxn {
     /// stored (no record, no pruned one), without reading them: the
     /// transaction fails (and stores nothing) at commit if one has.
     pub(crate) fn begin_unread<'k>(
-        database: &Database,
+        scope: &WriteScope,
         slots: impl IntoIterator<Item = (&'k str, &'k str)>,
     ) -> Result<Self, StorageError> {
-        let mut txn = Self::start(database)?;
+        let mut txn = Self::start(scope)?;
         for (map_name, key) in slots {
             let slot = (map_name.to_owned(), key.to_owned());
             txn.overlay.insert(slot.clone(), None);
@@ -135,16 +191,21 @@ impl WriteTxn {
         Ok(txn)
     }
 
-    fn start(database: &Database) -> Result<Self, StorageError> {
+    fn start(scope: &WriteScope) -> Result<Self, StorageError> {
         const DURING: &str = "starting a write";
-        let tx = database
-            .transaction(&[RECORDS, OPS, META], TransactionMode::ReadWrite)
-            .map_err(idb_error(DURING))?;
-        let store = |name| tx.object_store(name).map_err(idb_error(DURING));
-        let (records, ops, meta) = (store(RECORDS)?, store(OPS)?, store(META)?);
+        // One call for the transaction and its stores.
+        let parts = js::begin_write(&scope.database, &scope.names).map_err(js_error(DURING))?;
+        let (tx_js, records_js, ops_js, meta_js) =
+            (parts.get(0), parts.get(1), parts.get(2), parts.get(3));
+        let tx = Transaction::try_from(tx_js.clone()).map_err(idb_error(DURING))?;
+        let store = |js: &JsValue| ObjectStore::try_from(js.clone()).map_err(idb_error(DURING));
+        let (records, ops, meta) = (store(&records_js)?, store(&ops_js)?, store(&meta_js)?);
         Ok(Self {
             tx,
-            records_js: records.clone().into(),
+            tx_js,
+            records_js,
+            ops_js,
+            meta_js,
             stored_map: None,
             records,
             ops,
@@ -153,7 +214,7 @@ impl WriteTxn {
             pruned: HashMap::new(),
             unread: HashSet::new(),
             delta: Delta::default(),
-            entries: Vec::new(),
+            entries: Entries::default(),
         })
     }
 
@@ -354,15 +415,16 @@ impl WriteTxn {
         timestamp: &Timestamp,
         ttl_ms: Option<u64>,
     ) -> Result<PendingId, StorageError> {
-        if !self.entries.last().is_some_and(Entry::has_room) {
-            self.entries.push(Entry::default());
+        let entries = &mut self.entries;
+        if !entries.has_room() {
+            entries.starts.push(entries.bytes.len());
+            entries.count = 0;
         }
-        let entry_number = self.entries.len() - 1;
-        let entry = &mut self.entries[entry_number];
-        let index = u16::try_from(entry.count)
+        let entry_number = entries.starts.len() - 1;
+        let index = u16::try_from(entries.count)
             .map_err(|_| codec::corrupt("operation_log", "too many ops in one entry"))?;
         codec::append_op(
-            &mut entry.ops,
+            &mut entries.bytes,
             index,
             map_name,
             op_type,
@@ -371,7 +433,7 @@ impl WriteTxn {
             timestamp,
             ttl_ms,
         )?;
-        entry.count += 1;
+        entries.count += 1;
         self.delta.pending_ops += 1;
         self.delta.bytes += signed(approx_op_size(map_name, key, value, timestamp));
         Ok(PendingId {
@@ -385,8 +447,8 @@ impl WriteTxn {
     /// from its entries.
     pub(crate) fn logged(&self) -> Result<Vec<(String, OpType, String)>, StorageError> {
         let mut logged = Vec::new();
-        for entry in &self.entries {
-            logged.extend(codec::op_targets(&entry.ops)?);
+        for ops in self.entries.each() {
+            logged.extend(codec::op_targets(ops)?);
         }
         Ok(logged)
     }
@@ -397,42 +459,35 @@ impl WriteTxn {
     /// [`super::delta`]). If a request cannot be issued, the transaction
     /// is aborted (left alone, it would commit what was issued).
     pub(crate) fn commit(self, delta_key: &JsValue) -> Result<Committing, StorageError> {
-        let entries = match self.write_back(delta_key) {
-            Ok(entries) => entries,
+        let prepared = self.entries.ends().and_then(|ends| {
+            let delta = if self.delta.is_empty() {
+                Vec::new()
+            } else {
+                self.delta.encode()?
+            };
+            Ok((ends, delta))
+        });
+        let (ends, delta) = match prepared {
+            Ok(prepared) => prepared,
             Err(error) => {
                 self.abort();
                 return Err(error);
             }
         };
-        let tx = self.tx.commit().map_err(idb_error(COMMITTING))?;
+        // Aborts the transaction itself if a request cannot be issued.
+        let answer = js::commit_write(
+            &self.tx_js,
+            &self.ops_js,
+            &self.meta_js,
+            &self.entries.bytes,
+            &ends,
+            &delta,
+            delta_key,
+        )
+        .map_err(js_error(COMMITTING))?;
         Ok(Committing {
-            entries,
-            tx: tx.into_future(),
+            answer: answer.into(),
         })
-    }
-
-    /// Issues the requests [`commit`](Self::commit) makes before committing.
-    fn write_back(&self, delta_key: &JsValue) -> Result<Vec<AddStoreRequestFuture>, StorageError> {
-        let mut delta = if self.delta.is_empty() {
-            None
-        } else {
-            Some(self.delta.to_js()?)
-        };
-        let mut entries = Vec::with_capacity(self.entries.len());
-        for entry in &self.entries {
-            let object = codec::new_entry_to_js(&entry.ops, delta.take().as_ref())?;
-            let request = self
-                .ops
-                .add(&object, None)
-                .map_err(idb_error("appending to the operation log"))?;
-            entries.push(request.into_future());
-        }
-        if let Some(delta) = delta {
-            self.meta
-                .add(&delta, Some(delta_key))
-                .map_err(idb_error(COMMITTING))?;
-        }
-        Ok(entries)
     }
 
     /// Aborts the transaction: nothing it did is stored.
@@ -451,13 +506,10 @@ pub(crate) fn signed(n: u64) -> i64 {
 }
 
 /// A transaction told to commit.
-///
-/// `idb` listens for a request's answer from `into_future` on, so the
-/// entries' requests are turned into their futures when they are issued:
-/// an answer that came before would be missed.
 pub(crate) struct Committing {
-    entries: Vec<AddStoreRequestFuture>,
-    tx: idb::TransactionFuture,
+    /// Resolves to the keys of the entries added, once the transaction
+    /// completed.
+    answer: JsFuture,
 }
 
 /// Why a commit did not answer.
@@ -472,25 +524,15 @@ impl Committing {
     /// Waits for the commit; answers the keys of the `operation_log`
     /// entries added, in the order the ops were logged.
     pub(crate) async fn done(self) -> Result<Vec<u64>, CommitFailure> {
-        let mut keys = Vec::with_capacity(self.entries.len());
-        for request in self.entries {
-            keys.push(request.await);
-        }
-        let failed = |error| CommitFailure::NotStored(idb_error(COMMITTING)(error));
-        let result = self.tx.await.map_err(failed)?;
-        if result.is_aborted() {
-            // The request that failed says why; else the abort itself.
-            let error = keys.into_iter().find_map(Result::err);
-            return Err(error.map_or_else(
-                || CommitFailure::NotStored(super::js::aborted(COMMITTING)),
-                failed,
-            ));
-        }
-        keys.into_iter()
-            .map(|key| {
-                let key = key.map_err(idb_error("appending to the operation log"))?;
-                codec::entry_id(&key)
-            })
+        let keys = self
+            .answer
+            .await
+            .map_err(|error| CommitFailure::NotStored(js_error(COMMITTING)(error)))?;
+        let keys = keys
+            .dyn_into::<js_sys::Array>()
+            .map_err(|_| CommitFailure::Stored(codec::corrupt("operation_log", "no entry keys")))?;
+        keys.iter()
+            .map(|key| codec::entry_id(&key))
             .collect::<Result<_, _>>()
             .map_err(CommitFailure::Stored)
     }

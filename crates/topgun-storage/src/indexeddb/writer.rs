@@ -17,7 +17,7 @@
 use super::delta;
 use super::js::JsFailure;
 use super::ops::{WriteOp, WriteOutcome};
-use super::txn::{CommitFailure, WriteTxn};
+use super::txn::{CommitFailure, WriteScope, WriteTxn};
 use crate::error::StorageError;
 use idb::Database;
 use std::cell::{Cell, RefCell};
@@ -49,6 +49,8 @@ struct Queue {
 /// The write queue of one database connection.
 pub(crate) struct Writer {
     database: Database,
+    /// What its write transactions are opened on.
+    scope: WriteScope,
     queue: RefCell<Queue>,
     /// This connection's number in the keys of its deltas (random, so
     /// that connections in other tabs use others).
@@ -71,9 +73,12 @@ impl std::fmt::Debug for Writer {
 }
 
 impl Writer {
-    pub(crate) fn new(database: Database) -> Rc<Self> {
+    /// The writer of `database`; `handle` is the same connection as a JS
+    /// value.
+    pub(crate) fn new(database: Database, handle: wasm_bindgen::JsValue) -> Rc<Self> {
         Rc::new(Self {
             database,
+            scope: WriteScope::new(handle),
             queue: RefCell::default(),
             id: (js_sys::Math::random() * 2f64.powi(53)).floor(),
             next_delta: Cell::new(0),
@@ -180,9 +185,9 @@ impl Writer {
         // `unread`, taken to be absent).
         let slots = group.iter().flat_map(|job| job.op.keys());
         let mut txn = if unread {
-            WriteTxn::begin_unread(&self.database, slots)
+            WriteTxn::begin_unread(&self.scope, slots)
         } else {
-            WriteTxn::begin(&self.database, slots).await
+            WriteTxn::begin(&self.scope, slots).await
         }
         .map_err(Failure::All)?;
         let mut applied = Vec::with_capacity(group.len());
