@@ -38,7 +38,11 @@ pub(crate) async fn query<R>(
     page: impl FnOnce(QueryRows<'_>) -> R,
 ) -> Result<R, ClientError> {
     Ok(match records(local, map).await? {
-        Some(records) => page(query_rows(rows(&records), query, local.now_millis())),
+        Some(records) => {
+            let answer = page(query_rows(rows(&records), query, local.now_millis()));
+            count_decoded(local, map, &records);
+            answer
+        }
         None => {
             let store = local.store().as_ref();
             page(
@@ -57,7 +61,11 @@ pub(crate) async fn count(
     query: &CompiledQuery,
 ) -> Result<u64, ClientError> {
     Ok(match records(local, map).await? {
-        Some(records) => count_on_rows(rows(&records), query, local.now_millis()),
+        Some(records) => {
+            let count = count_on_rows(rows(&records), query, local.now_millis());
+            count_decoded(local, map, &records);
+            count
+        }
         None => {
             let store = local.store().as_ref();
             let result = run_query(store, map.name(), query, local.now_millis()).await?;
@@ -135,6 +143,14 @@ async fn complete_or_read(
         }
         Loaded::Raced => false,
     })
+}
+
+/// After a query over `records`: the values it decoded count in the
+/// working set's byte size (the walk is skipped when it decoded none).
+fn count_decoded(local: &LocalData, map: &MapShared, records: &Records) {
+    if records.iter().any(|(_, record)| record.decoded_uncounted()) {
+        local.ws().count_decoded(map.name(), records);
+    }
 }
 
 /// The live-or-expired records of a listing as query rows (tombstones

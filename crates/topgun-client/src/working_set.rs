@@ -7,7 +7,8 @@
 //!
 //! A map whose every record is cached is **complete**: queries then run
 //! over the cached records (decoded once, on first use) instead of reading
-//! the store. A map becomes complete by [`WorkingSet::mark_complete`] after
+//! the store; the decoded values count in the byte limit once a query
+//! decoded them ([`WorkingSet::count_decoded`]). A map becomes complete by [`WorkingSet::mark_complete`] after
 //! a full read of it, and stops being complete as soon as any of its keys
 //! is evicted or invalidated, or a change to one of its keys may have gone
 //! unseen.
@@ -16,6 +17,8 @@ use lru::LruCache;
 use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+use std::mem::size_of;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use topgun_core::Timestamp;
 use topgun_storage::StoreRecord;
@@ -25,7 +28,8 @@ use topgun_storage::StoreRecord;
 pub struct WorkingSetLimits {
     /// Most records held in RAM.
     pub max_entries: usize,
-    /// Most bytes of keys and values held in RAM (approximate).
+    /// Most bytes of keys and values held in RAM (approximate), the
+    /// values decoded for queries included.
     pub max_bytes: usize,
 }
 
@@ -62,9 +66,63 @@ pub(crate) struct CachedRecord {
     pub(crate) value: Option<Arc<[u8]>>,
     pub(crate) timestamp: Timestamp,
     pub(crate) ttl_ms: Option<u64>,
-    /// The value decoded for queries (`None` inside: not JSON-like),
-    /// filled on first use.
-    decoded: Arc<OnceLock<Option<serde_json::Value>>>,
+    /// The value decoded for queries, filled on first use; shared by
+    /// copies.
+    decoded: Arc<Decoded>,
+}
+
+/// A record's value as queries read it.
+#[derive(Debug, Default)]
+struct Decoded {
+    /// `None` inside: not JSON-like.
+    value: OnceLock<Option<serde_json::Value>>,
+    /// Bytes of `value` counted in the working set's size (0 until
+    /// [`WorkingSet::count_decoded`] counts them; set once, under the
+    /// working set's lock).
+    counted: AtomicUsize,
+}
+
+impl Decoded {
+    /// Whether the value was decoded and its bytes not counted yet.
+    fn uncounted(&self) -> bool {
+        matches!(self.value.get(), Some(Some(_))) && self.counted.load(Ordering::Relaxed) == 0
+    }
+
+    /// Counts the decoded value's bytes if they are not counted yet;
+    /// returns the bytes newly counted.
+    fn count(&self) -> usize {
+        match self.value.get() {
+            Some(Some(value)) if self.counted.load(Ordering::Relaxed) == 0 => {
+                let bytes = decoded_size(value);
+                self.counted.store(bytes, Ordering::Relaxed);
+                bytes
+            }
+            _ => 0,
+        }
+    }
+}
+
+/// Approximate bytes a decoded value takes in RAM (its nodes, strings and
+/// map entries).
+fn decoded_size(value: &serde_json::Value) -> usize {
+    use serde_json::Value;
+    /// A map entry's share of its tree node beside its key and value.
+    const MAP_ENTRY: usize = 16;
+    size_of::<Value>()
+        + match value {
+            Value::String(text) => text.capacity(),
+            Value::Array(items) => {
+                items.iter().map(decoded_size).sum::<usize>()
+                    + (items.capacity() - items.len()) * size_of::<Value>()
+            }
+            Value::Object(fields) => fields
+                .iter()
+                .map(|(name, value)| {
+                    size_of::<String>() + name.capacity() + decoded_size(value) + MAP_ENTRY
+                })
+                .sum(),
+            Value::Null | Value::Bool(_) | Value::Number(_) => 0,
+        }
 }
 
 impl CachedRecord {
@@ -90,8 +148,15 @@ impl CachedRecord {
     pub(crate) fn query_value(&self) -> Option<&serde_json::Value> {
         let bytes = self.value.as_deref()?;
         self.decoded
+            .value
             .get_or_init(|| rmp_serde::from_slice(bytes).ok())
             .as_ref()
+    }
+
+    /// Whether a query decoded the value and the working set has not
+    /// counted it yet.
+    pub(crate) fn decoded_uncounted(&self) -> bool {
+        self.decoded.uncounted()
     }
 
     /// The value a reader sees at `now_millis` (absent if a tombstone or
@@ -105,9 +170,13 @@ impl CachedRecord {
     }
 
     /// Approximate bytes held for this record under a key of `key_len`
-    /// bytes (map name and key together).
+    /// bytes (map name and key together), its decoded value included once
+    /// counted.
     fn size(&self, key_len: usize) -> usize {
-        key_len + self.value.as_ref().map_or(0, |v| v.len()) + 64
+        key_len
+            + self.value.as_ref().map_or(0, |v| v.len())
+            + 64
+            + self.decoded.counted.load(Ordering::Relaxed)
     }
 }
 
@@ -302,6 +371,22 @@ impl WorkingSet {
         let records = Arc::new(records);
         self.complete.insert(Arc::from(map), Some(records.clone()));
         Some(records)
+    }
+
+    /// After a query over `records` (a listing of `map` from
+    /// [`complete_records`](Self::complete_records)): counts the values it
+    /// decoded that are still cached in the byte size, then evicts as the
+    /// limits say.
+    pub(crate) fn count_decoded(&mut self, map: &str, records: &[(String, CachedRecord)]) {
+        for (key, record) in records {
+            let probe: &dyn KeyLike = &(map, key.as_str());
+            // Only the cached copy's bytes count (the listing may be older).
+            let cached = self.cache.peek(probe);
+            if cached.is_some_and(|cached| Arc::ptr_eq(&cached.decoded, &record.decoded)) {
+                self.stats.bytes += record.decoded.count();
+            }
+        }
+        self.enforce();
     }
 
     /// Take this before a store read whose record will be cached with
@@ -671,6 +756,60 @@ mod tests {
             CachedRecord::new(None, Timestamp::new(1, 0, "n"), None).query_value(),
             None
         );
+    }
+
+    #[test]
+    fn decoded_values_count_in_the_byte_limit() {
+        let map: Arc<str> = Arc::from("m");
+        let doc = serde_json::json!({"name": "a".repeat(40), "tags": ["x", "y"], "n": 1});
+        let bytes = rmp_serde::to_vec_named(&doc).unwrap();
+        let record =
+            || CachedRecord::new(Some(Arc::from(&bytes[..])), Timestamp::new(1, 0, "n"), None);
+        let mut ws = WorkingSet::new(WorkingSetLimits::default());
+        for key in ["a", "b", "c"] {
+            ws.insert(&map, key, record());
+        }
+        ws.mark_complete(&map, ws.map_mark("m"));
+        let encoded = ws.stats().bytes;
+        let records = ws.complete_records("m").unwrap();
+        // A query decoded two of them.
+        records[0].1.query_value().unwrap();
+        records[1].1.query_value().unwrap();
+        assert!(records[0].1.decoded_uncounted());
+        ws.count_decoded("m", &records);
+        let one = decoded_size(records[0].1.query_value().unwrap());
+        assert!(one > bytes.len(), "a tree takes more than its bytes");
+        assert_eq!(ws.stats().bytes, encoded + 2 * one);
+        assert!(!records[0].1.decoded_uncounted());
+        ws.count_decoded("m", &records);
+        assert_eq!(ws.stats().bytes, encoded + 2 * one, "counted once");
+        // A listing older than the cached copy counts nothing.
+        ws.insert(&map, "c", record());
+        records[2].1.query_value().unwrap();
+        let before = ws.stats().bytes;
+        ws.count_decoded("m", &records);
+        assert_eq!(ws.stats().bytes, before);
+        // Dropping the records takes their decoded bytes with them.
+        ws.invalidate_map("m");
+        assert_eq!(ws.stats().bytes, 0);
+
+        // Over the limit once counted: the least recently used go.
+        let mut small = WorkingSet::new(WorkingSetLimits {
+            max_entries: 100,
+            max_bytes: encoded + one,
+        });
+        for key in ["a", "b", "c"] {
+            small.insert(&map, key, record());
+        }
+        small.mark_complete(&map, small.map_mark("m"));
+        let records = small.complete_records("m").unwrap();
+        for (_, record) in records.iter() {
+            record.query_value().unwrap();
+        }
+        small.count_decoded("m", &records);
+        assert!(small.stats().bytes <= encoded + one);
+        assert!(small.stats().evictions > 0);
+        assert!(!small.is_complete("m"));
     }
 
     #[test]
