@@ -146,10 +146,14 @@ async fn complete_or_read(
 }
 
 /// After a query over `records`: the values it decoded count in the
-/// working set's byte size (the walk is skipped when it decoded none).
+/// working set's byte size (it is not locked when the query decoded
+/// none). A map whose trees do not fit is dropped from the working set
+/// and queried in the store from then on, not read in again per query.
 fn count_decoded(local: &LocalData, map: &MapShared, records: &Records) {
-    if records.iter().any(|(_, record)| record.decoded_uncounted()) {
-        local.ws().count_decoded(map.name(), records);
+    if records.iter().any(|(_, record)| record.decoded_uncounted())
+        && !local.ws().count_decoded(map.name(), records)
+    {
+        map.set_too_big();
     }
 }
 

@@ -375,9 +375,12 @@ impl WorkingSet {
 
     /// After a query over `records` (a listing of `map` from
     /// [`complete_records`](Self::complete_records)): counts the values it
-    /// decoded that are still cached in the byte size, then evicts as the
-    /// limits say.
-    pub(crate) fn count_decoded(&mut self, map: &str, records: &[(String, CachedRecord)]) {
+    /// decoded that are still cached in the byte size. If that takes the
+    /// working set over its byte limit, `map` is dropped from it (its
+    /// records and their trees), rather than other records evicted for it
+    /// or the map held over the limit. Answers whether the map is still
+    /// held.
+    pub(crate) fn count_decoded(&mut self, map: &str, records: &[(String, CachedRecord)]) -> bool {
         for (key, record) in records {
             let probe: &dyn KeyLike = &(map, key.as_str());
             // Only the cached copy's bytes count (the listing may be older).
@@ -386,7 +389,12 @@ impl WorkingSet {
                 self.stats.bytes += record.decoded.count();
             }
         }
+        if self.stats.bytes <= self.limits.max_bytes {
+            return true;
+        }
+        self.invalidate_map(map);
         self.enforce();
+        false
     }
 
     /// Take this before a store read whose record will be cached with
@@ -776,28 +784,34 @@ mod tests {
         records[0].1.query_value().unwrap();
         records[1].1.query_value().unwrap();
         assert!(records[0].1.decoded_uncounted());
-        ws.count_decoded("m", &records);
+        assert!(ws.count_decoded("m", &records));
         let one = decoded_size(records[0].1.query_value().unwrap());
         assert!(one > bytes.len(), "a tree takes more than its bytes");
         assert_eq!(ws.stats().bytes, encoded + 2 * one);
         assert!(!records[0].1.decoded_uncounted());
-        ws.count_decoded("m", &records);
+        assert!(ws.count_decoded("m", &records));
         assert_eq!(ws.stats().bytes, encoded + 2 * one, "counted once");
         // A listing older than the cached copy counts nothing.
         ws.insert(&map, "c", record());
         records[2].1.query_value().unwrap();
         let before = ws.stats().bytes;
-        ws.count_decoded("m", &records);
+        assert!(ws.count_decoded("m", &records));
         assert_eq!(ws.stats().bytes, before);
         // Dropping the records takes their decoded bytes with them.
         ws.invalidate_map("m");
         assert_eq!(ws.stats().bytes, 0);
 
-        // Over the limit once counted: the least recently used go.
+        // Over the limit once counted: the map is dropped, not another
+        // map's records.
+        let other: Arc<str> = Arc::from("other");
         let mut small = WorkingSet::new(WorkingSetLimits {
             max_entries: 100,
-            max_bytes: encoded + one,
+            max_bytes: encoded * 2 + one,
         });
+        for key in ["a", "b", "c"] {
+            small.insert(&other, key, record());
+        }
+        let others = small.stats().bytes;
         for key in ["a", "b", "c"] {
             small.insert(&map, key, record());
         }
@@ -806,10 +820,11 @@ mod tests {
         for (_, record) in records.iter() {
             record.query_value().unwrap();
         }
-        small.count_decoded("m", &records);
-        assert!(small.stats().bytes <= encoded + one);
-        assert!(small.stats().evictions > 0);
+        assert!(!small.count_decoded("m", &records));
+        assert_eq!(small.stats().bytes, others);
         assert!(!small.is_complete("m"));
+        assert!(!small.contains("m", "a"));
+        assert!(small.contains("other", "a"));
     }
 
     #[test]

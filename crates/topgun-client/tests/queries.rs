@@ -563,6 +563,52 @@ async fn a_map_too_big_for_the_working_set_is_queried_in_the_store() {
     assert!(scans.load(SeqCst) > before, "read from the store again");
 }
 
+/// A map whose records fit the working set but whose values, decoded for
+/// its queries, do not is dropped from RAM after its first query (the
+/// byte limit holds) and queried in the store from then on; another map's
+/// records stay.
+#[tokio::test]
+async fn a_map_whose_decoded_values_do_not_fit_is_queried_in_the_store() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let (store, scans) = counting_store();
+    let c = TopGunClient::builder()
+        .store(store)
+        .working_set(WorkingSetLimits {
+            max_entries: 1_000,
+            max_bytes: 40_000,
+        })
+        .build()
+        .await
+        .unwrap();
+    let small = c.get_json_map("small").unwrap();
+    small.put("k", json!({"n": 1})).await.unwrap();
+    let m = c.get_json_map("docs").unwrap();
+    for i in 0..100 {
+        let text = "x".repeat(40);
+        m.put(
+            &format!("k{i:03}"),
+            json!({"n": i, "a": text, "b": [text, text]}),
+        )
+        .await
+        .unwrap();
+    }
+    let encoded = c.working_set_stats().bytes;
+    assert!(encoded < 40_000, "the records fit: {encoded}");
+    assert_eq!(m.count(&Query::new()).await.unwrap(), 100);
+    assert_eq!(m.query(&Query::new()).await.unwrap().results.len(), 100);
+    let stats = c.working_set_stats();
+    assert!(stats.bytes <= 40_000, "{}", stats.bytes);
+    assert_eq!(stats.entries, 1, "only `small` is held");
+    let before = scans.load(SeqCst);
+    let page = m
+        .query(&Query::new().filter(Predicate::gte("n", 98)))
+        .await
+        .unwrap();
+    assert_eq!(page.results.len(), 2);
+    assert!(scans.load(SeqCst) > before, "read from the store");
+    assert_eq!(c.working_set_stats().entries, 1, "and not held");
+}
+
 /// `preload` reads a map that fits into RAM ahead of its queries and
 /// listings, which then read nothing from the store; a map over the complete limit, or
 /// one that would crowd out another map's records, is left to be read on

@@ -194,8 +194,10 @@ export function commitWrite(tx, ops, meta, bytes, ends, delta, deltaKey) {
   try {
     let start = 0;
     for (const end of ends) {
+      // The layout codec.rs reads (`delta` is codec::ENTRY_DELTA, the
+      // key path of the `delta` index).
       const entry = { synced: 0, ops: bytes.slice(start, end) };
-      if (delta.length > 0 && start === 0) entry.delta = delta.slice();
+      if (delta.length > 0 && requests.length === 0) entry.delta = delta.slice();
       requests.push(ops.add(entry));
       start = end;
     }
@@ -211,8 +213,10 @@ export function commitWrite(tx, ops, meta, bytes, ends, delta, deltaKey) {
   }
   return new Promise((resolve, reject) => {
     tx.oncomplete = () => resolve(requests.map((request) => request.result));
-    // A failed request's error reaches the transaction before it aborts.
-    tx.onerror = (event) => reject(event.target.error);
+    // A failed request's error reaches the transaction before it aborts
+    // (requests pending when it aborted for another cause, a full disk at
+    // commit say, fail with AbortError once `tx.error` names the cause).
+    tx.onerror = (event) => reject(tx.error ?? event.target.error);
     tx.onabort = () => reject(tx.error ?? new DOMException("the transaction was aborted", "AbortError"));
   });
 }
@@ -237,13 +241,6 @@ extern "C" {
     #[wasm_bindgen(js_name = packRecords)]
     pub(crate) fn pack_records(objects: Vec<JsValue>) -> Uint8Array;
 
-    /// Puts (or, with `add`, adds) a record object in `store`
-    /// (`key_value_store` in a read-write transaction; see `codec`):
-    /// `{mapName, key, dirty, body}`, `map_name` already as [`name`]
-    /// stores it, the key stored so, and the body copied out of wasm
-    /// memory (`slice`). One call across the boundary, returning nothing:
-    /// building the object from Rust took eight calls, and handing the
-    /// object and then the request back and forth two more.
     /// Starts a read-write transaction over the stores named in `scope`
     /// (a JS array of names): `[transaction, ...stores]`, in one call.
     #[wasm_bindgen(js_name = beginWrite, catch)]
@@ -265,6 +262,13 @@ extern "C" {
         delta_key: &JsValue,
     ) -> Result<js_sys::Promise, JsValue>;
 
+    /// Puts (or, with `add`, adds) a record object in `store`
+    /// (`key_value_store` in a read-write transaction; see `codec`):
+    /// `{mapName, key, dirty, body}`, `map_name` already as [`name`]
+    /// stores it, the key stored so, and the body copied out of wasm
+    /// memory (`slice`). One call across the boundary, returning nothing:
+    /// building the object from Rust took eight calls, and handing the
+    /// object and then the request back and forth two more.
     #[wasm_bindgen(js_name = putRecord, catch)]
     pub(crate) fn put_record(
         store: &JsValue,
