@@ -8,10 +8,10 @@
 //! A map whose every record is cached is **complete**: queries then run
 //! over the cached records (decoded once, on first use) instead of reading
 //! the store; the decoded values count in the byte limit once a query
-//! decoded them ([`WorkingSet::count_decoded`]). A map becomes complete by [`WorkingSet::mark_complete`] after
-//! a full read of it, and stops being complete as soon as any of its keys
-//! is evicted or invalidated, or a change to one of its keys may have gone
-//! unseen.
+//! decoded them ([`WorkingSet::count_decoded`]). A map becomes complete by
+//! [`WorkingSet::mark_complete`] after a full read of it, and stops being
+//! complete as soon as any of its keys is evicted or invalidated, or a
+//! change to one of its keys may have gone unseen.
 
 use lru::LruCache;
 use std::borrow::Borrow;

@@ -186,9 +186,9 @@ export function beginWrite(db, scope) {
 // per cut of `bytes` (cut at each of `ends`), `{synced: 0, ops}`, the
 // first with `delta` as its `delta`; with no entry, `delta` (if not
 // empty: an empty one changed nothing) goes to `meta` at `deltaKey`.
-// Then commits. If a request cannot be issued,
-// aborts and throws. Returns a promise of the entries' keys once the
-// transaction completed, rejected with the error that failed it.
+// Then commits. If a request cannot be issued, aborts and throws. Returns
+// a promise of the entries' keys once the transaction completed, rejected
+// with the error that failed it.
 export function commitWrite(tx, ops, meta, bytes, ends, delta, deltaKey) {
   const requests = [];
   try {
