@@ -10,6 +10,8 @@ use tokio::sync::broadcast;
 use topgun_core::Timestamp;
 
 /// Changes the client-wide feed holds for a slow reader before it lags.
+/// Its slots are allocated when the client opens, so each holds an `Arc`
+/// (a pointer) rather than a [`Change`].
 const FEED_BUFFER: usize = 8192;
 
 /// One change to one key, as published to subscribers: what another
@@ -35,7 +37,7 @@ pub(crate) struct MapShared {
     name: Arc<str>,
     events: broadcast::Sender<RawEvent>,
     live: LiveQueries,
-    feed: broadcast::Sender<Change>,
+    feed: broadcast::Sender<Arc<Change>>,
     /// One full read at a time: queries that arrive meanwhile wait for it.
     full_read: tokio::sync::Mutex<()>,
     /// The map had more records than the working set holds for one map
@@ -115,7 +117,7 @@ impl MapShared {
         let key: Arc<str> = Arc::from(key);
         if feed {
             // No reader is not an error.
-            let _ = self.feed.send(Change {
+            let _ = self.feed.send(Arc::new(Change {
                 map: self.name.clone(),
                 key: key.clone(),
                 old: old.clone(),
@@ -123,7 +125,7 @@ impl MapShared {
                 origin,
                 timestamp: timestamp.clone(),
                 ttl_ms,
-            });
+            }));
         }
         if events {
             // No subscriber is not an error.
@@ -142,7 +144,7 @@ impl MapShared {
 #[derive(Debug)]
 pub(crate) struct MapHub {
     maps: Mutex<HashMap<String, Arc<MapShared>>>,
-    feed: broadcast::Sender<Change>,
+    feed: broadcast::Sender<Arc<Change>>,
 }
 
 impl Default for MapHub {
@@ -158,7 +160,7 @@ impl MapHub {
     /// Every change to every map from now on (a reader that falls more
     /// than [`FEED_BUFFER`] behind lags).
     #[cfg_attr(not(all(feature = "redb", unix)), allow(dead_code))] // Used by `shared_dir`.
-    pub(crate) fn changes(&self) -> broadcast::Receiver<Change> {
+    pub(crate) fn changes(&self) -> broadcast::Receiver<Arc<Change>> {
         self.feed.subscribe()
     }
 

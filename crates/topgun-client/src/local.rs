@@ -805,7 +805,7 @@ impl LocalData {
         )),
         allow(dead_code)
     )] // Used by `shared_dir` and `tabs`.
-    pub(crate) fn changes(&self) -> broadcast::Receiver<Change> {
+    pub(crate) fn changes(&self) -> broadcast::Receiver<Arc<Change>> {
         self.hub.changes()
     }
 

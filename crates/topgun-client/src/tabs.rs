@@ -461,7 +461,7 @@ impl Tabs {
                         Origin::Local => change.timestamp.node_id == node_id,
                         Origin::Remote => leader,
                     })
-                    .map(ChangeFrame::from)
+                    .map(|change| ChangeFrame::from(&**change))
                     .collect();
                 if !own.is_empty() {
                     post(&tabs.channel, &Message::Changes(own));

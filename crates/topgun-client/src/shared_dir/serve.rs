@@ -94,7 +94,7 @@ impl Drop for LeaderServer {
 struct ConnOut {
     out: Arc<Outbox>,
     /// Changes not sent yet; locked while sending, which keeps the order.
-    feed: Mutex<broadcast::Receiver<crate::hub::Change>>,
+    feed: Mutex<broadcast::Receiver<Arc<crate::hub::Change>>>,
 }
 
 impl ConnOut {
@@ -121,7 +121,7 @@ impl ConnOut {
         let mut buf = Vec::new();
         loop {
             match feed.try_recv() {
-                Ok(change) => encode_into(&mut buf, &Frame::Change(ChangeFrame::from(&change)))?,
+                Ok(change) => encode_into(&mut buf, &Frame::Change(ChangeFrame::from(&*change)))?,
                 Err(broadcast::error::TryRecvError::Empty) => break,
                 Err(_) => return Err(std::io::Error::other("the follower fell behind")),
             }
