@@ -193,13 +193,16 @@ impl WriteTxn {
 
     fn start(scope: &WriteScope) -> Result<Self, StorageError> {
         const DURING: &str = "starting a write";
-        // One call for the transaction and its stores.
+        // One call for the transaction and its stores. They are what
+        // `beginWrite` returns, so their types need no check.
         let parts = js::begin_write(&scope.database, &scope.names).map_err(js_error(DURING))?;
         let (tx_js, records_js, ops_js, meta_js) =
             (parts.get(0), parts.get(1), parts.get(2), parts.get(3));
-        let tx = Transaction::try_from(tx_js.clone()).map_err(idb_error(DURING))?;
-        let store = |js: &JsValue| ObjectStore::try_from(js.clone()).map_err(idb_error(DURING));
-        let (records, ops, meta) = (store(&records_js)?, store(&ops_js)?, store(&meta_js)?);
+        let tx = Transaction::from(tx_js.clone().unchecked_into::<web_sys::IdbTransaction>());
+        let store = |js: &JsValue| {
+            ObjectStore::from(js.clone().unchecked_into::<web_sys::IdbObjectStore>())
+        };
+        let (records, ops, meta) = (store(&records_js), store(&ops_js), store(&meta_js));
         Ok(Self {
             tx,
             tx_js,
