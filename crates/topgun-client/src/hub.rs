@@ -45,6 +45,8 @@ pub(crate) struct MapShared {
     too_big: AtomicBool,
     /// A preload of the map was asked for (it runs once).
     preload_asked: AtomicBool,
+    /// A preload of the map is to start later (see `IMap::preload_later`).
+    preload_due: AtomicBool,
 }
 
 impl MapShared {
@@ -81,6 +83,16 @@ impl MapShared {
     /// Whether this is the first preload asked of the map.
     pub(crate) fn first_preload(&self) -> bool {
         !self.preload_asked.swap(true, Ordering::Relaxed)
+    }
+
+    /// Records that a preload of the map is to start later.
+    pub(crate) fn set_preload_due(&self) {
+        self.preload_due.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a preload of the map is due and has not started.
+    pub(crate) fn preload_due(&self) -> bool {
+        self.preload_due.load(Ordering::Relaxed) && !self.preload_asked.load(Ordering::Relaxed)
     }
 
     /// After a clear: the map may fit in the working set again.
@@ -178,6 +190,7 @@ impl MapHub {
             full_read: tokio::sync::Mutex::new(()),
             too_big: AtomicBool::new(false),
             preload_asked: AtomicBool::new(false),
+            preload_due: AtomicBool::new(false),
         });
         maps.insert(name.to_owned(), map.clone());
         map

@@ -25,8 +25,9 @@ const PAGE: usize = 512;
 /// How long a read waits for a pruned key to come back from the server.
 const FETCH_WAIT_MS: u64 = 5_000;
 /// A `get_many` missing this many keys in the working set waits for a
-/// full read of their map under way instead of reading them beside it.
-const WAIT_FOR_FULL_READ: usize = 64;
+/// full read of their map under way instead of reading them beside it
+/// (and `IMap::get_many` of this many keys starts a preload that is due).
+pub(crate) const WAIT_FOR_FULL_READ: usize = 64;
 
 /// The value of a write of [`LocalData::write_many`] (`None` removes), or
 /// why it could not be made.

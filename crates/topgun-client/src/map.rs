@@ -183,6 +183,10 @@ impl<V: Serialize + DeserializeOwned> IMap<V> {
         for key in keys {
             check_name("key", key)?;
         }
+        if keys.len() >= crate::local::WAIT_FOR_FULL_READ && self.shared.preload_due() {
+            // Best effort: a map not read in full is read key by key below.
+            let _ = self.preload().await;
+        }
         let values = self.local.read_many(&self.shared, keys).await?;
         keys.iter()
             .zip(values)
@@ -323,6 +327,21 @@ impl<V: Serialize + DeserializeOwned> IMap<V> {
     /// Storage errors, [`ClientError::Closed`].
     pub async fn preload(&self) -> Result<bool, ClientError> {
         crate::complete::preload(&self.local, &self.shared).await
+    }
+
+    /// [`preload`](Self::preload), for the caller to run later (the JS API
+    /// runs it from the page's next task, so that the page's first reads
+    /// and writes are not queued behind it). Until it starts, a
+    /// [`get_many`](Self::get_many) of many keys starts it at once and
+    /// answers from the records it read, rather than reading those keys
+    /// and then the whole map again.
+    pub fn preload_later(&self) -> impl std::future::Future<Output = Result<bool, ClientError>>
+    where
+        V: 'static,
+    {
+        self.shared.set_preload_due();
+        let map = self.clone();
+        async move { map.preload().await }
     }
 
     /// How many records match `query` (at most its `limit`), without

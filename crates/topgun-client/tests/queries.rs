@@ -438,6 +438,50 @@ async fn entries_during_a_preload_wait_for_it() {
     assert_eq!(p.calls.load(SeqCst), 1, "listed from the working set");
 }
 
+/// A `get_many` of many keys while a preload is due but not started
+/// (`preload_later`, as the JS API's `getMap` leaves it) runs the preload
+/// and answers from it: the map is read once, not key by key and then
+/// whole.
+#[tokio::test]
+async fn get_many_starts_a_due_preload_and_reads_the_map_once() {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use topgun_storage::conformance::{remote, ts};
+    let inner = MemoryStore::new();
+    let records: Vec<_> = (0..100)
+        .map(|i| {
+            let value = rmp_serde::to_vec_named(&json!({ "n": i })).unwrap();
+            remote("m", &format!("k{i:03}"), Some(&value), ts(1 + i))
+        })
+        .collect();
+    inner.apply_remote(records).await.unwrap();
+    let (scans, key_reads) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (scanned, read) = (scans.clone(), key_reads.clone());
+    let store = Arc::new(HookedStore::new(
+        inner,
+        Arc::new(move |call, phase| {
+            if phase == Phase::Before {
+                match call {
+                    StoreCall::Scan => scanned.fetch_add(1, SeqCst),
+                    StoreCall::GetMany | StoreCall::Get => read.fetch_add(1, SeqCst),
+                    _ => 0,
+                };
+            }
+            Box::pin(async {})
+        }),
+    ));
+    let client = client_on(store, 1_000).await;
+    let map = client.get_json_map("m").unwrap();
+    let later = map.preload_later();
+    let keys: Vec<String> = (0..100).map(|i| format!("k{i:03}")).collect();
+    let values = map.get_many(&keys).await.unwrap();
+    assert_eq!(values[42], Some(json!({ "n": 42 })));
+    assert_eq!(key_reads.load(SeqCst), 0, "keys read beside the preload");
+    assert_eq!(scans.load(SeqCst), 1);
+    // The preload, run later, finds its work done.
+    assert!(later.await.unwrap());
+    assert_eq!(scans.load(SeqCst), 1, "the map read twice");
+}
+
 /// A client on `store` with a working set of `entries`.
 async fn client_on(store: Arc<dyn Store>, entries: usize) -> TopGunClient {
     TopGunClient::builder()

@@ -155,13 +155,13 @@ impl JsClient {
             .get_json_map(name)
             .map_err(|e| from_client(&e))?;
         if self.preload {
-            let preloading = map.clone();
+            let preload = map.preload_later();
             wasm_bindgen_futures::spawn_local(async move {
                 // From the next task on: reads and writes the page makes
                 // right after `getMap` go first, not behind the preload.
                 gloo_timers::future::TimeoutFuture::new(0).await;
                 // Best effort: a map that is not preloaded is read on demand.
-                let _ = preloading.preload().await;
+                let _ = preload.await;
             });
         }
         Ok(JsMap::new(map))
