@@ -342,17 +342,23 @@ struct Preloading {
     calls: Arc<std::sync::atomic::AtomicUsize>,
 }
 
-async fn preloading(counted: StoreCall) -> Preloading {
-    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+/// A store holding map `m`: 100 records, `k000`…`k099`, `{"n": i}`.
+async fn hundred_records() -> MemoryStore {
     use topgun_storage::conformance::{remote, ts};
-    let inner = MemoryStore::new();
+    let store = MemoryStore::new();
     let records: Vec<_> = (0..100)
         .map(|i| {
             let value = rmp_serde::to_vec_named(&json!({ "n": i })).unwrap();
             remote("m", &format!("k{i:03}"), Some(&value), ts(1 + i))
         })
         .collect();
-    inner.apply_remote(records).await.unwrap();
+    store.apply_remote(records).await.unwrap();
+    store
+}
+
+async fn preloading(counted: StoreCall) -> Preloading {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    let inner = hundred_records().await;
     let (open, opened) = tokio::sync::watch::channel(false);
     let (entered, mut scanning) = tokio::sync::mpsc::unbounded_channel();
     let calls = Arc::new(AtomicUsize::new(0));
@@ -445,15 +451,7 @@ async fn entries_during_a_preload_wait_for_it() {
 #[tokio::test]
 async fn get_many_starts_a_due_preload_and_reads_the_map_once() {
     use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-    use topgun_storage::conformance::{remote, ts};
-    let inner = MemoryStore::new();
-    let records: Vec<_> = (0..100)
-        .map(|i| {
-            let value = rmp_serde::to_vec_named(&json!({ "n": i })).unwrap();
-            remote("m", &format!("k{i:03}"), Some(&value), ts(1 + i))
-        })
-        .collect();
-    inner.apply_remote(records).await.unwrap();
+    let inner = hundred_records().await;
     let (scans, key_reads) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let (scanned, read) = (scans.clone(), key_reads.clone());
     let store = Arc::new(HookedStore::new(
