@@ -25,9 +25,9 @@ const PAGE: usize = 512;
 /// How long a read waits for a pruned key to come back from the server.
 const FETCH_WAIT_MS: u64 = 5_000;
 /// A `get_many` missing this many keys in the working set waits for a
-/// full read of their map under way instead of reading them beside it
-/// (and `IMap::get_many` of this many keys starts a preload that is due).
-pub(crate) const WAIT_FOR_FULL_READ: usize = 64;
+/// full read of their map under way (or starts the map's preload, if it
+/// is due) instead of reading them beside it.
+const WAIT_FOR_FULL_READ: usize = 64;
 
 /// The value of a write of [`LocalData::write_many`] (`None` removes), or
 /// why it could not be made.
@@ -176,12 +176,14 @@ impl LocalData {
     }
 
     /// The live values of `keys`, in their order: working set first (once
-    /// a full read of the map under way is done, if many are missing),
-    /// then one store call for all the misses.
+    /// a full read of the map under way is done, if many are missing, or
+    /// `preload`, awaited only if many are missing and the map's preload is
+    /// due), then one store call for all the misses.
     pub(crate) async fn read_many(
         &self,
         map: &MapShared,
         keys: &[String],
+        preload: impl std::future::Future<Output = Result<bool, ClientError>>,
     ) -> Result<Vec<Option<Arc<[u8]>>>, ClientError> {
         self.check_open()?;
         let mut values = Vec::with_capacity(keys.len());
@@ -195,11 +197,24 @@ impl LocalData {
                 }
             }
         }
-        if misses.len() >= WAIT_FOR_FULL_READ && map.full_read().try_lock().is_err() {
+        let waited = if misses.len() < WAIT_FOR_FULL_READ {
+            false
+        } else if map.preload_due() {
+            // The whole map is about to be read into the working set: one
+            // read now beats reading these keys and then the map again.
+            // Best effort: a map not read in full is read key by key below.
+            let _ = preload.await;
+            true
+        } else if map.full_read().try_lock().is_err() {
             // The whole map is being read into the working set (a preload,
             // a query's first read): one read that is under way already
             // beats reading this many keys again beside it.
             drop(map.full_read().lock().await);
+            true
+        } else {
+            false
+        };
+        if waited {
             self.check_open()?;
             let now = self.now_millis();
             let mut ws = self.ws();

@@ -183,11 +183,10 @@ impl<V: Serialize + DeserializeOwned> IMap<V> {
         for key in keys {
             check_name("key", key)?;
         }
-        if keys.len() >= crate::local::WAIT_FOR_FULL_READ && self.shared.preload_due() {
-            // Best effort: a map not read in full is read key by key below.
-            let _ = self.preload().await;
-        }
-        let values = self.local.read_many(&self.shared, keys).await?;
+        let values = self
+            .local
+            .read_many(&self.shared, keys, self.preload())
+            .await?;
         keys.iter()
             .zip(values)
             .map(|(key, value)| value.map(|bytes| self.decode(key, &bytes)).transpose())
@@ -332,9 +331,9 @@ impl<V: Serialize + DeserializeOwned> IMap<V> {
     /// [`preload`](Self::preload), for the caller to run later (the JS API
     /// runs it from the page's next task, so that the page's first reads
     /// and writes are not queued behind it). Until it starts, a
-    /// [`get_many`](Self::get_many) of many keys starts it at once and
-    /// answers from the records it read, rather than reading those keys
-    /// and then the whole map again.
+    /// [`get_many`](Self::get_many) missing many keys in the working set
+    /// starts it at once and answers from the records it read, rather than
+    /// reading those keys and then the whole map again.
     pub fn preload_later(&self) -> impl std::future::Future<Output = Result<bool, ClientError>>
     where
         V: 'static,
