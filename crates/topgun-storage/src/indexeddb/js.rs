@@ -186,10 +186,11 @@ export function beginWrite(db, scope) {
 // per cut of `bytes` (cut at each of `ends`), `{synced: 0, ops}`, the
 // first with `delta` as its `delta`; with no entry, `delta` (if not
 // empty: an empty one changed nothing) goes to `meta` at `deltaKey`.
-// Then commits. If a request cannot be issued, aborts and throws. Returns
-// a promise of the entries' keys once the transaction completed, rejected
-// with the error that failed it.
-export function commitWrite(tx, ops, meta, bytes, ends, delta, deltaKey) {
+// Then commits. If a request cannot be issued, aborts and throws. Once
+// the transaction completed, calls `done(number, true, keys)` with the
+// entries' keys; if it failed, `done(number, false, error)` with the
+// error that failed it. `done` is called once.
+export function commitWrite(tx, ops, meta, bytes, ends, delta, deltaKey, done, number) {
   const requests = [];
   try {
     let start = 0;
@@ -211,14 +212,18 @@ export function commitWrite(tx, ops, meta, bytes, ends, delta, deltaKey) {
     }
     throw error;
   }
-  return new Promise((resolve, reject) => {
-    tx.oncomplete = () => resolve(requests.map((request) => request.result));
-    // A failed request's error reaches the transaction before it aborts
-    // (requests pending when it aborted for another cause, a full disk at
-    // commit say, fail with AbortError once `tx.error` names the cause).
-    tx.onerror = (event) => reject(tx.error ?? event.target.error);
-    tx.onabort = () => reject(tx.error ?? new DOMException("the transaction was aborted", "AbortError"));
-  });
+  let settled = false;
+  const settle = (completed, value) => {
+    if (settled) return;
+    settled = true;
+    done(number, completed, value);
+  };
+  tx.oncomplete = () => settle(true, requests.map((request) => request.result));
+  // A failed request's error reaches the transaction before it aborts
+  // (requests pending when it aborted for another cause, a full disk at
+  // commit say, fail with AbortError once `tx.error` names the cause).
+  tx.onerror = (event) => settle(false, tx.error ?? event.target.error);
+  tx.onabort = () => settle(false, tx.error ?? new DOMException("the transaction was aborted", "AbortError"));
 }
 export function putRecord(store, add, mapName, key, dirty, body) {
   const object = { mapName, key: storedName(key), dirty, body: body.slice() };
@@ -248,9 +253,9 @@ extern "C" {
 
     /// Adds a write transaction's `operation_log` entries (`bytes` cut at
     /// `ends`, the first carrying `delta`) or, logging none, its `delta`
-    /// (if not empty) in `meta` at `delta_key`, and commits: one call,
-    /// and one promise for the outcome, of the entries' keys (see the JS
-    /// above).
+    /// (if not empty) in `meta` at `delta_key`, and commits, in one call;
+    /// the outcome (the entries' keys, or the error) goes to `done` with
+    /// `number` (see the JS above and [`super::completion`]).
     #[wasm_bindgen(js_name = commitWrite, catch)]
     pub(crate) fn commit_write(
         tx: &JsValue,
@@ -260,7 +265,9 @@ extern "C" {
         ends: &[u32],
         delta: &[u8],
         delta_key: &JsValue,
-    ) -> Result<js_sys::Promise, JsValue>;
+        done: &js_sys::Function,
+        number: f64,
+    ) -> Result<(), JsValue>;
 
     /// Puts (or, with `add`, adds) a record object in `store`
     /// (`key_value_store` in a read-write transaction; see `codec`):

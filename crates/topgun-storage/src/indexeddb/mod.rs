@@ -17,6 +17,7 @@
 //! right after the commit.
 
 mod codec;
+mod completion;
 mod delta;
 mod js;
 mod ops;

@@ -9,6 +9,7 @@
 //! else would let it commit early.
 
 use super::codec::{self, Stored};
+use super::completion::{Completion, Outcome};
 use super::delta::Delta;
 use super::js::{self, idb_error, js_error};
 use super::range::{RangeRead, RANGE_READ_MIN};
@@ -20,7 +21,6 @@ use std::collections::{HashMap, HashSet};
 use std::future::IntoFuture;
 use topgun_core::Timestamp;
 use wasm_bindgen::{JsCast, JsValue};
-use wasm_bindgen_futures::JsFuture;
 
 /// What a write transaction is opened on: the database and the names of
 /// its three object stores (records, ops, meta), as JS values made once.
@@ -457,11 +457,16 @@ impl WriteTxn {
     }
 
     /// Adds the logged ops' entries and the transaction's [`Delta`] and
-    /// commits. The delta rides in the first entry; a transaction that
+    /// commits; `completion` (the connection's) answers when it completed.
+    /// The delta rides in the first entry; a transaction that
     /// logged no op adds it to `meta_store` at `delta_key` (see
     /// [`super::delta`]). If a request cannot be issued, the transaction
     /// is aborted (left alone, it would commit what was issued).
-    pub(crate) fn commit(self, delta_key: &JsValue) -> Result<Committing, StorageError> {
+    pub(crate) fn commit(
+        self,
+        completion: &Completion,
+        delta_key: &JsValue,
+    ) -> Result<Committing, StorageError> {
         let prepared = self.entries.ends().and_then(|ends| {
             let delta = if self.delta.is_empty() {
                 Vec::new()
@@ -477,8 +482,9 @@ impl WriteTxn {
                 return Err(error);
             }
         };
+        let (number, answer) = completion.next();
         // Aborts the transaction itself if a request cannot be issued.
-        let answer = js::commit_write(
+        js::commit_write(
             &self.tx_js,
             &self.ops_js,
             &self.meta_js,
@@ -486,11 +492,11 @@ impl WriteTxn {
             &ends,
             &delta,
             delta_key,
+            completion.callback(),
+            number,
         )
         .map_err(js_error(COMMITTING))?;
-        Ok(Committing {
-            answer: answer.into(),
-        })
+        Ok(Committing { answer })
     }
 
     /// Aborts the transaction: nothing it did is stored.
@@ -510,9 +516,8 @@ pub(crate) fn signed(n: u64) -> i64 {
 
 /// A transaction told to commit.
 pub(crate) struct Committing {
-    /// Resolves to the keys of the entries added, once the transaction
-    /// completed.
-    answer: JsFuture,
+    /// The keys of the entries added, once the transaction completed.
+    answer: Outcome,
 }
 
 /// Why a commit did not answer.

@@ -14,6 +14,7 @@
 //! nothing, and the group is written again with reads; the next few
 //! groups read first.
 
+use super::completion::Completion;
 use super::delta;
 use super::js::JsFailure;
 use super::ops::{WriteOp, WriteOutcome};
@@ -51,6 +52,8 @@ pub(crate) struct Writer {
     database: Database,
     /// What its write transactions are opened on.
     scope: WriteScope,
+    /// What tells when one has completed.
+    completion: Completion,
     queue: RefCell<Queue>,
     /// This connection's number in the keys of its deltas (random, so
     /// that connections in other tabs use others).
@@ -79,6 +82,7 @@ impl Writer {
         Rc::new(Self {
             database,
             scope: WriteScope::new(handle),
+            completion: Completion::default(),
             queue: RefCell::default(),
             id: (js_sys::Math::random() * 2f64.powi(53)).floor(),
             next_delta: Cell::new(0),
@@ -203,7 +207,7 @@ impl Writer {
         let n = self.next_delta.get();
         self.next_delta.set(n + 1);
         let entries = txn
-            .commit(&delta::delta_key(self.id, n))
+            .commit(&self.completion, &delta::delta_key(self.id, n))
             .map_err(Failure::All)?
             .done()
             .await
