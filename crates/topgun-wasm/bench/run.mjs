@@ -60,7 +60,7 @@ const server = createServer(async (req, res) => {
   }
 });
 await new Promise((ok) => server.listen(0, "127.0.0.1", ok));
-const systems = ["raw-idb", "dexie", "topgun", "topgun-cold", ...(baseline ? ["topgun-baseline"] : [])];
+const systems = ["raw-idb", "raw-idb-oplog", "dexie", "topgun", "topgun-cold", ...(baseline ? ["topgun-baseline"] : [])];
 const url = `http://127.0.0.1:${server.address().port}/?runs=${runs}&warmup=${warmup}&systems=${systems.join(",")}`;
 
 const browser = await chromium.launch({
@@ -111,6 +111,8 @@ const report = {
   medians_ms: medians,
   ratios: {
     topgun_vs_raw_idb: ratio("topgun", "raw-idb"),
+    topgun_vs_raw_idb_oplog: ratio("topgun", "raw-idb-oplog"),
+    raw_idb_oplog_vs_raw_idb: ratio("raw-idb-oplog", "raw-idb"),
     topgun_vs_dexie: ratio("topgun", "dexie"),
     topgun_cold_vs_raw_idb: ratio("topgun-cold", "raw-idb"),
     topgun_cold_vs_dexie: ratio("topgun-cold", "dexie"),
@@ -120,6 +122,8 @@ const report = {
   // Per metric, the median over runs of that run's ratio.
   paired_ratios: {
     topgun_vs_raw_idb: paired("topgun", "raw-idb"),
+    topgun_vs_raw_idb_oplog: paired("topgun", "raw-idb-oplog"),
+    raw_idb_oplog_vs_raw_idb: paired("raw-idb-oplog", "raw-idb"),
     topgun_vs_dexie: paired("topgun", "dexie"),
     topgun_cold_vs_raw_idb: paired("topgun-cold", "raw-idb"),
     topgun_cold_vs_dexie: paired("topgun-cold", "dexie"),
@@ -134,8 +138,9 @@ await writeFile(out, JSON.stringify(report, null, 2));
 
 const pad = (s, n) => String(s).padEnd(n);
 console.log(
-  `${pad("metric (median ms)", 22)}${pad("raw-idb", 10)}${pad("dexie", 10)}${pad("topgun", 10)}` +
-    `${pad("tg/raw", 8)}${pad("tg/dexie", 10)}${pad("cold", 10)}${pad("cold/raw", 10)}` +
+  `${pad("metric (median ms)", 22)}${pad("raw-idb", 10)}${pad("raw+log", 10)}${pad("dexie", 10)}` +
+    `${pad("topgun", 10)}${pad("tg/raw", 8)}${pad("tg/raw+log", 12)}${pad("tg/dexie", 10)}` +
+    `${pad("cold", 10)}${pad("cold/raw", 10)}` +
     `${pad("cold/dexie", 12)}paired tg/raw, tg/dexie`,
 );
 for (const m of metrics) {
@@ -144,8 +149,9 @@ for (const m of metrics) {
       ` (paired ${report.paired_ratios.topgun_vs_baseline[m]})`
     : "";
   console.log(
-    pad(m, 22) + pad(medians["raw-idb"][m].toFixed(1), 10) + pad(medians.dexie[m].toFixed(1), 10) +
-      pad(medians.topgun[m].toFixed(1), 10) + pad(report.ratios.topgun_vs_raw_idb[m], 8) +
+    pad(m, 22) + pad(medians["raw-idb"][m].toFixed(1), 10) + pad(medians["raw-idb-oplog"][m].toFixed(1), 10) +
+      pad(medians.dexie[m].toFixed(1), 10) + pad(medians.topgun[m].toFixed(1), 10) +
+      pad(report.ratios.topgun_vs_raw_idb[m], 8) + pad(report.ratios.topgun_vs_raw_idb_oplog[m], 12) +
       pad(report.ratios.topgun_vs_dexie[m], 10) + pad(medians["topgun-cold"][m].toFixed(1), 10) +
       pad(report.ratios.topgun_cold_vs_raw_idb[m], 10) + pad(report.ratios.topgun_cold_vs_dexie[m], 12) +
       `${report.paired_ratios.topgun_vs_raw_idb[m]}, ${report.paired_ratios.topgun_vs_dexie[m]}${against}`,

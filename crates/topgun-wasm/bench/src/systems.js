@@ -27,12 +27,31 @@ function deleteDatabase(name) {
   return request(indexedDB.deleteDatabase(name));
 }
 
-/** Plain IndexedDB: one object store keyed by `id`, native indexes. */
-export function rawIdb() {
+/**
+ * Plain IndexedDB: one object store keyed by `id`, native indexes. With
+ * `oplog`, each write also adds an entry per document to an
+ * `operation_log` store (auto-increment key, `synced` index) in the same
+ * transaction, as TopGun's schema has every client log its writes: the
+ * least an op-logging client can do, with no library code around it.
+ */
+export function rawIdb({ oplog = false } = {}) {
   let db;
   const store = (mode) => db.transaction("docs", mode).objectStore("docs");
+  const scope = oplog ? ["docs", "operation_log"] : "docs";
+  const write = (tx, doc) => {
+    tx.objectStore("docs").put(doc);
+    if (oplog) {
+      tx.objectStore("operation_log").add({
+        mapName: "docs",
+        key: doc.id,
+        opType: "PUT",
+        record: { value: doc, timestamp: { millis: Date.now(), counter: 0, nodeId: "bench" } },
+        synced: 0,
+      });
+    }
+  };
   return {
-    id: "raw-idb",
+    id: oplog ? "raw-idb-oplog" : "raw-idb",
     async open(name) {
       const req = indexedDB.open(name, 1);
       req.onupgradeneeded = () => {
@@ -40,18 +59,21 @@ export function rawIdb() {
         docs.createIndex("var1", "var1");
         docs.createIndex("var2", "var2");
         docs.createIndex("var2_var1", ["var2", "var1"]);
+        if (oplog) {
+          const log = req.result.createObjectStore("operation_log", { keyPath: "id", autoIncrement: true });
+          log.createIndex("synced", "synced");
+        }
       };
       db = await request(req);
     },
     async insertOne(doc) {
-      const tx = db.transaction("docs", "readwrite");
-      tx.objectStore("docs").put(doc);
+      const tx = db.transaction(scope, "readwrite");
+      write(tx, doc);
       await done(tx);
     },
     async bulkInsert(docs) {
-      const tx = db.transaction("docs", "readwrite");
-      const os = tx.objectStore("docs");
-      for (const doc of docs) os.put(doc);
+      const tx = db.transaction(scope, "readwrite");
+      for (const doc of docs) write(tx, doc);
       await done(tx);
     },
     async findByIds(ids) {
@@ -140,7 +162,8 @@ function topgunBuild(id, init, Client, wasmPath, options = {}) {
 }
 
 export const SYSTEMS = {
-  "raw-idb": rawIdb,
+  "raw-idb": () => rawIdb(),
+  "raw-idb-oplog": () => rawIdb({ oplog: true }),
   dexie,
   topgun: () => topgunBuild("topgun", init, TopGunClient, "/pkg/topgun_wasm_bg.wasm"),
   // Without the preload `getMap` starts: every read scenario starts cold.
