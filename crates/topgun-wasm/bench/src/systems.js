@@ -38,17 +38,23 @@ export function rawIdb({ oplog = false } = {}) {
   let db;
   const store = (mode) => db.transaction("docs", mode).objectStore("docs");
   const scope = oplog ? ["docs", "operation_log"] : "docs";
-  const write = (tx, doc) => {
-    tx.objectStore("docs").put(doc);
-    if (oplog) {
-      tx.objectStore("operation_log").add({
+  // A read-write transaction over the scope, and a function writing one
+  // document in it (its stores looked up once).
+  const begin = () => {
+    const tx = db.transaction(scope, "readwrite");
+    const docs = tx.objectStore("docs");
+    const log = oplog ? tx.objectStore("operation_log") : null;
+    const write = (doc) => {
+      docs.put(doc);
+      log?.add({
         mapName: "docs",
         key: doc.id,
         opType: "PUT",
         record: { value: doc, timestamp: { millis: Date.now(), counter: 0, nodeId: "bench" } },
         synced: 0,
       });
-    }
+    };
+    return [tx, write];
   };
   return {
     id: oplog ? "raw-idb-oplog" : "raw-idb",
@@ -67,13 +73,13 @@ export function rawIdb({ oplog = false } = {}) {
       db = await request(req);
     },
     async insertOne(doc) {
-      const tx = db.transaction(scope, "readwrite");
-      write(tx, doc);
+      const [tx, write] = begin();
+      write(doc);
       await done(tx);
     },
     async bulkInsert(docs) {
-      const tx = db.transaction(scope, "readwrite");
-      for (const doc of docs) write(tx, doc);
+      const [tx, write] = begin();
+      for (const doc of docs) write(doc);
       await done(tx);
     },
     async findByIds(ids) {
