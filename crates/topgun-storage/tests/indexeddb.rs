@@ -103,6 +103,54 @@ async fn concurrent_writes_all_land_with_increasing_ids() {
     assert_eq!(store.pending_ops(None, 1000).await.unwrap().len(), 200);
 }
 
+/// The records of one write group (one transaction) keep their map,
+/// key, value and dirty flag: maps alternating, keys of every UTF-8
+/// width, short and long, new (the group is tried unread) and then
+/// stored again (the unread try fails, and the group is read first).
+#[wasm_bindgen_test]
+async fn a_write_group_stores_each_record_as_written() {
+    use topgun_storage::conformance::{put, ts};
+    let (store, ()) = fresh().await;
+    let long = format!("{}é", "k".repeat(70));
+    let long_ascii = "x".repeat(100);
+    let keys = [
+        "a",
+        "é",
+        "€",
+        "😀",
+        "\u{E000}",
+        "\u{FFFD}",
+        &long,
+        &long_ascii,
+    ];
+    let writes = |round: u64| -> Vec<_> {
+        (0u64..)
+            .zip(keys)
+            .flat_map(|(i, key)| {
+                ["m", "n😀"].map(|map| {
+                    let value = format!("{map}/{key}/{round}");
+                    put(map, key, value.as_bytes(), ts(round * 100 + i + 1))
+                })
+            })
+            .collect()
+    };
+    for round in [1, 2] {
+        let group = writes(round);
+        let stored = group.iter().cloned().map(|w| store.write_local_checked(w));
+        futures_util::future::try_join_all(stored).await.unwrap();
+        for write in &group {
+            let record = store.get(&write.map_name, &write.key).await.unwrap();
+            let record = record.unwrap_or_else(|| panic!("{write:?} not stored"));
+            assert_eq!(record.value, write.value, "{write:?}");
+            assert_eq!(record.timestamp, write.timestamp);
+            assert!(record.dirty);
+        }
+    }
+    assert_eq!(store.stats().await.unwrap().records, 2 * keys.len() as u64);
+    let pending = store.pending_ops(None, 1000).await.unwrap();
+    assert_eq!(pending.len(), 4 * keys.len());
+}
+
 /// Write groups big enough to read their records by range (dense new
 /// keys; keys spread over a big map, past what one range read returns;
 /// merges) leave records, counts and Merkle sums exactly as the memory
