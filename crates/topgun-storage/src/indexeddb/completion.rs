@@ -17,7 +17,7 @@ use wasm_bindgen::{JsCast, JsValue};
 /// What the JS function fills in: the outcome of the transaction awaited.
 #[derive(Default)]
 struct Slot {
-    /// The number of the transaction awaited.
+    /// The number of the transaction awaited: the last one numbered.
     awaited: Cell<f64>,
     /// Its outcome once known: the value it completed with, or the error
     /// that failed it.
@@ -44,14 +44,12 @@ pub(crate) struct Completion {
     slot: Rc<Slot>,
     /// Called as `(number, completed, value)`.
     callback: Closure<dyn FnMut(f64, bool, JsValue)>,
-    /// The number of the last transaction handed out.
-    last: Cell<f64>,
 }
 
 impl std::fmt::Debug for Completion {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Completion")
-            .field("last", &self.last.get())
+            .field("awaited", &self.slot.awaited.get())
             .finish_non_exhaustive()
     }
 }
@@ -65,7 +63,6 @@ impl Default for Completion {
             callback: Closure::new(move |number, completed, value| {
                 settle.settle(number, completed, value);
             }),
-            last: Cell::new(0.0),
         }
     }
 }
@@ -79,8 +76,7 @@ impl Completion {
     /// Numbers the next transaction and awaits its outcome (and no earlier
     /// one's): call before the transaction can complete.
     pub(crate) fn next(&self) -> (f64, Outcome) {
-        let number = self.last.get() + 1.0;
-        self.last.set(number);
+        let number = self.slot.awaited.get() + 1.0;
         self.slot.awaited.set(number);
         self.slot.outcome.borrow_mut().take();
         self.slot.waker.borrow_mut().take();
