@@ -32,6 +32,12 @@
 //!   (before it read anything); a leader that left a change unposted
 //!   since then (less a second for the clocks) answers `Resync`, so that
 //!   whatever the new tab read before the leader heard it is read again.
+//!   A lone leader also keeps the changes it left unposted in the last
+//!   10 s (at most 1,024): it posts them (`Unposted`) in answer to the
+//!   first `Hello`, and when it closes while still alone, since a `Hello`
+//!   may be on its way. A tab applies those made after it joined (less
+//!   the second), so its subscribers hear of them too; one made within
+//!   that second may reach them twice.
 //!   Any message from another tab ends being alone, for good, and so does
 //!   taking the lead from a silent leader (which may wake up and must
 //!   hear of the changes made meanwhile).
@@ -86,6 +92,10 @@ const HEARTBEAT_MS: u64 = 500;
 /// has the leader answer `Resync` (tabs' clocks are the machine's, read a
 /// little apart).
 const HELLO_MARGIN_MS: u64 = 1_000;
+/// How long a lone leader keeps the changes it left unposted.
+const UNPOSTED_KEEP_MS: u64 = 10_000;
+/// How many changes left unposted a lone leader keeps at most.
+const UNPOSTED_KEEP: usize = 1_024;
 /// How long followers wait without a word from the leader before one
 /// takes the lock from it (a frozen or hung tab keeps its lock); checked
 /// every [`HEARTBEAT_MS`], so a follower takes over within 2 s.
@@ -103,8 +113,12 @@ enum Message {
     State(ConnectionState),
     /// A tab joined at `at` (ms since the epoch): the leader answers
     /// with its state, after a `Resync` if it has left a change unposted
-    /// since then.
+    /// since then, and the changes it left unposted and kept.
     Hello { at: u64 },
+    /// Changes a lone leader did not post, in batches, each with the time
+    /// (ms since the epoch) it was left unposted: a tab applies those left
+    /// after it joined, less [`HELLO_MARGIN_MS`].
+    Unposted(Vec<(u64, Vec<ChangeFrame>)>),
     /// The leader is alive.
     Heartbeat,
     /// The leader is closing: a follower may claim the lead now.
@@ -146,8 +160,53 @@ pub(crate) struct Tabs {
     /// Whether this tab has heard from another one (see the module doc);
     /// a leader that has not posts no changes.
     company: Rc<std::cell::Cell<bool>>,
-    /// When this tab last left a change unposted (0: never).
-    unposted_at: Rc<std::cell::Cell<u64>>,
+    /// The changes this tab left unposted while it led alone.
+    unposted: Rc<RefCell<Unposted>>,
+}
+
+/// What a lone leader left unposted: when it last did, and the changes
+/// it left in the last [`UNPOSTED_KEEP_MS`] (at most [`UNPOSTED_KEEP`]),
+/// in batches by when, until the first `Hello` or the close takes them.
+#[derive(Default)]
+struct Unposted {
+    /// When a change was last left unposted (0: never).
+    last_at: u64,
+    /// The changes kept, oldest first, in batches with when each was left.
+    batches: std::collections::VecDeque<(u64, Vec<Arc<Change>>)>,
+    /// How many changes `batches` holds.
+    changes: usize,
+}
+
+impl Unposted {
+    /// Keeps `batch`, left unposted at `at`, and forgets what is now too
+    /// old or too many.
+    fn keep(&mut self, at: u64, batch: Vec<Arc<Change>>) {
+        self.last_at = at;
+        if batch.is_empty() {
+            return;
+        }
+        self.changes += batch.len();
+        self.batches.push_back((at, batch));
+        while let Some((first_at, first)) = self.batches.front() {
+            if self.changes <= UNPOSTED_KEEP && first_at.saturating_add(UNPOSTED_KEEP_MS) >= at {
+                break;
+            }
+            self.changes -= first.len();
+            self.batches.pop_front();
+        }
+    }
+
+    /// Takes every kept batch: those left at or after `since` as frames
+    /// to post (none if there are none), the others forgotten.
+    fn take_since(&mut self, since: u64) -> Option<Message> {
+        self.changes = 0;
+        let batches: Vec<(u64, Vec<ChangeFrame>)> = std::mem::take(&mut self.batches)
+            .into_iter()
+            .filter(|(at, _)| *at >= since)
+            .map(|(at, batch)| (at, batch.iter().map(|c| ChangeFrame::from(&**c)).collect()))
+            .collect();
+        (!batches.is_empty()).then_some(Message::Unposted(batches))
+    }
 }
 
 impl std::fmt::Debug for Tabs {
@@ -192,8 +251,8 @@ impl Tabs {
         }));
         let heard_here = heard.clone();
         let company = Rc::new(std::cell::Cell::new(false));
-        let unposted_at = Rc::new(std::cell::Cell::new(0));
-        let (company_here, unposted_here) = (company.clone(), unposted_at.clone());
+        let unposted = Rc::new(RefCell::new(Unposted::default()));
+        let (company_here, unposted_here) = (company.clone(), unposted.clone());
         let on_message = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(
             move |event: web_sys::MessageEvent| {
                 let Some(local) = weak_local.upgrade() else {
@@ -213,24 +272,35 @@ impl Tabs {
                     Ok(Message::Leaving) if !locks => heard_here.set(0),
                     _ => {}
                 }
+                let apply = |changes: Vec<ChangeFrame>| {
+                    for frame in changes {
+                        let change = Change::from(frame);
+                        let from_follower = change.origin == Origin::Local;
+                        let map = change.map.clone();
+                        local.apply_change(change);
+                        if from_follower && leader {
+                            local.signal_sync(&map);
+                        }
+                    }
+                };
                 match message {
-                    Ok(Message::Changes(changes)) => {
-                        for frame in changes {
-                            let change = Change::from(frame);
-                            let from_follower = change.origin == Origin::Local;
-                            let map = change.map.clone();
-                            local.apply_change(change);
-                            if from_follower && leader {
-                                local.signal_sync(&map);
-                            }
+                    Ok(Message::Changes(changes)) => apply(changes),
+                    Ok(Message::Unposted(batches)) => {
+                        let since = joined_at.saturating_sub(HELLO_MARGIN_MS);
+                        for (_, changes) in batches.into_iter().filter(|(at, _)| *at >= since) {
+                            apply(changes);
                         }
                     }
                     Ok(Message::Resync) => local.forget_unseen_changes(),
                     Ok(Message::State(known)) if !leader => state.set_state(known),
                     Ok(Message::Hello { at }) if leader => {
-                        let unposted = unposted_here.get();
-                        if unposted != 0 && unposted >= at.saturating_sub(HELLO_MARGIN_MS) {
+                        let since = at.saturating_sub(HELLO_MARGIN_MS);
+                        let mut unposted = unposted_here.borrow_mut();
+                        if unposted.last_at != 0 && unposted.last_at >= since {
                             post(&answer, &Message::Resync);
+                        }
+                        if let Some(changes) = unposted.take_since(since) {
+                            post(&answer, &changes);
                         }
                         post(&answer, &Message::State(state.state()));
                     }
@@ -285,7 +355,7 @@ impl Tabs {
                 start_sync,
                 heard,
                 company,
-                unposted_at,
+                unposted,
             }
         });
         if tabs.locks {
@@ -447,23 +517,25 @@ impl Tabs {
                 }
                 let Some(tabs) = weak.upgrade() else { return };
                 let leader = *tabs.role.borrow() == Role::Leader;
+                batch.retain(|change| match change.origin {
+                    Origin::Local => change.timestamp.node_id == node_id,
+                    Origin::Remote => leader,
+                });
                 if leader && !tabs.company.get() {
-                    // Alone: nobody to tell (see the module doc).
-                    tabs.unposted_at.set(clock.now_millis());
+                    // Alone: nobody to tell yet (see the module doc).
+                    if lagged || !batch.is_empty() {
+                        tabs.unposted.borrow_mut().keep(clock.now_millis(), batch);
+                    }
                     continue;
                 }
                 if lagged {
                     post(&tabs.channel, &Message::Resync);
                 }
-                let own: Vec<ChangeFrame> = batch
-                    .iter()
-                    .filter(|change| match change.origin {
-                        Origin::Local => change.timestamp.node_id == node_id,
-                        Origin::Remote => leader,
-                    })
-                    .map(|change| ChangeFrame::from(&**change))
-                    .collect();
-                if !own.is_empty() {
+                if !batch.is_empty() {
+                    let own = batch
+                        .iter()
+                        .map(|change| ChangeFrame::from(&**change))
+                        .collect();
                     post(&tabs.channel, &Message::Changes(own));
                 }
             }
@@ -509,6 +581,12 @@ impl Tabs {
         let turn = js_sys::Promise::resolve(&JsValue::UNDEFINED);
         let _ = wasm_bindgen_futures::JsFuture::from(turn).await;
         if self.role.send_replace(Role::Follower) == Role::Leader {
+            // Still alone: a tab that joined may not have been heard yet.
+            if !self.company.get() {
+                if let Some(changes) = self.unposted.borrow_mut().take_since(0) {
+                    post(&self.channel, &changes);
+                }
+            }
             post(&self.channel, &Message::Leaving);
         }
         self.channel.set_onmessage(None);

@@ -472,20 +472,101 @@ async fn a_lone_leader_posts_no_changes_until_a_tab_joins() {
         heartbeats += usize::from(message == "Heartbeat");
     }
 
-    // A tab that joined well after that write says hello: nothing it
-    // read can be stale. Then one that joined before it.
-    let later = js_sys::Date::now() as u64 + 5_000;
-    assert_eq!(hello_answers(&channel, &mut rx, later).await, ["State"]);
+    // A tab that joined before that write says hello: what it read may be
+    // stale, and the leader still has the change. Then one that joined
+    // well after it: nothing it read can be stale.
     assert_eq!(
         hello_answers(&channel, &mut rx, joined).await,
-        ["Resync", "State"]
+        ["Resync", "Unposted", "State"]
     );
+    let later = js_sys::Date::now() as u64 + 5_000;
+    assert_eq!(hello_answers(&channel, &mut rx, later).await, ["State"]);
 
     // From now on the leader has company: its changes are posted.
     map.put("k".into(), 2.into()).await.unwrap();
     while rx.recv().await.unwrap() != "Changes" {}
     channel.close();
     first.close().await;
+}
+
+/// A lone leader that closes posts the changes it left unposted (a tab's
+/// `Hello` may be on its way); a tab applies those left after it joined.
+#[wasm_bindgen_test]
+async fn a_lone_leader_posts_its_unposted_changes_when_it_closes() {
+    use wasm_bindgen::closure::Closure;
+    let database = unique("alone-close");
+    let first = open_db(&database).await;
+    until_role(&first, "leader").await;
+    // A listener on the tabs' channel that says nothing.
+    let channel = web_sys::BroadcastChannel::new(&format!("topgun:{database}")).unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    let on_message =
+        Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |event: web_sys::MessageEvent| {
+            let _ = tx.send(js_sys::Uint8Array::new(&event.data()).to_vec());
+        });
+    channel.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+    let map = first.get_map("todos").unwrap();
+    map.put("early".into(), 1.into()).await.unwrap();
+    map.put("late".into(), 2.into()).await.unwrap();
+    first.close().await;
+    let unposted = loop {
+        let message = rx.recv().await.unwrap();
+        match variant(&message).as_str() {
+            "Heartbeat" => {}
+            "Unposted" => break message,
+            other => panic!("a closing lone leader posted {other} before its changes"),
+        }
+    };
+    assert_eq!(variant(&rx.recv().await.unwrap()), "Leaving");
+
+    // Its changes, each in a batch of its own, times set as a test needs.
+    let rmpv::Value::Map(entries) = rmp_serde::from_slice(&unposted).unwrap() else {
+        panic!("not a map");
+    };
+    let rmpv::Value::Array(batches) = &entries[0].1 else {
+        panic!("no batches");
+    };
+    let frames: Vec<rmpv::Value> = batches
+        .iter()
+        .flat_map(|batch| batch[1].as_array().unwrap().clone())
+        .collect();
+    assert_eq!(frames.len(), 2, "{frames:?}");
+    let restamped = |at: f64| -> Vec<rmpv::Value> {
+        frames
+            .iter()
+            .map(|frame| rmpv::Value::Array(vec![(at as u64).into(), vec![frame.clone()].into()]))
+            .collect()
+    };
+
+    // A tab that joins now applies the one left after it joined, not the
+    // one left well before.
+    let before = js_sys::Date::now();
+    let second = open_db(&database).await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let callback = Closure::<dyn FnMut(JsValue)>::new(move |event| {
+        let _ = tx.send(json(&event));
+    });
+    let listener = second
+        .get_map("todos")
+        .unwrap()
+        .subscribe(callback.as_ref().clone().into());
+    let (early, late) = (restamped(before - 5_000.0), restamped(js_sys::Date::now()));
+    let message = rmpv::Value::Map(vec![(
+        "Unposted".into(),
+        vec![early[0].clone(), late[1].clone()].into(),
+    )]);
+    let mut bytes = Vec::new();
+    rmpv::encode::write_value(&mut bytes, &message).unwrap();
+    channel
+        .post_message(&js_sys::Uint8Array::from(bytes.as_slice()))
+        .unwrap();
+    assert_eq!(
+        rx.recv().await.unwrap(),
+        r#"{"key":"late","oldValue":null,"newValue":2,"origin":"local"}"#
+    );
+    listener.stop();
+    channel.close();
+    second.close().await;
 }
 
 /// Hides `navigator.locks` from tabs that join until `restore` runs, as
