@@ -420,12 +420,32 @@ fn variant(bytes: &[u8]) -> String {
     String::from_utf8(rest[..usize::from(head & 0x1f)].to_vec()).unwrap()
 }
 
+/// A listener on the tabs' channel of `database` that says nothing: the
+/// channel, the messages posted on it, and the handler to keep alive.
+fn listen_to_tabs(
+    database: &str,
+) -> (
+    web_sys::BroadcastChannel,
+    tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>,
+    wasm_bindgen::closure::Closure<dyn FnMut(web_sys::MessageEvent)>,
+) {
+    let channel = web_sys::BroadcastChannel::new(&format!("topgun:{database}")).unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let on_message = wasm_bindgen::closure::Closure::<dyn FnMut(web_sys::MessageEvent)>::new(
+        move |event: web_sys::MessageEvent| {
+            let _ = tx.send(js_sys::Uint8Array::new(&event.data()).to_vec());
+        },
+    );
+    channel.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+    (channel, rx, on_message)
+}
+
 /// Posts a `Hello` of a tab that joined at `at` on `channel`, and returns
 /// the variants of the messages that answer it (heartbeats left out) up
 /// to the leader's `State`.
 async fn hello_answers(
     channel: &web_sys::BroadcastChannel,
-    rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>,
     at: u64,
 ) -> Vec<String> {
     let hello = serde_json::json!({ "Hello": { "at": at } });
@@ -433,7 +453,7 @@ async fn hello_answers(
     channel.post_message(&hello).unwrap();
     let mut answers = Vec::new();
     while !answers.iter().any(|m| m == "State") {
-        let message = rx.recv().await.unwrap();
+        let message = variant(&rx.recv().await.unwrap());
         if message != "Heartbeat" {
             answers.push(message);
         }
@@ -443,21 +463,15 @@ async fn hello_answers(
 
 /// A leader that has heard from no other tab posts no changes. A tab that
 /// joins says when; a leader that left a change unposted since then
-/// answers `Resync` (before its state), and posts every change after.
+/// answers `Resync` and the changes it kept (before its state), and posts
+/// every change after.
 #[wasm_bindgen_test]
 async fn a_lone_leader_posts_no_changes_until_a_tab_joins() {
-    use wasm_bindgen::closure::Closure;
     let database = unique("alone");
     let first = open_db(&database).await;
     until_role(&first, "leader").await;
     // A listener on the tabs' channel that has said nothing yet.
-    let channel = web_sys::BroadcastChannel::new(&format!("topgun:{database}")).unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let on_message =
-        Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |event: web_sys::MessageEvent| {
-            let _ = tx.send(variant(&js_sys::Uint8Array::new(&event.data()).to_vec()));
-        });
-    channel.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+    let (channel, mut rx, _on_message) = listen_to_tabs(&database);
 
     let joined = js_sys::Date::now() as u64;
     let map = first.get_map("todos").unwrap();
@@ -467,7 +481,7 @@ async fn a_lone_leader_posts_no_changes_until_a_tab_joins() {
     // been.
     let mut heartbeats = 0;
     while heartbeats < 2 {
-        let message = rx.recv().await.unwrap();
+        let message = variant(&rx.recv().await.unwrap());
         assert_ne!(message, "Changes", "a lone leader posted a change");
         heartbeats += usize::from(message == "Heartbeat");
     }
@@ -484,7 +498,7 @@ async fn a_lone_leader_posts_no_changes_until_a_tab_joins() {
 
     // From now on the leader has company: its changes are posted.
     map.put("k".into(), 2.into()).await.unwrap();
-    while rx.recv().await.unwrap() != "Changes" {}
+    while variant(&rx.recv().await.unwrap()) != "Changes" {}
     channel.close();
     first.close().await;
 }
@@ -498,13 +512,7 @@ async fn a_lone_leader_posts_its_unposted_changes_when_it_closes() {
     let first = open_db(&database).await;
     until_role(&first, "leader").await;
     // A listener on the tabs' channel that says nothing.
-    let channel = web_sys::BroadcastChannel::new(&format!("topgun:{database}")).unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
-    let on_message =
-        Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |event: web_sys::MessageEvent| {
-            let _ = tx.send(js_sys::Uint8Array::new(&event.data()).to_vec());
-        });
-    channel.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+    let (channel, mut rx, _on_message) = listen_to_tabs(&database);
     let map = first.get_map("todos").unwrap();
     map.put("early".into(), 1.into()).await.unwrap();
     map.put("late".into(), 2.into()).await.unwrap();
