@@ -196,6 +196,11 @@ impl Unposted {
         }
     }
 
+    /// Whether a change was left unposted at or after `since`.
+    fn left_since(&self, since: u64) -> bool {
+        self.last_at != 0 && self.last_at >= since
+    }
+
     /// Takes every kept batch: those left at or after `since` as frames
     /// to post (none if there are none), the others forgotten.
     fn take_since(&mut self, since: u64) -> Option<Message> {
@@ -296,7 +301,7 @@ impl Tabs {
                     Ok(Message::Hello { at }) if leader => {
                         let since = at.saturating_sub(HELLO_MARGIN_MS);
                         let mut unposted = unposted_here.borrow_mut();
-                        if unposted.last_at != 0 && unposted.last_at >= since {
+                        if unposted.left_since(since) {
                             post(&answer, &Message::Resync);
                         }
                         if let Some(changes) = unposted.take_since(since) {

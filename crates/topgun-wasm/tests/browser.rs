@@ -32,6 +32,18 @@ fn json(value: &JsValue) -> String {
     js_sys::JSON::stringify(value).unwrap().into()
 }
 
+/// A JS callback, and the JSON of each value it is called with.
+fn json_callback() -> (
+    wasm_bindgen::closure::Closure<dyn FnMut(JsValue)>,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let callback = wasm_bindgen::closure::Closure::new(move |event: JsValue| {
+        let _ = tx.send(json(&event));
+    });
+    (callback, rx)
+}
+
 async fn open_db(name: &str) -> JsClient {
     JsClient::open(options(&[("databaseName", name.into())]))
         .await
@@ -228,10 +240,7 @@ async fn errors_are_js_errors_with_a_stable_code() {
 async fn subscribers_see_local_changes() {
     let client = open_db(&unique("subscribe")).await;
     let map = client.get_map("m").unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let callback = wasm_bindgen::closure::Closure::<dyn FnMut(JsValue)>::new(move |event| {
-        let _ = tx.send(json(&event));
-    });
+    let (callback, mut rx) = json_callback();
     let listener = map.subscribe(callback.as_ref().clone().into());
     map.put("k".into(), 7.into()).await.unwrap();
     assert_eq!(
@@ -351,10 +360,7 @@ async fn tabs_share_a_database_and_one_leader_syncs() {
     // And the other way round: the follower's subscribers see the
     // leader's writes in order, with the values before them.
     let follower_map = second.get_map("todos").unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let callback = wasm_bindgen::closure::Closure::<dyn FnMut(JsValue)>::new(move |event| {
-        let _ = tx.send(json(&event));
-    });
+    let (callback, mut rx) = json_callback();
     let listener = follower_map.subscribe(callback.as_ref().clone().into());
     for value in 1..=3 {
         leader_map.put("k".into(), value.into()).await.unwrap();
@@ -391,10 +397,7 @@ async fn changes_made_just_before_a_close_reach_the_other_tabs() {
     until_role(&first, "leader").await;
     let second = open_db(&database).await;
     let follower_map = second.get_map("todos").unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let callback = wasm_bindgen::closure::Closure::<dyn FnMut(JsValue)>::new(move |event| {
-        let _ = tx.send(json(&event));
-    });
+    let (callback, mut rx) = json_callback();
     let listener = follower_map.subscribe(callback.as_ref().clone().into());
     let leader_map = first.get_map("todos").unwrap();
     leader_map.put("k".into(), 1.into()).await.unwrap();
@@ -507,7 +510,6 @@ async fn a_lone_leader_posts_no_changes_until_a_tab_joins() {
 /// `Hello` may be on its way); a tab applies those left after it joined.
 #[wasm_bindgen_test]
 async fn a_lone_leader_posts_its_unposted_changes_when_it_closes() {
-    use wasm_bindgen::closure::Closure;
     let database = unique("alone-close");
     let first = open_db(&database).await;
     until_role(&first, "leader").await;
@@ -539,30 +541,24 @@ async fn a_lone_leader_posts_its_unposted_changes_when_it_closes() {
         .flat_map(|batch| batch[1].as_array().unwrap().clone())
         .collect();
     assert_eq!(frames.len(), 2, "{frames:?}");
-    let restamped = |at: f64| -> Vec<rmpv::Value> {
-        frames
-            .iter()
-            .map(|frame| rmpv::Value::Array(vec![(at as u64).into(), vec![frame.clone()].into()]))
-            .collect()
+    let batch = |at: f64, frame: &rmpv::Value| {
+        rmpv::Value::Array(vec![(at as u64).into(), vec![frame.clone()].into()])
     };
 
     // A tab that joins now applies the one left after it joined, not the
     // one left well before.
     let before = js_sys::Date::now();
     let second = open_db(&database).await;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let callback = Closure::<dyn FnMut(JsValue)>::new(move |event| {
-        let _ = tx.send(json(&event));
-    });
+    let (callback, mut rx) = json_callback();
     let listener = second
         .get_map("todos")
         .unwrap()
         .subscribe(callback.as_ref().clone().into());
-    let (early, late) = (restamped(before - 5_000.0), restamped(js_sys::Date::now()));
-    let message = rmpv::Value::Map(vec![(
-        "Unposted".into(),
-        vec![early[0].clone(), late[1].clone()].into(),
-    )]);
+    let batches = vec![
+        batch(before - 5_000.0, &frames[0]),
+        batch(js_sys::Date::now(), &frames[1]),
+    ];
+    let message = rmpv::Value::Map(vec![("Unposted".into(), batches.into())]);
     let mut bytes = Vec::new();
     rmpv::encode::write_value(&mut bytes, &message).unwrap();
     channel
@@ -737,10 +733,7 @@ async fn quota_events_reach_javascript() {
     ]))
     .await
     .unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let callback = wasm_bindgen::closure::Closure::<dyn FnMut(JsValue)>::new(move |event| {
-        let _ = tx.send(json(&event));
-    });
+    let (callback, mut rx) = json_callback();
     let listener = client.on_quota_event(callback.as_ref().clone().into());
     let map = client.get_map("m").unwrap();
     let value = JsValue::from_str(&"v".repeat(200));
