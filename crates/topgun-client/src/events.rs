@@ -10,6 +10,14 @@
 //! [`RecvError::Lagged`] with how many it missed; it then continues with the
 //! oldest event still buffered. A subscriber that lagged can re-read the map
 //! to resynchronise.
+//!
+//! **Changes missed elsewhere.** Where several tabs or processes share one
+//! database, each hears of the others' changes from a stream between them.
+//! When that stream loses changes (its sender fell behind, or the process
+//! that streamed them went away), this client re-reads what it cached and
+//! every subscriber's next [`Subscription::recv`] returns
+//! [`RecvError::Missed`]: the map changed in ways it was not told of one by
+//! one. It then continues with the changes that follow.
 
 use serde::de::DeserializeOwned;
 use std::marker::PhantomData;
@@ -40,6 +48,16 @@ pub(crate) struct RawEvent {
     pub(crate) timestamp: Timestamp,
 }
 
+/// What a map's subscribers are sent.
+#[derive(Debug, Clone)]
+pub(crate) enum Published {
+    /// One change.
+    Change(RawEvent),
+    /// Changes made in another tab or process were lost on their way here
+    /// (see the module's "Changes missed elsewhere").
+    Missed,
+}
+
 /// A change to one key of a map (TopGun's `entryUpdated`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct MapEvent<V> {
@@ -63,6 +81,11 @@ pub enum RecvError {
     /// (see the module's overflow policy). Later calls continue.
     #[error("subscriber lagged: {0} events were dropped")]
     Lagged(u64),
+    /// Changes made in another tab or process sharing the database were
+    /// lost on their way to this client: their events will not come.
+    /// Read the map again. Later calls continue.
+    #[error("changes made in another tab or process were missed: read the map again")]
+    Missed,
     /// The client was closed; no more events will come.
     #[error("the client is closed")]
     Closed,
@@ -80,12 +103,12 @@ pub enum RecvError {
 /// A stream of a map's changes, from [`IMap::subscribe`](crate::IMap::subscribe).
 #[derive(Debug)]
 pub struct Subscription<V> {
-    rx: broadcast::Receiver<RawEvent>,
+    rx: broadcast::Receiver<Published>,
     _v: PhantomData<fn() -> V>,
 }
 
 impl<V: DeserializeOwned> Subscription<V> {
-    pub(crate) fn new(rx: broadcast::Receiver<RawEvent>) -> Self {
+    pub(crate) fn new(rx: broadcast::Receiver<Published>) -> Self {
         Self {
             rx,
             _v: PhantomData,
@@ -96,11 +119,12 @@ impl<V: DeserializeOwned> Subscription<V> {
     ///
     /// # Errors
     /// [`RecvError::Lagged`] once after events were dropped for this slow
-    /// subscriber; [`RecvError::Closed`] when the client is gone;
+    /// subscriber; [`RecvError::Missed`] once after changes made elsewhere
+    /// were lost; [`RecvError::Closed`] when the client is gone;
     /// [`RecvError::Decode`] for a value of another type.
     pub async fn recv(&mut self) -> Result<MapEvent<V>, RecvError> {
         match self.rx.recv().await {
-            Ok(raw) => decode_event(raw),
+            Ok(published) => decode_event(published),
             Err(broadcast::error::RecvError::Lagged(n)) => Err(RecvError::Lagged(n)),
             Err(broadcast::error::RecvError::Closed) => Err(RecvError::Closed),
         }
@@ -109,7 +133,7 @@ impl<V: DeserializeOwned> Subscription<V> {
     /// The next change if one is already buffered, without waiting.
     pub fn try_recv(&mut self) -> Option<Result<MapEvent<V>, RecvError>> {
         match self.rx.try_recv() {
-            Ok(raw) => Some(decode_event(raw)),
+            Ok(published) => Some(decode_event(published)),
             Err(broadcast::error::TryRecvError::Lagged(n)) => Some(Err(RecvError::Lagged(n))),
             Err(broadcast::error::TryRecvError::Closed) => Some(Err(RecvError::Closed)),
             Err(broadcast::error::TryRecvError::Empty) => None,
@@ -117,7 +141,11 @@ impl<V: DeserializeOwned> Subscription<V> {
     }
 }
 
-fn decode_event<V: DeserializeOwned>(raw: RawEvent) -> Result<MapEvent<V>, RecvError> {
+fn decode_event<V: DeserializeOwned>(published: Published) -> Result<MapEvent<V>, RecvError> {
+    let raw = match published {
+        Published::Change(raw) => raw,
+        Published::Missed => return Err(RecvError::Missed),
+    };
     let decode = |bytes: &Option<Arc<[u8]>>| -> Result<Option<V>, RecvError> {
         bytes
             .as_deref()

@@ -1,7 +1,7 @@
 //! [`MapHub`]: the registry of open maps and the fan-out of their changes
 //! to subscribers, live queries and the client-wide change feed.
 
-use crate::events::{Origin, RawEvent, EVENT_BUFFER};
+use crate::events::{Origin, Published, RawEvent, EVENT_BUFFER};
 use crate::live::LiveQueries;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,7 +35,7 @@ pub(crate) struct Change {
 #[derive(Debug)]
 pub(crate) struct MapShared {
     name: Arc<str>,
-    events: broadcast::Sender<RawEvent>,
+    events: broadcast::Sender<Published>,
     live: LiveQueries,
     feed: broadcast::Sender<Arc<Change>>,
     /// One full read at a time: queries that arrive meanwhile wait for it.
@@ -56,7 +56,7 @@ impl MapShared {
     }
 
     /// A receiver of the map's changes from now on.
-    pub(crate) fn subscribe(&self) -> broadcast::Receiver<RawEvent> {
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Published> {
         self.events.subscribe()
     }
 
@@ -141,14 +141,21 @@ impl MapShared {
         }
         if events {
             // No subscriber is not an error.
-            let _ = self.events.send(RawEvent {
+            let _ = self.events.send(Published::Change(RawEvent {
                 key,
                 old,
                 new,
                 origin,
                 timestamp,
-            });
+            }));
         }
+    }
+
+    /// Tells subscribers that changes made elsewhere were lost on their
+    /// way here.
+    fn missed(&self) {
+        // No subscriber is not an error.
+        let _ = self.events.send(Published::Missed);
     }
 }
 
@@ -198,16 +205,27 @@ impl MapHub {
 
     /// Has every live query of every map read its result again.
     pub(crate) fn resync_live_queries(&self) {
-        let maps: Vec<Arc<MapShared>> = self
-            .maps
+        for map in self.open_maps() {
+            map.live.resync();
+        }
+    }
+
+    /// Tells the subscribers of every map that changes made elsewhere
+    /// were lost on their way here
+    /// ([`RecvError::Missed`](crate::events::RecvError::Missed)).
+    pub(crate) fn changes_missed(&self) {
+        for map in self.open_maps() {
+            map.missed();
+        }
+    }
+
+    fn open_maps(&self) -> Vec<Arc<MapShared>> {
+        self.maps
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .values()
             .cloned()
-            .collect();
-        for map in maps {
-            map.live.resync();
-        }
+            .collect()
     }
 
     /// Forgets every map: their subscribers see the stream end once the

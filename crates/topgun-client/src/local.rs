@@ -4,7 +4,7 @@
 //! server, pruning).
 
 use crate::error::{check_name, ClientError};
-use crate::events::Origin;
+use crate::events::{Origin, Published};
 use crate::hub::{Change, MapHub, MapShared};
 use crate::keylock::KeyLocks;
 use crate::quota::{ClientEvent, Quota, QuotaSettings};
@@ -286,7 +286,7 @@ impl LocalData {
         let mut fetched = None;
         loop {
             match merged.try_recv() {
-                Ok(event) if &*event.key == key => fetched = Some(event.new),
+                Ok(Published::Change(event)) if &*event.key == key => fetched = Some(event.new),
                 Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) => {}
                 Err(_) => break,
             }
@@ -855,9 +855,10 @@ impl LocalData {
         );
     }
 
-    /// After changes may have gone unseen (no leader streamed them): forgets
-    /// every cached record and has live queries read their results again.
-    /// Subscribers miss those changes.
+    /// After changes may have gone unseen by this client: forgets every
+    /// cached record and has live queries read their results again.
+    /// Subscribers are not told: [`Self::changes_missed`] is for changes
+    /// they were owed.
     #[cfg_attr(
         not(any(
             all(feature = "redb", unix),
@@ -868,6 +869,22 @@ impl LocalData {
     pub(crate) fn forget_unseen_changes(&self) {
         self.ws().invalidate_all();
         self.hub.resync_live_queries();
+    }
+
+    /// After changes may have been lost on their way here (no leader
+    /// streamed them, or the stream fell behind): forgets what
+    /// [`Self::forget_unseen_changes`] forgets and tells subscribers
+    /// ([`RecvError::Missed`](crate::events::RecvError::Missed)).
+    #[cfg_attr(
+        not(any(
+            all(feature = "redb", unix),
+            all(feature = "indexeddb", target_family = "wasm")
+        )),
+        allow(dead_code)
+    )] // Used by `shared_dir` and `tabs`.
+    pub(crate) fn changes_missed(&self) {
+        self.forget_unseen_changes();
+        self.hub.changes_missed();
     }
 
     /// A fresh timestamp, strictly after `after` (the stored record's) so a

@@ -27,20 +27,26 @@
 //!   their working sets, events and live queries, and the leader tells its
 //!   sync about a follower's write, which reaches the server within one
 //!   push. A leader that has heard from no other tab is alone and posts
-//!   no changes (a post costs about as much as a small write's own work).
-//!   A tab that joins says `Hello` with the time it started opening
-//!   (before it read anything); a leader that left a change unposted
-//!   since then (less a second for the clocks) answers `Resync`, so that
-//!   whatever the new tab read before the leader heard it is read again.
-//!   A lone leader also keeps the changes it left unposted in the last
-//!   10 s (at most 1,024): it posts them (`Unposted`) in answer to the
-//!   first `Hello`, and when it closes while still alone, since a `Hello`
-//!   may be on its way. A tab applies those made after it joined (less
-//!   the second), so its subscribers hear of them too; one made within
-//!   that second may reach them twice.
-//!   Any message from another tab ends being alone, for good, and so does
-//!   taking the lead from a silent leader (which may wake up and must
-//!   hear of the changes made meanwhile).
+//!   no changes (a post costs about as much as a small write's own work);
+//!   it keeps the changes it left unposted in the last 10 s (at most
+//!   1,024). A tab that joins says `Hello` with the time it started
+//!   opening (before it read anything); the leader answers the first
+//!   `Hello` with the kept changes (`Unposted`), and posts them when it
+//!   closes while still alone too, since a `Hello` may be on its way. A
+//!   tab applies those made after it joined (less a second for the
+//!   clocks), so its cache, live queries and subscribers hear of them; one
+//!   made within that second may reach them twice. If a change left since
+//!   then was lost rather than kept, `Lost` comes first. A later `Hello`
+//!   from a tab that joined before the leader last left a change unposted
+//!   is answered `Resync`: what that tab read may predate the change, so
+//!   it is read again. Any message from another tab ends being alone, for
+//!   good, and so does taking the lead from a silent leader (which may
+//!   wake up and must hear of the changes made meanwhile).
+//! - **Lost changes**: a tab whose relay falls behind its change feed (a
+//!   `putMany` of more than the feed's 8,192 changes) posts `Lost`; the
+//!   other tabs forget what they cached, their live queries read again,
+//!   and their subscribers get
+//!   [`RecvError::Missed`](crate::events::RecvError::Missed).
 //!
 //! Each tab stamps its writes with a node id of its own, so two tabs never
 //! issue the same timestamp.
@@ -106,14 +112,19 @@ const LEADER_SILENCE_MS: u64 = 1_500;
 enum Message {
     /// Changes to apply, in order.
     Changes(Vec<ChangeFrame>),
-    /// Changes were lost on the way (the sender fell behind): forget what
-    /// is cached and read the database again.
+    /// What a tab that just joined read may be stale: forget what is
+    /// cached and read the database again.
     Resync,
+    /// Changes the sender made at `at` (ms since the epoch) or before were
+    /// lost on their way (it fell behind, or dropped changes it kept): a
+    /// tab that joined before then, less [`HELLO_MARGIN_MS`], forgets
+    /// what it cached, reads again, and tells its subscribers.
+    Lost { at: u64 },
     /// The leader's connection state, which every tab shows.
     State(ConnectionState),
     /// A tab joined at `at` (ms since the epoch): the leader answers
-    /// with its state, after a `Resync` if it has left a change unposted
-    /// since then, and the changes it left unposted and kept.
+    /// with the changes it left unposted since then, if any (see
+    /// [`Unposted::answer_hello`]), then its state.
     Hello { at: u64 },
     /// Changes a lone leader did not post, in batches, each with the time
     /// (ms since the epoch) it was left unposted: a tab applies those left
@@ -171,6 +182,13 @@ pub(crate) struct Tabs {
 struct Unposted {
     /// When a change was last left unposted (0: never).
     last_at: u64,
+    /// When a change left unposted was last lost, not kept: the relay fell
+    /// behind the feed, or the batch was dropped as too old or too many
+    /// (0: never).
+    lost_at: u64,
+    /// Whether the kept batches were taken (posted): a tab that says
+    /// `Hello` after that may not have heard them.
+    taken: bool,
     /// The changes kept, oldest first, in batches with when each was left.
     batches: std::collections::VecDeque<(u64, Vec<Arc<Change>>)>,
     /// How many changes `batches` holds.
@@ -178,10 +196,13 @@ struct Unposted {
 }
 
 impl Unposted {
-    /// Keeps `batch`, left unposted at `at`, and forgets what is now too
-    /// old or too many.
-    fn keep(&mut self, at: u64, batch: Vec<Arc<Change>>) {
+    /// Keeps `batch`, left unposted at `at` (with changes before it lost
+    /// if `lagged`), and forgets what is now too old or too many.
+    fn keep(&mut self, at: u64, batch: Vec<Arc<Change>>, lagged: bool) {
         self.last_at = at;
+        if lagged {
+            self.lost_at = at;
+        }
         if batch.is_empty() {
             return;
         }
@@ -191,19 +212,41 @@ impl Unposted {
             if self.changes <= UNPOSTED_KEEP && first_at.saturating_add(UNPOSTED_KEEP_MS) >= at {
                 break;
             }
+            self.lost_at = self.lost_at.max(*first_at);
             self.changes -= first.len();
             self.batches.pop_front();
         }
     }
 
-    /// Whether a change was left unposted at or after `since`.
-    fn left_since(&self, since: u64) -> bool {
-        self.last_at != 0 && self.last_at >= since
+    /// What answers the `Hello` of a tab that joined at `since` (less the
+    /// margin), before the leader's state:
+    /// - before the kept batches are taken: `Lost` if a change left since
+    ///   then was lost, and the batches (taken now), whose changes bring
+    ///   the tab's cache and subscribers up to date;
+    /// - after: `Resync` if a change was left unposted since then, as what
+    ///   the tab read may predate it; its subscribers came after the
+    ///   batches were posted, so they were owed none of it.
+    fn answer_hello(&mut self, since: u64) -> Vec<Message> {
+        let left_since = |at: u64| at != 0 && at >= since;
+        if self.taken {
+            return if left_since(self.last_at) {
+                vec![Message::Resync]
+            } else {
+                Vec::new()
+            };
+        }
+        let mut answer = Vec::new();
+        if left_since(self.lost_at) {
+            answer.push(Message::Lost { at: self.lost_at });
+        }
+        answer.extend(self.take_since(since));
+        answer
     }
 
     /// Takes every kept batch: those left at or after `since` as frames
     /// to post (none if there are none), the others forgotten.
     fn take_since(&mut self, since: u64) -> Option<Message> {
+        self.taken = true;
         self.changes = 0;
         let batches: Vec<(u64, Vec<ChangeFrame>)> = std::mem::take(&mut self.batches)
             .into_iter()
@@ -297,15 +340,16 @@ impl Tabs {
                         }
                     }
                     Ok(Message::Resync) => local.forget_unseen_changes(),
+                    Ok(Message::Lost { at }) => {
+                        if at >= joined_at.saturating_sub(HELLO_MARGIN_MS) {
+                            local.changes_missed();
+                        }
+                    }
                     Ok(Message::State(known)) if !leader => state.set_state(known),
                     Ok(Message::Hello { at }) if leader => {
                         let since = at.saturating_sub(HELLO_MARGIN_MS);
-                        let mut unposted = unposted_here.borrow_mut();
-                        if unposted.left_since(since) {
-                            post(&answer, &Message::Resync);
-                        }
-                        if let Some(changes) = unposted.take_since(since) {
-                            post(&answer, &changes);
+                        for message in unposted_here.borrow_mut().answer_hello(since) {
+                            post(&answer, &message);
                         }
                         post(&answer, &Message::State(state.state()));
                     }
@@ -529,12 +573,15 @@ impl Tabs {
                 if leader && !tabs.company.get() {
                     // Alone: nobody to tell yet (see the module doc).
                     if lagged || !batch.is_empty() {
-                        tabs.unposted.borrow_mut().keep(clock.now_millis(), batch);
+                        tabs.unposted
+                            .borrow_mut()
+                            .keep(clock.now_millis(), batch, lagged);
                     }
                     continue;
                 }
                 if lagged {
-                    post(&tabs.channel, &Message::Resync);
+                    let at = clock.now_millis();
+                    post(&tabs.channel, &Message::Lost { at });
                 }
                 if !batch.is_empty() {
                     let own = batch
@@ -588,8 +635,8 @@ impl Tabs {
         if self.role.send_replace(Role::Follower) == Role::Leader {
             // Still alone: a tab that joined may not have been heard yet.
             if !self.company.get() {
-                if let Some(changes) = self.unposted.borrow_mut().take_since(0) {
-                    post(&self.channel, &changes);
+                for message in self.unposted.borrow_mut().answer_hello(0) {
+                    post(&self.channel, &message);
                 }
             }
             post(&self.channel, &Message::Leaving);

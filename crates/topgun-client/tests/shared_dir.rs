@@ -10,6 +10,7 @@
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+use topgun_client::events::RecvError;
 use topgun_client::query::Query;
 use topgun_client::shared_dir::SOCKET_FILE;
 use topgun_client::{Origin, Role, TopGunClient, WorkingSetLimits};
@@ -213,7 +214,8 @@ async fn a_follower_write_stamped_before_a_newer_leader_write_is_restamped_not_l
 // One thread: the clear publishes all its changes before the connection's
 // task runs.
 #[tokio::test]
-async fn a_follower_that_fell_behind_reconnects_and_its_live_query_reads_again() {
+async fn a_follower_that_fell_behind_reconnects_its_live_query_reads_again_and_subscribers_are_told(
+) {
     let dir = tempfile::tempdir().unwrap();
     let leader = open(dir.path()).await;
     let follower = open(dir.path()).await;
@@ -224,6 +226,7 @@ async fn a_follower_that_fell_behind_reconnects_and_its_live_query_reads_again()
         .live_query(Query::default())
         .await
         .unwrap();
+    let mut elsewhere = follower.get_map::<u32>("n").unwrap().subscribe();
     // More than the 8,192 changes the feed holds for a follower.
     const KEYS: u32 = 8_500;
     let writers: Vec<_> = (0..50)
@@ -258,6 +261,9 @@ async fn a_follower_that_fell_behind_reconnects_and_its_live_query_reads_again()
     })
     .await
     .expect("every row left");
+    // Its subscribers, of every map, are told that changes went missing.
+    let told = tokio::time::timeout(within, elsewhere.recv()).await;
+    assert!(matches!(told, Ok(Err(RecvError::Missed))), "{told:?}");
     assert_eq!(follower.role(), Role::Follower);
     assert_eq!(
         follower

@@ -10,7 +10,7 @@
 //! | `SCHEMA_TOO_NEW` | the database was written by a newer version |
 //! | `CLOSED` | the client was closed |
 //! | `UNSUPPORTED` | the browser lacks an API this call needs |
-//! | `LAGGED` | (to a subscriber) events were dropped; read the map again |
+//! | `LAGGED` | (to a subscriber) events were dropped (it fell behind, or another tab's changes were lost on their way); read the map again |
 //! | `INTERNAL` | anything else (a bug: please report it) |
 
 use topgun_client::ClientError;

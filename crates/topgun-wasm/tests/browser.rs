@@ -465,9 +465,9 @@ async fn hello_answers(
 }
 
 /// A leader that has heard from no other tab posts no changes. A tab that
-/// joins says when; a leader that left a change unposted since then
-/// answers `Resync` and the changes it kept (before its state), and posts
-/// every change after.
+/// joins says when; the leader answers the first such `Hello` with the
+/// changes it kept (before its state), a later one from a tab that joined
+/// before such a change with `Resync`, and posts every change after.
 #[wasm_bindgen_test]
 async fn a_lone_leader_posts_no_changes_until_a_tab_joins() {
     let database = unique("alone");
@@ -489,12 +489,18 @@ async fn a_lone_leader_posts_no_changes_until_a_tab_joins() {
         heartbeats += usize::from(message == "Heartbeat");
     }
 
-    // A tab that joined before that write says hello: what it read may be
-    // stale, and the leader still has the change. Then one that joined
-    // well after it: nothing it read can be stale.
+    // A tab that joined before that write says hello: the leader still
+    // has the change, and posts it. Another one that joined before it:
+    // the change was posted, perhaps before that tab listened, so what it
+    // read is read again. Then one that joined well after it: nothing it
+    // read can be stale.
     assert_eq!(
         hello_answers(&channel, &mut rx, joined).await,
-        ["Resync", "Unposted", "State"]
+        ["Unposted", "State"]
+    );
+    assert_eq!(
+        hello_answers(&channel, &mut rx, joined).await,
+        ["Resync", "State"]
     );
     let later = js_sys::Date::now() as u64 + 5_000;
     assert_eq!(hello_answers(&channel, &mut rx, later).await, ["State"]);
@@ -571,6 +577,70 @@ async fn a_lone_leader_posts_its_unposted_changes_when_it_closes() {
     listener.stop();
     channel.close();
     second.close().await;
+}
+
+/// A lone leader whose changes outrun its relay keeps none of them: a tab
+/// that joined before says `Hello` and hears they were lost.
+#[wasm_bindgen_test]
+async fn a_lone_leader_tells_a_tab_that_joins_of_the_changes_it_lost() {
+    let database = unique("alone-lost");
+    let first = open_db(&database).await;
+    until_role(&first, "leader").await;
+    let (channel, mut rx, _on_message) = listen_to_tabs(&database);
+    let joined = js_sys::Date::now() as u64;
+    let entries: js_sys::Array = (0..9_000)
+        .map(|i| js_sys::Array::of2(&format!("k{i}").into(), &i.into()))
+        .collect();
+    let bulk = first.get_map("bulk").unwrap();
+    bulk.put_many(entries.into()).await.unwrap();
+    assert_eq!(
+        hello_answers(&channel, &mut rx, joined).await,
+        ["Lost", "State"]
+    );
+    channel.close();
+    first.close().await;
+}
+
+/// A tab whose changes outrun its relay to the other tabs (a `putMany`
+/// of more changes than its feed holds) says they were lost: the other
+/// tabs' subscribers are told (`LAGGED`), of every map, and their reads
+/// see the new values.
+#[wasm_bindgen_test]
+async fn changes_lost_on_the_way_to_another_tab_are_reported_to_its_subscribers() {
+    let database = unique("lost");
+    let first = open_db(&database).await;
+    until_role(&first, "leader").await;
+    let second = open_db(&database).await;
+    let follower_todos = second.get_map("todos").unwrap();
+    let follower_bulk = second.get_map("bulk").unwrap();
+    // Read before: the first changes are the ones the relay loses.
+    assert!(follower_bulk.get("k0".into()).await.unwrap().is_undefined());
+    let (callback, mut rx) = json_callback();
+    let listener = follower_todos.subscribe(callback.as_ref().clone().into());
+
+    // Whether the leader has heard the second tab yet or not, the loss
+    // reaches it before the change after.
+    let entries: js_sys::Array = (0..9_000)
+        .map(|i| js_sys::Array::of2(&format!("k{i}").into(), &i.into()))
+        .collect();
+    let bulk = first.get_map("bulk").unwrap();
+    bulk.put_many(entries.into()).await.unwrap();
+    first
+        .get_map("todos")
+        .unwrap()
+        .put("after".into(), 1.into())
+        .await
+        .unwrap();
+    assert_eq!(rx.recv().await.unwrap(), r#"{"code":"LAGGED"}"#);
+    assert_eq!(
+        rx.recv().await.unwrap(),
+        r#"{"key":"after","oldValue":null,"newValue":1,"origin":"local"}"#
+    );
+    listener.stop();
+    let read = follower_bulk.get("k0".into()).await.unwrap();
+    assert_eq!(read.as_f64(), Some(0.0));
+    second.close().await;
+    first.close().await;
 }
 
 /// Hides `navigator.locks` from tabs that join until `restore` runs, as

@@ -15,7 +15,10 @@ SIGTERM (exit 0):
 value is null for a removal, oldValue null when the key was absent; origin is
 \"remote\" for changes from the server, timestamp the change's HLC
 (millis:counter:nodeId). If the reader falls behind, dropped changes are
-reported as {\"lagged\":N} and the stream goes on.
+reported as {\"lagged\":N} and the stream goes on. If changes made by
+another process on the same data directory were lost on their way here (the
+process sharing its changes went away), that is reported as
+{\"missed\":true} and the stream goes on.
 
 With --server, changes made elsewhere stream in (on connect, the server's
 records this data dir lacks arrive as remote changes too). With or without
@@ -66,6 +69,12 @@ struct Lagged {
     lagged: u64,
 }
 
+/// `{"missed":true}`.
+#[derive(Debug, Serialize)]
+struct Missed {
+    missed: bool,
+}
+
 /// `watch MAP`.
 pub(crate) async fn watch(ctx: &Context, args: WatchArgs) -> Result<(), CliError> {
     let mut changes = ctx.map(&args.map)?.subscribe();
@@ -85,6 +94,7 @@ pub(crate) async fn watch(ctx: &Context, args: WatchArgs) -> Result<(), CliError
         match received {
             Ok(event) => out.json_line(&Change::new(&event))?,
             Err(RecvError::Lagged(n)) => out.json_line(&Lagged { lagged: n })?,
+            Err(RecvError::Missed) => out.json_line(&Missed { missed: true })?,
             Err(e @ RecvError::Decode { .. }) => {
                 eprintln!("warning: skipped: {e}");
                 continue;

@@ -390,8 +390,9 @@ async fn watchdog(shared: Weak<SharedDir>) {
                 return;
             }
             dir.store.set(Backend::Electing);
-            // Changes made while no leader streamed them went unseen.
-            local.forget_unseen_changes();
+            // Changes made while no leader streamed them went unseen, and
+            // those it had not streamed yet are lost.
+            local.changes_missed();
             let elected = dir.try_elect().await;
             // A close that came meanwhile wins: the file is let go.
             if dir.state().closed {
