@@ -579,6 +579,15 @@ async fn a_lone_leader_posts_its_unposted_changes_when_it_closes() {
     second.close().await;
 }
 
+/// Puts `k0` = 0 to `k8999` = 8999 into `map` with one `putMany`: more
+/// changes at once than a tab's change feed holds for its relay.
+async fn put_more_than_the_feed_holds(map: &JsMap) {
+    let entries: js_sys::Array = (0..9_000)
+        .map(|i| js_sys::Array::of2(&format!("k{i}").into(), &i.into()))
+        .collect();
+    map.put_many(entries.into()).await.unwrap();
+}
+
 /// A lone leader whose changes outrun its relay keeps none of them: a tab
 /// that joined before says `Hello` and hears they were lost.
 #[wasm_bindgen_test]
@@ -588,11 +597,7 @@ async fn a_lone_leader_tells_a_tab_that_joins_of_the_changes_it_lost() {
     until_role(&first, "leader").await;
     let (channel, mut rx, _on_message) = listen_to_tabs(&database);
     let joined = js_sys::Date::now() as u64;
-    let entries: js_sys::Array = (0..9_000)
-        .map(|i| js_sys::Array::of2(&format!("k{i}").into(), &i.into()))
-        .collect();
-    let bulk = first.get_map("bulk").unwrap();
-    bulk.put_many(entries.into()).await.unwrap();
+    put_more_than_the_feed_holds(&first.get_map("bulk").unwrap()).await;
     assert_eq!(
         hello_answers(&channel, &mut rx, joined).await,
         ["Lost", "State"]
@@ -620,11 +625,7 @@ async fn changes_lost_on_the_way_to_another_tab_are_reported_to_its_subscribers(
 
     // Whether the leader has heard the second tab yet or not, the loss
     // reaches it before the change after.
-    let entries: js_sys::Array = (0..9_000)
-        .map(|i| js_sys::Array::of2(&format!("k{i}").into(), &i.into()))
-        .collect();
-    let bulk = first.get_map("bulk").unwrap();
-    bulk.put_many(entries.into()).await.unwrap();
+    put_more_than_the_feed_holds(&first.get_map("bulk").unwrap()).await;
     first
         .get_map("todos")
         .unwrap()

@@ -16,9 +16,9 @@ value is null for a removal, oldValue null when the key was absent; origin is
 \"remote\" for changes from the server, timestamp the change's HLC
 (millis:counter:nodeId). If the reader falls behind, dropped changes are
 reported as {\"lagged\":N} and the stream goes on. If changes made by
-another process on the same data directory were lost on their way here (the
-process sharing its changes went away), that is reported as
-{\"missed\":true} and the stream goes on.
+another process on the same data directory were lost on their way here (this
+process fell behind the one sharing them, or that one went away), that is
+reported as {\"missed\":true} and the stream goes on.
 
 With --server, changes made elsewhere stream in (on connect, the server's
 records this data dir lacks arrive as remote changes too). With or without
