@@ -301,6 +301,9 @@ impl Tabs {
         let company = Rc::new(std::cell::Cell::new(false));
         let unposted = Rc::new(RefCell::new(Unposted::default()));
         let (company_here, unposted_here) = (company.clone(), unposted.clone());
+        // Changes made at or after this were made after this tab joined,
+        // less the clocks' margin (`Unposted` batches, `Lost`).
+        let joined_since = joined_at.saturating_sub(HELLO_MARGIN_MS);
         let on_message = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(
             move |event: web_sys::MessageEvent| {
                 let Some(local) = weak_local.upgrade() else {
@@ -334,14 +337,15 @@ impl Tabs {
                 match message {
                     Ok(Message::Changes(changes)) => apply(changes),
                     Ok(Message::Unposted(batches)) => {
-                        let since = joined_at.saturating_sub(HELLO_MARGIN_MS);
-                        for (_, changes) in batches.into_iter().filter(|(at, _)| *at >= since) {
+                        let after_joining =
+                            batches.into_iter().filter(|(at, _)| *at >= joined_since);
+                        for (_, changes) in after_joining {
                             apply(changes);
                         }
                     }
                     Ok(Message::Resync) => local.forget_unseen_changes(),
                     Ok(Message::Lost { at }) => {
-                        if at >= joined_at.saturating_sub(HELLO_MARGIN_MS) {
+                        if at >= joined_since {
                             local.changes_missed();
                         }
                     }
