@@ -10,6 +10,10 @@ const WARMUP = Number(params.warmup ?? 1);
 const DOCS = Number(params.docs ?? 3000);
 const BATCHES = 6;
 const SERIAL = 50;
+// Serial inserts on one connection, past what a fresh one writes in the
+// scenarios above: long enough to include the work a store does every so
+// many writes (TopGun folds its counters deltas every 256 transactions).
+const SUSTAINED = 600;
 const BIG = Number(params.big ?? 10000);
 const systems = (params.systems ?? Object.keys(SYSTEMS).join(",")).split(",");
 
@@ -53,7 +57,7 @@ function check(condition, what) {
 }
 
 /** One run of every scenario for `make()`; returns metric → ms. */
-async function runSystem(make, run, docs, serial, big) {
+async function runSystem(make, run, docs, serial, sustained, big) {
   const system = make();
   const name = `bench-${system.id}-${run}-${Date.now()}`;
   const bigName = `${name}-big`;
@@ -110,6 +114,11 @@ async function runSystem(make, run, docs, serial, big) {
     for (const k of [0, 1, 2, 3]) counts.push(await system.countEq(k));
   });
   check(counts.reduce((a, b) => a + b, 0) === DOCS + SERIAL + 1, "counts");
+  await pause();
+
+  [m[`serial-inserts-${SUSTAINED}`]] = await timed(async () => {
+    for (const doc of sustained) await system.insertOne(doc);
+  });
   await system.close();
   await system.destroy(name);
   await pause();
@@ -138,11 +147,12 @@ async function main() {
     seed = 1 + run;
     const docs = Array.from({ length: DOCS }, (_, i) => makeDoc(i));
     const serial = Array.from({ length: SERIAL }, (_, i) => makeDoc(DOCS + i));
+    const sustained = Array.from({ length: SUSTAINED }, (_, i) => makeDoc(200000 + i));
     const big = Array.from({ length: BIG }, (_, i) => makeDoc(100000 + i));
     // Rotate the order of systems from run to run.
     const order = systems.map((_, i) => systems[(i + run) % systems.length]);
     for (const id of order) {
-      const m = await runSystem(SYSTEMS[id], run, docs, serial, big);
+      const m = await runSystem(SYSTEMS[id], run, docs, serial, sustained, big);
       document.getElementById("log").textContent += `run ${run} ${id} ${JSON.stringify(m)}\n`;
       if (run < WARMUP) continue;
       for (const [metric, ms] of Object.entries(m)) {
