@@ -812,15 +812,19 @@ impl LocalData {
         }
         Ok(outcome)
     }
+}
 
+/// What sharing one store with other processes or tabs needs (`shared_dir`
+/// and `tabs`).
+#[cfg_attr(
+    not(any(
+        all(feature = "redb", unix),
+        all(feature = "indexeddb", target_family = "wasm")
+    )),
+    allow(dead_code)
+)]
+impl LocalData {
     /// Every change published from now on, in every map.
-    #[cfg_attr(
-        not(any(
-            all(feature = "redb", unix),
-            all(feature = "indexeddb", target_family = "wasm")
-        )),
-        allow(dead_code)
-    )] // Used by `shared_dir` and `tabs`.
     pub(crate) fn changes(&self) -> broadcast::Receiver<Arc<Change>> {
         self.hub.changes()
     }
@@ -829,13 +833,6 @@ impl LocalData {
     /// (this client forwards its calls there): the clock observes it, a
     /// cached copy is replaced (this client's own writes are cached),
     /// subscribers and live queries see it.
-    #[cfg_attr(
-        not(any(
-            all(feature = "redb", unix),
-            all(feature = "indexeddb", target_family = "wasm")
-        )),
-        allow(dead_code)
-    )] // Used by `shared_dir` and `tabs`.
     pub(crate) fn apply_change(&self, change: Change) {
         let _ = self.hlc.update(&change.timestamp);
         let map = self.map(&change.map);
@@ -859,13 +856,6 @@ impl LocalData {
     /// cached record and has live queries read their results again.
     /// Subscribers are not told: [`Self::changes_missed`] is for changes
     /// they were owed.
-    #[cfg_attr(
-        not(any(
-            all(feature = "redb", unix),
-            all(feature = "indexeddb", target_family = "wasm")
-        )),
-        allow(dead_code)
-    )] // Used by `shared_dir` and `tabs`.
     pub(crate) fn forget_unseen_changes(&self) {
         self.ws().invalidate_all();
         self.hub.resync_live_queries();
@@ -875,18 +865,13 @@ impl LocalData {
     /// streamed them, or the stream fell behind): forgets what
     /// [`Self::forget_unseen_changes`] forgets and tells subscribers
     /// ([`RecvError::Missed`](crate::events::RecvError::Missed)).
-    #[cfg_attr(
-        not(any(
-            all(feature = "redb", unix),
-            all(feature = "indexeddb", target_family = "wasm")
-        )),
-        allow(dead_code)
-    )] // Used by `shared_dir` and `tabs`.
     pub(crate) fn changes_missed(&self) {
         self.forget_unseen_changes();
         self.hub.changes_missed();
     }
+}
 
+impl LocalData {
     /// A fresh timestamp, strictly after `after` (the stored record's) so a
     /// local write always supersedes what this replica holds, even if the
     /// wall clock went back across a restart.
