@@ -387,7 +387,8 @@ async fn a_version_1_op_entry_reads_and_settles() {
             .await
             .unwrap()
             .unwrap();
-        let delta = js_sys::Reflect::get(&current, &"delta".into()).unwrap();
+        let field = |name: &str| js_sys::Reflect::get(&current, &name.into()).unwrap();
+        let (delta, carries) = (field("delta"), field("carries"));
         let old = js_sys::Object::new();
         let set = |field: &str, value: &wasm_bindgen::JsValue| {
             js_sys::Reflect::set(&old, &field.into(), value).unwrap();
@@ -399,6 +400,7 @@ async fn a_version_1_op_entry_reads_and_settles() {
         set("synced", &0.0.into());
         set("body", &body);
         set("delta", &delta);
+        set("carries", &carries);
         ops.put(&old, None).unwrap().await.unwrap();
     })
     .await;
@@ -497,14 +499,15 @@ async fn big_transactions_spread_their_ops_over_entries() {
     assert_eq!(store.stats().await.unwrap(), memory.stats().await.unwrap());
 }
 
-/// A database at schema `version` (1 to 3: the stores and indexes of
-/// version 1, which later versions kept), empty.
+/// A database at schema `version` (1 to 5: the stores and indexes of
+/// version 1, which later versions kept, and from version 5 its index
+/// `delta`), empty.
 async fn old_database(name: &str, version: u32) -> idb::Database {
     let mut request = idb::Factory::new()
         .unwrap()
         .open(name, Some(version))
         .unwrap();
-    request.on_upgrade_needed(|event| {
+    request.on_upgrade_needed(move |event| {
         use idb::DatabaseEvent;
         let database = event.database().unwrap();
         let mut params = idb::ObjectStoreParams::new();
@@ -528,6 +531,10 @@ async fn old_database(name: &str, version: u32) -> idb::Database {
             .unwrap();
         ops.create_index("synced", idb::KeyPath::new_single("synced"), None)
             .unwrap();
+        if version >= 5 {
+            ops.create_index("delta", idb::KeyPath::new_single("delta"), None)
+                .unwrap();
+        }
         database
             .create_object_store("meta_store", idb::ObjectStoreParams::new())
             .unwrap();
@@ -644,6 +651,124 @@ async fn a_version_1_database_opens_and_keeps_its_ops() {
     assert_eq!(all.last().map(|op| op.id), Some(next));
 }
 
+/// Every key and value of object store `store` of database `name`.
+async fn raw_contents(name: &str, store: &str) -> (js_sys::Array, js_sys::Array) {
+    with_raw_store(name, store, |store| async move {
+        let keys = store.get_all_keys(None, None).unwrap().await.unwrap();
+        let values = store.get_all(None, None).unwrap().await.unwrap();
+        (keys.into_iter().collect(), values.into_iter().collect())
+    })
+    .await
+}
+
+/// A database of schema version 5 (each map's sums in chunks of 64
+/// leaves, every delta an op-log entry carries unfolded) opens with the
+/// same counts and sums, and settling its ops takes each delta once.
+/// It is made from one of this version: the same records, ops and meta
+/// entries, laid out as version 5 kept them.
+#[wasm_bindgen_test]
+async fn a_version_5_database_opens_with_its_counts_and_sums() {
+    use topgun_storage::conformance::{put, remote, ts};
+    use wasm_bindgen::JsValue;
+    let (store, ()) = fresh().await;
+    let name = store.name();
+    // More single writes than a fold waits for: a base, a mark, and
+    // carriers past it; a merge's delta in `meta_store`.
+    for i in 0..300 {
+        let write = put("m", &format!("k{i:03}"), b"v", ts(10 + i));
+        store.write_local(write).await.unwrap();
+    }
+    let merged = vec![remote("n", "server", Some(b"s"), ts(5))];
+    store.apply_remote(merged).await.unwrap();
+    let (in_meta, carried) = delta_count(&name).await;
+    assert!(in_meta > 0 && carried > 0 && carried < 256);
+
+    let old = format!("version-5-{}", js_sys::Date::now());
+    let (mark_key, sums_tag) = (JsValue::from_str("folded"), JsValue::from_str("sums"));
+    let (keys, values) = raw_contents(&name, "meta_store").await;
+    let mut folded = 0.0;
+    let mut meta = Vec::new();
+    for (key, value) in keys.iter().zip(values.iter()) {
+        let tag = js_sys::Reflect::get_u32(&key, 0).unwrap();
+        if tag == mark_key {
+            folded = value.as_f64().unwrap();
+        } else if tag == sums_tag {
+            // Version 5's chunks: `["merkle", map, chunk]`.
+            let sums = js_sys::Uint8Array::new(&value);
+            for chunk in 0..64u32 {
+                let part = sums.slice(chunk * 256, (chunk + 1) * 256);
+                let map_name = js_sys::Reflect::get_u32(&key, 1).unwrap();
+                let chunk_key =
+                    js_sys::Array::of3(&"merkle".into(), &map_name, &f64::from(chunk).into());
+                meta.push((chunk_key.into(), part.into()));
+            }
+        } else {
+            meta.push((key, value));
+        }
+    }
+    let (_, entries) = raw_contents(&name, "operation_log").await;
+    let (_, records) = raw_contents(&name, "key_value_store").await;
+    let database = old_database(&old, 5).await;
+    let tx = database
+        .transaction(
+            &["meta_store", "operation_log", "key_value_store"],
+            idb::TransactionMode::ReadWrite,
+        )
+        .unwrap();
+    let meta_store = tx.object_store("meta_store").unwrap();
+    for (key, value) in &meta {
+        meta_store.put(value, Some(key)).unwrap();
+    }
+    let ops = tx.object_store("operation_log").unwrap();
+    for entry in entries.iter() {
+        // Version 5 had no mark: an entry whose delta was folded had it
+        // taken away, and none had `carries`.
+        let object: js_sys::Object = entry.clone().into();
+        js_sys::Reflect::delete_property(&object, &"carries".into()).unwrap();
+        let id = js_sys::Reflect::get(&entry, &"id".into()).unwrap();
+        if id.as_f64().unwrap() <= folded {
+            js_sys::Reflect::delete_property(&object, &"delta".into()).unwrap();
+        }
+        ops.put(&entry, None).unwrap();
+    }
+    let record_store = tx.object_store("key_value_store").unwrap();
+    for record in records.iter() {
+        record_store.put(&record, None).unwrap();
+    }
+    tx.commit().unwrap().await.unwrap();
+    database.close();
+    assert!(folded > 0.0);
+
+    let upgraded = IndexedDbStore::open_named(&old).await.unwrap();
+    for map_name in ["m", "n"] {
+        assert_eq!(
+            upgraded.merkle_leaves(map_name).await.unwrap(),
+            store.merkle_leaves(map_name).await.unwrap()
+        );
+    }
+    assert_eq!(
+        upgraded.stats().await.unwrap(),
+        store.stats().await.unwrap()
+    );
+    // Settling every op (folded ones and carriers) in both, then writes
+    // past another fold: the same counts and sums.
+    for s in [&store, &upgraded] {
+        s.acknowledge(&pending_ids(s, 1000).await).await.unwrap();
+        for i in 0..260 {
+            let write = put("m", &format!("j{i:03}"), b"w", ts(1000 + i));
+            s.write_local(write).await.unwrap();
+        }
+    }
+    assert_eq!(
+        upgraded.stats().await.unwrap(),
+        store.stats().await.unwrap()
+    );
+    assert_eq!(
+        upgraded.merkle_leaves("m").await.unwrap(),
+        store.merkle_leaves("m").await.unwrap()
+    );
+}
+
 /// The keys of map `m😀` and of its dirty records.
 async fn listing(store: &dyn Store) -> (Vec<String>, Vec<String>) {
     use topgun_storage::StoreRecord;
@@ -740,9 +865,21 @@ async fn a_version_3_database_opens_with_its_records_renamed() {
     assert!(!store.is_pruned("m😀", "a").await.unwrap());
 }
 
-/// How many counters deltas database `name` holds: in `meta_store`, and
-/// carried by `operation_log` entries.
+/// How many counters deltas database `name` holds unfolded: in
+/// `meta_store`, and carried by `operation_log` entries past the folded
+/// mark.
 async fn delta_count(name: &str) -> (u32, u32) {
+    let folded = with_raw_store(name, "meta_store", |meta| async move {
+        let mark = meta
+            .get(wasm_bindgen::JsValue::from(js_sys::Array::of1(
+                &"folded".into(),
+            )))
+            .unwrap()
+            .await
+            .unwrap();
+        mark.and_then(|m| m.as_f64()).unwrap_or(0.0)
+    })
+    .await;
     let in_meta = with_raw_store(name, "meta_store", |meta| async move {
         let range = idb::KeyRange::bound(
             &js_sys::Array::of1(&"delta".into()).into(),
@@ -755,9 +892,14 @@ async fn delta_count(name: &str) -> (u32, u32) {
     })
     .await;
     let carried = with_raw_store(name, "operation_log", |ops| async move {
-        ops.index("delta")
+        let past_mark = idb::KeyRange::lower_bound(
+            &js_sys::Array::of2(&1.0.into(), &folded.into()).into(),
+            Some(true),
+        )
+        .unwrap();
+        ops.index("carriers")
             .unwrap()
-            .count(None)
+            .count(Some(past_mark.into()))
             .unwrap()
             .await
             .unwrap()
@@ -905,7 +1047,8 @@ async fn deltas_are_folded_into_the_counters_and_sums() {
         "{in_meta} + {carried} deltas left unfolded"
     );
     same_counts(&store, &memory).await;
-    // The entries the fold rewrote without their delta still settle.
+    // The entries whose delta the fold took still settle, and their
+    // delta is not counted again.
     store
         .acknowledge(&pending_ids(&store, 1000).await)
         .await

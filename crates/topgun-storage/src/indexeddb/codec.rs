@@ -26,7 +26,7 @@
 //!   the store's own entries (Merkle leaf sums, counters and their
 //!   deltas, see `delta`) use array keys, which can never equal a string.
 
-use super::js::{self, array, bytes, field, set, to_bytes};
+use super::js::{self, array, byte_name_part, bytes, field, set, to_bytes};
 use crate::error::StorageError;
 use crate::model::{OpId, OpLogEntry, OpType, StoreRecord};
 use serde::{Deserialize, Serialize};
@@ -392,9 +392,41 @@ fn pack(ops: &[OpLogEntry]) -> Result<Vec<u8>, StorageError> {
     Ok(bytes)
 }
 
-/// The field of an `operation_log` entry that holds a delta not yet
-/// folded (the key path of the `delta` index).
+/// The field of an `operation_log` entry that holds the delta of the
+/// transaction that added it (see [`super::delta`]), folded once the
+/// entry's id is at or below the folded mark ([`folded_key`]).
 pub(crate) const ENTRY_DELTA: &str = "delta";
+
+/// A field (value 1) of every `operation_log` entry added with a delta:
+/// index `carriers` is over it and the entry's id, so that the carriers
+/// past the folded mark are one key range.
+pub(crate) const ENTRY_CARRIES: &str = "carries";
+
+/// The meta key of the folded mark: the highest `operation_log` entry
+/// id whose delta is in the base.
+pub(crate) fn folded_key() -> JsValue {
+    array(&[JsValue::from_str("folded")])
+}
+
+/// The folded mark back; 0 (no entry) if none is stored.
+pub(crate) fn folded_from_js(value: Option<JsValue>) -> Result<u64, StorageError> {
+    match value {
+        None => Ok(0),
+        Some(value) => entry_id(&value).map_err(|_| corrupt("the folded mark", "not an entry id")),
+    }
+}
+
+/// The `carriers` index range of the entries past folded mark `folded`.
+pub(crate) fn carriers_after(folded: u64) -> Result<idb::KeyRange, StorageError> {
+    let carries = JsValue::from_f64(1.0);
+    idb::KeyRange::bound(
+        &array(&[carries.clone(), JsValue::from_f64(folded as f64)]),
+        &array(&[carries, js_sys::Array::new().into()]),
+        Some(true),
+        Some(true),
+    )
+    .map_err(js::idb_error("building a key range"))
+}
 
 /// The delta an `operation_log` entry carries, if any.
 pub(crate) fn entry_delta(object: &JsValue) -> Result<Option<JsValue>, StorageError> {
@@ -490,46 +522,42 @@ pub(crate) fn app_meta_key(key: &str) -> JsValue {
     JsValue::from_str(key)
 }
 
-/// Leaves per stored chunk of a map's Merkle leaf sums: a write reads
-/// and rewrites only the chunk of its key's leaf (256 bytes), not all
-/// [`LEAVES`] sums (16 KiB).
-pub(crate) const SUMS_CHUNK: usize = 64;
-
-/// The meta key of chunk `chunk` of `map_name`'s Merkle leaf sums.
-pub(crate) fn sums_key(map_name: &str, chunk: usize) -> JsValue {
-    array(&[
-        JsValue::from_str("merkle"),
-        bytes(map_name.as_bytes()),
-        JsValue::from_f64(chunk as f64),
-    ])
+/// The meta key of `map_name`'s Merkle leaf sums (their base, see
+/// [`super::delta`]): all [`LEAVES`] of them in one value (16 KiB), read
+/// and rewritten only by a fold.
+pub(crate) fn sums_key(map_name: &str) -> JsValue {
+    array(&[JsValue::from_str("sums"), bytes(map_name.as_bytes())])
 }
 
-/// The key range of every chunk of `map_name`'s sums.
-pub(crate) fn sums_range(map_name: &str) -> Result<idb::KeyRange, StorageError> {
-    let prefix = |at: f64| {
-        array(&[
-            JsValue::from_str("merkle"),
-            bytes(map_name.as_bytes()),
-            JsValue::from_f64(at),
-        ])
-    };
+/// Leaves per chunk of the sums schema versions 1 to 5 stored, each
+/// chunk at `["merkle", map, chunk]`.
+pub(crate) const OLD_SUMS_CHUNK: usize = 64;
+
+/// The key range of every chunk of sums schema versions 1 to 5 stored.
+pub(crate) fn old_sums_range() -> Result<idb::KeyRange, StorageError> {
     idb::KeyRange::bound(
-        &prefix(0.0),
-        &prefix((LEAVES / SUMS_CHUNK) as f64),
-        Some(false),
+        &array(&[JsValue::from_str("merkle")]),
+        &array(&[JsValue::from_str("merkle"), js_sys::Array::new().into()]),
+        Some(true),
         Some(true),
     )
     .map_err(js::idb_error("building a key range"))
 }
 
-/// The chunk number of a sums key.
-pub(crate) fn sums_chunk_of(key: &JsValue) -> Result<usize, StorageError> {
-    js_sys::Reflect::get_u32(key, 2)
+/// The map name and chunk number of a key of [`old_sums_range`].
+pub(crate) fn old_sums_chunk_of(key: &JsValue) -> Result<(String, usize), StorageError> {
+    let chunk = js_sys::Reflect::get_u32(key, 2)
         .ok()
         .and_then(|n| n.as_f64())
-        .filter(|n| *n >= 0.0 && (*n as usize) < LEAVES / SUMS_CHUNK)
-        .map(|n| n as usize)
-        .ok_or_else(|| corrupt("merkle sums", "a chunk key is out of range"))
+        .filter(|n| *n >= 0.0 && (*n as usize) < LEAVES / OLD_SUMS_CHUNK && n.fract() == 0.0)
+        .map(|n| n as usize);
+    match (byte_name_part(key, 1), chunk) {
+        (Some(map_name), Some(chunk)) => Ok((map_name, chunk)),
+        _ => Err(corrupt(
+            "merkle sums",
+            "a chunk key is not [\"merkle\", map, chunk]",
+        )),
+    }
 }
 
 /// The key range of the pruned records' entries schema versions 1 and 2
@@ -550,19 +578,19 @@ pub(crate) fn counters_key() -> JsValue {
     array(&[JsValue::from_str("counters")])
 }
 
-/// A chunk of leaf sums as stored: [`SUMS_CHUNK`] little-endian `u32`s.
+/// Leaf sums as stored: little-endian `u32`s.
 pub(crate) fn sums_to_js(sums: &[u32]) -> JsValue {
     let raw: Vec<u8> = sums.iter().flat_map(|s| s.to_le_bytes()).collect();
     bytes(&raw)
 }
 
-/// A chunk of leaf sums back; all zero for one never written.
-pub(crate) fn sums_from_js(value: Option<&JsValue>) -> Result<Vec<u32>, StorageError> {
+/// `len` leaf sums back; all zero for sums never written.
+pub(crate) fn sums_from_js(value: Option<&JsValue>, len: usize) -> Result<Vec<u32>, StorageError> {
     let Some(value) = value else {
-        return Ok(vec![0; SUMS_CHUNK]);
+        return Ok(vec![0; len]);
     };
     let raw = to_bytes(value).ok_or_else(|| corrupt("merkle sums", "not binary"))?;
-    if raw.len() != SUMS_CHUNK * 4 {
+    if raw.len() != len * 4 {
         return Err(corrupt("merkle sums", "wrong length"));
     }
     Ok(raw

@@ -1,23 +1,31 @@
 //! The store's counters and Merkle leaf sums: a base plus deltas.
 //!
-//! A write transaction does not read and rewrite the counters and the sum
-//! chunks its keys fall in: reading them would make every write wait for
-//! a read before it can write, the largest part of a small write's time.
-//! It stores a [`Delta`] with what it changed instead: in the first
-//! `operation_log` entry it adds (field `delta`, found by the `delta`
-//! index), or, if it logs no op, as an entry of its own in `meta_store`,
-//! keyed `["delta", writer, n]` (`writer` a random number per connection,
-//! `n` counting its transactions). The totals are the base (the
-//! `["counters"]` entry and the `["merkle", map, chunk]` chunks) plus
-//! every delta. A transaction that rewrites or deletes an op-log entry
-//! carrying a delta moves that delta into its own. Any connection may
-//! [`fold`] all deltas into the base, in one transaction that reads them
-//! and deletes them together (IndexedDB runs read-write transactions over
-//! the same stores one at a time, so none is added in between).
+//! A write transaction does not read and rewrite the counters and the
+//! leaf sums: reading them would make every write wait for a read before
+//! it can write, the largest part of a small write's time. It stores a
+//! [`Delta`] with what it changed instead: in the first `operation_log`
+//! entry it adds (field `delta`, beside field `carries` that puts the
+//! entry in the `carriers` index), or, if it logs no op, as an entry of
+//! its own in `meta_store`, keyed `["delta", writer, n]` (`writer` a
+//! random number per connection, `n` counting its transactions).
+//!
+//! The base is the `["counters"]` entry and each map's `["sums", map]`
+//! leaf sums, folded up to the mark `["folded"]`: the highest
+//! `operation_log` entry id whose delta is in the base. The totals are
+//! the base plus the deltas in `meta_store` plus those of the carriers
+//! past the mark (one range of the `carriers` index). A transaction that
+//! rewrites or deletes a carrier past the mark moves its delta into its
+//! own; one at or below the mark is rewritten without it.
+//!
+//! Any connection may [`fold`] every delta into the base, in one
+//! transaction that reads them, deletes those in `meta_store` and moves
+//! the mark past the carriers, which stay as they are (IndexedDB runs
+//! read-write transactions over the same stores one at a time, so no
+//! delta is added in between, and ids only grow).
 
 use super::codec::{self, corrupt, Counters};
-use super::js::{aborted, array, idb_error, to_bytes, unset};
-use super::schema::{DELTA_INDEX, META, OPS};
+use super::js::{aborted, array, field, idb_error, to_bytes};
+use super::schema::{CARRIERS_INDEX, META, OPS};
 use crate::error::StorageError;
 use idb::{Database, ObjectStore, TransactionMode};
 use serde::{Deserialize, Serialize};
@@ -93,9 +101,17 @@ impl Delta {
         Ok(delta)
     }
 
-    /// Moves the delta an `operation_log` entry carries, if any, into
-    /// this one: for a transaction about to rewrite or delete the entry.
-    pub(crate) fn take_from_entry(&mut self, entry: &JsValue) -> Result<(), StorageError> {
+    /// Moves the delta an `operation_log` entry carries, if any and not
+    /// folded (the entry is past mark `folded`), into this one: for a
+    /// transaction about to rewrite or delete the entry.
+    pub(crate) fn take_from_entry(
+        &mut self,
+        entry: &JsValue,
+        folded: u64,
+    ) -> Result<(), StorageError> {
+        if codec::entry_id(&field(entry, "id")?)? <= folded {
+            return Ok(());
+        }
         if let Some(carried) = codec::entry_delta(entry)? {
             self.merge(Delta::from_js(&carried)?);
         }
@@ -141,15 +157,16 @@ fn delta_range() -> Result<idb::KeyRange, StorageError> {
     .map_err(idb_error("building a key range"))
 }
 
-/// The base counters and every stored delta, read with one wait.
+/// The base counters and every delta not folded, read with two waits
+/// (the mark, then the carriers past it).
 struct Unfolded {
     base: Counters,
     /// The sum of every delta.
     total: Delta,
-    /// How many deltas `meta_store` holds.
-    in_meta: usize,
-    /// The `operation_log` entries that carry a delta.
-    carriers: Vec<JsValue>,
+    /// How many deltas there are.
+    count: usize,
+    /// The id of the last carrier read, if any.
+    last_carrier: Option<u64>,
 }
 
 impl Unfolded {
@@ -167,10 +184,18 @@ impl Unfolded {
             .get_all(Some(delta_range()?.into()), None)
             .map_err(idb_error(during))?
             .into_future();
-        let carriers = ops
-            .index(DELTA_INDEX)
+        let folded = meta
+            .get(codec::folded_key())
             .map_err(idb_error(during))?
-            .get_all(None, None)
+            .await
+            .map_err(idb_error(during))?;
+        let carriers = ops
+            .index(CARRIERS_INDEX)
+            .map_err(idb_error(during))?
+            .get_all(
+                Some(codec::carriers_after(codec::folded_from_js(folded)?)?.into()),
+                None,
+            )
             .map_err(idb_error(during))?
             .into_future();
         let base = Counters::from_js(base.await.map_err(idb_error(during))?)?;
@@ -181,18 +206,21 @@ impl Unfolded {
             total.merge(Delta::from_js(value)?);
         }
         for entry in &carriers {
-            total.take_from_entry(entry)?;
+            let carried = codec::entry_delta(entry)?
+                .ok_or_else(|| corrupt("operation_log", "a carrier has no delta"))?;
+            total.merge(Delta::from_js(&carried)?);
         }
+        // The index is in id order: the last carrier has the highest.
+        let last_carrier = match carriers.last() {
+            Some(entry) => Some(codec::entry_id(&field(entry, "id")?)?),
+            None => None,
+        };
         Ok(Self {
             base,
             total,
-            in_meta: in_meta.len(),
-            carriers,
+            count: in_meta.len() + carriers.len(),
+            last_carrier,
         })
-    }
-
-    fn count(&self) -> usize {
-        self.in_meta + self.carriers.len()
     }
 }
 
@@ -204,35 +232,21 @@ pub(crate) async fn counters(database: &Database) -> Result<Counters, StorageErr
     unfolded.base.with(&unfolded.total)
 }
 
-/// `map_name`'s [`LEAVES`] leaf sums: the base chunks plus every delta,
-/// read in one transaction.
+/// `map_name`'s [`LEAVES`] leaf sums: the base plus every delta, read in
+/// one transaction.
 pub(crate) async fn merkle_leaves(
     database: &Database,
     map_name: &str,
 ) -> Result<Vec<u32>, StorageError> {
     const DURING: &str = "reading Merkle sums";
     let (meta, ops) = reading(database, DURING)?;
-    let range = codec::sums_range(map_name)?;
-    // Keys and values of one range in one transaction: the same order.
-    let keys = meta
-        .get_all_keys(Some(range.clone().into()), None)
-        .map_err(idb_error(DURING))?
-        .into_future();
-    let values = meta
-        .get_all(Some(range.into()), None)
+    let base = meta
+        .get(codec::sums_key(map_name))
         .map_err(idb_error(DURING))?
         .into_future();
     let unfolded = Unfolded::read(&meta, &ops, DURING).await?;
-    let (keys, values) = (
-        keys.await.map_err(idb_error(DURING))?,
-        values.await.map_err(idb_error(DURING))?,
-    );
-    let mut leaves = vec![0; LEAVES];
-    for (key, value) in keys.iter().zip(&values) {
-        let chunk = codec::sums_chunk_of(key)?;
-        let sums = codec::sums_from_js(Some(value))?;
-        leaves[chunk * codec::SUMS_CHUNK..(chunk + 1) * codec::SUMS_CHUNK].copy_from_slice(&sums);
-    }
+    let base = base.await.map_err(idb_error(DURING))?;
+    let mut leaves = codec::sums_from_js(base.as_ref(), LEAVES)?;
     for (leaf, amount) in unfolded.total.sums.get(map_name).into_iter().flatten() {
         MerkleSums::shift(&mut leaves, *leaf as usize, 0, *amount);
     }
@@ -252,11 +266,11 @@ fn reading(
 }
 
 /// Moves every delta into the base: one read-write transaction over
-/// `meta_store` and `operation_log` reads the deltas and the base
-/// counters, deletes the deltas (an entry that carries one is rewritten
-/// without it), then reads and rewrites the sum chunks they touch.
-/// Returns how many deltas it folded. If any step fails the transaction
-/// is aborted: the deltas stay, and so does the base.
+/// `meta_store` and `operation_log` reads the deltas, the base counters
+/// and the mark, deletes the deltas in `meta_store`, moves the mark to
+/// the last carrier, then reads and rewrites the sums of each map the
+/// deltas touch. Returns how many deltas it folded. If any step fails
+/// the transaction is aborted: the deltas stay, and so does the base.
 pub(crate) async fn fold(database: &Database) -> Result<usize, StorageError> {
     const DURING: &str = "folding counters deltas";
     let tx = database
@@ -289,47 +303,35 @@ async fn fold_in(tx: &idb::Transaction) -> Result<usize, StorageError> {
     let meta = tx.object_store(META).map_err(idb_error(DURING))?;
     let ops = tx.object_store(OPS).map_err(idb_error(DURING))?;
     let unfolded = Unfolded::read(&meta, &ops, DURING).await?;
-    if unfolded.count() == 0 {
+    if unfolded.count == 0 {
         return Ok(0);
     }
     let counters = unfolded.base.with(&unfolded.total)?;
     meta.delete(delta_range()?).map_err(idb_error(DURING))?;
-    for entry in &unfolded.carriers {
-        unset(entry, codec::ENTRY_DELTA)?;
-        ops.put(entry, None).map_err(idb_error(DURING))?;
+    if let Some(last) = unfolded.last_carrier {
+        meta.put(&codec::entry_key(last), Some(&codec::folded_key()))
+            .map_err(idb_error(DURING))?;
     }
     meta.put(&counters.to_js()?, Some(&codec::counters_key()))
         .map_err(idb_error(DURING))?;
-    // Every chunk a delta touches is read with one wait, then rewritten.
-    let mut chunks: BTreeMap<(&str, usize), Vec<(usize, u32)>> = BTreeMap::new();
+    // The sums of every map a delta touches are read with one wait, then
+    // rewritten.
+    let mut reads = Vec::with_capacity(unfolded.total.sums.len());
     for (map_name, leaves) in &unfolded.total.sums {
-        for (leaf, amount) in leaves {
-            let leaf = *leaf as usize;
-            chunks
-                .entry((map_name.as_str(), leaf / codec::SUMS_CHUNK))
-                .or_default()
-                .push((leaf % codec::SUMS_CHUNK, *amount));
-        }
-    }
-    let mut reads = Vec::with_capacity(chunks.len());
-    for ((map_name, chunk), amounts) in chunks {
         let request = meta
-            .get(codec::sums_key(map_name, chunk))
+            .get(codec::sums_key(map_name))
             .map_err(idb_error(DURING))?
             .into_future();
-        reads.push((map_name, chunk, amounts, request));
+        reads.push((map_name, leaves, request));
     }
-    for (map_name, chunk, amounts, request) in reads {
+    for (map_name, leaves, request) in reads {
         let stored = request.await.map_err(idb_error(DURING))?;
-        let mut sums = codec::sums_from_js(stored.as_ref())?;
-        for (leaf, amount) in amounts {
-            MerkleSums::shift(&mut sums, leaf, 0, amount);
+        let mut sums = codec::sums_from_js(stored.as_ref(), LEAVES)?;
+        for (leaf, amount) in leaves {
+            MerkleSums::shift(&mut sums, *leaf as usize, 0, *amount);
         }
-        meta.put(
-            &codec::sums_to_js(&sums),
-            Some(&codec::sums_key(map_name, chunk)),
-        )
-        .map_err(idb_error(DURING))?;
+        meta.put(&codec::sums_to_js(&sums), Some(&codec::sums_key(map_name)))
+            .map_err(idb_error(DURING))?;
     }
-    Ok(unfolded.count())
+    Ok(unfolded.count)
 }

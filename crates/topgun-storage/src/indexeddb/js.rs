@@ -184,8 +184,9 @@ export function beginWrite(db, scope) {
 }
 // Ends a write transaction: adds its operation_log entries to `ops`, one
 // per cut of `bytes` (cut at each of `ends`), `{synced: 0, ops}`, the
-// first with `delta` as its `delta`; with no entry, `delta` (if not
-// empty: an empty one changed nothing) goes to `meta` at `deltaKey`.
+// first with `delta` as its `delta` and `carries: 1`; with no entry,
+// `delta` (if not empty: an empty one changed nothing) goes to `meta` at
+// `deltaKey`.
 // Then commits. If a request cannot be issued, aborts and throws. Once
 // the transaction completed, calls `done(number, true, keys)` with the
 // entries' keys; if it failed, `done(number, false, error)` with the
@@ -195,10 +196,13 @@ export function commitWrite(tx, ops, meta, bytes, ends, delta, deltaKey, done, n
   try {
     let start = 0;
     for (const end of ends) {
-      // The layout codec.rs reads (`delta` is codec::ENTRY_DELTA, the
-      // key path of the `delta` index).
+      // The layout codec.rs reads (`delta` is codec::ENTRY_DELTA,
+      // `carries` codec::ENTRY_CARRIES, in the `carriers` index).
       const entry = { synced: 0, ops: bytes.slice(start, end) };
-      if (delta.length > 0 && requests.length === 0) entry.delta = delta.slice();
+      if (delta.length > 0 && requests.length === 0) {
+        entry.delta = delta.slice();
+        entry.carries = 1;
+      }
       requests.push(ops.add(entry));
       start = end;
     }
@@ -342,14 +346,4 @@ pub(crate) fn set(
     Reflect::set(object, &name_of(name), value)
         .map(drop)
         .map_err(js_error("building an object to store"))
-}
-
-/// Deletes property `name` of `object`.
-pub(crate) fn unset(object: &JsValue, name: &'static str) -> Result<(), StorageError> {
-    let object = object
-        .dyn_ref::<js_sys::Object>()
-        .ok_or_else(|| super::codec::corrupt("a stored object", "not an object"))?;
-    Reflect::delete_property(object, &name_of(name))
-        .map(drop)
-        .map_err(js_error("changing a stored object"))
 }

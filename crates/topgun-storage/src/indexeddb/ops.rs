@@ -351,6 +351,8 @@ async fn settle(txn: &mut WriteTxn, ids: &[OpId], how: Settle) -> Result<u64, St
             .map_err(idb_error(DURING))?;
         requests.push((asked, request.into_future()));
     }
+    // Read after the entries: no wait of its own.
+    let folded = txn.folded().await?;
     let mut changed = 0;
     for (asked, request) in requests {
         let Some(object) = request.await.map_err(idb_error(DURING))? else {
@@ -382,23 +384,24 @@ async fn settle(txn: &mut WriteTxn, ids: &[OpId], how: Settle) -> Result<u64, St
             }
         }
         if rewrite {
-            rewrite_entry(txn, &object, entry, &kept)?;
+            rewrite_entry(txn, &object, entry, &kept, folded)?;
         }
     }
     Ok(changed)
 }
 
 /// Stores entry `entry` (read as `object`) with `ops`, or deletes it if
-/// none are left; the delta it carried, if any, moves into the
-/// transaction's own.
+/// none are left; the delta it carried, if any and not folded (mark
+/// `folded`), moves into the transaction's own.
 fn rewrite_entry(
     txn: &mut WriteTxn,
     object: &JsValue,
     entry: u64,
     ops: &[OpLogEntry],
+    folded: u64,
 ) -> Result<(), StorageError> {
     const DURING: &str = "rewriting the operation log";
-    txn.delta.take_from_entry(object)?;
+    txn.delta.take_from_entry(object, folded)?;
     if ops.is_empty() {
         txn.ops
             .delete(codec::entry_key(entry))
@@ -468,6 +471,7 @@ async fn drop_synced(txn: &mut WriteTxn) -> Result<u64, StorageError> {
             .map_err(idb_error(DURING))
     };
     let (synced, mixed) = (by_flag(1.0)?, by_flag(0.0)?);
+    let folded = txn.folded().await?;
     let (synced, mixed) = (
         synced.await.map_err(idb_error(DURING))?,
         mixed.await.map_err(idb_error(DURING))?,
@@ -483,7 +487,7 @@ async fn drop_synced(txn: &mut WriteTxn) -> Result<u64, StorageError> {
             txn.delta.bytes -= signed(op.approx_size());
         }
         dropped += gone.len() as u64;
-        rewrite_entry(txn, object, entry, &kept)?;
+        rewrite_entry(txn, object, entry, &kept, folded)?;
     }
     Ok(dropped)
 }

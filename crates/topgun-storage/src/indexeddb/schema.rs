@@ -31,29 +31,41 @@
 //! carry one (see `delta`). The upgrade adds the index; an older build,
 //! which would ignore those deltas, refuses the database.
 //!
+//! Version 6: the base leaf sums of a map are one value,
+//! `["sums", map]`, instead of chunks of 64 at `["merkle", map, chunk]`;
+//! a fold no longer rewrites the entries that carry a delta but moves a
+//! mark past them, and index `carriers` over `["carries", "id"]`
+//! replaces index `delta` (see `delta`). The upgrade joins the chunks
+//! and gives every entry that carries a delta field `carries`; an older
+//! build, which would count folded deltas again, refuses the database.
+//!
 //! The IndexedDB version is the schema version. Each upgrade step runs in
 //! the browser's `upgradeneeded` transaction, from the version found to
 //! [`INDEXEDDB_SCHEMA_VERSION`]; a database of a newer version is refused with
 //! [`StorageError::SchemaTooNew`] and left untouched.
 
 use super::codec;
-use super::js::{array, byte_name_part, bytes, idb_error, JsFailure};
+use super::js::{array, byte_name_part, bytes, idb_error, set, JsFailure};
 use crate::error::StorageError;
 use idb::{
     Database, DatabaseEvent, Event, Factory, IndexParams, KeyPath, ObjectStoreParams, Request,
 };
+use std::collections::BTreeMap;
 use std::future::IntoFuture;
+use topgun_core::merkle::LEAVES;
 use wasm_bindgen::{JsCast, JsValue};
 
 /// The schema version this build writes and reads.
-pub const INDEXEDDB_SCHEMA_VERSION: u32 = 5;
+pub const INDEXEDDB_SCHEMA_VERSION: u32 = 6;
 
 pub(crate) const RECORDS: &str = "key_value_store";
 pub(crate) const OPS: &str = "operation_log";
 pub(crate) const META: &str = "meta_store";
 pub(crate) const DIRTY_INDEX: &str = "mapName_dirty";
 pub(crate) const SYNCED_INDEX: &str = "synced";
-pub(crate) const DELTA_INDEX: &str = "delta";
+pub(crate) const CARRIERS_INDEX: &str = "carriers";
+/// The index version 5 had in place of [`CARRIERS_INDEX`].
+const OLD_DELTA_INDEX: &str = "delta";
 
 /// Opens (creating or upgrading) database `name`: the connection, and the
 /// same as a JS value (for the calls made without `idb`).
@@ -141,28 +153,34 @@ fn upgrade(event: &idb::event::VersionChangeEvent) -> Result<(), idb::Error> {
 
         database.create_object_store(META, ObjectStoreParams::new())?;
     }
-    if from < 5 {
+    if from < 6 {
         let ops = event
             .target()?
             .transaction()
             .ok_or(idb::Error::TransactionNotFound)?
             .object_store(OPS)?;
         ops.create_index(
-            DELTA_INDEX,
-            KeyPath::new_single(codec::ENTRY_DELTA),
+            CARRIERS_INDEX,
+            KeyPath::new_array([codec::ENTRY_CARRIES, "id"]),
             Some(IndexParams::new()),
         )?;
     }
-    if (1..4).contains(&from) {
+    if (1..6).contains(&from) {
         let tx = event
             .target()?
             .transaction()
             .ok_or(idb::Error::TransactionNotFound)?;
         wasm_bindgen_futures::spawn_local(async move {
             let upgraded = async {
-                rename_records(&tx).await?;
+                if from < 4 {
+                    rename_records(&tx).await?;
+                }
                 if from < 3 {
                     move_pruned(&tx).await?;
+                }
+                join_sums(&tx).await?;
+                if from == 5 {
+                    mark_carriers(&tx).await?;
                 }
                 Ok::<_, StorageError>(())
             };
@@ -172,6 +190,63 @@ fn upgrade(event: &idb::event::VersionChangeEvent) -> Result<(), idb::Error> {
             }
         });
     }
+    Ok(())
+}
+
+/// Joins the chunks of leaf sums of schema versions 1 to 5 into one
+/// value per map, in the upgrade transaction.
+async fn join_sums(tx: &idb::Transaction) -> Result<(), StorageError> {
+    const DURING: &str = "joining Merkle sums";
+    let meta = tx.object_store(META).map_err(idb_error(DURING))?;
+    let range = codec::old_sums_range()?;
+    // Keys and values of one range in one transaction: the same order.
+    let keys = meta
+        .get_all_keys(Some(range.clone().into()), None)
+        .map_err(idb_error(DURING))?
+        .into_future();
+    let values = meta
+        .get_all(Some(range.clone().into()), None)
+        .map_err(idb_error(DURING))?
+        .into_future();
+    let (keys, values) = (
+        keys.await.map_err(idb_error(DURING))?,
+        values.await.map_err(idb_error(DURING))?,
+    );
+    let mut joined: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    for (key, value) in keys.iter().zip(&values) {
+        let (map_name, chunk) = codec::old_sums_chunk_of(key)?;
+        let chunk_sums = codec::sums_from_js(Some(value), codec::OLD_SUMS_CHUNK)?;
+        let sums = joined.entry(map_name).or_insert_with(|| vec![0; LEAVES]);
+        let at = chunk * codec::OLD_SUMS_CHUNK;
+        sums[at..at + codec::OLD_SUMS_CHUNK].copy_from_slice(&chunk_sums);
+    }
+    meta.delete(range).map_err(idb_error(DURING))?;
+    for (map_name, sums) in joined {
+        meta.put(&codec::sums_to_js(&sums), Some(&codec::sums_key(&map_name)))
+            .map_err(idb_error(DURING))?;
+    }
+    Ok(())
+}
+
+/// Gives every `operation_log` entry of schema version 5 that carries a
+/// delta (every one is unfolded there) field `carries`, and drops that
+/// version's index of them, in the upgrade transaction.
+async fn mark_carriers(tx: &idb::Transaction) -> Result<(), StorageError> {
+    const DURING: &str = "marking the entries that carry a delta";
+    let ops = tx.object_store(OPS).map_err(idb_error(DURING))?;
+    let carriers = ops
+        .index(OLD_DELTA_INDEX)
+        .map_err(idb_error(DURING))?
+        .get_all(None, None)
+        .map_err(idb_error(DURING))?
+        .await
+        .map_err(idb_error(DURING))?;
+    for entry in &carriers {
+        set(entry, codec::ENTRY_CARRIES, &JsValue::from_f64(1.0))?;
+        ops.put(entry, None).map_err(idb_error(DURING))?;
+    }
+    ops.delete_index(OLD_DELTA_INDEX)
+        .map_err(idb_error(DURING))?;
     Ok(())
 }
 

@@ -150,6 +150,8 @@ pub(crate) struct WriteTxn {
     pub(crate) delta: Delta,
     /// The `operation_log` entries of the ops logged, added at commit.
     entries: Entries,
+    /// The folded mark (see [`super::delta`]), once read.
+    folded: Option<u64>,
 }
 
 impl std::fmt::Debug for WriteTxn {
@@ -218,6 +220,7 @@ impl WriteTxn {
             unread: HashSet::new(),
             delta: Delta::default(),
             entries: Entries::default(),
+            folded: None,
         })
     }
 
@@ -308,6 +311,24 @@ impl WriteTxn {
                 self.overlay.insert(slot, None);
             }
         }
+    }
+
+    /// The folded mark (see [`super::delta`]): read once, as no fold
+    /// runs while this transaction does.
+    pub(crate) async fn folded(&mut self) -> Result<u64, StorageError> {
+        const DURING: &str = "reading the folded mark";
+        if let Some(folded) = self.folded {
+            return Ok(folded);
+        }
+        let stored = self
+            .meta
+            .get(codec::folded_key())
+            .map_err(idb_error(DURING))?
+            .await
+            .map_err(idb_error(DURING))?;
+        let folded = codec::folded_from_js(stored)?;
+        self.folded = Some(folded);
+        Ok(folded)
     }
 
     pub(crate) fn adopt(&mut self, record: StoreRecord) {
