@@ -15,7 +15,9 @@
 //!   (or a few, when they are many bytes): `{id, synced, ops}`, `ops` the
 //!   ops as consecutive MessagePack values (each with its number in the
 //!   entry, map, key, type, value, timestamp, TTL and its own `synced`),
-//!   `synced` `1` once every op left in the entry is. Op `n` of the entry
+//!   `synced` `1` once every op left in the entry is; a transaction's
+//!   first entry also carries its counters delta (`delta`, with
+//!   `carries: 1`, see `delta`). Op `n` of the entry
 //!   with key `e` has [`OpId`] `((e - 1) << 16) + n + 1`, so ids start at
 //!   1 and increase in the order ops were logged. (Schema version 1 kept
 //!   one op per entry, `{id, mapName, key, opType, synced, body}`; such an
@@ -23,8 +25,9 @@
 //!   entry objects in JS ([`js::put_record`], [`js::commit_write`]): one
 //!   call each, where building them from Rust took one per field.
 //! - `meta_store` keys the application's meta values by their string key;
-//!   the store's own entries (Merkle leaf sums, counters and their
-//!   deltas, see `delta`) use array keys, which can never equal a string.
+//!   the store's own entries (Merkle leaf sums, counters, their deltas
+//!   and the folded mark, see `delta`) use array keys, which can never
+//!   equal a string.
 
 use super::js::{self, array, byte_name_part, bytes, field, set, to_bytes};
 use crate::error::StorageError;
