@@ -193,25 +193,35 @@ fn upgrade(event: &idb::event::VersionChangeEvent) -> Result<(), idb::Error> {
     Ok(())
 }
 
+/// The keys and values of `store` in `range` (the first `limit`), read
+/// with one wait; in one transaction the two come in the same order.
+async fn keys_and_values(
+    store: &idb::ObjectStore,
+    range: &idb::KeyRange,
+    limit: Option<u32>,
+    during: &'static str,
+) -> Result<(Vec<JsValue>, Vec<JsValue>), StorageError> {
+    let keys = store
+        .get_all_keys(Some(range.clone().into()), limit)
+        .map_err(idb_error(during))?
+        .into_future();
+    let values = store
+        .get_all(Some(range.clone().into()), limit)
+        .map_err(idb_error(during))?
+        .into_future();
+    Ok((
+        keys.await.map_err(idb_error(during))?,
+        values.await.map_err(idb_error(during))?,
+    ))
+}
+
 /// Joins the chunks of leaf sums of schema versions 1 to 5 into one
 /// value per map, in the upgrade transaction.
 async fn join_sums(tx: &idb::Transaction) -> Result<(), StorageError> {
     const DURING: &str = "joining Merkle sums";
     let meta = tx.object_store(META).map_err(idb_error(DURING))?;
     let range = codec::old_sums_range()?;
-    // Keys and values of one range in one transaction: the same order.
-    let keys = meta
-        .get_all_keys(Some(range.clone().into()), None)
-        .map_err(idb_error(DURING))?
-        .into_future();
-    let values = meta
-        .get_all(Some(range.clone().into()), None)
-        .map_err(idb_error(DURING))?
-        .into_future();
-    let (keys, values) = (
-        keys.await.map_err(idb_error(DURING))?,
-        values.await.map_err(idb_error(DURING))?,
-    );
+    let (keys, values) = keys_and_values(&meta, &range, None, DURING).await?;
     let mut joined: BTreeMap<String, Vec<u32>> = BTreeMap::new();
     for (key, value) in keys.iter().zip(&values) {
         let (map_name, chunk) = codec::old_sums_chunk_of(key)?;
@@ -266,18 +276,7 @@ async fn rename_records(tx: &idb::Transaction) -> Result<(), StorageError> {
     let old = idb::KeyRange::lower_bound(&array(&[bytes(&[])]), Some(false))
         .map_err(idb_error(DURING))?;
     loop {
-        let keys = records
-            .get_all_keys(Some(old.clone().into()), Some(RENAME_PAGE))
-            .map_err(idb_error(DURING))?
-            .into_future();
-        let values = records
-            .get_all(Some(old.clone().into()), Some(RENAME_PAGE))
-            .map_err(idb_error(DURING))?
-            .into_future();
-        let (keys, values) = (
-            keys.await.map_err(idb_error(DURING))?,
-            values.await.map_err(idb_error(DURING))?,
-        );
+        let (keys, values) = keys_and_values(&records, &old, Some(RENAME_PAGE), DURING).await?;
         if keys.is_empty() {
             return Ok(());
         }
@@ -305,18 +304,7 @@ async fn move_pruned(tx: &idb::Transaction) -> Result<(), StorageError> {
     let meta = tx.object_store(META).map_err(idb_error(DURING))?;
     let records = tx.object_store(RECORDS).map_err(idb_error(DURING))?;
     let range = codec::old_pruned_range()?;
-    let keys = meta
-        .get_all_keys(Some(range.clone().into()), None)
-        .map_err(idb_error(DURING))?
-        .into_future();
-    let values = meta
-        .get_all(Some(range.clone().into()), None)
-        .map_err(idb_error(DURING))?
-        .into_future();
-    let (keys, values) = (
-        keys.await.map_err(idb_error(DURING))?,
-        values.await.map_err(idb_error(DURING))?,
-    );
+    let (keys, values) = keys_and_values(&meta, &range, None, DURING).await?;
     let mut moves = Vec::with_capacity(keys.len());
     for (key, value) in keys.iter().zip(&values) {
         let (Some(map_name), Some(record_key)) = (byte_name_part(key, 1), byte_name_part(key, 2))
