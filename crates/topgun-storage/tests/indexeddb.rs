@@ -379,7 +379,8 @@ async fn a_version_1_op_entry_reads_and_settles() {
     })
     .await;
     // The second write's entry (key 2) rewritten as version 1 wrote it
-    // (keeping the counters delta it carries, which this build added).
+    // (keeping the counters delta it carries and its `carries` field,
+    // which this build added).
     with_raw_store(&name, "operation_log", |ops| async move {
         let current = ops
             .get(wasm_bindgen::JsValue::from_f64(2.0))
