@@ -336,13 +336,20 @@ async fn until_state(client: &JsClient, state: &str) {
     until(|f| client.on_state_change(f), || client.state() == state).await;
 }
 
+/// A fresh database (named from `prefix`) and its first tab, once it
+/// leads.
+async fn leading_tab(prefix: &str) -> (String, JsClient) {
+    let database = unique(prefix);
+    let first = open_db(&database).await;
+    until_role(&first, "leader").await;
+    (database, first)
+}
+
 /// Two clients on one database stand for two tabs of one origin (Web Locks
 /// and BroadcastChannel work alike between objects of one page).
 #[wasm_bindgen_test]
 async fn tabs_share_a_database_and_one_leader_syncs() {
-    let database = unique("tabs");
-    let first = open_db(&database).await;
-    until_role(&first, "leader").await;
+    let (database, first) = leading_tab("tabs").await;
     let second = open_db(&database).await;
     assert_eq!(second.role(), "follower");
 
@@ -392,9 +399,7 @@ async fn tabs_share_a_database_and_one_leader_syncs() {
 /// other tabs.
 #[wasm_bindgen_test]
 async fn changes_made_just_before_a_close_reach_the_other_tabs() {
-    let database = unique("close-flush");
-    let first = open_db(&database).await;
-    until_role(&first, "leader").await;
+    let (database, first) = leading_tab("close-flush").await;
     let second = open_db(&database).await;
     let follower_map = second.get_map("todos").unwrap();
     let (callback, mut rx) = json_callback();
@@ -470,9 +475,7 @@ async fn hello_answers(
 /// before such a change with `Resync`, and posts every change after.
 #[wasm_bindgen_test]
 async fn a_lone_leader_posts_no_changes_until_a_tab_joins() {
-    let database = unique("alone");
-    let first = open_db(&database).await;
-    until_role(&first, "leader").await;
+    let (database, first) = leading_tab("alone").await;
     // A listener on the tabs' channel that has said nothing yet.
     let (channel, mut rx, _on_message) = listen_to_tabs(&database);
 
@@ -516,9 +519,7 @@ async fn a_lone_leader_posts_no_changes_until_a_tab_joins() {
 /// `Hello` may be on its way); a tab applies those left after it joined.
 #[wasm_bindgen_test]
 async fn a_lone_leader_posts_its_unposted_changes_when_it_closes() {
-    let database = unique("alone-close");
-    let first = open_db(&database).await;
-    until_role(&first, "leader").await;
+    let (database, first) = leading_tab("alone-close").await;
     // A listener on the tabs' channel that says nothing.
     let (channel, mut rx, _on_message) = listen_to_tabs(&database);
     let map = first.get_map("todos").unwrap();
@@ -592,9 +593,7 @@ async fn put_more_than_the_feed_holds(map: &JsMap) {
 /// that joined before says `Hello` and hears they were lost.
 #[wasm_bindgen_test]
 async fn a_lone_leader_tells_a_tab_that_joins_of_the_changes_it_lost() {
-    let database = unique("alone-lost");
-    let first = open_db(&database).await;
-    until_role(&first, "leader").await;
+    let (database, first) = leading_tab("alone-lost").await;
     let (channel, mut rx, _on_message) = listen_to_tabs(&database);
     let joined = js_sys::Date::now() as u64;
     put_more_than_the_feed_holds(&first.get_map("bulk").unwrap()).await;
@@ -612,9 +611,7 @@ async fn a_lone_leader_tells_a_tab_that_joins_of_the_changes_it_lost() {
 /// see the new values.
 #[wasm_bindgen_test]
 async fn changes_lost_on_the_way_to_another_tab_are_reported_to_its_subscribers() {
-    let database = unique("lost");
-    let first = open_db(&database).await;
-    until_role(&first, "leader").await;
+    let (database, first) = leading_tab("lost").await;
     let second = open_db(&database).await;
     let follower_todos = second.get_map("todos").unwrap();
     let follower_bulk = second.get_map("bulk").unwrap();
