@@ -87,8 +87,9 @@ if (result.error) {
 const { medians } = result;
 const metrics = Object.keys(medians["raw-idb"]);
 const ratio = (a, b) => Object.fromEntries(metrics.map((m) => [m, +(medians[a][m] / medians[b][m]).toFixed(2)]));
-// The median of each run's own ratio: the systems of one run ran minutes
-// apart at most, so a slow spell of the machine moves both sides of it.
+// The median of each run's own ratio: in a run the systems take turns
+// scenario by scenario (and chunk by chunk in the serial ones), so a slow
+// spell of the machine moves both sides of it.
 const middle = (values) => {
   const sorted = [...values].sort((x, y) => x - y);
   const mid = Math.floor(sorted.length / 2);

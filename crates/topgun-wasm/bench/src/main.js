@@ -14,6 +14,9 @@ const SERIAL = 50;
 // scenarios above: long enough to include the work a store does every so
 // many writes (TopGun folds its counters deltas every 256 transactions).
 const SUSTAINED = 600;
+// Writes per turn in the serial scenarios (see `runAll`); 256 and 512 fall
+// inside a chunk, so every fold of the 600 is timed.
+const SUSTAINED_CHUNK = 50;
 const BIG = Number(params.big ?? 10000);
 const systems = (params.systems ?? Object.keys(SYSTEMS).join(",")).split(",");
 
@@ -56,83 +59,122 @@ function check(condition, what) {
   if (!condition) throw new Error(`wrong answer: ${what}`);
 }
 
-/** One run of every scenario for `make()`; returns metric → ms. */
-async function runSystem(make, run, docs, serial, sustained, big) {
-  const system = make();
-  const name = `bench-${system.id}-${run}-${Date.now()}`;
-  const bigName = `${name}-big`;
-  const m = {};
+/**
+ * One run of every scenario for every system in `ids`, scenario by
+ * scenario: each scenario runs for every system in turn before the next
+ * one starts, and the serial scenarios interleave their writes in chunks
+ * (every system writes a chunk, then the next chunk), each system's chunk
+ * times adding up. A slow spell of this shared machine lasts seconds; run
+ * system after system, one spell fell on one system's whole scenario and
+ * moved its ratio by half. Returns system id → metric → ms.
+ */
+async function runAll(ids, run, docs, serial, sustained, big) {
+  const stamp = Date.now();
+  const all = ids.map((id) => {
+    const system = SYSTEMS[id]();
+    const name = `bench-${system.id}-${run}-${stamp}`;
+    return { system, name, bigName: `${name}-big`, m: {} };
+  });
+  const each = async (fn) => {
+    for (const s of all) await fn(s);
+  };
+  // A system closed and opened again, then left alone for a moment (what
+  // it starts on open runs before the next scenario is timed).
+  const reopen = async (s, name) => {
+    await s.system.close();
+    await s.system.open(name);
+    await pause();
+  };
+  const serialTurns = async (metric, items, chunk) => {
+    for (const s of all) s.m[metric] = 0;
+    for (let at = 0; at < items.length; at += chunk) {
+      const part = items.slice(at, at + chunk);
+      await each(async (s) => {
+        const [ms] = await timed(async () => {
+          for (const doc of part) await s.system.insertOne(doc);
+        });
+        s.m[metric] += ms;
+      });
+    }
+  };
 
-  [m["first-insert"]] = await timed(async () => {
-    await system.open(name);
-    await system.insertOne(makeDoc(999999));
+  await each(async (s) => {
+    [s.m["first-insert"]] = await timed(async () => {
+      await s.system.open(s.name);
+      await s.system.insertOne(makeDoc(999999));
+    });
   });
   await pause();
 
-  const batchTimes = [];
+  for (const s of all) s.m["bulk-insert-500"] = 0;
   for (let b = 0; b < BATCHES; b++) {
     const batch = docs.slice((b * DOCS) / BATCHES, ((b + 1) * DOCS) / BATCHES);
-    const [ms] = await timed(() => system.bulkInsert(batch));
-    batchTimes.push(ms);
+    await each(async (s) => {
+      const [ms] = await timed(() => s.system.bulkInsert(batch));
+      s.m["bulk-insert-500"] += ms / BATCHES;
+    });
   }
-  m["bulk-insert-500"] = batchTimes.reduce((a, b) => a + b, 0) / batchTimes.length;
-  await system.close();
-  await system.open(name);
-  await pause();
 
-  const ids = docs.map((d) => d.id);
-  let found;
-  [m["find-by-ids-3000"], found] = await timed(() => system.findByIds(ids));
-  check(found.length === DOCS && found.every(Boolean), "find by ids");
-  await pause();
-
-  [m["serial-inserts-50"]] = await timed(async () => {
-    for (const doc of serial) await system.insertOne(doc);
-  });
-  await system.close();
-  await system.open(name);
-  await pause();
-
-  [m["serial-finds-50"]] = await timed(async () => {
-    for (const doc of serial) check(Boolean(await system.findById(doc.id)), "serial find");
+  const ids3000 = docs.map((d) => d.id);
+  await each(async (s) => {
+    await reopen(s, s.name);
+    let found;
+    [s.m["find-by-ids-3000"], found] = await timed(() => s.system.findByIds(ids3000));
+    check(found.length === DOCS && found.every(Boolean), "find by ids");
   });
   await pause();
 
-  let rows;
-  [m["query-sorted-3050"], rows] = await timed(() => system.querySorted());
-  check(rows.length === DOCS + SERIAL + 1, `sorted query returned ${rows.length}`);
-  await system.close();
-  await system.open(name);
-  await pause();
+  await serialTurns("serial-inserts-50", serial, 10);
 
-  [m["parallel-queries-4"], rows] = await timed(() => Promise.all([0, 1, 2, 3].map((k) => system.queryEq(k))));
-  check(rows.reduce((n, r) => n + r.length, 0) === DOCS + SERIAL + 1, "parallel queries");
-  await pause();
-
-  let counts = [];
-  [m["counts-4"]] = await timed(async () => {
-    for (const k of [0, 1, 2, 3]) counts.push(await system.countEq(k));
+  await each(async (s) => {
+    await reopen(s, s.name);
+    [s.m["serial-finds-50"]] = await timed(async () => {
+      for (const doc of serial) check(Boolean(await s.system.findById(doc.id)), "serial find");
+    });
   });
-  check(counts.reduce((a, b) => a + b, 0) === DOCS + SERIAL + 1, "counts");
   await pause();
 
-  [m[`serial-inserts-${SUSTAINED}`]] = await timed(async () => {
-    for (const doc of sustained) await system.insertOne(doc);
+  await each(async (s) => {
+    let rows;
+    [s.m["query-sorted-3050"], rows] = await timed(() => s.system.querySorted());
+    check(rows.length === DOCS + SERIAL + 1, `sorted query returned ${rows.length}`);
   });
-  await system.close();
-  await system.destroy(name);
+
+  await each(async (s) => {
+    await reopen(s, s.name);
+    let rows;
+    [s.m["parallel-queries-4"], rows] = await timed(() => Promise.all([0, 1, 2, 3].map((k) => s.system.queryEq(k))));
+    check(rows.reduce((n, r) => n + r.length, 0) === DOCS + SERIAL + 1, "parallel queries");
+  });
   await pause();
 
-  await system.open(bigName);
-  [m["bulk-insert-10000"]] = await timed(() => system.bulkInsert(big));
-  await system.close();
-  await system.open(bigName);
+  await each(async (s) => {
+    const counts = [];
+    [s.m["counts-4"]] = await timed(async () => {
+      for (const k of [0, 1, 2, 3]) counts.push(await s.system.countEq(k));
+    });
+    check(counts.reduce((a, b) => a + b, 0) === DOCS + SERIAL + 1, "counts");
+  });
   await pause();
-  [m["read-all-10000"], rows] = await timed(() => system.readAll());
-  check(rows.length === BIG, `read all returned ${rows.length}`);
-  await system.close();
-  await system.destroy(bigName);
-  return m;
+
+  await serialTurns(`serial-inserts-${SUSTAINED}`, sustained, SUSTAINED_CHUNK);
+  await each(async (s) => {
+    await s.system.close();
+    await s.system.destroy(s.name);
+  });
+  await pause();
+
+  await each(async (s) => {
+    await s.system.open(s.bigName);
+    [s.m["bulk-insert-10000"]] = await timed(() => s.system.bulkInsert(big));
+    await reopen(s, s.bigName);
+    let rows;
+    [s.m["read-all-10000"], rows] = await timed(() => s.system.readAll());
+    check(rows.length === BIG, `read all returned ${rows.length}`);
+    await s.system.close();
+    await s.system.destroy(s.bigName);
+  });
+  return Object.fromEntries(all.map((s) => [s.system.id, s.m]));
 }
 
 function median(values) {
@@ -151,8 +193,8 @@ async function main() {
     const big = Array.from({ length: BIG }, (_, i) => makeDoc(100000 + i));
     // Rotate the order of systems from run to run.
     const order = systems.map((_, i) => systems[(i + run) % systems.length]);
-    for (const id of order) {
-      const m = await runSystem(SYSTEMS[id], run, docs, serial, sustained, big);
+    const measured = await runAll(order, run, docs, serial, sustained, big);
+    for (const [id, m] of Object.entries(measured)) {
       document.getElementById("log").textContent += `run ${run} ${id} ${JSON.stringify(m)}\n`;
       if (run < WARMUP) continue;
       for (const [metric, ms] of Object.entries(m)) {
