@@ -48,7 +48,11 @@ function makeDoc(i) {
 const idle = () => new Promise((resolve) => requestIdleCallback(() => resolve()));
 const pause = () => new Promise((resolve) => setTimeout(resolve, 50));
 
+// Each timed section starts after a full garbage collection (where the
+// page has `gc`, as run.mjs gives it), so that one system's garbage is not
+// collected in the next one's time.
 async function timed(fn) {
+  globalThis.gc?.();
   await idle();
   const start = performance.now();
   const result = await fn();
@@ -75,8 +79,12 @@ async function runAll(ids, run, docs, serial, sustained, big) {
     const name = `bench-${system.id}-${run}-${stamp}`;
     return { system, name, bigName: `${name}-big`, m: {} };
   });
+  // Every scenario takes the systems in its own order (shuffled from
+  // the run's order; the same every bench), so that no system always
+  // runs right after the same other one.
+  let turn = run;
   const each = async (fn) => {
-    for (const s of all) await fn(s);
+    for (const s of shuffled(all, ++turn)) await fn(s);
   };
   // A system closed and opened again, then left alone for a moment (what
   // it starts on open runs before the next scenario is timed).
@@ -177,6 +185,23 @@ async function runAll(ids, run, docs, serial, sustained, big) {
   return Object.fromEntries(all.map((s) => [s.system.id, s.m]));
 }
 
+/** `items` in an order picked by `seed` (Fisher–Yates, xorshift32). */
+function shuffled(items, seed) {
+  let x = (seed * 2654435761) >>> 0 || 1;
+  const next = () => {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    return (x >>> 0) / 4294967296;
+  };
+  const out = [...items];
+  for (let i = out.length - 1; i > 0; i--) {
+    const j = Math.floor(next() * (i + 1));
+    [out[i], out[j]] = [out[j], out[i]];
+  }
+  return out;
+}
+
 function median(values) {
   const sorted = [...values].sort((a, b) => a - b);
   const mid = Math.floor(sorted.length / 2);
@@ -191,9 +216,7 @@ async function main() {
     const serial = Array.from({ length: SERIAL }, (_, i) => makeDoc(DOCS + i));
     const sustained = Array.from({ length: SUSTAINED }, (_, i) => makeDoc(200000 + i));
     const big = Array.from({ length: BIG }, (_, i) => makeDoc(100000 + i));
-    // Rotate the order of systems from run to run.
-    const order = systems.map((_, i) => systems[(i + run) % systems.length]);
-    const measured = await runAll(order, run, docs, serial, sustained, big);
+    const measured = await runAll(systems, run, docs, serial, sustained, big);
     for (const [id, m] of Object.entries(measured)) {
       document.getElementById("log").textContent += `run ${run} ${id} ${JSON.stringify(m)}\n`;
       if (run < WARMUP) continue;
