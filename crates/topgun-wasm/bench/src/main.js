@@ -20,14 +20,18 @@ const SUSTAINED_CHUNK = 50;
 const BIG = Number(params.big ?? 10000);
 const systems = (params.systems ?? Object.keys(SYSTEMS).join(",")).split(",");
 
-let seed = 1;
-function random() {
-  // xorshift32: the same documents for every system of a run.
-  seed ^= seed << 13;
-  seed ^= seed >>> 17;
-  seed ^= seed << 5;
-  return (seed >>> 0) / 4294967296;
+/** Numbers in [0, 1) from xorshift32, started at `state` (not 0). */
+function xorshift(state) {
+  let x = state;
+  return () => {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    return (x >>> 0) / 4294967296;
+  };
 }
+// The same documents for every system of a run (`main` restarts it).
+let random = xorshift(1);
 
 function word(length) {
   let text = "";
@@ -185,15 +189,9 @@ async function runAll(ids, run, docs, serial, sustained, big) {
   return Object.fromEntries(all.map((s) => [s.system.id, s.m]));
 }
 
-/** `items` in an order picked by `seed` (Fisher–Yates, xorshift32). */
+/** `items` in an order picked by `seed` (Fisher–Yates). */
 function shuffled(items, seed) {
-  let x = (seed * 2654435761) >>> 0 || 1;
-  const next = () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return (x >>> 0) / 4294967296;
-  };
+  const next = xorshift((seed * 2654435761) >>> 0 || 1);
   const out = [...items];
   for (let i = out.length - 1; i > 0; i--) {
     const j = Math.floor(next() * (i + 1));
@@ -211,7 +209,7 @@ function median(values) {
 async function main() {
   const samples = {};
   for (let run = 0; run < WARMUP + RUNS; run++) {
-    seed = 1 + run;
+    random = xorshift(1 + run);
     const docs = Array.from({ length: DOCS }, (_, i) => makeDoc(i));
     const serial = Array.from({ length: SERIAL }, (_, i) => makeDoc(DOCS + i));
     const sustained = Array.from({ length: SUSTAINED }, (_, i) => makeDoc(200000 + i));
@@ -232,7 +230,7 @@ async function main() {
   // The storage format question, on the big scenario's documents.
   const format = {};
   for (let run = 0; run < WARMUP + RUNS; run++) {
-    seed = 1 + run;
+    random = xorshift(1 + run);
     const big = Array.from({ length: BIG }, (_, i) => makeDoc(100000 + i));
     const m = await storageFormat(big);
     if (run < WARMUP) continue;
