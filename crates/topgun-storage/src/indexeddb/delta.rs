@@ -157,6 +157,20 @@ fn delta_range() -> Result<idb::KeyRange, StorageError> {
     .map_err(idb_error("building a key range"))
 }
 
+/// The folded mark (0 if none is stored), read in the transaction of
+/// `meta`.
+pub(crate) async fn folded_mark(
+    meta: &ObjectStore,
+    during: &'static str,
+) -> Result<u64, StorageError> {
+    let stored = meta
+        .get(codec::folded_key())
+        .map_err(idb_error(during))?
+        .await
+        .map_err(idb_error(during))?;
+    codec::folded_from_js(stored)
+}
+
 /// The base counters and every delta not folded, read with two waits
 /// (the mark, then the carriers past it).
 struct Unfolded {
@@ -184,18 +198,11 @@ impl Unfolded {
             .get_all(Some(delta_range()?.into()), None)
             .map_err(idb_error(during))?
             .into_future();
-        let folded = meta
-            .get(codec::folded_key())
-            .map_err(idb_error(during))?
-            .await
-            .map_err(idb_error(during))?;
+        let folded = folded_mark(meta, during).await?;
         let carriers = ops
             .index(CARRIERS_INDEX)
             .map_err(idb_error(during))?
-            .get_all(
-                Some(codec::carriers_after(codec::folded_from_js(folded)?)?.into()),
-                None,
-            )
+            .get_all(Some(codec::carriers_after(folded)?.into()), None)
             .map_err(idb_error(during))?
             .into_future();
         let base = Counters::from_js(base.await.map_err(idb_error(during))?)?;

@@ -10,7 +10,7 @@
 
 use super::codec::{self, Stored};
 use super::completion::{Completion, Outcome};
-use super::delta::Delta;
+use super::delta::{self, Delta};
 use super::js::{self, idb_error, js_error};
 use super::range::{RangeRead, RANGE_READ_MIN};
 use super::schema::{META, OPS, RECORDS};
@@ -316,17 +316,10 @@ impl WriteTxn {
     /// The folded mark (see [`super::delta`]): read once, as no fold
     /// runs while this transaction does.
     pub(crate) async fn folded(&mut self) -> Result<u64, StorageError> {
-        const DURING: &str = "reading the folded mark";
         if let Some(folded) = self.folded {
             return Ok(folded);
         }
-        let stored = self
-            .meta
-            .get(codec::folded_key())
-            .map_err(idb_error(DURING))?
-            .await
-            .map_err(idb_error(DURING))?;
-        let folded = codec::folded_from_js(stored)?;
+        let folded = delta::folded_mark(&self.meta, "reading the folded mark").await?;
         self.folded = Some(folded);
         Ok(folded)
     }
